@@ -1,0 +1,1 @@
+//! The safekeeping repository: a verified, deduplicated chunk store for disk images.

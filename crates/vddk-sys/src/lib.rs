@@ -1,0 +1,1 @@
+//! Raw C ABI of VMware's VixDiskLib (VDDK), loaded at run time.

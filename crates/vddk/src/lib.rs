@@ -1,0 +1,1 @@
+//! Safe wrappers over VixDiskLib: connect, open, read and write disks.

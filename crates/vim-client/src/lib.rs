@@ -1,0 +1,1 @@
+//! A client for vCenter's VIM and VSLM SOAP APIs.

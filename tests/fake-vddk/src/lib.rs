@@ -1,0 +1,1 @@
+//! A fake libvixDiskLib.so over local flat VMDK files, for the lab.
