@@ -1,6 +1,43 @@
-//! Backup and restore of VMware vSphere virtual machines.
+//! The `safekeeping` command: parses the command line, sets up logging and the runtime, runs
+//! the command, prints its report and exits 0, 1 or 3 (2 for usage errors, from clap).
 
-fn main() {
-    eprintln!("safekeeping: not built yet");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use safekeeping::cli::Cli;
+use safekeeping::report::Report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    if let Err(e) = safekeeping::logging::init(cli.verbose, cli.quiet, cli.log_file.as_deref()) {
+        return fail(
+            json,
+            &anyhow::anyhow!(e).context("cannot open the log file"),
+        );
+    }
+    let report = match run(cli) {
+        Ok(r) => r,
+        Err(e) => return fail(json, &e),
+    };
+    report.print(json);
+    report.outcome.into()
+}
+
+fn run(cli: Cli) -> anyhow::Result<Report> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(safekeeping::commands::run(cli))?)
+}
+
+fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
+    let message = format!("{e:#}");
+    tracing::error!("{message}");
+    if json {
+        Report::failed(&message).print(true);
+    } else {
+        eprintln!("safekeeping: error: {message}");
+    }
+    ExitCode::from(1)
 }

@@ -1,1 +1,193 @@
 //! End-to-end tests of safekeeping against the lab.
+//!
+//! [`Lab`] starts `safekeeping-lab up --dir <tempdir>` and stops it when dropped; [`Lab::sk`]
+//! runs the `safekeeping` binary with the lab's configuration. Both binaries are taken from
+//! the cargo target directory next to the test executable: `cargo build --workspace` must
+//! have run first (scripts/test.sh does).
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory holding the workspace's binaries (`target/debug`), found from the running
+/// test executable (`target/debug/deps/NAME-HASH`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test executable has a directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// Path of a workspace binary, panicking with a clear message when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the end-to-end tests",
+        p.display()
+    );
+    p
+}
+
+/// The output of a finished command, with helpers for assertions.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub command: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(command: String, out: Output) -> Run {
+        Run {
+            command,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the whole output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "`{}` exited {} (expected {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command exited 0.
+    pub fn ok(self) -> Run {
+        self.expect_code(0)
+    }
+
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`{}` did not print JSON ({e}):\n{}\n--- stderr\n{}",
+                self.command, self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Stdout and stderr together, for searching messages.
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A running lab in a temporary directory; `down` runs on drop.
+pub struct Lab {
+    dir: tempfile::TempDir,
+    lab_bin: PathBuf,
+    sk_bin: PathBuf,
+    down: bool,
+}
+
+impl Lab {
+    /// Starts a lab (`safekeeping-lab up --dir`).
+    pub fn up() -> Lab {
+        let lab_bin = binary("safekeeping-lab");
+        let sk_bin = binary("safekeeping");
+        let dir = tempfile::Builder::new()
+            .prefix("sk-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let mut lab = Lab {
+            dir,
+            lab_bin,
+            sk_bin,
+            down: false,
+        };
+        let d = lab.dir().to_string_lossy().into_owned();
+        lab.lab(&["up", "--dir", &d]).ok();
+        lab.down = true;
+        lab
+    }
+
+    /// The lab directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The lab's safekeeping configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir().join("safekeeping.toml")
+    }
+
+    /// Runs `safekeeping-lab ARGS --dir DIR`.
+    pub fn lab(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(&self.lab_bin);
+        cmd.args(args);
+        if args.first() != Some(&"up") {
+            cmd.arg("--dir").arg(self.dir());
+        }
+        let line = format!("safekeeping-lab {}", args.join(" "));
+        Run::from_output(line, cmd.output().expect("run safekeeping-lab"))
+    }
+
+    /// Runs `safekeeping --config LAB/safekeeping.toml ARGS`.
+    pub fn sk(&self, args: &[&str]) -> Run {
+        self.sk_with(args, &self.config(), &[])
+    }
+
+    /// Runs `safekeeping` with another configuration file and extra environment.
+    pub fn sk_with(&self, args: &[&str], config: &Path, env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(&self.sk_bin);
+        cmd.arg("--config").arg(config).args(args);
+        cmd.env_remove("SAFEKEEPING_PASSWORD");
+        cmd.env_remove("SAFEKEEPING_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let line = format!("safekeeping {}", args.join(" "));
+        Run::from_output(line, cmd.output().expect("run safekeeping"))
+    }
+
+    /// Lines of `DIR/vddk-stats.jsonl` written since `from_line`, parsed.
+    pub fn vddk_stats(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir().join("vddk-stats.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("vddk-stats line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.down {
+            let r = self.lab(&["down"]);
+            if r.code != 0 {
+                eprintln!("lab down failed: {}", r.stderr);
+            }
+        }
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).expect("open file to hash");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read file to hash");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}

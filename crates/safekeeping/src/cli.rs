@@ -1,0 +1,282 @@
+//! The command line, parsed once by clap into these structs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::target::Target;
+
+/// Backup and restore of VMware vSphere virtual machines.
+#[derive(Debug, Parser)]
+#[command(name = "safekeeping", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $XDG_CONFIG_HOME/safekeeping/config.toml).
+    #[arg(long, global = true, env = "SAFEKEEPING_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one machine-readable JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Also write log lines to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// More log output (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Repository maintenance: init, reindex.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Back up one or more targets.
+    Backup(BackupArgs),
+    /// Restore a target as a new VM (or over an existing one).
+    Restore(RestoreArgs),
+    /// List targets and their generations.
+    List(ListArgs),
+    /// Show one generation: disks, sizes, change ids, VM metadata.
+    Show(ShowArgs),
+    /// Verify the repository (add --read-data to read and hash every chunk).
+    Check(CheckArgs),
+    /// Forget generations by a retention policy.
+    Prune(PruneArgs),
+    /// Delete chunks no generation references.
+    Gc,
+    /// Write one disk of a generation to a sparse raw image file.
+    Export(ExportArgs),
+}
+
+/// `repo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create an empty repository at the configured path.
+    Init,
+    /// Rebuild the repository's catalog from its manifests.
+    Reindex,
+}
+
+/// `backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Targets: vm:NAME, vm:vm-123, vm:UUID, vm:DC/vm/folder/NAME.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<Target>,
+    /// Read every disk in full, even when an incremental is possible.
+    #[arg(long)]
+    pub full: bool,
+    /// Do not ask VMware Tools to quiesce the guest file systems.
+    #[arg(long)]
+    pub no_quiesce: bool,
+    /// Targets backed up at the same time (default from the configuration).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
+}
+
+/// How restore builds the new VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// CreateVM_Task with a spec rebuilt from the saved configuration.
+    Create,
+    /// Upload the saved .vmx, RegisterVM_Task, then add devices with ReconfigVM_Task.
+    Import,
+}
+
+/// `restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backed-up target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation to restore (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// Name of the restored VM (default: NAME-restored-TIMESTAMP).
+    #[arg(long, value_name = "NEW")]
+    pub name: Option<String>,
+    /// Replace an existing VM of that name.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// With --overwrite: power the existing VM off first.
+    #[arg(long, requires = "overwrite")]
+    pub force: bool,
+    /// Keep the original identity (uuids, MAC addresses), for a VM that is gone.
+    #[arg(long)]
+    pub recovery: bool,
+    /// Create or import.
+    #[arg(long, value_enum, default_value_t = RestoreMode::Create)]
+    pub mode: RestoreMode,
+    /// Datacenter to restore into.
+    #[arg(long, value_name = "DC")]
+    pub datacenter: Option<String>,
+    /// VM folder (name or path) to restore into.
+    #[arg(long, value_name = "FOLDER")]
+    pub folder: Option<String>,
+    /// Resource pool to restore into.
+    #[arg(long, value_name = "POOL")]
+    pub resource_pool: Option<String>,
+    /// Host to restore onto.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Datastore for the VM files and every disk.
+    #[arg(long, value_name = "DS")]
+    pub datastore: Option<String>,
+    /// Datastore for one disk: N=DS (N counts disks from 0); repeatable.
+    #[arg(long, value_name = "N=DS", value_parser = parse_disk_datastore)]
+    pub disk_datastore: Vec<(u32, String)>,
+    /// Network mapping OLD=NEW; repeatable. Unmapped NICs keep their network name.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_pair)]
+    pub network: Vec<(String, String)>,
+    /// Power the VM on when the restore has finished.
+    #[arg(long)]
+    pub power_on: bool,
+}
+
+/// `list`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this target.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<Target>,
+}
+
+/// `show`
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation (default: the latest).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+}
+
+/// `check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read, decompress and hash every chunk, not only the structure.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this target (default: every target).
+    #[arg(value_name = "TARGET")]
+    pub target: Option<Target>,
+    /// Keep the N most recent generations.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the last generation of each of the N most recent days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the last generation of each of the N most recent weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the last generation of each of the N most recent months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Say what would be forgotten without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Disk number (from 0, in the order `show` lists them).
+    #[arg(long, value_name = "N")]
+    pub disk: u32,
+    /// Generation (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// The raw image file to write (sparse; must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!("`{s}` is not OLD=NEW")),
+    }
+}
+
+fn parse_disk_datastore(s: &str) -> Result<(u32, String), String> {
+    let (n, ds) = parse_pair(s).map_err(|_| format!("`{s}` is not N=DATASTORE"))?;
+    let n = n
+        .parse::<u32>()
+        .map_err(|_| format!("`{n}` in `{s}` is not a disk number"))?;
+    Ok((n, ds))
+}
+
+impl Command {
+    /// Whether the command reads or writes disks through VDDK (and so needs the library path
+    /// set before the process starts its threads).
+    pub fn uses_vddk(&self) -> bool {
+        matches!(self, Command::Backup(_) | Command::Restore(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_restore_mappings() {
+        let cli = Cli::try_parse_from([
+            "safekeeping",
+            "--json",
+            "restore",
+            "vm:web01",
+            "--network",
+            "VM Network=DMZ",
+            "--disk-datastore",
+            "1=fast",
+            "--mode",
+            "import",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Restore(r) = cli.command else {
+            panic!("not restore")
+        };
+        assert_eq!(r.network, vec![("VM Network".into(), "DMZ".into())]);
+        assert_eq!(r.disk_datastore, vec![(1, "fast".into())]);
+        assert_eq!(r.mode, RestoreMode::Import);
+    }
+
+    #[test]
+    fn rejects_bad_values_at_parse_time() {
+        assert!(Cli::try_parse_from(["safekeeping", "backup", "web01"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "backup"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--network", "x"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--force"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "backup", "vm:a", "--parallel", "0"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_work_after_the_command() {
+        let cli = Cli::try_parse_from(["safekeeping", "list", "--json", "-vv"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.verbose, 2);
+    }
+}

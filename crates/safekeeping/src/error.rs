@@ -1,0 +1,94 @@
+//! The application's error type: one variant per kind of failure, each with enough context
+//! for an admin reading a cron mail to act on it.
+
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::mapping::MappingError;
+use crate::target::TargetParseError;
+
+/// Everything that can stop a command or a target.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Configuration file problems.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A malformed target.
+    #[error(transparent)]
+    Target(#[from] TargetParseError),
+    /// A target kind that parses but is not implemented.
+    #[error("{kind}: targets are not supported yet (only vm: targets are); `{target}` was not backed up")]
+    NotSupported {
+        /// `ivd`, `vapp` or `tag`.
+        kind: &'static str,
+        /// The target as given.
+        target: String,
+    },
+    /// A restore placement or mapping that names nothing.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// The target matched no VM.
+    #[error("no VM matches {0}")]
+    VmNotFound(String),
+    /// The target matched several VMs.
+    #[error("{target} matches {} VMs: {}; use vm:vm-ID or an inventory path", .matches.len(), .matches.join(", "))]
+    AmbiguousVm {
+        /// The target.
+        target: String,
+        /// `moref (path)` of each match.
+        matches: Vec<String>,
+    },
+    /// The repository has no such target or generation.
+    #[error("{0}")]
+    NotInRepository(String),
+    /// A restore would replace a VM that is running.
+    #[error("VM `{0}` exists and is powered on: --overwrite needs --force to power it off first")]
+    PoweredOn(String),
+    /// A restore's name is taken.
+    #[error("a VM named `{0}` already exists: choose --name or pass --overwrite")]
+    NameTaken(String),
+    /// SIGINT/SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+    /// Waiting for a lock took longer than allowed.
+    #[error("{what} is locked by another safekeeping process; gave up after {seconds} s")]
+    LockTimeout {
+        /// What was locked.
+        what: String,
+        /// How long we waited.
+        seconds: u64,
+    },
+    /// vCenter said no, or could not be reached.
+    #[error("vCenter: {0}")]
+    Vim(String),
+    /// VDDK failed.
+    #[error("VDDK: {0}")]
+    Vddk(String),
+    /// The repository failed.
+    #[error("repository: {0}")]
+    Repository(String),
+    /// Local file I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else, with a message saying what.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error with a description of the operation.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! safekeeping: backup and restore of VMware vSphere virtual machines.
+//!
+//! The data flow of a backup, one module per step:
+//! [`resolve`] (target → VM) → [`snapshot`] (guarded snapshot) → [`changed_areas`] (CBT) →
+//! [`disk_reader`] (VDDK reads feeding the repository) → [`backup`] (orchestration, commit).
+//! A restore goes through [`mapping`] (placement checked up front), then [`restore_create`] or
+//! [`restore_import`], and writes the disks back through VDDK. One module per command lives
+//! under [`commands`].
+#![warn(missing_docs)]
+
+pub mod cancel;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod mapping;
+pub mod outcome;
+pub mod progress;
+pub mod report;
+pub mod target;
+pub mod vmx;
+
+pub use error::{Error, Result};
+pub use outcome::Outcome;

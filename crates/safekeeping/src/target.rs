@@ -1,0 +1,227 @@
+//! Backup targets as written on the command line: `vm:NAME`, `vm:vm-123`, `vm:UUID`,
+//! `vm:DC/vm/folder/NAME`, and the syntactically accepted `ivd:`, `vapp:` and `tag:` kinds.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+/// A target as given by the user, checked for syntax only (resolution happens in `resolve`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A virtual machine.
+    Vm(VmSelector),
+    /// A First Class Disk (improved virtual disk), by id or name. Not supported yet.
+    Ivd(String),
+    /// A vApp, by name. Not supported yet.
+    Vapp(String),
+    /// Every VM carrying a vSphere tag. Not supported yet.
+    Tag(String),
+}
+
+/// How a `vm:` target names its virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum VmSelector {
+    /// A managed object reference such as `vm-123`.
+    Moref(String),
+    /// A BIOS uuid or an instance uuid.
+    Uuid(String),
+    /// An inventory path such as `DC0/vm/folder/web01`.
+    InventoryPath(String),
+    /// A display name.
+    Name(String),
+}
+
+/// Why a target string was rejected.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TargetParseError {
+    /// No `kind:` prefix.
+    #[error(
+        "target `{0}` has no kind: write it as vm:NAME, vm:vm-123, vm:UUID or vm:DC/vm/folder/NAME"
+    )]
+    MissingKind(String),
+    /// An unknown `kind:` prefix.
+    #[error("target `{target}` has unknown kind `{kind}`: expected vm, ivd, vapp or tag")]
+    UnknownKind {
+        /// The whole target.
+        target: String,
+        /// The unrecognized kind.
+        kind: String,
+    },
+    /// Nothing after the prefix.
+    #[error("target `{0}` names nothing after its kind")]
+    Empty(String),
+    /// An inventory path with an empty element (`DC//vm`).
+    #[error("target `{0}` is an inventory path with an empty element")]
+    BadPath(String),
+}
+
+impl Target {
+    /// The kind word of this target (`vm`, `ivd`, `vapp`, `tag`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Vm(_) => "vm",
+            Target::Ivd(_) => "ivd",
+            Target::Vapp(_) => "vapp",
+            Target::Tag(_) => "tag",
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = TargetParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((kind, rest)) = s.split_once(':') else {
+            return Err(TargetParseError::MissingKind(s.to_string()));
+        };
+        if rest.trim().is_empty() {
+            return Err(TargetParseError::Empty(s.to_string()));
+        }
+        let rest = rest.to_string();
+        match kind.to_ascii_lowercase().as_str() {
+            "vm" => Ok(Target::Vm(parse_vm(s, rest)?)),
+            "ivd" | "fcd" => Ok(Target::Ivd(rest)),
+            "vapp" => Ok(Target::Vapp(rest)),
+            "tag" => Ok(Target::Tag(rest)),
+            _ => Err(TargetParseError::UnknownKind {
+                target: s.to_string(),
+                kind: kind.to_string(),
+            }),
+        }
+    }
+}
+
+fn parse_vm(whole: &str, rest: String) -> Result<VmSelector, TargetParseError> {
+    if rest.contains('/') {
+        if rest.trim_matches('/').split('/').any(str::is_empty) {
+            return Err(TargetParseError::BadPath(whole.to_string()));
+        }
+        return Ok(VmSelector::InventoryPath(
+            rest.trim_matches('/').to_string(),
+        ));
+    }
+    if is_moref(&rest) {
+        return Ok(VmSelector::Moref(rest));
+    }
+    if is_uuid(&rest) {
+        return Ok(VmSelector::Uuid(rest.to_ascii_lowercase()));
+    }
+    Ok(VmSelector::Name(rest))
+}
+
+/// `vm-` followed by digits, as vCenter assigns them.
+fn is_moref(s: &str) -> bool {
+    s.strip_prefix("vm-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The 8-4-4-4-12 hexadecimal form.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Vm(sel) => write!(f, "vm:{sel}"),
+            Target::Ivd(s) => write!(f, "ivd:{s}"),
+            Target::Vapp(s) => write!(f, "vapp:{s}"),
+            Target::Tag(s) => write!(f, "tag:{s}"),
+        }
+    }
+}
+
+impl fmt::Display for VmSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmSelector::Moref(s)
+            | VmSelector::Uuid(s)
+            | VmSelector::InventoryPath(s)
+            | VmSelector::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_vm_form() {
+        assert_eq!(
+            "vm:web01".parse(),
+            Ok(Target::Vm(VmSelector::Name("web01".into())))
+        );
+        assert_eq!(
+            "vm:vm-123".parse(),
+            Ok(Target::Vm(VmSelector::Moref("vm-123".into())))
+        );
+        assert_eq!(
+            "vm:4215A0E0-1111-2222-3333-444455556666".parse(),
+            Ok(Target::Vm(VmSelector::Uuid(
+                "4215a0e0-1111-2222-3333-444455556666".into()
+            )))
+        );
+        assert_eq!(
+            "vm:DC0/vm/prod/web01".parse(),
+            Ok(Target::Vm(VmSelector::InventoryPath(
+                "DC0/vm/prod/web01".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn names_that_look_almost_like_morefs_stay_names() {
+        assert_eq!(
+            "vm:vm-web".parse(),
+            Ok(Target::Vm(VmSelector::Name("vm-web".into())))
+        );
+        assert_eq!(
+            "vm:vm-".parse(),
+            Ok(Target::Vm(VmSelector::Name("vm-".into())))
+        );
+    }
+
+    #[test]
+    fn other_kinds_parse_syntactically() {
+        assert_eq!("ivd:disk1".parse(), Ok(Target::Ivd("disk1".into())));
+        assert_eq!("vapp:shop".parse(), Ok(Target::Vapp("shop".into())));
+        assert_eq!("tag:gold".parse(), Ok(Target::Tag("gold".into())));
+    }
+
+    #[test]
+    fn rejects_bad_targets_with_specific_errors() {
+        assert_eq!(
+            "web01".parse::<Target>(),
+            Err(TargetParseError::MissingKind("web01".into()))
+        );
+        assert_eq!(
+            "host:esx1".parse::<Target>(),
+            Err(TargetParseError::UnknownKind {
+                target: "host:esx1".into(),
+                kind: "host".into()
+            })
+        );
+        assert_eq!(
+            "vm:".parse::<Target>(),
+            Err(TargetParseError::Empty("vm:".into()))
+        );
+        assert_eq!(
+            "vm:DC0//web".parse::<Target>(),
+            Err(TargetParseError::BadPath("vm:DC0//web".into()))
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["vm:web01", "vm:vm-7", "vm:DC0/vm/a", "tag:gold"] {
+            assert_eq!(s.parse::<Target>().unwrap().to_string(), s);
+        }
+    }
+}
