@@ -1,0 +1,478 @@
+//! The connection to one vCenter or ESXi: TLS, the session cookie, SOAP calls and re-login.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::Url;
+
+use crate::error::{Error, Result};
+use crate::fault::FaultKind;
+use crate::moref::MoRef;
+use crate::secret::Secret;
+use crate::service_content::ServiceContent;
+use crate::soap;
+use crate::tls::{self, Presented, Thumbprints, Tls};
+use crate::xml::{Element, NS_VIM25, NS_VSLM};
+
+/// The name of vCenter's session cookie.
+pub const SESSION_COOKIE: &str = "vmware_soap_session";
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `https://vcenter.example.com` (the `/sdk` path is added when missing).
+    pub url: String,
+    /// Certificate verification.
+    pub tls: Tls,
+    /// Timeout for connecting and for each SOAP call; file transfers use it as a read timeout.
+    pub timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Options for `url` with pinned or system TLS and a 60 s timeout.
+    pub fn new(url: impl Into<String>, tls: Tls) -> Self {
+        ClientOptions {
+            url: url.into(),
+            tls,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Credentials {
+    user: String,
+    password: Secret,
+}
+
+#[derive(Default)]
+struct Session {
+    cookie: Option<String>,
+    credentials: Option<Credentials>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    sdk_url: Url,
+    vslm_url: Url,
+    soap_action: String,
+    timeout: Duration,
+    service_content: ServiceContent,
+    session: Mutex<Session>,
+    presented: Arc<Presented>,
+    tls: Tls,
+}
+
+/// A connection to vCenter (or ESXi). Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.sdk_url.as_str())
+            .field("tls", &self.inner.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoint a SOAP call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The VIM API at `/sdk`.
+    Vim,
+    /// The VSLM API at `/vslm/sdk`.
+    Vslm,
+}
+
+fn normalise_url(url: &str) -> Result<(Url, Url)> {
+    let parsed =
+        Url::parse(url).map_err(|e| Error::InvalidInput(format!("server URL `{url}`: {e}")))?;
+    if parsed.scheme() != "https" && parsed.scheme() != "http" {
+        return Err(Error::InvalidInput(format!(
+            "server URL `{url}` must start with https://"
+        )));
+    }
+    if parsed.host_str().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "server URL `{url}` has no host"
+        )));
+    }
+    let mut base = parsed.clone();
+    base.set_query(None);
+    base.set_fragment(None);
+    let path = base.path().trim_end_matches('/').to_owned();
+    let path = path.strip_suffix("/sdk").unwrap_or(&path).to_owned();
+    base.set_path(&format!("{path}/"));
+    let sdk = base
+        .join("sdk")
+        .map_err(|e| Error::InvalidInput(format!("server URL `{url}`: {e}")))?;
+    Ok((base, sdk))
+}
+
+impl Client {
+    /// Connects and reads the service content (no login yet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CertificateMismatch`] when a pinned certificate differs (the error shows the
+    /// presented fingerprint), [`Error::Tls`], [`Error::Transport`] or a fault.
+    pub async fn connect(options: &ClientOptions) -> Result<Client> {
+        let (base_url, sdk_url) = normalise_url(&options.url)?;
+        let vslm_url = base_url
+            .join("vslm/sdk")
+            .map_err(|e| Error::InvalidInput(format!("server URL: {e}")))?;
+        let presented = Arc::new(Presented::default());
+        let config = tls::client_config(&options.tls, presented.clone())?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .connect_timeout(options.timeout)
+            .read_timeout(options.timeout)
+            .build()
+            .map_err(|e| Error::Tls(format!("cannot build HTTP client: {e}")))?;
+        let placeholder = ServiceContent::from_element(
+            &Element::vim("ServiceContent")
+                .child(MoRef::new("Folder", "").to_element("rootFolder"))
+                .child(MoRef::new("PropertyCollector", "").to_element("propertyCollector")),
+        )?;
+        let mut inner = Inner {
+            http,
+            base_url,
+            sdk_url,
+            vslm_url,
+            soap_action: "urn:vim25/6.5".into(),
+            timeout: options.timeout,
+            service_content: placeholder,
+            session: Mutex::new(Session::default()),
+            presented,
+            tls: options.tls.clone(),
+        };
+        let body = Element::vim("RetrieveServiceContent")
+            .child(MoRef::new("ServiceInstance", "ServiceInstance").to_element("_this"));
+        let response = inner.post(Endpoint::Vim, body, Vec::new()).await?;
+        let returnval = response
+            .get("returnval")
+            .ok_or_else(|| Error::Unexpected("RetrieveServiceContent returned nothing".into()))?;
+        inner.service_content = ServiceContent::from_element(returnval)?;
+        if !inner.service_content.about.api_version.is_empty() {
+            inner.soap_action = format!("urn:vim25/{}", inner.service_content.about.api_version);
+        }
+        tracing::debug!(
+            url = %inner.sdk_url,
+            server = %inner.service_content.about.full_name,
+            "connected"
+        );
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Logs in with a user name and password. The credentials stay in memory (redacted from
+    /// `Debug`) for one transparent re-login when the session expires.
+    ///
+    /// # Errors
+    ///
+    /// A fault of kind [`FaultKind::InvalidLogin`] for a wrong user or password.
+    pub async fn login(&self, user: &str, password: &Secret) -> Result<()> {
+        self.login_inner(user, password).await?;
+        let mut session = self.lock_session();
+        session.credentials = Some(Credentials {
+            user: user.to_owned(),
+            password: password.clone(),
+        });
+        Ok(())
+    }
+
+    async fn login_inner(&self, user: &str, password: &Secret) -> Result<()> {
+        let session_manager = self.session_manager()?;
+        let body = Element::vim("Login")
+            .child(session_manager.to_element("_this"))
+            .text_child("userName", user)
+            .text_child("password", password.expose());
+        self.inner.post(Endpoint::Vim, body, Vec::new()).await?;
+        if self.session_cookie().is_none() {
+            return Err(Error::Unexpected(format!(
+                "login succeeded but the server set no {SESSION_COOKIE} cookie"
+            )));
+        }
+        tracing::info!(user, server = %self.inner.sdk_url, "logged in");
+        Ok(())
+    }
+
+    /// Logs out and forgets the session and credentials.
+    ///
+    /// # Errors
+    ///
+    /// A fault or transport error; the local session is forgotten either way.
+    pub async fn logout(&self) -> Result<()> {
+        let session_manager = self.session_manager()?;
+        let body = Element::vim("Logout").child(session_manager.to_element("_this"));
+        let result = self.inner.post(Endpoint::Vim, body, Vec::new()).await;
+        let mut session = self.lock_session();
+        session.cookie = None;
+        session.credentials = None;
+        result.map(|_| ())
+    }
+
+    fn session_manager(&self) -> Result<MoRef> {
+        self.inner
+            .service_content
+            .session_manager
+            .clone()
+            .ok_or_else(|| Error::Unexpected("server has no SessionManager".into()))
+    }
+
+    fn lock_session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value of the `vmware_soap_session` cookie, as the server sent it (VDDK's
+    /// `cookie` connect parameter takes it).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.lock_session().cookie.clone()
+    }
+
+    /// Fingerprints of the certificate the server presented (`None` over plain HTTP).
+    pub fn server_thumbprints(&self) -> Option<Thumbprints> {
+        let seen = self.inner.presented.end_entity.lock().ok()?;
+        seen.as_deref().map(Thumbprints::of_der)
+    }
+
+    /// The server's service content.
+    pub fn service_content(&self) -> &ServiceContent {
+        &self.inner.service_content
+    }
+
+    /// The base URL (`https://host/`), for `/folder` and other HTTP endpoints.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Calls a VIM method: `body` is the method element (`<CreateSnapshot_Task>` with `_this`
+    /// and arguments). Returns the `...Response` element. On `NotAuthenticated` the client logs
+    /// in again once with the stored credentials and repeats the call.
+    ///
+    /// # Errors
+    ///
+    /// Faults as [`Error::Fault`], transport and TLS errors.
+    pub async fn call(&self, body: Element) -> Result<Element> {
+        self.call_at(Endpoint::Vim, body).await
+    }
+
+    /// Calls a method on `endpoint`; see [`Client::call`]. VSLM bodies may be built in the VIM
+    /// namespace: they are moved to `urn:vslm` here.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn call_at(&self, endpoint: Endpoint, mut body: Element) -> Result<Element> {
+        if endpoint == Endpoint::Vslm {
+            body.renamespace(NS_VIM25, NS_VSLM);
+        }
+        let first = self
+            .inner
+            .post(endpoint, body.clone(), self.header(endpoint))
+            .await;
+        match first {
+            Err(e) if e.is_fault(&FaultKind::NotAuthenticated) => {
+                let creds = self
+                    .lock_session()
+                    .credentials
+                    .as_ref()
+                    .map(|c| (c.user.clone(), c.password.clone()));
+                let Some((user, password)) = creds else {
+                    return Err(e);
+                };
+                tracing::info!("session expired; logging in again");
+                self.login_inner(&user, &password).await?;
+                self.inner.post(endpoint, body, self.header(endpoint)).await
+            }
+            other => other,
+        }
+    }
+
+    /// VSLM authenticates with the VIM session cookie carried in a `vcSessionCookie` header.
+    fn header(&self, endpoint: Endpoint) -> Vec<Element> {
+        match (endpoint, self.session_cookie()) {
+            (Endpoint::Vslm, Some(cookie)) => {
+                vec![Element::new_in(NS_VSLM, "vcSessionCookie").text_child_raw(cookie)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `Cookie` header value for HTTP requests outside SOAP (datastore files).
+    pub(crate) fn cookie_header(&self) -> Result<HeaderValue> {
+        let cookie = self.session_cookie().ok_or(Error::NotLoggedIn)?;
+        HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}"))
+            .map_err(|e| Error::Unexpected(format!("session cookie is not a valid header: {e}")))
+    }
+
+    pub(crate) fn map_transport(&self, url: &Url, err: reqwest::Error) -> Error {
+        self.inner.map_transport(url, err)
+    }
+}
+
+trait TextRaw {
+    fn text_child_raw(self, text: String) -> Self;
+}
+
+impl TextRaw for Element {
+    fn text_child_raw(mut self, text: String) -> Self {
+        self.text = text;
+        self
+    }
+}
+
+impl Inner {
+    async fn post(
+        &self,
+        endpoint: Endpoint,
+        body: Element,
+        header: Vec<Element>,
+    ) -> Result<Element> {
+        let url = match endpoint {
+            Endpoint::Vim => &self.sdk_url,
+            Endpoint::Vslm => &self.vslm_url,
+        };
+        let method = body.name.local.clone();
+        let action = match endpoint {
+            Endpoint::Vim => self.soap_action.clone(),
+            Endpoint::Vslm => "urn:vslm/1.0".to_owned(),
+        };
+        let mut request = self
+            .http
+            .post(url.clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header("SOAPAction", action)
+            .body(soap::envelope(body, header));
+        let cookie = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cookie
+            .clone();
+        if let Some(cookie) = cookie {
+            if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={cookie}")) {
+                request = request.header(COOKIE, v);
+            }
+        }
+        tracing::trace!(%method, %url, "SOAP call");
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.map_transport(url, e))?;
+        for value in response.headers().get_all(SET_COOKIE) {
+            if let Some(cookie) = value.to_str().ok().and_then(session_cookie_value) {
+                self.session
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .cookie = Some(cookie);
+            }
+        }
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.map_transport(url, e))?;
+        match soap::parse_response(&bytes) {
+            Ok(e) if status.is_success() => Ok(e),
+            Err(fault @ Error::Fault { .. }) => Err(fault),
+            Ok(_) | Err(_) if !status.is_success() => Err(Error::Http {
+                status: status.as_u16(),
+                url: url.to_string(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+            }),
+            Err(e) => Err(e),
+            Ok(e) => Ok(e),
+        }
+    }
+
+    fn map_transport(&self, url: &Url, err: reqwest::Error) -> Error {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let presented = self
+            .presented
+            .end_entity
+            .lock()
+            .ok()
+            .and_then(|s| s.as_deref().map(Thumbprints::of_der));
+        let mismatch = self
+            .presented
+            .pin_mismatch
+            .lock()
+            .map(|f| *f)
+            .unwrap_or(false);
+        if let (true, Some(p), Tls::PinnedSha256(pin)) = (mismatch, &presented, &self.tls) {
+            let expected = tls::parse_sha256(pin)
+                .map(|b| tls::colon_hex(&b))
+                .unwrap_or_else(|_| pin.clone());
+            return Error::CertificateMismatch {
+                host,
+                expected,
+                presented_sha256: p.sha256.clone(),
+            };
+        }
+        if message.contains("certificate") || message.contains("Certificate") {
+            let shown = presented
+                .map(|p| format!("; the server presented SHA-256 {}", p.sha256))
+                .unwrap_or_default();
+            return Error::Tls(format!("{host}: {message}{shown}"));
+        }
+        Error::Transport {
+            url: url.to_string(),
+            message,
+        }
+    }
+}
+
+/// Extracts the session cookie's value from one `Set-Cookie` header.
+fn session_cookie_value(set_cookie: &str) -> Option<String> {
+    let first = set_cookie.split(';').next()?.trim();
+    let (name, value) = first.split_once('=')?;
+    (name.trim() == SESSION_COOKIE && !value.is_empty()).then(|| value.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_urls() {
+        let (base, sdk) = normalise_url("https://vc.example.com").unwrap();
+        assert_eq!(base.as_str(), "https://vc.example.com/");
+        assert_eq!(sdk.as_str(), "https://vc.example.com/sdk");
+        let (base, sdk) = normalise_url("https://127.0.0.1:8989/sdk").unwrap();
+        assert_eq!(base.as_str(), "https://127.0.0.1:8989/");
+        assert_eq!(sdk.as_str(), "https://127.0.0.1:8989/sdk");
+        assert!(normalise_url("ftp://x").is_err());
+        assert!(normalise_url("not a url").is_err());
+    }
+
+    #[test]
+    fn reads_session_cookie() {
+        assert_eq!(
+            session_cookie_value("vmware_soap_session=\"52a0\"; Path=/; HttpOnly; Secure;")
+                .as_deref(),
+            Some("\"52a0\"")
+        );
+        assert_eq!(session_cookie_value("other=1; Path=/"), None);
+    }
+}

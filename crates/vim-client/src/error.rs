@@ -1,0 +1,119 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fault::FaultKind;
+
+/// Everything that can go wrong talking to vCenter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with a VIM fault (a SOAP fault or a failed task).
+    #[error("{kind}: {fault_string}")]
+    Fault {
+        /// The fault's type.
+        kind: FaultKind,
+        /// The server's message.
+        fault_string: String,
+        /// The fault object as XML, for faults whose fields matter to the caller.
+        detail_xml: Option<String>,
+    },
+    /// The server's certificate did not match the pinned SHA-256 fingerprint.
+    #[error("TLS certificate of {host} does not match the pinned SHA-256 fingerprint {expected}; the server presented {presented_sha256}")]
+    CertificateMismatch {
+        /// The server host.
+        host: String,
+        /// The pinned fingerprint.
+        expected: String,
+        /// The fingerprint of what the server presented (`AA:BB:...`).
+        presented_sha256: String,
+    },
+    /// TLS setup or verification failed for another reason.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The connection failed or timed out.
+    #[error("cannot reach {url}: {message}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// What went wrong, with its causes.
+        message: String,
+    },
+    /// The server answered with an HTTP error that is not a SOAP fault.
+    #[error("HTTP {status} from {url}: {body}")]
+    Http {
+        /// HTTP status code.
+        status: u16,
+        /// The URL called.
+        url: String,
+        /// The start of the response body.
+        body: String,
+    },
+    /// A response is not well-formed XML.
+    #[error("malformed XML: {0}")]
+    Xml(String),
+    /// A response lacks something the client needs.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+    /// An inventory object was looked up by name and not found.
+    #[error("unknown {what} `{name}`; known: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownObject {
+        /// What was looked for (`datastore`, `virtual machine`, ...).
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// A name matched several objects.
+    #[error("{what} name `{name}` is ambiguous: {count} objects have it")]
+    Ambiguous {
+        /// What was looked for.
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// Waiting for something took longer than allowed.
+    #[error("{what} did not finish within {after:?}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// An argument given to the client is invalid.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A call needs a session and the client is not logged in.
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+impl Error {
+    /// The fault kind, when this is a VIM fault.
+    pub fn fault_kind(&self) -> Option<&FaultKind> {
+        match self {
+            Error::Fault { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a VIM fault of `kind`.
+    pub fn is_fault(&self, kind: &FaultKind) -> bool {
+        self.fault_kind() == Some(kind)
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
