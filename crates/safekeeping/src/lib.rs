@@ -9,15 +9,19 @@
 #![warn(missing_docs)]
 
 pub mod cancel;
+pub mod changed_areas;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod disk_plan;
 pub mod error;
 pub mod logging;
 pub mod mapping;
 pub mod outcome;
 pub mod progress;
 pub mod report;
+pub mod snapshot_name;
+pub mod sparse_image;
 pub mod target;
 pub mod vmx;
 
