@@ -1,0 +1,359 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// lab holds what the lab adds to the simulator. mu serialises every mutating SOAP call and
+// admin operation, so guest writes, snapshot freezes and change tracking never interleave.
+type lab struct {
+	mu       sync.Mutex
+	dir      string
+	user     string
+	password string
+	svc      *simulator.Service
+	client   *vim25.Client
+
+	disks map[string]*diskState // by the current disk's datastore path
+	snaps map[string]*snapState // by snapshot moref value
+	vmx   map[string]string     // last .vmx written, by VM moref value
+
+	knobs knobs
+}
+
+// knobs are fault-injection and tuning switches set through /lab/knobs.
+type knobs struct {
+	// FailQuiescedSnapshots makes CreateSnapshot with quiesce=true fail like VMware Tools does.
+	FailQuiescedSnapshots bool `json:"fail_quiesced_snapshots"`
+	// MaxChangedAreas caps the areas in one QueryChangedDiskAreas reply (vCenter returns
+	// partial results and the client asks again from startOffset+length).
+	MaxChangedAreas int `json:"max_changed_areas"`
+}
+
+// diskState is the lab's record of one VM disk: identity and change tracking.
+type diskState struct {
+	path     string // "[ds] folder/name.vmdk"
+	uuidDDB  string
+	uuidAPI  string
+	capacity int64
+	epoch    string // change tracking id; "" while tracking is off
+	seq      uint64
+	stamps   map[int64]uint64 // 64 KiB block -> seq of its last write
+}
+
+func (d *diskState) changeID() string {
+	if d.epoch == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d", d.epoch, d.seq)
+}
+
+// snapState is a snapshot's frozen disks by device key.
+type snapState struct {
+	vm    types.ManagedObjectReference
+	disks map[int32]*frozenDisk
+}
+
+// frozenDisk is one disk as a snapshot froze it.
+type frozenDisk struct {
+	path     string // frozen descriptor, "[ds] folder/name-snap-N.vmdk"
+	source   string // the VM disk it was frozen from
+	capacity int64
+	epoch    string
+	seq      uint64
+	stamps   map[int64]uint64
+}
+
+func newLab(dir, user, password string, svc *simulator.Service, client *vim25.Client) *lab {
+	return &lab{
+		dir:      dir,
+		user:     user,
+		password: password,
+		svc:      svc,
+		client:   client,
+		disks:    map[string]*diskState{},
+		snaps:    map[string]*snapState{},
+		vmx:      map[string]string{},
+		knobs:    knobs{MaxChangedAreas: 2048},
+	}
+}
+
+// localPath resolves "[ds] path" to a file under the datastore's directory.
+func (l *lab) localPath(dsPath string) (string, error) {
+	var p object.DatastorePath
+	if !p.FromString(dsPath) {
+		return "", fmt.Errorf("not a datastore path: %q", dsPath)
+	}
+	dir, ok := datastoreDir(p.Datastore)
+	if !ok {
+		return "", fmt.Errorf("no datastore named %q", p.Datastore)
+	}
+	clean := filepath.Clean("/" + p.Path)
+	return filepath.Join(dir, clean), nil
+}
+
+// datastoreDir finds a datastore's backing directory by name.
+func datastoreDir(name string) (string, bool) {
+	for _, e := range simulator.Map.All("Datastore") {
+		ds := e.(*simulator.Datastore)
+		if ds.Name == name {
+			return ds.Info.GetDatastoreInfo().Url, true
+		}
+	}
+	return "", false
+}
+
+// diskView is what the sync pass reads from a VM's disk device.
+type diskView struct {
+	key      int32
+	fileName string
+	capacity int64
+	adapter  string
+}
+
+func diskCapacity(d *types.VirtualDisk) int64 {
+	if d.CapacityInBytes > 0 {
+		return d.CapacityInBytes
+	}
+	return d.CapacityInKB * 1024
+}
+
+func adapterFor(devices object.VirtualDeviceList, d *types.VirtualDisk) string {
+	switch devices.FindByKey(d.ControllerKey).(type) {
+	case *types.VirtualIDEController:
+		return "ide"
+	case *types.VirtualBusLogicController:
+		return "buslogic"
+	case *types.ParaVirtualSCSIController:
+		return "pvscsi"
+	case *types.VirtualLsiLogicSASController:
+		return "lsilogic"
+	default:
+		return "lsilogic"
+	}
+}
+
+// vmDisks lists the VM's flat disks in device order. Call with the VM locked.
+func vmDisks(vm *simulator.VirtualMachine) []diskView {
+	if vm.Config == nil {
+		return nil
+	}
+	devices := object.VirtualDeviceList(vm.Config.Hardware.Device)
+	var out []diskView
+	for _, dev := range devices {
+		d, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok {
+			continue
+		}
+		out = append(out, diskView{key: d.Key, fileName: b.FileName, capacity: diskCapacity(d), adapter: adapterFor(devices, d)})
+	}
+	return out
+}
+
+// syncAll brings the files and the lab's records in line with the inventory: disk files
+// with real descriptors, change tracking ids, .vmx/.nvram files, and frozen disks of removed
+// snapshots deleted. Call with l.mu held and no simulator locks.
+func (l *lab) syncAll() {
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		vm, ok := e.(*simulator.VirtualMachine)
+		if !ok {
+			continue
+		}
+		l.syncVM(vm)
+	}
+	for ref, s := range l.snaps {
+		if simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: ref}) != nil {
+			continue
+		}
+		for _, fd := range s.disks {
+			l.removeDiskFiles(fd.path)
+		}
+		delete(l.snaps, ref)
+	}
+	for p := range l.disks {
+		local, err := l.localPath(p)
+		if err != nil {
+			delete(l.disks, p)
+			continue
+		}
+		if _, err := os.Stat(local); os.IsNotExist(err) {
+			delete(l.disks, p)
+		}
+	}
+}
+
+func (l *lab) removeDiskFiles(dsPath string) {
+	local, err := l.localPath(dsPath)
+	if err != nil {
+		return
+	}
+	if d, err := readDescriptorFile(local); err == nil {
+		if flat, err := flatPath(local, d); err == nil {
+			_ = os.Remove(flat)
+		}
+	}
+	_ = os.Remove(local)
+}
+
+func (l *lab) syncVM(vm *simulator.VirtualMachine) {
+	var disks []diskView
+	var ctk bool
+	simulator.Map.WithLock(vm, func() {
+		disks = vmDisks(vm)
+		ctk = vm.Config != nil && vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
+	})
+	states := map[int32]*diskState{}
+	for _, d := range disks {
+		st, err := l.ensureDisk(d)
+		if err != nil {
+			log.Printf("lab: %s: disk %s: %v", vm.Reference().Value, d.fileName, err)
+			continue
+		}
+		if ctk && st.epoch == "" {
+			st.epoch = spacedHex(randomBytes(16))
+			st.seq = 1
+			st.stamps = map[int64]uint64{}
+		} else if !ctk && st.epoch != "" {
+			st.epoch, st.seq, st.stamps = "", 0, nil
+		}
+		states[d.key] = st
+	}
+	var vmxPath, vmxText, nvramPath, name string
+	simulator.Map.WithLock(vm, func() {
+		if vm.Config == nil {
+			return
+		}
+		for _, dev := range vm.Config.Hardware.Device {
+			d, ok := dev.(*types.VirtualDisk)
+			if !ok {
+				continue
+			}
+			st := states[d.Key]
+			b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+			if st == nil || !ok {
+				continue
+			}
+			b.Uuid = st.uuidAPI
+			b.ChangeId = st.changeID()
+			b.ThinProvisioned = types.NewBool(true)
+		}
+		vmxPath = vm.Config.Files.VmPathName
+		name = vm.Name
+		vmxText = renderVMX(vm)
+	})
+	if vmxPath == "" {
+		return
+	}
+	local, err := l.localPath(vmxPath)
+	if err != nil {
+		return
+	}
+	if filepath.Ext(local) != ".vmx" {
+		return
+	}
+	if l.vmx[vm.Reference().Value] != vmxText {
+		if err := writeFileAtomic(local, []byte(vmxText), 0o644); err != nil {
+			log.Printf("lab: writing %s: %v", local, err)
+		} else {
+			l.vmx[vm.Reference().Value] = vmxText
+		}
+	}
+	nvramPath = filepath.Join(filepath.Dir(local), name+".nvram")
+	if st, err := os.Stat(nvramPath); err == nil && st.Size() == 0 {
+		if err := writeFileAtomic(nvramPath, renderNVRAM(vm.Reference().Value), 0o644); err != nil {
+			log.Printf("lab: writing %s: %v", nvramPath, err)
+		}
+	}
+}
+
+// ensureDisk gives a disk a real descriptor and a sparse flat extent of its capacity (the
+// simulator only creates empty files) and returns the lab's record of it.
+func (l *lab) ensureDisk(d diskView) (*diskState, error) {
+	local, err := l.localPath(d.fileName)
+	if err != nil {
+		return nil, err
+	}
+	st := l.disks[d.fileName]
+	info, err := os.Stat(local)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() == 0 {
+		ddb, api := newDiskUUID()
+		flat := flatNameFor(filepath.Base(local))
+		if err := sizeFlat(filepath.Join(filepath.Dir(local), flat), d.capacity); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(local, renderDescriptor(d.capacity, flat, ddb, d.adapter), 0o600); err != nil {
+			return nil, err
+		}
+		st = &diskState{path: d.fileName, uuidDDB: ddb, uuidAPI: api, capacity: (d.capacity + 511) / 512 * 512}
+		l.disks[d.fileName] = st
+		return st, nil
+	}
+	desc, err := readDescriptorFile(local)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		ddb := desc.UUID
+		api, ok := canonicalFromSpaced(ddb)
+		if !ok {
+			ddb, api = newDiskUUID()
+		}
+		st = &diskState{path: d.fileName, uuidDDB: ddb, uuidAPI: api, capacity: desc.Capacity()}
+		l.disks[d.fileName] = st
+	}
+	if d.capacity > desc.Capacity() && len(desc.Extents) == 1 {
+		// Disk extended through ReconfigVM: grow the extent and the descriptor.
+		flat, err := flatPath(local, desc)
+		if err != nil {
+			return nil, err
+		}
+		if err := sizeFlat(flat, d.capacity); err != nil {
+			return nil, err
+		}
+		adapter := desc.AdapterType
+		if adapter == "" {
+			adapter = d.adapter
+		}
+		if err := writeFileAtomic(local, renderDescriptor(d.capacity, desc.Extents[0].File, st.uuidDDB, adapter), 0o600); err != nil {
+			return nil, err
+		}
+		st.capacity = (d.capacity + 511) / 512 * 512
+	}
+	return st, nil
+}
+
+// sizeFlat creates or extends a sparse flat extent to capacity (rounded up to a sector).
+func sizeFlat(path string, capacity int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size := (capacity + 511) / 512 * 512
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < size {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io/ioutil"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vmware/govmomi/vim25/xml"
+)
+
+// Methods after which the lab brings files and records in line with the inventory.
+var mutating = map[string]bool{
+	"CreateVM_Task": true, "ReconfigVM_Task": true, "Destroy_Task": true, "UnregisterVM": true,
+	"CloneVM_Task": true, "RelocateVM_Task": true, "PowerOnVM_Task": true, "PowerOffVM_Task": true,
+	"RemoveSnapshot_Task": true, "RemoveAllSnapshots_Task": true, "RevertToSnapshot_Task": true,
+	"Rename_Task": true, "CreateVirtualDisk_Task": true, "DeleteVirtualDisk_Task": true,
+	"DeleteDatastoreFile_Task": true, "MarkAsTemplate": true, "MarkAsVirtualMachine": true,
+}
+
+// serveSDK is the front of /sdk: it decodes the request with the simulator's own
+// unmarshalling, answers what the lab overrides and passes everything else to vcsim.
+func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		l.svc.ServeSDK(w, r)
+		return
+	}
+	body, err := ioutil.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	method, err := simulator.UnmarshalBody(types.TypeFunc(), body)
+	if err != nil {
+		// vcsim answers undecodable requests with its own fault.
+		l.pass(w, r, body)
+		return
+	}
+	switch method.Body.(type) {
+	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task:
+		if rec := l.probeSession(r); rec != nil {
+			copyRecorded(w, rec)
+			return
+		}
+	}
+	switch req := method.Body.(type) {
+	case *types.QueryChangedDiskAreas:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		info, fault, msg := l.queryChangedDiskAreas(req)
+		if fault != nil {
+			writeFault(w, msg, fault)
+			return
+		}
+		writeResponse(w, "QueryChangedDiskAreasResponse", &types.QueryChangedDiskAreasResponse{Returnval: *info})
+		return
+	case *types.CreateSnapshot_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.createSnapshot(w, r, body, req)
+		return
+	case *types.RegisterVM_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		task := l.registerVM(r.Context(), req)
+		writeResponse(w, "RegisterVM_TaskResponse", &types.RegisterVM_TaskResponse{Returnval: task})
+		l.syncAll()
+		return
+	case *types.CreateVM_Task:
+		if f, msg := checkConfigSpec(&req.Config); f != nil {
+			writeFault(w, msg, f)
+			return
+		}
+	case *types.ReconfigVM_Task:
+		if f, msg := checkConfigSpec(&req.Spec); f != nil {
+			writeFault(w, msg, f)
+			return
+		}
+	}
+	if mutating[method.Name] {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.pass(w, r, body)
+		l.syncAll()
+		return
+	}
+	l.pass(w, r, body)
+}
+
+const probeBody = `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><CurrentTime xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></CurrentTime></soapenv:Body></soapenv:Envelope>`
+
+// probeSession checks the request's session with a harmless call through vcsim; it returns
+// vcsim's fault (NotAuthenticated, as vCenter answers) when the session is not valid.
+func (l *lab) probeSession(r *http.Request) *httptest.ResponseRecorder {
+	rec := l.passRecorded(r, []byte(probeBody))
+	if rec.Code == http.StatusOK {
+		return nil
+	}
+	return rec
+}
+
+func (l *lab) pass(w http.ResponseWriter, r *http.Request, body []byte) {
+	r.Body = ioutil.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	l.svc.ServeSDK(w, r)
+}
+
+// passRecorded runs the call through vcsim and returns its recorded answer.
+func (l *lab) passRecorded(r *http.Request, body []byte) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	l.pass(rec, r, body)
+	return rec
+}
+
+func copyRecorded(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+}
+
+var taskReturn = regexp.MustCompile(`<returnval type="Task">([^<]+)</returnval>`)
+
+const envelopeStart = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+	`<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>`
+const envelopeEnd = `</soapenv:Body></soapenv:Envelope>`
+
+// writeResponse encodes a method response in the urn:vim25 namespace.
+func writeResponse(w http.ResponseWriter, name string, res interface{}) {
+	var buf bytes.Buffer
+	buf.WriteString(envelopeStart)
+	enc := xml.NewEncoder(&buf)
+	start := xml.StartElement{Name: xml.Name{Local: name}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: "urn:vim25"}}}
+	if err := enc.EncodeElement(res, start); err != nil {
+		log.Printf("lab: encoding %s: %v", name, err)
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	if err := enc.Flush(); err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	buf.WriteString(envelopeEnd)
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// writeFault writes a SOAP fault the way vCenter does: the detail element is named
+// "<Type>Fault" and carries xsi:type="<Type>".
+func writeFault(w http.ResponseWriter, msg string, fault types.BaseMethodFault) {
+	typeName := fmt.Sprintf("%T", fault)
+	typeName = typeName[strings.LastIndex(typeName, ".")+1:]
+	var detail bytes.Buffer
+	enc := xml.NewEncoder(&detail)
+	start := xml.StartElement{
+		Name: xml.Name{Local: typeName + "Fault"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "xmlns"}, Value: "urn:vim25"},
+			{Name: xml.Name{Local: "xsi:type"}, Value: typeName},
+		},
+	}
+	if err := enc.EncodeElement(fault, start); err != nil {
+		log.Printf("lab: encoding fault %s: %v", typeName, err)
+	}
+	_ = enc.Flush()
+	var buf bytes.Buffer
+	buf.WriteString(envelopeStart)
+	buf.WriteString(`<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>`)
+	_ = xml.EscapeText(&buf, []byte(msg))
+	buf.WriteString(`</faultstring><detail>`)
+	buf.Write(detail.Bytes())
+	buf.WriteString(`</detail></soapenv:Fault>`)
+	buf.WriteString(envelopeEnd)
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// checkConfigSpec refuses what would make vcsim drop the connection: NICs on networks
+// that do not exist and disks on datastores that do not exist.
+func checkConfigSpec(spec *types.VirtualMachineConfigSpec) (types.BaseMethodFault, string) {
+	for _, change := range spec.DeviceChange {
+		dspec := change.GetVirtualDeviceConfigSpec()
+		if dspec.Device == nil {
+			continue
+		}
+		if dspec.Operation == types.VirtualDeviceConfigSpecOperationRemove {
+			continue
+		}
+		switch b := dspec.Device.GetVirtualDevice().Backing.(type) {
+		case *types.VirtualEthernetCardNetworkBackingInfo:
+			if !networkExists(b.DeviceName) {
+				return &types.NotFound{}, fmt.Sprintf("The object or item referred to could not be found: network %q", b.DeviceName)
+			}
+		case *types.VirtualEthernetCardDistributedVirtualPortBackingInfo:
+			if dvPortgroupName(b.Port.PortgroupKey) == "" {
+				return &types.NotFound{}, fmt.Sprintf("The object or item referred to could not be found: portgroup %q", b.Port.PortgroupKey)
+			}
+		case types.BaseVirtualDeviceFileBackingInfo:
+			name := b.GetVirtualDeviceFileBackingInfo().FileName
+			if f, msg := checkDatastorePath(name); f != nil {
+				return f, msg
+			}
+		}
+	}
+	if spec.Files != nil && spec.Files.VmPathName != "" {
+		if f, msg := checkDatastorePath(spec.Files.VmPathName); f != nil {
+			return f, msg
+		}
+	}
+	return nil, ""
+}
+
+func checkDatastorePath(name string) (types.BaseMethodFault, string) {
+	if name == "" {
+		return nil, ""
+	}
+	if !strings.HasPrefix(name, "[") || !strings.Contains(name, "]") {
+		return &types.InvalidDatastorePath{DatastorePath: name}, fmt.Sprintf("Invalid datastore path '%s'.", name)
+	}
+	ds := name[1:strings.Index(name, "]")]
+	if _, ok := datastoreDir(ds); !ok {
+		return &types.InvalidDatastore{Name: ds}, fmt.Sprintf("Invalid datastore '%s'.", ds)
+	}
+	return nil, ""
+}
+
+func networkExists(name string) bool {
+	for _, kind := range []string{"Network", "DistributedVirtualPortgroup", "OpaqueNetwork"} {
+		for _, e := range simulator.Map.All(kind) {
+			if e.Entity().Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
