@@ -1,0 +1,163 @@
+//! The fake's settings: `fake.*` keys in the VDDK config file given to `VixDiskLib_InitEx`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Settings read from the config file; re-read at every InitEx and Open.
+#[derive(Debug, Default, Clone)]
+pub struct FakeConfig {
+    /// Datastore name to local folder.
+    pub datastores: BTreeMap<String, PathBuf>,
+    /// First class disk id to `[ds] path` (or absolute path) of its descriptor.
+    pub fcds: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub thumbprint: Option<String>,
+    pub cookie_accept: bool,
+    pub stats_file: Option<PathBuf>,
+    pub fail_read_nth: Option<u64>,
+    pub fail_read_sectors: Option<(u64, u64)>,
+    pub fail_read_code: Option<u64>,
+    pub read_latency_ms: u64,
+    pub write_latency_ms: u64,
+    /// Transport modes the fake "has", in preference order.
+    pub transports: Vec<String>,
+    /// Run async completions inside the ReadAsync/WriteAsync call instead of a worker thread.
+    pub async_inline: bool,
+}
+
+impl FakeConfig {
+    /// Parses `key = value` lines; `#` starts a comment; values may be double-quoted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut c = FakeConfig {
+            transports: vec!["nbdssl".into(), "nbd".into()],
+            ..FakeConfig::default()
+        };
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("line {}: expected key = value", n + 1));
+            };
+            let key = key.trim();
+            let mut value = value.trim();
+            if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+                value = &value[1..value.len() - 1];
+            }
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("line {}: {key} wants a number, got {v:?}", n + 1))
+            };
+            if let Some(ds) = key.strip_prefix("fake.datastore.") {
+                c.datastores.insert(ds.to_string(), PathBuf::from(value));
+            } else if let Some(id) = key.strip_prefix("fake.fcd.") {
+                c.fcds.insert(id.to_string(), value.to_string());
+            } else {
+                match key {
+                    "fake.user" => c.user = Some(value.to_string()),
+                    "fake.password" => c.password = Some(value.to_string()),
+                    "fake.password_file" => {
+                        let p = std::fs::read_to_string(value)
+                            .map_err(|e| format!("fake.password_file {value}: {e}"))?;
+                        c.password = Some(p.trim_end_matches(['\n', '\r']).to_string());
+                    }
+                    "fake.thumbprint" => c.thumbprint = Some(value.to_string()),
+                    "fake.cookie_accept" => c.cookie_accept = value == "true",
+                    "fake.stats_file" => c.stats_file = Some(PathBuf::from(value)),
+                    "fake.fail_read_nth" => c.fail_read_nth = Some(num(value)?),
+                    "fake.fail_read_code" => c.fail_read_code = Some(num(value)?),
+                    "fake.fail_read_sectors" => {
+                        let (a, b) = value.split_once('-').ok_or_else(|| {
+                            format!("line {}: fake.fail_read_sectors wants START-END", n + 1)
+                        })?;
+                        let (a, b) = (num(a.trim())?, num(b.trim())?);
+                        if b < a {
+                            return Err(format!("line {}: END before START", n + 1));
+                        }
+                        c.fail_read_sectors = Some((a, b));
+                    }
+                    "fake.read_latency_ms" => c.read_latency_ms = num(value)?,
+                    "fake.write_latency_ms" => c.write_latency_ms = num(value)?,
+                    "fake.transports" => {
+                        c.transports = value.split(':').map(str::to_string).collect();
+                    }
+                    "fake.async_inline" => c.async_inline = value == "true",
+                    // Real VDDK keys (vixDiskLib.*, tmpDirectory, ...) are accepted and ignored.
+                    _ => {}
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// Resolves `[ds] rel/path.vmdk` through the datastore map; absolute paths pass through.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, String> {
+        let path = path.trim();
+        if let Some(rest) = path.strip_prefix('[') {
+            let (ds, rel) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("unterminated datastore name in {path:?}"))?;
+            let root = self
+                .datastores
+                .get(ds)
+                .ok_or_else(|| format!("unknown datastore [{ds}]"))?;
+            let rel = rel.trim_start();
+            if rel.split('/').any(|c| c == "..") {
+                return Err(format!("{path:?} leaves the datastore"));
+            }
+            Ok(root.join(rel))
+        } else if path.starts_with('/') {
+            Ok(PathBuf::from(path))
+        } else {
+            Err(format!("{path:?} is neither [datastore] path nor absolute"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_comments_and_quotes() {
+        let c = FakeConfig::parse(
+            "# comment\nvixDiskLib.nfc.LogLevel = 2\nfake.datastore.ds1 = /data/ds1\n\
+             fake.user = \"admin\"\nfake.fail_read_sectors = 10-20\nfake.read_latency_ms=5\n",
+        )
+        .unwrap();
+        assert_eq!(c.datastores["ds1"], PathBuf::from("/data/ds1"));
+        assert_eq!(c.user.as_deref(), Some("admin"));
+        assert_eq!(c.fail_read_sectors, Some((10, 20)));
+        assert_eq!(c.read_latency_ms, 5);
+        assert_eq!(c.transports, ["nbdssl", "nbd"]);
+    }
+
+    #[test]
+    fn rejects_bad_numbers_and_ranges() {
+        assert!(FakeConfig::parse("fake.fail_read_nth = x").is_err());
+        assert!(FakeConfig::parse("fake.fail_read_sectors = 20-10").is_err());
+        assert!(FakeConfig::parse("no equals sign").is_err());
+    }
+
+    #[test]
+    fn resolves_datastore_paths() {
+        let c = FakeConfig::parse("fake.datastore.ds1 = /data/ds1").unwrap();
+        assert_eq!(
+            c.resolve("[ds1] vm/disk.vmdk").unwrap(),
+            PathBuf::from("/data/ds1/vm/disk.vmdk")
+        );
+        assert_eq!(c.resolve("/abs/d.vmdk").unwrap(), PathBuf::from("/abs/d.vmdk"));
+        assert!(c.resolve("[nope] a.vmdk").is_err());
+        assert!(c.resolve("[ds1] ../etc/passwd").is_err());
+        assert!(c.resolve("relative.vmdk").is_err());
+    }
+}

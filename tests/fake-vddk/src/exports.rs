@@ -1,0 +1,819 @@
+//! The exported C functions, with VixDiskLib's names and signatures.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use vddk_sys::*;
+
+use crate::async_io::{Job, Worker};
+use crate::config::FakeConfig;
+use crate::connection::{opt_str, FakeConnection, Params};
+use crate::descriptor::{geometry, Descriptor};
+use crate::disk::{FakeDisk, SECTOR};
+use crate::{errors, logging, stats};
+
+/// State set by InitEx and cleared by Exit.
+struct Global {
+    config_path: Option<PathBuf>,
+}
+
+static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
+
+/// What a `VixDiskLibHandle` points to.
+struct DiskHandle {
+    disk: Arc<FakeDisk>,
+    worker: Option<Worker>,
+}
+
+const ERR_FAIL: VixError = VIX_E_FAIL as VixError;
+const ERR_ARG: VixError = VIX_E_INVALID_ARG as VixError;
+const OK: VixError = VIX_OK as VixError;
+
+/// Runs `f`, turning a panic into VIX_E_FAIL so it never unwinds into C.
+fn guard(f: impl FnOnce() -> VixError) -> VixError {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(ERR_FAIL)
+}
+
+fn config_path() -> Option<PathBuf> {
+    GLOBAL
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|g| g.config_path.clone())
+}
+
+fn initialised() -> bool {
+    GLOBAL.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+/// Re-reads the config so tests can change faults between runs.
+fn current_config() -> Result<FakeConfig, VixError> {
+    match config_path() {
+        None => Ok(FakeConfig::parse("").unwrap_or_default()),
+        Some(p) => FakeConfig::load(&p).map_err(|e| {
+            logging::message(true, &format!("fake config: {e}"));
+            ERR_FAIL
+        }),
+    }
+}
+
+fn record(config: &FakeConfig, value: serde_json::Value) {
+    if let Some(path) = &config.stats_file {
+        if let Err(e) = stats::append(path, value) {
+            logging::message(true, &format!("cannot append to {}: {e}", path.display()));
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_InitEx(
+    major: u32,
+    minor: u32,
+    log: VixDiskLibGenericLogFunc,
+    warn: VixDiskLibGenericLogFunc,
+    _panic: VixDiskLibGenericLogFunc,
+    _lib_dir: *const c_char,
+    config_file: *const c_char,
+) -> VixError {
+    guard(|| {
+        logging::install(logging::Sinks { log, warn });
+        // SAFETY: NULL or a NUL-terminated path, per InitEx's contract.
+        let config_path = unsafe { opt_str(config_file) }.map(PathBuf::from);
+        if let Some(p) = &config_path {
+            if let Err(e) = FakeConfig::load(p) {
+                logging::message(true, &format!("cannot use config file: {e}"));
+                return VIX_E_FILE_NOT_FOUND as VixError;
+            }
+        }
+        *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(Global { config_path });
+        logging::message(
+            false,
+            &format!("fake VixDiskLib initialised for API version {major}.{minor}"),
+        );
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Exit() {
+    let _ = guard(|| {
+        logging::message(false, "fake VixDiskLib exiting");
+        *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        logging::install(logging::Sinks::default());
+        OK
+    });
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_ListTransportModes() -> *const c_char {
+    c"file:san:hotadd:nbdssl:nbd".as_ptr()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_AllocateConnectParams() -> *mut VixDiskLibConnectParams {
+    // SAFETY: calloc of one zeroed struct; all-zero is a valid VixDiskLibConnectParams.
+    unsafe { libc::calloc(1, std::mem::size_of::<VixDiskLibConnectParams>()) }.cast()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_FreeConnectParams(params: *mut VixDiskLibConnectParams) {
+    // The caller owns any strings it stored; only the struct from AllocateConnectParams is ours.
+    // SAFETY: NULL or a pointer from VixDiskLib_AllocateConnectParams (calloc).
+    unsafe { libc::free(params.cast()) };
+}
+
+fn prepare_or_end(params: *const VixDiskLibConnectParams, identity: *const c_char, event: &str) -> VixError {
+    guard(|| {
+        if params.is_null() || !initialised() {
+            return ERR_ARG;
+        }
+        // SAFETY: non-null, and the caller passes a valid struct per the API contract.
+        let p = unsafe { Params::copy_from(&*params) };
+        let config = match current_config() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = p.authenticate(&config) {
+            logging::message(true, &e);
+            return ERR_FAIL;
+        }
+        // SAFETY: NULL or NUL-terminated.
+        let identity = unsafe { opt_str(identity) };
+        record(
+            &config,
+            json!({"event": event, "vmx_spec": p.vmx_spec, "identity": identity}),
+        );
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_PrepareForAccess(
+    params: *const VixDiskLibConnectParams,
+    identity: *const c_char,
+) -> VixError {
+    prepare_or_end(params, identity, "prepare_for_access")
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_EndAccess(
+    params: *const VixDiskLibConnectParams,
+    identity: *const c_char,
+) -> VixError {
+    prepare_or_end(params, identity, "end_access")
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_ConnectEx(
+    params: *const VixDiskLibConnectParams,
+    read_only: Bool,
+    snapshot_ref: *const c_char,
+    transport_modes: *const c_char,
+    connection: *mut VixDiskLibConnection,
+) -> VixError {
+    guard(|| {
+        if params.is_null() || connection.is_null() {
+            return ERR_ARG;
+        }
+        if !initialised() {
+            return VIX_E_DISK_NOINIT as VixError;
+        }
+        // SAFETY: non-null; the caller passes a valid struct per the API contract.
+        let p = unsafe { Params::copy_from(&*params) };
+        // SAFETY: NULL or NUL-terminated strings per the API contract.
+        let (snapshot, transports) = unsafe { (opt_str(snapshot_ref), opt_str(transport_modes)) };
+        let config = match current_config() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let fcd = p.fcd.as_ref();
+        record(
+            &config,
+            json!({
+                "event": "connect",
+                "vmx_spec": p.vmx_spec,
+                "fcd_id": fcd.map(|f| &f.0),
+                "fcd_datastore": fcd.map(|f| &f.1),
+                "fcd_snapshot": fcd.and_then(|f| f.2.as_ref()),
+                "server": p.server,
+                "port": p.port,
+                "nfc_port": p.nfc_port,
+                "snapshot": snapshot,
+                "transports": transports,
+                "read_only": read_only != 0,
+            }),
+        );
+        let conn = Box::new(FakeConnection {
+            params: p,
+            read_only: read_only != 0,
+            snapshot,
+            transports,
+        });
+        // SAFETY: `connection` is non-null and writable per the API contract.
+        unsafe { *connection = Box::into_raw(conn).cast() };
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Disconnect(connection: VixDiskLibConnection) -> VixError {
+    guard(|| {
+        if connection.is_null() {
+            return VIX_E_INVALID_HANDLE as VixError;
+        }
+        // SAFETY: a pointer VixDiskLib_ConnectEx returned, disconnected once.
+        drop(unsafe { Box::from_raw(connection.cast::<FakeConnection>()) });
+        OK
+    })
+}
+
+/// Picks the transport a disk is opened with: local connections use "file"; remote ones the
+/// first requested mode that the fake "has" (`fake.transports`).
+fn choose_transport(conn: &FakeConnection, config: &FakeConfig) -> Option<&'static CStr> {
+    if conn.params.server.is_none() {
+        return Some(c"file");
+    }
+    let requested = conn
+        .transports
+        .clone()
+        .unwrap_or_else(|| "san:hotadd:nbdssl:nbd".to_string());
+    requested
+        .split(':')
+        .find(|m| config.transports.iter().any(|t| t == m))
+        .and_then(|m| match m {
+            "nbd" => Some(c"nbd"),
+            "nbdssl" => Some(c"nbdssl"),
+            "hotadd" => Some(c"hotadd"),
+            "san" => Some(c"san"),
+            "file" => Some(c"file"),
+            _ => None,
+        })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Open(
+    connection: VixDiskLibConnection,
+    path: *const c_char,
+    flags: u32,
+    handle: *mut VixDiskLibHandle,
+) -> VixError {
+    guard(|| {
+        if connection.is_null() || path.is_null() || handle.is_null() {
+            return ERR_ARG;
+        }
+        // SAFETY: a live connection from ConnectEx, used by one thread at a time.
+        let conn = unsafe { &*connection.cast::<FakeConnection>() };
+        // SAFETY: non-null and NUL-terminated.
+        let Some(given) = (unsafe { opt_str(path) }) else {
+            return VIX_E_INVALID_UTF8_STRING as VixError;
+        };
+        let config = match current_config() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = conn.params.authenticate(&config) {
+            logging::message(true, &format!("Cannot open {given}: {e}"));
+            return ERR_FAIL;
+        }
+        let Some(transport) = choose_transport(conn, &config) else {
+            logging::message(true, "Cannot use any of the requested transport modes");
+            return VIX_E_FILE_ACCESS_ERROR as VixError;
+        };
+        let target = match &conn.params.fcd {
+            Some((id, _, _)) => config.fcds.get(id).cloned().unwrap_or(given.clone()),
+            None => given.clone(),
+        };
+        let file = match config.resolve(&target) {
+            Ok(f) => f,
+            Err(e) => {
+                logging::message(true, &e);
+                return VIX_E_FILE_NOT_FOUND as VixError;
+            }
+        };
+        let read_only = conn.read_only || flags & VIXDISKLIB_FLAG_OPEN_READ_ONLY != 0;
+        let disk = match FakeDisk::open(&given, &file, read_only, transport, config) {
+            Ok(d) => Arc::new(d),
+            Err((code, msg)) => {
+                logging::message(true, &msg);
+                return code;
+            }
+        };
+        logging::opened(&given, disk.capacity(), transport.to_str().unwrap_or("?"));
+        record(
+            &disk.config,
+            json!({"event": "open", "path": given, "transport": transport.to_str().ok(),
+                   "read_only": read_only, "flags": flags, "snapshot": conn.snapshot}),
+        );
+        let h = Box::new(DiskHandle { disk, worker: None });
+        // SAFETY: non-null and writable per the API contract.
+        unsafe { *handle = Box::into_raw(h).cast() };
+        OK
+    })
+}
+
+/// Borrows the handle's state.
+///
+/// # Safety
+/// `h` is NULL or a live handle from VixDiskLib_Open used by one thread at a time.
+unsafe fn disk_handle<'a>(h: VixDiskLibHandle) -> Option<&'a mut DiskHandle> {
+    // SAFETY: per the function contract.
+    unsafe { h.cast::<DiskHandle>().as_mut() }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Close(handle: VixDiskLibHandle) -> VixError {
+    guard(|| {
+        if handle.is_null() {
+            return VIX_E_INVALID_HANDLE as VixError;
+        }
+        // SAFETY: a live handle from Open, closed once.
+        let mut h = unsafe { Box::from_raw(handle.cast::<DiskHandle>()) };
+        drop(h.worker.take()); // waits for outstanding async requests
+        let disk = &h.disk;
+        let s = disk.stats.lock().unwrap_or_else(|p| p.into_inner());
+        record(
+            &disk.config,
+            json!({
+                "event": "close",
+                "path": disk.path,
+                "transport": disk.transport.to_str().ok(),
+                "read_only": disk.read_only,
+                "sectors_read": s.sectors_read,
+                "sectors_written": s.sectors_written,
+                "read_calls": s.read_calls,
+                "write_calls": s.write_calls,
+                "query_allocated_calls": s.query_allocated_calls,
+                "read_ranges": s.coalesced_ranges(),
+            }),
+        );
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_GetTransportMode(handle: VixDiskLibHandle) -> *const c_char {
+    // SAFETY: NULL or a live handle.
+    match unsafe { disk_handle(handle) } {
+        Some(h) => h.disk.transport.as_ptr(),
+        None => std::ptr::null(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_GetInfo(
+    handle: VixDiskLibHandle,
+    info: *mut *mut VixDiskLibInfo,
+) -> VixError {
+    guard(|| {
+        // SAFETY: NULL or a live handle.
+        let Some(h) = (unsafe { disk_handle(handle) }) else {
+            return VIX_E_INVALID_HANDLE as VixError;
+        };
+        if info.is_null() {
+            return ERR_ARG;
+        }
+        let d = &h.disk.descriptor;
+        let adapter_name = d.ddb.get("ddb.adapterType").map(String::as_str).unwrap_or("lsilogic");
+        let adapter = match adapter_name {
+            "ide" => VIXDISKLIB_ADAPTER_IDE,
+            "buslogic" => VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC,
+            "lsilogic" | "lsisas1068" | "pvscsi" => VIXDISKLIB_ADAPTER_SCSI_LSILOGIC,
+            _ => VIXDISKLIB_ADAPTER_UNKNOWN,
+        };
+        let (c, hd, s) = geometry(adapter_name, d.capacity_sectors);
+        let phys = VixDiskLibGeometry {
+            cylinders: d.ddb_u32("ddb.geometry.cylinders").unwrap_or(c),
+            heads: d.ddb_u32("ddb.geometry.heads").unwrap_or(hd),
+            sectors: d.ddb_u32("ddb.geometry.sectors").unwrap_or(s),
+        };
+        let bios = VixDiskLibGeometry {
+            cylinders: d.ddb_u32("ddb.geometry.biosCylinders").unwrap_or(phys.cylinders),
+            heads: d.ddb_u32("ddb.geometry.biosHeads").unwrap_or(phys.heads),
+            sectors: d.ddb_u32("ddb.geometry.biosSectors").unwrap_or(phys.sectors),
+        };
+        let uuid = d
+            .ddb
+            .get("ddb.uuid")
+            .and_then(|u| CString::new(u.as_str()).ok())
+            // SAFETY: strdup of a valid C string; freed by FreeInfo.
+            .map(|u| unsafe { libc::strdup(u.as_ptr()) })
+            .unwrap_or(std::ptr::null_mut());
+        // SAFETY: calloc of one struct, filled below and freed by FreeInfo.
+        let out = unsafe { libc::calloc(1, std::mem::size_of::<VixDiskLibInfo>()) }
+            .cast::<VixDiskLibInfo>();
+        if out.is_null() {
+            return VIX_E_OUT_OF_MEMORY as VixError;
+        }
+        // SAFETY: `out` is a fresh allocation of the right size; `info` is writable.
+        unsafe {
+            *out = VixDiskLibInfo {
+                biosGeo: bios,
+                physGeo: phys,
+                capacity: d.capacity_sectors,
+                adapterType: adapter,
+                numLinks: 1,
+                parentFileNameHint: std::ptr::null_mut(),
+                uuid,
+                logicalSectorSize: SECTOR as u32,
+                physicalSectorSize: SECTOR as u32,
+            };
+            *info = out;
+        }
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_FreeInfo(info: *mut VixDiskLibInfo) {
+    if !info.is_null() {
+        // SAFETY: a struct from GetInfo; its uuid came from strdup.
+        unsafe {
+            libc::free((*info).uuid.cast());
+            libc::free(info.cast());
+        }
+    }
+}
+
+fn check_io(handle: VixDiskLibHandle, buf: *const u8) -> Result<&'static mut DiskHandle, VixError> {
+    // SAFETY: NULL or a live handle.
+    let h = unsafe { disk_handle(handle) }.ok_or(VIX_E_INVALID_HANDLE as VixError)?;
+    if buf.is_null() {
+        return Err(ERR_ARG);
+    }
+    Ok(h)
+}
+
+fn byte_len(sectors: u64) -> Result<usize, VixError> {
+    sectors
+        .checked_mul(SECTOR)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(VIX_E_DISK_OUTOFRANGE as VixError)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Read(
+    handle: VixDiskLibHandle,
+    start: VixDiskLibSectorType,
+    count: VixDiskLibSectorType,
+    buf: *mut u8,
+) -> VixError {
+    guard(|| {
+        let h = match check_io(handle, buf) {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let len = match byte_len(count) {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        // SAFETY: the caller provides `count` sectors of writable buffer.
+        let slice = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+        h.disk.read(start, slice).err().unwrap_or(OK)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Write(
+    handle: VixDiskLibHandle,
+    start: VixDiskLibSectorType,
+    count: VixDiskLibSectorType,
+    buf: *const u8,
+) -> VixError {
+    guard(|| {
+        let h = match check_io(handle, buf) {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let len = match byte_len(count) {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        // SAFETY: the caller provides `count` sectors of readable buffer.
+        let slice = unsafe { std::slice::from_raw_parts(buf, len) };
+        h.disk.write(start, slice).err().unwrap_or(OK)
+    })
+}
+
+fn submit(
+    handle: VixDiskLibHandle,
+    write: bool,
+    start: u64,
+    count: u64,
+    buf: *const u8,
+    callback: VixDiskLibCompletionCB,
+    data: *mut c_void,
+) -> VixError {
+    guard(|| {
+        let h = match check_io(handle, buf) {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let Some(callback) = callback else {
+            return ERR_ARG;
+        };
+        let len = match byte_len(count) {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        if start.checked_add(count).is_none_or(|end| end > h.disk.capacity()) {
+            return VIX_E_DISK_OUTOFRANGE as VixError; // refused up front, no callback
+        }
+        if write && h.disk.read_only {
+            return VIX_E_FILE_READ_ONLY as VixError;
+        }
+        let job = Job {
+            write,
+            start,
+            buf: buf as usize,
+            len,
+            callback,
+            data: data as usize,
+        };
+        if h.disk.config.async_inline {
+            // SAFETY: the caller keeps the buffer valid until completion, which is now.
+            unsafe { job.run(&h.disk) };
+        } else {
+            let disk = h.disk.clone();
+            let worker = h.worker.get_or_insert_with(|| Worker::start(disk));
+            if !worker.submit(job) {
+                return ERR_FAIL;
+            }
+        }
+        VIX_ASYNC as VixError
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_ReadAsync(
+    handle: VixDiskLibHandle,
+    start: VixDiskLibSectorType,
+    count: VixDiskLibSectorType,
+    buf: *mut u8,
+    callback: VixDiskLibCompletionCB,
+    data: *mut c_void,
+) -> VixError {
+    submit(handle, false, start, count, buf, callback, data)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_WriteAsync(
+    handle: VixDiskLibHandle,
+    start: VixDiskLibSectorType,
+    count: VixDiskLibSectorType,
+    buf: *const u8,
+    callback: VixDiskLibCompletionCB,
+    data: *mut c_void,
+) -> VixError {
+    submit(handle, true, start, count, buf, callback, data)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Wait(handle: VixDiskLibHandle) -> VixError {
+    guard(|| {
+        // SAFETY: NULL or a live handle.
+        let Some(h) = (unsafe { disk_handle(handle) }) else {
+            return VIX_E_INVALID_HANDLE as VixError;
+        };
+        if let Some(w) = &h.worker {
+            w.pending.wait_idle();
+        }
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Flush(handle: VixDiskLibHandle) -> VixError {
+    guard(|| {
+        // SAFETY: NULL or a live handle.
+        let Some(h) = (unsafe { disk_handle(handle) }) else {
+            return VIX_E_INVALID_HANDLE as VixError;
+        };
+        if let Some(w) = &h.worker {
+            w.pending.wait_idle();
+        }
+        h.disk.flush().err().unwrap_or(OK)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_QueryAllocatedBlocks(
+    handle: VixDiskLibHandle,
+    start: VixDiskLibSectorType,
+    count: VixDiskLibSectorType,
+    chunk: VixDiskLibSectorType,
+    list: *mut *mut VixDiskLibBlockList,
+) -> VixError {
+    guard(|| {
+        // SAFETY: NULL or a live handle.
+        let Some(h) = (unsafe { disk_handle(handle) }) else {
+            return VIX_E_INVALID_HANDLE as VixError;
+        };
+        if list.is_null() {
+            return ERR_ARG;
+        }
+        let blocks = match h.disk.allocated(start, count, chunk) {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let size = std::mem::size_of::<VixDiskLibBlockList>()
+            + blocks.len().saturating_sub(1) * std::mem::size_of::<VixDiskLibBlock>();
+        // SAFETY: calloc of a block list with room for every block; freed by FreeBlockList.
+        let out = unsafe { libc::calloc(1, size) }.cast::<VixDiskLibBlockList>();
+        if out.is_null() {
+            return VIX_E_OUT_OF_MEMORY as VixError;
+        }
+        // SAFETY: `out` has room for `blocks.len()` entries starting at `blocks`.
+        unsafe {
+            (*out).numBlocks = blocks.len() as u32;
+            let first = std::ptr::addr_of_mut!((*out).blocks).cast::<VixDiskLibBlock>();
+            for (i, (offset, length)) in blocks.iter().enumerate() {
+                first.add(i).write(VixDiskLibBlock {
+                    offset: *offset,
+                    length: *length,
+                });
+            }
+            *list = out;
+        }
+        OK
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_FreeBlockList(list: *mut VixDiskLibBlockList) -> VixError {
+    // SAFETY: NULL or a list from QueryAllocatedBlocks.
+    unsafe { libc::free(list.cast()) };
+    OK
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Create(
+    connection: VixDiskLibConnection,
+    path: *const c_char,
+    params: *const VixDiskLibCreateParams,
+    progress: VixDiskLibProgressFunc,
+    progress_data: *mut c_void,
+) -> VixError {
+    guard(|| {
+        if connection.is_null() || path.is_null() || params.is_null() {
+            return ERR_ARG;
+        }
+        // SAFETY: a live connection; `params` points to a valid struct per the API contract.
+        let (conn, p) = unsafe { (&*connection.cast::<FakeConnection>(), &*params) };
+        // SAFETY: non-null, NUL-terminated.
+        let Some(given) = (unsafe { opt_str(path) }) else {
+            return VIX_E_INVALID_UTF8_STRING as VixError;
+        };
+        if conn.read_only {
+            return VIX_E_FILE_READ_ONLY as VixError;
+        }
+        let config = match current_config() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = conn.params.authenticate(&config) {
+            logging::message(true, &e);
+            return ERR_FAIL;
+        }
+        let file = match config.resolve(&given) {
+            Ok(f) => f,
+            Err(e) => {
+                logging::message(true, &e);
+                return VIX_E_FILE_NOT_FOUND as VixError;
+            }
+        };
+        let create_type = match p.diskType {
+            VIXDISKLIB_DISK_VMFS_FLAT => "vmfs",
+            VIXDISKLIB_DISK_VMFS_THIN => "vmfsThin",
+            VIXDISKLIB_DISK_MONOLITHIC_FLAT => "monolithicFlat",
+            _ => return VIX_E_NOT_SUPPORTED as VixError,
+        };
+        let adapter = match p.adapterType {
+            VIXDISKLIB_ADAPTER_IDE => "ide",
+            VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC => "buslogic",
+            VIXDISKLIB_ADAPTER_SCSI_LSILOGIC => "lsilogic",
+            _ => return ERR_ARG,
+        };
+        if p.capacity == 0 {
+            return ERR_ARG;
+        }
+        report_progress(progress, progress_data, 0);
+        match create_disk(&file, create_type, adapter, p) {
+            Ok(()) => {
+                report_progress(progress, progress_data, 100);
+                record(&config, json!({"event": "create", "path": given, "capacity": p.capacity}));
+                OK
+            }
+            Err((code, msg)) => {
+                logging::message(true, &msg);
+                code
+            }
+        }
+    })
+}
+
+fn report_progress(f: VixDiskLibProgressFunc, data: *mut c_void, percent: c_int) {
+    if let Some(f) = f {
+        // SAFETY: the caller's progress callback with its own data.
+        unsafe { f(data, percent) };
+    }
+}
+
+fn create_disk(
+    file: &std::path::Path,
+    create_type: &str,
+    adapter: &str,
+    p: &VixDiskLibCreateParams,
+) -> Result<(), (VixError, String)> {
+    use std::io::Write;
+    let io = |e: std::io::Error| (VIX_E_FILE_ERROR as VixError, e.to_string());
+    if file.exists() {
+        return Err((
+            VIX_E_FILE_ALREADY_EXISTS as VixError,
+            format!("{} already exists", file.display()),
+        ));
+    }
+    let dir = file.parent().ok_or((ERR_ARG, "no folder".to_string()))?;
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or((ERR_ARG, "bad file name".to_string()))?;
+    let flat_name = format!("{stem}-flat.vmdk");
+    let flat_path = dir.join(&flat_name);
+    let (c, h, s) = geometry(adapter, p.capacity);
+    let uuid = pseudo_uuid();
+    let mut ddb = std::collections::BTreeMap::new();
+    ddb.insert("ddb.adapterType".to_string(), adapter.to_string());
+    ddb.insert("ddb.geometry.cylinders".to_string(), c.to_string());
+    ddb.insert("ddb.geometry.heads".to_string(), h.to_string());
+    ddb.insert("ddb.geometry.sectors".to_string(), s.to_string());
+    ddb.insert("ddb.uuid".to_string(), uuid.0);
+    ddb.insert(
+        "ddb.virtualHWVersion".to_string(),
+        p.hwVersion.max(4).to_string(),
+    );
+    if create_type == "vmfsThin" {
+        ddb.insert("ddb.thinProvisioned".to_string(), "1".to_string());
+    }
+    let desc = Descriptor {
+        create_type: create_type.to_string(),
+        capacity_sectors: p.capacity,
+        extent_file: flat_name,
+        extent_offset: 0,
+        read_only: false,
+        ddb,
+    };
+    // The flat extent first (sparse, full size), then the descriptor atomically.
+    let flat = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&flat_path)
+        .map_err(io)?;
+    flat.set_len(p.capacity * SECTOR).map_err(io)?;
+    flat.sync_all().map_err(io)?;
+    let tmp = dir.join(format!(".{stem}.vmdk.tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(desc.render(uuid.1).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, file).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+/// A VMware-style disk UUID and CID, unique enough for a test double.
+fn pseudo_uuid() -> (String, u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = [0u8; 16];
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    (
+        format!("{}-{}", hex[..8].join(" "), hex[8..].join(" ")),
+        x as u32,
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_GetErrorText(err: VixError, _locale: *const c_char) -> *mut c_char {
+    let text = CString::new(errors::text(err)).unwrap_or_default();
+    // SAFETY: strdup of a valid C string; freed by FreeErrorText.
+    unsafe { libc::strdup(text.as_ptr()) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_FreeErrorText(text: *mut c_char) {
+    // SAFETY: NULL or a string from GetErrorText (strdup).
+    unsafe { libc::free(text.cast()) };
+}
