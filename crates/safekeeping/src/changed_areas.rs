@@ -4,6 +4,11 @@
 //! repository replaces whole chunks.
 
 use serde::Serialize;
+use vim_client::xml::Element;
+use vim_client::MoRef;
+
+use crate::error::{Error, Result};
+use crate::vcenter::Vcenter;
 
 /// One changed byte range reported by CBT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,6 +86,83 @@ impl ChangedAreas {
     pub fn bytes(&self) -> u64 {
         self.areas.iter().map(|a| a.length).sum()
     }
+}
+
+/// Asks QueryChangedDiskAreas for every area of disk `device_key` in `snapshot` changed since
+/// `since` (`*` for every allocated area), following the answers until `capacity` is covered.
+///
+/// # Errors
+/// vCenter faults (for example when the change id is no longer valid) and answers that do not
+/// make progress.
+pub async fn query(
+    vc: &Vcenter,
+    vm: &MoRef,
+    snapshot: &MoRef,
+    device_key: i32,
+    capacity: u64,
+    since: &str,
+) -> Result<Vec<Area>> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    while start < capacity {
+        let info = vc
+            .call(
+                "QueryChangedDiskAreas",
+                vm,
+                vec![
+                    snapshot.to_element("snapshot"),
+                    Element::vim_text("deviceKey", device_key.to_string()),
+                    Element::vim_text("startOffset", start.to_string()),
+                    Element::vim_text("changeId", since),
+                ],
+            )
+            .await?
+            .ok_or_else(|| Error::Other("QueryChangedDiskAreas returned nothing".into()))?;
+        let piece_start: u64 = info.parse_at("startOffset").unwrap_or(start);
+        let piece_len: u64 = info.parse_at("length").unwrap_or(0);
+        for a in info.all("changedArea") {
+            let (Some(s), Some(l)) = (a.parse_at::<u64>("start"), a.parse_at::<u64>("length"))
+            else {
+                return Err(Error::Other(
+                    "QueryChangedDiskAreas returned a malformed area".into(),
+                ));
+            };
+            out.push(Area {
+                start: s,
+                length: l,
+            });
+        }
+        let next = piece_start.saturating_add(piece_len);
+        if next <= start {
+            return Err(Error::Other(format!(
+                "QueryChangedDiskAreas made no progress at offset {start} of disk {device_key}"
+            )));
+        }
+        start = next;
+    }
+    Ok(out)
+}
+
+/// Turns change tracking on when it is off (ReconfigVM_Task), returning whether it did.
+///
+/// # Errors
+/// vCenter faults.
+pub async fn ensure_enabled(vc: &Vcenter, vm: &MoRef, name: &str) -> Result<bool> {
+    let o = vc
+        .client
+        .object_properties(vm, &["config.changeTrackingEnabled"])
+        .await?;
+    if o.text("config.changeTrackingEnabled").map(str::trim) == Some("true") {
+        return Ok(false);
+    }
+    tracing::info!(vm = %name, "changed block tracking is off; enabling it (this backup reads every allocated area)");
+    vc.task(
+        "ReconfigVM_Task",
+        vm,
+        vec![Element::vim("spec").text_child("changeTrackingEnabled", "true")],
+    )
+    .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

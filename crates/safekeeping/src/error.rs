@@ -60,7 +60,7 @@ pub enum Error {
     },
     /// vCenter said no, or could not be reached.
     #[error("vCenter: {0}")]
-    Vim(String),
+    Vim(#[from] vim_client::Error),
     /// VDDK failed.
     #[error("VDDK: {0}")]
     Vddk(String),

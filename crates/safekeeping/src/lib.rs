@@ -20,9 +20,13 @@ pub mod mapping;
 pub mod outcome;
 pub mod progress;
 pub mod report;
+pub mod resolve;
+pub mod snapshot;
 pub mod snapshot_name;
 pub mod sparse_image;
 pub mod target;
+pub mod vcenter;
+pub mod vm_config;
 pub mod vmx;
 
 pub use error::{Error, Result};
