@@ -27,15 +27,18 @@ pub struct ClientOptions {
     pub tls: Tls,
     /// Timeout for connecting and for each SOAP call; file transfers use it as a read timeout.
     pub timeout: Duration,
+    /// How long operations that run a task (snapshot, reconfigure, power, create...) wait for it.
+    pub task_timeout: Duration,
 }
 
 impl ClientOptions {
-    /// Options for `url` with pinned or system TLS and a 60 s timeout.
+    /// Options for `url` with a 60 s call timeout and a one hour task timeout.
     pub fn new(url: impl Into<String>, tls: Tls) -> Self {
         ClientOptions {
             url: url.into(),
             tls,
             timeout: Duration::from_secs(60),
+            task_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -58,6 +61,7 @@ struct Inner {
     vslm_url: Url,
     soap_action: String,
     timeout: Duration,
+    task_timeout: Duration,
     service_content: ServiceContent,
     session: Mutex<Session>,
     presented: Arc<Presented>,
@@ -145,6 +149,7 @@ impl Client {
             vslm_url,
             soap_action: "urn:vim25/6.5".into(),
             timeout: options.timeout,
+            task_timeout: options.task_timeout,
             service_content: placeholder,
             session: Mutex::new(Session::default()),
             presented,
@@ -252,6 +257,11 @@ impl Client {
     /// The base URL (`https://host/`), for `/folder` and other HTTP endpoints.
     pub fn base_url(&self) -> &Url {
         &self.inner.base_url
+    }
+
+    /// How long task-running operations wait (from [`ClientOptions::task_timeout`]).
+    pub fn task_timeout(&self) -> Duration {
+        self.inner.task_timeout
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {

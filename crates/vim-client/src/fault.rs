@@ -73,10 +73,8 @@ impl FaultKind {
                 FaultKind::InvalidState
             }
             "NoPermission" => FaultKind::NoPermission,
-            "NotSupported" | "NotImplemented" => FaultKind::NotSupported,
-            "InvalidRequest" | "MethodNotFound" | "InvalidType" | "UnexpectedFault" => {
-                FaultKind::InvalidRequest
-            }
+            "NotSupported" | "NotImplemented" | "MethodNotFound" => FaultKind::NotSupported,
+            "InvalidRequest" | "InvalidType" | "UnexpectedFault" => FaultKind::InvalidRequest,
             "SystemError" | "RuntimeFault" => FaultKind::SystemError,
             other => FaultKind::Other(other.to_owned()),
         }

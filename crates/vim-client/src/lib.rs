@@ -6,23 +6,37 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod changed_areas;
 mod client;
+mod datastore_file;
+pub mod device;
 pub mod error;
 pub mod fault;
+mod inventory;
 pub mod moref;
 pub mod property;
 mod secret;
 pub mod service_content;
+mod snapshot;
 pub mod soap;
 mod task;
 pub mod tls;
+mod vm;
+mod vm_config;
 pub mod xml;
 
+pub use changed_areas::{DiskArea, DiskChangeInfo};
 pub use client::{Client, ClientOptions, Endpoint, SESSION_COOKIE};
+pub use datastore_file::DatastorePath;
+pub use device::{Device, DeviceKind, DiskBacking, NicBacking, VirtualDisk};
 pub use error::{Error, Result};
 pub use fault::FaultKind;
+pub use inventory::{InventoryKind, Named, UuidKind};
 pub use moref::MoRef;
 pub use property::ObjectContent;
 pub use secret::Secret;
 pub use service_content::ServiceContent;
+pub use snapshot::{SnapshotInfo, SnapshotTree};
 pub use tls::{Thumbprints, Tls};
+pub use vm::{PowerState, VmInfo, VmListEntry};
+pub use vm_config::VmConfig;

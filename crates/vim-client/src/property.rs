@@ -150,10 +150,7 @@ impl Client {
             .child(Element::vim("options").text_child("maxObjects", "500"));
         let mut response = self.call(body).await?;
         let mut out = Vec::new();
-        loop {
-            let Some(result) = response.get("returnval") else {
-                break;
-            };
+        while let Some(result) = response.get("returnval") {
             for o in result.all("objects") {
                 out.push(ObjectContent::from_element(o)?);
             }

@@ -74,7 +74,7 @@ pub fn parse(input: &[u8]) -> Result<Element, Error> {
 
 fn close(
     mut element: Element,
-    stack: &mut Vec<Element>,
+    stack: &mut [Element],
     root: &mut Option<Element>,
 ) -> Result<(), Error> {
     if !element.children.is_empty() && element.text.trim().is_empty() {
