@@ -8,6 +8,7 @@
 
 mod changed_areas;
 mod client;
+pub mod config_spec;
 mod datastore_file;
 pub mod device;
 pub mod error;
@@ -27,6 +28,9 @@ pub mod xml;
 
 pub use changed_areas::{DiskArea, DiskChangeInfo};
 pub use client::{Client, ClientOptions, Endpoint, SESSION_COOKIE};
+pub use config_spec::{
+    config_spec_from_info, CdromPolicy, DiskTarget, MacPolicy, RestoreConfig, RestoreOptions,
+};
 pub use datastore_file::DatastorePath;
 pub use device::{Device, DeviceKind, DiskBacking, NicBacking, VirtualDisk};
 pub use error::{Error, Result};

@@ -259,6 +259,16 @@ impl Client {
         self.task_result_moref("RegisterVM_Task", body).await
     }
 
+    /// Removes the VM from the inventory, leaving its files (`UnregisterVM`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPowerState` when it is on, other faults.
+    pub async fn unregister_vm(&self, vm: &MoRef) -> Result<()> {
+        let body = Element::vim("UnregisterVM").child(vm.to_element("_this"));
+        self.call(body).await.map(|_| ())
+    }
+
     async fn task_result_moref(&self, method: &str, body: Element) -> Result<MoRef> {
         let result = self.run_task(body, self.task_timeout()).await?;
         result

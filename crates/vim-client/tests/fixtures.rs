@@ -202,3 +202,175 @@ fn object_contents_of_a_fetch() {
     assert_eq!(refs, vec![MoRef::new("Datacenter", "datacenter-3")]);
     let _ = ObjectContent::from_element; // typed reader covered by the config tests
 }
+
+fn vm_config_info() -> Element {
+    let body = soap::parse_response(&fixture(
+        "test_json_vm_explode_default-20-Fetch.response.xml",
+    ))
+    .unwrap();
+    body.get("returnval").unwrap().clone()
+}
+
+#[test]
+fn vm_config_typed_view_of_a_real_vm() {
+    let info = vm_config_info();
+    let cfg = vim_client::VmConfig::from_element(&info).unwrap();
+    assert!(cfg.name.starts_with("vCLS-"), "{}", cfg.name);
+    assert_eq!(cfg.uuid, info.text_at("uuid").unwrap());
+    assert!(cfg.instance_uuid.is_some());
+    assert_eq!(
+        cfg.num_cpu,
+        info.parse_at::<u32>("hardware/numCPU").unwrap()
+    );
+    assert_eq!(
+        cfg.memory_mb,
+        info.parse_at::<u64>("hardware/memoryMB").unwrap()
+    );
+    assert_eq!(cfg.devices.len(), 11);
+    let disks: Vec<_> = cfg.disks().collect();
+    assert_eq!(disks.len(), 1);
+    let (dev, disk) = disks[0];
+    assert_eq!(dev.key, 2000);
+    assert_eq!(dev.label.as_deref(), Some("Hard disk 1"));
+    assert_eq!(dev.controller_key, Some(1000));
+    assert_eq!(dev.unit_number, Some(0));
+    assert_eq!(disk.capacity_in_bytes, 2147483648);
+    assert_eq!(disk.backing.type_name, "VirtualDiskFlatVer2BackingInfo");
+    assert!(disk.backing.file_name.starts_with("[vsanDatastore] "));
+    assert_eq!(
+        disk.backing.datastore,
+        Some(MoRef::new("Datastore", "datastore-17"))
+    );
+    assert_eq!(disk.backing.thin_provisioned, Some(true));
+    assert_eq!(disk.backing.eagerly_scrub, Some(false));
+    assert_eq!(disk.backing.disk_mode.as_deref(), Some("persistent"));
+    assert_eq!(
+        disk.backing.uuid.as_deref(),
+        Some("6000C290-a113-6543-7d13-7363c08fe61d")
+    );
+    let scsi = cfg.device(1000).unwrap();
+    assert_eq!(scsi.type_name, "ParaVirtualSCSIController");
+    let ctl = scsi.as_controller().unwrap();
+    assert_eq!(ctl.devices, vec![2000]);
+    assert_eq!(ctl.shared_bus.as_deref(), Some("noSharing"));
+    assert_eq!(cfg.raw, info, "the raw tree is kept whole");
+}
+
+#[test]
+fn nic_backings_are_typed() {
+    let doc = br#"<hardware xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+      <device xsi:type="VirtualVmxnet3"><key>4000</key><deviceInfo><label>Network adapter 1</label></deviceInfo>
+        <backing xsi:type="VirtualEthernetCardNetworkBackingInfo"><deviceName>VM Network</deviceName><network type="Network">network-7</network></backing>
+        <connectable><startConnected>true</startConnected></connectable><controllerKey>100</controllerKey><unitNumber>7</unitNumber>
+        <addressType>assigned</addressType><macAddress>00:50:56:aa:bb:cc</macAddress></device>
+      <device xsi:type="VirtualE1000e"><key>4001</key>
+        <backing xsi:type="VirtualEthernetCardDistributedVirtualPortBackingInfo"><port><switchUuid>50 2a</switchUuid><portgroupKey>dvportgroup-9</portgroupKey><portKey>12</portKey></port></backing>
+        <addressType>generated</addressType></device>
+      <device xsi:type="VirtualVmxnet3"><key>4002</key>
+        <backing xsi:type="VirtualEthernetCardOpaqueNetworkBackingInfo"><opaqueNetworkId>ls-1</opaqueNetworkId><opaqueNetworkType>nsx.LogicalSwitch</opaqueNetworkType></backing>
+        <addressType>manual</addressType><macAddress>00:50:56:00:00:01</macAddress></device>
+      <device xsi:type="VirtualCdrom"><key>3002</key><backing xsi:type="VirtualCdromIsoBackingInfo"><fileName>[iso] x.iso</fileName></backing><controllerKey>201</controllerKey><unitNumber>0</unitNumber></device>
+    </hardware>"#;
+    let hw = xml::parse(doc).unwrap();
+    let devices: Vec<_> = hw
+        .all("device")
+        .map(vim_client::Device::from_element)
+        .collect();
+    use vim_client::{DeviceKind, NicBacking};
+    let nic = devices[0].as_nic().unwrap();
+    assert_eq!(nic.mac_address.as_deref(), Some("00:50:56:aa:bb:cc"));
+    assert_eq!(nic.address_type.as_deref(), Some("assigned"));
+    assert_eq!(nic.start_connected, Some(true));
+    assert_eq!(
+        nic.backing,
+        NicBacking::Network {
+            device_name: "VM Network".into(),
+            network: Some(MoRef::new("Network", "network-7"))
+        }
+    );
+    assert_eq!(
+        devices[1].as_nic().unwrap().backing,
+        NicBacking::DistributedPort {
+            switch_uuid: "50 2a".into(),
+            portgroup_key: Some("dvportgroup-9".into()),
+            port_key: Some("12".into())
+        }
+    );
+    assert_eq!(
+        devices[2].as_nic().unwrap().backing,
+        NicBacking::Opaque {
+            network_id: "ls-1".into(),
+            network_type: "nsx.LogicalSwitch".into()
+        }
+    );
+    match &devices[3].kind {
+        DeviceKind::Cdrom(c) => {
+            assert_eq!(c.file_name.as_deref(), Some("[iso] x.iso"));
+            assert_eq!(
+                c.backing_type.as_deref(),
+                Some("VirtualCdromIsoBackingInfo")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn config_info_becomes_a_create_spec() {
+    use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, RestoreOptions};
+    let info = vm_config_info();
+    let mut options = RestoreOptions::new("restored", "[ds2]");
+    options.macs = MacPolicy::Regenerate;
+    options.disks.insert(
+        2000,
+        DiskTarget {
+            file_name: "[ds2]".into(),
+            datastore: Some(MoRef::new("Datastore", "datastore-99")),
+            thin_provisioned: Some(true),
+            create: true,
+        },
+    );
+    let out = config_spec_from_info(&info, &options).unwrap();
+    let spec = &out.spec;
+    assert_eq!(spec.type_name(), Some("VirtualMachineConfigSpec"));
+    assert_eq!(spec.text_at("name"), Some("restored"));
+    assert!(spec.get("uuid").is_none(), "uuid regenerated unless asked");
+    assert_eq!(spec.text_at("files/vmPathName"), Some("[ds2]"));
+    assert_eq!(spec.text_at("numCPUs"), info.text_at("hardware/numCPU"));
+    assert_eq!(spec.text_at("memoryMB"), info.text_at("hardware/memoryMB"));
+    assert_eq!(spec.text_at("guestId"), info.text_at("guestId"));
+    let changes: Vec<_> = spec.all("deviceChange").collect();
+    // 11 devices minus the 9 every VM gets (2 IDE, PS/2, PCI, SIO, keyboard, mouse, video, VMCI)
+    let types: Vec<_> = changes
+        .iter()
+        .map(|c| c.get("device").unwrap().type_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, vec!["ParaVirtualSCSIController", "VirtualDisk"]);
+    let scsi = changes[0].get("device").unwrap();
+    let disk_change = changes[1];
+    let disk = disk_change.get("device").unwrap();
+    assert_eq!(disk_change.text_at("operation"), Some("add"));
+    assert_eq!(disk_change.text_at("fileOperation"), Some("create"));
+    assert!(scsi.parse_at::<i32>("key").unwrap() < 0);
+    assert!(
+        scsi.get("device").is_none(),
+        "controller device list dropped"
+    );
+    assert_eq!(disk.text_at("controllerKey"), scsi.text_at("key"));
+    assert_eq!(out.key_map[&2000].to_string(), disk.text_at("key").unwrap());
+    let backing = disk.get("backing").unwrap();
+    assert_eq!(backing.text_at("fileName"), Some("[ds2]"));
+    assert_eq!(backing.text_at("datastore"), Some("datastore-99"));
+    for stripped in ["changeId", "contentId", "uuid", "backingObjectId"] {
+        assert!(backing.get(stripped).is_none(), "{stripped} kept");
+    }
+    let order: Vec<_> = backing.children.iter().map(|c| c.local()).collect();
+    assert_eq!(&order[..2], &["fileName", "datastore"]);
+    assert_eq!(disk.text_at("capacityInBytes"), Some("2147483648"));
+    // fields of the saved config that a create spec cannot carry are reported, not silently lost
+    assert!(out.dropped_fields.iter().any(|f| f == "datastoreUrl"));
+    assert!(!out.dropped_fields.iter().any(|f| f == "guestId"));
+    // the spec serialises and parses back identically
+    let again = xml::parse(xml::to_string(spec).as_bytes()).unwrap();
+    assert_eq!(&again, spec);
+}
