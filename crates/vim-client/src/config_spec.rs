@@ -471,10 +471,16 @@ fn rewrite_disk_backing(
         }
         b
     } else {
-        let mode = match old.text_at("diskMode").map(str::trim) {
-            Some(m @ ("persistent" | "independent_persistent" | "independent_nonpersistent")) => m,
-            _ => "persistent",
-        };
+        let mode = old
+            .text_at("diskMode")
+            .map(str::trim)
+            .filter(|m| {
+                matches!(
+                    *m,
+                    "persistent" | "independent_persistent" | "independent_nonpersistent"
+                )
+            })
+            .unwrap_or("persistent");
         Element::vim("backing")
             .typed("VirtualDiskFlatVer2BackingInfo")
             .text_child("fileName", "")
