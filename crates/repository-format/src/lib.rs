@@ -1,1 +1,85 @@
 //! The safekeeping repository: a verified, deduplicated chunk store for disk images.
+//!
+//! A repository is a folder (specified in `docs/repository-format.md`):
+//!
+//! ```text
+//! config                                   K blob: format version, id, chunk size, hash, compression, encryption
+//! chunks/<4 hex>/<64 hex>                  C blobs, named by the SHA-256 of their content
+//! targets/<target key>/gen-NNNNNN/         one folder per generation
+//!     manifest                             M blob (JSON); its presence commits the generation
+//!     disk-<device key>.fidx               I blob: fixed index, one digest per chunk
+//!     metadata/<name>                      F blobs: vm config, .vmx, .nvram, ...
+//!     incomplete.json                      only while being written
+//! locks/                                   flock files and holder records
+//! ```
+//!
+//! Every file is written once (temp file, fsync, rename, fsync of the folder) and verified on
+//! every read (CRC32 of the blob, SHA-256 of index lists and chunks).
+//!
+//! # Example
+//! ```
+//! use repository_format::*;
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let repo = Repository::init(dir.path().join("repo"), &InitOptions { chunk_size: 64 * 1024, ..Default::default() })?;
+//! let lock = repo.lock_shared(Duration::from_secs(5))?;
+//! let mut id = TargetIdentity::new(TargetKind::Vm, "web01");
+//! id.instance_uuid = Some("5012abcd-0000-1111-2222-333344445555".into());
+//! let key = id.key()?;
+//! let mut w = repo.begin_generation(&lock, repo.lock_target(&key, Duration::ZERO)?, id, BackupMode::Full, None)?;
+//! let mut disk = MemorySource::new(vec![7u8; 200_000]);
+//! w.ingest_disk(DiskDescriptor::new(2000, 200_000), None, &[Area::new(0, 200_000)], &mut disk, &|_| {})?;
+//! let gen = w.commit(GenerationStatus::Succeeded, Default::default())?;
+//! let mut r = repo.disk_reader(&key, gen, 2000)?;
+//! let mut buf = [0u8; 10];
+//! r.read_at(199_990, &mut buf)?;
+//! assert_eq!(buf, [7u8; 10]);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod blob;
+pub mod check;
+pub mod chunk_store;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod fixed_index;
+pub mod format;
+mod fsutil;
+pub mod gc;
+pub mod ingest;
+pub mod lock;
+pub mod manifest;
+pub mod prune;
+pub mod reader;
+pub mod reindex;
+pub mod repository;
+pub mod source;
+pub mod target;
+pub mod writer;
+
+pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
+pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
+pub use chunk_store::{ChunkFault, ChunkStore};
+pub use config::{Config, EncryptionMode, InitOptions};
+pub use digest::ChunkDigest;
+pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
+pub use fixed_index::FixedIndex;
+pub use gc::{GcOptions, GcReport};
+pub use ingest::{Area, DiskSource, IngestTuning};
+pub use lock::{LockHolder, LockMode, RepositoryLock, TargetLock};
+pub use manifest::{
+    BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
+    Provisioning,
+};
+pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePlan};
+pub use reader::{DiskChunk, DiskReader};
+pub use reindex::ReindexReport;
+pub use repository::{GenerationSummary, Repository, TargetSummary};
+pub use source::{FileSource, MemorySource};
+pub use target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
+pub use writer::{GenerationWriter, WriterRecord};

@@ -1,0 +1,389 @@
+//! Check: every manifest and index parses and checksums, every referenced chunk exists, and
+//! with `read_data` every chunk decodes and hashes to its name. Every problem names the file and
+//! each generation, disk and offset it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::BlobKind;
+use crate::chunk_store::{ChunkEntry, ChunkFault};
+use crate::digest::ChunkDigest;
+use crate::error::{ChunkUse, Result};
+use crate::format::{
+    CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, LOCKS_DIR, MANIFEST_FILE, METADATA_DIR,
+    TARGETS_DIR, TEMP_PREFIX,
+};
+use crate::fsutil;
+use crate::manifest::Manifest;
+use crate::repository::Repository;
+use crate::target::{GenerationId, TargetKey};
+
+/// Options of [`Repository::check`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOptions {
+    /// Also read, decode and re-hash every referenced chunk.
+    pub read_data: bool,
+}
+
+/// Kind of damage found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// A manifest is unreadable, damaged or inconsistent.
+    DamagedManifest,
+    /// A fixed index is missing, unreadable, damaged or does not match its manifest.
+    DamagedIndex,
+    /// A metadata file is missing or damaged.
+    DamagedMetadata,
+    /// A referenced chunk does not exist.
+    MissingChunk,
+    /// A referenced chunk is damaged (read-data only).
+    DamagedChunk,
+    /// A file that is not part of the format.
+    ForeignFile,
+}
+
+/// One problem found by check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// Kind of damage.
+    pub kind: ProblemKind,
+    /// The damaged (or foreign, or missing) file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub detail: String,
+    /// Affected target, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Affected generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Affected disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<i32>,
+    /// For chunks: every place the chunk is used.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<ChunkUse>,
+}
+
+/// Result of a check; `ok()` is the exit status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CheckReport {
+    /// Whether chunk data was read.
+    pub read_data: bool,
+    /// Targets seen.
+    pub targets: u64,
+    /// Committed generations checked.
+    pub generations: u64,
+    /// Indexes checked.
+    pub indexes: u64,
+    /// Distinct chunks referenced.
+    pub chunks_referenced: u64,
+    /// Chunks read and verified (read-data).
+    pub chunks_verified: u64,
+    /// Bytes of chunk content verified (read-data).
+    pub bytes_verified: u64,
+    /// Chunks no committed generation uses (freed by gc; not a problem).
+    pub chunks_unreferenced: u64,
+    /// Uncommitted generation folders (writer running, or abandoned; gc removes those).
+    pub incomplete_generations: Vec<String>,
+    /// Leftover temporary files (gc removes them; not a problem).
+    pub temp_files: u64,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True if no problem was found.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Ctx<'a> {
+    report: &'a mut CheckReport,
+}
+
+impl Ctx<'_> {
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        path: PathBuf,
+        detail: impl Into<String>,
+        at: (Option<&TargetKey>, Option<GenerationId>, Option<i32>),
+    ) {
+        self.report.problems.push(Problem {
+            kind,
+            path,
+            detail: detail.into(),
+            target: at.0.map(|k| k.to_string()),
+            generation: at.1.map(|g| g.0),
+            disk: at.2,
+            used_by: Vec::new(),
+        });
+    }
+}
+
+impl Repository {
+    /// Checks the repository; never modifies it. Hold at least the shared lock.
+    ///
+    /// # Errors
+    /// Only when folders cannot be listed at all; damage is reported in [`CheckReport`].
+    pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        let mut report = CheckReport {
+            read_data: opts.read_data,
+            ..Default::default()
+        };
+        // digest -> expected content length
+        let mut referenced: HashMap<ChunkDigest, usize> = HashMap::new();
+        // (target, generation, disk, index path) of every readable index, for the second pass
+        let mut indexes: Vec<(TargetKey, GenerationId, i32, PathBuf)> = Vec::new();
+        let mut ctx = Ctx {
+            report: &mut report,
+        };
+        for (name, path) in fsutil::list_dir(self.root())? {
+            if ![CONFIG_FILE, CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR].contains(&name.as_str()) {
+                ctx.problem(
+                    ProblemKind::ForeignFile,
+                    path,
+                    "not part of a repository",
+                    (None, None, None),
+                );
+            }
+        }
+        for (name, tpath) in fsutil::list_dir(&self.targets_dir())? {
+            let key = match TargetKey::new(name.clone()) {
+                Ok(k) if tpath.is_dir() => k,
+                _ => {
+                    ctx.problem(
+                        ProblemKind::ForeignFile,
+                        tpath,
+                        "not a target folder",
+                        (None, None, None),
+                    );
+                    continue;
+                }
+            };
+            ctx.report.targets += 1;
+            for (gname, gpath) in fsutil::list_dir(&tpath)? {
+                let Some(id) = GenerationId::from_folder_name(&gname).filter(|_| gpath.is_dir())
+                else {
+                    ctx.problem(
+                        ProblemKind::ForeignFile,
+                        gpath,
+                        "not a generation folder",
+                        (Some(&key), None, None),
+                    );
+                    continue;
+                };
+                let at = |disk| (Some(&key), Some(id), disk);
+                let mpath = gpath.join(MANIFEST_FILE);
+                if !mpath.exists() {
+                    ctx.report
+                        .incomplete_generations
+                        .push(format!("{key}/{gname}"));
+                    continue;
+                }
+                let m = match Manifest::read(&mpath, self.codec()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        ctx.problem(ProblemKind::DamagedManifest, mpath, e.to_string(), at(None));
+                        continue;
+                    }
+                };
+                if m.generation != id || m.repository_id != self.config().repository_id {
+                    ctx.problem(
+                        ProblemKind::DamagedManifest,
+                        mpath.clone(),
+                        format!(
+                            "records generation {} of repository {}",
+                            m.generation, m.repository_id
+                        ),
+                        at(None),
+                    );
+                }
+                ctx.report.generations += 1;
+                let mut known_files: HashSet<String> = [
+                    MANIFEST_FILE.to_string(),
+                    METADATA_DIR.to_string(),
+                    INCOMPLETE_MARKER.to_string(),
+                ]
+                .into();
+                for d in &m.disks {
+                    known_files.insert(d.index_file.clone());
+                    let ipath = gpath.join(&d.index_file);
+                    match self.index_of(&key, &m, d.disk.key) {
+                        Ok(idx) if idx.chunk_size() != m.chunk_size => ctx.problem(
+                            ProblemKind::DamagedIndex,
+                            ipath,
+                            format!(
+                                "chunk size {} but the manifest says {}",
+                                idx.chunk_size(),
+                                m.chunk_size
+                            ),
+                            at(Some(d.disk.key)),
+                        ),
+                        Ok(idx) => {
+                            ctx.report.indexes += 1;
+                            for (slot, dg) in idx.stored_chunks() {
+                                referenced.insert(dg, idx.chunk_range(slot).1);
+                            }
+                            indexes.push((key.clone(), id, d.disk.key, ipath));
+                        }
+                        Err(e) => ctx.problem(
+                            ProblemKind::DamagedIndex,
+                            ipath,
+                            e.to_string(),
+                            at(Some(d.disk.key)),
+                        ),
+                    }
+                }
+                let mdir = gpath.join(METADATA_DIR);
+                for name in &m.metadata_files {
+                    if let Err(e) = self.read_metadata(&key, id, name) {
+                        ctx.problem(
+                            ProblemKind::DamagedMetadata,
+                            mdir.join(name),
+                            e.to_string(),
+                            at(None),
+                        );
+                    }
+                }
+                for (mname, mpath) in fsutil::list_dir(&mdir)? {
+                    if !m.metadata_files.contains(&mname) && !mname.starts_with(TEMP_PREFIX) {
+                        ctx.problem(
+                            ProblemKind::ForeignFile,
+                            mpath,
+                            "not listed in the manifest",
+                            at(None),
+                        );
+                    }
+                }
+                for (fname, fpath) in fsutil::list_dir(&gpath)? {
+                    if fname.starts_with(TEMP_PREFIX) {
+                        ctx.report.temp_files += 1;
+                    } else if !known_files.contains(&fname) {
+                        ctx.problem(
+                            ProblemKind::ForeignFile,
+                            fpath,
+                            "not listed in the manifest",
+                            at(None),
+                        );
+                    }
+                }
+            }
+        }
+        ctx.report.chunks_referenced = referenced.len() as u64;
+
+        let mut present: HashSet<ChunkDigest> = HashSet::new();
+        for entry in self.chunk_store().scan()? {
+            match entry {
+                ChunkEntry::Chunk(d, _) => {
+                    present.insert(d);
+                }
+                ChunkEntry::Temp(_) => ctx.report.temp_files += 1,
+                ChunkEntry::Foreign(p) => ctx.problem(
+                    ProblemKind::ForeignFile,
+                    p,
+                    "not a chunk file",
+                    (None, None, None),
+                ),
+            }
+        }
+        ctx.report.chunks_unreferenced = present
+            .iter()
+            .filter(|d| !referenced.contains_key(d))
+            .count() as u64;
+
+        let mut bad: HashMap<ChunkDigest, (ProblemKind, String)> = HashMap::new();
+        for d in referenced.keys() {
+            if !present.contains(d) {
+                bad.insert(
+                    *d,
+                    (ProblemKind::MissingChunk, ChunkFault::Missing.to_string()),
+                );
+            }
+        }
+        if opts.read_data {
+            let todo: Vec<(ChunkDigest, usize)> = referenced
+                .iter()
+                .filter(|(d, _)| present.contains(d))
+                .map(|(d, l)| (*d, *l))
+                .collect();
+            let next = AtomicUsize::new(0);
+            let faults = Mutex::new(Vec::new());
+            let verified = AtomicUsize::new(0);
+            let bytes = AtomicUsize::new(0);
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(d, len)) = todo.get(i) else { break };
+                        match self.chunk_store().load(&d, len) {
+                            Ok(_) => {
+                                verified.fetch_add(1, Ordering::Relaxed);
+                                bytes.fetch_add(len, Ordering::Relaxed);
+                            }
+                            Err(f) => faults
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((d, f)),
+                        }
+                    });
+                }
+            });
+            ctx.report.chunks_verified = verified.into_inner() as u64;
+            ctx.report.bytes_verified = bytes.into_inner() as u64;
+            for (d, f) in faults.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                let kind = if f == ChunkFault::Missing {
+                    ProblemKind::MissingChunk
+                } else {
+                    ProblemKind::DamagedChunk
+                };
+                bad.insert(d, (kind, f.to_string()));
+            }
+        }
+
+        if !bad.is_empty() {
+            // Second pass: name every place each bad chunk is used.
+            let mut uses: HashMap<ChunkDigest, Vec<ChunkUse>> = HashMap::new();
+            for (key, id, disk, path) in &indexes {
+                let Ok(idx) = crate::fixed_index::FixedIndex::read(path, self.codec()) else {
+                    continue;
+                };
+                for (slot, d) in idx.stored_chunks() {
+                    if bad.contains_key(&d) {
+                        uses.entry(d).or_default().push(ChunkUse {
+                            target: key.to_string(),
+                            generation: id.0,
+                            disk: *disk,
+                            offset: idx.chunk_range(slot).0,
+                        });
+                    }
+                }
+            }
+            let mut bad: Vec<_> = bad.into_iter().collect();
+            bad.sort_by_key(|(d, _)| *d);
+            for (d, (kind, detail)) in bad {
+                ctx.report.problems.push(Problem {
+                    kind,
+                    path: self.chunk_store().path(&d),
+                    detail: format!("chunk {d}: {detail}"),
+                    target: None,
+                    generation: None,
+                    disk: None,
+                    used_by: uses.remove(&d).unwrap_or_default(),
+                });
+            }
+        }
+        let _ = BlobKind::Chunk;
+        Ok(report)
+    }
+}

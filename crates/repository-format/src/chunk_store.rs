@@ -1,0 +1,178 @@
+//! The chunk store: `chunks/<first 4 hex digits>/<64 hex digits>`, one `C` blob per chunk.
+//!
+//! Insertion is atomic (temp file, fsync, rename, fsync folder). Re-use of an existing chunk
+//! *touches* it (sets its mtime to now, by path) and then stats it; garbage collection only
+//! deletes chunks whose mtime is older than its cutoff, using a rename-recheck protocol
+//! (see [`crate::gc`]) so a touch can never be lost.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::blob::{BlobError, BlobKind, Codec};
+use crate::digest::ChunkDigest;
+use crate::error::{io_err, Result};
+use crate::format::{BLOB_HEADER_LEN, TEMP_PREFIX};
+use crate::fsutil;
+
+/// What is wrong with a chunk that was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkFault {
+    /// The chunk file does not exist.
+    #[error("missing")]
+    Missing,
+    /// The chunk file could not be read.
+    #[error("unreadable: {0}")]
+    Io(String),
+    /// The envelope is damaged.
+    #[error("{0}")]
+    Blob(BlobError),
+    /// The content does not hash to the chunk's name.
+    #[error("content hashes to {0}")]
+    DigestMismatch(ChunkDigest),
+    /// The content has the wrong length for its position.
+    #[error("content is {actual} bytes, expected {expected}")]
+    Length {
+        /// Bytes decoded.
+        actual: usize,
+        /// Bytes expected at this position.
+        expected: usize,
+    },
+}
+
+/// The folder of chunks of one repository.
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    codec: Codec,
+    chunk_size: u32,
+}
+
+impl ChunkStore {
+    pub(crate) fn new(dir: PathBuf, codec: Codec, chunk_size: u32) -> Self {
+        Self {
+            dir,
+            codec,
+            chunk_size,
+        }
+    }
+
+    /// The `chunks/` folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The codec used for chunk blobs.
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Path of the chunk file for `digest`.
+    pub fn path(&self, digest: &ChunkDigest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.dir.join(&hex[..4]).join(hex)
+    }
+
+    /// Stores an encoded chunk blob under `digest` atomically; returns the bytes written.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the file.
+    pub fn insert(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
+        let hex = digest.to_hex();
+        let sub = self.dir.join(&hex[..4]);
+        match fs::metadata(&sub) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => match fs::create_dir(&sub) {
+                Ok(()) => fsutil::sync_dir(&self.dir)?,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create folder", &sub)(e)),
+            },
+            Err(e) => return Err(io_err("stat", &sub)(e)),
+        }
+        fsutil::write_atomic(&sub, &hex, blob)?;
+        Ok(blob.len() as u64)
+    }
+
+    /// If the chunk exists, marks it as in use now (mtime, set by path) and returns true.
+    /// The set-then-stat order is what makes concurrent garbage collection safe.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] for failures other than "not found".
+    pub fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
+        let path = self.path(digest);
+        match filetime::set_file_mtime(&path, filetime::FileTime::now()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("touch", &path)(e)),
+        }
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len() >= BLOB_HEADER_LEN as u64),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("stat", &path)(e)),
+        }
+    }
+
+    /// Reads, decodes and verifies a chunk that must hold `expected_len` bytes.
+    pub fn load(&self, digest: &ChunkDigest, expected_len: usize) -> Result<Vec<u8>, ChunkFault> {
+        let path = self.path(digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
+            Err(e) => return Err(ChunkFault::Io(e.to_string())),
+        };
+        let data = self
+            .codec
+            .decode(BlobKind::Chunk, &bytes, self.chunk_size as usize)
+            .map_err(ChunkFault::Blob)?;
+        if data.len() != expected_len {
+            return Err(ChunkFault::Length {
+                actual: data.len(),
+                expected: expected_len,
+            });
+        }
+        let actual = ChunkDigest::of(&data);
+        if actual != *digest {
+            return Err(ChunkFault::DigestMismatch(actual));
+        }
+        Ok(data)
+    }
+
+    /// Every file under `chunks/`, classified.
+    pub(crate) fn scan(&self) -> Result<Vec<ChunkEntry>> {
+        let mut out = Vec::new();
+        for (sub_name, sub) in fsutil::list_dir(&self.dir)? {
+            let is_prefix = sub_name.len() == 4
+                && sub_name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !is_prefix || !sub.is_dir() {
+                out.push(ChunkEntry::Foreign(sub));
+                continue;
+            }
+            for (name, path) in fsutil::list_dir(&sub)? {
+                if name.starts_with(TEMP_PREFIX) {
+                    out.push(ChunkEntry::Temp(path));
+                    continue;
+                }
+                match ChunkDigest::from_hex(&name) {
+                    Some(d) if name.starts_with(&sub_name) && name == d.to_hex() => {
+                        out.push(ChunkEntry::Chunk(d, path))
+                    }
+                    _ => out.push(ChunkEntry::Foreign(path)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A file found under `chunks/`.
+#[derive(Debug, Clone)]
+pub(crate) enum ChunkEntry {
+    /// A correctly named chunk file.
+    Chunk(ChunkDigest, PathBuf),
+    /// A leftover temporary file.
+    Temp(PathBuf),
+    /// Anything else.
+    Foreign(PathBuf),
+}

@@ -1,0 +1,149 @@
+//! The repository configuration, written once at `init`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{BlobKind, Codec};
+use crate::error::{Error, Result};
+use crate::format::{self, CONFIG_FILE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::fsutil;
+
+/// Encryption mode of a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncryptionMode {
+    /// No encryption (the only mode this version writes).
+    None,
+    /// Reserved: AES-256-GCM blobs and HMAC-SHA-256 chunk ids.
+    Aes256Gcm,
+}
+
+/// The repository configuration (`config` at the root, a `K` blob holding JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Format version; this crate reads and writes [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Random id of this repository.
+    pub repository_id: uuid::Uuid,
+    /// Chunk size in bytes (power of two, 64 KiB to 16 MiB).
+    pub chunk_size: u32,
+    /// Chunk id hash; always `"sha256"` in this version.
+    pub hash: String,
+    /// Compression algorithm; always `"zstd"`.
+    pub compression: String,
+    /// zstd level (0 stores everything plain).
+    pub compression_level: i32,
+    /// Encryption mode.
+    pub encryption: EncryptionMode,
+    /// When the repository was created (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: time::OffsetDateTime,
+    /// Fields written by newer versions, kept as they are.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Options of [`crate::Repository::init`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitOptions {
+    /// Chunk size in bytes (power of two, 64 KiB to 16 MiB).
+    pub chunk_size: u32,
+    /// zstd level, 0 (no compression) to 19.
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: format::DEFAULT_CHUNK_SIZE,
+            compression_level: format::DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+}
+
+impl InitOptions {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        validate_chunk_size(self.chunk_size)?;
+        if !(0..=19).contains(&self.compression_level) {
+            return Err(Error::InvalidOption(format!(
+                "compression level {} is outside 0..=19",
+                self.compression_level
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn validate_chunk_size(size: u32) -> Result<()> {
+    if !size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&size) {
+        return Err(Error::InvalidOption(format!(
+            "chunk size {size} must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
+impl Config {
+    pub(crate) fn new(opts: &InitOptions) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            repository_id: uuid::Uuid::new_v4(),
+            chunk_size: opts.chunk_size,
+            hash: "sha256".into(),
+            compression: "zstd".into(),
+            compression_level: opts.compression_level,
+            encryption: EncryptionMode::None,
+            created: time::OffsetDateTime::now_utc(),
+            extra: Default::default(),
+        }
+    }
+
+    pub(crate) fn write(&self, root: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("config serialises");
+        let blob = Codec::new(0, None).encode(BlobKind::Config, &json);
+        fsutil::write_new_atomic(root, CONFIG_FILE, &blob)
+    }
+
+    pub(crate) fn read(root: &Path) -> Result<Self> {
+        let path = root.join(CONFIG_FILE);
+        let bytes = fsutil::read_limited(&path, 1 << 20)?;
+        let json = Codec::new(0, None)
+            .decode(BlobKind::Config, &bytes, 1 << 20)
+            .map_err(|reason| Error::Blob {
+                path: path.clone(),
+                reason,
+            })?;
+        let cfg: Config = serde_json::from_slice(&json).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| Error::Config {
+            path: path.clone(),
+            reason,
+        };
+        if cfg.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} is not supported (this version reads {FORMAT_VERSION})",
+                cfg.format_version
+            )));
+        }
+        validate_chunk_size(cfg.chunk_size).map_err(|e| bad(e.to_string()))?;
+        if cfg.hash != "sha256" || cfg.compression != "zstd" {
+            return Err(bad(format!(
+                "hash {:?} / compression {:?} not supported",
+                cfg.hash, cfg.compression
+            )));
+        }
+        if cfg.encryption != EncryptionMode::None {
+            return Err(bad(
+                "encrypted repositories are not supported by this version".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}

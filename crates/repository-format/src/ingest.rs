@@ -1,0 +1,371 @@
+//! The ingest pipeline: read chunks on the caller's thread, hash / detect zeros / compress /
+//! store on worker threads, with a fixed number of chunk buffers in flight.
+//!
+//! ```text
+//!  caller thread                      worker threads (N)
+//!  ─────────────                      ──────────────────
+//!  take a free buffer ──► read_at ──► work queue ──► zero? ─ yes ──────────────┐
+//!        ▲                                           SHA-256                    │
+//!        │                                           known this run? ─ yes ────┤
+//!        │                                           touch+stat on disk? ─ yes ┤
+//!        │                                           zstd, atomic write ───────┤
+//!  record digest in index ◄──────────── done queue ◄────────────────────────────┘
+//! ```
+//!
+//! Memory is bounded by `buffers × chunk size` plus one compression buffer per worker, whatever
+//! the disk size. The source is only ever called from the caller's thread.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+
+use crate::blob::BlobKind;
+use crate::chunk_store::ChunkStore;
+use crate::digest::{is_all_zero, ChunkDigest};
+use crate::error::{Error, Result, SourceError};
+use crate::fixed_index::FixedIndex;
+use crate::manifest::DiskStats;
+
+/// Where the bytes of a disk come from (a VDDK handle, a file, a test pattern).
+///
+/// Called from one thread only, so it needs to be `Send` but not `Sync`.
+pub trait DiskSource: Send {
+    /// Fills `buf` with the bytes at `offset`. `offset + buf.len()` never exceeds
+    /// [`DiskSource::capacity`]; offsets are chunk-aligned.
+    ///
+    /// # Errors
+    /// Any read failure; the ingest stops and reports it with the disk and offset.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError>;
+
+    /// Size of the disk in bytes.
+    fn capacity(&self) -> u64;
+}
+
+/// A byte range of a disk to read (allocated or changed area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Area {
+    /// Start, in bytes.
+    pub offset: u64,
+    /// Length, in bytes.
+    pub len: u64,
+}
+
+impl Area {
+    /// The area `offset .. offset + len`.
+    pub fn new(offset: u64, len: u64) -> Self {
+        Self { offset, len }
+    }
+}
+
+/// Pipeline sizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestTuning {
+    /// Worker threads (hash, compress, store).
+    pub workers: usize,
+    /// Chunk buffers in flight (reading + queued + being processed).
+    pub buffers: usize,
+}
+
+impl Default for IngestTuning {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 16);
+        Self {
+            workers,
+            buffers: workers * 2 + 2,
+        }
+    }
+}
+
+/// Rounds areas out to chunk boundaries, merges overlaps and returns sorted chunk ranges
+/// `[first, end)`.
+///
+/// # Errors
+/// [`Error::OutOfRange`] for an area that extends past `capacity`.
+pub fn chunk_ranges(areas: &[Area], capacity: u64, chunk_size: u32) -> Result<Vec<(u64, u64)>> {
+    let cs = chunk_size as u64;
+    let mut ranges = Vec::with_capacity(areas.len());
+    for a in areas {
+        let end = a
+            .offset
+            .checked_add(a.len)
+            .filter(|&e| e <= capacity)
+            .ok_or(Error::OutOfRange {
+                what: "ingest area",
+                offset: a.offset,
+                len: a.len,
+                capacity,
+            })?;
+        if a.len == 0 {
+            continue;
+        }
+        ranges.push((a.offset / cs, end.div_ceil(cs)));
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    Ok(merged)
+}
+
+enum Outcome {
+    Zero,
+    Known(ChunkDigest),
+    New { digest: ChunkDigest, stored: u64 },
+}
+
+struct Job {
+    slot: usize,
+    buf: Vec<u8>,
+}
+
+struct Done {
+    slot: usize,
+    buf: Vec<u8>,
+    outcome: Result<Outcome>,
+}
+
+/// Ingests `areas` of `source` into `index` (whose other slots are left as they are).
+///
+/// `known` holds digests already stored or verified present in this generation; it is shared by
+/// the disks of one generation. `progress` is called on the caller's thread with the number of
+/// bytes just read.
+/// What an ingest needs besides the index, areas and source.
+pub(crate) struct IngestContext<'a> {
+    pub store: &'a ChunkStore,
+    pub disk_key: i32,
+    pub known: &'a Mutex<HashSet<ChunkDigest>>,
+    pub tuning: IngestTuning,
+}
+
+pub(crate) fn ingest(
+    ctx: &IngestContext<'_>,
+    index: &mut FixedIndex,
+    areas: &[Area],
+    source: &mut dyn DiskSource,
+    progress: &dyn Fn(u64),
+) -> Result<DiskStats> {
+    let IngestContext {
+        store,
+        disk_key,
+        known,
+        tuning,
+    } = *ctx;
+    let capacity = index.size();
+    let ranges = chunk_ranges(areas, capacity, index.chunk_size())?;
+    let chunk_size = index.chunk_size() as usize;
+    let workers = tuning.workers.max(1);
+    let buffers = tuning.buffers.max(workers + 1);
+    let mut stats = DiskStats {
+        logical_bytes: capacity,
+        ..Default::default()
+    };
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(buffers);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+    let level = store.codec().level();
+
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            handles.push(scope.spawn(move || {
+                let mut compressor = zstd::bulk::Compressor::new(level).ok();
+                for job in work_rx.iter() {
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        process(store, known, compressor.as_mut(), &job.buf)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Worker("a worker panicked".into())));
+                    if done_tx
+                        .send(Done {
+                            slot: job.slot,
+                            buf: job.buf,
+                            outcome,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(work_rx);
+        drop(done_tx);
+
+        let mut free: Vec<Vec<u8>> = (0..buffers)
+            .map(|_| Vec::with_capacity(chunk_size))
+            .collect();
+        let mut in_flight = 0usize;
+        let mut first_error: Option<Error> = None;
+        'read: for &(first, end) in &ranges {
+            for slot in first..end {
+                let mut buf = loop {
+                    if let Some(b) = free.pop() {
+                        break b;
+                    }
+                    match done_rx.recv() {
+                        Ok(d) => {
+                            in_flight -= 1;
+                            record(d, index, &mut stats, &mut free, &mut first_error);
+                        }
+                        Err(_) => {
+                            first_error.get_or_insert(Error::Worker("all workers stopped".into()));
+                            break 'read;
+                        }
+                    }
+                };
+                if first_error.is_some() {
+                    free.push(buf);
+                    break 'read;
+                }
+                let slot = slot as usize;
+                let (offset, len) = index.chunk_range(slot);
+                buf.resize(len, 0);
+                if let Err(source) = source.read_at(offset, &mut buf) {
+                    first_error = Some(Error::Source {
+                        disk: disk_key,
+                        offset,
+                        source,
+                    });
+                    free.push(buf);
+                    break 'read;
+                }
+                stats.read_bytes += len as u64;
+                stats.chunks_read += 1;
+                progress(len as u64);
+                if work_tx.send(Job { slot, buf }).is_err() {
+                    first_error.get_or_insert(Error::Worker("all workers stopped".into()));
+                    break 'read;
+                }
+                in_flight += 1;
+            }
+        }
+        drop(work_tx);
+        while in_flight > 0 {
+            match done_rx.recv() {
+                Ok(d) => {
+                    in_flight -= 1;
+                    record(d, index, &mut stats, &mut free, &mut first_error);
+                }
+                Err(_) => break,
+            }
+        }
+        for h in handles {
+            if h.join().is_err() {
+                first_error.get_or_insert(Error::Worker("a worker panicked".into()));
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })?;
+    stats.chunks_not_read = index.chunk_count() as u64 - stats.chunks_read;
+    Ok(stats)
+}
+
+fn record(
+    d: Done,
+    index: &mut FixedIndex,
+    stats: &mut DiskStats,
+    free: &mut Vec<Vec<u8>>,
+    first_error: &mut Option<Error>,
+) {
+    let len = d.buf.len() as u64;
+    free.push(d.buf);
+    match d.outcome {
+        Ok(Outcome::Zero) => {
+            index.set(d.slot, None);
+            stats.zero_bytes += len;
+        }
+        Ok(Outcome::Known(digest)) => {
+            index.set(d.slot, Some(digest));
+            stats.reused_bytes += len;
+        }
+        Ok(Outcome::New { digest, stored }) => {
+            index.set(d.slot, Some(digest));
+            stats.new_bytes += len;
+            stats.stored_bytes += stored;
+            stats.new_chunks += 1;
+        }
+        Err(e) => {
+            if first_error.is_none() {
+                *first_error = Some(e);
+            }
+        }
+    }
+}
+
+fn process(
+    store: &ChunkStore,
+    known: &Mutex<HashSet<ChunkDigest>>,
+    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    data: &[u8],
+) -> Result<Outcome> {
+    if is_all_zero(data) {
+        return Ok(Outcome::Zero);
+    }
+    let digest = ChunkDigest::of(data);
+    // Claim the digest; a second occurrence in this generation is known without touching disk.
+    if !lock(known).insert(digest) {
+        return Ok(Outcome::Known(digest));
+    }
+    let result = (|| {
+        if store.touch(&digest)? {
+            return Ok(Outcome::Known(digest));
+        }
+        let blob = match compressor {
+            Some(c) => store.codec().encode_with(c, BlobKind::Chunk, data),
+            None => store.codec().encode(BlobKind::Chunk, data),
+        };
+        let stored = store.insert(&digest, &blob)?;
+        Ok(Outcome::New { digest, stored })
+    })();
+    if result.is_err() {
+        lock(known).remove(&digest);
+    }
+    result
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned set is still a valid set: entries are only added after a full check.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_out_and_merge() {
+        let cs = 1024;
+        let r = chunk_ranges(
+            &[
+                Area::new(5000, 10),
+                Area::new(0, 1),
+                Area::new(1023, 2),
+                Area::new(5100, 2000),
+            ],
+            10_000,
+            cs,
+        )
+        .unwrap();
+        assert_eq!(r, vec![(0, 2), (4, 7)]);
+        assert!(chunk_ranges(&[Area::new(9_999, 2)], 10_000, cs).is_err());
+        assert!(chunk_ranges(&[Area::new(u64::MAX, 2)], 10_000, cs).is_err());
+        assert_eq!(
+            chunk_ranges(&[Area::new(10_000, 0)], 10_000, cs).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            chunk_ranges(&[Area::new(9_500, 500)], 10_000, cs).unwrap(),
+            vec![(9, 10)]
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! Reindex: rebuild what can be derived from the files, and clear leftovers of crashed writers.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::{DEFAULT_GC_GRACE, TEMP_PREFIX};
+use crate::fsutil;
+use crate::lock::RepositoryLock;
+use crate::repository::Repository;
+
+/// What reindex found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReindexReport {
+    /// Target folders.
+    pub targets: u64,
+    /// Committed generations.
+    pub generations: u64,
+    /// Abandoned generation folders removed.
+    pub incomplete_removed: Vec<String>,
+    /// Leftover temporary files removed from generation folders.
+    pub temp_files_removed: u64,
+}
+
+impl Repository {
+    /// Lists every target and generation from the files and removes abandoned generation folders
+    /// (their writer is gone: under the exclusive lock no backup runs) and old temporary files.
+    ///
+    /// # Errors
+    /// [`crate::Error::LockRequired`] without the exclusive lock; [`crate::Error::Io`].
+    pub fn reindex(&self, lock: &RepositoryLock) -> Result<ReindexReport> {
+        lock.require(self.config().repository_id, "reindex", true)?;
+        let mut report = ReindexReport::default();
+        let host = crate::lock::host_name();
+        let old = SystemTime::now() - DEFAULT_GC_GRACE;
+        for key in self.target_keys()? {
+            report.targets += 1;
+            for g in self.generation_dirs(&key)? {
+                if g.committed {
+                    report.generations += 1;
+                    for (name, path) in fsutil::list_dir(&g.path)? {
+                        let stale = std::fs::metadata(&path)
+                            .and_then(|m| m.modified())
+                            .map(|t| t < old)
+                            .unwrap_or(false);
+                        if name.starts_with(TEMP_PREFIX)
+                            && stale
+                            && std::fs::remove_file(&path).is_ok()
+                        {
+                            report.temp_files_removed += 1;
+                        }
+                    }
+                    continue;
+                }
+                let live = self.incomplete_writer(&g.path).is_some_and(|w| {
+                    w.host == host && crate::lock::pid_alive(w.pid) && w.pid != std::process::id()
+                });
+                if !live {
+                    self.remove_generation_dir(&key, &g.path)?;
+                    report
+                        .incomplete_removed
+                        .push(format!("{key}/{}", g.id.folder_name()));
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,294 @@
+//! Writing one generation: metadata files, one fixed index per disk, then the manifest.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::blob::BlobKind;
+use crate::digest::ChunkDigest;
+use crate::error::{io_err, Error, Result};
+use crate::fixed_index::FixedIndex;
+use crate::format::{INCOMPLETE_MARKER, INDEX_EXTENSION, MANIFEST_FILE, METADATA_DIR};
+use crate::fsutil;
+use crate::ingest::{ingest, Area, DiskSource, IngestContext, IngestTuning};
+use crate::lock::TargetLock;
+use crate::manifest::{
+    BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
+    MANIFEST_VERSION,
+};
+use crate::repository::Repository;
+use crate::target::{GenerationId, TargetIdentity, TargetKey};
+
+/// Largest metadata file accepted (64 MiB).
+pub const METADATA_LIMIT: usize = 64 << 20;
+
+/// Contents of the `incomplete.json` marker of a generation being written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterRecord {
+    /// Writer process id.
+    pub pid: u32,
+    /// Writer host.
+    pub host: String,
+    /// When the writer began; garbage collection never deletes chunks touched after this.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: OffsetDateTime,
+}
+
+/// A generation being written. Commit it with [`GenerationWriter::commit`]; dropping it
+/// uncommitted removes its folder (a crash leaves the folder marked incomplete, and `gc` or
+/// `reindex` removes it). Either way only unreferenced chunks remain.
+#[derive(Debug)]
+pub struct GenerationWriter {
+    repo: Repository,
+    _target_lock: TargetLock,
+    identity: TargetIdentity,
+    key: TargetKey,
+    id: GenerationId,
+    dir: PathBuf,
+    started: OffsetDateTime,
+    mode: BackupMode,
+    parent: Option<GenerationId>,
+    disks: Vec<DiskRecord>,
+    metadata: Vec<String>,
+    metadata_bytes: u64,
+    known: Mutex<HashSet<ChunkDigest>>,
+    tuning: IngestTuning,
+    done: bool,
+}
+
+impl GenerationWriter {
+    pub(crate) fn begin(
+        repo: Repository,
+        target_lock: TargetLock,
+        identity: TargetIdentity,
+        key: TargetKey,
+        mode: BackupMode,
+        parent: Option<GenerationId>,
+    ) -> Result<Self> {
+        let tdir = repo.target_dir(&key);
+        fsutil::create_dir_durable(&tdir)?;
+        let mut next = repo
+            .generation_dirs(&key)?
+            .last()
+            .map(|g| g.id.0 + 1)
+            .unwrap_or(1);
+        let started = OffsetDateTime::now_utc();
+        let dir = loop {
+            let dir = tdir.join(GenerationId(next).folder_name());
+            match fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) => return Err(io_err("create folder", &dir)(e)),
+            }
+        };
+        let record = WriterRecord {
+            pid: std::process::id(),
+            host: crate::lock::host_name(),
+            started,
+        };
+        let writer = Self {
+            repo,
+            _target_lock: target_lock,
+            identity,
+            key,
+            id: GenerationId(next),
+            dir: dir.clone(),
+            started,
+            mode,
+            parent,
+            disks: Vec::new(),
+            metadata: Vec::new(),
+            metadata_bytes: 0,
+            known: Mutex::new(HashSet::new()),
+            tuning: IngestTuning::default(),
+            done: false,
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("record serialises");
+        fsutil::write_atomic(&dir, INCOMPLETE_MARKER, &json)?;
+        fsutil::sync_dir(&tdir)?;
+        Ok(writer)
+    }
+
+    /// The number this generation will have.
+    pub fn id(&self) -> GenerationId {
+        self.id
+    }
+
+    /// The target's key.
+    pub fn key(&self) -> &TargetKey {
+        &self.key
+    }
+
+    /// Overrides the pipeline sizing (workers, buffers in flight).
+    pub fn set_tuning(&mut self, tuning: IngestTuning) {
+        self.tuning = tuning;
+    }
+
+    /// Stores a metadata file (vm config XML, .vmx, .nvram, JSON) with the generation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMetadataName`] unless `name` is a plain file name,
+    /// [`Error::Duplicate`], [`Error::InvalidOption`] above 64 MiB, [`Error::Io`].
+    pub fn put_metadata(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\', '\0']);
+        if !ok {
+            return Err(Error::InvalidMetadataName(name.to_string()));
+        }
+        if self.metadata.iter().any(|n| n == name) {
+            return Err(Error::Duplicate(format!("metadata file {name}")));
+        }
+        if data.len() > METADATA_LIMIT {
+            return Err(Error::InvalidOption(format!(
+                "metadata file {name} is {} bytes, more than {METADATA_LIMIT}",
+                data.len()
+            )));
+        }
+        let mdir = self.dir.join(METADATA_DIR);
+        fsutil::create_dir_durable(&mdir)?;
+        let blob = self.repo.codec().encode(BlobKind::Metadata, data);
+        fsutil::write_atomic(&mdir, name, &blob)?;
+        self.metadata.push(name.to_string());
+        self.metadata_bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Reads `areas` of `source` into this generation as disk `disk.key`.
+    ///
+    /// With `base` (the parent's index of the same disk) the new index starts as a copy of it and
+    /// only the chunks covering `areas` are re-read; without, every other chunk is zero. Areas are
+    /// rounded out to chunk boundaries. `progress` receives the bytes just read, on this thread.
+    ///
+    /// # Errors
+    /// [`Error::Duplicate`] for a disk key already ingested, [`Error::InvalidOption`] if the
+    /// source's capacity differs from `disk.capacity`, [`Error::BaseIndex`] if `base` does not fit,
+    /// [`Error::OutOfRange`] for an area past the end, [`Error::Source`] for read failures,
+    /// [`Error::Io`] for repository writes. The generation stays uncommitted on error; the
+    /// caller may continue with other disks and commit as `Partial`.
+    pub fn ingest_disk(
+        &mut self,
+        disk: DiskDescriptor,
+        base: Option<&FixedIndex>,
+        areas: &[Area],
+        source: &mut dyn DiskSource,
+        progress: &dyn Fn(u64),
+    ) -> Result<DiskStats> {
+        if self.disks.iter().any(|d| d.disk.key == disk.key) {
+            return Err(Error::Duplicate(format!("disk {}", disk.key)));
+        }
+        if source.capacity() != disk.capacity {
+            return Err(Error::InvalidOption(format!(
+                "disk {}: source has {} bytes but the descriptor says {}",
+                disk.key,
+                source.capacity(),
+                disk.capacity
+            )));
+        }
+        let chunk_size = self.repo.config().chunk_size;
+        let mut index = match base {
+            Some(b) => {
+                let reason = if b.chunk_size() != chunk_size {
+                    Some(format!(
+                        "chunk size {} instead of {chunk_size}",
+                        b.chunk_size()
+                    ))
+                } else if b.size() != disk.capacity {
+                    Some(format!(
+                        "covers {} bytes, the disk has {}",
+                        b.size(),
+                        disk.capacity
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(Error::BaseIndex {
+                        path: PathBuf::from(format!("index {}", b.uuid())),
+                        disk: disk.key,
+                        reason,
+                    });
+                }
+                FixedIndex::derive(b)
+            }
+            None => FixedIndex::new(disk.capacity, chunk_size)?,
+        };
+        let ctx = IngestContext {
+            store: self.repo.chunk_store(),
+            disk_key: disk.key,
+            known: &self.known,
+            tuning: self.tuning,
+        };
+        let stats = ingest(&ctx, &mut index, areas, source, progress)?;
+        let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
+        let blob = index.encode(self.repo.codec());
+        fsutil::write_atomic(&self.dir, &index_file, &blob)?;
+        self.disks.push(DiskRecord {
+            disk,
+            index_file,
+            stats,
+        });
+        Ok(stats)
+    }
+
+    /// Commits the generation by writing its manifest; returns its number.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the generation then does not exist.
+    pub fn commit(
+        mut self,
+        status: GenerationStatus,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<GenerationId> {
+        let finished = OffsetDateTime::now_utc();
+        let mut totals = DiskStats::default();
+        for d in &self.disks {
+            totals.add(&d.stats);
+        }
+        let manifest = Manifest {
+            manifest_version: MANIFEST_VERSION,
+            repository_id: self.repo.config().repository_id,
+            target: self.identity.clone(),
+            generation: self.id,
+            started: self.started,
+            finished,
+            mode: self.mode,
+            parent: self.parent,
+            status,
+            chunk_size: self.repo.config().chunk_size,
+            disks: std::mem::take(&mut self.disks),
+            metadata_files: std::mem::take(&mut self.metadata),
+            stats: GenerationStats {
+                disks: totals,
+                metadata_bytes: self.metadata_bytes,
+                elapsed_seconds: (finished - self.started).as_seconds_f64(),
+            },
+            extra,
+        };
+        let blob = manifest.encode(self.repo.codec());
+        fsutil::write_new_atomic(&self.dir, MANIFEST_FILE, &blob)?;
+        self.done = true;
+        let marker = self.dir.join(INCOMPLETE_MARKER);
+        fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
+        fsutil::sync_dir(&self.dir)?;
+        tracing::info!(target_key = %self.key, generation = %self.id, "generation committed");
+        Ok(self.id)
+    }
+}
+
+impl Drop for GenerationWriter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        tracing::warn!(target_key = %self.key, generation = %self.id, "generation abandoned; removing its folder");
+        if let Err(e) = self.repo.remove_generation_dir(&self.key, &self.dir) {
+            tracing::warn!(error = %e, "could not remove abandoned generation folder; gc will");
+        }
+    }
+}

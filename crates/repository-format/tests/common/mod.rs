@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use repository_format::*;
+
+pub const CS: u32 = 64 * 1024;
+
+pub fn repo(dir: &std::path::Path) -> Repository {
+    Repository::init(
+        dir.join("repo"),
+        &InitOptions {
+            chunk_size: CS,
+            compression_level: 1,
+        },
+    )
+    .unwrap()
+}
+
+pub fn identity(name: &str) -> TargetIdentity {
+    let mut id = TargetIdentity::new(TargetKind::Vm, name);
+    id.instance_uuid = Some(format!("uuid-{name}"));
+    id
+}
+
+/// Deterministic disk content: zero, text-like and random chunks mixed.
+pub fn disk_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = vec![0u8; len];
+    for (i, c) in out.chunks_mut(CS as usize).enumerate() {
+        match (i as u64 + seed) % 4 {
+            0 => {}
+            1 => {
+                for (j, b) in c.iter_mut().enumerate() {
+                    *b = b"the quick brown fox "[j % 20];
+                }
+            }
+            _ => {
+                for b in c.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes one generation with one disk (key 2000) and returns its id and stats.
+pub fn backup(
+    repo: &Repository,
+    name: &str,
+    data: &[u8],
+    base: Option<(GenerationId, &[Area])>,
+) -> (GenerationId, DiskStats) {
+    let lock = repo.lock_shared(Duration::from_secs(5)).unwrap();
+    let id = identity(name);
+    let key = id.key().unwrap();
+    let tl = repo.lock_target(&key, Duration::from_secs(5)).unwrap();
+    let (mode, parent) = match base {
+        Some((p, _)) => (BackupMode::Incremental, Some(p)),
+        None => (BackupMode::Full, None),
+    };
+    let mut w = repo.begin_generation(&lock, tl, id, mode, parent).unwrap();
+    let mut src = MemorySource::new(data.to_vec());
+    let disk = DiskDescriptor::new(2000, data.len() as u64);
+    let stats = match base {
+        Some((p, areas)) => {
+            let idx = repo.fixed_index(&key, p, 2000).unwrap();
+            w.ingest_disk(disk, Some(&idx), areas, &mut src, &|_| {})
+                .unwrap()
+        }
+        None => w
+            .ingest_disk(
+                disk,
+                None,
+                &[Area::new(0, data.len() as u64)],
+                &mut src,
+                &|_| {},
+            )
+            .unwrap(),
+    };
+    w.put_metadata("vm.vmx", b"displayName = \"x\"").unwrap();
+    let g = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    (g, stats)
+}
+
+pub fn restore(repo: &Repository, name: &str, g: GenerationId) -> Vec<u8> {
+    let key = identity(name).key().unwrap();
+    let mut r = repo.disk_reader(&key, g, 2000).unwrap();
+    let mut out = vec![0u8; r.capacity() as usize];
+    r.read_at(0, &mut out).unwrap();
+    out
+}

@@ -1,0 +1,211 @@
+//! Backup, incremental and restore round trips through the public API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proptest::prelude::*;
+use repository_format::*;
+
+#[test]
+fn full_backup_restores_byte_for_byte_with_short_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 9 + 1234, 1);
+    let (g, stats) = backup(&repo, "web01", &data, None);
+    assert_eq!(g, GenerationId(1));
+    assert_eq!(stats.logical_bytes, data.len() as u64);
+    assert_eq!(stats.read_bytes, data.len() as u64);
+    assert!(stats.zero_bytes >= 2 * CS as u64, "{stats:?}");
+    assert_eq!(restore(&repo, "web01", g), data);
+
+    // random access across chunk borders and at the tail
+    let key = identity("web01").key().unwrap();
+    let mut r = repo.disk_reader(&key, g, 2000).unwrap();
+    for (off, len) in [
+        (0u64, 1usize),
+        (CS as u64 - 3, 10),
+        (data.len() as u64 - 5, 5),
+        (12345, 3 * CS as usize),
+    ] {
+        let mut buf = vec![0u8; len];
+        r.read_at(off, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[off as usize..off as usize + len]);
+    }
+    let mut one = [0u8; 1];
+    assert!(matches!(
+        r.read_at(data.len() as u64, &mut one),
+        Err(Error::OutOfRange { .. })
+    ));
+
+    // the chunk walk yields exactly the non-zero chunks
+    let mut rebuilt = vec![0u8; data.len()];
+    let mut n = 0;
+    for c in r.chunks() {
+        let c = c.unwrap();
+        assert!(c.data.iter().any(|&b| b != 0));
+        rebuilt[c.offset as usize..c.offset as usize + c.data.len()].copy_from_slice(&c.data);
+        n += 1;
+    }
+    assert_eq!(rebuilt, data);
+    assert_eq!(n, r.index().stored_chunks().count());
+
+    let m = repo.manifest(&key, g).unwrap();
+    assert_eq!(m.metadata_files, vec!["vm.vmx".to_string()]);
+    assert_eq!(
+        repo.read_metadata(&key, g, "vm.vmx").unwrap(),
+        b"displayName = \"x\""
+    );
+    assert_eq!(repo.latest_successful(&key).unwrap().unwrap().id, g);
+    let targets = repo.targets().unwrap();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].name, "web01");
+    assert!(repo.check(&CheckOptions { read_data: true }).unwrap().ok());
+}
+
+#[test]
+fn second_ingest_stores_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 16, 2);
+    let (_, first) = backup(&repo, "a", &data, None);
+    assert!(first.new_chunks > 0);
+    let (g2, second) = backup(&repo, "b", &data, None);
+    assert_eq!(second.new_chunks, 0);
+    assert_eq!(second.stored_bytes, 0);
+    assert_eq!(second.reused_bytes, first.reused_bytes + first.new_bytes);
+    assert_eq!(g2, GenerationId(1), "generation numbers are per target");
+    assert_eq!(restore(&repo, "b", g2), data);
+}
+
+#[test]
+fn areas_outside_the_disk_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity("x");
+    let key = id.key().unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let mut src = MemorySource::new(vec![1u8; 1000]);
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(1, 1000),
+            None,
+            &[Area::new(900, 101)],
+            &mut src,
+            &|_| {},
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OutOfRange {
+                offset: 900,
+                len: 101,
+                capacity: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = w
+        .ingest_disk(DiskDescriptor::new(1, 999), None, &[], &mut src, &|_| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+}
+
+#[test]
+fn source_errors_name_disk_and_offset() {
+    struct Failing;
+    impl DiskSource for Failing {
+        fn read_at(&mut self, offset: u64, _buf: &mut [u8]) -> Result<(), SourceError> {
+            if offset >= 3 * CS as u64 {
+                Err(SourceError::new("VixDiskLib_Read failed: 13"))
+            } else {
+                Ok(())
+            }
+        }
+        fn capacity(&self) -> u64 {
+            10 * CS as u64
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity("x");
+    let key = id.key().unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(7, 10 * CS as u64),
+            None,
+            &[Area::new(0, 10 * CS as u64)],
+            &mut Failing,
+            &|_| {},
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Source { disk: 7, offset, .. } if offset == 3 * CS as u64),
+        "{msg}"
+    );
+    assert!(msg.contains("VixDiskLib_Read failed"), "{msg}");
+    drop(w);
+    assert!(repo.check(&CheckOptions::default()).unwrap().ok());
+    assert!(repo.generations(&key).is_err() || repo.generations(&key).unwrap().is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// An incremental generation equals the parent with the changed areas overwritten, and the
+    /// parent still restores unchanged.
+    #[test]
+    fn incremental_generation_semantics(
+        chunks in 1usize..12,
+        tail in 0usize..1000,
+        changes in proptest::collection::vec((any::<prop::sample::Index>(), 1usize..100_000, any::<u8>()), 0..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let len = chunks * CS as usize + tail;
+        let parent = disk_bytes(len, 3);
+        let (g1, _) = backup(&repo, "vm", &parent, None);
+        let mut child = parent.clone();
+        let mut areas = Vec::new();
+        for (pos, n, v) in &changes {
+            let off = pos.index(len);
+            let n = (*n).min(len - off);
+            child[off..off + n].fill(*v);
+            areas.push(Area::new(off as u64, n as u64));
+        }
+        let (g2, stats) = backup(&repo, "vm", &child, Some((g1, &areas)));
+        prop_assert_eq!(g2, GenerationId(2));
+        prop_assert!(stats.read_bytes <= len as u64);
+        if areas.is_empty() {
+            prop_assert_eq!(stats.read_bytes, 0);
+        }
+        prop_assert_eq!(restore(&repo, "vm", g2), child);
+        prop_assert_eq!(restore(&repo, "vm", g1), parent);
+        let key = identity("vm").key().unwrap();
+        let m = repo.manifest(&key, g2).unwrap();
+        prop_assert_eq!(m.parent, Some(g1));
+        prop_assert_eq!(m.mode, BackupMode::Incremental);
+    }
+}
