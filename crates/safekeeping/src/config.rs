@@ -200,7 +200,18 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.resolve_relative(path.parent().unwrap_or(Path::new(".")));
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = if base.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(&base))
+                .unwrap_or(base)
+        } else {
+            base
+        };
+        config.resolve_relative(&base);
         config.validate(path)?;
         Ok(config)
     }

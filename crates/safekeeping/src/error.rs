@@ -66,7 +66,7 @@ pub enum Error {
     Vddk(String),
     /// The repository failed.
     #[error("repository: {0}")]
-    Repository(String),
+    Repository(#[from] repository_format::Error),
     /// Local file I/O.
     #[error("{what}: {source}")]
     Io {

@@ -31,13 +31,14 @@ fn run(cli: Cli) -> anyhow::Result<Report> {
     Ok(runtime.block_on(safekeeping::commands::run(cli))?)
 }
 
+/// Reports a run that could not start or finish. Our errors carry their causes in their own
+/// message, so only the outermost one is printed.
 fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
-    let message = format!("{e:#}");
-    tracing::error!("{message}");
+    let message = e.to_string();
+    eprintln!("safekeeping: error: {message}");
+    tracing::debug!("error details: {e:?}");
     if json {
         Report::failed(&message).print(true);
-    } else {
-        eprintln!("safekeeping: error: {message}");
     }
     ExitCode::from(1)
 }

@@ -1,9 +1,17 @@
 //! One module per command; [`run`] dispatches the parsed command line.
 
+pub mod check;
+pub mod export;
+pub mod gc;
+pub mod list;
+pub mod prune;
+pub mod repo;
+pub mod show;
+
 use crate::cancel::Cancel;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RepoCommand};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::report::Report;
 
 /// Runs the command line's command and returns its report.
@@ -15,16 +23,34 @@ pub async fn run(cli: Cli) -> Result<Report> {
     let cancel = Cancel::new();
     cancel.on_signals();
     let config = Config::load(cli.config.as_deref())?;
-    let _ = (&config, &cancel);
     match cli.command {
-        Command::Repo(_)
-        | Command::Backup(_)
-        | Command::Restore(_)
-        | Command::List(_)
-        | Command::Show(_)
-        | Command::Check(_)
-        | Command::Prune(_)
-        | Command::Gc
-        | Command::Export(_) => Err(crate::Error::Other("this command is not built yet".into())),
+        Command::Backup(_) | Command::Restore(_) => {
+            let _ = &cancel;
+            Err(Error::Other("backup and restore are not built yet".into()))
+        }
+        other => blocking(move || run_repository_command(&config, other)).await,
     }
+}
+
+/// Commands that only touch the repository; they block on file I/O and locks.
+fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
+    match command {
+        Command::Repo(RepoCommand::Init) => repo::init(config),
+        Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
+        Command::List(a) => list::run(config, a.target.as_ref()),
+        Command::Show(a) => show::run(config, &a.target, a.generation),
+        Command::Check(a) => check::run(config, a.read_data),
+        Command::Prune(a) => prune::run(config, &a),
+        Command::Gc => gc::run(config),
+        Command::Export(a) => export::run(config, &a),
+        Command::Backup(_) | Command::Restore(_) => {
+            Err(Error::Other("not a repository command".into()))
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
 }

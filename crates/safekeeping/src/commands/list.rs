@@ -1,0 +1,97 @@
+//! `list [TARGET]`: targets and their generations.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::outcome::Outcome;
+use crate::repo;
+use crate::report::Report;
+use crate::target::Target;
+
+#[derive(Serialize)]
+struct Listed {
+    key: String,
+    name: String,
+    generations: Vec<repository_format::repository::GenerationSummary>,
+}
+
+/// Lists every target (or one) with its generations.
+///
+/// # Errors
+/// Repository errors; an unknown target.
+pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
+    let r = repo::open(config)?;
+    let summaries = match target {
+        Some(t) => vec![repo::find_target(&r, t)?.0],
+        None => r.targets()?,
+    };
+    let mut listed = Vec::new();
+    let mut text = String::new();
+    for s in summaries {
+        let gens = r.generations(&s.key)?;
+        let _ = writeln!(text, "vm:{}  ({})", s.name, s.key);
+        let _ = writeln!(
+            text,
+            "  {:>4}  {:<20}  {:<11}  {:<9}  {:>12}  {:>12}",
+            "gen", "time (UTC)", "mode", "status", "read", "new"
+        );
+        for g in &gens {
+            let t = g
+                .time
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let _ = writeln!(
+                text,
+                "  {:>4}  {:<20}  {:<11}  {:<9}  {:>12}  {:>12}",
+                g.id.0,
+                t,
+                format!("{:?}", g.mode).to_lowercase(),
+                format!("{:?}", g.status).to_lowercase(),
+                human_bytes(g.stats.read_bytes),
+                human_bytes(g.stats.new_bytes),
+            );
+        }
+        listed.push(Listed {
+            key: s.key.to_string(),
+            name: s.name,
+            generations: gens,
+        });
+    }
+    if listed.is_empty() {
+        text.push_str("the repository is empty\n");
+    }
+    Ok(Report::new(
+        Outcome::Success,
+        &serde_json::json!({ "targets": listed }),
+        text,
+    ))
+}
+
+/// `1.5 GiB`
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes() {
+        assert_eq!(super::human_bytes(10), "10 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(4 << 30), "4.0 GiB");
+    }
+}

@@ -1,0 +1,84 @@
+//! `prune`: forget generations a retention policy does not keep (plan, then delete).
+
+use std::fmt::Write as _;
+
+use repository_format::RetentionPolicy;
+
+use crate::cli::PruneArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::outcome::Outcome;
+use crate::repo;
+use crate::report::Report;
+
+/// The policy the flags describe.
+///
+/// # Errors
+/// When no keep rule is given (pruning everything is never what was meant).
+pub fn policy(args: &PruneArgs) -> Result<RetentionPolicy> {
+    let p = RetentionPolicy {
+        keep_last: args.keep_last.unwrap_or(0),
+        keep_daily: args.keep_daily.unwrap_or(0),
+        keep_weekly: args.keep_weekly.unwrap_or(0),
+        keep_monthly: args.keep_monthly.unwrap_or(0),
+        ..RetentionPolicy::default()
+    };
+    if p == RetentionPolicy::default() {
+        return Err(Error::Other(
+            "prune needs at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly"
+                .into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Prunes under the exclusive lock.
+///
+/// # Errors
+/// Lock timeouts, repository errors, an unknown target.
+pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
+    let policy = policy(args)?;
+    let r = repo::open(config)?;
+    let key = match &args.target {
+        Some(t) => Some(repo::find_target(&r, t)?.0.key),
+        None => None,
+    };
+    let lock = r.lock_exclusive(repo::lock_wait(config))?;
+    let report = r.prune(
+        &lock,
+        &policy,
+        key.as_ref(),
+        time::OffsetDateTime::now_utc(),
+        args.dry_run,
+    )?;
+    let mut text = String::new();
+    for t in &report.targets {
+        let _ = writeln!(text, "{}:", t.target);
+        for g in &t.generations {
+            let _ = writeln!(
+                text,
+                "  generation {:>4}  {}  {}",
+                g.id.0,
+                if g.keep {
+                    "keep  "
+                } else if args.dry_run {
+                    "would remove"
+                } else {
+                    "remove"
+                },
+                g.reasons.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "{} generations {}; run `safekeeping gc` to free their chunks",
+        report.removed.len(),
+        if args.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        }
+    );
+    Ok(Report::new(Outcome::Success, &report, text))
+}

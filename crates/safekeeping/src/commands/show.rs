@@ -1,0 +1,65 @@
+//! `show TARGET [--generation N]`: one generation's manifest, disks and VM summary.
+
+use std::fmt::Write as _;
+
+use crate::commands::list::human_bytes;
+use crate::config::Config;
+use crate::error::Result;
+use crate::outcome::Outcome;
+use crate::repo;
+use crate::report::Report;
+use crate::target::Target;
+
+/// Shows a generation.
+///
+/// # Errors
+/// Repository errors; unknown target or generation.
+pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<Report> {
+    let r = repo::open(config)?;
+    let (summary, _) = repo::find_target(&r, target)?;
+    let m = match generation {
+        Some(_) => repo::pick_generation(&r, &summary.key, generation)?,
+        None => {
+            let latest = summary.latest.ok_or_else(|| {
+                crate::Error::NotInRepository(format!("{target} has no generation"))
+            })?;
+            r.manifest(&summary.key, latest)?
+        }
+    };
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "vm:{} ({}) generation {}",
+        m.target.name, summary.key, m.generation
+    );
+    let _ = writeln!(
+        text,
+        "  started {}  mode {:?}  status {:?}  parent {}",
+        m.started
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        m.mode,
+        m.status,
+        m.parent
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    for (i, d) in m.disks.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "  disk {i}: key {} {:?} {} on [{}] {}  change id {}  read {}  new {}",
+            d.disk.key,
+            d.disk.label,
+            human_bytes(d.disk.capacity),
+            d.disk.datastore,
+            d.disk.file_path,
+            d.disk.change_id.as_deref().unwrap_or("-"),
+            human_bytes(d.stats.read_bytes),
+            human_bytes(d.stats.new_bytes),
+        );
+    }
+    if !m.metadata_files.is_empty() {
+        let _ = writeln!(text, "  metadata: {}", m.metadata_files.join(", "));
+    }
+    Ok(Report::new(Outcome::Success, &m, text))
+}

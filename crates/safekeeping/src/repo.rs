@@ -1,0 +1,129 @@
+//! Opening the configured repository and finding a target's history in it from a command-line
+//! target, without asking vCenter (so `list`, `show`, `export` work when vCenter is down).
+
+use std::time::Duration;
+
+use repository_format::{GenerationId, Manifest, Repository, TargetKey, TargetSummary};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::target::{Target, VmSelector};
+
+/// Opens the repository at `[repository] path`.
+///
+/// # Errors
+/// When it does not exist or is not a repository (the message suggests `repo init`).
+pub fn open(config: &Config) -> Result<Repository> {
+    let path = &config.repository.path;
+    if !path.exists() {
+        return Err(Error::Other(format!(
+            "no repository at {}: run `safekeeping repo init` first",
+            path.display()
+        )));
+    }
+    Ok(Repository::open(path)?)
+}
+
+/// How long to wait for locks.
+pub fn lock_wait(config: &Config) -> Duration {
+    Duration::from_secs(config.defaults.lock_wait_seconds)
+}
+
+/// Whether a generation's recorded identity matches a command-line target.
+pub fn matches(target: &Target, m: &Manifest) -> bool {
+    let id = &m.target;
+    let Target::Vm(sel) = target else {
+        return false;
+    };
+    if id.kind != repository_format::TargetKind::Vm {
+        return false;
+    }
+    let eq = |a: &Option<String>, b: &str| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b));
+    match sel {
+        VmSelector::Name(n) => &id.name == n,
+        VmSelector::Moref(m) => eq(&id.moref, m),
+        VmSelector::Uuid(u) => eq(&id.bios_uuid, u) || eq(&id.instance_uuid, u),
+        VmSelector::InventoryPath(p) => {
+            id.extra.get("inventory_path").and_then(|v| v.as_str()) == Some(p.as_str())
+        }
+    }
+}
+
+/// The repository target that `target` names, with its newest manifest.
+///
+/// # Errors
+/// [`Error::NotInRepository`] when nothing matches (listing what the repository has), or
+/// [`Error::AmbiguousVm`] when several targets match.
+pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary, Manifest)> {
+    if !matches!(target, Target::Vm(_)) {
+        return Err(Error::NotSupported {
+            kind: target.kind(),
+            target: target.to_string(),
+        });
+    }
+    let mut found = Vec::new();
+    let summaries = repo.targets()?;
+    for s in &summaries {
+        let Some(latest) = s.latest else { continue };
+        let m = repo.manifest(&s.key, latest)?;
+        if matches(target, &m) {
+            found.push((s.clone(), m));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            let names: Vec<String> = summaries
+                .iter()
+                .map(|s| format!("vm:{} ({})", s.name, s.key))
+                .collect();
+            Err(Error::NotInRepository(format!(
+                "the repository has no backup of {target}; it has: {}",
+                if names.is_empty() {
+                    "nothing yet".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )))
+        }
+        _ => Err(Error::AmbiguousVm {
+            target: target.to_string(),
+            matches: found
+                .iter()
+                .map(|(s, _)| format!("{} ({})", s.key, s.name))
+                .collect(),
+        }),
+    }
+}
+
+/// The generation to use: `wanted`, else the newest successful one.
+///
+/// # Errors
+/// [`Error::NotInRepository`] when there is none.
+pub fn pick_generation(
+    repo: &Repository,
+    key: &TargetKey,
+    wanted: Option<u64>,
+) -> Result<Manifest> {
+    match wanted {
+        Some(n) => repo.manifest(key, GenerationId(n)).map_err(|e| match e {
+            repository_format::Error::GenerationNotFound { .. } => {
+                let have: Vec<String> = repo
+                    .generations(key)
+                    .map(|g| g.iter().map(|g| g.id.to_string()).collect())
+                    .unwrap_or_default();
+                Error::NotInRepository(format!(
+                    "generation {n} of {key} does not exist; generations: {}",
+                    have.join(", ")
+                ))
+            }
+            other => other.into(),
+        }),
+        None => {
+            let latest = repo.latest_successful(key)?.ok_or_else(|| {
+                Error::NotInRepository(format!("{key} has no successful generation"))
+            })?;
+            Ok(repo.manifest(key, latest.id)?)
+        }
+    }
+}
