@@ -1,6 +1,29 @@
-//! The test lab: an extended vCenter simulator and the tool that drives it.
+//! `safekeeping-lab`: starts and drives the safekeeping test lab, an extended vCenter
+//! simulator (Go, built from Debian's govmomi) plus the fake libvixDiskLib.
+//!
+//! See docs/lab.md for the commands, the files `up` writes and the guest data generator.
 
-fn main() {
-    eprintln!("safekeeping-lab: not built yet");
-    std::process::exit(2);
+mod admin;
+mod cli;
+mod config_files;
+mod digest;
+mod fsutil;
+mod lab_dir;
+mod server;
+mod size;
+mod toolchain;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("safekeeping-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

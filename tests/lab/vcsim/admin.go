@@ -49,6 +49,11 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if err = decode(r, &req); err == nil {
 			res, err = l.power(r.Context(), &req)
 		}
+	case "shutdown":
+		res = map[string]string{"state": "stopping"}
+		if l.shutdown != nil {
+			defer l.shutdown()
+		}
 	case "knobs":
 		if r.Method == http.MethodPost {
 			err = decode(r, &l.knobs)

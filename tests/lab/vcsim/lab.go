@@ -28,6 +28,9 @@ type lab struct {
 	vmx   map[string]string     // last .vmx written, by VM moref value
 
 	knobs knobs
+
+	// shutdown asks the server to stop (the /lab/shutdown endpoint).
+	shutdown func()
 }
 
 // knobs are fault-injection and tuning switches set through /lab/knobs.

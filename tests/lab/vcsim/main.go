@@ -128,7 +128,14 @@ func run(dir, user, passwordFile string) error {
 	log.Printf("lab-vcsim listening on https://%s/sdk", host)
 
 	stop := make(chan os.Signal, 1)
+	l.shutdown = func() {
+		select {
+		case stop <- syscall.SIGTERM:
+		default:
+		}
+	}
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP) // detached from the terminal that ran `safekeeping-lab up`
 	go func() {
 		<-stop
 		log.Printf("lab-vcsim: shutting down")
