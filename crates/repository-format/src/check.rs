@@ -30,7 +30,7 @@ pub struct CheckOptions {
 }
 
 /// Kind of damage found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
     /// A manifest is unreadable, damaged or inconsistent.

@@ -221,3 +221,267 @@ impl Repository {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{BackupMode, DiskStats};
+    use time::macros::datetime;
+
+    fn gens(times: &[(u64, OffsetDateTime, GenerationStatus)]) -> Vec<GenerationSummary> {
+        times
+            .iter()
+            .map(|&(id, time, status)| GenerationSummary {
+                id: GenerationId(id),
+                time,
+                mode: BackupMode::Full,
+                status,
+                parent: None,
+                disks: vec![2000],
+                stats: DiskStats::default(),
+            })
+            .collect()
+    }
+
+    fn kept(plan: &TargetPrunePlan) -> Vec<u64> {
+        let mut k: Vec<u64> = plan
+            .generations
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.0)
+            .collect();
+        k.sort();
+        k
+    }
+
+    fn every_6h(n: u64, start: OffsetDateTime) -> Vec<GenerationSummary> {
+        let v: Vec<_> = (0..n)
+            .map(|i| {
+                (
+                    i + 1,
+                    start + time::Duration::hours(6 * i as i64),
+                    GenerationStatus::Succeeded,
+                )
+            })
+            .collect();
+        gens(&v)
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 00:00 UTC);
+
+    #[test]
+    fn keep_last_and_daily() {
+        let key = TargetKey::new("vm-x").unwrap();
+        // 2026-01-01 00:00 .. every 6 hours, 40 generations = 10 days (Jan 1..Jan 10).
+        let g = every_6h(40, datetime!(2026-01-01 00:00 UTC));
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_last: 3,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![38, 39, 40]);
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_daily: 3,
+                ..Default::default()
+            },
+            NOW,
+        );
+        // newest of Jan 10, Jan 9, Jan 8 = 18:00 of each day = ids 40, 36, 32
+        assert_eq!(kept(&p), vec![32, 36, 40]);
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_hourly: 2,
+                keep_daily: 2,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![36, 39, 40]);
+        let d = p.generations.iter().find(|d| d.id.0 == 40).unwrap();
+        assert_eq!(d.reasons, vec!["newest successful", "hourly", "daily"]);
+    }
+
+    #[test]
+    fn weekly_monthly_yearly_use_iso_weeks_and_calendar() {
+        let key = TargetKey::new("vm-x").unwrap();
+        let g = gens(&[
+            (
+                1,
+                datetime!(2024-12-30 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ), // ISO week 2025-W01
+            (
+                2,
+                datetime!(2025-01-05 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ), // 2025-W01, newest of it
+            (
+                3,
+                datetime!(2025-01-06 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ), // 2025-W02
+            (
+                4,
+                datetime!(2025-02-01 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+            (
+                5,
+                datetime!(2025-02-20 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+            (
+                6,
+                datetime!(2026-01-02 10:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+        ]);
+        let weekly = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_weekly: 4,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&weekly), vec![3, 4, 5, 6]);
+        // 2024-12-30 lies in ISO week 2025-W01 with generation 2, so 1 is never a weekly.
+        let weekly = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_weekly: 10,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&weekly), vec![2, 3, 4, 5, 6]);
+        let monthly = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_monthly: 3,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&monthly), vec![3, 5, 6]);
+        let yearly = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_yearly: 10,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&yearly), vec![1, 5, 6]);
+        let within = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_within_seconds: Some(60 * 86400),
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&within), vec![6]);
+    }
+
+    #[test]
+    fn newest_successful_always_kept_and_partials_handled() {
+        let key = TargetKey::new("vm-x").unwrap();
+        let g = gens(&[
+            (
+                1,
+                datetime!(2026-01-01 00:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+            (
+                2,
+                datetime!(2026-01-02 00:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+            (
+                3,
+                datetime!(2026-01-03 00:00 UTC),
+                GenerationStatus::Partial,
+            ),
+            (
+                4,
+                datetime!(2026-01-04 00:00 UTC),
+                GenerationStatus::Partial,
+            ),
+        ]);
+        // keep_hourly 1 would pick the newest generation; only successful ones count.
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_hourly: 1,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![2, 3, 4]);
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_last: 2,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![1, 2, 3, 4]);
+        // A partial older than the newest successful one goes.
+        let g = gens(&[
+            (
+                1,
+                datetime!(2026-01-01 00:00 UTC),
+                GenerationStatus::Partial,
+            ),
+            (
+                2,
+                datetime!(2026-01-02 00:00 UTC),
+                GenerationStatus::Succeeded,
+            ),
+        ]);
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_daily: 7,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![2]);
+        // Only partials: nothing is removed.
+        let g = gens(&[(
+            1,
+            datetime!(2026-01-01 00:00 UTC),
+            GenerationStatus::Partial,
+        )]);
+        let p = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_last: 1,
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&p), vec![1]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Locks between threads and between processes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use repository_format::*;
+
+#[test]
+fn exclusive_excludes_shared_and_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let s1 = repo.lock_shared(Duration::ZERO).unwrap();
+    let s2 = repo.lock_shared(Duration::ZERO).unwrap();
+    let t = Instant::now();
+    let err = repo.lock_exclusive(Duration::from_millis(300)).unwrap_err();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    match &err {
+        Error::Locked { holders, .. } => {
+            assert_eq!(holders.len(), 2);
+            assert!(holders
+                .iter()
+                .all(|h| h.pid == std::process::id() && h.mode == LockMode::Shared));
+            assert!(holders.iter().all(|h| h.stale.is_none()));
+        }
+        e => panic!("{e}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())) && msg.contains("since"),
+        "{msg}"
+    );
+    drop(s1);
+    drop(s2);
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    assert!(x.stale_records().is_empty());
+    // Waiting works: a thread releases the exclusive lock after a moment.
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(x);
+        });
+        let t = Instant::now();
+        let sh = repo.lock_shared(Duration::from_secs(10)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        assert_eq!(sh.mode(), LockMode::Shared);
+    });
+}
+
+#[test]
+fn one_backup_per_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let k1 = identity("a").key().unwrap();
+    let k2 = identity("b").key().unwrap();
+    let l1 = repo.lock_target(&k1, Duration::ZERO).unwrap();
+    let _l2 = repo.lock_target(&k2, Duration::ZERO).unwrap();
+    assert!(matches!(
+        repo.lock_target(&k1, Duration::from_millis(50)),
+        Err(Error::Locked { .. })
+    ));
+    // The writer keeps the target lock until commit.
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let w = repo
+        .begin_generation(&lock, l1, identity("a"), BackupMode::Full, None)
+        .unwrap();
+    assert!(repo.lock_target(&k1, Duration::from_millis(50)).is_err());
+    w.commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    assert!(repo.lock_target(&k1, Duration::ZERO).is_ok());
+    // A lock for another target is refused.
+    let wrong = repo.lock_target(&k2, Duration::from_millis(50));
+    assert!(wrong.is_err());
+    let l3 = repo
+        .lock_target(&identity("c").key().unwrap(), Duration::ZERO)
+        .unwrap();
+    assert!(matches!(
+        repo.begin_generation(&lock, l3, identity("d"), BackupMode::Full, None),
+        Err(Error::LockRequired { .. })
+    ));
+}
+
+/// Child side of `lock_held_by_another_process`: takes the exclusive lock and waits.
+#[test]
+fn lock_child_helper() {
+    let Ok(root) = std::env::var("SAFEKEEPING_TEST_LOCK_CHILD") else {
+        return;
+    };
+    let root = PathBuf::from(root);
+    let repo = Repository::open(root.join("repo")).unwrap();
+    let _x = repo.lock_exclusive(Duration::from_secs(5)).unwrap();
+    std::fs::write(root.join("locked"), b"1").unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lock_held_by_another_process_and_its_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lock_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SAFEKEEPING_TEST_LOCK_CHILD", dir.path())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !dir.path().join("locked").exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "child never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match repo.lock_shared(Duration::from_millis(200)) {
+        Err(Error::Locked { holders, .. }) => {
+            assert_eq!(holders.len(), 1);
+            assert_eq!(holders[0].pid, child.id());
+            assert_eq!(holders[0].mode, LockMode::Exclusive);
+            assert!(holders[0].command.contains("lock_child_helper"));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // The child dies without releasing: the OS lock goes, the record stays and is reported stale.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let l = repo.lock_shared(Duration::from_secs(5)).unwrap();
+    assert_eq!(l.stale_records().len(), 1);
+    assert_eq!(l.stale_records()[0].pid, child.id());
+    assert!(l.stale_records()[0]
+        .stale
+        .as_deref()
+        .unwrap()
+        .contains("not running"));
+    drop(l);
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    assert!(
+        x.stale_records().is_empty(),
+        "the stale record was removed once reported"
+    );
+}
+
+#[test]
+fn lock_from_another_live_host_blocks_until_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let write = |since: time::OffsetDateTime| {
+        let h = LockHolder {
+            pid: 1,
+            host: "other-host.example".into(),
+            command: "safekeeping gc".into(),
+            since,
+            mode: LockMode::Exclusive,
+            stale: None,
+        };
+        std::fs::write(
+            repo.root().join("locks").join("repository.1.abc.holder"),
+            serde_json::to_vec(&h).unwrap(),
+        )
+        .unwrap();
+    };
+    write(time::OffsetDateTime::now_utc());
+    let err = repo
+        .lock_shared(Duration::from_millis(100))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("other-host.example") && err.contains("safekeeping gc"),
+        "{err}"
+    );
+    write(time::OffsetDateTime::now_utc() - time::Duration::hours(25));
+    let l = repo.lock_shared(Duration::ZERO).unwrap();
+    assert_eq!(l.stale_records().len(), 1);
+    assert!(l.stale_records()[0]
+        .stale
+        .as_deref()
+        .unwrap()
+        .contains("another host"));
+}

@@ -1,0 +1,437 @@
+//! Check finding every kind of damage, crash safety, prune and gc through the public API.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use repository_format::*;
+
+/// Two generations of one VM (the second incremental, sharing most chunks) and one of another.
+fn populated(dir: &std::path::Path) -> (Repository, Vec<u8>) {
+    let repo = repo(dir);
+    let data = disk_bytes(CS as usize * 8, 5);
+    let (g1, _) = backup(&repo, "web", &data, None);
+    let mut changed = data.clone();
+    changed[..100].fill(0xAB);
+    backup(&repo, "web", &changed, Some((g1, &[Area::new(0, 100)])));
+    backup(&repo, "db", &data, None);
+    (repo, data)
+}
+
+fn gen_dir(repo: &Repository, name: &str, g: u64) -> std::path::PathBuf {
+    repo.root()
+        .join("targets")
+        .join(identity(name).key().unwrap().as_str())
+        .join(GenerationId(g).folder_name())
+}
+
+fn kinds(r: &CheckReport) -> Vec<ProblemKind> {
+    r.problems.iter().map(|p| p.kind).collect()
+}
+
+#[test]
+fn clean_repository_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!((r.targets, r.generations, r.indexes), (2, 3, 3));
+    assert_eq!(r.chunks_verified, r.chunks_referenced);
+    assert!(r.bytes_verified > 0);
+    serde_json::to_string(&r).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_chunk_is_named_with_every_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    // Chunk 2 of the data (random bytes) is shared by all three generations.
+    let digest = ChunkDigest::of(&data[2 * CS as usize..3 * CS as usize]);
+    let path = repo.chunk_store().path(&digest);
+    let mut bytes = fs::read(&path).unwrap();
+    let n = bytes.len() - 10;
+    bytes[n] ^= 1;
+    fs::write(&path, bytes).unwrap();
+
+    assert!(
+        repo.check(&CheckOptions { read_data: false }).unwrap().ok(),
+        "structural check only stats chunks"
+    );
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::DamagedChunk]);
+    let p = &r.problems[0];
+    assert_eq!(p.path, path);
+    assert!(p.detail.contains("CRC32"), "{}", p.detail);
+    let mut uses: Vec<(String, u64, i32, u64)> = p
+        .used_by
+        .iter()
+        .map(|u| (u.target.clone(), u.generation, u.disk, u.offset))
+        .collect();
+    uses.sort();
+    let off = 2 * CS as u64;
+    assert_eq!(
+        uses,
+        vec![
+            ("vm-uuid-db".into(), 1, 2000, off),
+            ("vm-uuid-web".into(), 1, 2000, off),
+            ("vm-uuid-web".into(), 2, 2000, off),
+        ]
+    );
+
+    // A reader names chunk, target, generation, disk and offset.
+    let key = identity("web").key().unwrap();
+    let mut rd = repo.disk_reader(&key, GenerationId(2), 2000).unwrap();
+    let mut buf = vec![0u8; 10];
+    let err = rd.read_at(off + 5, &mut buf).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&digest.to_hex())
+            && msg.contains("vm-uuid-web")
+            && msg.contains("generation 2"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("disk 2000") && msg.contains(&format!("offset {off}")),
+        "{msg}"
+    );
+    // Undamaged chunks still read.
+    rd.read_at(0, &mut buf).unwrap();
+}
+
+#[test]
+fn missing_chunk_is_found_without_read_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    let digest = ChunkDigest::of(&data[CS as usize..2 * CS as usize]);
+    fs::remove_file(repo.chunk_store().path(&digest)).unwrap();
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::MissingChunk]);
+    assert_eq!(r.problems[0].used_by.len(), 3);
+}
+
+#[test]
+fn chunk_with_wrong_content_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    let digest = ChunkDigest::of(&data[CS as usize..2 * CS as usize]);
+    // A valid blob, but of other content: CRC passes, SHA-256 does not.
+    let other = repo
+        .chunk_store()
+        .codec()
+        .encode(BlobKind::Chunk, &vec![9u8; CS as usize]);
+    fs::write(repo.chunk_store().path(&digest), other).unwrap();
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::DamagedChunk]);
+    assert!(
+        r.problems[0].detail.contains("hashes to"),
+        "{}",
+        r.problems[0].detail
+    );
+}
+
+#[test]
+fn truncated_index_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let idx = gen_dir(&repo, "web", 2).join("disk-2000.fidx");
+    let bytes = fs::read(&idx).unwrap();
+    fs::write(&idx, &bytes[..bytes.len() - 7]).unwrap();
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::DamagedIndex]);
+    let p = &r.problems[0];
+    assert_eq!(
+        (p.path.clone(), p.generation, p.disk),
+        (idx.clone(), Some(2), Some(2000))
+    );
+    assert!(p.detail.contains("truncated"), "{}", p.detail);
+    let key = identity("web").key().unwrap();
+    let err = repo
+        .disk_reader(&key, GenerationId(2), 2000)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(idx.to_str().unwrap()), "{err}");
+    // The other generations are untouched and still restore.
+    assert!(repo.disk_reader(&key, GenerationId(1), 2000).is_ok());
+}
+
+#[test]
+fn damaged_manifest_is_named_and_listing_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let m = gen_dir(&repo, "web", 1).join("manifest");
+    let mut bytes = fs::read(&m).unwrap();
+    bytes[40] ^= 0x20;
+    fs::write(&m, bytes).unwrap();
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::DamagedManifest]);
+    assert_eq!(r.problems[0].path, m);
+    assert_eq!(r.problems[0].generation, Some(1));
+    let key = identity("web").key().unwrap();
+    assert!(matches!(
+        repo.manifest(&key, GenerationId(1)),
+        Err(Error::Blob { .. })
+    ));
+    let gens: Vec<u64> = repo
+        .generations(&key)
+        .unwrap()
+        .iter()
+        .map(|g| g.id.0)
+        .collect();
+    assert_eq!(gens, vec![2]);
+    // gc refuses to run with an unreadable manifest: its mark would be incomplete.
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let err = repo.gc(&x, &GcOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("manifest"), "{err}");
+}
+
+#[test]
+fn foreign_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let f1 = repo.root().join("chunks").join("zz");
+    let f2 = repo.root().join("chunks").join("abcd");
+    fs::create_dir_all(&f2).unwrap();
+    let f2 = f2.join("hello.txt");
+    let f3 = gen_dir(&repo, "db", 1).join("notes.txt");
+    let f4 = repo.root().join("README");
+    let f5 = repo.root().join("targets").join("Bad Name");
+    for f in [&f1, &f2, &f3, &f4, &f5] {
+        fs::write(f, b"x").unwrap();
+    }
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    let mut paths: Vec<_> = r
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.path.clone()))
+        .collect();
+    paths.sort();
+    let mut want: Vec<_> = [f1, f2, f3, f4, f5]
+        .into_iter()
+        .map(|p| (ProblemKind::ForeignFile, p))
+        .collect();
+    want.sort();
+    assert_eq!(paths, want);
+}
+
+#[test]
+fn damaged_or_foreign_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let cfg = repo.root().join("config");
+    let mut b = fs::read(&cfg).unwrap();
+    b[30] ^= 4;
+    fs::write(&cfg, b).unwrap();
+    let err = Repository::open(repo.root()).unwrap_err().to_string();
+    assert!(err.contains("config") && err.contains("CRC32"), "{err}");
+    fs::write(&cfg, b"[repository]\nversion = 2\n").unwrap();
+    let err = Repository::open(repo.root()).unwrap_err().to_string();
+    assert!(
+        err.contains("not a safekeeping object") || err.contains("truncated"),
+        "{err}"
+    );
+    assert!(Repository::open(dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("not a safekeeping repository"));
+    assert!(matches!(
+        Repository::init(repo.root(), &InitOptions::default()),
+        Err(Error::NotEmpty { .. })
+    ));
+    assert!(Repository::init(
+        dir.path().join("x"),
+        &InitOptions {
+            chunk_size: 100_000,
+            compression_level: 1
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn writer_abandoned_mid_way_leaves_repository_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    let before = repo.check(&CheckOptions { read_data: true }).unwrap();
+    let key = identity("web").key().unwrap();
+
+    // Dropped: the folder goes at once.
+    {
+        let lock = repo.lock_shared(Duration::ZERO).unwrap();
+        let mut w = repo
+            .begin_generation(
+                &lock,
+                repo.lock_target(&key, Duration::ZERO).unwrap(),
+                identity("web"),
+                BackupMode::Full,
+                None,
+            )
+            .unwrap();
+        let mut other = disk_bytes(CS as usize * 4, 77);
+        other[0] = 1;
+        w.ingest_disk(
+            DiskDescriptor::new(2000, other.len() as u64),
+            None,
+            &[Area::new(0, other.len() as u64)],
+            &mut MemorySource::new(other),
+            &|_| {},
+        )
+        .unwrap();
+        w.put_metadata("vm.nvram", b"nv").unwrap();
+    }
+    let after = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(after.ok(), "{:#?}", after.problems);
+    assert!(after.incomplete_generations.is_empty());
+    assert!(after.chunks_unreferenced > before.chunks_unreferenced);
+    assert_eq!(repo.generations(&key).unwrap().len(), 2);
+
+    // Crashed: a child process dies mid-backup. The folder stays, marked incomplete; check
+    // stays clean; gc removes it (its writer is dead).
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SAFEKEEPING_TEST_CRASH_CHILD", repo.root())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!(r.incomplete_generations, vec![format!("{key}/gen-000003")]);
+    assert_eq!(repo.generations(&key).unwrap().len(), 2);
+    assert!(repo.manifest(&key, GenerationId(3)).is_err());
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let g = repo.gc(&x, &GcOptions::default()).unwrap();
+    assert_eq!(g.incomplete_removed, vec![format!("{key}/gen-000003")]);
+    drop(x);
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok() && r.incomplete_generations.is_empty(), "{r:#?}");
+    // The next backup gets number 3.
+    let (g, _) = backup(&repo, "web", &data, None);
+    assert_eq!(g, GenerationId(3));
+}
+
+/// Child side of the crash test: begins a generation, ingests a disk, and aborts.
+#[test]
+fn crash_child_helper() {
+    let Ok(root) = std::env::var("SAFEKEEPING_TEST_CRASH_CHILD") else {
+        return;
+    };
+    let repo = Repository::open(root).unwrap();
+    let key = identity("web").key().unwrap();
+    let lock = repo.lock_shared(Duration::from_secs(5)).unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::from_secs(5)).unwrap(),
+            identity("web"),
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let data = disk_bytes(CS as usize * 4, 99);
+    w.ingest_disk(
+        DiskDescriptor::new(2000, data.len() as u64),
+        None,
+        &[Area::new(0, data.len() as u64)],
+        &mut MemorySource::new(data),
+        &|_| {},
+    )
+    .unwrap();
+    // Exit without running destructors, like a crash (without leaving a core file).
+    std::process::exit(3);
+}
+
+#[test]
+fn reindex_removes_abandoned_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let key = identity("web").key().unwrap();
+    let abandoned = repo
+        .root()
+        .join("targets")
+        .join(key.as_str())
+        .join("gen-000009");
+    fs::create_dir(&abandoned).unwrap();
+    fs::write(
+        abandoned.join("incomplete.json"),
+        br#"{"pid": 4000000000, "host": "nowhere", "started": "2020-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let r = repo.check(&CheckOptions::default()).unwrap();
+    assert!(r.ok());
+    assert_eq!(r.incomplete_generations.len(), 1);
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let ri = repo.reindex(&x).unwrap();
+    assert_eq!(ri.incomplete_removed, vec![format!("{key}/gen-000009")]);
+    assert_eq!((ri.targets, ri.generations), (2, 3));
+    assert!(!abandoned.exists());
+}
+
+#[test]
+fn prune_then_gc_frees_only_unreferenced_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let a = disk_bytes(CS as usize * 6, 11);
+    let b = disk_bytes(CS as usize * 6, 12);
+    backup(&repo, "web", &a, None);
+    let (g2, _) = backup(&repo, "web", &b, None);
+    let key = identity("web").key().unwrap();
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let policy = RetentionPolicy {
+        keep_last: 1,
+        ..Default::default()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let dry = repo.prune(&x, &policy, None, now, true).unwrap();
+    assert_eq!(dry.removed, vec![(key.clone(), GenerationId(1))]);
+    assert_eq!(repo.generations(&key).unwrap().len(), 2);
+    assert!(repo
+        .prune(&x, &RetentionPolicy::default(), None, now, false)
+        .is_err());
+    let done = repo.prune(&x, &policy, None, now, false).unwrap();
+    assert_eq!(done.removed, dry.removed);
+    assert_eq!(
+        repo.generations(&key)
+            .unwrap()
+            .iter()
+            .map(|g| g.id)
+            .collect::<Vec<_>>(),
+        vec![g2]
+    );
+    // Chunks of generation 1 are recent: a gc with the default grace keeps them...
+    let r = repo.gc(&x, &GcOptions::default()).unwrap();
+    assert_eq!(r.chunks_removed, 0);
+    assert!(r.chunks_kept_recent > 0);
+    // ...and frees them once they are older than the cutoff.
+    let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+    for e in walk(repo.chunk_store().dir()) {
+        filetime::set_file_mtime(&e, old).unwrap();
+    }
+    let r = repo.gc(&x, &GcOptions::default()).unwrap();
+    assert_eq!(r.chunks_removed, r.chunks_found - r.chunks_referenced);
+    assert!(r.chunks_removed > 0);
+    drop(x);
+    assert!(repo.check(&CheckOptions { read_data: true }).unwrap().ok());
+    assert_eq!(restore(&repo, "web", g2), b);
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    repo.delete_generation(&x, &key, g2).unwrap();
+    assert!(repo.targets().unwrap().is_empty());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
