@@ -100,7 +100,7 @@ impl FakeDisk {
             return Err(self.injected_error());
         }
         if let Some((a, b)) = self.config.fail_read_sectors {
-            if count > 0 && start <= b && start + count - 1 >= a {
+            if count > 0 && start <= b && start + count > a {
                 return Err(self.injected_error());
             }
         }

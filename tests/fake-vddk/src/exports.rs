@@ -728,7 +728,14 @@ fn create_disk(
     p: &VixDiskLibCreateParams,
 ) -> Result<(), (VixError, String)> {
     use std::io::Write;
-    let io = |e: std::io::Error| (VIX_E_FILE_ERROR as VixError, e.to_string());
+    let io = |e: std::io::Error| {
+        let code = match e.kind() {
+            std::io::ErrorKind::NotFound => VIX_E_FILE_NOT_FOUND,
+            std::io::ErrorKind::PermissionDenied => VIX_E_FILE_ACCESS_ERROR,
+            _ => VIX_E_FILE_ERROR,
+        };
+        (code as VixError, format!("{}: {e}", file.display()))
+    };
     if file.exists() {
         return Err((
             VIX_E_FILE_ALREADY_EXISTS as VixError,

@@ -1,0 +1,284 @@
+//! Asynchronous reads and writes (ReadAsync/WriteAsync + Wait).
+//!
+//! A request owns its buffer from submission until its completion is collected: the buffer
+//! becomes a raw allocation that only VDDK touches, and is handed back in a [`Completion`].
+//! VDDK may run the completion callback inside the submitting call or on one of its threads;
+//! the callback only records `(request, result)` in a mutex-protected list.
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use vddk_sys::*;
+
+use crate::disk::Disk;
+use crate::error::{Error, Result, VixError as VixErr};
+
+/// Identifies a submitted request; ids increase in submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Whether a request read or wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// ReadAsync.
+    Read,
+    /// WriteAsync.
+    Write,
+}
+
+/// A finished request, with its buffer (holding the data, for reads).
+#[derive(Debug)]
+pub struct Completion {
+    /// The request.
+    pub id: RequestId,
+    /// Read or write.
+    pub kind: IoKind,
+    /// First sector of the request.
+    pub start_sector: u64,
+    /// The buffer given at submission.
+    pub buffer: Vec<u8>,
+    /// Success, or VDDK's error for this request.
+    pub result: Result<(), VixErr>,
+}
+
+/// Completion results reported by callbacks, not yet collected.
+#[derive(Default)]
+struct Finished {
+    results: Mutex<Vec<(u64, u64)>>,
+}
+
+/// What the callback's data pointer points to.
+struct CallbackData {
+    id: u64,
+    finished: Arc<Finished>,
+}
+
+struct InFlight {
+    kind: IoKind,
+    start_sector: u64,
+    buffer: *mut [u8],
+    data: Box<CallbackData>,
+}
+
+/// The requests of one disk.
+#[derive(Default)]
+pub(crate) struct AsyncRequests {
+    next: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    finished: Arc<Finished>,
+}
+
+impl AsyncRequests {
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Gives up on requests VDDK never completed: their buffers and callback data are leaked
+    /// rather than freed while VDDK might still use them.
+    pub(crate) fn abandon(&mut self) {
+        let n = self.in_flight.len();
+        for (_, r) in std::mem::take(&mut self.in_flight) {
+            std::mem::forget(r.data);
+        }
+        tracing::error!(target: "vddk", "{n} async request(s) never completed; leaking their buffers");
+    }
+}
+
+impl Drop for AsyncRequests {
+    fn drop(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.abandon();
+        }
+    }
+}
+
+/// The VixDiskLibCompletionCB given with every request.
+unsafe extern "C" fn completion_callback(data: *mut c_void, result: vddk_sys::VixError) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `data` is the CallbackData pointer passed at submission; it stays alive until
+        // this request's result has been collected, which needs this call to have happened.
+        let cb = unsafe { &*data.cast::<CallbackData>() };
+        cb.finished
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((cb.id, result));
+    }));
+}
+
+impl Disk {
+    /// Starts reading `buffer.len() / 512` sectors at `start_sector` into `buffer`; the data
+    /// comes back in a [`Completion`] from [`Disk::wait`] or [`Disk::take_completed`].
+    ///
+    /// # Errors
+    /// Bounds and size errors as for [`Disk::read`]; [`Error::Vix`] when VDDK refuses the
+    /// request (the buffer is then dropped).
+    pub fn read_async(&mut self, start_sector: u64, buffer: Vec<u8>) -> Result<RequestId> {
+        self.submit(IoKind::Read, start_sector, buffer)
+    }
+
+    /// Starts writing `buffer` at `start_sector`; the buffer comes back in a [`Completion`].
+    ///
+    /// # Errors
+    /// As for [`Disk::write`].
+    pub fn write_async(&mut self, start_sector: u64, buffer: Vec<u8>) -> Result<RequestId> {
+        self.check_writable()?;
+        self.submit(IoKind::Write, start_sector, buffer)
+    }
+
+    /// Requests submitted and not yet collected.
+    pub fn in_flight(&self) -> usize {
+        self.requests.in_flight()
+    }
+
+    fn submit(&mut self, kind: IoKind, start_sector: u64, buffer: Vec<u8>) -> Result<RequestId> {
+        let count = self.check_io(start_sector, buffer.len())?;
+        if count == 0 {
+            return Err(Error::InvalidArgument("empty async request".into()));
+        }
+        let lib = self.conn.library.clone();
+        let id = self.requests.next;
+        self.requests.next += 1;
+        let data = Box::new(CallbackData {
+            id,
+            finished: self.requests.finished.clone(),
+        });
+        let data_ptr = std::ptr::addr_of!(*data).cast_mut().cast::<c_void>();
+        let buf_ptr: *mut [u8] = Box::into_raw(buffer.into_boxed_slice());
+        // Registered before the call: the callback may run before the call returns.
+        self.requests.in_flight.insert(
+            id,
+            InFlight {
+                kind,
+                start_sector,
+                buffer: buf_ptr,
+                data,
+            },
+        );
+        let api = &lib.lib.api;
+        // SAFETY: required symbols; live handle used by this thread only; the buffer holds
+        // `count` sectors and, like the callback data, stays allocated and untouched by Rust
+        // until the completion is collected.
+        let rc = unsafe {
+            match kind {
+                IoKind::Read => api.VixDiskLib_ReadAsync(
+                    self.raw,
+                    start_sector,
+                    count,
+                    buf_ptr.cast::<u8>(),
+                    Some(completion_callback),
+                    data_ptr,
+                ),
+                IoKind::Write => api.VixDiskLib_WriteAsync(
+                    self.raw,
+                    start_sector,
+                    count,
+                    buf_ptr.cast::<u8>(),
+                    Some(completion_callback),
+                    data_ptr,
+                ),
+            }
+        };
+        if rc == u64::from(VIX_ASYNC) {
+            return Ok(RequestId(id));
+        }
+        let called_back = self
+            .requests
+            .finished
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(i, _)| *i == id);
+        if called_back {
+            return Ok(RequestId(id));
+        }
+        if rc == u64::from(VIX_OK) {
+            // Completed synchronously without a callback.
+            self.requests
+                .finished
+                .results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, rc));
+            return Ok(RequestId(id));
+        }
+        // Refused up front: VDDK never calls back for a refused request, so both allocations
+        // are ours again.
+        if let Some(r) = self.requests.in_flight.remove(&id) {
+            // SAFETY: the pointer came from Box::into_raw above and VDDK no longer uses it.
+            drop(unsafe { Box::from_raw(r.buffer) });
+        }
+        let op = match kind {
+            IoKind::Read => "ReadAsync",
+            IoKind::Write => "WriteAsync",
+        };
+        Err(lib.vix_error(op, rc).into())
+    }
+
+    /// Collects requests that have already completed, without blocking, in submission order.
+    pub fn take_completed(&mut self) -> Vec<Completion> {
+        let results: Vec<(u64, u64)> = std::mem::take(
+            &mut *self
+                .requests
+                .finished
+                .results
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let lib = self.conn.library.clone();
+        let mut out = Vec::with_capacity(results.len());
+        for (id, rc) in results {
+            let Some(r) = self.requests.in_flight.remove(&id) else {
+                tracing::warn!(target: "vddk", id, "completion for an unknown request ignored");
+                continue;
+            };
+            // SAFETY: the request completed, so VDDK is done with the buffer, which came from
+            // Box::into_raw at submission and is reclaimed exactly once (removed from the map).
+            let buffer = unsafe { Box::from_raw(r.buffer) }.into_vec();
+            let op = match r.kind {
+                IoKind::Read => "ReadAsync",
+                IoKind::Write => "WriteAsync",
+            };
+            let result = if rc == u64::from(VIX_OK) {
+                Ok(())
+            } else {
+                Err(lib.vix_error(op, rc))
+            };
+            out.push(Completion {
+                id: RequestId(id),
+                kind: r.kind,
+                start_sector: r.start_sector,
+                buffer,
+                result,
+            });
+        }
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    /// Waits for every submitted request (VixDiskLib_Wait) and returns their completions in
+    /// submission order. Each completion carries its own result.
+    ///
+    /// # Errors
+    /// [`Error::Vix`] when Wait itself fails (requests then stay in flight);
+    /// [`Error::Library`] if Wait returns while requests are still outstanding.
+    pub fn wait(&mut self) -> Result<Vec<Completion>> {
+        if self.requests.in_flight() > 0 {
+            let lib = self.conn.library.clone();
+            // SAFETY: required symbol; live handle used by this thread only.
+            let rc = unsafe { lib.lib.api.VixDiskLib_Wait(self.raw) };
+            lib.check("Wait", rc)?;
+        }
+        let done = self.take_completed();
+        if self.requests.in_flight() > 0 {
+            return Err(Error::Library(format!(
+                "Wait returned with {} request(s) outstanding",
+                self.requests.in_flight()
+            )));
+        }
+        Ok(done)
+    }
+}
