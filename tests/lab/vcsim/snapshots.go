@@ -104,8 +104,12 @@ func (l *lab) freeze(vmRef, snapRef types.ManagedObjectReference) error {
 		devices := make([]types.BaseVirtualDevice, 0, len(snap.Config.Hardware.Device))
 		for _, dev := range snap.Config.Hardware.Device {
 			disk, ok := dev.(*types.VirtualDisk)
-			fd := state.disks[disk.GetVirtualDevice().Key]
-			if !ok || fd == nil {
+			if !ok || state.disks[disk.Key] == nil {
+				devices = append(devices, dev)
+				continue
+			}
+			fd := state.disks[disk.Key]
+			if fd == nil {
 				devices = append(devices, dev)
 				continue
 			}

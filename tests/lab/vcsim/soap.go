@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime/debug"
 	"strings"
 
 	"github.com/vmware/govmomi/simulator"
@@ -37,6 +38,14 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
+	defer func() {
+		// A bug in the lab must show up as a fault the client can report, not as a
+		// dropped connection.
+		if p := recover(); p != nil {
+			log.Printf("lab: panic serving %s: %v\n%s", r.URL.Path, p, debug.Stack())
+			writeFault(w, fmt.Sprintf("lab simulator error: %v", p), &types.SystemError{Reason: fmt.Sprint(p)})
+		}
+	}()
 	method, err := simulator.UnmarshalBody(types.TypeFunc(), body)
 	if err != nil {
 		// vcsim answers undecodable requests with its own fault.

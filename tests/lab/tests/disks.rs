@@ -1,0 +1,164 @@
+//! create-vm makes real disks and a real .vmx; guest-write and disk-digest agree with an
+//! independent computation.
+mod common;
+
+use common::*;
+
+#[test]
+fn create_vm_writes_descriptors_with_true_capacity_and_a_vmx() {
+    let lab = Lab::up();
+    let moref = lab.run(&[
+        "create-vm",
+        "--name",
+        "web01",
+        "--disk",
+        "64M",
+        "--disk",
+        "2G",
+        "--nic",
+        "VM Network",
+        "--nic",
+        "Lab Network 2",
+        "--datastore",
+        "datastore2",
+        "--controller",
+        "lsilogic",
+        "--nic-type",
+        "e1000",
+    ]);
+    assert!(moref.trim().starts_with("vm-"), "moref: {moref}");
+    let info = lab.vm_info("web01");
+    assert_eq!(info["power_state"], "poweredOn");
+    assert_eq!(info["change_tracking"], false);
+    let disks = info["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2);
+    assert_eq!(disks[0]["path"], "[datastore2] web01/web01.vmdk");
+    assert_eq!(disks[0]["capacity"], 64u64 << 20);
+    assert_eq!(disks[1]["capacity"], 2u64 << 30);
+    assert_eq!(disks[0]["controller"], "lsilogic");
+
+    let ds = lab.datastore("datastore2");
+    let desc = std::fs::read_to_string(ds.join("web01/web01.vmdk")).unwrap();
+    assert!(desc.starts_with("# Disk DescriptorFile"), "{desc}");
+    assert!(
+        desc.contains("RW 131072 VMFS \"web01-flat.vmdk\""),
+        "{desc}"
+    );
+    assert!(desc.contains("ddb.uuid = \"60 00 c2"), "{desc}");
+    let desc1 = std::fs::read_to_string(ds.join("web01/web01_1.vmdk")).unwrap();
+    assert!(
+        desc1.contains("RW 4194304 VMFS \"web01_1-flat.vmdk\""),
+        "{desc1}"
+    );
+    let flat = std::fs::metadata(ds.join("web01/web01_1-flat.vmdk")).unwrap();
+    assert_eq!(flat.len(), 2 << 30);
+    use std::os::unix::fs::MetadataExt;
+    assert!(flat.blocks() * 512 < 1 << 20, "the 2G extent is sparse");
+
+    let vmx = std::fs::read_to_string(ds.join("web01/web01.vmx")).unwrap();
+    for line in [
+        "displayName = \"web01\"",
+        "numvcpus = \"2\"",
+        "memSize = \"1024\"",
+        "guestOS = \"other-64\"",
+        "firmware = \"bios\"",
+        "scsi0.virtualDev = \"lsilogic\"",
+        "scsi0:0.fileName = \"web01.vmdk\"",
+        "scsi0:1.fileName = \"web01_1.vmdk\"",
+        "ethernet0.virtualDev = \"e1000\"",
+        "ethernet0.networkName = \"VM Network\"",
+        "ethernet1.networkName = \"Lab Network 2\"",
+        "ctkEnabled = \"FALSE\"",
+    ] {
+        assert!(vmx.contains(line), "missing {line:?} in\n{vmx}");
+    }
+    let uuid = info["uuid"].as_str().unwrap().replace('-', "");
+    assert!(
+        vmx.contains(&format!("uuid.bios = \"{}", &uuid[0..2])),
+        "{vmx}"
+    );
+    let nvram = std::fs::read(ds.join("web01/web01.nvram")).unwrap();
+    assert_eq!(nvram.len(), 8192);
+}
+
+#[test]
+fn guest_write_and_disk_digest_agree_with_an_independent_computation() {
+    let lab = Lab::up();
+    lab.run(&[
+        "create-vm",
+        "--name",
+        "db01",
+        "--disk",
+        "8M",
+        "--disk",
+        "1M",
+    ]);
+    let mut expected = vec![0u8; 8 << 20];
+    assert_eq!(
+        lab.digest("db01", 0),
+        sha256_hex(&expected),
+        "new disks read as zeros"
+    );
+
+    let writes: [(u64, u64, u64); 3] = [
+        (0, 4096, 1),
+        (1_000_000, 300_001, 2),
+        ((8 << 20) - 77, 77, 3),
+    ];
+    for (offset, len, seed) in writes {
+        lab.write("db01", 0, offset, len, seed);
+        expected[offset as usize..(offset + len) as usize]
+            .copy_from_slice(&pattern(seed, len as usize));
+    }
+    lab.run(&[
+        "guest-write",
+        "--vm",
+        "db01",
+        "--disk",
+        "0",
+        "--offset",
+        "1100000",
+        "--len",
+        "5000",
+        "--zero",
+    ]);
+    expected[1_100_000..1_105_000].fill(0);
+
+    let digest = lab.digest("db01", 0);
+    assert_eq!(digest, sha256_hex(&expected));
+    assert_eq!(lab.digest_path("[datastore1] db01/db01.vmdk"), digest);
+    assert_eq!(
+        lab.digest("db01", 1),
+        sha256_hex(&vec![0u8; 1 << 20]),
+        "disk 1 untouched"
+    );
+
+    let (ok, _, err) = lab.try_run(&[
+        "guest-write",
+        "--vm",
+        "db01",
+        "--disk",
+        "0",
+        "--offset",
+        "8M",
+        "--len",
+        "1",
+        "--seed",
+        "1",
+    ]);
+    assert!(!ok && err.contains("outside the disk"), "{err}");
+    let (ok, _, err) = lab.try_run(&[
+        "guest-write",
+        "--vm",
+        "db01",
+        "--disk",
+        "5",
+        "--offset",
+        "0",
+        "--len",
+        "1",
+    ]);
+    assert!(!ok && err.contains("disk 5 does not exist"), "{err}");
+    let (ok, _, err) = lab.try_run(&["disk-digest", "--vm", "nope", "--disk", "0"]);
+    assert!(!ok && err.contains("no VM named"), "{err}");
+}
