@@ -99,6 +99,8 @@ pub fn lab_json(dir: &LabDir, info: &ServerInfo) -> serde_json::Value {
         "hosts": info.inventory.hosts,
         "pool": info.inventory.pool,
         "vm_folder": info.inventory.vm_folder,
+        "vm_folder_moref": info.inventory.vm_folder_moref,
+        "pool_moref": info.inventory.pool_moref,
         "datastores": info.inventory.datastores,
         "networks": info.inventory.networks,
         "dv_portgroups": info.inventory.dv_portgroups,

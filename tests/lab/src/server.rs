@@ -47,6 +47,10 @@ pub struct Inventory {
     pub pool: String,
     /// VM folder inventory path.
     pub vm_folder: String,
+    /// VM folder moref value.
+    pub vm_folder_moref: String,
+    /// Resource pool moref value.
+    pub pool_moref: String,
     /// Datastore name to local directory.
     pub datastores: std::collections::BTreeMap<String, String>,
     /// Standard port groups.

@@ -162,14 +162,16 @@ type serverInfo struct {
 
 // inventory names the lab's fixed objects.
 type inventory struct {
-	Datacenter   string            `json:"datacenter"`
-	Cluster      string            `json:"cluster"`
-	Hosts        []string          `json:"hosts"`
-	Pool         string            `json:"pool"`
-	VMFolder     string            `json:"vm_folder"`
-	Datastores   map[string]string `json:"datastores"`
-	Networks     []string          `json:"networks"`
-	DVPortgroups []string          `json:"dv_portgroups"`
+	Datacenter    string            `json:"datacenter"`
+	Cluster       string            `json:"cluster"`
+	Hosts         []string          `json:"hosts"`
+	Pool          string            `json:"pool"`
+	VMFolder      string            `json:"vm_folder"`
+	VMFolderMoref string            `json:"vm_folder_moref"`
+	PoolMoref     string            `json:"pool_moref"`
+	Datastores    map[string]string `json:"datastores"`
+	Networks      []string          `json:"networks"`
+	DVPortgroups  []string          `json:"dv_portgroups"`
 }
 
 // buildInventory adds the lab's datastores (backed by dir/datastores/NAME) and networks.
@@ -199,11 +201,13 @@ func (l *lab) buildInventory(ctx context.Context) (inventory, error) {
 		return inv, err
 	}
 	inv.Pool = pool.InventoryPath
+	inv.PoolMoref = pool.Reference().Value
 	folders, err := dc.Folders(ctx)
 	if err != nil {
 		return inv, err
 	}
 	inv.VMFolder = folders.VmFolder.InventoryPath
+	inv.VMFolderMoref = folders.VmFolder.Reference().Value
 
 	for _, name := range labDatastores {
 		path := filepath.Join(l.dir, "datastores", name)
