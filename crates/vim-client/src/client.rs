@@ -295,20 +295,28 @@ impl Client {
             .await;
         match first {
             Err(e) if e.is_fault(&FaultKind::NotAuthenticated) => {
-                let creds = self
-                    .lock_session()
-                    .credentials
-                    .as_ref()
-                    .map(|c| (c.user.clone(), c.password.clone()));
-                let Some((user, password)) = creds else {
+                if !self.relogin().await? {
                     return Err(e);
-                };
-                tracing::info!("session expired; logging in again");
-                self.login_inner(&user, &password).await?;
+                }
                 self.inner.post(endpoint, body, self.header(endpoint)).await
             }
             other => other,
         }
+    }
+
+    /// Logs in again with the stored credentials; `false` when there are none.
+    pub(crate) async fn relogin(&self) -> Result<bool> {
+        let creds = self
+            .lock_session()
+            .credentials
+            .as_ref()
+            .map(|c| (c.user.clone(), c.password.clone()));
+        let Some((user, password)) = creds else {
+            return Ok(false);
+        };
+        tracing::info!("session expired; logging in again");
+        self.login_inner(&user, &password).await?;
+        Ok(true)
     }
 
     /// VSLM authenticates with the VIM session cookie carried in a `vcSessionCookie` header.

@@ -401,16 +401,31 @@ fn device_change(d: &Element, key_map: &HashMap<i32, i32>, options: &RestoreOpti
     } else if let Some(backing) = options.nic_backings.get(&original_key) {
         replace_child(&mut device, backing.renamed("backing"));
     }
-    if device.get("addressType").is_some() {
-        match options.macs {
-            MacPolicy::Keep if device.get("macAddress").is_some() => {
-                device.set_child_text("addressType", "manual");
-            }
-            _ => {
-                device.set_child_text("addressType", "generated");
-                device.remove_all("macAddress");
-            }
+    if crate::device::is_nic(&type_name, &device) {
+        let order = [
+            "key",
+            "deviceInfo",
+            "backing",
+            "connectable",
+            "slotInfo",
+            "controllerKey",
+            "unitNumber",
+            "numaNode",
+            "deviceGroupInfo",
+            "addressType",
+            "macAddress",
+        ];
+        let keep = options.macs == MacPolicy::Keep && device.get("macAddress").is_some();
+        if !keep {
+            device.remove_all("macAddress");
         }
+        let address_type = if keep { "manual" } else { "generated" };
+        set_ordered(
+            &mut device,
+            "addressType",
+            Element::vim_text("addressType", address_type),
+            &order,
+        );
     }
     if type_name == "VirtualCdrom" && options.cdroms == CdromPolicy::Empty {
         replace_child(

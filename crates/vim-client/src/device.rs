@@ -181,7 +181,7 @@ fn nic_backing(b: Option<&Element>) -> NicBacking {
 }
 
 /// Whether a device type is a network adapter (all of them carry `macAddress` and `addressType`).
-fn is_nic(type_name: &str, raw: &Element) -> bool {
+pub(crate) fn is_nic(type_name: &str, raw: &Element) -> bool {
     matches!(
         type_name,
         "VirtualE1000"
@@ -194,6 +194,7 @@ fn is_nic(type_name: &str, raw: &Element) -> bool {
             | "VirtualSriovEthernetCard"
             | "VirtualEthernetCard"
     ) || raw.get("addressType").is_some()
+        || raw.get("macAddress").is_some()
 }
 
 fn is_controller(type_name: &str) -> bool {

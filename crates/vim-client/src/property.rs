@@ -137,6 +137,22 @@ impl Client {
     ///
     /// Faults (for example `ManagedObjectNotFound` for an unknown object) and transport errors.
     pub async fn retrieve_properties(&self, filter: Vec<Element>) -> Result<Vec<ObjectContent>> {
+        let out = self.retrieve_properties_once(filter.clone()).await?;
+        // Some servers (vcsim) report an expired session per property instead of as a fault.
+        let expired = out.iter().any(|o| {
+            o.props.is_empty()
+                && !o.missing.is_empty()
+                && o.missing
+                    .iter()
+                    .all(|m| m.kind == crate::FaultKind::NotAuthenticated)
+        });
+        if expired && self.relogin().await? {
+            return self.retrieve_properties_once(filter).await;
+        }
+        Ok(out)
+    }
+
+    async fn retrieve_properties_once(&self, filter: Vec<Element>) -> Result<Vec<ObjectContent>> {
         let collector = self.service_content().property_collector.clone();
         let mut spec_set = Element::vim("specSet");
         // The schema wants all propSets before all objectSets.
