@@ -36,10 +36,16 @@ pub fn fake_library() -> PathBuf {
             if profile.ends_with("release") {
                 cmd.arg("--release");
             }
-            let status = cmd.status().expect("run cargo build -p fake-vixdisklib");
-            assert!(status.success(), "building the fake VDDK failed");
+            let built = cmd.status().map(|s| s.success()).unwrap_or(false);
             let lib = profile.join("libvixDiskLib.so");
-            assert!(lib.exists(), "{} missing after build", lib.display());
+            assert!(
+                lib.exists(),
+                "{} missing: `cargo build -p fake-vixdisklib` failed",
+                lib.display()
+            );
+            if !built {
+                eprintln!("warning: rebuilding the fake VDDK failed; using the existing {}", lib.display());
+            }
             lib
         })
         .clone()
