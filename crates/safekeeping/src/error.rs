@@ -64,6 +64,9 @@ pub enum Error {
     /// VDDK failed.
     #[error("VDDK: {0}")]
     Vddk(String),
+    /// VDDK could not be loaded or initialised.
+    #[error("VDDK: {0}")]
+    VddkLibrary(#[from] vddk::Error),
     /// The repository failed.
     #[error("repository: {0}")]
     Repository(#[from] repository_format::Error),

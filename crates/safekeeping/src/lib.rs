@@ -8,26 +8,33 @@
 //! under [`commands`].
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod cancel;
 pub mod changed_areas;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod disk_plan;
+pub mod disk_reader;
 pub mod error;
 pub mod inventory;
 pub mod logging;
 pub mod mapping;
+pub mod metadata;
 pub mod outcome;
 pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod resolve;
+pub mod restore;
+pub mod restore_create;
+pub mod restore_import;
 pub mod snapshot;
 pub mod snapshot_name;
 pub mod sparse_image;
 pub mod target;
 pub mod vcenter;
+pub mod vddk_session;
 pub mod vmx;
 
 pub use error::{Error, Result};

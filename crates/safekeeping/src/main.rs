@@ -10,6 +10,17 @@ use safekeeping::report::Report;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if cli.command.uses_vddk() {
+        // VDDK finds its bundled libraries through LD_LIBRARY_PATH, which is read only at
+        // process start: re-execute now, before any thread exists, if it is missing.
+        if let Ok(config) = safekeeping::config::Config::load(cli.config.as_deref()) {
+            if let Some(v) = &config.vddk {
+                if let Err(e) = vddk::ensure_library_path(&v.libdir) {
+                    return fail(json, &anyhow::anyhow!("cannot prepare VDDK: {e}"));
+                }
+            }
+        }
+    }
     if let Err(e) = safekeeping::logging::init(cli.verbose, cli.quiet, cli.log_file.as_deref()) {
         return fail(
             json,

@@ -1,11 +1,13 @@
 //! One module per command; [`run`] dispatches the parsed command line.
 
+pub mod backup;
 pub mod check;
 pub mod export;
 pub mod gc;
 pub mod list;
 pub mod prune;
 pub mod repo;
+pub mod restore;
 pub mod show;
 
 use crate::cancel::Cancel;
@@ -24,10 +26,8 @@ pub async fn run(cli: Cli) -> Result<Report> {
     cancel.on_signals();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Backup(_) | Command::Restore(_) => {
-            let _ = &cancel;
-            Err(Error::Other("backup and restore are not built yet".into()))
-        }
+        Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
         other => blocking(move || run_repository_command(&config, other)).await,
     }
 }
@@ -49,7 +49,9 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?

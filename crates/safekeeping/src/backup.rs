@@ -1,0 +1,467 @@
+//! A backup of one target, step by step: resolve the VM, take the target's lock, remove
+//! leftover snapshots, enable CBT if needed, snapshot, save metadata, read each disk (full or
+//! incremental, with the reason logged), commit, and remove the snapshot on every path.
+
+use std::sync::Arc;
+
+use repository_format::{
+    Area, BackupMode, DiskDescriptor, FixedIndex, GenerationStatus, GenerationWriter, Manifest,
+    Provisioning, Repository, RepositoryLock, TargetIdentity, TargetKey, TargetKind,
+};
+use serde::Serialize;
+use vim_client::{MoRef, VmConfig, VmInfo};
+
+use crate::cancel::Cancel;
+use crate::changed_areas;
+use crate::config::Config;
+use crate::disk_plan::{plan_disk, DiskFacts, DiskMode, DiskPlan, PreviousDisk};
+use crate::disk_reader::VddkSource;
+use crate::error::{Error, Result};
+use crate::metadata;
+use crate::progress::Progress;
+use crate::resolve::resolve;
+use crate::snapshot::{remove_leftovers, SnapshotGuard};
+use crate::target::Target;
+use crate::vcenter::Vcenter;
+use crate::vddk_session::VddkEndpoint;
+
+/// Options of a backup run.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupOptions {
+    /// Read every disk in full.
+    pub full: bool,
+    /// Quiesce the guest.
+    pub quiesce: bool,
+    /// Progress bars allowed (not `-q`).
+    pub show_progress: bool,
+}
+
+/// What one run shares between its targets.
+pub struct BackupContext {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// vCenter session.
+    pub vc: Vcenter,
+    /// VDDK.
+    pub vddk: VddkEndpoint,
+    /// The repository.
+    pub repo: Repository,
+    /// The shared repository lock, held for the whole run.
+    pub lock: Arc<RepositoryLock>,
+    /// Stop requests.
+    pub cancel: Cancel,
+    /// Options.
+    pub options: BackupOptions,
+}
+
+/// The outcome of one disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskResult {
+    /// Position in the VM (0-based), as `export --disk` and `--disk-datastore` count.
+    pub index: usize,
+    /// Device key.
+    pub key: i32,
+    /// Label.
+    pub label: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Full or incremental.
+    pub mode: DiskMode,
+    /// Why.
+    pub reason: String,
+    /// Bytes read from VDDK.
+    pub bytes_read: u64,
+    /// Bytes of new chunk data (before compression).
+    pub bytes_new: u64,
+    /// Change id recorded for the next incremental.
+    pub change_id: Option<String>,
+}
+
+/// The outcome of one target, as `backup --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    /// The target as given.
+    pub target: String,
+    /// The VM's name, once resolved.
+    pub vm: Option<String>,
+    /// The committed generation.
+    pub generation: Option<u64>,
+    /// `full` or `incremental` (incremental when any disk was).
+    pub mode: Option<BackupMode>,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    /// Bytes read from VDDK.
+    pub bytes_read: u64,
+    /// Bytes of new chunk data.
+    pub bytes_new: u64,
+    /// Per disk.
+    pub disks: Vec<DiskResult>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    /// Whether the target was backed up.
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded"
+    }
+}
+
+/// Everything known about the VM before the snapshot.
+struct Prepared {
+    info: VmInfo,
+    config: VmConfig,
+    identity: TargetIdentity,
+    key: TargetKey,
+    cbt_just_enabled: bool,
+    previous: Option<Manifest>,
+}
+
+/// Backs up one target; never fails, the result says what happened.
+pub async fn backup_target(ctx: Arc<BackupContext>, target: Target) -> TargetResult {
+    let mut result = TargetResult {
+        target: target.to_string(),
+        vm: None,
+        generation: None,
+        mode: None,
+        status: "failed",
+        bytes_read: 0,
+        bytes_new: 0,
+        disks: Vec::new(),
+        error: None,
+    };
+    match run(&ctx, &target, &mut result).await {
+        Ok(()) => {
+            result.status = "succeeded";
+            tracing::info!(
+                target = %target,
+                generation = ?result.generation,
+                "backup succeeded: {} bytes read, {} new",
+                result.bytes_read,
+                result.bytes_new
+            );
+        }
+        Err(e) => {
+            tracing::error!(target = %target, "backup failed: {e}");
+            result.error = Some(e.to_string());
+        }
+    }
+    result
+}
+
+async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResult) -> Result<()> {
+    let vc = &ctx.vc;
+    let resolved = resolve(vc, target).await?;
+    result.vm = Some(resolved.name.clone());
+    let info = vc.client.vm_info(&resolved.moref).await?;
+    let config = info
+        .config
+        .clone()
+        .ok_or_else(|| Error::Other(format!("VM {} has no configuration yet", info.name)))?;
+    let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());
+    identity.moref = Some(info.moref.value.clone());
+    identity.bios_uuid = Some(config.uuid.to_ascii_lowercase()).filter(|u| !u.is_empty());
+    identity.instance_uuid = config
+        .instance_uuid
+        .as_ref()
+        .map(|u| u.to_ascii_lowercase());
+    if let Ok(path) = vc.client.inventory_path(&info.moref).await {
+        identity.extra.insert("inventory_path".into(), path.into());
+    }
+    identity
+        .extra
+        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    let key = identity.key()?;
+
+    let repo = ctx.repo.clone();
+    let wait = crate::repo::lock_wait(&ctx.config);
+    let lock_key = key.clone();
+    let target_lock = blocking(move || {
+        repo.lock_target(&lock_key, wait).map_err(|e| match e {
+            repository_format::Error::Locked { .. } => Error::LockTimeout {
+                what: format!("target {lock_key}"),
+                seconds: wait.as_secs(),
+            },
+            other => other.into(),
+        })
+    })
+    .await?;
+
+    let removed = remove_leftovers(vc, &info.moref, &info.snapshots).await?;
+    if !removed.is_empty() {
+        tracing::warn!(vm = %info.name, "removed {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
+    }
+    let cbt_just_enabled =
+        changed_areas::ensure_enabled(vc, &info.moref, config.change_tracking_enabled, &info.name)
+            .await?;
+    let repo = ctx.repo.clone();
+    let prev_key = key.clone();
+    let previous = blocking(move || match repo.latest_successful(&prev_key)? {
+        Some(g) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
+        None => Ok(None),
+    })
+    .await?;
+    let prepared = Prepared {
+        info,
+        config,
+        identity,
+        key,
+        cbt_just_enabled,
+        previous,
+    };
+
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, ctx.options.quiesce).await?;
+    let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock, result).await;
+    let removal = snapshot.remove().await;
+    match (outcome, removal) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(r)) => Err(Error::Other(format!(
+            "generation {} was committed, but {r}",
+            result.generation.unwrap_or_default()
+        ))),
+        (Err(e), Err(r)) => Err(Error::Other(format!("{e}; also {r}"))),
+    }
+}
+
+fn provisioning(thin: Option<bool>, eager: Option<bool>) -> Provisioning {
+    match (thin, eager) {
+        (Some(true), _) => Provisioning::Thin,
+        (_, Some(true)) => Provisioning::EagerZeroedThick,
+        (Some(false), _) => Provisioning::Thick,
+        _ => Provisioning::Unknown,
+    }
+}
+
+async fn with_snapshot(
+    ctx: &Arc<BackupContext>,
+    p: &Prepared,
+    snapshot: &SnapshotGuard,
+    target_lock: repository_format::TargetLock,
+    result: &mut TargetResult,
+) -> Result<()> {
+    let vc = &ctx.vc;
+    let frozen = snapshot.config().await?;
+    let collected = metadata::collect(vc, &p.info).await?;
+
+    // Decide per disk before writing anything.
+    let mut plans: Vec<(usize, i32, DiskPlan, DiskDescriptor, String)> = Vec::new();
+    for (index, (device, disk)) in frozen.disks().enumerate() {
+        let previous = p.previous.as_ref().and_then(|m| {
+            m.disk(device.key).map(|d| PreviousDisk {
+                generation: m.generation.0,
+                capacity: d.disk.capacity,
+                change_id: d.disk.change_id.clone(),
+            })
+        });
+        let plan = plan_disk(&DiskFacts {
+            force_full: ctx.options.full,
+            cbt_just_enabled: p.cbt_just_enabled,
+            capacity: disk.capacity_in_bytes,
+            previous: previous.as_ref(),
+        });
+        let label = device
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("disk {}", device.key));
+        tracing::info!(vm = %p.info.name, disk = %label, mode = ?plan.mode, "{}", plan.reason);
+        let original = p.config.device(device.key).and_then(|d| d.as_disk());
+        let file_path = original
+            .map(|d| d.backing.file_name.clone())
+            .unwrap_or_else(|| disk.backing.file_name.clone());
+        let bus_number = device
+            .controller_key
+            .and_then(|k| frozen.device(k))
+            .and_then(|c| c.as_controller())
+            .map(|c| c.bus_number);
+        let mut descriptor = DiskDescriptor::new(device.key, disk.capacity_in_bytes);
+        descriptor.label = label;
+        descriptor.controller_key = device.controller_key;
+        descriptor.bus_number = bus_number;
+        descriptor.unit_number = device.unit_number;
+        descriptor.provisioning =
+            provisioning(disk.backing.thin_provisioned, disk.backing.eagerly_scrub);
+        descriptor.datastore = file_path
+            .parse::<vim_client::DatastorePath>()
+            .map(|d| d.datastore)
+            .unwrap_or_default();
+        descriptor.file_path = file_path;
+        descriptor.change_id_used =
+            (plan.mode == DiskMode::Incremental).then(|| plan.since_change_id.clone());
+        descriptor.change_id = disk.backing.change_id.clone();
+        if let Some(mode) = &disk.backing.disk_mode {
+            descriptor
+                .extra
+                .insert("disk_mode".into(), mode.clone().into());
+        }
+        plans.push((
+            index,
+            device.key,
+            plan,
+            descriptor,
+            disk.backing.file_name.clone(),
+        ));
+    }
+    let any_incremental = plans
+        .iter()
+        .any(|(_, _, plan, _, _)| plan.mode == DiskMode::Incremental);
+    let mode = if any_incremental {
+        BackupMode::Incremental
+    } else {
+        BackupMode::Full
+    };
+    let parent = if any_incremental {
+        p.previous.as_ref().map(|m| m.generation)
+    } else {
+        None
+    };
+
+    let repo = ctx.repo.clone();
+    let lock = ctx.lock.clone();
+    let identity = p.identity.clone();
+    let files = collected.files;
+    let mut writer: GenerationWriter = blocking(move || {
+        let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
+        for (name, data) in &files {
+            w.put_metadata(name, data)?;
+        }
+        Ok(w)
+    })
+    .await?;
+    tracing::info!(vm = %p.info.name, generation = %writer.id(), ?mode, "writing generation");
+
+    for (index, key, plan, descriptor, snapshot_path) in plans {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let areas = changed_areas::query(
+            vc,
+            &p.info.moref,
+            snapshot.moref(),
+            key,
+            descriptor.capacity,
+            &plan.since_change_id,
+        )
+        .await?;
+        let to_read = changed_areas::total(&areas);
+        tracing::info!(
+            vm = %p.info.name,
+            disk = %descriptor.label,
+            "{} changed area(s), {to_read} bytes to read",
+            areas.len()
+        );
+        let base = match (plan.mode, &p.previous) {
+            (DiskMode::Incremental, Some(m)) => {
+                let repo = ctx.repo.clone();
+                let k = p.key.clone();
+                let g = m.generation;
+                Some(blocking(move || Ok(repo.fixed_index(&k, g, key)?)).await?)
+            }
+            _ => None,
+        };
+        let change_id = descriptor.change_id.clone();
+        let label = descriptor.label.clone();
+        let capacity = descriptor.capacity;
+        let (w, stats) = ingest_disk(
+            ctx,
+            writer,
+            IngestJob {
+                vm: p.info.moref.clone(),
+                snapshot: snapshot.moref().clone(),
+                path: snapshot_path,
+                descriptor,
+                base,
+                areas,
+                progress_label: format!("{} {}", p.info.name, label),
+                to_read,
+            },
+        )
+        .await?;
+        writer = w;
+        result.bytes_read += stats.read_bytes;
+        result.bytes_new += stats.new_bytes;
+        result.disks.push(DiskResult {
+            index,
+            key,
+            label,
+            capacity,
+            mode: plan.mode,
+            reason: plan.reason,
+            bytes_read: stats.read_bytes,
+            bytes_new: stats.new_bytes,
+            change_id,
+        });
+    }
+
+    let mut extra = serde_json::Map::new();
+    extra.insert("snapshot".into(), snapshot.name().into());
+    extra.insert("quiesced".into(), snapshot.quiesced().into());
+    extra.insert("cbt_enabled_by_backup".into(), p.cbt_just_enabled.into());
+    let generation =
+        blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
+    result.generation = Some(generation.0);
+    result.mode = Some(mode);
+    Ok(())
+}
+
+struct IngestJob {
+    vm: MoRef,
+    snapshot: MoRef,
+    path: String,
+    descriptor: DiskDescriptor,
+    base: Option<FixedIndex>,
+    areas: Vec<Area>,
+    progress_label: String,
+    to_read: u64,
+}
+
+/// Reads one disk into the generation on a blocking thread that owns its VDDK connection.
+async fn ingest_disk(
+    ctx: &Arc<BackupContext>,
+    mut writer: GenerationWriter,
+    job: IngestJob,
+) -> Result<(GenerationWriter, repository_format::DiskStats)> {
+    let vddk = ctx.vddk.clone();
+    let cancel = ctx.cancel.clone();
+    let show = ctx.options.show_progress;
+    let (writer, stats) = tokio::task::spawn_blocking(move || {
+        let r = (|| {
+            let conn = vddk.connect_snapshot(&job.vm.value, &job.snapshot.value)?;
+            let disk = conn
+                .open(&job.path, vddk::OpenFlags::READ_ONLY)
+                .map_err(|e| Error::Vddk(format!("open {}: {e}", job.path)))?;
+            let mut source = VddkSource::new(disk, cancel.clone());
+            let progress = Progress::new(job.progress_label, job.to_read, !show);
+            let stats = writer.ingest_disk(
+                job.descriptor,
+                job.base.as_ref(),
+                &job.areas,
+                &mut source,
+                &|n| progress.add(n),
+            );
+            progress.finish();
+            drop(source);
+            drop(conn);
+            stats.map_err(|e| {
+                if cancel.is_cancelled() {
+                    Error::Interrupted
+                } else {
+                    e.into()
+                }
+            })
+        })();
+        (writer, r)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?;
+    Ok((writer, stats?))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
+}

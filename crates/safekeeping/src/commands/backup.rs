@@ -1,0 +1,128 @@
+//! `backup TARGET...`: back up targets in parallel, one result per target.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::backup::{backup_target, BackupContext, BackupOptions, TargetResult};
+use crate::cancel::Cancel;
+use crate::cli::BackupArgs;
+use crate::commands::blocking;
+use crate::commands::list::human_bytes;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::outcome::Outcome;
+use crate::repo;
+use crate::report::Report;
+use crate::vcenter::Vcenter;
+use crate::vddk_session::VddkEndpoint;
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    targets: &'a [TargetResult],
+}
+
+/// Runs the backup of every target.
+///
+/// # Errors
+/// When the run cannot start: repository missing or locked, vCenter unreachable or refusing
+/// the login, VDDK not loadable. Target failures are in the report.
+pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+    let config = Arc::new(config);
+    let c = config.clone();
+    let repository = blocking(move || repo::open(&c)).await?;
+    let r = repository.clone();
+    let wait = repo::lock_wait(&config);
+    let lock = blocking(move || {
+        r.lock_shared(wait).map_err(|e| match e {
+            repository_format::Error::Locked { .. } => Error::LockTimeout {
+                what: "the repository".into(),
+                seconds: wait.as_secs(),
+            },
+            other => other.into(),
+        })
+    })
+    .await?;
+    let vc = Vcenter::connect(&config).await?;
+    let c = config.clone();
+    let v = vc.clone();
+    let vddk = blocking(move || VddkEndpoint::new(&c, &v)).await?;
+    let parallel = args
+        .parallel
+        .map(usize::from)
+        .unwrap_or(config.defaults.parallel)
+        .max(1);
+    let ctx = Arc::new(BackupContext {
+        config: config.clone(),
+        vc: vc.clone(),
+        vddk,
+        repo: repository,
+        lock: Arc::new(lock),
+        cancel,
+        options: BackupOptions {
+            full: args.full,
+            quiesce: !args.no_quiesce,
+            show_progress: !quiet,
+        },
+    });
+    let gate = Arc::new(Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, target) in args.targets.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            (i, backup_target(ctx, target).await)
+        });
+    }
+    let mut results: Vec<(usize, TargetResult)> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(r) => results.push(r),
+            Err(e) => return Err(Error::Other(format!("a backup task failed: {e}"))),
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<TargetResult> = results.into_iter().map(|(_, r)| r).collect();
+    vc.logout().await;
+
+    let ok = results.iter().filter(|r| r.succeeded()).count();
+    let outcome = Outcome::from_counts(ok, results.len() - ok);
+    let mut text = String::new();
+    for r in &results {
+        match (&r.error, r.generation) {
+            (None, Some(g)) => {
+                let _ = writeln!(
+                    text,
+                    "{}: generation {g} ({}) — read {}, new {}",
+                    r.target,
+                    r.mode
+                        .map(|m| format!("{m:?}").to_lowercase())
+                        .unwrap_or_default(),
+                    human_bytes(r.bytes_read),
+                    human_bytes(r.bytes_new)
+                );
+                for d in &r.disks {
+                    let _ = writeln!(
+                        text,
+                        "  disk {} {}: {:?} ({}), read {}",
+                        d.index,
+                        d.label,
+                        d.mode,
+                        d.reason,
+                        human_bytes(d.bytes_read)
+                    );
+                }
+            }
+            (Some(e), _) => {
+                let _ = writeln!(text, "{}: FAILED: {e}", r.target);
+            }
+            (None, None) => {
+                let _ = writeln!(text, "{}: FAILED", r.target);
+            }
+        }
+    }
+    Ok(Report::new(outcome, &Summary { targets: &results }, text))
+}

@@ -1,0 +1,176 @@
+//! Step 4 of a backup: what a restore needs besides the disks, saved into the generation —
+//! the VM's configuration exactly as vCenter returned it, its `.vmx` and `.nvram`, and where
+//! it lived (datacenter, folder, pool, host, datastores, and each NIC's network) by name.
+
+use serde::{Deserialize, Serialize};
+use vim_client::{DatastorePath, MoRef, NicBacking, VmInfo};
+
+use crate::error::{Error, Result};
+use crate::inventory::{placement_of, Placement};
+use crate::vcenter::Vcenter;
+
+/// Metadata file: the VM configuration (`VirtualMachineConfigInfo`) as XML.
+pub const CONFIG_FILE: &str = "vm-config.xml";
+/// Metadata file: the `.vmx`.
+pub const VMX_FILE: &str = "vm.vmx";
+/// Metadata file: the `.nvram`.
+pub const NVRAM_FILE: &str = "vm.nvram";
+/// Metadata file: [`VmMetadata`] as JSON.
+pub const SUMMARY_FILE: &str = "vm.json";
+
+/// One NIC as backed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedNic {
+    /// Device key in the original VM.
+    pub key: i32,
+    /// Device type (`VirtualVmxnet3`, ...).
+    pub device_type: String,
+    /// Name of the network it was on.
+    pub network: String,
+    /// MAC address.
+    pub mac: Option<String>,
+}
+
+/// The JSON summary saved with each generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmMetadata {
+    /// The VM's name at backup time.
+    pub name: String,
+    /// Where it lived.
+    pub placement: Placement,
+    /// Datacenter inventory path (for datastore file URLs).
+    pub datacenter_path: String,
+    /// NICs in device order.
+    pub nics: Vec<SavedNic>,
+    /// Datastore path of the `.vmx` at backup time.
+    pub vmx_path: Option<String>,
+    /// Metadata files that could not be saved, with why.
+    pub missing: Vec<String>,
+}
+
+/// Everything collected, ready to be written with `put_metadata`.
+#[derive(Debug)]
+pub struct CollectedMetadata {
+    /// The summary.
+    pub summary: VmMetadata,
+    /// `(file name, bytes)` to store.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Collects the metadata of a VM.
+///
+/// # Errors
+/// vCenter errors reading the configuration or the placement. A `.vmx` or `.nvram` that
+/// cannot be downloaded is a warning (recorded in `missing`): the disks are still worth saving.
+pub async fn collect(vc: &Vcenter, info: &VmInfo) -> Result<CollectedMetadata> {
+    let config = info
+        .config
+        .as_ref()
+        .ok_or_else(|| Error::Other(format!("VM {} has no configuration", info.name)))?;
+    let placement = placement_of(vc, &info.moref).await?;
+    let datacenter = vc.client.datacenter_of(&info.moref).await?;
+    let datacenter_path = vc.client.inventory_path(&datacenter).await?;
+    let network_names = network_names(vc, &info.networks).await?;
+    let nics = config
+        .nics()
+        .map(|d| {
+            let nic = d.as_nic();
+            let network = match nic.map(|n| &n.backing) {
+                Some(NicBacking::Network { device_name, .. }) => device_name.clone(),
+                Some(NicBacking::DistributedPort { portgroup_key, .. }) => portgroup_key
+                    .as_ref()
+                    .and_then(|k| network_names.iter().find(|(m, _)| &m.value == k))
+                    .map(|(_, n)| n.clone())
+                    .or_else(|| portgroup_key.clone())
+                    .unwrap_or_default(),
+                Some(NicBacking::Opaque { network_id, .. }) => network_id.clone(),
+                _ => String::new(),
+            };
+            SavedNic {
+                key: d.key,
+                device_type: d.type_name.clone(),
+                network,
+                mac: nic.and_then(|n| n.mac_address.clone()),
+            }
+        })
+        .collect();
+    let mut files = vec![(
+        CONFIG_FILE.to_string(),
+        vim_client::xml::write_document(&config.raw).into_bytes(),
+    )];
+    let mut missing = Vec::new();
+    if let Some(vmx_path) = &config.vm_path_name {
+        match download(vc, &datacenter_path, vmx_path).await {
+            Ok(vmx) => {
+                let text = String::from_utf8_lossy(&vmx).into_owned();
+                let nvram_name = crate::vmx::value(&text, "nvram")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}.nvram", config.name));
+                let nvram_path = sibling(vmx_path, &nvram_name);
+                files.push((VMX_FILE.to_string(), vmx));
+                match download(vc, &datacenter_path, &nvram_path).await {
+                    Ok(nvram) => files.push((NVRAM_FILE.to_string(), nvram)),
+                    Err(e) => {
+                        tracing::warn!(vm = %info.name, "cannot download {nvram_path}: {e}");
+                        missing.push(format!("{NVRAM_FILE}: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(vm = %info.name, "cannot download {vmx_path}: {e}; restore --mode import will not be possible from this generation");
+                missing.push(format!("{VMX_FILE}: {e}"));
+            }
+        }
+    }
+    let summary = VmMetadata {
+        name: info.name.clone(),
+        placement,
+        datacenter_path,
+        nics,
+        vmx_path: config.vm_path_name.clone(),
+        missing,
+    };
+    let json = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| Error::Other(format!("cannot encode VM metadata: {e}")))?;
+    files.push((SUMMARY_FILE.to_string(), json));
+    Ok(CollectedMetadata { summary, files })
+}
+
+async fn network_names(vc: &Vcenter, networks: &[MoRef]) -> Result<Vec<(MoRef, String)>> {
+    let mut out = Vec::new();
+    for n in networks {
+        out.push((n.clone(), vc.client.name_of(n).await?));
+    }
+    Ok(out)
+}
+
+async fn download(vc: &Vcenter, dc_path: &str, ds_path: &str) -> Result<Vec<u8>> {
+    let path: DatastorePath = ds_path.parse()?;
+    Ok(vc.client.read_datastore_file(dc_path, &path).await?)
+}
+
+/// `[ds] dir/other` for `[ds] dir/file` and `other`.
+pub fn sibling(path: &str, name: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => match path.split_once(']') {
+            Some((ds, _)) => format!("{ds}] {name}"),
+            None => name.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sibling_paths() {
+        assert_eq!(
+            super::sibling("[ds1] web/web.vmx", "web.nvram"),
+            "[ds1] web/web.nvram"
+        );
+        assert_eq!(
+            super::sibling("[ds1] web.vmx", "web.nvram"),
+            "[ds1] web.nvram"
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! Restore of one generation as a VM: everything is checked first (generation, metadata,
+//! placement, networks, an existing VM of that name), then the VM is built by
+//! [`crate::restore_create`] or [`crate::restore_import`], then each new disk is opened
+//! read-write through VDDK and only the non-zero chunks are written. A restore that fails
+//! after creating the VM destroys it. The repository is only read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use repository_format::{Manifest, Repository, TargetKey};
+use serde::Serialize;
+use vim_client::xml::Element;
+use vim_client::{MoRef, PowerState, VmConfig};
+
+use crate::cancel::Cancel;
+use crate::cli::{RestoreArgs, RestoreMode};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::inventory::{Inventory, NetworkKind, NetworkTarget};
+use crate::mapping::{disk_datastores, NetworkMap};
+use crate::metadata::{self, VmMetadata};
+use crate::progress::Progress;
+use crate::vcenter::Vcenter;
+use crate::vddk_session::VddkEndpoint;
+
+/// Everything a restore needs, resolved and checked before anything is created.
+pub struct RestorePlan {
+    /// The repository.
+    pub repo: Repository,
+    /// The target's key.
+    pub key: TargetKey,
+    /// The generation.
+    pub manifest: Manifest,
+    /// Saved configuration (`VirtualMachineConfigInfo`).
+    pub saved_config: Element,
+    /// Saved summary.
+    pub saved: VmMetadata,
+    /// The new VM's name.
+    pub name: String,
+    /// Where it goes.
+    pub inventory: Inventory,
+    /// Folder.
+    pub folder: MoRef,
+    /// Resource pool.
+    pub pool: MoRef,
+    /// Host, if chosen.
+    pub host: Option<MoRef>,
+    /// Datastore name for the VM's files.
+    pub vm_datastore: String,
+    /// Datastore name per disk, in manifest order.
+    pub disk_datastores: Vec<String>,
+    /// Replacement NIC backing per original NIC key.
+    pub nic_backings: HashMap<i32, Element>,
+    /// Keep uuids and MACs.
+    pub recovery: bool,
+    /// Existing VM to replace (`--overwrite`), with its power state.
+    pub replace: Option<(MoRef, PowerState)>,
+}
+
+/// What a restore did, as `restore --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreResult {
+    /// The target restored.
+    pub target: String,
+    /// The generation restored.
+    pub generation: u64,
+    /// Create or import.
+    pub mode: RestoreMode,
+    /// The new VM's name.
+    pub name: String,
+    /// The new VM's moref.
+    pub moref: String,
+    /// Per disk: index, new path, bytes written.
+    pub disks: Vec<RestoredDisk>,
+    /// Powered on at the end.
+    pub powered_on: bool,
+    /// Configuration fields vCenter reported that the rebuilt VM does not carry.
+    pub dropped_fields: Vec<String>,
+}
+
+/// One restored disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredDisk {
+    /// Index in the generation.
+    pub index: usize,
+    /// Datastore path of the new disk.
+    pub path: String,
+    /// Capacity.
+    pub capacity: u64,
+    /// Bytes of data written (zero chunks are skipped).
+    pub bytes_written: u64,
+}
+
+/// Default name of a restored VM: `<name>-restored-<UTC>`.
+pub fn default_name(original: &str, now: time::OffsetDateTime) -> String {
+    format!(
+        "{original}-restored-{}",
+        crate::snapshot_name::compact_utc(now)
+    )
+}
+
+fn read_metadata(repo: &Repository, key: &TargetKey, m: &Manifest, name: &str) -> Result<Vec<u8>> {
+    if !m.metadata_files.iter().any(|f| f == name) {
+        return Err(Error::NotInRepository(format!(
+            "generation {} of {key} has no {name}",
+            m.generation
+        )));
+    }
+    Ok(repo.read_metadata(key, m.generation, name)?)
+}
+
+/// Checks everything and resolves the placement.
+///
+/// # Errors
+/// Any unknown name (with candidates), a missing generation or metadata, a VM of that name
+/// that exists (without `--overwrite`) or is powered on (without `--force`).
+pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreArgs) -> Result<RestorePlan> {
+    let repo = crate::repo::open(config)?;
+    let (summary, _) = crate::repo::find_target(&repo, &args.target)?;
+    let key = summary.key;
+    let manifest = crate::repo::pick_generation(&repo, &key, args.generation)?;
+    let xml = read_metadata(&repo, &key, &manifest, metadata::CONFIG_FILE)?;
+    let saved_config = vim_client::xml::parse(&xml)?;
+    let saved: VmMetadata = serde_json::from_slice(&read_metadata(
+        &repo,
+        &key,
+        &manifest,
+        metadata::SUMMARY_FILE,
+    )?)
+    .map_err(|e| Error::Other(format!("saved {}: {e}", metadata::SUMMARY_FILE)))?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&manifest.target.name, time::OffsetDateTime::now_utc()));
+
+    let dcs = crate::inventory::datacenters(vc).await?;
+    let dc_name = match &args.datacenter {
+        Some(d) => d.clone(),
+        None if dcs.iter().any(|d| d.name == saved.placement.datacenter) => {
+            saved.placement.datacenter.clone()
+        }
+        None => dcs
+            .first()
+            .map(|d| d.name.clone())
+            .ok_or_else(|| Error::Other("vCenter has no datacenter".into()))?,
+    };
+    let inventory = Inventory::load(vc, &dc_name).await?;
+    let folder = match &args.folder {
+        Some(f) => inventory.folder(f)?,
+        None => inventory
+            .folder(&saved.placement.folder)
+            .unwrap_or_else(|_| inventory.datacenter.vm_folder.clone()),
+    };
+    let pool = match &args.resource_pool {
+        Some(p) => inventory.pool(p)?,
+        None => match inventory.pool(&saved.placement.resource_pool) {
+            Ok(p) => p,
+            Err(_) => inventory
+                .pools
+                .first()
+                .map(|c| MoRef::new("ResourcePool", c.moref.clone()))
+                .ok_or_else(|| {
+                    Error::Other(format!("datacenter {dc_name} has no resource pool"))
+                })?,
+        },
+    };
+    let host = args
+        .host
+        .as_deref()
+        .map(|h| inventory.host(h))
+        .transpose()?;
+    let saved_vm_ds = saved
+        .vmx_path
+        .as_deref()
+        .map(metadata_datastore)
+        .unwrap_or_default();
+    let vm_datastore = match &args.datastore {
+        Some(d) => inventory.datastore(d)?.name.clone(),
+        None => match inventory.datastore(&saved_vm_ds) {
+            Ok(d) => d.name.clone(),
+            Err(_) => inventory
+                .datastores
+                .first()
+                .map(|d| d.name.clone())
+                .ok_or_else(|| Error::Other(format!("datacenter {dc_name} has no datastore")))?,
+        },
+    };
+    let originals: Vec<String> = manifest
+        .disks
+        .iter()
+        .map(|d| {
+            if inventory.datastore(&d.disk.datastore).is_ok() {
+                d.disk.datastore.clone()
+            } else {
+                vm_datastore.clone()
+            }
+        })
+        .collect();
+    let disk_datastores =
+        disk_datastores(&originals, args.datastore.as_deref(), &args.disk_datastore)?;
+    for ds in &disk_datastores {
+        inventory.datastore(ds)?;
+    }
+    let saved_networks: Vec<String> = saved.nics.iter().map(|n| n.network.clone()).collect();
+    let network_map = NetworkMap::new(&args.network, &saved_networks)?;
+    let mut nic_backings = HashMap::new();
+    for nic in &saved.nics {
+        let target = inventory.network(network_map.target(&nic.network))?;
+        nic_backings.insert(nic.key, nic_backing(target));
+    }
+
+    let replace = match existing_vm(vc, &name).await? {
+        None => None,
+        Some((moref, state)) => {
+            if !args.overwrite {
+                return Err(Error::NameTaken(name));
+            }
+            if state == PowerState::PoweredOn && !args.force {
+                return Err(Error::PoweredOn(name));
+            }
+            Some((moref, state))
+        }
+    };
+    Ok(RestorePlan {
+        repo,
+        key,
+        manifest,
+        saved_config,
+        saved,
+        name,
+        inventory,
+        folder,
+        pool,
+        host,
+        vm_datastore,
+        disk_datastores,
+        nic_backings,
+        recovery: args.recovery,
+        replace,
+    })
+}
+
+fn metadata_datastore(path: &str) -> String {
+    path.parse::<vim_client::DatastorePath>()
+        .map(|p| p.datastore)
+        .unwrap_or_default()
+}
+
+/// The `backing` element that attaches a NIC to `target`.
+pub fn nic_backing(target: &NetworkTarget) -> Element {
+    match &target.kind {
+        NetworkKind::Standard => Element::vim("backing")
+            .typed("VirtualEthernetCardNetworkBackingInfo")
+            .text_child("deviceName", target.candidate.name.clone())
+            .child(MoRef::new("Network", target.candidate.moref.clone()).to_element("network")),
+        NetworkKind::Distributed {
+            switch_uuid,
+            portgroup_key,
+        } => Element::vim("backing")
+            .typed("VirtualEthernetCardDistributedVirtualPortBackingInfo")
+            .child(
+                Element::vim("port")
+                    .text_child("switchUuid", switch_uuid.clone())
+                    .text_child("portgroupKey", portgroup_key.clone()),
+            ),
+    }
+}
+
+async fn existing_vm(vc: &Vcenter, name: &str) -> Result<Option<(MoRef, PowerState)>> {
+    let vms = vc.client.list_vms().await?;
+    let mut matches = vms.into_iter().filter(|v| v.name == name);
+    let first = matches.next();
+    if matches.next().is_some() {
+        return Err(Error::Other(format!(
+            "several VMs are named `{name}`; --overwrite needs a unique name"
+        )));
+    }
+    Ok(first.map(|v| {
+        (
+            v.moref,
+            v.power_state.unwrap_or(PowerState::Unknown(String::new())),
+        )
+    }))
+}
+
+/// Replaces the existing VM, if the plan says so: powers it off (`--force` was checked) and
+/// destroys it.
+///
+/// # Errors
+/// vCenter faults.
+pub async fn remove_replaced(vc: &Vcenter, plan: &RestorePlan) -> Result<()> {
+    if let Some((vm, state)) = &plan.replace {
+        if *state == PowerState::PoweredOn {
+            tracing::warn!(vm = %plan.name, "--overwrite --force: powering off the existing VM");
+            vc.client.power_off(vm).await?;
+        }
+        tracing::warn!(vm = %plan.name, "--overwrite: destroying the existing VM");
+        vc.client.destroy(vm).await?;
+    }
+    Ok(())
+}
+
+/// Writes every disk of the generation into the new VM's disks (matched in device order,
+/// capacities checked), skipping zero chunks.
+///
+/// # Errors
+/// A disk count or capacity mismatch, VDDK and repository errors, an interruption.
+pub async fn write_disks(
+    vc: &Vcenter,
+    vddk: &VddkEndpoint,
+    plan: &Arc<RestorePlan>,
+    vm: &MoRef,
+    cancel: &Cancel,
+    show_progress: bool,
+) -> Result<Vec<RestoredDisk>> {
+    let config: VmConfig = vc.client.vm_config(vm).await?;
+    let new_disks: Vec<(String, u64)> = config
+        .disks()
+        .map(|(_, d)| (d.backing.file_name.clone(), d.capacity_in_bytes))
+        .collect();
+    if new_disks.len() != plan.manifest.disks.len() {
+        return Err(Error::Other(format!(
+            "the new VM has {} disks, the generation {}",
+            new_disks.len(),
+            plan.manifest.disks.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (index, (record, (path, capacity))) in plan.manifest.disks.iter().zip(new_disks).enumerate()
+    {
+        if capacity != record.disk.capacity {
+            return Err(Error::Other(format!(
+                "new disk {index} ({path}) has {capacity} bytes, the backup {}",
+                record.disk.capacity
+            )));
+        }
+        let vddk = vddk.clone();
+        let job_plan = plan.clone();
+        let cancel = cancel.clone();
+        let vm_id = vm.value.clone();
+        let disk_key = record.disk.key;
+        let p = path.clone();
+        let stored = record
+            .stats
+            .logical_bytes
+            .saturating_sub(record.stats.zero_bytes);
+        let label = format!("restore {} disk {index}", plan.name);
+        let written = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let plan = job_plan;
+            let reader = plan
+                .repo
+                .disk_reader(&plan.key, plan.manifest.generation, disk_key)?;
+            let conn = vddk.connect_writable(&vm_id)?;
+            let mut disk = conn
+                .open(&p, vddk::OpenFlags::NONE)
+                .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
+            let progress = Progress::new(label, stored, !show_progress);
+            let mut written = 0u64;
+            for chunk in reader.chunks() {
+                if cancel.is_cancelled() {
+                    return Err(Error::Interrupted);
+                }
+                let chunk = chunk?;
+                disk.write(chunk.offset / vddk::SECTOR_SIZE, &chunk.data)
+                    .map_err(|e| Error::Vddk(format!("write {p} at {}: {e}", chunk.offset)))?;
+                written += chunk.data.len() as u64;
+                progress.add(chunk.data.len() as u64);
+            }
+            disk.flush()
+                .map_err(|e| Error::Vddk(format!("flush {p}: {e}")))?;
+            progress.finish();
+            Ok(written)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("disk writer failed: {e}")))??;
+        tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
+        out.push(RestoredDisk {
+            index,
+            path,
+            capacity,
+            bytes_written: written,
+        });
+    }
+    Ok(out)
+}
+
+/// Destroys a half-restored VM, logging (not failing) if that fails too.
+pub async fn destroy_partial(vc: &Vcenter, vm: &MoRef, name: &str) {
+    let _ = vc.client.power_off(vm).await;
+    match vc.client.destroy(vm).await {
+        Ok(()) => tracing::warn!(vm = %name, "destroyed the partially restored VM"),
+        Err(e) => {
+            tracing::error!(vm = %name, "could not destroy the partially restored VM {}: {e}; remove it by hand", vm.value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Candidate;
+
+    #[test]
+    fn default_name_has_utc_stamp() {
+        let t = time::macros::datetime!(2026-11-27 10:00:00 UTC);
+        assert_eq!(default_name("web01", t), "web01-restored-20261127T100000Z");
+    }
+
+    #[test]
+    fn nic_backings_by_network_kind() {
+        let std = NetworkTarget {
+            candidate: Candidate {
+                name: "VM Network".into(),
+                moref: "network-7".into(),
+            },
+            kind: NetworkKind::Standard,
+        };
+        let b = nic_backing(&std);
+        assert_eq!(b.type_name(), Some("VirtualEthernetCardNetworkBackingInfo"));
+        assert_eq!(b.text_at("deviceName"), Some("VM Network"));
+        let dv = NetworkTarget {
+            candidate: Candidate {
+                name: "DC0_DVPG0".into(),
+                moref: "dvportgroup-9".into(),
+            },
+            kind: NetworkKind::Distributed {
+                switch_uuid: "50 aa".into(),
+                portgroup_key: "dvportgroup-9".into(),
+            },
+        };
+        let b = nic_backing(&dv);
+        assert_eq!(b.text_at("port/portgroupKey"), Some("dvportgroup-9"));
+        assert_eq!(b.text_at("port/switchUuid"), Some("50 aa"));
+    }
+}

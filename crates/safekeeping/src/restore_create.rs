@@ -1,0 +1,66 @@
+//! Restore by creation: a `VirtualMachineConfigSpec` rebuilt from the saved configuration
+//! (new disks of the original capacity and provisioning on the mapped datastores, NICs on the
+//! mapped networks, identity kept only with `--recovery`), then `CreateVM_Task`.
+
+use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions};
+
+use crate::error::Result;
+use crate::restore::RestorePlan;
+use crate::vcenter::Vcenter;
+
+/// The spec options the plan describes.
+pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
+    let mut o = RestoreOptions::new(plan.name.clone(), format!("[{}]", plan.vm_datastore));
+    if plan.recovery {
+        o.uuid = plan
+            .saved_config
+            .text_at("uuid")
+            .map(str::to_string)
+            .filter(|u| !u.is_empty());
+        o.instance_uuid = plan
+            .saved_config
+            .text_at("instanceUuid")
+            .map(str::to_string);
+        o.macs = MacPolicy::Keep;
+    } else {
+        o.macs = MacPolicy::Regenerate;
+    }
+    for (record, ds) in plan.manifest.disks.iter().zip(&plan.disk_datastores) {
+        let datastore = plan
+            .inventory
+            .datastore(ds)
+            .ok()
+            .map(|c| MoRef::new("Datastore", c.moref.clone()));
+        o.disks.insert(
+            record.disk.key,
+            DiskTarget {
+                file_name: format!("[{ds}]"),
+                datastore,
+                thin_provisioned: None,
+                create: true,
+            },
+        );
+    }
+    o.nic_backings = plan.nic_backings.clone();
+    o
+}
+
+/// Creates the VM; returns it and the configuration fields that were not carried over.
+///
+/// # Errors
+/// An unusable saved configuration, CreateVM_Task faults.
+pub async fn create(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<String>)> {
+    let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options(plan))?;
+    if !rebuilt.dropped_fields.is_empty() {
+        tracing::info!(
+            "configuration fields not carried over: {}",
+            rebuilt.dropped_fields.join(", ")
+        );
+    }
+    let vm = vc
+        .client
+        .create_vm(&plan.folder, &rebuilt.spec, &plan.pool, plan.host.as_ref())
+        .await?;
+    tracing::info!(vm = %plan.name, moref = %vm.value, "created VM");
+    Ok((vm, rebuilt.dropped_fields))
+}

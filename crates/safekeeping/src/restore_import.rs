@@ -1,0 +1,136 @@
+//! Restore by import: the saved `.vmx` (renamed, identity cleared unless `--recovery`, disks,
+//! disk controllers and NICs removed) and `.nvram` are uploaded to a new folder on the
+//! datastore, registered with `RegisterVM_Task`, and the controllers, new disks and NICs are
+//! added with `ReconfigVM_Task` from the same rebuilt spec restore-by-create uses.
+
+use vim_client::xml::Element;
+use vim_client::{config_spec_from_info, DatastorePath, MoRef};
+
+use crate::error::{Error, Result};
+use crate::metadata;
+use crate::restore::{destroy_partial, RestorePlan};
+use crate::restore_create::restore_options;
+use crate::vcenter::Vcenter;
+use crate::vmx::{edit_vmx, VmxEdit};
+
+fn is_reconfigured_device(device: &Element) -> bool {
+    let t = device.type_name().unwrap_or_default();
+    t == "VirtualDisk"
+        || (t.ends_with("Controller")
+            && !t.contains("IDE")
+            && !t.contains("PCI")
+            && !t.contains("PS2")
+            && !t.contains("SIO"))
+        || device.get("addressType").is_some()
+        || device.get("macAddress").is_some()
+}
+
+/// Imports the VM; returns it and the configuration fields that were not carried over.
+///
+/// # Errors
+/// A generation without `.vmx`, upload, RegisterVM_Task and ReconfigVM_Task faults. A VM
+/// registered before the failure is destroyed; uploaded files are deleted.
+pub async fn import(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<String>)> {
+    let m = &plan.manifest;
+    let read = |name: &str| -> Result<Vec<u8>> {
+        if !m.metadata_files.iter().any(|f| f == name) {
+            return Err(Error::NotInRepository(format!(
+                "generation {} has no {name}, so it cannot be restored with --mode import; use --mode create",
+                m.generation
+            )));
+        }
+        Ok(plan.repo.read_metadata(&plan.key, m.generation, name)?)
+    };
+    let vmx = String::from_utf8_lossy(&read(metadata::VMX_FILE)?).into_owned();
+    let nvram = read(metadata::NVRAM_FILE).ok();
+    let nvram_name = format!("{}.nvram", plan.name);
+    let edited = edit_vmx(
+        &vmx,
+        &VmxEdit {
+            name: &plan.name,
+            nvram_file: &nvram_name,
+            keep_identity: plan.recovery,
+        },
+    );
+    let dc_path = plan.inventory.datacenter.name.clone();
+    let dir = DatastorePath::new(plan.vm_datastore.clone(), plan.name.clone());
+    let vmx_path = DatastorePath::new(
+        plan.vm_datastore.clone(),
+        format!("{}/{}.vmx", plan.name, plan.name),
+    );
+    vc.client
+        .make_directory(&dir, Some(&plan.inventory.datacenter.moref), true)
+        .await?;
+    let uploaded = async {
+        vc.client
+            .write_datastore_file(&dc_path, &vmx_path, edited.into_bytes())
+            .await?;
+        if let Some(n) = nvram {
+            let p = DatastorePath::new(
+                plan.vm_datastore.clone(),
+                format!("{}/{nvram_name}", plan.name),
+            );
+            vc.client.write_datastore_file(&dc_path, &p, n).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    let registered = match uploaded {
+        Ok(()) => vc
+            .client
+            .register_vm(
+                &plan.folder,
+                &vmx_path.to_string(),
+                Some(&plan.name),
+                &plan.pool,
+                plan.host.as_ref(),
+            )
+            .await
+            .map_err(Error::from),
+        Err(e) => Err(e),
+    };
+    let vm = match registered {
+        Ok(vm) => vm,
+        Err(e) => {
+            if let Err(d) = vc
+                .client
+                .delete_datastore_file(&dir, Some(&plan.inventory.datacenter.moref))
+                .await
+            {
+                tracing::warn!("could not delete {dir}: {d}");
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(vm = %plan.name, moref = %vm.value, "registered VM from the saved .vmx");
+    match add_devices(vc, plan, &vm).await {
+        Ok(dropped) => Ok((vm, dropped)),
+        Err(e) => {
+            destroy_partial(vc, &vm, &plan.name).await;
+            Err(e)
+        }
+    }
+}
+
+async fn add_devices(vc: &Vcenter, plan: &RestorePlan, vm: &MoRef) -> Result<Vec<String>> {
+    let mut options = restore_options(plan);
+    // The disks go into the registered VM's folder.
+    for target in options.disks.values_mut() {
+        let ds = target
+            .file_name
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        if ds == plan.vm_datastore {
+            target.file_name = format!("[{ds}] {}/", plan.name);
+        }
+    }
+    let rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
+    let mut spec = Element::vim("spec").typed("VirtualMachineConfigSpec");
+    for change in rebuilt.spec.all("deviceChange") {
+        if change.get("device").is_some_and(is_reconfigured_device) {
+            spec.push(change.clone());
+        }
+    }
+    vc.client.reconfigure_vm(vm, &spec).await?;
+    Ok(rebuilt.dropped_fields)
+}

@@ -1,0 +1,98 @@
+//! Connecting VDDK to the same vCenter as the SOAP session: same user and password, the
+//! server's host and port from the configured URL, and the SHA-1 thumbprint of the certificate
+//! the (verified) SOAP connection saw.
+
+use vddk::{ConnectOptions, ConnectParams, Connection, Credentials, Vddk};
+use vim_client::Secret;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::vcenter::Vcenter;
+
+/// A loaded, initialised VDDK plus what it needs to connect.
+#[derive(Clone)]
+pub struct VddkEndpoint {
+    vddk: Vddk,
+    host: String,
+    port: u16,
+    user: String,
+    password: Secret,
+    thumbprint: Option<String>,
+    transports: Option<String>,
+}
+
+impl std::fmt::Debug for VddkEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VddkEndpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VddkEndpoint {
+    /// Loads VDDK from `[vddk] libdir` and initialises it with `[vddk] config`.
+    ///
+    /// # Errors
+    /// A missing `[vddk]` section, a library that cannot be loaded or initialised.
+    pub fn new(config: &Config, vc: &Vcenter) -> Result<VddkEndpoint> {
+        let v = config.vddk()?;
+        let vddk = Vddk::load(&v.libdir)?;
+        vddk.init(v.config.as_deref())?;
+        let thumbprint = vc.client.server_thumbprints().map(|t| t.sha1);
+        Ok(VddkEndpoint {
+            vddk,
+            host: vc.host.clone(),
+            port: vc.port,
+            user: vc.user.clone(),
+            password: vc.password.clone(),
+            thumbprint,
+            transports: v.transports.clone(),
+        })
+    }
+
+    fn params(&self, vm_moref: &str) -> ConnectParams {
+        let mut p = ConnectParams::vm(vm_moref)
+            .server(self.host.clone())
+            .port(self.port)
+            .credentials(Credentials::UserPassword {
+                user: self.user.clone(),
+                password: self.password.expose().to_string(),
+            });
+        if let Some(t) = &self.thumbprint {
+            p = p.thumbprint(t.clone());
+        }
+        p
+    }
+
+    /// A read-only connection to a VM's snapshot, for backup. Blocking.
+    ///
+    /// # Errors
+    /// VDDK connect failures.
+    pub fn connect_snapshot(&self, vm_moref: &str, snapshot_moref: &str) -> Result<Connection> {
+        let options = ConnectOptions {
+            read_only: true,
+            snapshot_moref: Some(snapshot_moref.to_string()),
+            transports: self.transports.clone(),
+        };
+        self.vddk
+            .connect(&self.params(vm_moref), &options)
+            .map_err(|e| Error::Vddk(format!("connect to {vm_moref} at {snapshot_moref}: {e}")))
+    }
+
+    /// A read-write connection to a VM, for restore. Blocking.
+    ///
+    /// # Errors
+    /// VDDK connect failures.
+    pub fn connect_writable(&self, vm_moref: &str) -> Result<Connection> {
+        let options = ConnectOptions {
+            read_only: false,
+            snapshot_moref: None,
+            transports: self.transports.clone(),
+        };
+        self.vddk
+            .connect(&self.params(vm_moref), &options)
+            .map_err(|e| Error::Vddk(format!("connect to {vm_moref} for writing: {e}")))
+    }
+}
