@@ -106,6 +106,7 @@ func run(dir, user, passwordFile string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sdk", l.serveSDK)
 	mux.HandleFunc("/lab/", l.serveAdmin)
+	mux.HandleFunc("/folder/", l.serveFolder)
 	mux.Handle("/", model.Service.ServeMux)
 	server := &http.Server{
 		Handler:   mux,

@@ -108,7 +108,11 @@ const probeBody = `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns
 // probeSession checks the request's session with a harmless call through vcsim; it returns
 // vcsim's fault (NotAuthenticated, as vCenter answers) when the session is not valid.
 func (l *lab) probeSession(r *http.Request) *httptest.ResponseRecorder {
-	rec := l.passRecorded(r, []byte(probeBody))
+	probe := r.Clone(r.Context())
+	probe.Method = http.MethodPost
+	probe.URL.Path = "/sdk"
+	probe.URL.RawQuery = ""
+	rec := l.passRecorded(probe, []byte(probeBody))
 	if rec.Code == http.StatusOK {
 		return nil
 	}
@@ -192,6 +196,20 @@ func writeFault(w http.ResponseWriter, msg string, fault types.BaseMethodFault) 
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 	w.WriteHeader(http.StatusInternalServerError)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// serveFolder is vcsim's datastore file access (/folder/...), behind a session check as
+// on vCenter.
+func (l *lab) serveFolder(w http.ResponseWriter, r *http.Request) {
+	if rec := l.probeSession(r); rec != nil {
+		http.Error(w, "not authenticated: log in first and send the vmware_soap_session cookie", http.StatusUnauthorized)
+		return
+	}
+	if r.Method == http.MethodPut || r.Method == http.MethodPost {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+	}
+	l.svc.ServeDatastore(w, r)
 }
 
 // checkConfigSpec refuses what would make vcsim drop the connection: NICs on networks

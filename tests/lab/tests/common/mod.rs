@@ -275,3 +275,25 @@ pub fn local(lab: &Lab, ds_path: &str) -> PathBuf {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+impl Soap {
+    /// GET with the session cookie.
+    pub fn get(&self, url: &str) -> Reply {
+        let res = self.http.get(url).send().unwrap();
+        Reply {
+            status: res.status().as_u16(),
+            body: res.text().unwrap(),
+        }
+    }
+
+    /// PUT with the session cookie; returns the status.
+    pub fn put(&self, url: &str, body: &str) -> u16 {
+        self.http
+            .put(url)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
