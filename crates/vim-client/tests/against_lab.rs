@@ -627,3 +627,49 @@ async fn datastore_files_up_and_down() {
         .unwrap_err();
     assert!(err.fault_kind().is_some(), "{err}");
 }
+
+#[tokio::test]
+async fn first_class_disks() {
+    let lab = Lab::up();
+    let c = lab.client().await;
+    let ds = c
+        .find_by_name(InventoryKind::Datastore, "datastore1")
+        .await
+        .unwrap();
+    let disk = c
+        .fcd_create("fcd01", &ds, 32, None, Provisioning::Thin)
+        .await
+        .unwrap();
+    assert_eq!(disk.name, "fcd01");
+    assert_eq!(disk.capacity_in_mb, 32);
+    assert_eq!(disk.datastore.as_ref(), Some(&ds));
+    assert!(
+        disk.file_path
+            .as_deref()
+            .is_some_and(|p| p.ends_with(".vmdk")),
+        "{disk:?}"
+    );
+    let again = c.fcd_retrieve(&disk.id, &ds).await.unwrap();
+    assert_eq!(again.id, disk.id);
+    assert_eq!(again.name, "fcd01");
+    assert_eq!(c.fcd_list(&ds).await.unwrap(), vec![disk.id.clone()]);
+    let snap = c
+        .fcd_create_snapshot(&disk.id, &ds, "nightly")
+        .await
+        .unwrap();
+    let snaps = c.fcd_snapshots(&disk.id, &ds).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].id, snap);
+    assert_eq!(snaps[0].description, "nightly");
+    c.fcd_delete_snapshot(&disk.id, &ds, &snap).await.unwrap();
+    assert!(c.fcd_snapshots(&disk.id, &ds).await.unwrap().is_empty());
+    let err = c
+        .fcd_delete_snapshot(&disk.id, &ds, &snap)
+        .await
+        .unwrap_err();
+    assert!(err.fault_kind().is_some(), "{err}");
+    c.fcd_delete(&disk.id, &ds).await.unwrap();
+    assert!(c.fcd_list(&ds).await.unwrap().is_empty());
+    let err = c.fcd_retrieve(&disk.id, &ds).await.unwrap_err();
+    assert!(err.fault_kind().is_some(), "{err}");
+}
