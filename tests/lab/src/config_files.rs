@@ -102,6 +102,7 @@ pub fn lab_json(dir: &LabDir, info: &ServerInfo) -> serde_json::Value {
         "vm_folder_moref": info.inventory.vm_folder_moref,
         "pool_moref": info.inventory.pool_moref,
         "datastores": info.inventory.datastores,
+        "datastore_morefs": info.inventory.datastore_morefs,
         "networks": info.inventory.networks,
         "dv_portgroups": info.inventory.dv_portgroups,
         "vddk_libdir": dir.vddk(),

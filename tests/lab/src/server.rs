@@ -53,6 +53,9 @@ pub struct Inventory {
     pub pool_moref: String,
     /// Datastore name to local directory.
     pub datastores: std::collections::BTreeMap<String, String>,
+    /// Datastore name to moref value.
+    #[serde(default)]
+    pub datastore_morefs: std::collections::BTreeMap<String, String>,
     /// Standard port groups.
     pub networks: Vec<String>,
     /// Distributed port groups.

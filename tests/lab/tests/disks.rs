@@ -162,3 +162,25 @@ fn guest_write_and_disk_digest_agree_with_an_independent_computation() {
     let (ok, _, err) = lab.try_run(&["disk-digest", "--vm", "nope", "--disk", "0"]);
     assert!(!ok && err.contains("no VM named"), "{err}");
 }
+
+#[test]
+fn first_class_disks_get_real_files() {
+    let lab = Lab::up();
+    let s = lab.soap();
+    let ds = lab.json()["datastore_morefs"]["datastore2"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = s.task(&format!(
+        "<CreateDisk_Task xmlns=\"urn:vim25\"><_this type=\"VcenterVStorageObjectManager\">VStorageObjectManager</_this>\
+         <spec><name>fcd1</name><capacityInMB>16</capacityInMB>\
+         <backingSpec xsi:type=\"VslmCreateSpecDiskFileBackingSpec\"><datastore type=\"Datastore\">{ds}</datastore>\
+         <provisioningType>thin</provisioningType></backingSpec></spec></CreateDisk_Task>"
+    ));
+    assert!(info.contains("<state>success</state>"), "{info}");
+    let path = between(&info, "<filePath>", "<").expect("backing filePath");
+    assert!(path.starts_with("[datastore2] fcd/"), "{path}");
+    let desc = std::fs::read_to_string(local(&lab, &path)).unwrap();
+    assert!(desc.contains("RW 32768 VMFS"), "{desc}");
+    assert_eq!(lab.digest_path(&path), sha256_hex(&vec![0u8; 16 << 20]));
+}

@@ -360,3 +360,25 @@ func sizeFlat(path string, capacity int64) error {
 	}
 	return f.Sync()
 }
+
+// materializeFCD gives a first class disk made by CreateDisk_Task a real descriptor and a
+// sparse flat extent of its capacity.
+func (l *lab) materializeFCD(res types.AnyType) {
+	var obj *types.VStorageObject
+	switch x := res.(type) {
+	case *types.VStorageObject:
+		obj = x
+	case types.VStorageObject:
+		obj = &x
+	default:
+		return
+	}
+	b, ok := obj.Config.Backing.(*types.BaseConfigInfoDiskFileBackingInfo)
+	if !ok {
+		return
+	}
+	d := diskView{fileName: b.FilePath, capacity: obj.Config.CapacityInMB << 20, adapter: "lsilogic"}
+	if _, err := l.ensureDisk(d); err != nil {
+		log.Printf("lab: first class disk %s: %v", b.FilePath, err)
+	}
+}

@@ -163,21 +163,22 @@ type serverInfo struct {
 
 // inventory names the lab's fixed objects.
 type inventory struct {
-	Datacenter    string            `json:"datacenter"`
-	Cluster       string            `json:"cluster"`
-	Hosts         []string          `json:"hosts"`
-	Pool          string            `json:"pool"`
-	VMFolder      string            `json:"vm_folder"`
-	VMFolderMoref string            `json:"vm_folder_moref"`
-	PoolMoref     string            `json:"pool_moref"`
-	Datastores    map[string]string `json:"datastores"`
-	Networks      []string          `json:"networks"`
-	DVPortgroups  []string          `json:"dv_portgroups"`
+	Datacenter      string            `json:"datacenter"`
+	Cluster         string            `json:"cluster"`
+	Hosts           []string          `json:"hosts"`
+	Pool            string            `json:"pool"`
+	VMFolder        string            `json:"vm_folder"`
+	VMFolderMoref   string            `json:"vm_folder_moref"`
+	PoolMoref       string            `json:"pool_moref"`
+	Datastores      map[string]string `json:"datastores"`
+	DatastoreMorefs map[string]string `json:"datastore_morefs"`
+	Networks        []string          `json:"networks"`
+	DVPortgroups    []string          `json:"dv_portgroups"`
 }
 
 // buildInventory adds the lab's datastores (backed by dir/datastores/NAME) and networks.
 func (l *lab) buildInventory(ctx context.Context) (inventory, error) {
-	inv := inventory{Datastores: map[string]string{}}
+	inv := inventory{Datastores: map[string]string{}, DatastoreMorefs: map[string]string{}}
 	finder := find.NewFinder(l.client, false)
 	dc, err := finder.DefaultDatacenter(ctx)
 	if err != nil {
@@ -225,6 +226,11 @@ func (l *lab) buildInventory(ctx context.Context) (inventory, error) {
 			}
 		}
 		inv.Datastores[name] = path
+		ds, err := finder.Datastore(ctx, name)
+		if err != nil {
+			return inv, err
+		}
+		inv.DatastoreMorefs[name] = ds.Reference().Value
 	}
 
 	for _, name := range labNetworks {

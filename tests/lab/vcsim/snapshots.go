@@ -33,24 +33,8 @@ func (l *lab) createSnapshot(w http.ResponseWriter, r *http.Request, body []byte
 		return
 	}
 	rec := l.passRecorded(r, body)
-	m := taskReturn.FindSubmatch(rec.Body.Bytes())
-	if rec.Code != http.StatusOK || m == nil {
-		copyRecorded(w, rec)
-		return
-	}
-	taskRef := types.ManagedObjectReference{Type: "Task", Value: string(m[1])}
-	task, ok := simulator.Map.Get(taskRef).(*simulator.Task)
-	if !ok {
-		copyRecorded(w, rec)
-		return
-	}
-	var snapRef types.ManagedObjectReference
-	var succeeded bool
-	simulator.Map.WithLock(task, func() {
-		if ref, ok := task.Info.Result.(types.ManagedObjectReference); ok && task.Info.State == types.TaskInfoStateSuccess {
-			snapRef, succeeded = ref, true
-		}
-	})
+	res, succeeded := taskResult(rec)
+	snapRef, _ := res.(types.ManagedObjectReference)
 	if succeeded {
 		if err := l.freeze(req.This, snapRef); err != nil {
 			// The snapshot exists but its disks could not be frozen: fail loudly in the

@@ -82,6 +82,15 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		writeResponse(w, "RegisterVM_TaskResponse", &types.RegisterVM_TaskResponse{Returnval: task})
 		l.syncAll()
 		return
+	case *types.CreateDisk_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		rec := l.passRecorded(r, body)
+		if res, ok := taskResult(rec); ok {
+			l.materializeFCD(res)
+		}
+		copyRecorded(w, rec)
+		return
 	case *types.CreateVM_Task:
 		if f, msg := checkConfigSpec(&req.Config); f != nil {
 			writeFault(w, msg, f)
@@ -138,6 +147,25 @@ func copyRecorded(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
+}
+
+// taskResult is the result of the (synchronously finished) task a recorded vcsim reply
+// returned, when it succeeded.
+func taskResult(rec *httptest.ResponseRecorder) (types.AnyType, bool) {
+	m := taskReturn.FindSubmatch(rec.Body.Bytes())
+	if rec.Code != http.StatusOK || m == nil {
+		return nil, false
+	}
+	task, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "Task", Value: string(m[1])}).(*simulator.Task)
+	if !ok {
+		return nil, false
+	}
+	var res types.AnyType
+	var done bool
+	simulator.Map.WithLock(task, func() {
+		res, done = task.Info.Result, task.Info.State == types.TaskInfoStateSuccess
+	})
+	return res, done
 }
 
 var taskReturn = regexp.MustCompile(`<returnval type="Task">([^<]+)</returnval>`)
