@@ -196,9 +196,10 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
             .await?;
     let repo = ctx.repo.clone();
     let prev_key = key.clone();
-    let previous = blocking(move || match repo.latest_successful(&prev_key)? {
-        Some(g) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
-        None => Ok(None),
+    let previous = blocking(move || match repo.latest_successful(&prev_key) {
+        Ok(Some(g)) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
+        Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     })
     .await?;
     let prepared = Prepared {

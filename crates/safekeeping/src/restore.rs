@@ -340,10 +340,6 @@ pub async fn write_disks(
         let vm_id = vm.value.clone();
         let disk_key = record.disk.key;
         let p = path.clone();
-        let stored = record
-            .stats
-            .logical_bytes
-            .saturating_sub(record.stats.zero_bytes);
         let label = format!("restore {} disk {index}", plan.name);
         let written = tokio::task::spawn_blocking(move || -> Result<u64> {
             let plan = job_plan;
@@ -354,6 +350,8 @@ pub async fn write_disks(
             let mut disk = conn
                 .open(&p, vddk::OpenFlags::NONE)
                 .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
+            let stored = reader.index().stored_chunks().count() as u64
+                * u64::from(reader.index().chunk_size());
             let progress = Progress::new(label, stored, !show_progress);
             let mut written = 0u64;
             for chunk in reader.chunks() {

@@ -107,23 +107,17 @@ pub async fn import(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<Stri
         Ok(dropped) => Ok((vm, dropped)),
         Err(e) => {
             destroy_partial(vc, &vm, &plan.name).await;
-            Err(e)
+            Err(Error::Other(format!(
+                "adding controllers, disks and NICs to the registered VM `{}` failed (the VM was destroyed): {e}",
+                plan.name
+            )))
         }
     }
 }
 
 async fn add_devices(vc: &Vcenter, plan: &RestorePlan, vm: &MoRef) -> Result<Vec<String>> {
-    let mut options = restore_options(plan);
-    // The disks go into the registered VM's folder.
-    for target in options.disks.values_mut() {
-        let ds = target
-            .file_name
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_string();
-        if ds == plan.vm_datastore {
-            target.file_name = format!("[{ds}] {}/", plan.name);
-        }
-    }
+    // Disks named `[ds]` are created in the registered VM's folder on that datastore.
+    let options = restore_options(plan);
     let rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
     let mut spec = Element::vim("spec").typed("VirtualMachineConfigSpec");
     for change in rebuilt.spec.all("deviceChange") {
@@ -131,6 +125,7 @@ async fn add_devices(vc: &Vcenter, plan: &RestorePlan, vm: &MoRef) -> Result<Vec
             spec.push(change.clone());
         }
     }
+    tracing::debug!(spec = %vim_client::xml::to_string(&spec), "ReconfigVM_Task spec");
     vc.client.reconfigure_vm(vm, &spec).await?;
     Ok(rebuilt.dropped_fields)
 }
