@@ -2,18 +2,19 @@
 //! store on worker threads, with a fixed number of chunk buffers in flight.
 //!
 //! ```text
-//!  caller thread                      worker threads (N)
-//!  ─────────────                      ──────────────────
-//!  take a free buffer ──► read_at ──► work queue ──► zero? ─ yes ──────────────┐
-//!        ▲                                           SHA-256                    │
-//!        │                                           known this run? ─ yes ────┤
-//!        │                                           touch+stat on disk? ─ yes ┤
-//!        │                                           zstd, atomic write ───────┤
-//!  record digest in index ◄──────────── done queue ◄────────────────────────────┘
+//!  caller thread            workers (one per core)              writers (4)
+//!  take a free buffer       zero? ──────────────────────────┐
+//!  read_at ─► work queue ─► SHA-256                         │
+//!                           known this run? ────────────────┤
+//!                           touch+stat finds it? ───────────┤
+//!                           zstd ─► store queue ─► write, fsync, rename, fsync folder
+//!  record digest ◄──────────────── done queue ◄─────────────┴──────────┘
 //! ```
 //!
-//! Memory is bounded by `buffers × chunk size` plus one compression buffer per worker, whatever
-//! the disk size. The source is only ever called from the caller's thread.
+//! New chunks go from the workers to a few writer threads (write, fsync, rename, fsync folder),
+//! so fsync latency overlaps with hashing and with other fsyncs. Memory is bounded by
+//! `buffers × chunk size` plus at most `workers + 2 × writers` compressed blobs, whatever the
+//! disk size. The source is only ever called from the caller's thread.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -62,7 +63,10 @@ impl Area {
 pub struct IngestTuning {
     /// Worker threads (hash, compress, store).
     pub workers: usize,
-    /// Chunk buffers in flight (reading + queued + being processed).
+    /// Threads writing new chunks (write, fsync, rename, fsync folder). Several, so that fsync
+    /// latency overlaps with hashing and compression and with other fsyncs.
+    pub writers: usize,
+    /// Chunk buffers in flight (reading + queued + being processed + being written).
     pub buffers: usize,
 }
 
@@ -72,9 +76,11 @@ impl Default for IngestTuning {
             .map(|n| n.get())
             .unwrap_or(2)
             .clamp(1, 16);
+        let writers = 4;
         Self {
             workers,
-            buffers: workers * 2 + 2,
+            writers,
+            buffers: workers * 2 + writers * 2 + 2,
         }
     }
 }
@@ -161,40 +167,84 @@ pub(crate) fn ingest(
     let ranges = chunk_ranges(areas, capacity, index.chunk_size())?;
     let chunk_size = index.chunk_size() as usize;
     let workers = tuning.workers.max(1);
-    let buffers = tuning.buffers.max(workers + 1);
+    let writers = tuning.writers.max(1);
+    let buffers = tuning.buffers.max(workers + writers + 1);
     let mut stats = DiskStats {
         logical_bytes: capacity,
         ..Default::default()
     };
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(buffers);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+    let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreJob>(writers);
     let level = store.codec().level();
 
     std::thread::scope(|scope| -> Result<()> {
-        let mut handles = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers + writers);
         for _ in 0..workers {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
+            let store_tx = store_tx.clone();
             handles.push(scope.spawn(move || {
                 let mut compressor = zstd::bulk::Compressor::new(level).ok();
                 for job in work_rx.iter() {
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let stage = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         process(store, known, compressor.as_mut(), &job.buf)
                     }))
-                    .unwrap_or_else(|_| Err(Error::Worker("a worker panicked".into())));
-                    if done_tx
-                        .send(Done {
-                            slot: job.slot,
-                            buf: job.buf,
-                            outcome,
-                        })
-                        .is_err()
-                    {
+                    .unwrap_or_else(|_| {
+                        Stage::Done(Err(Error::Worker("a worker panicked".into())))
+                    });
+                    let sent = match stage {
+                        Stage::Done(outcome) => done_tx
+                            .send(Done {
+                                slot: job.slot,
+                                buf: job.buf,
+                                outcome,
+                            })
+                            .is_ok(),
+                        Stage::Store { digest, blob } => store_tx
+                            .send(StoreJob {
+                                slot: job.slot,
+                                buf: job.buf,
+                                digest,
+                                blob,
+                            })
+                            .is_ok(),
+                    };
+                    if !sent {
                         break;
                     }
                 }
             }));
         }
+        for _ in 0..writers {
+            let store_rx = store_rx.clone();
+            let done_tx = done_tx.clone();
+            handles.push(scope.spawn(move || {
+                for job in store_rx.iter() {
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        store.insert(&job.digest, &job.blob)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Worker("a writer panicked".into())))
+                    .map(|stored| Outcome::New {
+                        digest: job.digest,
+                        stored,
+                    });
+                    if outcome.is_err() {
+                        lock(known).remove(&job.digest);
+                    }
+                    let done = Done {
+                        slot: job.slot,
+                        buf: job.buf,
+                        outcome,
+                    };
+                    if done_tx.send(done).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(store_tx);
+        drop(store_rx);
         drop(work_rx);
         drop(done_tx);
 
@@ -302,35 +352,47 @@ fn record(
     }
 }
 
+enum Stage {
+    Done(Result<Outcome>),
+    Store { digest: ChunkDigest, blob: Vec<u8> },
+}
+
+struct StoreJob {
+    slot: usize,
+    buf: Vec<u8>,
+    digest: ChunkDigest,
+    blob: Vec<u8>,
+}
+
 fn process(
     store: &ChunkStore,
     known: &Mutex<HashSet<ChunkDigest>>,
     compressor: Option<&mut zstd::bulk::Compressor<'static>>,
     data: &[u8],
-) -> Result<Outcome> {
+) -> Stage {
     if is_all_zero(data) {
-        return Ok(Outcome::Zero);
+        return Stage::Done(Ok(Outcome::Zero));
     }
     let digest = ChunkDigest::of(data);
     // Claim the digest; a second occurrence in this generation is known without touching disk.
+    // If storing it fails, the claim is dropped again (and the ingest fails).
     if !lock(known).insert(digest) {
-        return Ok(Outcome::Known(digest));
+        return Stage::Done(Ok(Outcome::Known(digest)));
     }
-    let result = (|| {
-        if store.touch(&digest)? {
-            return Ok(Outcome::Known(digest));
+    match store.touch(&digest) {
+        Ok(true) => Stage::Done(Ok(Outcome::Known(digest))),
+        Ok(false) => {
+            let blob = match compressor {
+                Some(c) => store.codec().encode_with(c, BlobKind::Chunk, data),
+                None => store.codec().encode(BlobKind::Chunk, data),
+            };
+            Stage::Store { digest, blob }
         }
-        let blob = match compressor {
-            Some(c) => store.codec().encode_with(c, BlobKind::Chunk, data),
-            None => store.codec().encode(BlobKind::Chunk, data),
-        };
-        let stored = store.insert(&digest, &blob)?;
-        Ok(Outcome::New { digest, stored })
-    })();
-    if result.is_err() {
-        lock(known).remove(&digest);
+        Err(e) => {
+            lock(known).remove(&digest);
+            Stage::Done(Err(e))
+        }
     }
-    result
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
