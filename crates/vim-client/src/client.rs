@@ -323,7 +323,8 @@ impl Client {
     fn header(&self, endpoint: Endpoint) -> Vec<Element> {
         match (endpoint, self.session_cookie()) {
             (Endpoint::Vslm, Some(cookie)) => {
-                vec![Element::new_in(NS_VSLM, "vcSessionCookie").text_child_raw(cookie)]
+                let bare = cookie.trim_matches('"').to_owned();
+                vec![Element::new_in("", "vcSessionCookie").text_child_raw(bare)]
             }
             _ => Vec::new(),
         }
@@ -366,7 +367,8 @@ impl Inner {
         let method = body.name.local.clone();
         let action = match endpoint {
             Endpoint::Vim => self.soap_action.clone(),
-            Endpoint::Vslm => "urn:vslm/1.0".to_owned(),
+            // What govmomi sends; VSLM has no version negotiation of its own.
+            Endpoint::Vslm => "urn:vslm/".to_owned(),
         };
         let mut request = self
             .http

@@ -25,6 +25,7 @@ mod task;
 pub mod tls;
 mod vm;
 mod vm_config;
+mod vslm;
 pub mod xml;
 
 pub use changed_areas::{DiskArea, DiskChangeInfo};
@@ -46,3 +47,4 @@ pub use snapshot::{SnapshotInfo, SnapshotTree};
 pub use tls::{Thumbprints, Tls};
 pub use vm::{PowerState, VmInfo, VmListEntry};
 pub use vm_config::VmConfig;
+pub use vslm::Vslm;
