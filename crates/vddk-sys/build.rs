@@ -34,5 +34,7 @@ fn regenerate() {
         .generate()
         .expect("bindgen failed on the VixDiskLib header");
     let out = manifest.join("src/bindings.rs");
-    bindings.write_to_file(&out).expect("cannot write src/bindings.rs");
+    bindings
+        .write_to_file(&out)
+        .expect("cannot write src/bindings.rs");
 }

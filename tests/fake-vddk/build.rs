@@ -3,5 +3,8 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/log.c");
-    cc::Build::new().file("csrc/log.c").warnings(true).compile("fakevddklog");
+    cc::Build::new()
+        .file("csrc/log.c")
+        .warnings(true)
+        .compile("fakevddklog");
 }

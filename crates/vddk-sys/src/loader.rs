@@ -197,12 +197,11 @@ impl VddkLibrary {
             source,
         })?;
         // SAFETY: symbols are resolved with the header's signatures; same guarantee as above.
-        let api = unsafe { VixDiskLibApi::from_library(library) }.map_err(|source| {
-            LoadError::Open {
+        let api =
+            unsafe { VixDiskLibApi::from_library(library) }.map_err(|source| LoadError::Open {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let present = symbol_presence(&api);
         let missing: Vec<&'static str> = REQUIRED_SYMBOLS
             .iter()
@@ -270,7 +269,10 @@ fn symbol_presence(api: &VixDiskLibApi) -> Vec<(&'static str, bool)> {
             "VixDiskLib_GetTransportMode",
             api.VixDiskLib_GetTransportMode.is_ok(),
         ),
-        ("VixDiskLib_GetErrorText", api.VixDiskLib_GetErrorText.is_ok()),
+        (
+            "VixDiskLib_GetErrorText",
+            api.VixDiskLib_GetErrorText.is_ok(),
+        ),
         (
             "VixDiskLib_FreeErrorText",
             api.VixDiskLib_FreeErrorText.is_ok(),

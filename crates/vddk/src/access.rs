@@ -32,7 +32,11 @@ impl Vddk {
     /// # Errors
     /// [`crate::Error::Unsupported`] when the library lacks the function,
     /// [`crate::Error::NotInitialised`], [`crate::Error::Vix`].
-    pub fn prepare_for_access(&self, params: &ConnectParams, identity: &str) -> Result<AccessGuard> {
+    pub fn prepare_for_access(
+        &self,
+        params: &ConnectParams,
+        identity: &str,
+    ) -> Result<AccessGuard> {
         let identity = cstring(identity, "identity")?;
         self.access_call(params, &identity, true)?;
         Ok(AccessGuard {

@@ -105,7 +105,9 @@ impl Vddk {
         drop(raw_params); // wipes the password copy
         self.state.check("ConnectEx", raw)?;
         if conn.is_null() {
-            return Err(Error::Library("ConnectEx succeeded without a connection".into()));
+            return Err(Error::Library(
+                "ConnectEx succeeded without a connection".into(),
+            ));
         }
         tracing::debug!(target: "vddk", server = ?params.server_name(), target = ?params.target(), read_only = options.read_only, "connected");
         Ok(Connection {
@@ -144,9 +146,12 @@ impl Connection {
             let _g = serial();
             // SAFETY: required symbol; live connection; valid string and out-pointer.
             unsafe {
-                lib.lib
-                    .api
-                    .VixDiskLib_Open(self.inner.raw, c_path.as_ptr(), flags.bits(), &mut handle)
+                lib.lib.api.VixDiskLib_Open(
+                    self.inner.raw,
+                    c_path.as_ptr(),
+                    flags.bits(),
+                    &mut handle,
+                )
             }
         };
         lib.check("Open", raw)?;

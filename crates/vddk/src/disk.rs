@@ -123,7 +123,11 @@ impl Disk {
         let mode = unsafe { lib.lib.api.VixDiskLib_GetTransportMode(raw) };
         disk.transport = (!mode.is_null())
             // SAFETY: non-null, NUL-terminated.
-            .then(|| unsafe { CStr::from_ptr(mode) }.to_string_lossy().into_owned());
+            .then(|| {
+                unsafe { CStr::from_ptr(mode) }
+                    .to_string_lossy()
+                    .into_owned()
+            });
         tracing::debug!(target: "vddk", path = %disk.path, transport = ?disk.transport,
             capacity = disk.info.capacity_sectors, "opened disk");
         Ok(disk)
@@ -264,7 +268,8 @@ impl Disk {
                 "chunk of {chunk_sectors} sectors is below VDDK's minimum of {VIXDISKLIB_MIN_CHUNK_SIZE}"
             )));
         }
-        if start_sector % chunk_sectors != 0 || (sector_count % chunk_sectors != 0 && end != capacity)
+        if start_sector % chunk_sectors != 0
+            || (sector_count % chunk_sectors != 0 && end != capacity)
         {
             return Err(Error::InvalidArgument(format!(
                 "range {start_sector}+{sector_count} is not aligned to chunks of {chunk_sectors} sectors"
@@ -290,10 +295,13 @@ impl Disk {
                     let first = std::ptr::addr_of!((*list).blocks).cast::<VixDiskLibBlock>();
                     for i in 0..count {
                         let b = first.add(i).read();
-                        push_merged(&mut out, Block {
-                            offset: b.offset,
-                            length: b.length,
-                        });
+                        push_merged(
+                            &mut out,
+                            Block {
+                                offset: b.offset,
+                                length: b.length,
+                            },
+                        );
                     }
                     api.VixDiskLib_FreeBlockList(list);
                 }
@@ -372,15 +380,45 @@ mod tests {
     #[test]
     fn blocks_merge_when_touching() {
         let mut v = Vec::new();
-        push_merged(&mut v, Block { offset: 0, length: 128 });
-        push_merged(&mut v, Block { offset: 128, length: 128 });
-        push_merged(&mut v, Block { offset: 512, length: 128 });
-        push_merged(&mut v, Block { offset: 600, length: 0 });
+        push_merged(
+            &mut v,
+            Block {
+                offset: 0,
+                length: 128,
+            },
+        );
+        push_merged(
+            &mut v,
+            Block {
+                offset: 128,
+                length: 128,
+            },
+        );
+        push_merged(
+            &mut v,
+            Block {
+                offset: 512,
+                length: 128,
+            },
+        );
+        push_merged(
+            &mut v,
+            Block {
+                offset: 600,
+                length: 0,
+            },
+        );
         assert_eq!(
             v,
             vec![
-                Block { offset: 0, length: 256 },
-                Block { offset: 512, length: 128 }
+                Block {
+                    offset: 0,
+                    length: 256
+                },
+                Block {
+                    offset: 512,
+                    length: 128
+                }
             ]
         );
     }

@@ -118,8 +118,16 @@ impl DiskInfo {
                 links: i.numLinks,
                 parent_file_name_hint: text(i.parentFileNameHint),
                 uuid: text(i.uuid),
-                logical_sector_size: if sector_sizes { size(i.logicalSectorSize) } else { None },
-                physical_sector_size: if sector_sizes { size(i.physicalSectorSize) } else { None },
+                logical_sector_size: if sector_sizes {
+                    size(i.logicalSectorSize)
+                } else {
+                    None
+                },
+                physical_sector_size: if sector_sizes {
+                    size(i.physicalSectorSize)
+                } else {
+                    None
+                },
             };
             api.VixDiskLib_FreeInfo(p);
             info

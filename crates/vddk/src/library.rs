@@ -101,7 +101,9 @@ impl Drop for LibraryState {
             let _g = serial();
             // SAFETY: InitEx succeeded and no connection or disk remains (they hold this state).
             unsafe { self.lib.api.VixDiskLib_Exit() };
-            *INITIALISED_LIBRARY.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *INITIALISED_LIBRARY
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
             tracing::debug!(target: "vddk", "VixDiskLib_Exit done");
         }
     }
@@ -156,7 +158,11 @@ impl Vddk {
     /// [`Error::AlreadyInitialised`] when this or another `Vddk` was initialised in this process
     /// with a different config file or library; [`Error::Vix`] when InitEx fails.
     pub fn init(&self, config_file: Option<&Path>) -> Result<()> {
-        let _l = self.state.init_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _l = self
+            .state
+            .init_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = self.state.init.get() {
             return if rec.config_file.as_deref() == config_file {
                 Ok(())

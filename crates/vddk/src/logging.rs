@@ -13,7 +13,12 @@ use vddk_sys::__va_list_tag;
 const MAX_MESSAGE: usize = 4096;
 
 extern "C" {
-    fn vsnprintf(buf: *mut c_char, size: usize, fmt: *const c_char, ap: *mut __va_list_tag) -> c_int;
+    fn vsnprintf(
+        buf: *mut c_char,
+        size: usize,
+        fmt: *const c_char,
+        ap: *mut __va_list_tag,
+    ) -> c_int;
 }
 
 #[derive(Clone, Copy)]

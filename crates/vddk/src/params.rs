@@ -465,7 +465,11 @@ mod tests {
             transports: Some("nbd:carrier-pigeon".into()),
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("carrier-pigeon"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("carrier-pigeon"));
     }
 
     #[test]

@@ -37,7 +37,10 @@ fn extended(value: Option<&OsStr>, dir: &Path) -> Result<OsString> {
         entries.extend(std::env::split_paths(v).filter(|p| !p.as_os_str().is_empty()));
     }
     std::env::join_paths(entries).map_err(|e| {
-        Error::InvalidArgument(format!("cannot put {} on LD_LIBRARY_PATH: {e}", dir.display()))
+        Error::InvalidArgument(format!(
+            "cannot put {} on LD_LIBRARY_PATH: {e}",
+            dir.display()
+        ))
     })
 }
 
@@ -96,8 +99,14 @@ mod tests {
     #[test]
     fn detects_the_directory_among_entries() {
         let dir = Path::new("/opt/vddk/lib64");
-        assert!(path_list_contains(Some(OsStr::new("/a:/opt/vddk/lib64:/b")), dir));
-        assert!(!path_list_contains(Some(OsStr::new("/a:/opt/vddk/lib64x")), dir));
+        assert!(path_list_contains(
+            Some(OsStr::new("/a:/opt/vddk/lib64:/b")),
+            dir
+        ));
+        assert!(!path_list_contains(
+            Some(OsStr::new("/a:/opt/vddk/lib64x")),
+            dir
+        ));
         assert!(!path_list_contains(None, dir));
     }
 

@@ -102,7 +102,9 @@ fn wrong_password_fails_at_open_with_vix_e_fail() {
         });
     let conn = vddk.connect(&wrong_user, &options(None)).unwrap();
     assert_eq!(
-        conn.open(&path, OpenFlags::READ_ONLY).unwrap_err().vix_code(),
+        conn.open(&path, OpenFlags::READ_ONLY)
+            .unwrap_err()
+            .vix_code(),
         Some(codes::VIX_E_FAIL)
     );
 }
@@ -272,7 +274,10 @@ fn vddk_log_lines_reach_tracing_formatted_and_secrets_never_leak() {
         text.contains("Opened '[ds1] log/log.vmdk' (2048 sectors) using transport nbdssl."),
         "{text}"
     );
-    assert!(text.contains("fake VixDiskLib initialised for API version 8.0"), "{text}");
+    assert!(
+        text.contains("fake VixDiskLib initialised for API version 8.0"),
+        "{text}"
+    );
     assert!(!text.contains(PASSWORD));
     let stats = std::fs::read_to_string(&lab.stats).unwrap();
     assert!(!stats.contains(PASSWORD));

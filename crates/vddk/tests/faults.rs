@@ -50,7 +50,11 @@ fn injected_faults_and_latency() {
     disk.read(92, &mut buf).unwrap(); // sectors 92..100
     for start in [100, 150, 199] {
         let err = disk.read(start, &mut buf[..512]).unwrap_err();
-        assert_eq!(err.vix_code(), Some(codes::VIX_E_DISK_OUTOFRANGE), "sector {start}");
+        assert_eq!(
+            err.vix_code(),
+            Some(codes::VIX_E_DISK_OUTOFRANGE),
+            "sector {start}"
+        );
     }
     disk.read(200, &mut buf).unwrap();
     // Async reads report the fault in their completion.
@@ -58,11 +62,17 @@ fn injected_faults_and_latency() {
     disk.read_async(96, vec![0; 4096]).unwrap();
     let done = disk.wait().unwrap();
     assert!(done[0].result.is_ok());
-    assert_eq!(done[1].result.as_ref().unwrap_err().code, codes::VIX_E_DISK_OUTOFRANGE);
+    assert_eq!(
+        done[1].result.as_ref().unwrap_err().code,
+        codes::VIX_E_DISK_OUTOFRANGE
+    );
     drop(disk);
     let close = lab.events("close", &path);
     let last = close.last().unwrap();
-    assert_eq!(last["read_ranges"], serde_json::json!([[0, 8], [92, 8], [200, 8]]));
+    assert_eq!(
+        last["read_ranges"],
+        serde_json::json!([[0, 8], [92, 8], [200, 8]])
+    );
 
     // Inline completion: the callback runs inside ReadAsync itself.
     lab.write_config("fake.async_inline = true\n");
@@ -81,7 +91,11 @@ fn injected_faults_and_latency() {
     for i in 0..5 {
         disk.read(i * 8, &mut buf).unwrap();
     }
-    assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
     drop(disk);
     let rw = vddk
         .connect(&good_params(), &ConnectOptions::default())
@@ -90,7 +104,11 @@ fn injected_faults_and_latency() {
     let t = Instant::now();
     disk.write(0, &content[..4096]).unwrap();
     disk.write(8, &content[4096..8192]).unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(80), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        t.elapsed()
+    );
 
     // Nothing configured: no faults.
     lab.write_config("");

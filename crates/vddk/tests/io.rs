@@ -121,7 +121,10 @@ fn read_only_refuses_writes() {
     let conn = connect(true);
     let mut disk = conn.open(&path, OpenFlags::NONE).unwrap();
     assert!(disk.is_read_only());
-    assert!(matches!(disk.write(0, &[0; 512]), Err(Error::ReadOnly { .. })));
+    assert!(matches!(
+        disk.write(0, &[0; 512]),
+        Err(Error::ReadOnly { .. })
+    ));
     assert!(matches!(
         disk.write_async(0, vec![0; 512]),
         Err(Error::ReadOnly { .. })
@@ -212,24 +215,34 @@ fn allocated_blocks_match_seek_data() {
 #[test]
 fn allocated_blocks_split_into_calls_within_vddk_limits() {
     let (lab, _) = lab();
-    // 40 GiB capacity: more than 512Ki chunks of 128 sectors, so two calls.
+    // 40 GiB capacity: more than 512Ki chunks of 128 sectors, so two calls. The flat file
+    // holds only its first sector; the rest reads as zeros and is not allocated.
     let cap = 40u64 << 21;
-    let tail = pattern(512, 5);
-    let path = lab.make_disk(
-        "huge/h.vmdk",
-        cap,
-        (cap - 128) * 512 + 512,
-        &[(0, &tail), ((cap - 128) * 512, &tail)],
-    );
+    let head = pattern(512, 5);
+    let path = lab.make_disk("huge/h.vmdk", cap, 512, &[(0, &head)]);
     let conn = connect(true);
     let mut disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
     let blocks = disk.query_allocated_blocks(0, cap, 128).unwrap();
-    assert_eq!(blocks.first().unwrap().offset, 0);
-    assert_eq!(blocks.last().unwrap().end(), cap);
+    assert_eq!(
+        blocks,
+        vec![vddk::Block {
+            offset: 0,
+            length: 128
+        }]
+    );
     drop(disk);
     let close = lab.events("close", &path);
     assert_eq!(close.last().unwrap()["query_allocated_calls"], 2);
     assert_eq!(close.last().unwrap()["sectors_read"], 0);
+}
+
+fn assert_send<T: Send + 'static>() {}
+
+#[test]
+fn handles_are_send_and_static() {
+    assert_send::<vddk::Disk>();
+    assert_send::<vddk::Connection>();
+    assert_send::<Vddk>();
 }
 
 #[test]
@@ -264,10 +277,12 @@ fn async_reads_and_writes_complete_with_their_buffers() {
     // Requests left in flight are waited for when the disk is dropped.
     disk.read_async(0, vec![0; 512]).unwrap();
     drop(disk);
-    assert!(lab.events("close", &path).last().unwrap()["read_calls"]
-        .as_u64()
-        .unwrap()
-        >= 10);
+    assert!(
+        lab.events("close", &path).last().unwrap()["read_calls"]
+            .as_u64()
+            .unwrap()
+            >= 10
+    );
 }
 
 #[test]
@@ -286,7 +301,10 @@ fn stats_prove_what_was_read() {
     assert_eq!(line["sectors_read"], 129);
     assert_eq!(line["read_calls"], 3);
     assert_eq!(line["sectors_written"], 0);
-    assert_eq!(line["read_ranges"], serde_json::json!([[0, 128], [1000, 1]]));
+    assert_eq!(
+        line["read_ranges"],
+        serde_json::json!([[0, 128], [1000, 1]])
+    );
     assert_eq!(line["pid"], std::process::id());
     assert_eq!(line["transport"], "nbdssl");
 }
@@ -302,7 +320,8 @@ fn create_makes_a_vmfs_flat_disk() {
     let err = conn.create("[ds1] new/new.vmdk", &params).unwrap_err();
     assert_eq!(err.vix_code(), Some(codes::VIX_E_FILE_NOT_FOUND));
     std::fs::create_dir_all(lab.datastore.join("new")).unwrap();
-    vddk.create(&conn, "[ds1] new/new.vmdk", params.clone()).unwrap();
+    vddk.create(&conn, "[ds1] new/new.vmdk", params.clone())
+        .unwrap();
     let desc = std::fs::read_to_string(lab.datastore.join("new/new.vmdk")).unwrap();
     assert!(desc.contains("createType=\"vmfs\""), "{desc}");
     assert!(desc.contains("RW 20480 VMFS \"new-flat.vmdk\""), "{desc}");
@@ -336,10 +355,25 @@ fn create_makes_a_vmfs_flat_disk() {
 
 #[test]
 fn disks_keep_their_connection_alive_and_move_between_threads() {
-    let (lab, _) = lab();
+    let (lab, vddk) = lab();
     let content = pattern(512 * 1024, 8);
     let path = lab.make_disk("threads/t.vmdk", 1024, 512 * 1024, &[(0, &content)]);
-    let conn = connect(true);
+    let params = vddk::ConnectParams::vm("vm-threads")
+        .server(SERVER)
+        .thumbprint(THUMBPRINT)
+        .credentials(vddk::Credentials::UserPassword {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        });
+    let conn = vddk
+        .connect(
+            &params,
+            &ConnectOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let d1 = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
     let d2 = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
     assert!(matches!(conn.disconnect(), Err(Error::InUse(2))));
@@ -358,6 +392,15 @@ fn disks_keep_their_connection_alive_and_move_between_threads() {
     for h in handles {
         assert_eq!(h.join().unwrap(), content);
     }
+    // The connection object went away first, yet VDDK saw both disks closed before the
+    // disconnect.
+    let disconnects: Vec<_> = lab
+        .stats_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "disconnect" && v["vmx_spec"] == "moref=vm-threads")
+        .collect();
+    assert_eq!(disconnects.len(), 1);
+    assert_eq!(disconnects[0]["open_disks"], 0);
 }
 
 #[test]

@@ -21,8 +21,13 @@ fn system_libc() -> PathBuf {
 #[test]
 fn missing_directory_is_a_clear_error() {
     let err = Vddk::load("/nonexistent/vmware-vix-disklib-distrib".as_ref()).unwrap_err();
-    assert!(matches!(err, Error::Load(LoadError::DirectoryMissing { .. })));
-    assert!(err.to_string().contains("/nonexistent/vmware-vix-disklib-distrib"));
+    assert!(matches!(
+        err,
+        Error::Load(LoadError::DirectoryMissing { .. })
+    ));
+    assert!(err
+        .to_string()
+        .contains("/nonexistent/vmware-vix-disklib-distrib"));
 }
 
 #[test]
@@ -30,8 +35,15 @@ fn empty_directory_lists_every_path_tried() {
     let dir = scratch("empty");
     let err = Vddk::load(&dir).unwrap_err();
     let text = err.to_string();
-    for name in ["lib64/libvixDiskLib.so.8", "lib64/libvixDiskLib.so.7", "lib64/libvixDiskLib.so.6"] {
-        assert!(text.contains(&dir.join(name).display().to_string()), "{text}");
+    for name in [
+        "lib64/libvixDiskLib.so.8",
+        "lib64/libvixDiskLib.so.7",
+        "lib64/libvixDiskLib.so.6",
+    ] {
+        assert!(
+            text.contains(&dir.join(name).display().to_string()),
+            "{text}"
+        );
     }
     assert!(text.contains(&dir.join("libvixDiskLib.so.8").display().to_string()));
 }
@@ -56,7 +68,11 @@ fn a_library_without_vixdisklib_symbols_is_refused_by_name() {
 fn a_file_that_is_not_a_library_is_refused() {
     let dir = scratch("garbage");
     std::fs::create_dir_all(dir.join("lib64")).unwrap();
-    std::fs::write(dir.join("lib64/libvixDiskLib.so.7"), b"#!/bin/sh\necho not ELF\n").unwrap();
+    std::fs::write(
+        dir.join("lib64/libvixDiskLib.so.7"),
+        b"#!/bin/sh\necho not ELF\n",
+    )
+    .unwrap();
     let err = Vddk::load(&dir).unwrap_err();
     assert!(matches!(err, Error::Load(LoadError::Open { .. })), "{err}");
     assert!(err.to_string().contains("libvixDiskLib.so.7"), "{err}");
@@ -89,7 +105,9 @@ fn an_older_library_reports_no_sector_sizes() {
     ));
     vddk.init(Some(&lab.config)).unwrap();
     let path = lab.make_disk("old/old.vmdk", 4096, 0, &[]);
-    let conn = vddk.connect(&good_params(), &ConnectOptions::default()).unwrap();
+    let conn = vddk
+        .connect(&good_params(), &ConnectOptions::default())
+        .unwrap();
     let disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
     assert_eq!(disk.info().capacity_sectors, 4096);
     assert_eq!(disk.info().logical_sector_size, None);

@@ -11,7 +11,14 @@ fn probe() -> PathBuf {
     if !exe.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "vddk", "--example", "reexec_probe"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "vddk",
+                "--example",
+                "reexec_probe",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -28,7 +35,11 @@ fn run(libdir: &std::path::Path, ld: Option<&str>) -> String {
         None => cmd.env_remove("LD_LIBRARY_PATH"),
     };
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -39,14 +50,20 @@ fn reexecutes_once_with_lib64_first() {
     let lib64 = root.join("lib64");
     let out = run(&root, Some("/usr/local/lib"));
     assert!(
-        out.contains(&format!("LD_LIBRARY_PATH={}:/usr/local/lib\n", lib64.display())),
+        out.contains(&format!(
+            "LD_LIBRARY_PATH={}:/usr/local/lib\n",
+            lib64.display()
+        )),
         "{out}"
     );
     assert!(out.contains("GUARD=1\n"), "{out}");
     assert!(out.contains("ARGS=--vm web01\n"), "{out}");
 
     let out = run(&root, None);
-    assert!(out.contains(&format!("LD_LIBRARY_PATH={}\n", lib64.display())), "{out}");
+    assert!(
+        out.contains(&format!("LD_LIBRARY_PATH={}\n", lib64.display())),
+        "{out}"
+    );
 }
 
 #[test]

@@ -94,8 +94,7 @@ impl FakeConfig {
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::parse(&text)
     }
 
@@ -155,7 +154,10 @@ mod tests {
             c.resolve("[ds1] vm/disk.vmdk").unwrap(),
             PathBuf::from("/data/ds1/vm/disk.vmdk")
         );
-        assert_eq!(c.resolve("/abs/d.vmdk").unwrap(), PathBuf::from("/abs/d.vmdk"));
+        assert_eq!(
+            c.resolve("/abs/d.vmdk").unwrap(),
+            PathBuf::from("/abs/d.vmdk")
+        );
         assert!(c.resolve("[nope] a.vmdk").is_err());
         assert!(c.resolve("[ds1] ../etc/passwd").is_err());
         assert!(c.resolve("relative.vmdk").is_err());

@@ -31,6 +31,8 @@ pub struct FakeConnection {
     pub read_only: bool,
     pub snapshot: Option<String>,
     pub transports: Option<String>,
+    /// Disks opened through this connection and not yet closed.
+    pub open_disks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Copies a C string; NULL and invalid UTF-8 become `None`.
@@ -42,7 +44,10 @@ pub unsafe fn opt_str(p: *const c_char) -> Option<String> {
         None
     } else {
         // SAFETY: non-null and NUL-terminated per the caller's contract.
-        unsafe { CStr::from_ptr(p) }.to_str().ok().map(str::to_string)
+        unsafe { CStr::from_ptr(p) }
+            .to_str()
+            .ok()
+            .map(str::to_string)
     }
 }
 
@@ -103,12 +108,16 @@ impl Params {
                 if config.user.as_ref().is_some_and(|u| u != user)
                     || config.password.as_ref().is_some_and(|p| p != password)
                 {
-                    return Err("cannot complete login due to an incorrect user name or password".into());
+                    return Err(
+                        "cannot complete login due to an incorrect user name or password".into(),
+                    );
                 }
             }
             Credentials::SessionCookie => {
                 if !config.cookie_accept {
-                    return Err("session cookie login rejected (fake.cookie_accept is not true)".into());
+                    return Err(
+                        "session cookie login rejected (fake.cookie_accept is not true)".into(),
+                    );
                 }
             }
             Credentials::None => return Err("no credentials given".into()),

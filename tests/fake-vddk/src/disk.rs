@@ -93,7 +93,10 @@ impl FakeDisk {
     /// Reads `buf.len() / 512` sectors at `start`; past the flat file's end reads zeros.
     pub fn read(&self, start: u64, buf: &mut [u8]) -> Result<(), VixError> {
         let count = buf.len() as u64 / SECTOR;
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).read_calls += 1;
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_calls += 1;
         let nth = PROCESS_READS.fetch_add(1, Ordering::SeqCst) + 1;
         self.check_range(start, count)?;
         if self.config.fail_read_nth == Some(nth) {
@@ -163,7 +166,12 @@ impl FakeDisk {
 
     /// Chunks holding data between `start` and `start + count`, found with SEEK_DATA/SEEK_HOLE
     /// on the flat file and widened to whole chunks, as `(offset, length)` in sectors.
-    pub fn allocated(&self, start: u64, count: u64, chunk: u64) -> Result<Vec<(u64, u64)>, VixError> {
+    pub fn allocated(
+        &self,
+        start: u64,
+        count: u64,
+        chunk: u64,
+    ) -> Result<Vec<(u64, u64)>, VixError> {
         if chunk < VIXDISKLIB_MIN_CHUNK_SIZE as u64
             || start % chunk != 0
             || count == 0
@@ -194,13 +202,19 @@ impl FakeDisk {
             }
             // SAFETY: as above.
             let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-            let hole = if hole < 0 { end_byte } else { (hole as u64).min(end_byte) };
+            let hole = if hole < 0 {
+                end_byte
+            } else {
+                (hole as u64).min(end_byte)
+            };
             let first = (data / SECTOR - self.descriptor.extent_offset) / chunk * chunk;
             let last = ((hole.div_ceil(SECTOR) - self.descriptor.extent_offset).div_ceil(chunk)
                 * chunk)
                 .min(end);
             match out.last_mut() {
-                Some(prev) if first <= prev.0 + prev.1 => prev.1 = last.max(prev.0 + prev.1) - prev.0,
+                Some(prev) if first <= prev.0 + prev.1 => {
+                    prev.1 = last.max(prev.0 + prev.1) - prev.0
+                }
                 _ => out.push((first, last - first)),
             }
             pos = hole;

@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -26,6 +27,8 @@ static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
 struct DiskHandle {
     disk: Arc<FakeDisk>,
     worker: Option<Worker>,
+    /// The connection's count of open disks, decremented at Close.
+    open_disks: Arc<AtomicUsize>,
 }
 
 const ERR_FAIL: VixError = VIX_E_FAIL as VixError;
@@ -125,7 +128,11 @@ pub unsafe extern "C" fn VixDiskLib_FreeConnectParams(params: *mut VixDiskLibCon
     unsafe { libc::free(params.cast()) };
 }
 
-fn prepare_or_end(params: *const VixDiskLibConnectParams, identity: *const c_char, event: &str) -> VixError {
+fn prepare_or_end(
+    params: *const VixDiskLibConnectParams,
+    identity: *const c_char,
+    event: &str,
+) -> VixError {
     guard(|| {
         if params.is_null() || !initialised() {
             return ERR_ARG;
@@ -211,6 +218,7 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
             read_only: read_only != 0,
             snapshot,
             transports,
+            open_disks: Arc::new(AtomicUsize::new(0)),
         });
         // SAFETY: `connection` is non-null and writable per the API contract.
         unsafe { *connection = Box::into_raw(conn).cast() };
@@ -225,7 +233,21 @@ pub unsafe extern "C" fn VixDiskLib_Disconnect(connection: VixDiskLibConnection)
             return VIX_E_INVALID_HANDLE as VixError;
         }
         // SAFETY: a pointer VixDiskLib_ConnectEx returned, disconnected once.
-        drop(unsafe { Box::from_raw(connection.cast::<FakeConnection>()) });
+        let conn = unsafe { Box::from_raw(connection.cast::<FakeConnection>()) };
+        let open_disks = conn.open_disks.load(Ordering::SeqCst);
+        if open_disks > 0 {
+            logging::message(
+                true,
+                &format!("Disconnect with {open_disks} disk(s) still open"),
+            );
+        }
+        if let Ok(config) = current_config() {
+            record(
+                &config,
+                json!({"event": "disconnect", "vmx_spec": conn.params.vmx_spec,
+                       "open_disks": open_disks}),
+            );
+        }
         OK
     })
 }
@@ -307,7 +329,12 @@ pub unsafe extern "C" fn VixDiskLib_Open(
             json!({"event": "open", "path": given, "transport": transport.to_str().ok(),
                    "read_only": read_only, "flags": flags, "snapshot": conn.snapshot}),
         );
-        let h = Box::new(DiskHandle { disk, worker: None });
+        conn.open_disks.fetch_add(1, Ordering::SeqCst);
+        let h = Box::new(DiskHandle {
+            disk,
+            worker: None,
+            open_disks: conn.open_disks.clone(),
+        });
         // SAFETY: non-null and writable per the API contract.
         unsafe { *handle = Box::into_raw(h).cast() };
         OK
@@ -332,6 +359,7 @@ pub unsafe extern "C" fn VixDiskLib_Close(handle: VixDiskLibHandle) -> VixError 
         // SAFETY: a live handle from Open, closed once.
         let mut h = unsafe { Box::from_raw(handle.cast::<DiskHandle>()) };
         drop(h.worker.take()); // waits for outstanding async requests
+        h.open_disks.fetch_sub(1, Ordering::SeqCst);
         let disk = &h.disk;
         let s = disk.stats.lock().unwrap_or_else(|p| p.into_inner());
         record(
@@ -376,7 +404,11 @@ pub unsafe extern "C" fn VixDiskLib_GetInfo(
             return ERR_ARG;
         }
         let d = &h.disk.descriptor;
-        let adapter_name = d.ddb.get("ddb.adapterType").map(String::as_str).unwrap_or("lsilogic");
+        let adapter_name = d
+            .ddb
+            .get("ddb.adapterType")
+            .map(String::as_str)
+            .unwrap_or("lsilogic");
         let adapter = match adapter_name {
             "ide" => VIXDISKLIB_ADAPTER_IDE,
             "buslogic" => VIXDISKLIB_ADAPTER_SCSI_BUSLOGIC,
@@ -390,9 +422,13 @@ pub unsafe extern "C" fn VixDiskLib_GetInfo(
             sectors: d.ddb_u32("ddb.geometry.sectors").unwrap_or(s),
         };
         let bios = VixDiskLibGeometry {
-            cylinders: d.ddb_u32("ddb.geometry.biosCylinders").unwrap_or(phys.cylinders),
+            cylinders: d
+                .ddb_u32("ddb.geometry.biosCylinders")
+                .unwrap_or(phys.cylinders),
             heads: d.ddb_u32("ddb.geometry.biosHeads").unwrap_or(phys.heads),
-            sectors: d.ddb_u32("ddb.geometry.biosSectors").unwrap_or(phys.sectors),
+            sectors: d
+                .ddb_u32("ddb.geometry.biosSectors")
+                .unwrap_or(phys.sectors),
         };
         let uuid = d
             .ddb
@@ -518,7 +554,10 @@ fn submit(
             Ok(l) => l,
             Err(e) => return e,
         };
-        if start.checked_add(count).is_none_or(|end| end > h.disk.capacity()) {
+        if start
+            .checked_add(count)
+            .is_none_or(|end| end > h.disk.capacity())
+        {
             return VIX_E_DISK_OUTOFRANGE as VixError; // refused up front, no callback
         }
         if write && h.disk.read_only {
@@ -703,7 +742,10 @@ pub unsafe extern "C" fn VixDiskLib_Create(
         match create_disk(&file, create_type, adapter, p) {
             Ok(()) => {
                 report_progress(progress, progress_data, 100);
-                record(&config, json!({"event": "create", "path": given, "capacity": p.capacity}));
+                record(
+                    &config,
+                    json!({"event": "create", "path": given, "capacity": p.capacity}),
+                );
                 OK
             }
             Err((code, msg)) => {
@@ -813,7 +855,10 @@ fn pseudo_uuid() -> (String, u32) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn VixDiskLib_GetErrorText(err: VixError, _locale: *const c_char) -> *mut c_char {
+pub unsafe extern "C" fn VixDiskLib_GetErrorText(
+    err: VixError,
+    _locale: *const c_char,
+) -> *mut c_char {
     let text = CString::new(errors::text(err)).unwrap_or_default();
     // SAFETY: strdup of a valid C string; freed by FreeErrorText.
     unsafe { libc::strdup(text.as_ptr()) }

@@ -44,7 +44,10 @@ pub fn fake_library() -> PathBuf {
                 lib.display()
             );
             if !built {
-                eprintln!("warning: rebuilding the fake VDDK failed; using the existing {}", lib.display());
+                eprintln!(
+                    "warning: rebuilding the fake VDDK failed; using the existing {}",
+                    lib.display()
+                );
             }
             lib
         })
