@@ -52,6 +52,17 @@ struct Credentials {
 struct Session {
     cookie: Option<String>,
     credentials: Option<Credentials>,
+    user_session: Option<UserSession>,
+}
+
+/// The logged-in session as the server describes it (`UserSession`), for VDDK's
+/// session-cookie connect parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSession {
+    /// The session key.
+    pub key: String,
+    /// The user name the server knows the session by.
+    pub user_name: String,
 }
 
 struct Inner {
@@ -197,7 +208,12 @@ impl Client {
             .child(session_manager.to_element("_this"))
             .text_child("userName", user)
             .text_child("password", password.expose());
-        self.inner.post(Endpoint::Vim, body, Vec::new()).await?;
+        let response = self.inner.post(Endpoint::Vim, body, Vec::new()).await?;
+        let user_session = response.get("returnval").map(|r| UserSession {
+            key: r.text_at("key").unwrap_or_default().trim().to_owned(),
+            user_name: r.text_at("userName").unwrap_or_default().trim().to_owned(),
+        });
+        self.lock_session().user_session = user_session;
         if self.session_cookie().is_none() {
             return Err(Error::Unexpected(format!(
                 "login succeeded but the server set no {SESSION_COOKIE} cookie"
@@ -219,6 +235,7 @@ impl Client {
         let mut session = self.lock_session();
         session.cookie = None;
         session.credentials = None;
+        session.user_session = None;
         result.map(|_| ())
     }
 
@@ -237,10 +254,22 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The value of the `vmware_soap_session` cookie, as the server sent it (VDDK's
-    /// `cookie` connect parameter takes it).
+    /// The value of the `vmware_soap_session` cookie exactly as the server sent it (vCenter
+    /// quotes it: `"52a0..."`), for VDDK's session-cookie connect parameters. See also
+    /// [`Client::session_cookie_header`] and [`Client::user_session`].
     pub fn session_cookie(&self) -> Option<String> {
         self.lock_session().cookie.clone()
+    }
+
+    /// The whole cookie as an HTTP `Cookie` header value: `vmware_soap_session="..."`.
+    pub fn session_cookie_header(&self) -> Option<String> {
+        self.session_cookie()
+            .map(|c| format!("{SESSION_COOKIE}={c}"))
+    }
+
+    /// The session key and user name from the last login.
+    pub fn user_session(&self) -> Option<UserSession> {
+        self.lock_session().user_session.clone()
     }
 
     /// Fingerprints of the certificate the server presented (`None` over plain HTTP).

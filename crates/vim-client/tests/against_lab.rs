@@ -28,6 +28,9 @@ async fn login_good_and_bad_password_and_thumbprints() {
     assert_eq!(fault_kind(&err), FaultKind::InvalidLogin, "{err}");
     c.login(&lab.user(), &lab.password()).await.unwrap();
     assert!(c.session_cookie().is_some_and(|v| !v.is_empty()));
+    let us = c.user_session().unwrap();
+    assert!(!us.key.is_empty());
+    assert_eq!(us.user_name, lab.user());
     let t = c.server_thumbprints().unwrap();
     assert_eq!(t.sha256, lab.str("thumbprint_sha256"));
     assert_eq!(t.sha1, lab.str("thumbprint_sha1"));
@@ -36,6 +39,7 @@ async fn login_good_and_bad_password_and_thumbprints() {
     assert!(!debug.contains(lab.password().expose()));
     c.logout().await.unwrap();
     assert!(c.session_cookie().is_none());
+    assert!(c.user_session().is_none());
 }
 
 #[tokio::test]

@@ -28,9 +28,34 @@ fn envelope(inner: &str) -> String {
 }
 
 /// The canned answer to a method, by its local name; `polls` counts VslmQueryInfo calls.
-fn answer(method: &str, polls: usize) -> (u16, Vec<(&'static str, String)>, String) {
+fn answer(request: &Element, polls: usize) -> (u16, Vec<(&'static str, String)>, String) {
     let ok = |s: &str| (200, Vec::new(), envelope(s));
+    let vm = |id: u32| {
+        format!(
+            r#"<objects><obj type="VirtualMachine">vm-{id}</obj><propSet><name>name</name><val xsi:type="xsd:string">vm{id}</val></propSet></objects>"#
+        )
+    };
+    let page = |name: &str, ids: &[u32], token: Option<&str>| {
+        let objects: String = ids.iter().map(|i| vm(*i)).collect();
+        let token = token
+            .map(|t| format!("<token>{t}</token>"))
+            .unwrap_or_default();
+        ok(&format!(
+            r#"<{name}Response xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><returnval>{token}{objects}</returnval></{name}Response>"#
+        ))
+    };
+    let method = request.local();
+    let is_vm_query = request.text_at("specSet/propSet/type") == Some("VirtualMachine");
     match method {
+        "RetrievePropertiesEx" if is_vm_query => page("RetrievePropertiesEx", &[1, 2], Some("t1")),
+        "ContinueRetrievePropertiesEx" if request.text_at("token") == Some("t1") => {
+            page("ContinueRetrievePropertiesEx", &[3], Some("t2"))
+        }
+        "ContinueRetrievePropertiesEx" => page("ContinueRetrievePropertiesEx", &[4], None),
+        "CreateContainerView" => ok(
+            r#"<CreateContainerViewResponse xmlns="urn:vim25"><returnval type="ContainerView">session[1]view</returnval></CreateContainerViewResponse>"#,
+        ),
+        "DestroyView" => ok(r#"<DestroyViewResponse xmlns="urn:vim25"></DestroyViewResponse>"#),
         "RetrieveServiceContent" => ok(
             r#"<RetrieveServiceContentResponse xmlns="urn:vim25"><returnval><rootFolder type="Folder">group-d1</rootFolder><propertyCollector type="PropertyCollector">propertyCollector</propertyCollector><viewManager type="ViewManager">ViewManager</viewManager><about><fullName>mock</fullName><apiType>VirtualCenter</apiType><apiVersion>8.0.2.0</apiVersion></about><sessionManager type="SessionManager">SessionManager</sessionManager></returnval></RetrieveServiceContentResponse>"#,
         ),
@@ -131,7 +156,7 @@ async fn serve(listener: TcpListener, log: Log) {
                     });
                     polls
                 };
-                let (status, headers, text) = answer(method.local(), polls);
+                let (status, headers, text) = answer(&method, polls);
                 let mut resp = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\n",
                     text.len()
@@ -175,6 +200,12 @@ fn body_of(seen: &Seen) -> &Element {
 async fn vslm_calls_carry_the_session_and_namespace_and_poll_tasks() {
     let (client, log) = start().await;
     assert_eq!(client.session_cookie().as_deref(), Some("\"52abc\""));
+    assert_eq!(
+        client.session_cookie_header().as_deref(),
+        Some("vmware_soap_session=\"52abc\"")
+    );
+    let us = client.user_session().unwrap();
+    assert_eq!((us.key.as_str(), us.user_name.as_str()), ("k", "u"));
     let vslm = client.vslm().await.unwrap();
     let snap = vslm.create_snapshot("disk-1", "nightly").await.unwrap();
     assert_eq!(snap, "snap-1");
@@ -283,4 +314,30 @@ async fn unreachable_server_is_a_transport_error() {
         matches!(&err, Error::Transport { url, .. } if url.contains(&port.to_string())),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn property_retrieval_follows_continuation_tokens() {
+    let (client, log) = start().await;
+    let vms = client.list_vms().await.unwrap();
+    let names: Vec<_> = vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, vec!["vm1", "vm2", "vm3", "vm4"]);
+    let log = log.lock().unwrap();
+    let methods: Vec<_> = log.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(
+        &methods[2..],
+        &[
+            "CreateContainerView",
+            "RetrievePropertiesEx",
+            "ContinueRetrievePropertiesEx",
+            "ContinueRetrievePropertiesEx",
+            "DestroyView"
+        ]
+    );
+    let tokens: Vec<_> = log
+        .iter()
+        .filter(|s| s.method == "ContinueRetrievePropertiesEx")
+        .map(|s| body_of(s).text_at("token").unwrap().to_owned())
+        .collect();
+    assert_eq!(tokens, vec!["t1", "t2"]);
 }
