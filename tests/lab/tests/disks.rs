@@ -184,3 +184,62 @@ fn first_class_disks_get_real_files() {
     assert!(desc.contains("RW 32768 VMFS"), "{desc}");
     assert_eq!(lab.digest_path(&path), sha256_hex(&vec![0u8; 16 << 20]));
 }
+
+#[test]
+fn reconfigure_adds_and_grows_disks_and_destroy_removes_the_vm() {
+    let lab = Lab::up();
+    let vm = lab
+        .run(&["create-vm", "--name", "r", "--disk", "1M"])
+        .trim()
+        .to_string();
+    let info = lab.vm_info("r");
+    let ctrl = info["disks"][0]["controller_key"].as_i64().unwrap();
+    let key = info["disks"][0]["key"].as_i64().unwrap();
+    let s = lab.soap();
+    let add = s.task(&format!(
+        "<ReconfigVM_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachine\">{vm}</_this><spec><deviceChange>\
+         <operation>add</operation><fileOperation>create</fileOperation><device xsi:type=\"VirtualDisk\">\
+         <key>-1</key><backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>[datastore2]</fileName>\
+         <diskMode>persistent</diskMode><thinProvisioned>true</thinProvisioned></backing>\
+         <controllerKey>{ctrl}</controllerKey><unitNumber>3</unitNumber><capacityInKB>2048</capacityInKB></device>\
+         </deviceChange></spec></ReconfigVM_Task>"
+    ));
+    assert!(add.contains("<state>success</state>"), "{add}");
+    let info = lab.vm_info("r");
+    let disks = info["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2);
+    assert_eq!(disks[1]["datastore"], "datastore2");
+    assert_eq!(disks[1]["capacity"], 2 << 20);
+    let added = std::fs::read_to_string(local(&lab, disks[1]["path"].as_str().unwrap())).unwrap();
+    assert!(added.contains("RW 4096 VMFS"), "{added}");
+
+    lab.write("r", 0, 0, 1000, 8);
+    let grow = s.task(&format!(
+        "<ReconfigVM_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachine\">{vm}</_this><spec><deviceChange>\
+         <operation>edit</operation><device xsi:type=\"VirtualDisk\"><key>{key}</key>\
+         <backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName><diskMode>persistent</diskMode></backing>\
+         <controllerKey>{ctrl}</controllerKey><unitNumber>0</unitNumber><capacityInKB>4096</capacityInKB></device>\
+         </deviceChange></spec></ReconfigVM_Task>",
+        disks[0]["path"].as_str().unwrap()
+    ));
+    assert!(grow.contains("<state>success</state>"), "{grow}");
+    let grown = std::fs::read_to_string(local(&lab, disks[0]["path"].as_str().unwrap())).unwrap();
+    assert!(grown.contains("RW 8192 VMFS"), "{grown}");
+    let mut expected = vec![0u8; 4 << 20];
+    expected[..1000].copy_from_slice(&pattern(8, 1000));
+    assert_eq!(
+        lab.digest("r", 0),
+        sha256_hex(&expected),
+        "data kept, new space reads as zeros"
+    );
+
+    lab.run(&["power", "--vm", "r", "off"]);
+    let gone = s.task(&format!("<Destroy_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachine\">{vm}</_this></Destroy_Task>"));
+    assert!(gone.contains("<state>success</state>"), "{gone}");
+    let (ok, _, _) = lab.try_run(&["vm-info", "--vm", "r"]);
+    assert!(!ok);
+    assert!(
+        !lab.datastore("datastore1").join("r/r.vmdk").exists(),
+        "Destroy deletes the VM's files"
+    );
+}

@@ -5,6 +5,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/vmware/govmomi/object"
@@ -145,14 +146,16 @@ func adapterFor(devices object.VirtualDeviceList, d *types.VirtualDisk) string {
 	}
 }
 
-// vmDisks lists the VM's flat disks in device order. Call with the VM locked.
+// vmDisks lists the VM's flat disks in device order: by controller (in the order the
+// controllers appear in config.hardware.device), then unit number. vcsim moves an edited
+// device to the end of the list; this order does not change. Call with the VM locked.
 func vmDisks(vm *simulator.VirtualMachine) []diskView {
 	if vm.Config == nil {
 		return nil
 	}
 	devices := object.VirtualDeviceList(vm.Config.Hardware.Device)
 	var out []diskView
-	for _, dev := range devices {
+	for _, dev := range orderedDisks(devices) {
 		d, ok := dev.(*types.VirtualDisk)
 		if !ok {
 			continue
@@ -381,4 +384,34 @@ func (l *lab) materializeFCD(res types.AnyType) {
 	if _, err := l.ensureDisk(d); err != nil {
 		log.Printf("lab: first class disk %s: %v", b.FilePath, err)
 	}
+}
+
+// orderedDisks returns the disks of a device list by controller position, then unit.
+func orderedDisks(devices object.VirtualDeviceList) []types.BaseVirtualDevice {
+	ctrlPos := map[int32]int{}
+	for i, d := range devices {
+		if _, ok := d.(types.BaseVirtualController); ok {
+			ctrlPos[d.GetVirtualDevice().Key] = i
+		}
+	}
+	var disks []types.BaseVirtualDevice
+	for _, d := range devices {
+		if _, ok := d.(*types.VirtualDisk); ok {
+			disks = append(disks, d)
+		}
+	}
+	unit := func(d types.BaseVirtualDevice) int32 {
+		if u := d.GetVirtualDevice().UnitNumber; u != nil {
+			return *u
+		}
+		return 1 << 30
+	}
+	sort.SliceStable(disks, func(i, j int) bool {
+		a, b := disks[i].GetVirtualDevice(), disks[j].GetVirtualDevice()
+		if ctrlPos[a.ControllerKey] != ctrlPos[b.ControllerKey] {
+			return ctrlPos[a.ControllerKey] < ctrlPos[b.ControllerKey]
+		}
+		return unit(disks[i]) < unit(disks[j])
+	})
+	return disks
 }

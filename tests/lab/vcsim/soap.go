@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	"github.com/vmware/govmomi/vim25/xml"
 )
@@ -100,6 +102,12 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		if f, msg := checkConfigSpec(&req.Spec); f != nil {
 			writeFault(w, msg, f)
 			return
+		}
+		if fillDeviceInfo(&req.Spec) {
+			// vcsim dereferences deviceInfo of edited devices; vCenter does not need it.
+			if b, err := encodeRequest(&methods.ReconfigVM_TaskBody{Req: req}); err == nil {
+				body = b
+			}
 		}
 	}
 	if mutating[method.Name] {
@@ -238,6 +246,27 @@ func (l *lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		defer l.mu.Unlock()
 	}
 	l.svc.ServeDatastore(w, r)
+}
+
+// fillDeviceInfo gives edited devices an empty deviceInfo when the client sent none.
+func fillDeviceInfo(spec *types.VirtualMachineConfigSpec) bool {
+	changed := false
+	for _, change := range spec.DeviceChange {
+		dspec := change.GetVirtualDeviceConfigSpec()
+		if dspec.Device == nil || dspec.Operation != types.VirtualDeviceConfigSpecOperationEdit {
+			continue
+		}
+		if d := dspec.Device.GetVirtualDevice(); d.DeviceInfo == nil {
+			d.DeviceInfo = &types.Description{}
+			changed = true
+		}
+	}
+	return changed
+}
+
+// encodeRequest re-encodes a request body the way govmomi's client does.
+func encodeRequest(body interface{}) ([]byte, error) {
+	return xml.Marshal(soap.Envelope{Body: body})
 }
 
 // checkConfigSpec refuses what would make vcsim drop the connection: NICs on networks

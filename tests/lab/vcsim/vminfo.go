@@ -9,18 +9,19 @@ import (
 )
 
 type vmInfoDisk struct {
-	Index      int    `json:"index"`
-	Key        int32  `json:"key"`
-	Path       string `json:"path"`
-	Datastore  string `json:"datastore"`
-	LocalPath  string `json:"local_path"`
-	FlatPath   string `json:"flat_path"`
-	Capacity   int64  `json:"capacity"`
-	Controller string `json:"controller"`
-	Bus        int32  `json:"bus"`
-	Unit       int32  `json:"unit"`
-	UUID       string `json:"uuid"`
-	ChangeID   string `json:"change_id"`
+	Index         int    `json:"index"`
+	Key           int32  `json:"key"`
+	Path          string `json:"path"`
+	Datastore     string `json:"datastore"`
+	LocalPath     string `json:"local_path"`
+	FlatPath      string `json:"flat_path"`
+	Capacity      int64  `json:"capacity"`
+	Controller    string `json:"controller"`
+	ControllerKey int32  `json:"controller_key"`
+	Bus           int32  `json:"bus"`
+	Unit          int32  `json:"unit"`
+	UUID          string `json:"uuid"`
+	ChangeID      string `json:"change_id"`
 }
 
 type vmInfoNic struct {
@@ -79,7 +80,8 @@ func (l *lab) vmInfo(name string) (interface{}, error) {
 		}
 		devices := object.VirtualDeviceList(c.Hardware.Device)
 		idx := 0
-		for _, dev := range devices {
+		ordered := append(orderedDisks(devices), devices.SelectByType((*types.VirtualEthernetCard)(nil))...)
+		for _, dev := range ordered {
 			switch x := dev.(type) {
 			case *types.VirtualDisk:
 				b, ok := x.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
@@ -95,7 +97,7 @@ func (l *lab) vmInfo(name string) (interface{}, error) {
 				var p object.DatastorePath
 				p.FromString(b.FileName)
 				d := vmInfoDisk{Index: idx, Key: x.Key, Path: b.FileName, Datastore: p.Datastore, Capacity: diskCapacity(x),
-					Controller: kind, Bus: bus, UUID: b.Uuid, ChangeID: b.ChangeId}
+					Controller: kind, ControllerKey: x.ControllerKey, Bus: bus, UUID: b.Uuid, ChangeID: b.ChangeId}
 				if x.UnitNumber != nil {
 					d.Unit = *x.UnitNumber
 				}

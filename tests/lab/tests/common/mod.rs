@@ -112,6 +112,14 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("vcsim.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- vcsim.log (last lines, newest first)\n{}",
+                tail.join("\n")
+            );
+        }
         if !self.down_done {
             let _ = Command::new(bin())
                 .args(["down", "--dir"])
