@@ -154,7 +154,124 @@ impl Lab {
         Run::from_output(line, cmd.output().expect("run safekeeping"))
     }
 
-    /// Lines of `DIR/vddk-stats.jsonl` written since `from_line`, parsed.
+    /// Creates a powered-on VM with thin disks of these sizes (`64M`) and NICs on these networks.
+    pub fn create_vm(&self, name: &str, disks: &[&str], nics: &[&str]) {
+        let mut args = vec!["create-vm", "--name", name];
+        for d in disks {
+            args.push("--disk");
+            args.push(d);
+        }
+        for n in nics {
+            args.push("--nic");
+            args.push(n);
+        }
+        self.lab(&args).ok();
+    }
+
+    /// Writes the lab's deterministic data (seed) or zeros into a VM's disk.
+    pub fn guest_write(&self, vm: &str, disk: usize, offset: &str, len: &str, seed: Option<u64>) {
+        let d = disk.to_string();
+        let s = seed.unwrap_or(0).to_string();
+        let mut args = vec![
+            "guest-write",
+            "--vm",
+            vm,
+            "--disk",
+            &d,
+            "--offset",
+            offset,
+            "--len",
+            len,
+        ];
+        match seed {
+            Some(_) => args.extend(["--seed", s.as_str()]),
+            None => args.push("--zero"),
+        }
+        self.lab(&args).ok();
+    }
+
+    /// SHA-256 of a VM's disk content.
+    pub fn digest(&self, vm: &str, disk: usize) -> String {
+        let d = disk.to_string();
+        self.lab(&["disk-digest", "--vm", vm, "--disk", &d])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    }
+
+    /// Digests of every disk of a VM, in order.
+    pub fn digests(&self, vm: &str, disks: usize) -> Vec<String> {
+        (0..disks).map(|i| self.digest(vm, i)).collect()
+    }
+
+    /// `vm-info` as JSON, or `None` when there is no such VM.
+    pub fn vm_info(&self, vm: &str) -> Option<serde_json::Value> {
+        let r = self.lab(&["vm-info", "--vm", vm]);
+        (r.code == 0).then(|| r.json())
+    }
+
+    /// Names of a VM's snapshots.
+    pub fn snapshots(&self, vm: &str) -> Vec<String> {
+        let info = self.vm_info(vm).expect("VM exists");
+        let mut out = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                serde_json::Value::Object(o) => {
+                    if let Some(n) = o.get("name").and_then(|n| n.as_str()) {
+                        out.push(n.to_string());
+                    }
+                    o.values().for_each(|x| walk(x, out));
+                }
+                _ => {}
+            }
+        }
+        walk(&info["snapshots"], &mut out);
+        out
+    }
+
+    /// Appends lines to the fake VDDK's configuration (`DIR/vddk/vddk.conf`).
+    pub fn vddk_conf_append(&self, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir().join("vddk/vddk.conf"))
+            .expect("open vddk.conf");
+        writeln!(f, "{text}").expect("append to vddk.conf");
+    }
+
+    /// Removes lines starting with `prefix` from the fake VDDK's configuration.
+    pub fn vddk_conf_remove(&self, prefix: &str) {
+        let p = self.dir().join("vddk/vddk.conf");
+        let text = std::fs::read_to_string(&p).expect("read vddk.conf");
+        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with(prefix)).collect();
+        std::fs::write(&p, kept.join("\n") + "\n").expect("write vddk.conf");
+    }
+
+    /// A copy of the lab's configuration with `from` replaced by `to`, written to `name`.
+    pub fn config_variant(&self, name: &str, from: &str, to: &str) -> PathBuf {
+        let text = std::fs::read_to_string(self.config()).expect("read safekeeping.toml");
+        assert!(text.contains(from), "safekeeping.toml has no `{from}`");
+        let p = self.dir().join(name);
+        std::fs::write(&p, text.replace(from, to)).expect("write config variant");
+        p
+    }
+
+    /// A `safekeeping` process started in the background (stdout and stderr piped).
+    pub fn sk_spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(&self.sk_bin)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("SAFEKEEPING_PASSWORD")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn safekeeping")
+    }
+
+    /// Lines of `DIR/vddk-stats.jsonl`, parsed.
     pub fn vddk_stats(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir().join("vddk-stats.jsonl")).unwrap_or_default();
         text.lines()
