@@ -11,12 +11,15 @@ mod common;
 
 use std::hint::black_box;
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{good_params, Lab};
 use vddk::{ConnectOptions, OpenFlags, Vddk};
 
 const KIB: usize = 1024;
+/// Every figure is the best of this many passes: the machine is shared, so the fastest pass
+/// is the one least disturbed by other work.
+const RUNS: usize = 3;
 
 fn fill_random(path: &std::path::Path, bytes: u64) {
     let mut f = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(path).unwrap());
@@ -75,9 +78,9 @@ fn main() {
         .expect("connect");
 
     time_cat(&flat); // warm the page cache
-    let cat = time_cat(&flat);
+    let cat = (0..RUNS).map(|_| time_cat(&flat)).fold(f64::MAX, f64::min);
     let cat_rate = mib_per_s(bytes, cat);
-    println!("disk {mib} MiB, warm page cache");
+    println!("disk {mib} MiB, warm page cache, best of {RUNS} passes");
     println!("{:<28} {:>10} {:>8}", "method", "MiB/s", "vs cat");
     println!("{:<28} {:>10.0} {:>8.2}", "cat > /dev/null", cat_rate, 1.0);
 
@@ -88,38 +91,44 @@ fn main() {
         let mut disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
         let mut buf = vec![0u8; size];
         let mut sum = 0u64;
-        let t = Instant::now();
-        let mut pos = 0;
-        while pos < total {
-            let n = sectors.min(total - pos) as usize * 512;
-            disk.read(pos, &mut buf[..n]).unwrap();
-            sum = sum.wrapping_add(buf[0] as u64);
-            pos += sectors;
+        let mut sync = f64::MAX;
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let mut pos = 0;
+            while pos < total {
+                let n = sectors.min(total - pos) as usize * 512;
+                disk.read(pos, &mut buf[..n]).unwrap();
+                sum = sum.wrapping_add(buf[0] as u64);
+                pos += sectors;
+            }
+            sync = sync.min(t.elapsed().as_secs_f64());
         }
-        let sync = t.elapsed().as_secs_f64();
         black_box(sum);
 
         const DEPTH: usize = 4;
         let mut free: Vec<Vec<u8>> = (0..DEPTH).map(|_| vec![0u8; size]).collect();
-        let t = Instant::now();
-        let mut pos = 0;
-        let mut got = 0u64;
-        while pos < total || disk.in_flight() > 0 {
-            while pos < total {
-                let Some(mut b) = free.pop() else { break };
-                b.resize(sectors.min(total - pos) as usize * 512, 0);
-                disk.read_async(pos, b).unwrap();
-                pos += sectors;
+        let mut asynchronous = f64::MAX;
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let mut pos = 0;
+            let mut got = 0u64;
+            while pos < total || disk.in_flight() > 0 {
+                while pos < total {
+                    let Some(mut b) = free.pop() else { break };
+                    b.resize(sectors.min(total - pos) as usize * 512, 0);
+                    disk.read_async(pos, b).unwrap();
+                    pos += sectors;
+                }
+                for c in disk.wait_any(Duration::from_secs(1)).unwrap() {
+                    c.result.unwrap();
+                    got += c.buffer.len() as u64;
+                    sum = sum.wrapping_add(c.buffer[0] as u64);
+                    free.push(c.buffer);
+                }
             }
-            for c in disk.wait().unwrap() {
-                c.result.unwrap();
-                got += c.buffer.len() as u64;
-                sum = sum.wrapping_add(c.buffer[0] as u64);
-                free.push(c.buffer);
-            }
+            asynchronous = asynchronous.min(t.elapsed().as_secs_f64());
+            assert_eq!(got, bytes);
         }
-        let asynchronous = t.elapsed().as_secs_f64();
-        assert_eq!(got, bytes);
         black_box(sum);
         disk.close().unwrap();
 

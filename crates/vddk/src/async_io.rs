@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use vddk_sys::*;
 
@@ -47,6 +48,8 @@ pub struct Completion {
 #[derive(Default)]
 struct Finished {
     results: Mutex<Vec<(u64, u64)>>,
+    /// Signalled by every callback.
+    arrived: Condvar,
 }
 
 /// What the callback's data pointer points to.
@@ -105,6 +108,7 @@ unsafe extern "C" fn completion_callback(data: *mut c_void, result: vddk_sys::Vi
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((cb.id, result));
+        cb.finished.arrived.notify_all();
     }));
 }
 
@@ -257,6 +261,35 @@ impl Disk {
         }
         out.sort_by_key(|c| c.id);
         out
+    }
+
+    /// Waits until at least one request has completed and returns every completion available,
+    /// in submission order; returns an empty list when nothing is in flight. Use it to keep a
+    /// fixed number of requests in flight.
+    ///
+    /// Completions normally arrive on VDDK's own threads; if none arrives within
+    /// `poll` (libraries that complete requests only inside Wait), it falls back to
+    /// [`Disk::wait`].
+    ///
+    /// # Errors
+    /// As [`Disk::wait`].
+    pub fn wait_any(&mut self, poll: Duration) -> Result<Vec<Completion>> {
+        if self.requests.in_flight() == 0 {
+            return Ok(Vec::new());
+        }
+        {
+            let finished = self.requests.finished.clone();
+            let guard = finished.results.lock().unwrap_or_else(|p| p.into_inner());
+            let _guard = finished
+                .arrived
+                .wait_timeout_while(guard, poll, |r| r.is_empty())
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let done = self.take_completed();
+        if done.is_empty() {
+            return self.wait();
+        }
+        Ok(done)
     }
 
     /// Waits for every submitted request (VixDiskLib_Wait) and returns their completions in

@@ -274,6 +274,31 @@ fn async_reads_and_writes_complete_with_their_buffers() {
     let mut back = vec![0u8; data.len()];
     disk.read(2048, &mut back).unwrap();
     assert_eq!(back, data);
+    // A pipeline keeping four requests in flight with wait_any.
+    let mut next = 0u64;
+    let mut seen = 0;
+    while next < 4096 || disk.in_flight() > 0 {
+        while next < 4096 && disk.in_flight() < 4 {
+            disk.read_async(next, vec![0u8; 128 * 512]).unwrap();
+            next += 128;
+        }
+        let done = disk.wait_any(std::time::Duration::from_secs(5)).unwrap();
+        assert!(!done.is_empty());
+        for c in done {
+            c.result.unwrap();
+            let off = c.start_sector as usize * 512;
+            if off < content.len() {
+                let end = (off + c.buffer.len()).min(content.len());
+                assert_eq!(&c.buffer[..end - off], &content[off..end]);
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 32);
+    assert!(disk
+        .wait_any(std::time::Duration::from_secs(1))
+        .unwrap()
+        .is_empty());
     // Requests left in flight are waited for when the disk is dropped.
     disk.read_async(0, vec![0; 512]).unwrap();
     drop(disk);
