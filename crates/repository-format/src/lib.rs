@@ -77,7 +77,7 @@ pub use manifest::{
     Provisioning,
 };
 pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePlan};
-pub use reader::{DiskChunk, DiskReader};
+pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
 pub use source::{FileSource, MemorySource};

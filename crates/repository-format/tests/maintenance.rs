@@ -98,6 +98,12 @@ fn flipped_byte_in_chunk_is_named_with_every_use() {
     );
     // Undamaged chunks still read.
     rd.read_at(0, &mut buf).unwrap();
+    // The stream stops at the damaged chunk with the same naming.
+    let results: Vec<_> = rd.stream(2).collect();
+    assert!(results.last().unwrap().is_err());
+    assert!(results[..results.len() - 1].iter().all(|r| r.is_ok()));
+    let err = results.last().unwrap().as_ref().unwrap_err().to_string();
+    assert!(err.contains(&format!("offset {off}")), "{err}");
 }
 
 #[test]

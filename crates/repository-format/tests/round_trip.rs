@@ -50,6 +50,16 @@ fn full_backup_restores_byte_for_byte_with_short_tail() {
     }
     assert_eq!(rebuilt, data);
     assert_eq!(n, r.index().stored_chunks().count());
+    // The parallel stream yields the same chunks in the same order.
+    for threads in [1, 3] {
+        let streamed: Vec<DiskChunk> = r.stream(threads).map(|c| c.unwrap()).collect();
+        let walked: Vec<DiskChunk> = r.chunks().map(|c| c.unwrap()).collect();
+        assert_eq!(streamed, walked);
+    }
+    // Dropping a stream part-way stops its threads.
+    let mut s = r.stream(2);
+    assert!(s.next().is_some());
+    drop(s);
 
     let m = repo.manifest(&key, g).unwrap();
     assert_eq!(m.metadata_files, vec!["vm.vmx".to_string()]);
