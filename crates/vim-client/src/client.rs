@@ -288,6 +288,11 @@ impl Client {
         &self.inner.base_url
     }
 
+    /// The per-call timeout (from [`ClientOptions::timeout`]).
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// How long task-running operations wait (from [`ClientOptions::task_timeout`]).
     pub fn task_timeout(&self) -> Duration {
         self.inner.task_timeout

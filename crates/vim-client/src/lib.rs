@@ -23,6 +23,7 @@ mod snapshot;
 pub mod soap;
 mod task;
 pub mod tls;
+mod updates;
 mod vm;
 mod vm_config;
 mod vslm;

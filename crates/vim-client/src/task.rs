@@ -6,16 +6,47 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::moref::MoRef;
+use crate::updates::PrivateCollector;
 use crate::xml::Element;
 
 impl Client {
-    /// Waits until `task` succeeds or fails, polling its `info` property (every 100 ms at
-    /// first, backing off to 2 s). Returns the task's `result` value, if any.
+    /// Waits until `task` succeeds or fails and returns its `result` value, if any. It waits
+    /// for updates of the task's `info` with `WaitForUpdatesEx`; when the server cannot set up
+    /// a private property collector it polls instead (see [`Client::poll_task`]).
     ///
     /// # Errors
     ///
     /// The task's fault as [`Error::Fault`], [`Error::Timeout`] after `timeout`.
     pub async fn wait_for_task(&self, task: &MoRef, timeout: Duration) -> Result<Option<Element>> {
+        let collector = match PrivateCollector::create(self, task, "info").await {
+            Ok(c) => c,
+            Err(e) => {
+                // Servers without CreatePropertyCollector, or a task that is already gone:
+                // polling gives the precise answer.
+                tracing::debug!(error = %e, "cannot watch the task; polling it");
+                return self.poll_task(task, timeout).await;
+            }
+        };
+        let mut finished = |info: &Element| {
+            matches!(
+                info.text_at("state").map(str::trim),
+                Some("success" | "error")
+            )
+        };
+        let result = self
+            .wait_on(&collector, task, "info", timeout, &mut finished)
+            .await;
+        collector.destroy().await;
+        task_outcome(task, &result?)
+    }
+
+    /// Waits until `task` succeeds or fails by polling its `info` property (every 100 ms at
+    /// first, backing off to 2 s).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::wait_for_task`].
+    pub async fn poll_task(&self, task: &MoRef, timeout: Duration) -> Result<Option<Element>> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
@@ -23,20 +54,11 @@ impl Client {
             let info = props
                 .get("info")
                 .ok_or_else(|| Error::Unexpected(format!("{task} has no info")))?;
-            match info.text_at("state").map(str::trim) {
-                Some("success") => return Ok(info.get("result").cloned()),
-                Some("error") => {
-                    return Err(match info.get("error") {
-                        Some(e) => fault::from_localized_method_fault(e),
-                        None => Error::Unexpected(format!("{task} failed without an error")),
-                    })
-                }
-                Some("queued" | "running") => {}
-                other => {
-                    return Err(Error::Unexpected(format!(
-                        "{task} is in unknown state {other:?}"
-                    )))
-                }
+            if !matches!(
+                info.text_at("state").map(str::trim),
+                Some("queued" | "running")
+            ) {
+                return task_outcome(task, info);
             }
             if started.elapsed() >= timeout {
                 let name = info.text_at("descriptionId").unwrap_or(&task.value);
@@ -72,5 +94,19 @@ impl Client {
     pub async fn run_task(&self, body: Element, timeout: Duration) -> Result<Option<Element>> {
         let task = self.start_task(body).await?;
         self.wait_for_task(&task, timeout).await
+    }
+}
+
+/// The result or fault of a finished `TaskInfo`.
+fn task_outcome(task: &MoRef, info: &Element) -> Result<Option<Element>> {
+    match info.text_at("state").map(str::trim) {
+        Some("success") => Ok(info.get("result").cloned()),
+        Some("error") => Err(match info.get("error") {
+            Some(e) => fault::from_localized_method_fault(e),
+            None => Error::Unexpected(format!("{task} failed without an error")),
+        }),
+        other => Err(Error::Unexpected(format!(
+            "{task} is in unknown state {other:?}"
+        ))),
     }
 }

@@ -677,3 +677,44 @@ async fn first_class_disks() {
     let err = c.fcd_retrieve(&disk.id, &ds).await.unwrap_err();
     assert!(err.fault_kind().is_some(), "{err}");
 }
+
+#[tokio::test]
+async fn waiting_for_updates() {
+    let lab = Lab::up();
+    let vm = lab.create_vm("wait01", &["--disk", "8M"]);
+    let c = lab.client().await;
+    // A property that never reaches the wanted value times out with WaitForUpdatesEx.
+    let started = std::time::Instant::now();
+    let err = c
+        .wait_for_property(&vm, "runtime.powerState", Duration::from_secs(2), |v| {
+            v.text == "suspended"
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A task started by hand is followed to its end.
+    let task = c
+        .start_task(xml::Element::vim("PowerOffVM_Task").child(vm.to_element("_this")))
+        .await
+        .unwrap();
+    let info = c
+        .wait_for_property(&task, "info", Duration::from_secs(30), |v| {
+            v.text_at("state") == Some("success")
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.text_at("state"), Some("success"));
+    let state = c
+        .wait_for_property(&vm, "runtime.powerState", Duration::from_secs(5), |v| {
+            v.text == "poweredOff"
+        })
+        .await
+        .unwrap();
+    assert_eq!(state.text, "poweredOff");
+    // Timing of one snapshot round trip through task waiting.
+    let t = std::time::Instant::now();
+    let s = c.create_snapshot(&vm, "t", "", false, false).await.unwrap();
+    c.remove_snapshot(&s, false).await.unwrap();
+    eprintln!("snapshot create+remove: {:?}", t.elapsed());
+}
