@@ -61,8 +61,25 @@ struct CallbackData {
 struct InFlight {
     kind: IoKind,
     start_sector: u64,
+    /// From `Box::into_raw`; VDDK owns the contents until the request completes.
     buffer: *mut [u8],
-    data: Box<CallbackData>,
+    /// From `Box::into_raw`; the callback reads it until the request completes.
+    data: *mut CallbackData,
+}
+
+impl InFlight {
+    /// Frees both allocations and returns the buffer.
+    ///
+    /// # Safety
+    /// VDDK is done with the request: its callback has run, or it refused the request.
+    unsafe fn reclaim(self) -> Vec<u8> {
+        // SAFETY: both pointers came from Box::into_raw and are reclaimed once (self is
+        // consumed); VDDK no longer uses them per this function's contract.
+        unsafe {
+            drop(Box::from_raw(self.data));
+            Box::from_raw(self.buffer).into_vec()
+        }
+    }
 }
 
 /// The requests of one disk.
@@ -82,9 +99,8 @@ impl AsyncRequests {
     /// rather than freed while VDDK might still use them.
     pub(crate) fn abandon(&mut self) {
         let n = self.in_flight.len();
-        for (_, r) in std::mem::take(&mut self.in_flight) {
-            std::mem::forget(r.data);
-        }
+        // Dropping the map frees nothing the entries point to: they are raw pointers.
+        self.in_flight.clear();
         tracing::error!(target: "vddk", "{n} async request(s) never completed; leaking their buffers");
     }
 }
@@ -145,11 +161,11 @@ impl Disk {
         let lib = self.conn.library.clone();
         let id = self.requests.next;
         self.requests.next += 1;
-        let data = Box::new(CallbackData {
+        let data = Box::into_raw(Box::new(CallbackData {
             id,
             finished: self.requests.finished.clone(),
-        });
-        let data_ptr = std::ptr::addr_of!(*data).cast_mut().cast::<c_void>();
+        }));
+        let data_ptr = data.cast::<c_void>();
         let buf_ptr: *mut [u8] = Box::into_raw(buffer.into_boxed_slice());
         // Registered before the call: the callback may run before the call returns.
         self.requests.in_flight.insert(
@@ -212,8 +228,8 @@ impl Disk {
         // Refused up front: VDDK never calls back for a refused request, so both allocations
         // are ours again.
         if let Some(r) = self.requests.in_flight.remove(&id) {
-            // SAFETY: the pointer came from Box::into_raw above and VDDK no longer uses it.
-            drop(unsafe { Box::from_raw(r.buffer) });
+            // SAFETY: VDDK refused the request, so it holds neither pointer.
+            drop(unsafe { r.reclaim() });
         }
         let op = match kind {
             IoKind::Read => "ReadAsync",
@@ -239,10 +255,11 @@ impl Disk {
                 tracing::warn!(target: "vddk", id, "completion for an unknown request ignored");
                 continue;
             };
-            // SAFETY: the request completed, so VDDK is done with the buffer, which came from
-            // Box::into_raw at submission and is reclaimed exactly once (removed from the map).
-            let buffer = unsafe { Box::from_raw(r.buffer) }.into_vec();
-            let op = match r.kind {
+            let (kind, start_sector) = (r.kind, r.start_sector);
+            // SAFETY: the callback ran (or the call completed synchronously), so VDDK is done
+            // with the request; it was removed from the map, so it is reclaimed once.
+            let buffer = unsafe { r.reclaim() };
+            let op = match kind {
                 IoKind::Read => "ReadAsync",
                 IoKind::Write => "WriteAsync",
             };
@@ -253,8 +270,8 @@ impl Disk {
             };
             out.push(Completion {
                 id: RequestId(id),
-                kind: r.kind,
-                start_sector: r.start_sector,
+                kind,
+                start_sector,
                 buffer,
                 result,
             });
