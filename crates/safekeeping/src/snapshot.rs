@@ -112,15 +112,23 @@ impl Drop for SnapshotGuard {
             return;
         }
         tracing::warn!(snapshot = %self.name, "snapshot guard dropped without removal; removing it now");
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let client = self.vc.client.clone();
-            let snapshot = self.snapshot.clone();
-            handle.spawn(async move {
-                if let Err(e) = client.remove_snapshot(&snapshot, true).await {
-                    tracing::error!(snapshot = %snapshot.value, "cannot remove snapshot: {e}");
+        // A separate thread with its own runtime: this may run while the process unwinds.
+        let client = self.vc.client.clone();
+        let snapshot = self.snapshot.clone();
+        let removal = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => {
+                    if let Err(e) = rt.block_on(client.remove_snapshot(&snapshot, true)) {
+                        tracing::error!(snapshot = %snapshot.value, "cannot remove snapshot: {e}");
+                    }
                 }
-            });
-        }
+                Err(e) => tracing::error!("cannot start a runtime to remove the snapshot: {e}"),
+            }
+        });
+        let _ = removal.join();
     }
 }
 

@@ -67,25 +67,18 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
             show_progress: !quiet,
         },
     });
+    // Targets run concurrently on this task (vCenter calls are async, disk I/O runs on
+    // blocking threads); the semaphore bounds how many are in flight.
     let gate = Arc::new(Semaphore::new(parallel));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, target) in args.targets.into_iter().enumerate() {
+    let runs = args.targets.into_iter().map(|target| {
         let ctx = ctx.clone();
         let gate = gate.clone();
-        tasks.spawn(async move {
+        async move {
             let _permit = gate.acquire_owned().await;
-            (i, backup_target(ctx, target).await)
-        });
-    }
-    let mut results: Vec<(usize, TargetResult)> = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(r) => results.push(r),
-            Err(e) => return Err(Error::Other(format!("a backup task failed: {e}"))),
+            backup_target(ctx, target).await
         }
-    }
-    results.sort_by_key(|(i, _)| *i);
-    let results: Vec<TargetResult> = results.into_iter().map(|(_, r)| r).collect();
+    });
+    let results: Vec<TargetResult> = futures_util::future::join_all(runs).await;
     vc.logout().await;
 
     let ok = results.iter().filter(|r| r.succeeded()).count();
