@@ -80,11 +80,15 @@ enum Cmd {
     GuestWrite {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long)]
-        vm: String,
+        /// VM name or moref; needs --disk.
+        #[arg(long, required_unless_present = "path", requires = "disk")]
+        vm: Option<String>,
         /// Disk index, 0-based, in device order.
         #[arg(long)]
-        disk: usize,
+        disk: Option<usize>,
+        /// Any disk by datastore path instead (first class disks): "[ds] fcd/ID.vmdk".
+        #[arg(long, conflicts_with_all = ["vm", "disk"])]
+        path: Option<String>,
         #[arg(long, value_parser = parse_size)]
         offset: u64,
         #[arg(long, value_parser = parse_size)]
@@ -179,13 +183,17 @@ pub fn run(cli: Cli) -> Result<()> {
             dir,
             vm,
             disk,
+            path,
             offset,
             len,
             seed,
             zero,
         } => {
             let dir = LabDir::new(&dir)?;
-            let body = json!({"vm": vm, "disk": disk, "offset": offset, "len": len, "seed": seed, "zero": zero});
+            let body = json!({
+                "vm": vm.unwrap_or_default(), "disk": disk.unwrap_or_default(),
+                "path": path.unwrap_or_default(), "offset": offset, "len": len, "seed": seed, "zero": zero,
+            });
             admin(&dir)?.post("guest-write", &body)?;
             Ok(())
         }

@@ -4,10 +4,10 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use fs2::FileExt;
+use sha2::{Digest, Sha256};
 
 /// The Go sources of the simulator, in this package.
 const VCSIM_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/vcsim");
@@ -32,19 +32,25 @@ pub fn target_dir() -> Result<PathBuf> {
     Ok(profile.parent().unwrap_or(&profile).to_path_buf())
 }
 
-fn newest_source(dir: &Path) -> Result<SystemTime> {
-    let mut newest = SystemTime::UNIX_EPOCH;
+/// A hash of the Go sources (names and contents), so a rebuild happens exactly when they
+/// change, even when they change while a build runs.
+fn sources_hash(dir: &Path) -> Result<String> {
+    let mut names = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let path = entry.path();
+        let path = entry?.path();
         if path.extension().is_some_and(|e| e == "go") {
-            let m = entry.metadata()?.modified()?;
-            if m > newest {
-                newest = m;
-            }
+            names.push(path);
         }
     }
-    Ok(newest)
+    names.sort();
+    let mut h = Sha256::new();
+    for p in names {
+        let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        h.update(p.file_name().unwrap_or_default().as_encoded_bytes());
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(&data);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Returns the simulator binary, building it with `go build` (GOPATH mode against
@@ -68,11 +74,10 @@ pub fn ensure_server() -> Result<PathBuf> {
     let lock = File::create(out_dir.join("build.lock"))?;
     lock.lock_exclusive()
         .context("waiting for another lab build")?;
-    let newest = newest_source(sources)?;
-    let fresh = fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .is_ok_and(|built| built >= newest);
-    if fresh {
+    let stamp = out_dir.join("lab-vcsim.sources");
+    let mut hash = sources_hash(sources)?;
+    let built_from = fs::read_to_string(&stamp).unwrap_or_default();
+    if binary.exists() && built_from.trim() == hash {
         return Ok(binary);
     }
     let go = which("go").context(
@@ -95,6 +100,21 @@ pub fn ensure_server() -> Result<PathBuf> {
         }
     }
     eprintln!("safekeeping-lab: building the simulator (go build, once)");
+    loop {
+        build(&go, sources, &gopath, &out_dir, &tmp)?;
+        // Sources edited during the build: build again.
+        let after = sources_hash(sources)?;
+        if after == hash {
+            break;
+        }
+        hash = after;
+    }
+    fs::rename(&tmp, &binary).with_context(|| format!("installing {}", binary.display()))?;
+    crate::fsutil::write_atomic(&stamp, hash.as_bytes(), 0o644)?;
+    Ok(binary)
+}
+
+fn build(go: &Path, sources: &Path, gopath: &str, out_dir: &Path, tmp: &Path) -> Result<()> {
     let out = Command::new(go)
         .current_dir(sources)
         .env("GO111MODULE", "off")
@@ -104,20 +124,19 @@ pub fn ensure_server() -> Result<PathBuf> {
         .env("CGO_ENABLED", "0")
         .arg("build")
         .arg("-o")
-        .arg(&tmp)
+        .arg(tmp)
         .arg(".")
         .output()
         .context("running go build")?;
     if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
         bail!(
             "go build of the lab simulator failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    fs::rename(&tmp, &binary).with_context(|| format!("installing {}", binary.display()))?;
-    Ok(binary)
+    Ok(())
 }
 
 /// Finds the fake libvixDiskLib built by cargo (package fake-vixdisklib, library name

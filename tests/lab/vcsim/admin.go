@@ -276,6 +276,7 @@ func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, 
 }
 
 type guestWriteRequest struct {
+	Path   string `json:"path"`
 	VM     string `json:"vm"`
 	Disk   int    `json:"disk"`
 	Offset int64  `json:"offset"`
@@ -298,19 +299,9 @@ func guestPattern(buf []byte, seed uint64, pos int64) {
 }
 
 func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
-	vm, err := findVM(req.VM)
+	d, st, err := l.writeTarget(req)
 	if err != nil {
 		return nil, err
-	}
-	var disks []diskView
-	simulator.Map.WithLock(vm, func() { disks = vmDisks(vm) })
-	if req.Disk < 0 || req.Disk >= len(disks) {
-		return nil, fmt.Errorf("VM %s has %d disks; disk %d does not exist", vm.Name, len(disks), req.Disk)
-	}
-	d := disks[req.Disk]
-	st := l.disks[d.fileName]
-	if st == nil {
-		return nil, fmt.Errorf("disk %s has no lab record", d.fileName)
 	}
 	if req.Offset < 0 || req.Len < 0 || req.Offset+req.Len > st.capacity || req.Offset+req.Len < req.Offset {
 		return nil, fmt.Errorf("write of %d bytes at %d is outside the disk (capacity %d)", req.Len, req.Offset, st.capacity)
@@ -362,6 +353,38 @@ func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
 		}
 	}
 	return map[string]interface{}{"path": d.fileName, "flat": flat, "tracked_blocks": changed}, nil
+}
+
+// writeTarget finds the disk a guest write goes to: a VM's disk N, or any disk by path
+// (first class disks).
+func (l *lab) writeTarget(req *guestWriteRequest) (diskView, *diskState, error) {
+	if req.Path != "" {
+		if f, msg := checkDatastorePath(req.Path); f != nil {
+			return diskView{}, nil, fmt.Errorf("%s", msg)
+		}
+		desc, err := l.readDescriptorAt(req.Path)
+		if err != nil {
+			return diskView{}, nil, err
+		}
+		d := diskView{fileName: req.Path, capacity: desc.Capacity(), adapter: "lsilogic"}
+		st, err := l.ensureDisk(d)
+		return d, st, err
+	}
+	vm, err := findVM(req.VM)
+	if err != nil {
+		return diskView{}, nil, err
+	}
+	var disks []diskView
+	simulator.Map.WithLock(vm, func() { disks = vmDisks(vm) })
+	if req.Disk < 0 || req.Disk >= len(disks) {
+		return diskView{}, nil, fmt.Errorf("VM %s has %d disks; disk %d does not exist", vm.Name, len(disks), req.Disk)
+	}
+	d := disks[req.Disk]
+	st := l.disks[d.fileName]
+	if st == nil {
+		return diskView{}, nil, fmt.Errorf("disk %s has no lab record", d.fileName)
+	}
+	return d, st, nil
 }
 
 type powerRequest struct {

@@ -61,9 +61,11 @@ func (d *diskState) changeID() string {
 	return fmt.Sprintf("%s/%d", d.epoch, d.seq)
 }
 
-// snapState is a snapshot's frozen disks by device key.
+// snapState is a snapshot's frozen disks by device key (a first class disk snapshot has
+// one, under key 0, and fcdID set).
 type snapState struct {
 	vm    types.ManagedObjectReference
+	fcdID string
 	disks map[int32]*frozenDisk
 }
 
@@ -180,7 +182,11 @@ func (l *lab) syncAll() {
 		}
 		l.syncVM(vm)
 	}
+	l.sweepFCDSnapshots()
 	for ref, s := range l.snaps {
+		if s.fcdID != "" {
+			continue
+		}
 		if simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: ref}) != nil {
 			continue
 		}
@@ -383,7 +389,9 @@ func (l *lab) materializeFCD(res types.AnyType) {
 	d := diskView{fileName: b.FilePath, capacity: obj.Config.CapacityInMB << 20, adapter: "lsilogic"}
 	if _, err := l.ensureDisk(d); err != nil {
 		log.Printf("lab: first class disk %s: %v", b.FilePath, err)
+		return
 	}
+	l.enableFCDTracking(obj)
 }
 
 // orderedDisks returns the disks of a device list by controller position, then unit.

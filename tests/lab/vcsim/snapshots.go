@@ -174,7 +174,6 @@ func (l *lab) queryChangedDiskAreas(req *types.QueryChangedDiskAreas) (*types.Di
 		return nil, &types.ManagedObjectNotFound{Obj: req.This}, fmt.Sprintf("The object '%s' has already been deleted or has not been completely created", req.This.Value)
 	}
 	var fd *frozenDisk
-	var blocksFrom func() ([]int64, error)
 	if req.Snapshot != nil {
 		s := l.snaps[req.Snapshot.Value]
 		if s == nil {
@@ -210,16 +209,22 @@ func (l *lab) queryChangedDiskAreas(req *types.QueryChangedDiskAreas) (*types.Di
 	if fd == nil {
 		return nil, &types.InvalidArgument{InvalidProperty: "deviceKey"}, fmt.Sprintf("A specified parameter was not correct: deviceKey %d", req.DeviceKey)
 	}
+	return l.changedAreas(fd, req.StartOffset, req.ChangeId)
+}
+
+// changedAreas computes a QueryChangedDiskAreas answer for a frozen disk.
+func (l *lab) changedAreas(fd *frozenDisk, startOffset int64, changeID string) (*types.DiskChangeInfo, types.BaseMethodFault, string) {
+	var blocksFrom func() ([]int64, error)
 	if fd.epoch == "" {
 		// What vCenter answers when change tracking is off for the disk.
 		var p object.DatastorePath
 		p.FromString(fd.source)
 		return nil, &types.FileFault{File: fd.source}, fmt.Sprintf("Error caused by file /vmfs/volumes/%s/%s", p.Datastore, p.Path)
 	}
-	if req.StartOffset < 0 || req.StartOffset > fd.capacity {
+	if startOffset < 0 || startOffset > fd.capacity {
 		return nil, &types.InvalidArgument{InvalidProperty: "startOffset"}, "A specified parameter was not correct: startOffset"
 	}
-	if req.ChangeId == "*" {
+	if changeID == "*" {
 		blocksFrom = func() ([]int64, error) {
 			local, err := l.localPath(fd.path)
 			if err != nil {
@@ -236,12 +241,12 @@ func (l *lab) queryChangedDiskAreas(req *types.QueryChangedDiskAreas) (*types.Di
 			return nonZeroBlocks(flat, fd.capacity)
 		}
 	} else {
-		i := strings.LastIndexByte(req.ChangeId, '/')
+		i := strings.LastIndexByte(changeID, '/')
 		var since uint64
-		bad := i < 0 || req.ChangeId[:i] != fd.epoch
+		bad := i < 0 || changeID[:i] != fd.epoch
 		if !bad {
-			_, err := fmt.Sscanf(req.ChangeId[i+1:], "%d", &since)
-			bad = err != nil || since > fd.seq || fmt.Sprint(since) != req.ChangeId[i+1:]
+			_, err := fmt.Sscanf(changeID[i+1:], "%d", &since)
+			bad = err != nil || since > fd.seq || fmt.Sprint(since) != changeID[i+1:]
 		}
 		if bad {
 			return nil, &types.InvalidArgument{InvalidProperty: "changeId"}, "A specified parameter was not correct: changeId"
@@ -261,7 +266,7 @@ func (l *lab) queryChangedDiskAreas(req *types.QueryChangedDiskAreas) (*types.Di
 	if err != nil {
 		return nil, &types.FileFault{File: fd.path}, fmt.Sprintf("Error caused by file %s: %v", fd.path, err)
 	}
-	info := areasFrom(blocks, req.StartOffset, fd.capacity, l.knobs.MaxChangedAreas)
+	info := areasFrom(blocks, startOffset, fd.capacity, l.knobs.MaxChangedAreas)
 	return &info, nil, ""
 }
 

@@ -24,7 +24,7 @@ var mutating = map[string]bool{
 	"CloneVM_Task": true, "RelocateVM_Task": true, "PowerOnVM_Task": true, "PowerOffVM_Task": true,
 	"RemoveSnapshot_Task": true, "RemoveAllSnapshots_Task": true, "RevertToSnapshot_Task": true,
 	"Rename_Task": true, "CreateVirtualDisk_Task": true, "DeleteVirtualDisk_Task": true,
-	"DeleteDatastoreFile_Task": true, "MarkAsTemplate": true, "MarkAsVirtualMachine": true,
+	"DeleteDatastoreFile_Task": true, "DeleteVStorageObject_Task": true, "MarkAsTemplate": true, "MarkAsVirtualMachine": true,
 }
 
 // serveSDK is the front of /sdk: it decodes the request with the simulator's own
@@ -55,7 +55,8 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch method.Body.(type) {
-	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task:
+	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
+		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails:
 		if rec := l.probeSession(r); rec != nil {
 			copyRecorded(w, rec)
 			return
@@ -92,6 +93,53 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			l.materializeFCD(res)
 		}
 		copyRecorded(w, rec)
+		return
+	case *types.VStorageObjectCreateSnapshot_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		rec := l.passRecorded(r, body)
+		if res, ok := taskResult(rec); ok {
+			var snapID string
+			switch x := res.(type) {
+			case *types.ID:
+				snapID = x.Id
+			case types.ID:
+				snapID = x.Id
+			}
+			if err := l.freezeFCD(r.Context(), req.Id, req.Datastore, snapID); err != nil {
+				log.Printf("lab: freezing first class disk %s at %s: %v", req.Id.Id, snapID, err)
+			}
+		}
+		copyRecorded(w, rec)
+		return
+	case *types.DeleteSnapshot_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		rec := l.passRecorded(r, body)
+		if _, ok := taskResult(rec); ok {
+			l.dropFCDSnapshot(req.SnapshotId.Id)
+		}
+		copyRecorded(w, rec)
+		return
+	case *types.VstorageObjectVCenterQueryChangedDiskAreas:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		info, fault, msg := l.queryFCDChangedAreas(req)
+		if fault != nil {
+			writeFault(w, msg, fault)
+			return
+		}
+		writeResponse(w, "VstorageObjectVCenterQueryChangedDiskAreasResponse", &types.VstorageObjectVCenterQueryChangedDiskAreasResponse{Returnval: *info})
+		return
+	case *types.RetrieveSnapshotDetails:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		d, fault, msg := l.fcdSnapshotDetails(req)
+		if fault != nil {
+			writeFault(w, msg, fault)
+			return
+		}
+		writeResponse(w, "RetrieveSnapshotDetailsResponse", &types.RetrieveSnapshotDetailsResponse{Returnval: *d})
 		return
 	case *types.CreateVM_Task:
 		if f, msg := checkConfigSpec(&req.Config); f != nil {
