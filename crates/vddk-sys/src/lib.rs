@@ -24,6 +24,7 @@ mod loader;
     missing_docs,
     dead_code,
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
     clippy::pedantic
 )]
 pub mod bindings {

@@ -121,13 +121,11 @@ impl Disk {
         // SAFETY: required symbol, live handle; the result is NULL or a static string owned by
         // VDDK, copied at once.
         let mode = unsafe { lib.lib.api.VixDiskLib_GetTransportMode(raw) };
-        disk.transport = (!mode.is_null())
-            // SAFETY: non-null, NUL-terminated.
-            .then(|| {
-                unsafe { CStr::from_ptr(mode) }
-                    .to_string_lossy()
-                    .into_owned()
-            });
+        if !mode.is_null() {
+            // SAFETY: non-null, NUL-terminated, owned by VDDK and copied at once.
+            let text = unsafe { CStr::from_ptr(mode) };
+            disk.transport = Some(text.to_string_lossy().into_owned());
+        }
         tracing::debug!(target: "vddk", path = %disk.path, transport = ?disk.transport,
             capacity = disk.info.capacity_sectors, "opened disk");
         Ok(disk)

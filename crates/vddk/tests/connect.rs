@@ -268,7 +268,24 @@ fn vddk_log_lines_reach_tracing_formatted_and_secrets_never_leak() {
     let path = lab.make_disk("log/log.vmdk", 2048, 0, &[]);
     let conn = vddk.connect(&good_params(), &options(None)).unwrap();
     drop(conn.open(&path, OpenFlags::READ_ONLY).unwrap());
+    // A rejected login is reported through VDDK's warning callback.
+    let wrong = ConnectParams::vm("vm-log")
+        .server(SERVER)
+        .thumbprint(THUMBPRINT)
+        .credentials(Credentials::UserPassword {
+            user: USER.into(),
+            password: "wrong-for-log".into(),
+        });
+    let bad = vddk.connect(&wrong, &options(None)).unwrap();
+    assert!(bad.open(&path, OpenFlags::READ_ONLY).is_err());
     let text = logs();
+    assert!(
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("Cannot open [ds1] log/log.vmdk")
+            && l.contains("incorrect user name or password")),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-for-log"));
     // Formatted by vsnprintf from "%s ... (%llu sectors) using transport %s".
     assert!(
         text.contains("Opened '[ds1] log/log.vmdk' (2048 sectors) using transport nbdssl."),

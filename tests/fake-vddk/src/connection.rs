@@ -58,7 +58,7 @@ impl Params {
     /// `p` points to a valid `VixDiskLibConnectParams` whose string fields are NULL or
     /// NUL-terminated, and whose active union members match `credType` and `specType`.
     pub unsafe fn copy_from(p: &VixDiskLibConnectParams) -> Self {
-        // SAFETY (whole block): fields are read per the caller's contract above.
+        // SAFETY: fields, union members and strings are read per the caller's contract above.
         unsafe {
             let credentials = match p.credType {
                 VIXDISKLIB_CRED_UID => Credentials::UserPassword {
