@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use reqwest::header::{CONTENT_LENGTH, COOKIE};
-use reqwest::Url;
+use reqwest::{StatusCode, Url};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::Client;
@@ -104,14 +104,7 @@ impl Client {
         dest: &Path,
     ) -> Result<u64> {
         let url = self.datastore_file_url(dc_path, file)?;
-        let mut response = self
-            .http()
-            .get(url.clone())
-            .header(COOKIE, self.cookie_header()?)
-            .send()
-            .await
-            .map_err(|e| self.map_transport(&url, e))?;
-        check_status(&url, &mut response).await?;
+        let mut response = self.file_get(&url).await?;
         let io = |source| Error::Io {
             path: dest.to_owned(),
             source,
@@ -162,14 +155,7 @@ impl Client {
         file: &DatastorePath,
     ) -> Result<Vec<u8>> {
         let url = self.datastore_file_url(dc_path, file)?;
-        let mut response = self
-            .http()
-            .get(url.clone())
-            .header(COOKIE, self.cookie_header()?)
-            .send()
-            .await
-            .map_err(|e| self.map_transport(&url, e))?;
-        check_status(&url, &mut response).await?;
+        let response = self.file_get(&url).await?;
         let bytes = response
             .bytes()
             .await
@@ -188,9 +174,11 @@ impl Client {
         file: &DatastorePath,
         data: Vec<u8>,
     ) -> Result<()> {
-        let len = data.len();
-        self.put(dc_path, file, reqwest::Body::from(data), len as u64)
-            .await
+        let len = data.len() as u64;
+        self.put(dc_path, file, || {
+            Ok((reqwest::Body::from(data.clone()), len))
+        })
+        .await
     }
 
     /// Uploads a local file to a datastore file (created or replaced), streaming it.
@@ -208,30 +196,55 @@ impl Client {
             path: src.to_owned(),
             source,
         };
-        let f = tokio::fs::File::open(src).await.map_err(io)?;
-        let len = f.metadata().await.map_err(io)?.len();
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
-        self.put(dc_path, file, body, len).await
+        let open = || -> Result<(reqwest::Body, u64)> {
+            let f = std::fs::File::open(src).map_err(io)?;
+            let len = f.metadata().map_err(io)?.len();
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f));
+            Ok((reqwest::Body::wrap_stream(stream), len))
+        };
+        self.put(dc_path, file, open).await
     }
 
-    async fn put(
-        &self,
-        dc_path: &str,
-        file: &DatastorePath,
-        body: reqwest::Body,
-        len: u64,
-    ) -> Result<()> {
+    /// PUT with the session cookie; on 401 logs in again once and repeats with a fresh body.
+    async fn put<F>(&self, dc_path: &str, file: &DatastorePath, body: F) -> Result<()>
+    where
+        F: Fn() -> Result<(reqwest::Body, u64)>,
+    {
         let url = self.datastore_file_url(dc_path, file)?;
-        let mut response = self
-            .http()
-            .put(url.clone())
-            .header(COOKIE, self.cookie_header()?)
-            .header(CONTENT_LENGTH, len)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.map_transport(&url, e))?;
+        let send = || async {
+            let (body, len) = body()?;
+            self.http()
+                .put(url.clone())
+                .header(COOKIE, self.cookie_header()?)
+                .header(CONTENT_LENGTH, len)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.map_transport(&url, e))
+        };
+        let mut response = send().await?;
+        if response.status() == StatusCode::UNAUTHORIZED && self.relogin().await? {
+            response = send().await?;
+        }
         check_status(&url, &mut response).await
+    }
+
+    /// GET with the session cookie; on 401 logs in again once and repeats.
+    async fn file_get(&self, url: &Url) -> Result<reqwest::Response> {
+        let send = || async {
+            self.http()
+                .get(url.clone())
+                .header(COOKIE, self.cookie_header()?)
+                .send()
+                .await
+                .map_err(|e| self.map_transport(url, e))
+        };
+        let mut response = send().await?;
+        if response.status() == StatusCode::UNAUTHORIZED && self.relogin().await? {
+            response = send().await?;
+        }
+        check_status(url, &mut response).await?;
+        Ok(response)
     }
 
     /// Creates a datastore directory (`[ds] dir`), with parents if `create_parents`.

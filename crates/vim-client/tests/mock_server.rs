@@ -136,6 +136,32 @@ async fn serve(listener: TcpListener, log: Log) {
                 let body = buf[end + 4..end + 4 + len].to_vec();
                 buf.drain(..end + 4 + len);
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                if path.starts_with("/folder/") {
+                    // The first datastore file request finds the session expired.
+                    let (status, text) = {
+                        let mut l = log.lock().unwrap();
+                        let earlier = l.iter().filter(|s| s.path.starts_with("/folder/")).count();
+                        l.push(Seen {
+                            path: path.clone(),
+                            soap_action: String::new(),
+                            cookie: header("cookie"),
+                            method: head.split_whitespace().next().unwrap_or("").to_owned(),
+                            body: Element::vim("file").attr("len", body.len().to_string()),
+                        });
+                        match earlier {
+                            0 => (401, String::new()),
+                            _ => (200, "file-bytes".to_owned()),
+                        }
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let envelope = xml::parse(&body).expect("client sent well-formed XML");
                 let method = envelope
                     .children
@@ -340,4 +366,30 @@ async fn property_retrieval_follows_continuation_tokens() {
         .map(|s| body_of(s).text_at("token").unwrap().to_owned())
         .collect();
     assert_eq!(tokens, vec!["t1", "t2"]);
+}
+
+#[tokio::test]
+async fn datastore_files_log_in_again_on_401() {
+    let (client, log) = start().await;
+    let file = DatastorePath::new("ds1", "vm/a b.vmx");
+    let bytes = client.read_datastore_file("DC0", &file).await.unwrap();
+    assert_eq!(bytes, b"file-bytes");
+    client
+        .write_datastore_file("DC0", &file, b"12345".to_vec())
+        .await
+        .unwrap();
+    let log = log.lock().unwrap();
+    let logins = log.iter().filter(|s| s.method == "Login").count();
+    assert_eq!(logins, 2, "one login, one re-login after the 401");
+    let files: Vec<_> = log
+        .iter()
+        .filter(|s| s.path.starts_with("/folder/"))
+        .collect();
+    assert_eq!(files.len(), 3);
+    assert_eq!(files[0].path, "/folder/vm/a%20b.vmx?dcPath=DC0&dsName=ds1");
+    assert!(files
+        .iter()
+        .all(|f| f.cookie.as_deref() == Some("vmware_soap_session=\"52abc\"")));
+    assert_eq!(files[2].method, "PUT");
+    assert_eq!(files[2].body.attribute("len"), Some("5"));
 }
