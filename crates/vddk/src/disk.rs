@@ -221,12 +221,18 @@ impl Disk {
         lib.check("Write", raw)
     }
 
-    /// Makes written data durable (waits for outstanding async writes first).
+    /// Makes written data durable. Outstanding async requests are waited for first (VixDiskLib_Wait);
+    /// their completions stay available to [`Disk::take_completed`].
     ///
     /// # Errors
-    /// [`Error::Vix`].
+    /// [`Error::Vix`] from Wait or Flush.
     pub fn flush(&mut self) -> Result<()> {
-        let lib = &self.conn.library;
+        let lib = self.conn.library.clone();
+        if self.in_flight() > 0 {
+            // SAFETY: required symbol; live handle used by this thread only.
+            let raw = unsafe { lib.lib.api.VixDiskLib_Wait(self.raw) };
+            lib.check("Wait", raw)?;
+        }
         // SAFETY: required symbol; live handle used by this thread only.
         let raw = unsafe { lib.lib.api.VixDiskLib_Flush(self.raw) };
         lib.check("Flush", raw)
