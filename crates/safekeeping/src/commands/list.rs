@@ -39,10 +39,16 @@ pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
             "gen", "time (UTC)", "mode", "status", "read", "new"
         );
         for g in &gens {
-            let t = g
-                .time
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
+            let t = g.time.to_offset(time::UtcOffset::UTC);
+            let t = format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
             let _ = writeln!(
                 text,
                 "  {:>4}  {:<20}  {:<11}  {:<9}  {:>12}  {:>12}",
