@@ -123,3 +123,108 @@ fn first_class_disk_snapshots_freeze_and_track_changes() {
     );
     assert!(query(&s, &id, &ds, &s1, "*").body.contains("NotFoundFault"));
 }
+
+const VSLM: &str = "<_this type=\"VslmVStorageObjectManager\">VStorageObjectManager</_this>";
+
+/// Runs a VSLM task and returns its VslmQueryInfo reply.
+fn vslm_task(s: &Soap, body: &str) -> String {
+    let reply = s.vslm(body).ok();
+    let task = between(&reply, "<returnval type=\"VslmTask\">", "<").expect("VslmTask moref");
+    let info = s
+        .vslm(&format!("<VslmQueryInfo xmlns=\"urn:vslm\"><_this type=\"VslmTask\">{task}</_this></VslmQueryInfo>"))
+        .ok();
+    assert!(info.contains("<state>success</state>"), "{info}");
+    info
+}
+
+#[test]
+fn the_vslm_endpoint_manages_first_class_disks() {
+    let lab = Lab::up();
+    let s = lab.soap();
+    let anon = Soap::client(&lab);
+    let content_call = "<RetrieveContent xmlns=\"urn:vslm\"><_this type=\"VslmServiceInstance\">ServiceInstance</_this></RetrieveContent>";
+    assert!(anon.vslm(content_call).body.contains("NotAuthenticated"));
+    let content = s.vslm(content_call).ok();
+    assert!(content.contains("<vStorageObjectManager type=\"VslmVStorageObjectManager\">VStorageObjectManager</vStorageObjectManager>"), "{content}");
+
+    let ds = lab.json()["datastore_morefs"]["datastore2"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = vslm_task(&s, &format!(
+        "<VslmCreateDisk_Task xmlns=\"urn:vslm\">{VSLM}<spec><name>v1</name><capacityInMB>2</capacityInMB>\
+         <backingSpec xsi:type=\"VslmCreateSpecDiskFileBackingSpec\"><datastore type=\"Datastore\">{ds}</datastore>\
+         <provisioningType>thin</provisioningType></backingSpec></spec></VslmCreateDisk_Task>"
+    ));
+    let id = between(&created, "<id><id>", "<").unwrap();
+    let path = between(&created, "<filePath>", "<").unwrap();
+    assert!(path.starts_with("[datastore2] fcd/"), "{path}");
+    assert!(std::fs::read_to_string(local(&lab, &path))
+        .unwrap()
+        .contains("RW 4096 VMFS"));
+
+    let got = s.vslm(&format!("<VslmRetrieveVStorageObject xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id></VslmRetrieveVStorageObject>")).ok();
+    assert!(got.contains("<name>v1</name>"), "{got}");
+    let list = s.vslm(&format!(
+        "<VslmListVStorageObjectForSpec xmlns=\"urn:vslm\">{VSLM}<query><queryField>datastoreMoId</queryField>\
+         <queryOperator>equals</queryOperator><queryValue>{ds}</queryValue></query><maxResult>100</maxResult></VslmListVStorageObjectForSpec>"
+    )).ok();
+    assert!(list.contains(&format!("<id>{id}</id>")), "{list}");
+
+    lab.run(&[
+        "guest-write",
+        "--path",
+        &path,
+        "--offset",
+        "0",
+        "--len",
+        "10",
+        "--seed",
+        "1",
+    ]);
+    let snap = |desc: &str| -> String {
+        let info = vslm_task(&s, &format!(
+            "<VslmCreateSnapshot_Task xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id><description>{desc}</description></VslmCreateSnapshot_Task>"
+        ));
+        between(&info, "<result", "</result>")
+            .and_then(|r| between(&r, "<id>", "<"))
+            .expect("snapshot id")
+    };
+    let s1 = snap("one");
+    let details = s.vslm(&format!(
+        "<VslmRetrieveSnapshotDetails xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id><snapshotId><id>{s1}</id></snapshotId></VslmRetrieveSnapshotDetails>"
+    )).ok();
+    let c1 = between(&details, "<changedBlockTrackingId>", "<").unwrap();
+    lab.run(&[
+        "guest-write",
+        "--path",
+        &path,
+        "--offset",
+        "1M",
+        "--len",
+        "10",
+        "--seed",
+        "2",
+    ]);
+    let s2 = snap("two");
+    let areas = s.vslm(&format!(
+        "<VslmQueryChangedDiskAreas xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id><snapshotId><id>{s2}</id></snapshotId>\
+         <startOffset>0</startOffset><changeId>{c1}</changeId></VslmQueryChangedDiskAreas>"
+    )).ok();
+    assert_eq!(
+        all_between(&areas, "<changedArea>", "</changedArea>"),
+        vec!["<start>1048576</start><length>65536</length>".to_string()],
+        "{areas}"
+    );
+
+    vslm_task(&s, &format!(
+        "<VslmDeleteSnapshot_Task xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id><snapshotId><id>{s1}</id></snapshotId></VslmDeleteSnapshot_Task>"
+    ));
+    let info = s.vslm(&format!("<VslmRetrieveSnapshotInfo xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id></VslmRetrieveSnapshotInfo>")).ok();
+    assert!(info.contains(&s2) && !info.contains(&s1), "{info}");
+    vslm_task(&s, &format!("<VslmDeleteVStorageObject_Task xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id></VslmDeleteVStorageObject_Task>"));
+    assert!(!local(&lab, &path).exists(), "the disk's files are deleted");
+    let gone = s.vslm(&format!("<VslmRetrieveVStorageObject xmlns=\"urn:vslm\">{VSLM}<id><id>{id}</id></id></VslmRetrieveVStorageObject>"));
+    assert_eq!(gone.status, 500);
+    assert!(gone.body.contains("NotFoundFault"), "{}", gone.body);
+}

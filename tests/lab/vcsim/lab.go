@@ -29,6 +29,7 @@ type lab struct {
 	vmx   map[string]string     // last .vmx written, by VM moref value
 
 	knobs knobs
+	vslm  vslmTasks
 
 	// shutdown asks the server to stop (the /lab/shutdown endpoint).
 	shutdown func()

@@ -107,6 +107,7 @@ func run(dir, user, passwordFile string) error {
 	mux.HandleFunc("/sdk", l.serveSDK)
 	mux.HandleFunc("/lab/", l.serveAdmin)
 	mux.HandleFunc("/folder/", l.serveFolder)
+	mux.HandleFunc("/vslm/sdk", l.serveVSLM)
 	mux.Handle("/", model.Service.ServeMux)
 	server := &http.Server{
 		Handler:   mux,

@@ -232,10 +232,15 @@ const envelopeEnd = `</soapenv:Body></soapenv:Envelope>`
 
 // writeResponse encodes a method response in the urn:vim25 namespace.
 func writeResponse(w http.ResponseWriter, name string, res interface{}) {
+	writeResponseNS(w, "urn:vim25", name, res)
+}
+
+// writeResponseNS encodes a method response in a namespace.
+func writeResponseNS(w http.ResponseWriter, ns, name string, res interface{}) {
 	var buf bytes.Buffer
 	buf.WriteString(envelopeStart)
 	enc := xml.NewEncoder(&buf)
-	start := xml.StartElement{Name: xml.Name{Local: name}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: "urn:vim25"}}}
+	start := xml.StartElement{Name: xml.Name{Local: name}, Attr: []xml.Attr{{Name: xml.Name{Local: "xmlns"}, Value: ns}}}
 	if err := enc.EncodeElement(res, start); err != nil {
 		log.Printf("lab: encoding %s: %v", name, err)
 		w.WriteHeader(http.StatusInternalServerError)

@@ -201,6 +201,15 @@ impl Soap {
     }
 
     pub fn call(&self, body: &str) -> Reply {
+        self.call_at(&self.url.clone(), body)
+    }
+
+    /// A SOAP call to the VSLM endpoint (`/vslm/sdk`) with the same session.
+    pub fn vslm(&self, body: &str) -> Reply {
+        self.call_at(&self.url.replace("/sdk", "/vslm/sdk"), body)
+    }
+
+    fn call_at(&self, url: &str, body: &str) -> Reply {
         let envelope = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
@@ -209,7 +218,7 @@ impl Soap {
         );
         let res = self
             .http
-            .post(&self.url)
+            .post(url)
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", "urn:vim25/7.0")
             .body(envelope)
