@@ -23,6 +23,9 @@ struct Global {
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
 
+/// Connections made and not yet disconnected, reported at Exit.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
 /// What a `VixDiskLibHandle` points to.
 struct DiskHandle {
     disk: Arc<FakeDisk>,
@@ -104,6 +107,13 @@ pub unsafe extern "C" fn VixDiskLib_InitEx(
 pub unsafe extern "C" fn VixDiskLib_Exit() {
     let _ = guard(|| {
         logging::message(false, "fake VixDiskLib exiting");
+        if let Ok(config) = current_config() {
+            record(
+                &config,
+                json!({"event": "exit",
+                       "open_connections": OPEN_CONNECTIONS.load(Ordering::SeqCst)}),
+            );
+        }
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = None;
         logging::install(logging::Sinks::default());
         OK
@@ -220,6 +230,7 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
             transports,
             open_disks: Arc::new(AtomicUsize::new(0)),
         });
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
         // SAFETY: `connection` is non-null and writable per the API contract.
         unsafe { *connection = Box::into_raw(conn).cast() };
         OK
@@ -234,6 +245,7 @@ pub unsafe extern "C" fn VixDiskLib_Disconnect(connection: VixDiskLibConnection)
         }
         // SAFETY: a pointer VixDiskLib_ConnectEx returned, disconnected once.
         let conn = unsafe { Box::from_raw(connection.cast::<FakeConnection>()) };
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
         let open_disks = conn.open_disks.load(Ordering::SeqCst);
         if open_disks > 0 {
             logging::message(
