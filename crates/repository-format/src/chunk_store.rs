@@ -115,9 +115,14 @@ impl ChunkStore {
     /// Reads, decodes and verifies a chunk that must hold `expected_len` bytes.
     pub fn load(&self, digest: &ChunkDigest, expected_len: usize) -> Result<Vec<u8>, ChunkFault> {
         let path = self.path(digest);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_bounded(&path, self.chunk_size as u64 + BLOB_HEADER_LEN as u64) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                return Err(ChunkFault::Blob(BlobError::TooLarge {
+                    limit: self.chunk_size as usize + BLOB_HEADER_LEN,
+                }))
+            }
             Err(e) => return Err(ChunkFault::Io(e.to_string())),
         };
         let data = self
@@ -164,6 +169,19 @@ impl ChunkStore {
         }
         Ok(out)
     }
+}
+
+/// Reads a file of at most `limit` bytes (a chunk blob is never larger than its chunk plus the
+/// header, since compression is only kept when it shrinks); larger files are `InvalidData`.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(f.metadata()?.len().min(limit) as usize);
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(std::io::Error::new(ErrorKind::InvalidData, "too large"));
+    }
+    Ok(buf)
 }
 
 /// A file found under `chunks/`.
