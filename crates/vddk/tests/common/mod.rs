@@ -25,30 +25,31 @@ pub fn profile_dir() -> PathBuf {
 }
 
 /// Builds the fake (a no-op when fresh) and returns the path of `libvixDiskLib.so`.
+///
+/// It is built in its own target directory (`target/fake-vddk`): a cdylib's file name carries
+/// no hash, so builds of the package with different feature sets (a workspace build, a `-p`
+/// build, someone else's build) would otherwise overwrite each other's `libvixDiskLib.so` and
+/// a test could load a stale copy.
 pub fn fake_library() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let profile = profile_dir();
+            let target = profile.parent().expect("target dir").join("fake-vddk");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "fake-vixdisklib"]);
-            if profile.ends_with("release") {
+            cmd.args(["build", "--quiet", "-p", "fake-vixdisklib", "--target-dir"])
+                .arg(&target);
+            let release = profile.ends_with("release");
+            if release {
                 cmd.arg("--release");
             }
-            let built = cmd.status().map(|s| s.success()).unwrap_or(false);
-            let lib = profile.join("libvixDiskLib.so");
-            assert!(
-                lib.exists(),
-                "{} missing: `cargo build -p fake-vixdisklib` failed",
-                lib.display()
-            );
-            if !built {
-                eprintln!(
-                    "warning: rebuilding the fake VDDK failed; using the existing {}",
-                    lib.display()
-                );
-            }
+            let status = cmd.status().expect("run cargo build -p fake-vixdisklib");
+            assert!(status.success(), "cargo build -p fake-vixdisklib failed");
+            let lib = target
+                .join(if release { "release" } else { "debug" })
+                .join("libvixDiskLib.so");
+            assert!(lib.exists(), "{} missing after build", lib.display());
             lib
         })
         .clone()
