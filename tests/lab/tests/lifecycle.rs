@@ -194,6 +194,7 @@ fn go_sources_are_vet_clean() {
         .env("GO111MODULE", "off")
         .env("GOPATH", "/usr/share/gocode")
         .env("GOCACHE", &cache)
+        .env("CGO_ENABLED", "0")
         .args(["vet", "."])
         .output()
         .unwrap();

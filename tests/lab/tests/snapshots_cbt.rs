@@ -228,3 +228,28 @@ fn quiesce_failure_knob_fails_the_snapshot_task() {
     let ok = snapshot(&s, &vm, "unquiesced");
     assert!(ok.starts_with("snapshot-"), "{ok}");
 }
+
+#[test]
+fn a_snapshot_whose_disks_cannot_be_frozen_fails_and_is_removed() {
+    let lab = Lab::up();
+    let vm = lab
+        .run(&["create-vm", "--name", "broken", "--disk", "1M"])
+        .trim()
+        .to_string();
+    let desc = lab.datastore("datastore1").join("broken/broken.vmdk");
+    std::fs::write(&desc, "this is not a descriptor\n").unwrap();
+    let s = lab.soap();
+    let info = s.task(&format!(
+        "<CreateSnapshot_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachine\">{vm}</_this>\
+         <name>x</name><memory>false</memory><quiesce>false</quiesce></CreateSnapshot_Task>"
+    ));
+    assert!(
+        info.contains("<state>error</state>") && info.contains("SnapshotFault"),
+        "{info}"
+    );
+    assert!(info.contains("could not freeze"), "{info}");
+    assert!(
+        lab.vm_info("broken")["snapshots"].is_null(),
+        "the unfrozen snapshot is removed"
+    );
+}

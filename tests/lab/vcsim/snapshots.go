@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/httptest"
 	"path"
 	"path/filepath"
 	"sort"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -37,9 +40,10 @@ func (l *lab) createSnapshot(w http.ResponseWriter, r *http.Request, body []byte
 	snapRef, _ := res.(types.ManagedObjectReference)
 	if succeeded {
 		if err := l.freeze(req.This, snapRef); err != nil {
-			// The snapshot exists but its disks could not be frozen: fail loudly in the
-			// log; the snapshot then has no frozen record and CBT queries on it fault.
+			// A snapshot whose disks are not frozen would silently be a live view: remove
+			// it and fail the task instead.
 			log.Printf("lab: freezing %s of %s: %v", snapRef.Value, req.This.Value, err)
+			l.failSnapshotTask(r.Context(), rec, snapRef, err)
 		}
 	}
 	copyRecorded(w, rec)
@@ -301,4 +305,31 @@ func areasFrom(blocks []int64, start, capacity int64, max int) types.DiskChangeI
 
 func sortInt64(v []int64) {
 	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+}
+
+// failSnapshotTask removes a snapshot that could not be frozen and turns its (finished)
+// CreateSnapshot task into a failed one.
+func (l *lab) failSnapshotTask(ctx context.Context, rec *httptest.ResponseRecorder, snapRef types.ManagedObjectReference, cause error) {
+	if res, err := methods.RemoveSnapshot_Task(ctx, l.client, &types.RemoveSnapshot_Task{This: snapRef}); err == nil {
+		_ = object.NewTask(l.client, res.Returnval).Wait(ctx)
+	}
+	m := taskReturn.FindSubmatch(rec.Body.Bytes())
+	if m == nil {
+		return
+	}
+	task, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "Task", Value: string(m[1])}).(*simulator.Task)
+	if !ok {
+		return
+	}
+	fault := &types.LocalizedMethodFault{
+		Fault:            &types.SnapshotFault{},
+		LocalizedMessage: "the lab could not freeze the snapshot's disks: " + cause.Error(),
+	}
+	simulator.Map.WithLock(task, func() {
+		simulator.Map.Update(task, []types.PropertyChange{
+			{Name: "info.state", Val: types.TaskInfoStateError},
+			{Name: "info.result", Val: nil},
+			{Name: "info.error", Val: fault},
+		})
+	})
 }
