@@ -13,8 +13,12 @@ pub struct Lab {
 }
 
 /// The `safekeeping-lab` binary built by `cargo build -p safekeeping-lab` (CI builds the whole
-/// workspace before testing). It sits beside this test's `deps` directory.
+/// workspace before testing). It sits beside this test's `deps` directory, unless
+/// `SAFEKEEPING_LAB_BIN` names another one.
 fn lab_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SAFEKEEPING_LAB_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
