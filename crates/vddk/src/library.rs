@@ -155,6 +155,7 @@ impl Vddk {
     /// Never fork after this: VDDK's threads do not survive it.
     ///
     /// # Errors
+    /// [`Error::InvalidArgument`] when the config file does not exist;
     /// [`Error::AlreadyInitialised`] when this or another `Vddk` was initialised in this process
     /// with a different config file or library; [`Error::Vix`] when InitEx fails.
     pub fn init(&self, config_file: Option<&Path>) -> Result<()> {
@@ -182,6 +183,14 @@ impl Vddk {
             return Err(Error::AlreadyInitialised {
                 detail: format!("by another handle on {}", other.display()),
             });
+        }
+        if let Some(p) = config_file {
+            if !p.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "VDDK config file {} does not exist or is not a file",
+                    p.display()
+                )));
+            }
         }
         let libdir = path_cstring(&self.state.libdir, "libdir")?;
         let config = config_file

@@ -13,9 +13,24 @@ fn drop_order_is_always_disk_then_connection_then_exit() {
     let path = lab.make_disk("life/l.vmdk", 256, 0, &[]);
     let vddk = Vddk::load(&lab.libdir).unwrap();
 
-    // A config file that cannot be read makes InitEx fail; nothing is left initialised.
-    let err = vddk.init(Some(&lab.root.join("missing.conf"))).unwrap_err();
-    assert!(matches!(err, Error::Vix(_)), "{err}");
+    // A missing config file is named; one VDDK rejects makes InitEx fail; either way nothing
+    // is left initialised.
+    let missing = lab.root.join("missing.conf");
+    let err = vddk.init(Some(&missing)).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("missing.conf"), "{err}");
+    let broken = lab.root.join("broken.conf");
+    std::fs::write(&broken, "fake.read_latency_ms = soon\n").unwrap();
+    let err = vddk.init(Some(&broken)).unwrap_err();
+    assert_eq!(
+        err.vix_code(),
+        Some(vddk::codes::VIX_E_INVALID_ARG),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("VixDiskLib_InitEx failed"),
+        "{err}"
+    );
     assert!(matches!(
         vddk.connect(&good_params(), &ConnectOptions::default()),
         Err(Error::NotInitialised)

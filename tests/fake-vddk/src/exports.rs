@@ -91,7 +91,11 @@ pub unsafe extern "C" fn VixDiskLib_InitEx(
         if let Some(p) = &config_path {
             if let Err(e) = FakeConfig::load(p) {
                 logging::message(true, &format!("cannot use config file: {e}"));
-                return VIX_E_FILE_NOT_FOUND as VixError;
+                return if p.exists() {
+                    ERR_ARG
+                } else {
+                    VIX_E_FILE_NOT_FOUND as VixError
+                };
             }
         }
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = Some(Global { config_path });
