@@ -381,7 +381,7 @@ fn down(dir: &LabDir, keep_repo: bool) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
         }
     }
-    let mut dirs = vec![dir.vddk(), dir.datastores()];
+    let mut dirs = vec![dir.vddk(), dir.datastores(), dir.lab_state()];
     if !keep_repo {
         dirs.push(dir.repo());
     }

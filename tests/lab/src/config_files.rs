@@ -111,6 +111,7 @@ pub fn lab_json(dir: &LabDir, info: &ServerInfo) -> serde_json::Value {
         "safekeeping_toml": dir.safekeeping_toml(),
         "repository": dir.repo(),
         "log": dir.log(),
+        "change_log": dir.lab_state().join("cbt.json"),
     })
 }
 

@@ -84,6 +84,11 @@ impl LabDir {
         self.root.join("datastores")
     }
 
+    /// The simulator's saved state (`cbt.json`, the change-tracking log).
+    pub fn lab_state(&self) -> PathBuf {
+        self.root.join("lab-state")
+    }
+
     /// The safekeeping repository of the lab configuration.
     pub fn repo(&self) -> PathBuf {
         self.root.join("repo")

@@ -107,6 +107,15 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
         "the snapshot's disk is frozen"
     );
 
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("lab-state/cbt.json")).unwrap())
+            .unwrap();
+    let blocks = &log["disks"]["[datastore1] w01/w01.vmdk"]["blocks"];
+    // Block 1 was written again after the snapshot; 2 and 48 only before it.
+    assert_eq!(blocks["1"], 2, "{log}");
+    assert_eq!(blocks["2"], 1, "{log}");
+    assert_eq!(blocks["48"], 1, "{log}");
+    assert_eq!(blocks["32"], 2, "{log}");
     let (len, all) = areas(query(&s, &vm, &s1, key, 0, "*"));
     assert_eq!(len, 4 << 20);
     assert_eq!(all, vec![(K64, 2 * K64), (48 * K64, K64)]);

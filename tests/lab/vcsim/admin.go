@@ -63,7 +63,7 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusNotFound, "no such lab endpoint: "+r.URL.Path)
 		return
 	}
-	l.syncAll()
+	l.syncAll() // also saves the change log after guest writes
 	if err != nil {
 		adminError(w, http.StatusBadRequest, err.Error())
 		return

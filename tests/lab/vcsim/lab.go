@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log"
 	"os"
@@ -30,6 +31,9 @@ type lab struct {
 
 	knobs knobs
 	vslm  vslmTasks
+
+	// written is the last change-tracking state saved to DIR/lab-state/cbt.json.
+	written string
 
 	// shutdown asks the server to stop (the /lab/shutdown endpoint).
 	shutdown func()
@@ -206,6 +210,7 @@ func (l *lab) syncAll() {
 			delete(l.disks, p)
 		}
 	}
+	l.saveChangeLog()
 }
 
 func (l *lab) removeDiskFiles(dsPath string) {
@@ -423,4 +428,53 @@ func orderedDisks(devices object.VirtualDeviceList) []types.BaseVirtualDevice {
 		return unit(disks[i]) < unit(disks[j])
 	})
 	return disks
+}
+
+// ctkRecord is one disk's change tracking state as saved in DIR/lab-state/cbt.json.
+type ctkRecord struct {
+	ChangeID string           `json:"change_id"`
+	Capacity int64            `json:"capacity"`
+	Blocks   map[int64]uint64 `json:"blocks"`
+}
+
+// saveChangeLog writes every tracked disk's change log (block -> sequence number of its
+// last write, 64 KiB blocks) and every snapshot's recorded change id to
+// DIR/lab-state/cbt.json when it changed. The simulator keeps its inventory in memory, so
+// the file is for inspection: a restarted lab is a new vCenter.
+func (l *lab) saveChangeLog() {
+	state := map[string]interface{}{}
+	disks := map[string]ctkRecord{}
+	for p, st := range l.disks {
+		if st.epoch != "" {
+			disks[p] = ctkRecord{ChangeID: st.changeID(), Capacity: st.capacity, Blocks: st.stamps}
+		}
+	}
+	snaps := map[string]map[string]string{}
+	for key, s := range l.snaps {
+		m := map[string]string{}
+		for dk, fd := range s.disks {
+			id := ""
+			if fd.epoch != "" {
+				id = fmt.Sprintf("%s/%d", fd.epoch, fd.seq)
+			}
+			m[fmt.Sprintf("%d %s", dk, fd.path)] = id
+		}
+		snaps[key] = m
+	}
+	state["disks"] = disks
+	state["snapshots"] = snaps
+	data, err := json.MarshalIndent(state, "", " ")
+	if err != nil || string(data) == l.written {
+		return
+	}
+	dir := filepath.Join(l.dir, "lab-state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		log.Printf("lab: %v", err)
+		return
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "cbt.json"), data, 0o644); err != nil {
+		log.Printf("lab: saving the change log: %v", err)
+		return
+	}
+	l.written = string(data)
 }

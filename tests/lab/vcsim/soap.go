@@ -66,6 +66,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.QueryChangedDiskAreas:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		info, fault, msg := l.queryChangedDiskAreas(req)
 		if fault != nil {
 			writeFault(w, msg, fault)
@@ -76,11 +77,13 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.CreateSnapshot_Task:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		l.createSnapshot(w, r, body, req)
 		return
 	case *types.RegisterVM_Task:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		task := l.registerVM(r.Context(), req)
 		writeResponse(w, "RegisterVM_TaskResponse", &types.RegisterVM_TaskResponse{Returnval: task})
 		l.syncAll()
@@ -88,6 +91,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.CreateDisk_Task:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		rec := l.passRecorded(r, body)
 		if res, ok := taskResult(rec); ok {
 			l.materializeFCD(res)
@@ -97,6 +101,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.VStorageObjectCreateSnapshot_Task:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		rec := l.passRecorded(r, body)
 		if res, ok := taskResult(rec); ok {
 			var snapID string
@@ -115,6 +120,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.DeleteSnapshot_Task:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		rec := l.passRecorded(r, body)
 		if _, ok := taskResult(rec); ok {
 			l.dropFCDSnapshot(req.SnapshotId.Id)
@@ -124,6 +130,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.VstorageObjectVCenterQueryChangedDiskAreas:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		info, fault, msg := l.queryFCDChangedAreas(req)
 		if fault != nil {
 			writeFault(w, msg, fault)
@@ -134,6 +141,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.RetrieveSnapshotDetails:
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		d, fault, msg := l.fcdSnapshotDetails(req)
 		if fault != nil {
 			writeFault(w, msg, fault)
@@ -161,6 +169,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	if mutating[method.Name] {
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 		l.pass(w, r, body)
 		l.syncAll()
 		return
@@ -297,6 +306,7 @@ func (l *lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPut || r.Method == http.MethodPost {
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		defer l.saveChangeLog()
 	}
 	l.svc.ServeDatastore(w, r)
 }

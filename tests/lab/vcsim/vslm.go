@@ -99,6 +99,7 @@ func (l *lab) serveVSLM(w http.ResponseWriter, r *http.Request) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer l.saveChangeLog()
 	ctx := r.Context()
 	om := vslm.NewObjectManager(l.client)
 	withDS := func(id types.ID, f func(ds types.ManagedObjectReference) (types.AnyType, types.BaseMethodFault)) (types.AnyType, types.BaseMethodFault) {
