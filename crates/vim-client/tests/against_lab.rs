@@ -718,3 +718,73 @@ async fn waiting_for_updates() {
     c.remove_snapshot(&s, false).await.unwrap();
     eprintln!("snapshot create+remove: {:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn placement_datastores_and_network_mapping() {
+    let lab = Lab::up();
+    let vm = lab.create_vm("net01", &["--disk", "8M", "--nic", "VM Network"]);
+    let c = lab.client().await;
+    let stores = c.datastore_summaries().await.unwrap();
+    let names: Vec<_> = stores.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["datastore1", "datastore2"]);
+    assert!(stores
+        .iter()
+        .all(|s| s.capacity > 0 && s.free_space <= s.capacity && s.accessible));
+
+    let info = c.vm_info(&vm).await.unwrap();
+    let saved = info.config.unwrap();
+    let nic_key = saved.nics().next().unwrap().key;
+    for (target, expect) in [
+        ("Lab Network 2", "VirtualEthernetCardNetworkBackingInfo"),
+        (
+            "DC0_DVPG0",
+            "VirtualEthernetCardDistributedVirtualPortBackingInfo",
+        ),
+    ] {
+        let net = c
+            .find_by_name(InventoryKind::Network, target)
+            .await
+            .unwrap();
+        let backing = c.nic_backing_for_network(&net).await.unwrap();
+        assert_eq!(backing.type_name(), Some(expect));
+        let mut opts = RestoreOptions::new(format!("net01-{}", net.value), "[datastore2]");
+        opts.macs = MacPolicy::Regenerate;
+        opts.nic_backings.insert(nic_key, backing);
+        let spec = config_spec_from_info(&saved.raw, &opts).unwrap().spec;
+        let new = c
+            .create_vm(
+                info.parent.as_ref().unwrap(),
+                &spec,
+                info.resource_pool.as_ref().unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        let cfg = c.vm_config(&new).await.unwrap();
+        let nic = cfg.nics().next().unwrap().as_nic().unwrap().clone();
+        match (target, &nic.backing) {
+            (
+                "Lab Network 2",
+                NicBacking::Network {
+                    device_name,
+                    network,
+                },
+            ) => {
+                assert_eq!(device_name, "Lab Network 2");
+                assert_eq!(network.as_ref(), Some(&net));
+            }
+            ("DC0_DVPG0", NicBacking::DistributedPort { portgroup_key, .. }) => {
+                assert_eq!(portgroup_key.as_deref(), Some(net.value.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let ds = c
+        .find_by_name(InventoryKind::Datastore, "datastore1")
+        .await
+        .unwrap();
+    assert!(matches!(
+        c.nic_backing_for_network(&ds).await,
+        Err(Error::InvalidInput(_))
+    ));
+}
