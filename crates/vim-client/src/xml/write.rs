@@ -6,8 +6,6 @@
 
 use std::fmt::Write as _;
 
-use quick_xml::escape::escape;
-
 use super::element::{Element, QName};
 use super::{NS_SOAPENV, NS_XSD, NS_XSI};
 
@@ -101,7 +99,7 @@ fn write_element(e: &Element, mut scope: Scope, declare_well_known: bool, out: &
         return;
     }
     out.push('>');
-    out.push_str(&escape(&e.text));
+    out.push_str(&escape_text(&e.text));
     for c in &e.children {
         write_element(c, scope.clone(), false, out);
     }
@@ -124,10 +122,47 @@ fn element_name(name: &QName, scope: &mut Scope, decls: &mut String) -> String {
 }
 
 fn qname_value(t: &QName, scope: &mut Scope, decls: &mut String) -> String {
-    if t.ns == scope.default_ns {
+    if t.ns == scope.default_ns || t.ns.is_empty() {
+        // An unqualified type name under a default namespace cannot be written (QName values
+        // have no `xmlns=""`); SOAP never produces one, so it is written unprefixed.
         t.local.clone()
     } else {
         let p = scope.ensure_prefix(&t.ns, decls);
         format!("{p}:{}", t.local)
     }
+}
+
+/// Escapes character data; `\r` becomes a character reference so that parsers' line-end
+/// normalisation cannot change it.
+fn escape_text(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_with(s, |c| matches!(c, '&' | '<' | '>' | '\r'))
+}
+
+/// Escapes an attribute value; whitespace other than spaces becomes character references so
+/// that attribute-value normalisation cannot change it.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_with(s, |c| {
+        matches!(c, '&' | '<' | '>' | '"' | '\'' | '\t' | '\n' | '\r')
+    })
+}
+
+fn escape_with(s: &str, special: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(&special) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' if special(c) => out.push_str("&quot;"),
+            '\'' if special(c) => out.push_str("&apos;"),
+            c if special(c) => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
