@@ -374,3 +374,95 @@ fn config_info_becomes_a_create_spec() {
     let again = xml::parse(xml::to_string(spec).as_bytes()).unwrap();
     assert_eq!(&again, spec);
 }
+
+#[test]
+fn create_spec_policies_attach_keep_macs_rdm_and_boot_order() {
+    use vim_client::{config_spec_from_info, CdromPolicy, DiskTarget, MacPolicy, RestoreOptions};
+    let info = xml::parse(
+        br#"<config xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">
+      <name>db</name><uuid>u-1</uuid><instanceUuid>i-1</instanceUuid><guestId>otherGuest64</guestId>
+      <hardware><numCPU>2</numCPU><memoryMB>512</memoryMB>
+        <device xsi:type="VirtualLsiLogicController"><key>1000</key><controllerKey>100</controllerKey><unitNumber>3</unitNumber><busNumber>0</busNumber><device>2000</device><device>2001</device><sharedBus>noSharing</sharedBus></device>
+        <device xsi:type="VirtualDisk"><key>2000</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds1] db/db.vmdk</fileName><datastore type="Datastore">ds-1</datastore><diskMode>persistent</diskMode><thinProvisioned>false</thinProvisioned><uuid>6000</uuid><changeId>52 aa/7</changeId><parent xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds1] db/base.vmdk</fileName></parent></backing><controllerKey>1000</controllerKey><unitNumber>0</unitNumber><capacityInBytes>1048576</capacityInBytes></device>
+        <device xsi:type="VirtualDisk"><key>2001</key><backing xsi:type="VirtualDiskRawDiskMappingVer1BackingInfo"><fileName>[ds1] db/rdm.vmdk</fileName><compatibilityMode>physicalMode</compatibilityMode><diskMode>independent_persistent</diskMode></backing><controllerKey>1000</controllerKey><unitNumber>1</unitNumber><capacityInBytes>2097152</capacityInBytes></device>
+        <device xsi:type="VirtualE1000e"><key>4000</key><backing xsi:type="VirtualEthernetCardNetworkBackingInfo"><deviceName>VM Network</deviceName></backing><controllerKey>100</controllerKey><unitNumber>7</unitNumber><addressType>assigned</addressType><macAddress>00:50:56:01:02:03</macAddress><wakeOnLanEnabled>true</wakeOnLanEnabled></device>
+        <device xsi:type="VirtualCdrom"><key>3000</key><backing xsi:type="VirtualCdromIsoBackingInfo"><fileName>[iso] x.iso</fileName></backing><connectable><startConnected>true</startConnected><connected>true</connected></connectable><controllerKey>200</controllerKey><unitNumber>0</unitNumber></device>
+        <device xsi:type="VirtualMachineSomethingNew"><key>9000</key><fancy>yes</fancy></device>
+      </hardware>
+      <extraConfig xsi:type="OptionValue"><key>nvram</key><value xsi:type="xsd:string">db.nvram</value></extraConfig>
+      <extraConfig xsi:type="OptionValue"><key>guestinfo.app</key><value xsi:type="xsd:string">x</value></extraConfig>
+      <bootOptions><bootOrder xsi:type="VirtualMachineBootOptionsBootableDiskDevice"><deviceKey>2000</deviceKey></bootOrder></bootOptions>
+      <changeTrackingEnabled>true</changeTrackingEnabled><firmware>efi</firmware>
+    </config>"#,
+    )
+    .unwrap();
+    let mut o = RestoreOptions::new("db", "[ds2]");
+    o.uuid = Some("u-1".into());
+    o.macs = MacPolicy::Keep;
+    o.cdroms = CdromPolicy::Keep;
+    o.disks.insert(
+        2000,
+        DiskTarget {
+            file_name: "[ds2] db/db.vmdk".into(),
+            datastore: None,
+            thin_provisioned: None,
+            create: false,
+        },
+    );
+    let out = config_spec_from_info(&info, &o).unwrap();
+    let spec = &out.spec;
+    assert_eq!(spec.text_at("uuid"), Some("u-1"));
+    assert!(spec.get("instanceUuid").is_none());
+    assert_eq!(spec.text_at("changeTrackingEnabled"), Some("true"));
+    assert_eq!(spec.text_at("firmware"), Some("efi"));
+    let keys: Vec<_> = spec
+        .all("extraConfig")
+        .map(|e| e.text_at("key").unwrap())
+        .collect();
+    assert_eq!(keys, vec!["guestinfo.app"], "nvram points at the old file");
+    let changes: Vec<_> = spec.all("deviceChange").collect();
+    let device = |i: usize| changes[i].get("device").unwrap();
+    // The attached disk: no fileOperation, the given file, no snapshot parent or CBT state.
+    assert!(changes[1].get("fileOperation").is_none());
+    let b = device(1).get("backing").unwrap();
+    assert_eq!(b.text_at("fileName"), Some("[ds2] db/db.vmdk"));
+    assert_eq!(b.text_at("thinProvisioned"), Some("false"));
+    for gone in ["parent", "changeId", "uuid", "datastore"] {
+        assert!(b.get(gone).is_none(), "{gone}");
+    }
+    // The RDM comes back as a new flat disk in the VM's datastore.
+    assert_eq!(changes[2].text_at("fileOperation"), Some("create"));
+    let rdm = device(2).get("backing").unwrap();
+    assert_eq!(rdm.type_name(), Some("VirtualDiskFlatVer2BackingInfo"));
+    assert_eq!(rdm.text_at("fileName"), Some("[ds2]"));
+    assert_eq!(rdm.text_at("diskMode"), Some("independent_persistent"));
+    // The MAC is kept as a manual address, in schema order.
+    let nic = device(3);
+    assert_eq!(nic.text_at("addressType"), Some("manual"));
+    assert_eq!(nic.text_at("macAddress"), Some("00:50:56:01:02:03"));
+    let order: Vec<_> = nic.children.iter().map(|c| c.local()).collect();
+    assert_eq!(
+        order,
+        vec![
+            "key",
+            "backing",
+            "controllerKey",
+            "unitNumber",
+            "addressType",
+            "macAddress",
+            "wakeOnLanEnabled"
+        ]
+    );
+    // CD-ROM kept with its ISO; the IDE controller (200) is built in and keeps its key.
+    assert_eq!(device(4).text_at("backing/fileName"), Some("[iso] x.iso"));
+    assert_eq!(device(4).text_at("controllerKey"), Some("200"));
+    // Unknown device types are carried over unchanged apart from their key.
+    assert_eq!(device(5).type_name(), Some("VirtualMachineSomethingNew"));
+    assert_eq!(device(5).text_at("fancy"), Some("yes"));
+    // Boot order follows the disk to its new key.
+    assert_eq!(
+        spec.text_at("bootOptions/bootOrder/deviceKey").unwrap(),
+        out.key_map[&2000].to_string()
+    );
+    assert!(out.dropped_fields.is_empty(), "{:?}", out.dropped_fields);
+}
