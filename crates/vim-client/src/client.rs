@@ -358,7 +358,9 @@ impl Client {
         match (endpoint, self.session_cookie()) {
             (Endpoint::Vslm, Some(cookie)) => {
                 let bare = cookie.trim_matches('"').to_owned();
-                vec![Element::new_in("", "vcSessionCookie").text_child_raw(bare)]
+                let mut header = Element::new_in("", "vcSessionCookie");
+                header.text = bare;
+                vec![header]
             }
             _ => Vec::new(),
         }
@@ -373,17 +375,6 @@ impl Client {
 
     pub(crate) fn map_transport(&self, url: &Url, err: reqwest::Error) -> Error {
         self.inner.map_transport(url, err)
-    }
-}
-
-trait TextRaw {
-    fn text_child_raw(self, text: String) -> Self;
-}
-
-impl TextRaw for Element {
-    fn text_child_raw(mut self, text: String) -> Self {
-        self.text = text;
-        self
     }
 }
 
@@ -422,7 +413,7 @@ impl Inner {
                 request = request.header(COOKIE, v);
             }
         }
-        tracing::trace!(%method, %url, "SOAP call");
+        let started = std::time::Instant::now();
         let response = request
             .send()
             .await
@@ -440,6 +431,13 @@ impl Inner {
             .bytes()
             .await
             .map_err(|e| self.map_transport(url, e))?;
+        tracing::debug!(
+            %method,
+            status = status.as_u16(),
+            bytes = bytes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "SOAP call"
+        );
         match soap::parse_response(&bytes) {
             Ok(e) if status.is_success() => Ok(e),
             Err(fault @ Error::Fault { .. }) => Err(fault),
