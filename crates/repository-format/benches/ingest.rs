@@ -34,6 +34,7 @@ fn main() -> BoxResult<()> {
     match args.get(1).map(String::as_str) {
         Some("--measure") => measure(&args[2..]),
         Some("--ingest") => child_ingest(&args[2..]),
+        Some("--read") => child_read(&args[2..]),
         _ => run_bench(),
     }
 }
@@ -310,6 +311,28 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
     Ok(())
 }
 
+/// `--read REPO THREADS`: streams every stored chunk of the latest generation (what a restore
+/// reads), verifying each; stats as JSON on stdout.
+fn child_read(args: &[String]) -> BoxResult<()> {
+    let repo = Repository::open(&args[0])?;
+    let threads: usize = args[1].parse()?;
+    let _lock = repo.lock_shared(Duration::from_secs(10))?;
+    let key = TargetKey::new("vm-bench")?;
+    let g = repo.latest_successful(&key)?.ok_or("no generation")?;
+    let reader = repo.disk_reader(&key, g.id, 2000)?;
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    for c in reader.stream(threads) {
+        bytes += c?.data.len() as u64;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"seconds": secs, "bytes": bytes, "capacity": reader.capacity()})
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------- parent
 
 #[derive(Debug, Clone)]
@@ -455,7 +478,32 @@ fn run_bench() -> BoxResult<()> {
             let repo = dir.join(format!("repo-safekeeping-{}", cs >> 10));
             let _ = fs::remove_dir_all(&repo);
             let repo_s = repo.to_str().ok_or("path")?.to_string();
-            for mode in ["full", "again", "incr"] {
+            for mode in ["full", "again", "incr", "read"] {
+                if mode == "read" {
+                    let threads = std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                        .to_string();
+                    let (secs, rss, text) = measured(&[&me_s, "--read", &repo_s, &threads], &[])?;
+                    let json: serde_json::Value = text
+                        .lines()
+                        .find(|l| l.starts_with('{'))
+                        .map(serde_json::from_str)
+                        .ok_or("no stats from read child")??;
+                    let inner = json["seconds"].as_f64().unwrap_or(secs);
+                    let bytes = json["bytes"].as_u64().unwrap_or(0);
+                    eprintln!("safekeeping {} KiB read: {inner:.2}s", cs >> 10);
+                    runs.push(Run {
+                        tool: format!("safekeeping {} chunks", human(cs).replace(".0 ", " ")),
+                        run: format!("restore read: stream of stored chunks, {threads} threads"),
+                        seconds: inner,
+                        logical: size,
+                        stored_total: dir_size(&repo),
+                        maxrss_kib: rss,
+                        note: format!("{} of non-zero chunks read and verified", human(bytes)),
+                    });
+                    continue;
+                }
                 let cs_s = cs.to_string();
                 let (secs, rss, text) =
                     measured(&[&me_s, "--ingest", &image_s, &repo_s, &cs_s, mode], &[])?;
