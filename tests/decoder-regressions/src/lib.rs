@@ -1,0 +1,1 @@
+//! Replays fuzzing corpora and crash regressions through every decoder of safekeeping.
