@@ -153,6 +153,14 @@ pub enum Error {
     /// No such target in the repository.
     #[error("target {0} not found in the repository")]
     TargetNotFound(String),
+    /// A name matches several targets.
+    #[error("{name} matches several targets: {}; use a target key", keys.join(", "))]
+    AmbiguousTarget {
+        /// The name given.
+        name: String,
+        /// Keys of the matching targets.
+        keys: Vec<String>,
+    },
     /// No such committed generation.
     #[error("generation {generation} of target {target} not found")]
     GenerationNotFound {

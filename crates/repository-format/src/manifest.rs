@@ -236,11 +236,32 @@ impl Manifest {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        let bad = |reason: String| Error::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        };
         if m.manifest_version != MANIFEST_VERSION {
-            return Err(Error::Manifest {
-                path: path.to_path_buf(),
-                reason: format!("manifest version {} is not supported", m.manifest_version),
-            });
+            return Err(bad(format!(
+                "manifest version {} is not supported",
+                m.manifest_version
+            )));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for d in &m.disks {
+            if !keys.insert(d.disk.key) {
+                return Err(bad(format!("disk {} is listed twice", d.disk.key)));
+            }
+            if !is_plain_file_name(&d.index_file) {
+                return Err(bad(format!(
+                    "index file name {:?} is not a plain file name",
+                    d.index_file
+                )));
+            }
+        }
+        if let Some(n) = m.metadata_files.iter().find(|n| !is_plain_file_name(n)) {
+            return Err(bad(format!(
+                "metadata file name {n:?} is not a plain file name"
+            )));
         }
         Ok(m)
     }
@@ -249,6 +270,14 @@ impl Manifest {
         let bytes = crate::fsutil::read_limited(path, MANIFEST_LIMIT as u64)?;
         Self::decode(path, &bytes, codec)
     }
+}
+
+/// A name that stays inside its folder: no separators, not empty, not starting with `.`.
+pub(crate) fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
 }
 
 #[cfg(test)]
@@ -297,5 +326,17 @@ mod tests {
         let n = bad.len() - 3;
         bad[n] ^= 0x40;
         assert!(Manifest::decode(Path::new("m"), &bad, &codec).is_err());
+
+        // Names that would leave the generation folder are refused.
+        let mut evil = back.clone();
+        evil.disks[0].index_file = "../../../config".into();
+        let err = Manifest::decode(Path::new("m"), &evil.encode(&codec), &codec).unwrap_err();
+        assert!(err.to_string().contains("plain file name"), "{err}");
+        let mut evil = back.clone();
+        evil.metadata_files = vec!["/etc/passwd".into()];
+        assert!(Manifest::decode(Path::new("m"), &evil.encode(&codec), &codec).is_err());
+        let mut twice = back;
+        twice.disks.push(twice.disks[0].clone());
+        assert!(Manifest::decode(Path::new("m"), &twice.encode(&codec), &codec).is_err());
     }
 }

@@ -290,6 +290,30 @@ impl Repository {
         Ok(out)
     }
 
+    /// Finds the target a user means by `name`: a target key, or the name (at its newest
+    /// generation) of exactly one target of `kind`.
+    ///
+    /// # Errors
+    /// [`Error::TargetNotFound`], or [`Error::AmbiguousTarget`] listing the matching keys.
+    pub fn resolve_target(&self, kind: TargetKind, name: &str) -> Result<TargetKey> {
+        let targets = self.targets()?;
+        if let Some(t) = targets.iter().find(|t| t.key.as_str() == name) {
+            return Ok(t.key.clone());
+        }
+        let matches: Vec<&TargetSummary> = targets
+            .iter()
+            .filter(|t| t.kind == kind && t.name == name)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.key.clone()),
+            [] => Err(Error::TargetNotFound(name.to_string())),
+            many => Err(Error::AmbiguousTarget {
+                name: name.to_string(),
+                keys: many.iter().map(|t| t.key.to_string()).collect(),
+            }),
+        }
+    }
+
     /// Committed generations of a target, oldest first.
     ///
     /// # Errors

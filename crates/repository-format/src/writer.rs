@@ -134,11 +134,7 @@ impl GenerationWriter {
     /// [`Error::InvalidMetadataName`] unless `name` is a plain file name,
     /// [`Error::Duplicate`], [`Error::InvalidOption`] above 64 MiB, [`Error::Io`].
     pub fn put_metadata(&mut self, name: &str, data: &[u8]) -> Result<()> {
-        let ok = !name.is_empty()
-            && name.len() <= 200
-            && !name.starts_with('.')
-            && !name.contains(['/', '\\', '\0']);
-        if !ok {
+        if !crate::manifest::is_plain_file_name(name) || name == crate::format::MANIFEST_FILE {
             return Err(Error::InvalidMetadataName(name.to_string()));
         }
         if self.metadata.iter().any(|n| n == name) {

@@ -138,6 +138,25 @@ fn chunk_with_wrong_content_is_found() {
 }
 
 #[test]
+fn oversized_file_under_a_chunk_name_is_damage_not_a_memory_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    let digest = ChunkDigest::of(&data[CS as usize..2 * CS as usize]);
+    fs::write(
+        repo.chunk_store().path(&digest),
+        vec![0u8; CS as usize + 1000],
+    )
+    .unwrap();
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert_eq!(kinds(&r), vec![ProblemKind::DamagedChunk]);
+    assert!(
+        r.problems[0].detail.contains("exceeds"),
+        "{}",
+        r.problems[0].detail
+    );
+}
+
+#[test]
 fn truncated_index_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, _) = populated(dir.path());

@@ -219,3 +219,57 @@ proptest! {
         prop_assert_eq!(m.mode, BackupMode::Incremental);
     }
 }
+
+#[test]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<Repository>();
+    send::<GenerationWriter>();
+    send::<DiskReader>();
+    send::<ChunkStream>();
+    send::<RepositoryLock>();
+    send::<TargetLock>();
+}
+
+#[test]
+fn targets_resolve_by_key_or_current_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize, 1);
+    backup(&repo, "web01", &data, None);
+    backup(&repo, "db01", &data, None);
+    let key = identity("web01").key().unwrap();
+    assert_eq!(repo.resolve_target(TargetKind::Vm, "web01").unwrap(), key);
+    assert_eq!(
+        repo.resolve_target(TargetKind::Vm, key.as_str()).unwrap(),
+        key
+    );
+    assert!(matches!(
+        repo.resolve_target(TargetKind::Ivd, "web01"),
+        Err(Error::TargetNotFound(_))
+    ));
+    // Two VMs now called the same: ambiguous, the error names both keys.
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let mut other = identity("db01");
+    other.name = "web01".into();
+    let k2 = other.key().unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&k2, Duration::ZERO).unwrap(),
+            other,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    w.commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    let err = repo
+        .resolve_target(TargetKind::Vm, "web01")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(key.as_str()) && err.contains(k2.as_str()),
+        "{err}"
+    );
+}
