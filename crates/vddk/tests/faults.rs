@@ -84,7 +84,7 @@ fn injected_faults_and_latency() {
     assert!(disk.wait().unwrap().is_empty());
     drop(disk);
 
-    // Latency on reads and writes.
+    // Latency on reads and writes; async requests overlap theirs, as over NBD.
     lab.write_config("fake.read_latency_ms = 40\nfake.write_latency_ms = 40\n");
     let mut disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
     let t = Instant::now();
@@ -95,6 +95,19 @@ fn injected_faults_and_latency() {
         t.elapsed() >= Duration::from_millis(200),
         "{:?}",
         t.elapsed()
+    );
+    let t = Instant::now();
+    for i in 0..8 {
+        disk.read_async(i * 8, vec![0; 4096]).unwrap();
+    }
+    let done = disk.wait().unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(done.len(), 8);
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    assert!(elapsed >= Duration::from_millis(80), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(320),
+        "not overlapped: {elapsed:?}"
     );
     drop(disk);
     let rw = vddk

@@ -71,34 +71,40 @@ impl Pending {
     }
 }
 
-/// The worker thread of one disk handle.
+/// The worker threads of one disk handle: several, so that (like VDDK's NBD pipeline)
+/// requests overlap and may complete out of order.
 pub struct Worker {
     tx: Option<Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     pub pending: Arc<Pending>,
 }
 
 impl Worker {
-    /// Starts a worker for `disk`.
-    pub fn start(disk: Arc<FakeDisk>) -> Self {
+    /// Starts `threads` workers (at least one) for `disk`.
+    pub fn start(disk: Arc<FakeDisk>, threads: usize) -> Self {
         let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(Pending::default());
-        let p = pending.clone();
-        let thread = std::thread::spawn(move || {
-            for job in rx {
-                // SAFETY: the job was accepted under VDDK's async contract (see Job::run).
-                unsafe { job.run(&disk) };
-                p.done();
-            }
-        });
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let (rx, disk, p) = (rx.clone(), disk.clone(), pending.clone());
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(job) = job else { break };
+                    // SAFETY: the job was accepted under VDDK's async contract (see Job::run).
+                    unsafe { job.run(&disk) };
+                    p.done();
+                })
+            })
+            .collect();
         Self {
             tx: Some(tx),
-            thread: Some(thread),
+            threads,
             pending,
         }
     }
 
-    /// Queues a job; the callback runs on the worker thread.
+    /// Queues a job; the callback runs on a worker thread.
     pub fn submit(&self, job: Job) -> bool {
         self.pending.add();
         match self.tx.as_ref().map(|tx| tx.send(job)) {
@@ -115,7 +121,7 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.pending.wait_idle();
         drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -24,6 +24,8 @@ pub struct FakeConfig {
     pub transports: Vec<String>,
     /// Run async completions inside the ReadAsync/WriteAsync call instead of a worker thread.
     pub async_inline: bool,
+    /// Worker threads per disk for async requests.
+    pub async_threads: usize,
 }
 
 impl FakeConfig {
@@ -31,6 +33,7 @@ impl FakeConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut c = FakeConfig {
             transports: vec!["nbdssl".into(), "nbd".into()],
+            async_threads: 4,
             ..FakeConfig::default()
         };
         for (n, raw) in text.lines().enumerate() {
@@ -84,6 +87,11 @@ impl FakeConfig {
                         c.transports = value.split(':').map(str::to_string).collect();
                     }
                     "fake.async_inline" => c.async_inline = value == "true",
+                    "fake.async_threads" => {
+                        c.async_threads = usize::try_from(num(value)?)
+                            .map_err(|_| format!("line {}: too many threads", n + 1))?
+                            .clamp(1, 64);
+                    }
                     // Real VDDK keys (vixDiskLib.*, tmpDirectory, ...) are accepted and ignored.
                     _ => {}
                 }

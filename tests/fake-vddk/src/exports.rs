@@ -592,7 +592,8 @@ fn submit(
             unsafe { job.run(&h.disk) };
         } else {
             let disk = h.disk.clone();
-            let worker = h.worker.get_or_insert_with(|| Worker::start(disk));
+            let threads = h.disk.config.async_threads;
+            let worker = h.worker.get_or_insert_with(|| Worker::start(disk, threads));
             if !worker.submit(job) {
                 return ERR_FAIL;
             }
