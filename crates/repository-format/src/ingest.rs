@@ -70,18 +70,34 @@ pub struct IngestTuning {
     pub buffers: usize,
 }
 
-impl Default for IngestTuning {
-    fn default() -> Self {
+/// Memory the chunk buffers of one ingest may take (blobs being written come on top).
+const BUFFER_BUDGET: u64 = 128 << 20;
+
+impl IngestTuning {
+    /// Sizing for `chunk_size`: one worker per core (fewer for very large chunks), four writers (two for chunks of 8 MiB and
+    /// more), and as many buffers as keep everyone busy within a 128 MiB budget. Peak memory is
+    /// about `buffers × chunk size + (workers + 2 × writers) × chunk size` at most.
+    pub fn for_chunk_size(chunk_size: u32) -> Self {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            .clamp(1, 16);
-        let writers = 4;
+            .clamp(1, 16)
+            .min((BUFFER_BUDGET / chunk_size.max(1) as u64 / 3).max(1) as usize);
+        let writers = if chunk_size >= 8 << 20 { 2 } else { 4 };
+        let wanted = workers * 2 + writers * 2 + 2;
+        let minimum = workers + writers + 1;
+        let affordable = (BUFFER_BUDGET / chunk_size.max(1) as u64) as usize;
         Self {
             workers,
             writers,
-            buffers: workers * 2 + writers * 2 + 2,
+            buffers: wanted.min(affordable).max(minimum),
         }
+    }
+}
+
+impl Default for IngestTuning {
+    fn default() -> Self {
+        Self::for_chunk_size(crate::format::DEFAULT_CHUNK_SIZE)
     }
 }
 
@@ -429,5 +445,26 @@ mod tests {
             chunk_ranges(&[Area::new(9_500, 500)], 10_000, cs).unwrap(),
             vec![(9, 10)]
         );
+    }
+}
+
+#[cfg(test)]
+mod tuning_tests {
+    use super::*;
+
+    #[test]
+    fn buffers_fit_the_budget_for_large_chunks() {
+        for shift in 16..=24 {
+            let cs = 1u32 << shift;
+            let t = IngestTuning::for_chunk_size(cs);
+            assert!(t.buffers > t.workers + t.writers, "{t:?}");
+            let worst = (t.buffers + t.workers + 2 * t.writers) as u64 * cs as u64;
+            if cs >= 1 << 20 {
+                assert!(
+                    worst <= 256 << 20,
+                    "chunk {cs}: {t:?} may hold {worst} bytes"
+                );
+            }
+        }
     }
 }

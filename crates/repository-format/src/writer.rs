@@ -90,6 +90,7 @@ impl GenerationWriter {
             host: crate::lock::host_name(),
             started,
         };
+        let repo_chunk_size = repo.config().chunk_size;
         let writer = Self {
             repo,
             _target_lock: target_lock,
@@ -104,7 +105,7 @@ impl GenerationWriter {
             metadata: Vec::new(),
             metadata_bytes: 0,
             known: Mutex::new(HashSet::new()),
-            tuning: IngestTuning::default(),
+            tuning: IngestTuning::for_chunk_size(repo_chunk_size),
             done: false,
         };
         let json = serde_json::to_vec_pretty(&record).expect("record serialises");
