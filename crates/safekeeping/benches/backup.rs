@@ -1,0 +1,329 @@
+//! End-to-end backup benchmark: safekeeping backing up a lab VM vs restic backing up the same
+//! flat disk file, then an incremental after 5 % of the disk changed.
+//!
+//! `cargo bench -p safekeeping --bench backup` builds the lab and the fake VDDK (release),
+//! starts a lab under `target/bench-backup/lab`, creates VM `bench` with one disk of
+//! `SAFEKEEPING_BENCH_SIZE` (default `4G`) and fills it with the repository benchmark's mixed
+//! data (1 MiB regions: ~40 % zeros, 25 % text-like, 25 % random, 10 % repeated; same generator
+//! and seed as `crates/repository-format/benches/ingest.rs`). Then it measures, each as a
+//! separate process: `safekeeping backup` (full), `restic backup` of the VM's flat file,
+//! 5 % of the disk rewritten by the guest in 4 MiB pieces, `safekeeping backup` (CBT
+//! incremental) and `restic backup` again. `SAFEKEEPING_BENCH_TOOLS=safekeeping` skips restic;
+//! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const REGION: u64 = 1 << 20;
+const SEED: u64 = 0x5AFE_C0DE;
+const PIECE: u64 = 4 << 20;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn parse_size(s: &str) -> BoxResult<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    Ok(num
+        .parse::<u64>()
+        .map_err(|e| format!("bad size {s:?}: {e}"))?
+        * mul)
+}
+
+fn text_pool(rng: &mut Rng) -> Vec<u8> {
+    let words: Vec<Vec<u8>> = (0..3000)
+        .map(|_| {
+            let len = 2 + rng.below(9) as usize;
+            (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
+        })
+        .collect();
+    let mut pool = Vec::with_capacity(8 << 20);
+    while pool.len() < 8 << 20 {
+        let r = rng.below(3000);
+        let i = (r * r / 3000) as usize;
+        pool.extend_from_slice(&words[i]);
+        pool.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
+    }
+    pool
+}
+
+/// Fills `flat` (already sized, all zero) with the mixed image; returns non-zero bytes.
+fn fill_image(flat: &Path, size: u64) -> BoxResult<u64> {
+    let mut rng = Rng(SEED);
+    let pool = text_pool(&mut rng);
+    let f = fs::OpenOptions::new().read(true).write(true).open(flat)?;
+    let mut written: Vec<u64> = Vec::new();
+    let mut buf = vec![0u8; REGION as usize];
+    for r in 0..size.div_ceil(REGION) {
+        let off = r * REGION;
+        let len = (size - off).min(REGION) as usize;
+        let u = rng.below(100);
+        let kind = if u < 40 {
+            0
+        } else if u < 65 {
+            1
+        } else if u < 90 || written.is_empty() {
+            2
+        } else {
+            3
+        };
+        match kind {
+            0 => continue,
+            1 => {
+                let start = rng.below((pool.len() - REGION as usize) as u64) as usize;
+                buf.copy_from_slice(&pool[start..start + REGION as usize]);
+            }
+            2 => {
+                for w in buf.chunks_exact_mut(8) {
+                    w.copy_from_slice(&rng.next().to_le_bytes());
+                }
+            }
+            _ => {
+                let src = written[rng.below(written.len() as u64) as usize];
+                f.read_exact_at(&mut buf, src)?;
+            }
+        }
+        f.write_all_at(&buf[..len], off)?;
+        written.push(off);
+    }
+    f.sync_all()?;
+    Ok(written.len() as u64 * REGION)
+}
+
+fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
+    let t = Instant::now();
+    let out = cmd.output()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+fn mb_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+fn main() -> BoxResult<()> {
+    if std::env::args().any(|a| a == "--list") {
+        println!("backup: benchmark");
+        return Ok(());
+    }
+    let size =
+        parse_size(&std::env::var("SAFEKEEPING_BENCH_SIZE").unwrap_or_else(|_| "4G".into()))?;
+    let tools =
+        std::env::var("SAFEKEEPING_BENCH_TOOLS").unwrap_or_else(|_| "safekeeping,restic".into());
+    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
+    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
+        eprintln!("building the lab and the fake VDDK (release) ...");
+        run(Command::new(&cargo).current_dir(&workspace).args([
+            "build",
+            "--release",
+            "-p",
+            "safekeeping-lab",
+            "-p",
+            "fake-vixdisklib",
+        ]))?;
+    }
+    let lab_bin = bin_dir.join("safekeeping-lab");
+    let base = bin_dir.join("../bench-backup");
+    let lab_dir = base.join("lab");
+    if lab_dir.join("lab.json").exists() {
+        let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    }
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base)?;
+    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
+    let result = bench(size, &tools, &sk, &lab_bin, &lab_dir, &base);
+    let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    result
+}
+
+fn bench(
+    size: u64,
+    tools: &str,
+    sk: &Path,
+    lab_bin: &Path,
+    lab_dir: &Path,
+    base: &Path,
+) -> BoxResult<()> {
+    let lab = |args: &[&str]| run(Command::new(lab_bin).args(args).arg("--dir").arg(lab_dir));
+    let config = lab_dir.join("safekeeping.toml");
+    let skc = |args: &[&str]| run(Command::new(sk).arg("--config").arg(&config).args(args));
+    let size_arg = size.to_string();
+    lab(&[
+        "create-vm",
+        "--name",
+        "bench",
+        "--disk",
+        &size_arg,
+        "--powered-off",
+    ])?;
+    let info: serde_json::Value = serde_json::from_str(&lab(&["vm-info", "--vm", "bench"])?.1)?;
+    let flat = PathBuf::from(
+        info["disks"][0]["flat_path"]
+            .as_str()
+            .ok_or("vm-info has no flat_path")?,
+    );
+    eprintln!("filling {} with {} of mixed data ...", flat.display(), size);
+    let t = Instant::now();
+    let data = fill_image(&flat, size)?;
+    eprintln!(
+        "  {} MiB of non-zero regions ({:.1}s)",
+        data >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    skc(&["repo", "init"])?;
+
+    let mut rows: Vec<(String, f64, u64, u64)> = Vec::new();
+    let repo_dir = lab_dir.join("repo");
+    if tools.contains("safekeeping") {
+        let (secs, out) = skc(&["-q", "--json", "backup", "vm:bench"])?;
+        let j: serde_json::Value = serde_json::from_str(&out)?;
+        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
+        rows.push(("safekeeping full".into(), secs, read, dir_size(&repo_dir)));
+    }
+    let restic_repo = base.join("restic-repo");
+    let restic = |args: &[&str]| {
+        run(Command::new("restic")
+            .args(["--repo"])
+            .arg(&restic_repo)
+            .args(["--cache-dir"])
+            .arg(base.join("restic-cache"))
+            .args(args)
+            .env("RESTIC_PASSWORD", "bench"))
+    };
+    let use_restic =
+        tools.contains("restic") && Command::new("restic").arg("version").output().is_ok();
+    if use_restic {
+        restic(&["init"])?;
+        let (secs, _) = restic(&["backup", "--quiet", &flat.to_string_lossy()])?;
+        rows.push((
+            "restic full (flat file)".into(),
+            secs,
+            size,
+            dir_size(&restic_repo),
+        ));
+    } else if tools.contains("restic") {
+        eprintln!("restic not found; skipped (scripts/setup.sh installs it)");
+    }
+
+    // 5 % of the disk rewritten by the guest, in 4 MiB pieces at spread offsets.
+    let pieces = (size / 20).div_ceil(PIECE).max(1);
+    let mut rng = Rng(SEED ^ 0x0505);
+    let slots = size / PIECE;
+    let mut offsets: Vec<u64> = (0..pieces)
+        .map(|_| rng.below(slots.max(1)) * PIECE)
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    for (i, off) in offsets.iter().enumerate() {
+        lab(&[
+            "guest-write",
+            "--vm",
+            "bench",
+            "--disk",
+            "0",
+            "--offset",
+            &off.to_string(),
+            "--len",
+            &PIECE.to_string(),
+            "--seed",
+            &(100 + i).to_string(),
+        ])?;
+    }
+    let changed = offsets.len() as u64 * PIECE;
+    eprintln!(
+        "guest rewrote {} MiB ({:.1} %)",
+        changed >> 20,
+        changed as f64 * 100.0 / size as f64
+    );
+    if tools.contains("safekeeping") {
+        let before = dir_size(&repo_dir);
+        let (secs, out) = skc(&["-q", "--json", "backup", "vm:bench"])?;
+        let j: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(j["targets"][0]["mode"], "incremental");
+        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
+        rows.push((
+            "safekeeping incremental (CBT)".into(),
+            secs,
+            read,
+            dir_size(&repo_dir) - before,
+        ));
+    }
+    if use_restic {
+        let before = dir_size(&restic_repo);
+        let (secs, _) = restic(&["backup", "--quiet", &flat.to_string_lossy()])?;
+        rows.push((
+            "restic second run (flat file)".into(),
+            secs,
+            size,
+            dir_size(&restic_repo) - before,
+        ));
+    }
+
+    println!(
+        "\nbackup of a {} MiB disk ({} MiB non-zero mixed data), 5 % changed between runs",
+        size >> 20,
+        data >> 20
+    );
+    println!(
+        "{:<32} {:>9} {:>12} {:>16} {:>14}",
+        "run", "seconds", "MB read", "disk MB/s", "repo MiB added"
+    );
+    for (name, secs, read, stored) in &rows {
+        println!(
+            "{:<32} {:>9.2} {:>12.1} {:>16.1} {:>14.1}",
+            name,
+            secs,
+            *read as f64 / 1e6,
+            mb_s(size, *secs),
+            *stored as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}
