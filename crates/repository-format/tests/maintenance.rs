@@ -460,3 +460,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+mod any_damage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever committed file is flipped or truncated, and wherever, check finds it, and
+        /// nothing panics.
+        #[test]
+        fn any_flip_or_truncation_is_found(pick in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), truncate in any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let (repo, _) = populated(dir.path());
+            let mut files = walk(&repo.root().join("chunks"));
+            files.extend(walk(&repo.root().join("targets")));
+            files.sort();
+            let f = pick.get(&files);
+            let mut bytes = fs::read(f).unwrap();
+            let at = pos.index(bytes.len());
+            if truncate {
+                bytes.truncate(at);
+            } else {
+                bytes[at] ^= 0x01;
+            }
+            fs::write(f, &bytes).unwrap();
+            let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+            prop_assert!(!r.ok(), "damage to {} at {} ({}) not found", f.display(), at, if truncate { "truncated" } else { "flipped" });
+            prop_assert!(
+                r.problems.iter().any(|p| &p.path == f || p.path.starts_with(f)),
+                "problems name other files: {:#?}", r.problems
+            );
+        }
+    }
+}
