@@ -249,7 +249,7 @@ async fn with_snapshot(
     let collected = metadata::collect(vc, &p.info).await?;
 
     // Decide per disk before writing anything.
-    let mut plans: Vec<(usize, i32, DiskPlan, DiskDescriptor, String)> = Vec::new();
+    let mut plans: Vec<(usize, i32, DiskPlan, DiskDescriptor, String, Vec<Area>)> = Vec::new();
     for (index, (device, disk)) in frozen.disks().enumerate() {
         let previous = p.previous.as_ref().and_then(|m| {
             m.disk(device.key).map(|d| PreviousDisk {
@@ -298,17 +298,60 @@ async fn with_snapshot(
                 .extra
                 .insert("disk_mode".into(), mode.clone().into());
         }
+        // Ask CBT now, so a refused change id turns into a full read before anything is written.
+        let (mut plan, mut descriptor) = (plan, descriptor);
+        let areas = match changed_areas::query(
+            vc,
+            &p.info.moref,
+            snapshot.moref(),
+            device.key,
+            descriptor.capacity,
+            &plan.since_change_id,
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(Error::Vim(e))
+                if plan.mode == DiskMode::Incremental && e.fault_kind().is_some() =>
+            {
+                // vCenter no longer knows the change id (CBT was reset, the disk was moved):
+                // the only safe answer is a full read of this disk.
+                tracing::warn!(
+                    vm = %p.info.name,
+                    disk = %descriptor.label,
+                    "change id {} was refused ({e}); reading this disk in full",
+                    plan.since_change_id
+                );
+                plan = DiskPlan {
+                    mode: DiskMode::Full,
+                    reason: format!("vCenter refused change id {}: {e}", plan.since_change_id),
+                    since_change_id: "*".into(),
+                };
+                descriptor.change_id_used = None;
+                changed_areas::query(
+                    vc,
+                    &p.info.moref,
+                    snapshot.moref(),
+                    device.key,
+                    descriptor.capacity,
+                    "*",
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
         plans.push((
             index,
             device.key,
             plan,
             descriptor,
             disk.backing.file_name.clone(),
+            areas,
         ));
     }
     let any_incremental = plans
         .iter()
-        .any(|(_, _, plan, _, _)| plan.mode == DiskMode::Incremental);
+        .any(|(_, _, plan, _, _, _)| plan.mode == DiskMode::Incremental);
     let mode = if any_incremental {
         BackupMode::Incremental
     } else {
@@ -334,19 +377,10 @@ async fn with_snapshot(
     .await?;
     tracing::info!(vm = %p.info.name, generation = %writer.id(), ?mode, "writing generation");
 
-    for (index, key, plan, descriptor, snapshot_path) in plans {
+    for (index, key, plan, descriptor, snapshot_path, areas) in plans {
         if ctx.cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
-        let areas = changed_areas::query(
-            vc,
-            &p.info.moref,
-            snapshot.moref(),
-            key,
-            descriptor.capacity,
-            &plan.since_change_id,
-        )
-        .await?;
         let to_read = changed_areas::total(&areas);
         tracing::info!(
             vm = %p.info.name,

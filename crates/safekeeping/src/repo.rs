@@ -127,3 +127,11 @@ pub fn pick_generation(
         }
     }
 }
+
+/// Threads that read, decompress and verify chunks ahead of a restore or export.
+pub fn read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}

@@ -354,7 +354,7 @@ pub async fn write_disks(
                 * u64::from(reader.index().chunk_size());
             let progress = Progress::new(label, stored, !show_progress);
             let mut written = 0u64;
-            for chunk in reader.chunks() {
+            for chunk in reader.stream(crate::repo::read_threads()) {
                 if cancel.is_cancelled() {
                     return Err(Error::Interrupted);
                 }

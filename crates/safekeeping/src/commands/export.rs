@@ -32,7 +32,7 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
     let _lock = r.lock_shared(repo::lock_wait(config))?;
     let reader = r.disk_reader(&summary.key, m.generation, disk.disk.key)?;
     let mut image = SparseImage::create(&args.output, reader.capacity())?;
-    for chunk in reader.chunks() {
+    for chunk in reader.stream(crate::repo::read_threads()) {
         let chunk = chunk?;
         image.write_at(chunk.offset, &chunk.data)?;
     }
