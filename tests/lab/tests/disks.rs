@@ -126,6 +126,9 @@ fn guest_write_and_disk_digest_agree_with_an_independent_computation() {
 
     let digest = lab.digest("db01", 0);
     assert_eq!(digest, sha256_hex(&expected));
+    // The simulator's digest and safekeeping-lab's own (--local) agree.
+    let local = lab.run(&["disk-digest", "--vm", "db01", "--disk", "0", "--local"]);
+    assert_eq!(local.trim(), digest);
     assert_eq!(lab.digest_path("[datastore1] db01/db01.vmdk"), digest);
     assert_eq!(
         lab.digest("db01", 1),

@@ -24,6 +24,25 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusUnauthorized, "missing or wrong X-Lab-Password")
 		return
 	}
+	if strings.TrimPrefix(r.URL.Path, "/lab/") == "disk-digest" {
+		// Hashing a big disk takes a while; it runs without the lab lock.
+		q := r.URL.Query()
+		l.mu.Lock()
+		local, err := l.digestTarget(q.Get("path"), q.Get("vm"), q.Get("disk"))
+		l.mu.Unlock()
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		sum, capacity, err := diskDigest(local)
+		if err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]interface{}{"sha256": sum, "capacity": capacity, "local_path": local})
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.syncAll()
