@@ -146,7 +146,15 @@ impl Repository {
             report: &mut report,
         };
         for (name, path) in fsutil::list_dir(self.root())? {
-            if ![CONFIG_FILE, CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR].contains(&name.as_str()) {
+            if ![
+                CONFIG_FILE,
+                CHUNKS_DIR,
+                TARGETS_DIR,
+                LOCKS_DIR,
+                crate::catalog::CATALOG_DIR,
+            ]
+            .contains(&name.as_str())
+            {
                 ctx.problem(
                     ProblemKind::ForeignFile,
                     path,

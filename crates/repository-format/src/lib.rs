@@ -11,6 +11,7 @@
 //!     metadata/<name>                      F blobs: vm config, .vmx, .nvram, ...
 //!     incomplete.json                      only while being written
 //! locks/                                   flock files and holder records
+//! catalog/                                 local sled cache of generation listings (not part of the format)
 //! ```
 //!
 //! Every file is written once (temp file, fsync, rename, fsync of the folder) and verified on
@@ -42,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blob;
+pub mod catalog;
 pub mod check;
 pub mod chunk_store;
 pub mod config;

@@ -21,11 +21,16 @@ pub struct ReindexReport {
     pub incomplete_removed: Vec<String>,
     /// Leftover temporary files removed from generation folders.
     pub temp_files_removed: u64,
+    /// Whether the catalog cache was available and rebuilt (another process may hold it).
+    pub catalog_rebuilt: bool,
+    /// Generations in the rebuilt catalog.
+    pub catalog_entries: u64,
 }
 
 impl Repository {
-    /// Lists every target and generation from the files and removes abandoned generation folders
-    /// (their writer is gone: under the exclusive lock no backup runs) and old temporary files.
+    /// Lists every target and generation from the files, removes abandoned generation folders
+    /// (their writer is gone: under the exclusive lock no backup runs) and old temporary files,
+    /// and rebuilds the catalog cache from the manifests.
     ///
     /// # Errors
     /// [`crate::Error::LockRequired`] without the exclusive lock; [`crate::Error::Io`].
@@ -62,6 +67,15 @@ impl Repository {
                         .incomplete_removed
                         .push(format!("{key}/{}", g.id.folder_name()));
                 }
+            }
+        }
+        if let Some(cat) = self.catalog() {
+            if cat.clear() {
+                // Listing every target refills the catalog from the manifests.
+                self.targets()?;
+                cat.flush();
+                report.catalog_rebuilt = true;
+                report.catalog_entries = cat.len() as u64;
             }
         }
         Ok(report)

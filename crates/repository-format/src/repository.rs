@@ -8,6 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::blob::Codec;
+use crate::catalog::{manifest_stamp, Catalog, CatalogEntry};
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, InitOptions};
 use crate::error::{io_err, Error, Result};
@@ -28,6 +29,7 @@ pub struct Repository {
     config: Config,
     codec: Codec,
     store: ChunkStore,
+    catalog: Option<std::sync::Arc<Catalog>>,
 }
 
 /// One line of [`Repository::targets`].
@@ -51,7 +53,7 @@ pub struct TargetSummary {
 }
 
 /// One line of [`Repository::generations`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct GenerationSummary {
     /// Generation number.
     pub id: GenerationId,
@@ -145,11 +147,13 @@ impl Repository {
         }
         let codec = Codec::new(config.compression_level, None);
         let store = ChunkStore::new(root.join(CHUNKS_DIR), codec.clone(), config.chunk_size);
+        let catalog = Catalog::open(&root).map(std::sync::Arc::new);
         Ok(Repository {
             root,
             config,
             codec,
             store,
+            catalog,
         })
     }
 
@@ -257,37 +261,71 @@ impl Repository {
     pub fn targets(&self) -> Result<Vec<TargetSummary>> {
         let mut out = Vec::new();
         for key in self.target_keys()? {
-            let gens = self.generation_manifests(&key)?;
+            let gens = self.generation_entries(&key)?;
             let Some(latest) = gens.last() else { continue };
             out.push(TargetSummary {
                 key: key.clone(),
-                kind: latest.target.kind,
-                name: latest.target.name.clone(),
+                kind: latest.kind,
+                name: latest.name.clone(),
                 generations: gens.len(),
-                latest: Some(latest.generation),
-                latest_time: Some(latest.started),
+                latest: Some(latest.summary.id),
+                latest_time: Some(latest.summary.time),
                 latest_successful: gens
                     .iter()
                     .rev()
-                    .find(|m| m.status == GenerationStatus::Succeeded)
-                    .map(|m| m.generation),
+                    .find(|e| e.summary.status == GenerationStatus::Succeeded)
+                    .map(|e| e.summary.id),
             });
         }
         Ok(out)
     }
 
-    fn generation_manifests(&self, key: &TargetKey) -> Result<Vec<Manifest>> {
+    /// Summaries of the committed generations of a target, from the catalog where it is valid,
+    /// else from the manifests (refreshing the catalog).
+    fn generation_entries(&self, key: &TargetKey) -> Result<Vec<CatalogEntry>> {
         let mut out = Vec::new();
         for g in self.generation_dirs(key)? {
             if !g.committed {
                 continue;
             }
-            match Manifest::read(&g.path.join(MANIFEST_FILE), &self.codec) {
-                Ok(m) => out.push(m),
-                Err(e) => tracing::warn!(error = %e, "skipping unreadable manifest"),
+            let path = g.path.join(MANIFEST_FILE);
+            let ckey = format!("{key}/{}", g.id.folder_name());
+            let stamp = manifest_stamp(&path);
+            if let (Some(cat), Some(stamp)) = (&self.catalog, stamp) {
+                if let Some(e) = cat.get(&ckey, stamp).filter(|e| e.summary.id == g.id) {
+                    out.push(e);
+                    continue;
+                }
             }
+            let m = match self.manifest(key, g.id) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping unreadable manifest");
+                    continue;
+                }
+            };
+            let entry = CatalogEntry {
+                summary: GenerationSummary::from_manifest(&m),
+                kind: m.target.kind,
+                name: m.target.name.clone(),
+                manifest_len: stamp.map(|s| s.0).unwrap_or(0),
+                manifest_mtime_ns: stamp.map(|s| s.1).unwrap_or(0),
+            };
+            if let (Some(cat), Some(_)) = (&self.catalog, stamp) {
+                cat.put(&ckey, &entry);
+            }
+            out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Whether this handle has the catalog cache open (another process may hold it).
+    pub fn has_catalog(&self) -> bool {
+        self.catalog.is_some()
+    }
+
+    pub(crate) fn catalog(&self) -> Option<&Catalog> {
+        self.catalog.as_deref()
     }
 
     /// Finds the target a user means by `name`: a target key, or the name (at its newest
@@ -323,9 +361,9 @@ impl Repository {
             return Err(Error::TargetNotFound(key.to_string()));
         }
         Ok(self
-            .generation_manifests(key)?
-            .iter()
-            .map(GenerationSummary::from_manifest)
+            .generation_entries(key)?
+            .into_iter()
+            .map(|e| e.summary)
             .collect())
     }
 
@@ -493,6 +531,9 @@ impl Repository {
         }
         fs::remove_file(&manifest).map_err(io_err("remove", &manifest))?;
         fsutil::sync_dir(&dir)?;
+        if let Some(cat) = &self.catalog {
+            cat.remove(&format!("{key}/{}", id.folder_name()));
+        }
         self.remove_generation_dir(key, &dir)
     }
 

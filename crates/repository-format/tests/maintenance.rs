@@ -494,3 +494,56 @@ mod any_damage {
         }
     }
 }
+
+#[test]
+fn catalog_is_a_cache_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, data) = populated(dir.path());
+    assert!(repo.has_catalog());
+    let listing = repo.targets().unwrap();
+    let key = identity("web").key().unwrap();
+    let gens = repo.generations(&key).unwrap();
+    assert_eq!(gens.len(), 2);
+    // A second handle finds the catalog locked and works without it, with the same answers.
+    let other = Repository::open(repo.root()).unwrap();
+    assert!(!other.has_catalog());
+    assert_eq!(other.targets().unwrap(), listing);
+    assert_eq!(other.generations(&key).unwrap(), gens);
+    // Changes made through the other handle are seen through the cached one: the folder listing
+    // decides what exists, and a deleted generation's entry is never used.
+    let x = other.lock_exclusive(Duration::ZERO).unwrap();
+    other.delete_generation(&x, &key, GenerationId(2)).unwrap();
+    drop(x);
+    backup(&other, "web", &data[..CS as usize * 2], None);
+    let now = repo.generations(&key).unwrap();
+    assert_eq!(now.len(), 2);
+    assert_eq!(
+        now[1].stats.logical_bytes,
+        CS as u64 * 2,
+        "gen 2 is the new one"
+    );
+    drop(other);
+    // Reindex rebuilds it.
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let r = repo.reindex(&x).unwrap();
+    assert!(r.catalog_rebuilt);
+    assert_eq!(r.catalog_entries, 3);
+    assert!(
+        repo.check(&CheckOptions::default()).unwrap().ok(),
+        "the catalog folder is not foreign"
+    );
+}
+
+#[test]
+fn damaged_catalog_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = populated(dir.path());
+    let want = repo.targets().unwrap();
+    let root = repo.root().to_path_buf();
+    drop(repo);
+    for f in walk(&root.join("catalog")) {
+        fs::write(&f, b"garbage garbage garbage").unwrap();
+    }
+    let repo = Repository::open(&root).unwrap();
+    assert_eq!(repo.targets().unwrap(), want);
+}
