@@ -331,6 +331,23 @@ fn up(dir: &LabDir) -> Result<()> {
         // A stale pid file from a lab that died: start afresh.
         let _ = fs::remove_file(dir.pid_file());
     }
+    // A new simulator has an empty inventory: files of an earlier lab's VMs would sit in
+    // its datastores unknown to it and collide with new VMs' folders.
+    let leftovers = fs::read_dir(dir.datastores())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|ds| fs::read_dir(ds.path()).is_ok_and(|mut d| d.next().is_some()))
+        })
+        .unwrap_or(false);
+    if leftovers {
+        bail!(
+            "{} holds the datastores of an earlier lab that is no longer running; run \
+             `safekeeping-lab down --dir {}` to remove them first",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
     let binary = toolchain::ensure_server()?;
     let lib = toolchain::ensure_fake_vddk()?;
 

@@ -214,3 +214,42 @@ fn go_sources_are_vet_clean() {
         String::from_utf8_lossy(&fmt.stdout)
     );
 }
+
+#[test]
+fn up_after_a_crash_asks_for_down_first() {
+    let mut lab = Lab::up();
+    lab.run(&["create-vm", "--name", "c", "--disk", "1M"]);
+    let pid = std::fs::read_to_string(lab.dir.join("vcsim.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = Command::new(bin())
+        .args(["up", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("earlier lab") && err.contains("down"), "{err}");
+    lab.run(&["down"]);
+    let out = Command::new(bin())
+        .args(["up", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.down_done = false;
+    assert!(lab.run(&["status"]).contains("\"up\": true"));
+}
