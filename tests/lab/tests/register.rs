@@ -33,6 +33,8 @@ fn unregister_then_register_rebuilds_the_same_vm_from_its_vmx() {
             "VM Network",
             "--nic",
             "Lab Network 2",
+            "--nic",
+            "DC0_DVPG0",
             "--cpus",
             "4",
             "--memory-mb",
