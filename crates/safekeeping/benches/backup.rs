@@ -141,6 +141,20 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
+/// Seconds between the log lines containing `from` and `to` (RFC 3339 timestamps at the start).
+fn phase(log: &str, from: &str, to: &str) -> Option<f64> {
+    let at = |needle: &str| {
+        log.lines().find(|l| l.contains(needle)).and_then(|l| {
+            let ts = l.split_whitespace().next()?;
+            let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+            Some(t)
+        })
+    };
+    let (a, b) = (at(from)?, at(to)?);
+    Some((b - a).as_seconds_f64())
+}
+
 fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
@@ -220,11 +234,15 @@ fn bench(
     skc(&["repo", "init"])?;
 
     let mut rows: Vec<(String, f64, u64, u64)> = Vec::new();
+    let mut phases: Vec<(&str, String)> = Vec::new();
     let repo_dir = lab_dir.join("repo");
     if tools.contains("safekeeping") {
-        let (secs, out) = skc(&["-q", "--json", "backup", "vm:bench"])?;
+        let log = base.join("full.log");
+        let l = log.to_string_lossy().into_owned();
+        let (secs, out) = skc(&["--log-file", &l, "--json", "backup", "vm:bench"])?;
         let j: serde_json::Value = serde_json::from_str(&out)?;
         let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
+        phases.push(("safekeeping full", fs::read_to_string(&log)?));
         rows.push(("safekeeping full".into(), secs, read, dir_size(&repo_dir)));
     }
     let restic_repo = base.join("restic-repo");
@@ -284,7 +302,10 @@ fn bench(
     );
     if tools.contains("safekeeping") {
         let before = dir_size(&repo_dir);
-        let (secs, out) = skc(&["-q", "--json", "backup", "vm:bench"])?;
+        let log = base.join("incremental.log");
+        let l = log.to_string_lossy().into_owned();
+        let (secs, out) = skc(&["--log-file", &l, "--json", "backup", "vm:bench"])?;
+        phases.push(("safekeeping incremental", fs::read_to_string(&log)?));
         let j: serde_json::Value = serde_json::from_str(&out)?;
         assert_eq!(j["targets"][0]["mode"], "incremental");
         let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
@@ -323,6 +344,17 @@ fn bench(
             *read as f64 / 1e6,
             mb_s(size, *secs),
             *stored as f64 / (1 << 20) as f64
+        );
+    }
+    println!("\nwhere safekeeping's time goes (from its log):");
+    for (name, log) in &phases {
+        let part =
+            |a: &str, b: &str| phase(log, a, b).map_or("-".to_string(), |s| format!("{s:.2}s"));
+        println!(
+            "  {name:<24} connect+snapshot {:>7}   read+store {:>7}   snapshot removal {:>7}",
+            part("", "snapshot created"),
+            part("writing generation", "generation committed"),
+            part("generation committed", "snapshot removed"),
         );
     }
     Ok(())

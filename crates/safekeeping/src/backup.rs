@@ -437,6 +437,7 @@ async fn with_snapshot(
     extra.insert("cbt_enabled_by_backup".into(), p.cbt_just_enabled.into());
     let generation =
         blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
+    tracing::info!(vm = %p.info.name, %generation, "generation committed");
     result.generation = Some(generation.0);
     result.mode = Some(mode);
     Ok(())

@@ -1,6 +1,5 @@
 //! Step 1 of a backup: from a target on the command line to one virtual machine in vCenter.
 
-use vim_client::xml::Element;
 use vim_client::{FaultKind, MoRef, ObjectContent};
 
 use crate::error::{Error, Result};
@@ -55,23 +54,13 @@ pub async fn resolve(vc: &Vcenter, target: &Target) -> Result<ResolvedVm> {
             }
         }
         VmSelector::InventoryPath(path) => {
-            let index = vc
-                .client
-                .service_content()
-                .search_index
-                .clone()
-                .ok_or_else(|| Error::Other("vCenter has no SearchIndex".into()))?;
-            let found = vc
-                .call(
-                    "FindByInventoryPath",
-                    &index,
-                    vec![Element::vim_text("inventoryPath", path.clone())],
-                )
-                .await?;
-            let Some(found) = found else {
-                return Err(Error::VmNotFound(target.to_string()));
+            let moref = match vc.client.find_by_inventory_path(path).await {
+                Ok(m) => m,
+                Err(vim_client::Error::UnknownObject { .. }) => {
+                    return Err(Error::VmNotFound(target.to_string()))
+                }
+                Err(e) => return Err(e.into()),
             };
-            let moref = MoRef::from_element(&found)?;
             if moref.kind != "VirtualMachine" {
                 return Err(Error::VmNotFound(format!(
                     "{target} (the path names a {}, not a VM)",

@@ -1,16 +1,10 @@
 //! The logged-in vCenter session a command works with, and the few generic VIM calls shared
 //! by the backup and restore steps.
 
-use std::time::Duration;
-
-use vim_client::xml::Element;
-use vim_client::{Client, ClientOptions, MoRef, Secret, Tls};
+use vim_client::{Client, ClientOptions, Secret, Tls};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-
-/// How long a snapshot, reconfigure or create task may take before we give up on it.
-pub const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A logged-in vCenter, plus what VDDK needs to connect to the same server.
 #[derive(Debug, Clone)]
@@ -111,37 +105,6 @@ impl Vcenter {
         if let Err(e) = self.client.logout().await {
             tracing::debug!(error = %e, "logout failed");
         }
-    }
-
-    /// Runs a `..._Task` method on `this` and waits for it.
-    ///
-    /// # Errors
-    /// The task's fault.
-    pub async fn task(
-        &self,
-        method: &str,
-        this: &MoRef,
-        args: Vec<Element>,
-    ) -> Result<Option<Element>> {
-        let mut body = Element::vim(method).child(this.to_element("_this"));
-        body.children.extend(args);
-        Ok(self.client.run_task(body, TASK_TIMEOUT).await?)
-    }
-
-    /// Calls a non-task method on `this` and returns its `returnval`, if any.
-    ///
-    /// # Errors
-    /// Faults.
-    pub async fn call(
-        &self,
-        method: &str,
-        this: &MoRef,
-        args: Vec<Element>,
-    ) -> Result<Option<Element>> {
-        let mut body = Element::vim(method).child(this.to_element("_this"));
-        body.children.extend(args);
-        let response = self.client.call(body).await?;
-        Ok(response.get("returnval").cloned())
     }
 }
 
