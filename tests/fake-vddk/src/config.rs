@@ -10,6 +10,8 @@ pub struct FakeConfig {
     pub datastores: BTreeMap<String, PathBuf>,
     /// First class disk id to `[ds] path` (or absolute path) of its descriptor.
     pub fcds: BTreeMap<String, String>,
+    /// `(first class disk id, snapshot id)` to the `[ds] path` of the snapshot's frozen copy.
+    pub fcd_snapshots: BTreeMap<(String, String), String>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub thumbprint: Option<String>,
@@ -53,7 +55,16 @@ impl FakeConfig {
                 v.parse::<u64>()
                     .map_err(|_| format!("line {}: {key} wants a number, got {v:?}", n + 1))
             };
-            if let Some(ds) = key.strip_prefix("fake.datastore.") {
+            if let Some(rest) = key.strip_prefix("fake.fcd_snapshot.") {
+                let (id, snap) = rest.split_once('.').ok_or_else(|| {
+                    format!(
+                        "line {}: fake.fcd_snapshot wants fake.fcd_snapshot.<disk id>.<snapshot id>",
+                        n + 1
+                    )
+                })?;
+                c.fcd_snapshots
+                    .insert((id.to_string(), snap.to_string()), value.to_string());
+            } else if let Some(ds) = key.strip_prefix("fake.datastore.") {
                 c.datastores.insert(ds.to_string(), PathBuf::from(value));
             } else if let Some(id) = key.strip_prefix("fake.fcd.") {
                 c.fcds.insert(id.to_string(), value.to_string());
@@ -98,6 +109,27 @@ impl FakeConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The descriptor to open for first class disk `id`: the frozen copy when `snapshot` is
+    /// given (never the live disk: a missing snapshot key is an error), else
+    /// `fake.fcd.<id>`, else `given` (the path Open was called with).
+    pub fn fcd_target(
+        &self,
+        id: &str,
+        snapshot: Option<&str>,
+        given: &str,
+    ) -> Result<String, String> {
+        match snapshot.filter(|s| !s.is_empty()) {
+            Some(snap) => self
+                .fcd_snapshots
+                .get(&(id.to_string(), snap.to_string()))
+                .cloned()
+                .ok_or_else(|| {
+                    format!("no snapshot {snap} of first class disk {id} (no fake.fcd_snapshot.{id}.{snap} key)")
+                }),
+            None => Ok(self.fcds.get(id).cloned().unwrap_or_else(|| given.to_string())),
+        }
     }
 
     /// Reads and parses `path`.
@@ -146,6 +178,24 @@ mod tests {
         assert_eq!(c.fail_read_sectors, Some((10, 20)));
         assert_eq!(c.read_latency_ms, 5);
         assert_eq!(c.transports, ["nbdssl", "nbd"]);
+    }
+
+    #[test]
+    fn first_class_disk_snapshots_open_the_frozen_copy() {
+        let c = FakeConfig::parse(
+            "fake.fcd.d1 = [ds1] fcd/d1.vmdk\n\
+             fake.fcd_snapshot.d1.s1 = [ds1] fcd/d1-snap-s1.vmdk\n",
+        )
+        .unwrap();
+        assert_eq!(c.fcd_target("d1", None, "x").unwrap(), "[ds1] fcd/d1.vmdk");
+        assert_eq!(
+            c.fcd_target("d1", Some("s1"), "x").unwrap(),
+            "[ds1] fcd/d1-snap-s1.vmdk"
+        );
+        assert_eq!(c.fcd_target("d2", None, "given").unwrap(), "given");
+        let err = c.fcd_target("d1", Some("s2"), "x").unwrap_err();
+        assert!(err.contains("no snapshot s2"), "{err}");
+        assert!(FakeConfig::parse("fake.fcd_snapshot.nodot = x").is_err());
     }
 
     #[test]

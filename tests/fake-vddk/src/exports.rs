@@ -321,7 +321,13 @@ pub unsafe extern "C" fn VixDiskLib_Open(
             return VIX_E_FILE_ACCESS_ERROR as VixError;
         };
         let target = match &conn.params.fcd {
-            Some((id, _, _)) => config.fcds.get(id).cloned().unwrap_or(given.clone()),
+            Some((id, _, snapshot)) => match config.fcd_target(id, snapshot.as_deref(), &given) {
+                Ok(t) => t,
+                Err(e) => {
+                    logging::message(true, &format!("Cannot open {given}: {e}"));
+                    return VIX_E_FILE_NOT_FOUND as VixError;
+                }
+            },
             None => given.clone(),
         };
         let file = match config.resolve(&target) {

@@ -134,6 +134,53 @@ enum Cmd {
         #[arg(value_enum)]
         state: PowerState,
     },
+    /// Creates a vApp with one powered-off child VM per --vm (start order = argument order);
+    /// prints the vApp's moref.
+    CreateVapp {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// NAME:SIZE[,SIZE...], e.g. db:64M,1G; repeat for more VMs, in start order.
+        #[arg(long = "vm", required = true, value_parser = parse_vapp_vm)]
+        vms: Vec<VAppVm>,
+        /// Datastore for the VMs (default datastore1).
+        #[arg(long)]
+        datastore: Option<String>,
+        /// Power the vApp on afterwards (children in start order).
+        #[arg(long)]
+        power_on: bool,
+    },
+    /// Prints a vApp's children in start order, its products, properties and the order of
+    /// the last power operations (JSON).
+    VappInfo {
+        #[arg(long)]
+        dir: PathBuf,
+        /// vApp name or moref.
+        #[arg(long)]
+        vapp: String,
+    },
+    /// Powers a vApp on (children in start order) or off (reverse order); prints the order.
+    PowerVapp {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        vapp: String,
+        #[arg(value_enum)]
+        state: PowerState,
+    },
+    /// Creates a tag category and tag (when missing) and attaches the tag to an object.
+    Tag {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        tag: String,
+        /// vm:NAME, vapp:NAME or ivd:ID (a first class disk); omit to only create.
+        #[arg(long)]
+        attach: Option<String>,
+    },
     /// Shows or sets the simulator's fault-injection knobs (JSON).
     Knobs {
         #[arg(long)]
@@ -145,6 +192,30 @@ enum Cmd {
         #[arg(long)]
         max_changed_areas: Option<u32>,
     },
+}
+
+/// One `--vm NAME:SIZE[,SIZE...]` of create-vapp.
+#[derive(Clone, Debug)]
+struct VAppVm {
+    name: String,
+    disks: Vec<u64>,
+}
+
+fn parse_vapp_vm(s: &str) -> Result<VAppVm, String> {
+    let (name, sizes) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME:SIZE[,SIZE...], e.g. db:64M,1G"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?}: the VM name is empty"));
+    }
+    let disks = sizes
+        .split(',')
+        .map(parse_size)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(VAppVm {
+        name: name.to_string(),
+        disks,
+    })
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -245,6 +316,55 @@ pub fn run(cli: Cli) -> Result<()> {
                 PowerState::Off => "off",
             };
             admin(&dir)?.post("power", &json!({"vm": vm, "state": state}))?;
+            Ok(())
+        }
+        Cmd::CreateVapp {
+            dir,
+            name,
+            vms,
+            datastore,
+            power_on,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let vms: Vec<Value> = vms
+                .iter()
+                .map(|v| json!({"name": v.name, "disks": v.disks}))
+                .collect();
+            let body = json!({
+                "name": name, "vms": vms, "datastore": datastore.unwrap_or_default(),
+                "power_on": power_on,
+            });
+            let res = admin(&dir)?.post("create-vapp", &body)?;
+            println!("{}", str_field(&res, "moref")?);
+            Ok(())
+        }
+        Cmd::VappInfo { dir, vapp } => {
+            let dir = LabDir::new(&dir)?;
+            let res = admin(&dir)?.get("vapp-info", &[("vapp", &vapp)])?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::PowerVapp { dir, vapp, state } => {
+            let dir = LabDir::new(&dir)?;
+            let state = match state {
+                PowerState::On => "on",
+                PowerState::Off => "off",
+            };
+            let res = admin(&dir)?.post("vapp-power", &json!({"vapp": vapp, "state": state}))?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::Tag {
+            dir,
+            category,
+            tag,
+            attach,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let body =
+                json!({"category": category, "tag": tag, "attach": attach.unwrap_or_default()});
+            let res = admin(&dir)?.post("tag", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(())
         }
         Cmd::Knobs {

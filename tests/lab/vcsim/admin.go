@@ -68,6 +68,23 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if err = decode(r, &req); err == nil {
 			res, err = l.power(r.Context(), &req)
 		}
+	case "create-vapp":
+		var req createVAppRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.createVAppAdmin(r.Context(), &req)
+		}
+	case "vapp-info":
+		res, err = l.vappInfo(r.URL.Query().Get("vapp"))
+	case "vapp-power":
+		var req vappPowerRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.vappPower(r.Context(), &req)
+		}
+	case "tag":
+		var req tagRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.tagObject(r.Context(), &req)
+		}
 	case "shutdown":
 		res = map[string]string{"state": "stopping"}
 		if l.shutdown != nil {
@@ -156,6 +173,9 @@ type createVMRequest struct {
 	CPUs       int32    `json:"cpus"`
 	MemoryMB   int64    `json:"memory_mb"`
 	PowerOn    *bool    `json:"power_on"`
+
+	// vapp, when set, makes the VM a child of this vApp (CreateChildVM_Task).
+	vapp *types.ManagedObjectReference
 }
 
 func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, error) {
@@ -272,7 +292,12 @@ func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, 
 		Files:                 &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", req.Datastore)},
 		DeviceChange:          changes,
 	}
-	task, err := folders.VmFolder.CreateVM(ctx, spec, pool, nil)
+	var task *object.Task
+	if req.vapp != nil {
+		task, err = object.NewVirtualApp(l.client, *req.vapp).CreateChildVM(ctx, spec, nil)
+	} else {
+		task, err = folders.VmFolder.CreateVM(ctx, spec, pool, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +306,9 @@ func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, 
 		return nil, fmt.Errorf("CreateVM: %v", err)
 	}
 	ref := info.Result.(types.ManagedObjectReference)
+	if req.vapp != nil {
+		l.adoptChildVM(*req.vapp, ref)
+	}
 	vm := object.NewVirtualMachine(l.client, ref)
 	if req.PowerOn == nil || *req.PowerOn {
 		pt, err := vm.PowerOn(ctx)

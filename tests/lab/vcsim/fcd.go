@@ -56,6 +56,7 @@ func (l *lab) freezeFCD(ctx context.Context, id types.ID, ds types.ManagedObject
 	if err != nil {
 		return err
 	}
+	l.fcds[id.Id] = path
 	st := l.disks[path]
 	if st == nil {
 		// A registered disk the lab has not seen yet.

@@ -28,6 +28,8 @@ type lab struct {
 	disks map[string]*diskState // by the current disk's datastore path
 	snaps map[string]*snapState // by snapshot moref value
 	vmx   map[string]string     // last .vmx written, by VM moref value
+	fcds  map[string]string     // first class disk id -> descriptor "[ds] fcd/ID.vmdk"
+	vapps map[string]*vappState // by vApp moref value
 
 	knobs knobs
 	vslm  vslmTasks
@@ -94,6 +96,8 @@ func newLab(dir, user, password string, svc *simulator.Service, client *vim25.Cl
 		disks:    map[string]*diskState{},
 		snaps:    map[string]*snapState{},
 		vmx:      map[string]string{},
+		fcds:     map[string]string{},
+		vapps:    map[string]*vappState{},
 		knobs:    knobs{MaxChangedAreas: 2048},
 	}
 }
@@ -187,7 +191,9 @@ func (l *lab) syncAll() {
 		}
 		l.syncVM(vm)
 	}
+	l.forgetGoneFCDs()
 	l.sweepFCDSnapshots()
+	l.sweepVApps()
 	for ref, s := range l.snaps {
 		if s.fcdID != "" {
 			continue
@@ -397,6 +403,7 @@ func (l *lab) materializeFCD(res types.AnyType) {
 		log.Printf("lab: first class disk %s: %v", b.FilePath, err)
 		return
 	}
+	l.fcds[obj.Config.Id.Id] = b.FilePath
 	l.enableFCDTracking(obj)
 }
 
@@ -442,6 +449,7 @@ type ctkRecord struct {
 // DIR/lab-state/cbt.json when it changed. The simulator keeps its inventory in memory, so
 // the file is for inspection: a restarted lab is a new vCenter.
 func (l *lab) saveChangeLog() {
+	l.syncVDDKConf()
 	state := map[string]interface{}{}
 	disks := map[string]ctkRecord{}
 	for p, st := range l.disks {

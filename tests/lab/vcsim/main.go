@@ -25,6 +25,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	_ "github.com/vmware/govmomi/vapi/simulator" // the vAPI REST endpoints (tagging) under /rest
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -80,6 +81,7 @@ func run(dir, user, passwordFile string) error {
 	}
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(user, password)}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert.pair}}
+	model.Service.RegisterEndpoints = true
 	inner := model.Service.NewServer()
 	// The simulator's own listener is not used: requests come through our front handler.
 	inner.Close()
@@ -108,6 +110,7 @@ func run(dir, user, passwordFile string) error {
 	mux.HandleFunc("/lab/", l.serveAdmin)
 	mux.HandleFunc("/folder/", l.serveFolder)
 	mux.HandleFunc("/vslm/sdk", l.serveVSLM)
+	mux.HandleFunc(restSessionPath, l.serveRESTSession(model.Service.ServeMux))
 	mux.Handle("/", model.Service.ServeMux)
 	server := &http.Server{
 		Handler:   mux,

@@ -56,7 +56,8 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	}
 	switch method.Body.(type) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
-		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails:
+		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
+		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task:
 		if rec := l.probeSession(r); rec != nil {
 			copyRecorded(w, rec)
 			return
@@ -149,6 +150,79 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		}
 		writeResponse(w, "RetrieveSnapshotDetailsResponse", &types.RetrieveSnapshotDetailsResponse{Returnval: *d})
 		return
+	case *types.CreateVApp:
+		for _, p := range req.ConfigSpec.Product {
+			if p.Info == nil && p.Operation != types.ArrayUpdateOperationRemove {
+				writeFault(w, "A specified parameter was not correct: product.info", &types.InvalidArgument{InvalidProperty: "product.info"})
+				return
+			}
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		rec := l.passRecorded(r, body)
+		if m := vappReturn.FindSubmatch(rec.Body.Bytes()); rec.Code == http.StatusOK && m != nil {
+			l.createdVApp(types.ManagedObjectReference{Type: "VirtualApp", Value: string(m[1])}, &req.ConfigSpec)
+		}
+		copyRecorded(w, rec)
+		return
+	case *types.UpdateVAppConfig:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if fault := l.configureVApp(req.This, &req.Spec); fault != nil {
+			writeFault(w, faultMessage(fault), fault)
+			return
+		}
+		writeResponse(w, "UpdateVAppConfigResponse", &types.UpdateVAppConfigResponse{})
+		return
+	case *types.CreateChildVM_Task:
+		if f, msg := checkConfigSpec(&req.Config); f != nil {
+			writeFault(w, msg, f)
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		defer l.saveChangeLog()
+		rec := l.passRecorded(r, body)
+		if res, ok := taskResult(rec); ok {
+			if vm, ok := res.(types.ManagedObjectReference); ok {
+				l.adoptChildVM(req.This, vm)
+			}
+		}
+		l.syncAll()
+		copyRecorded(w, rec)
+		return
+	case *types.PowerOnVApp_Task, *types.PowerOffVApp_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		defer l.saveChangeLog()
+		var task types.ManagedObjectReference
+		if on, ok := req.(*types.PowerOnVApp_Task); ok {
+			_, fault := l.powerVApp(r.Context(), on.This, true, false)
+			task = vappTask(on.This, "powerOnVApp_Task", nil, fault)
+			writeResponse(w, "PowerOnVApp_TaskResponse", &types.PowerOnVApp_TaskResponse{Returnval: task})
+		} else {
+			off := req.(*types.PowerOffVApp_Task)
+			_, fault := l.powerVApp(r.Context(), off.This, false, off.Force)
+			task = vappTask(off.This, "powerOffVApp_Task", nil, fault)
+			writeResponse(w, "PowerOffVApp_TaskResponse", &types.PowerOffVApp_TaskResponse{Returnval: task})
+		}
+		l.syncAll()
+		return
+	case *types.Destroy_Task:
+		if req.This.Type == "VirtualApp" {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			defer l.saveChangeLog()
+			if fault := l.destroyVAppChildren(r.Context(), req.This); fault != nil {
+				task := vappTask(req.This, "destroy_Task", nil, fault)
+				writeResponse(w, "Destroy_TaskResponse", &types.Destroy_TaskResponse{Returnval: task})
+				l.syncAll()
+				return
+			}
+			l.pass(w, r, body)
+			l.syncAll()
+			return
+		}
 	case *types.CreateVM_Task:
 		if f, msg := checkConfigSpec(&req.Config); f != nil {
 			writeFault(w, msg, f)
@@ -234,6 +308,8 @@ func taskResult(rec *httptest.ResponseRecorder) (types.AnyType, bool) {
 }
 
 var taskReturn = regexp.MustCompile(`<returnval type="Task">([^<]+)</returnval>`)
+
+var vappReturn = regexp.MustCompile(`<returnval type="VirtualApp">([^<]+)</returnval>`)
 
 const envelopeStart = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
 	`<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>`
