@@ -87,9 +87,12 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 }
 
 fn command_line() -> String {
-    let mut s = std::env::args().collect::<Vec<_>>().join(" ");
-    s.truncate(256);
-    s
+    let s = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Cut at a character boundary: arguments may hold any UTF-8 (VM names).
+    s.chars().take(256).collect()
 }
 
 /// Classifies a record: `Some(reason)` if stale.

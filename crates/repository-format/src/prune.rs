@@ -154,7 +154,10 @@ pub fn plan_target(
         }
     }
     if let Some(secs) = policy.keep_within_seconds {
-        let limit = now - time::Duration::seconds(secs.min(i64::MAX as u64) as i64);
+        let limit = i64::try_from(secs)
+            .ok()
+            .and_then(|s| now.checked_sub(time::Duration::seconds(s)))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH - time::Duration::days(365 * 1000));
         for &i in &ok {
             if gens[i].time >= limit {
                 reasons[i].push("within".into());
@@ -396,6 +399,16 @@ mod tests {
             NOW,
         );
         assert_eq!(kept(&within), vec![6]);
+        let forever = plan_target(
+            &key,
+            &g,
+            &RetentionPolicy {
+                keep_within_seconds: Some(u64::MAX),
+                ..Default::default()
+            },
+            NOW,
+        );
+        assert_eq!(kept(&forever), vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
