@@ -273,3 +273,129 @@ fn targets_resolve_by_key_or_current_name() {
         "{err}"
     );
 }
+
+#[test]
+fn writer_rejects_bad_input_with_specific_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 4, 9);
+    let (g1, _) = backup(&repo, "vm", &data, None);
+    let key = identity("vm").key().unwrap();
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            identity("vm"),
+            BackupMode::Incremental,
+            Some(g1),
+        )
+        .unwrap();
+    for bad in ["", "../x", "a/b", ".hidden", "manifest"] {
+        assert!(
+            matches!(
+                w.put_metadata(bad, b"x"),
+                Err(Error::InvalidMetadataName(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    w.put_metadata("vm.vmx", b"a").unwrap();
+    assert!(matches!(
+        w.put_metadata("vm.vmx", b"b"),
+        Err(Error::Duplicate(_))
+    ));
+    // A base index of another size is refused (a resized disk needs a full backup).
+    let base = repo.fixed_index(&key, g1, 2000).unwrap();
+    let bigger = disk_bytes(CS as usize * 5, 9);
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, bigger.len() as u64),
+            Some(&base),
+            &[],
+            &mut MemorySource::new(bigger.clone()),
+            &|_| {},
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::BaseIndex { disk: 2000, .. }), "{err}");
+    // The same disk cannot be ingested twice.
+    let progress = std::cell::Cell::new(0u64);
+    w.ingest_disk(
+        DiskDescriptor::new(2000, bigger.len() as u64),
+        None,
+        &[Area::new(0, bigger.len() as u64)],
+        &mut MemorySource::new(bigger.clone()),
+        &|n| progress.set(progress.get() + n),
+    )
+    .unwrap();
+    assert_eq!(
+        progress.get(),
+        bigger.len() as u64,
+        "progress reports every byte read"
+    );
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, bigger.len() as u64),
+            None,
+            &[],
+            &mut MemorySource::new(bigger),
+            &|_| {},
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Duplicate(_)), "{err}");
+    // A parent that does not exist is refused at begin.
+    drop(w);
+    let err = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            identity("vm"),
+            BackupMode::Incremental,
+            Some(GenerationId(42)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::GenerationNotFound { generation: 42, .. }),
+        "{err}"
+    );
+    // Gc, prune, reindex and delete need the exclusive lock.
+    assert!(matches!(
+        repo.reindex(&lock),
+        Err(Error::LockRequired { .. })
+    ));
+    assert!(matches!(
+        repo.delete_generation(&lock, &key, g1),
+        Err(Error::LockRequired { .. })
+    ));
+}
+
+#[test]
+fn partial_generation_is_not_latest_successful() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 2, 3);
+    let (g1, _) = backup(&repo, "vm", &data, None);
+    let key = identity("vm").key().unwrap();
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            identity("vm"),
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "failed_disks".into(),
+        serde_json::json!([{"key": 2001, "error": "VixDiskLib_Open: 13"}]),
+    );
+    let g2 = w.commit(GenerationStatus::Partial, extra).unwrap();
+    assert_eq!(repo.latest_successful(&key).unwrap().unwrap().id, g1);
+    let m = repo.manifest(&key, g2).unwrap();
+    assert_eq!(m.status, GenerationStatus::Partial);
+    assert_eq!(m.extra["failed_disks"][0]["key"], 2001);
+    let t = &repo.targets().unwrap()[0];
+    assert_eq!((t.latest, t.latest_successful), (Some(g2), Some(g1)));
+}
