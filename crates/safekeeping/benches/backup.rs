@@ -351,8 +351,8 @@ fn bench(
         let part =
             |a: &str, b: &str| phase(log, a, b).map_or("-".to_string(), |s| format!("{s:.2}s"));
         println!(
-            "  {name:<24} connect+snapshot {:>7}   read+store {:>7}   snapshot removal {:>7}",
-            part("", "snapshot created"),
+            "  {name:<24} snapshot (the lab copies the disk) {:>7}   read+store {:>7}   snapshot removal {:>7}",
+            part("starting backup", "snapshot created"),
             part("writing generation", "generation committed"),
             part("generation committed", "snapshot removed"),
         );

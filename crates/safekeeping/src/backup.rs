@@ -152,6 +152,7 @@ pub async fn backup_target(ctx: Arc<BackupContext>, target: Target) -> TargetRes
 async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResult) -> Result<()> {
     let vc = &ctx.vc;
     let resolved = resolve(vc, target).await?;
+    tracing::info!(vm = %resolved.name, moref = %resolved.moref.value, "starting backup");
     result.vm = Some(resolved.name.clone());
     let info = vc.client.vm_info(&resolved.moref).await?;
     let config = info
