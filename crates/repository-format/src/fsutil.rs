@@ -44,7 +44,18 @@ pub(crate) fn write_new_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
         f.write_all(bytes).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         drop(f);
-        fs::hard_link(&tmp, &target).map_err(io_err("commit", &target))?;
+        match fs::hard_link(&tmp, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(io_err("commit", &target)(e))
+            }
+            // File systems without hard links (some SMB and FUSE mounts): the caller holds the
+            // lock that makes it the only writer of this name, so check-then-rename is enough.
+            Err(_) if !target.exists() => {
+                fs::rename(&tmp, &target).map_err(io_err("commit", &target))?
+            }
+            Err(e) => return Err(io_err("commit", &target)(e)),
+        }
         sync_dir(dir)
     })();
     let _ = fs::remove_file(&tmp);
