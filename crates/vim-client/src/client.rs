@@ -338,6 +338,15 @@ impl Client {
         }
     }
 
+    /// The user and password of the last [`Client::login`], for services with their own
+    /// session (vAPI tagging).
+    pub(crate) fn stored_credentials(&self) -> Option<(String, Secret)> {
+        self.lock_session()
+            .credentials
+            .as_ref()
+            .map(|c| (c.user.clone(), c.password.clone()))
+    }
+
     /// Logs in again with the stored credentials; `false` when there are none.
     pub(crate) async fn relogin(&self) -> Result<bool> {
         let creds = self

@@ -43,6 +43,8 @@ pub enum InventoryKind {
     Network,
     /// `VirtualMachine`.
     VirtualMachine,
+    /// `VirtualApp` (vApp).
+    VirtualApp,
 }
 
 impl InventoryKind {
@@ -57,6 +59,7 @@ impl InventoryKind {
             InventoryKind::Datastore => "Datastore",
             InventoryKind::Network => "Network",
             InventoryKind::VirtualMachine => "VirtualMachine",
+            InventoryKind::VirtualApp => "VirtualApp",
         }
     }
 
@@ -71,6 +74,7 @@ impl InventoryKind {
             InventoryKind::Datastore => "datastore",
             InventoryKind::Network => "network",
             InventoryKind::VirtualMachine => "virtual machine",
+            InventoryKind::VirtualApp => "vApp",
         }
     }
 }

@@ -22,6 +22,27 @@
 //! * **Tasks** are followed with `WaitForUpdatesEx` on a private property collector (polling as
 //!   a fallback), with a timeout ([`ClientOptions::task_timeout`]).
 //!
+//! # First class disks, vApps and tags
+//!
+//! * **First class disks** have two APIs. VIM's `VcenterVStorageObjectManager` on `/sdk`
+//!   ([`Client::fcd_create`], [`Client::fcd_create_snapshot`], [`Client::fcd_changed_disk_areas`],
+//!   ...; every call names the datastore) works on every vCenter since 6.5 and is the default.
+//!   VSLM on `/vslm/sdk` ([`Client::vslm`] → [`Vslm`]; no datastore needed, tasks are
+//!   `VslmTask`s) is vCenter 7.0+ only and absent on ESXi; use it when the datastore of a
+//!   disk is unknown or VIM answers `NotSupported`. Both share the session. Which VMs use a
+//!   disk: [`Client::vms_with_fcd`]; FCD tags: [`Client::fcd_attach_tag`],
+//!   [`Client::fcd_attached_to_tag`], [`Client::fcd_tags`].
+//! * **vApps**: [`Client::find_vapp_by_name`], [`Client::list_vapps`], [`Client::vapp_info`]
+//!   (children, start order, raw `vAppConfig` and resource config), [`Client::create_vapp`],
+//!   [`Client::create_child_vm`], [`Client::update_vapp_config`], [`Client::power_on_vapp`],
+//!   [`Client::power_off_vapp`], [`Client::destroy`]; [`vapp_config_spec_from_info`] rebuilds
+//!   the specs from a saved configuration with children remapped (see its module for the
+//!   restore order).
+//! * **Tags** live in vCenter's vAPI REST service: [`Client::tagging`] logs in there with the
+//!   SOAP login's credentials and TLS settings and gives a [`Tagging`] session
+//!   ([`Tagging::find_tag`], [`Tagging::attached_objects`] → [`TaggedObject`]s with morefs,
+//!   [`Tagging::logout`]).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -68,6 +89,7 @@ pub mod device;
 pub mod error;
 pub mod fault;
 mod fcd;
+mod fcd_attachments;
 mod inventory;
 pub mod moref;
 mod placement;
@@ -76,9 +98,11 @@ mod secret;
 pub mod service_content;
 mod snapshot;
 pub mod soap;
+mod tagging;
 mod task;
 pub mod tls;
 mod updates;
+mod vapp;
 mod vm;
 mod vm_config;
 mod vslm;
@@ -94,6 +118,7 @@ pub use device::{Device, DeviceKind, DiskBacking, NicBacking, VirtualDisk};
 pub use error::{Error, Result};
 pub use fault::FaultKind;
 pub use fcd::{FcdSnapshot, Provisioning, VStorageObject};
+pub use fcd_attachments::FcdAttachment;
 pub use inventory::{InventoryKind, Named, UuidKind};
 pub use moref::MoRef;
 pub use placement::DatastoreSummary;
@@ -101,7 +126,11 @@ pub use property::ObjectContent;
 pub use secret::Secret;
 pub use service_content::ServiceContent;
 pub use snapshot::{SnapshotInfo, SnapshotTree};
+pub use tagging::{Tag, TagCategory, TaggedObject, Tagging};
 pub use tls::{Thumbprints, Tls};
+pub use vapp::{
+    default_resource_config_spec, vapp_config_spec_from_info, VAppEntity, VAppInfo, VAppRestoreSpec,
+};
 pub use vm::{PowerState, VmInfo, VmListEntry};
 pub use vm_config::VmConfig;
 pub use vslm::Vslm;

@@ -57,7 +57,8 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	switch method.Body.(type) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
-		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task:
+		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
+		*types.ListVStorageObjectsAttachedToTag:
 		if rec := l.probeSession(r); rec != nil {
 			copyRecorded(w, rec)
 			return
@@ -149,6 +150,16 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeResponse(w, "RetrieveSnapshotDetailsResponse", &types.RetrieveSnapshotDetailsResponse{Returnval: *d})
+		return
+	case *types.ListVStorageObjectsAttachedToTag:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		ids, fault := l.fcdsAttachedToTag(req.Category, req.Tag)
+		if fault != nil {
+			writeFault(w, faultMessage(fault), fault)
+			return
+		}
+		writeResponse(w, "ListVStorageObjectsAttachedToTagResponse", &types.ListVStorageObjectsAttachedToTagResponse{Returnval: ids})
 		return
 	case *types.CreateVApp:
 		for _, p := range req.ConfigSpec.Product {

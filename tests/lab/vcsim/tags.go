@@ -119,19 +119,11 @@ func (l *lab) tagObject(ctx context.Context, req *tagRequest) (interface{}, erro
 		return nil, fmt.Errorf("--attach wants vm:NAME, vapp:NAME or ivd:ID, not %q", req.Attach)
 	}
 
-	c := &restCaller{mux: l.svc.ServeMux}
-	login := httptest.NewRequest(http.MethodPost, "https://lab"+restSessionPath, nil)
-	login.SetBasicAuth(l.user, l.password)
-	rec := httptest.NewRecorder()
-	l.svc.ServeMux.ServeHTTP(rec, login)
-	var sess struct {
-		Value string `json:"value"`
+	c, err := l.restSession()
+	if err != nil {
+		return nil, err
 	}
-	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &sess) != nil {
-		return nil, fmt.Errorf("vAPI login: HTTP %d", rec.Code)
-	}
-	c.session = sess.Value
-	defer func() { _ = c.do(http.MethodDelete, restSessionPath, nil, nil) }()
+	defer c.logout()
 
 	categoryID, err := c.findOrCreate("/rest/com/vmware/cis/tagging/category", req.Category, "", func() interface{} {
 		return map[string]interface{}{"create_spec": map[string]interface{}{
@@ -165,8 +157,27 @@ func (l *lab) tagObject(ctx context.Context, req *tagRequest) (interface{}, erro
 	return res, nil
 }
 
-// findOrCreate finds a category (categoryID "") or a tag of a category by name, or creates it.
-func (c *restCaller) findOrCreate(base, name, categoryID string, spec func() interface{}) (string, error) {
+// restSession logs in to the vAPI simulator in-process with the lab's credentials.
+func (l *lab) restSession() (*restCaller, error) {
+	c := &restCaller{mux: l.svc.ServeMux}
+	login := httptest.NewRequest(http.MethodPost, "https://lab"+restSessionPath, nil)
+	login.SetBasicAuth(l.user, l.password)
+	rec := httptest.NewRecorder()
+	l.svc.ServeMux.ServeHTTP(rec, login)
+	var sess struct {
+		Value string `json:"value"`
+	}
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &sess) != nil {
+		return nil, fmt.Errorf("vAPI login: HTTP %d", rec.Code)
+	}
+	c.session = sess.Value
+	return c, nil
+}
+
+func (c *restCaller) logout() { _ = c.do(http.MethodDelete, restSessionPath, nil, nil) }
+
+// find looks a category (categoryID "") or a tag of a category up by name; "" when absent.
+func (c *restCaller) find(base, name, categoryID string) (string, error) {
 	var ids []string
 	if err := c.do(http.MethodGet, base, nil, &ids); err != nil {
 		return "", err
@@ -183,7 +194,53 @@ func (c *restCaller) findOrCreate(base, name, categoryID string, spec func() int
 			return id, nil
 		}
 	}
-	var id string
+	return "", nil
+}
+
+// fcdsAttachedToTag answers ListVStorageObjectsAttachedToTag as vCenter does: only first
+// class disks (vcsim lists every object the tag is attached to, VMs included).
+func (l *lab) fcdsAttachedToTag(category, tag string) ([]types.ID, types.BaseMethodFault) {
+	c, err := l.restSession()
+	if err != nil {
+		return nil, &types.SystemError{Reason: err.Error()}
+	}
+	defer c.logout()
+	catID, err := c.find("/rest/com/vmware/cis/tagging/category", category, "")
+	if err == nil && catID == "" {
+		return nil, &types.NotFound{}
+	}
+	tagID := ""
+	if err == nil {
+		tagID, err = c.find("/rest/com/vmware/cis/tagging/tag", tag, catID)
+	}
+	if err != nil {
+		return nil, &types.SystemError{Reason: err.Error()}
+	}
+	if tagID == "" {
+		return nil, &types.NotFound{}
+	}
+	var objs []struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+	}
+	if err := c.do(http.MethodPost, "/rest/com/vmware/cis/tagging/tag-association/id:"+tagID+"?~action=list-attached-objects", map[string]interface{}{}, &objs); err != nil {
+		return nil, &types.SystemError{Reason: err.Error()}
+	}
+	var ids []types.ID
+	for _, o := range objs {
+		if o.Type == "fcd" {
+			ids = append(ids, types.ID{Id: o.ID})
+		}
+	}
+	return ids, nil
+}
+
+// findOrCreate finds a category (categoryID "") or a tag of a category by name, or creates it.
+func (c *restCaller) findOrCreate(base, name, categoryID string, spec func() interface{}) (string, error) {
+	id, err := c.find(base, name, categoryID)
+	if err != nil || id != "" {
+		return id, err
+	}
 	if err := c.do(http.MethodPost, base, spec(), &id); err != nil {
 		return "", err
 	}
