@@ -288,7 +288,7 @@ impl Repository {
         ctx.report.chunks_referenced = referenced.len() as u64;
 
         let mut present: HashSet<ChunkDigest> = HashSet::new();
-        for entry in self.chunk_store().scan()? {
+        self.chunk_store().scan(|entry| {
             match entry {
                 ChunkEntry::Chunk(d, _) => {
                     present.insert(d);
@@ -301,7 +301,8 @@ impl Repository {
                     (None, None, None),
                 ),
             }
-        }
+            Ok(())
+        })?;
         ctx.report.chunks_unreferenced = present
             .iter()
             .filter(|d| !referenced.contains_key(d))

@@ -143,31 +143,33 @@ impl ChunkStore {
     }
 
     /// Every file under `chunks/`, classified.
-    pub(crate) fn scan(&self) -> Result<Vec<ChunkEntry>> {
-        let mut out = Vec::new();
+    /// Visits every file under `chunks/`, classified, one prefix folder at a time (memory does
+    /// not grow with the number of chunks).
+    pub(crate) fn scan(&self, mut visit: impl FnMut(ChunkEntry) -> Result<()>) -> Result<()> {
         for (sub_name, sub) in fsutil::list_dir(&self.dir)? {
             let is_prefix = sub_name.len() == 4
                 && sub_name
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
             if !is_prefix || !sub.is_dir() {
-                out.push(ChunkEntry::Foreign(sub));
+                visit(ChunkEntry::Foreign(sub))?;
                 continue;
             }
             for (name, path) in fsutil::list_dir(&sub)? {
-                if name.starts_with(TEMP_PREFIX) {
-                    out.push(ChunkEntry::Temp(path));
-                    continue;
-                }
-                match ChunkDigest::from_hex(&name) {
-                    Some(d) if name.starts_with(&sub_name) && name == d.to_hex() => {
-                        out.push(ChunkEntry::Chunk(d, path))
+                let entry = if name.starts_with(TEMP_PREFIX) {
+                    ChunkEntry::Temp(path)
+                } else {
+                    match ChunkDigest::from_hex(&name) {
+                        Some(d) if name.starts_with(&sub_name) && name == d.to_hex() => {
+                            ChunkEntry::Chunk(d, path)
+                        }
+                        _ => ChunkEntry::Foreign(path),
                     }
-                    _ => out.push(ChunkEntry::Foreign(path)),
-                }
+                };
+                visit(entry)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

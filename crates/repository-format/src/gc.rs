@@ -206,12 +206,12 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
         .unwrap_or(SystemTime::UNIX_EPOCH);
     report.cutoff = Some(OffsetDateTime::from(cutoff));
 
-    for entry in repo.chunk_store().scan()? {
+    repo.chunk_store().scan(|entry| {
         match entry {
             ChunkEntry::Chunk(d, path) => {
                 report.chunks_found += 1;
                 if marked.contains(&d) {
-                    continue;
+                    return Ok(());
                 }
                 if opts.dry_run {
                     match mtime(&path) {
@@ -222,7 +222,7 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
                         Ok(_) => report.chunks_kept_recent += 1,
                         Err(_) => {}
                     }
-                    continue;
+                    return Ok(());
                 }
                 match sweep_chunk(&path, cutoff, hooks)? {
                     Some(len) => {
@@ -240,7 +240,8 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
             }
             ChunkEntry::Foreign(path) => report.foreign_files.push(path),
         }
-    }
+        Ok(())
+    })?;
 
     for (key, path, label) in abandoned {
         if !opts.dry_run {
