@@ -108,6 +108,19 @@ fn target_errors_and_exit_codes() {
 
     let r = lab.sk(&["backup", "src"]);
     assert_eq!(r.code, 2, "usage errors exit 2: {}", r.stderr);
+
+    // By inventory path; and a password file others can read gets a warning.
+    let pw = lab.dir().join("password");
+    let mut perms = std::fs::metadata(&pw).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&pw, perms).unwrap();
+    let r = lab.sk(&["--json", "backup", "vm:DC0/vm/src"]).ok();
+    assert_eq!(r.json()["targets"][0]["generation"], 5);
+    assert!(
+        r.stderr.contains("readable by group or others"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -272,4 +285,29 @@ fn wait_for_snapshot(lab: &Lab) {
     }
     // Let the read start.
     std::thread::sleep(Duration::from_millis(700));
+}
+
+#[test]
+fn an_interrupted_restore_destroys_the_vm_it_created() {
+    let lab = lab_with_backup();
+    lab.vddk_conf_append("fake.write_latency_ms = 1000");
+    let child = lab.sk_spawn(&["restore", "vm:src", "--name", "half"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.vm_info("half").is_none() {
+        assert!(Instant::now() < deadline, "the VM never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was destroyed"), "{stderr}");
+    assert!(lab.vm_info("half").is_none(), "the partial VM is gone");
+    lab.vddk_conf_remove("fake.write_latency_ms");
+    lab.sk(&["check"]).ok();
 }

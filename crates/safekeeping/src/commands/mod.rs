@@ -22,9 +22,13 @@ use crate::report::Report;
 /// When the command cannot start (configuration, repository, vCenter unreachable). Failures
 /// of individual targets are in the report instead.
 pub async fn run(cli: Cli) -> Result<Report> {
-    let cancel = Cancel::new();
-    cancel.on_signals();
     let config = Config::load(cli.config.as_deref())?;
+    // Backup and restore catch SIGINT/SIGTERM to clean up (snapshots, half-restored VMs);
+    // the repository commands keep the default behaviour, their writes are crash-safe.
+    let cancel = Cancel::new();
+    if cli.command.uses_vddk() {
+        cancel.on_signals();
+    }
     match cli.command {
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
