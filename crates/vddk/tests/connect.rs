@@ -37,7 +37,8 @@ fn lab() -> &'static (Lab, Vddk) {
             .init();
         let lab = Lab::new(
             "connect",
-            "fake.cookie_accept = true\nfake.fcd.fcd-0001 = [ds1] fcd/fcd.vmdk\n",
+            "fake.cookie_accept = true\nfake.fcd.fcd-0001 = [ds1] fcd/fcd.vmdk\n\
+             fake.fcd_snapshot.fcd-0001.ss-3 = [ds1] fcd/fcd.vmdk\n",
         );
         let vddk = Vddk::load(&lab.libdir).expect("load fake VDDK");
         assert_eq!(vddk.version().major, 8);
