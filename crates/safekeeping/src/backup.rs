@@ -178,13 +178,8 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let wait = crate::repo::lock_wait(&ctx.config);
     let lock_key = key.clone();
     let target_lock = blocking(move || {
-        repo.lock_target(&lock_key, wait).map_err(|e| match e {
-            repository_format::Error::Locked { .. } => Error::LockTimeout {
-                what: format!("target {lock_key}"),
-                seconds: wait.as_secs(),
-            },
-            other => other.into(),
-        })
+        repo.lock_target(&lock_key, wait)
+            .map_err(|e| Error::from_lock(format!("target {lock_key}"), wait.as_secs(), e))
     })
     .await?;
 
@@ -215,7 +210,10 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     if ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, ctx.options.quiesce).await?;
+    // Quiescing needs VMware Tools running in the guest: only for a powered-on VM.
+    let quiesce =
+        ctx.options.quiesce && prepared.info.power_state == vim_client::PowerState::PoweredOn;
+    let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, quiesce).await?;
     let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock, result).await;
     let removal = snapshot.remove().await;
     match (outcome, removal) {
@@ -294,6 +292,18 @@ async fn with_snapshot(
         descriptor.change_id_used =
             (plan.mode == DiskMode::Incremental).then(|| plan.since_change_id.clone());
         descriptor.change_id = disk.backing.change_id.clone();
+        if let Some(mode) = disk
+            .backing
+            .disk_mode
+            .as_deref()
+            .filter(|m| m.starts_with("independent"))
+        {
+            tracing::warn!(
+                vm = %p.info.name,
+                disk = %descriptor.label,
+                "disk mode {mode}: snapshots do not freeze independent disks, so this disk is read while the guest may write to it"
+            );
+        }
         if let Some(mode) = &disk.backing.disk_mode {
             descriptor
                 .extra

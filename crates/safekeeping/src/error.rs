@@ -51,12 +51,16 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
     /// Waiting for a lock took longer than allowed.
-    #[error("{what} is locked by another safekeeping process; gave up after {seconds} s")]
+    #[error(
+        "{what} is locked by another safekeeping process; gave up after {seconds} s ({holder})"
+    )]
     LockTimeout {
         /// What was locked.
         what: String,
         /// How long we waited.
         seconds: u64,
+        /// Who holds it, as the repository recorded it.
+        holder: String,
     },
     /// vCenter said no, or could not be reached.
     #[error("vCenter: {0}")]
@@ -81,6 +85,20 @@ pub enum Error {
     /// Anything else, with a message saying what.
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// Turns the repository's "lock is held" into a [`Error::LockTimeout`] after `seconds`.
+    pub fn from_lock(what: String, seconds: u64, e: repository_format::Error) -> Error {
+        match e {
+            repository_format::Error::Locked { .. } => Error::LockTimeout {
+                what,
+                seconds,
+                holder: e.to_string(),
+            },
+            other => other.into(),
+        }
+    }
 }
 
 /// Result with [`Error`].

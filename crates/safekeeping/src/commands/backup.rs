@@ -36,13 +36,8 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
     let r = repository.clone();
     let wait = repo::lock_wait(&config);
     let lock = blocking(move || {
-        r.lock_shared(wait).map_err(|e| match e {
-            repository_format::Error::Locked { .. } => Error::LockTimeout {
-                what: "the repository".into(),
-                seconds: wait.as_secs(),
-            },
-            other => other.into(),
-        })
+        r.lock_shared(wait)
+            .map_err(|e| Error::from_lock("the repository".into(), wait.as_secs(), e))
     })
     .await?;
     let vc = Vcenter::connect(&config).await?;
