@@ -79,6 +79,42 @@ impl Client {
         Ok(out)
     }
 
+    /// Attaches first class disk `id` (on `datastore`) to `vm` (`AttachDisk_Task`) on
+    /// controller `controller_key` at `unit_number` (the server picks when `None`), and waits.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `InvalidState` (already attached), `InvalidController`, other task faults.
+    pub async fn fcd_attach_to_vm(
+        &self,
+        vm: &MoRef,
+        id: &str,
+        datastore: &MoRef,
+        controller_key: Option<i32>,
+        unit_number: Option<i32>,
+    ) -> Result<()> {
+        let body = Element::vim("AttachDisk_Task")
+            .child(vm.to_element("_this"))
+            .child(id_element("diskId", id))
+            .child(datastore.to_element("datastore"))
+            .opt_child(controller_key.map(|k| Element::vim_text("controllerKey", k.to_string())))
+            .opt_child(unit_number.map(|u| Element::vim_text("unitNumber", u.to_string())));
+        self.run_task(body, self.task_timeout()).await.map(|_| ())
+    }
+
+    /// Detaches first class disk `id` from `vm` (`DetachDisk_Task`), keeping the disk, and
+    /// waits.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the disk is not attached to the VM, other task faults.
+    pub async fn fcd_detach_from_vm(&self, vm: &MoRef, id: &str) -> Result<()> {
+        let body = Element::vim("DetachDisk_Task")
+            .child(vm.to_element("_this"))
+            .child(id_element("diskId", id));
+        self.run_task(body, self.task_timeout()).await.map(|_| ())
+    }
+
     /// Attaches tag `tag` of category `category` (both by name) to first class disk `id`.
     ///
     /// # Errors

@@ -289,6 +289,46 @@ async fn vms_using_a_first_class_disk() {
     assert_eq!(users[0].vm_name, "fcd-user");
     assert_eq!(users[0].file_name, path);
     assert!(!users[0].by_vdisk_id);
+
+    // AttachDisk_Task: the device carries vDiskId.
+    let other = c
+        .fcd_create("attached", &ds, 2, None, Provisioning::Thin)
+        .await
+        .unwrap();
+    let bystander = c.find_vm_by_name("bystander").await.unwrap();
+    c.fcd_attach_to_vm(&bystander, &other.id, &ds, None, None)
+        .await
+        .unwrap();
+    let err = c
+        .fcd_attach_to_vm(&bystander, &other.id, &ds, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.fault_kind(), Some(&FaultKind::InvalidState), "{err}");
+    let users = c.vms_with_fcd(&other.id, &ds).await.unwrap();
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(users[0].vm, bystander);
+    assert!(users[0].by_vdisk_id);
+    assert_eq!(users[0].file_name, other.file_path.clone().unwrap());
+    let disks = c.vm_config(&bystander).await.unwrap();
+    let attached = disks
+        .devices
+        .iter()
+        .find(|d| d.key == users[0].device_key)
+        .and_then(|d| d.as_disk())
+        .unwrap();
+    assert_eq!(attached.capacity_in_bytes, 2 * 1024 * 1024);
+    c.fcd_detach_from_vm(&bystander, &other.id).await.unwrap();
+    assert!(c.vms_with_fcd(&other.id, &ds).await.unwrap().is_empty());
+    assert!(
+        c.fcd_retrieve(&other.id, &ds).await.is_ok(),
+        "detaching keeps the disk"
+    );
+    let err = c
+        .fcd_detach_from_vm(&bystander, &other.id)
+        .await
+        .unwrap_err();
+    assert!(err.fault_kind().is_some(), "{err}");
+
     let err = c.vms_with_fcd("no-such-disk", &ds).await.unwrap_err();
     assert!(err.fault_kind().is_some(), "{err}");
 }

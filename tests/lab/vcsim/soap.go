@@ -58,7 +58,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
 		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
-		*types.ListVStorageObjectsAttachedToTag:
+		*types.ListVStorageObjectsAttachedToTag, *types.AttachDisk_Task, *types.DetachDisk_Task:
 		if rec := l.probeSession(r); rec != nil {
 			copyRecorded(w, rec)
 			return
@@ -150,6 +150,20 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeResponse(w, "RetrieveSnapshotDetailsResponse", &types.RetrieveSnapshotDetailsResponse{Returnval: *d})
+		return
+	case *types.AttachDisk_Task, *types.DetachDisk_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		defer l.saveChangeLog()
+		if a, ok := req.(*types.AttachDisk_Task); ok {
+			task := vappTask(a.This, "attachDisk_Task", nil, l.attachFCD(r.Context(), a))
+			writeResponse(w, "AttachDisk_TaskResponse", &types.AttachDisk_TaskResponse{Returnval: task})
+		} else {
+			d := req.(*types.DetachDisk_Task)
+			task := vappTask(d.This, "detachDisk_Task", nil, l.detachFCD(r.Context(), d))
+			writeResponse(w, "DetachDisk_TaskResponse", &types.DetachDisk_TaskResponse{Returnval: task})
+		}
+		l.syncAll()
 		return
 	case *types.ListVStorageObjectsAttachedToTag:
 		l.mu.Lock()

@@ -469,8 +469,8 @@ func (l *lab) sweepVApps() {
 	}
 }
 
-// vappTask finishes a lab-run vApp operation as a simulator task, so clients wait on it like
-// any other.
+// vappTask finishes an operation the lab ran (vApp power, FCD attach) as a simulator task,
+// so clients wait on it like any other.
 func vappTask(a types.ManagedObjectReference, name string, res types.AnyType, fault types.BaseMethodFault) types.ManagedObjectReference {
 	task := simulator.CreateTask(a, name, func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		return res, fault
