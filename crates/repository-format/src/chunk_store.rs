@@ -77,7 +77,7 @@ impl ChunkStore {
     ///
     /// # Errors
     /// [`crate::Error::Io`] naming the file.
-    pub fn insert(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
+    pub(crate) fn insert(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
         let hex = digest.to_hex();
         let sub = self.dir.join(&hex[..4]);
         match fs::metadata(&sub) {
@@ -98,7 +98,7 @@ impl ChunkStore {
     ///
     /// # Errors
     /// [`crate::Error::Io`] for failures other than "not found".
-    pub fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
+    pub(crate) fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
         let path = self.path(digest);
         match filetime::set_file_mtime(&path, filetime::FileTime::now()) {
             Ok(()) => {}
