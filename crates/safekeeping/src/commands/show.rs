@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::commands::list::human_bytes;
 use crate::config::Config;
 use crate::error::Result;
+use crate::metadata;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
@@ -34,12 +35,12 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
     );
     let _ = writeln!(
         text,
-        "  started {}  mode {:?}  status {:?}  parent {}",
+        "  started {}  mode {}  status {}  parent {}",
         m.started
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
-        m.mode,
-        m.status,
+        format!("{:?}", m.mode).to_lowercase(),
+        format!("{:?}", m.status).to_lowercase(),
         m.parent
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into())
@@ -47,16 +48,47 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
     for (i, d) in m.disks.iter().enumerate() {
         let _ = writeln!(
             text,
-            "  disk {i}: key {} {:?} {} on [{}] {}  change id {}  read {}  new {}",
+            "  disk {i}: key {} {:?} {} {}  change id {}  read {}  new {}",
             d.disk.key,
             d.disk.label,
             human_bytes(d.disk.capacity),
-            d.disk.datastore,
             d.disk.file_path,
             d.disk.change_id.as_deref().unwrap_or("-"),
             human_bytes(d.stats.read_bytes),
             human_bytes(d.stats.new_bytes),
         );
+    }
+    if m.metadata_files.iter().any(|f| f == metadata::SUMMARY_FILE) {
+        if let Ok(saved) = r
+            .read_metadata(&summary.key, m.generation, metadata::SUMMARY_FILE)
+            .map_err(crate::Error::from)
+            .and_then(|b| {
+                serde_json::from_slice::<metadata::VmMetadata>(&b)
+                    .map_err(|e| crate::Error::Other(e.to_string()))
+            })
+        {
+            let p = &saved.placement;
+            let _ = writeln!(
+                text,
+                "  placement: datacenter {}, folder {}, pool {}, host {}",
+                p.datacenter, p.folder, p.resource_pool, p.host
+            );
+            for (i, n) in saved.nics.iter().enumerate() {
+                let _ = writeln!(
+                    text,
+                    "  nic {i}: {} on {:?}{}",
+                    n.device_type,
+                    n.network,
+                    n.mac
+                        .as_deref()
+                        .map(|m| format!(", MAC {m}"))
+                        .unwrap_or_default()
+                );
+            }
+            for missing in &saved.missing {
+                let _ = writeln!(text, "  not saved: {missing}");
+            }
+        }
     }
     if !m.metadata_files.is_empty() {
         let _ = writeln!(text, "  metadata: {}", m.metadata_files.join(", "));
