@@ -141,7 +141,7 @@ impl Repository {
     /// leftover temporary files.
     ///
     /// # Errors
-    /// [`Error::LockRequired`] without the exclusive lock. Any unreadable manifest or index
+    /// [`crate::Error::LockRequired`] without the exclusive lock. Any unreadable manifest or index
     /// aborts before anything is deleted (the mark would be incomplete), naming the file.
     pub fn gc(&self, lock: &RepositoryLock, opts: &GcOptions) -> Result<GcReport> {
         lock.require(self.config().repository_id, "gc", true)?;
