@@ -170,4 +170,40 @@ fn full_incremental_restore_prune_export() {
     let r = lab.sk(&["restore", "vm:demo", "--generation", "1", "--name", "gone"]);
     assert_eq!(r.code, 1, "a pruned generation is gone: {}", r.stderr);
     assert!(r.stderr.contains("generation 1"), "{}", r.stderr);
+    let j = lab.sk(&["--json", "repo", "reindex"]).ok().json();
+    assert_eq!(j["generations"], 1);
+
+    // Damage one chunk: check finds it, and a restore refuses to write bad data.
+    let chunk = first_file(&lab.dir().join("repo/chunks")).expect("a chunk file");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&chunk, bytes).unwrap();
+    let r = lab.sk(&["--json", "check", "--read-data"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(!r.json()["problems"].as_array().unwrap().is_empty());
+    let r = lab.sk(&["restore", "vm:demo", "--name", "from-damaged"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        lab.vm_info("from-damaged").is_none(),
+        "the partial VM was destroyed"
+    );
+}
+
+fn first_file(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_file() {
+            return Some(p);
+        }
+        if let Some(f) = first_file(&p) {
+            return Some(f);
+        }
+    }
+    None
 }
