@@ -222,6 +222,9 @@ impl GenerationWriter {
             tuning: self.tuning,
         };
         let stats = ingest(&ctx, &mut index, areas, source, progress)?;
+        if base.is_some() {
+            self.check_inherited_chunks(&index, areas, disk.key)?;
+        }
         let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
         let blob = index.encode(self.repo.codec());
         fsutil::write_atomic(&self.dir, &index_file, &blob)?;
@@ -231,6 +234,37 @@ impl GenerationWriter {
             stats,
         });
         Ok(stats)
+    }
+
+    /// Stats every chunk the new index takes from its base without reading, so an incremental
+    /// never silently inherits a chunk that has gone missing from the repository.
+    fn check_inherited_chunks(&self, index: &FixedIndex, areas: &[Area], disk: i32) -> Result<()> {
+        let ranges = crate::ingest::chunk_ranges(areas, index.size(), index.chunk_size())?;
+        let reread = |slot: usize| {
+            let i = ranges.partition_point(|&(_, end)| end <= slot as u64);
+            ranges
+                .get(i)
+                .is_some_and(|&(start, _)| start <= slot as u64)
+        };
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        for (slot, digest) in index.stored_chunks() {
+            if reread(slot) || known.contains(&digest) || !seen.insert(digest) {
+                continue;
+            }
+            let path = self.repo.chunk_store().path(&digest);
+            if !path.is_file() {
+                return Err(Error::BaseIndex {
+                    path,
+                    disk,
+                    reason: format!(
+                        "the chunk at offset {} is missing from the repository; take a full backup",
+                        index.chunk_range(slot).0
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Commits the generation by writing its manifest; returns its number.

@@ -547,3 +547,54 @@ fn damaged_catalog_is_ignored() {
     let repo = Repository::open(&root).unwrap();
     assert_eq!(repo.targets().unwrap(), want);
 }
+
+#[test]
+fn incremental_refuses_to_inherit_a_missing_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 8, 21);
+    let (g1, _) = backup(&repo, "vm", &data, None);
+    // Chunk 2 (random data) disappears from the repository.
+    let lost = ChunkDigest::of(&data[2 * CS as usize..3 * CS as usize]);
+    fs::remove_file(repo.chunk_store().path(&lost)).unwrap();
+    let key = identity("vm").key().unwrap();
+    let base = repo.fixed_index(&key, g1, 2000).unwrap();
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            identity("vm"),
+            BackupMode::Incremental,
+            Some(g1),
+        )
+        .unwrap();
+    // Changing only chunk 0: chunk 2 would be inherited.
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, data.len() as u64),
+            Some(&base),
+            &[Area::new(0, 10)],
+            &mut MemorySource::new(data.clone()),
+            &|_| {},
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::BaseIndex { .. }) && msg.contains(&format!("offset {}", 2 * CS)),
+        "{msg}"
+    );
+    // Re-reading chunk 2 as a changed area stores it again, and the incremental succeeds.
+    w.ingest_disk(
+        DiskDescriptor::new(2000, data.len() as u64),
+        Some(&base),
+        &[Area::new(0, 10), Area::new(2 * CS as u64, 1)],
+        &mut MemorySource::new(data.clone()),
+        &|_| {},
+    )
+    .unwrap();
+    let g2 = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    assert_eq!(restore(&repo, "vm", g2), data);
+}
