@@ -423,6 +423,7 @@ async fn with_snapshot(
                 areas,
                 progress_label: format!("{} {}", p.info.name, label),
                 to_read,
+                chunk_size: ctx.repo.config().chunk_size,
             },
         )
         .await?;
@@ -454,6 +455,9 @@ async fn with_snapshot(
     Ok(())
 }
 
+/// Asynchronous VDDK reads kept in flight ahead of the ingest.
+const READ_AHEAD: usize = 4;
+
 struct IngestJob {
     vm: MoRef,
     snapshot: MoRef,
@@ -463,6 +467,7 @@ struct IngestJob {
     areas: Vec<Area>,
     progress_label: String,
     to_read: u64,
+    chunk_size: u32,
 }
 
 /// Reads one disk into the generation on a blocking thread that owns its VDDK connection.
@@ -480,7 +485,21 @@ async fn ingest_disk(
             let disk = conn
                 .open(&job.path, vddk::OpenFlags::READ_ONLY)
                 .map_err(|e| Error::Vddk(format!("open {}: {e}", job.path)))?;
-            let mut source = VddkSource::new(disk, cancel.clone());
+            let reads = repository_format::ingest::chunk_ranges(
+                &job.areas,
+                job.descriptor.capacity,
+                job.chunk_size,
+            )?
+            .into_iter()
+            .flat_map(|(first, end)| first..end)
+            .map(|slot| {
+                let offset = slot * u64::from(job.chunk_size);
+                let len = (job.descriptor.capacity - offset).min(u64::from(job.chunk_size));
+                (offset, len as usize)
+            })
+            .collect();
+            let mut source =
+                VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
             let progress = Progress::new(job.progress_label, job.to_read, !show);
             let stats = writer.ingest_disk(
                 job.descriptor,
