@@ -255,12 +255,19 @@ async fn with_snapshot(
                 generation: m.generation.0,
                 capacity: d.disk.capacity,
                 change_id: d.disk.change_id.clone(),
+                disk_uuid: d
+                    .disk
+                    .extra
+                    .get("disk_uuid")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
             })
         });
         let plan = plan_disk(&DiskFacts {
             force_full: ctx.options.full,
             cbt_just_enabled: p.cbt_just_enabled,
             capacity: disk.capacity_in_bytes,
+            disk_uuid: disk.backing.uuid.as_deref(),
             previous: previous.as_ref(),
         });
         let label = device
@@ -303,6 +310,11 @@ async fn with_snapshot(
                 disk = %descriptor.label,
                 "disk mode {mode}: snapshots do not freeze independent disks, so this disk is read while the guest may write to it"
             );
+        }
+        if let Some(uuid) = &disk.backing.uuid {
+            descriptor
+                .extra
+                .insert("disk_uuid".into(), uuid.clone().into());
         }
         if let Some(mode) = &disk.backing.disk_mode {
             descriptor

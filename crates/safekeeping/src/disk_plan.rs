@@ -23,6 +23,8 @@ pub struct PreviousDisk {
     pub capacity: u64,
     /// Change id recorded then.
     pub change_id: Option<String>,
+    /// The disk's uuid then (a different uuid now means another disk behind the same key).
+    pub disk_uuid: Option<String>,
 }
 
 /// The decision for one disk.
@@ -45,6 +47,8 @@ pub struct DiskFacts<'a> {
     pub cbt_just_enabled: bool,
     /// The disk's capacity now.
     pub capacity: u64,
+    /// The disk's uuid now.
+    pub disk_uuid: Option<&'a str>,
     /// The previous generation's record of this disk, if any.
     pub previous: Option<&'a PreviousDisk>,
 }
@@ -71,6 +75,14 @@ pub fn plan_disk(f: &DiskFacts<'_>) -> DiskPlan {
             prev.capacity, f.capacity, prev.generation
         ));
     }
+    if let (Some(then), Some(now)) = (prev.disk_uuid.as_deref(), f.disk_uuid) {
+        if !then.eq_ignore_ascii_case(now) {
+            return full(format!(
+                "the disk was replaced since generation {} (uuid {then} is now {now})",
+                prev.generation
+            ));
+        }
+    }
     match prev.change_id.as_deref() {
         Some(id) if !id.is_empty() && id != "*" => DiskPlan {
             mode: DiskMode::Incremental,
@@ -96,6 +108,7 @@ mod tests {
             generation: 4,
             capacity,
             change_id: change_id.map(str::to_string),
+            disk_uuid: Some("6000C29a".into()),
         }
     }
 
@@ -104,6 +117,7 @@ mod tests {
             force_full: false,
             cbt_just_enabled: false,
             capacity: 100,
+            disk_uuid: Some("6000c29A"),
             previous,
         }
     }
@@ -130,6 +144,11 @@ mod tests {
         let plan = plan_disk(&facts(Some(&grown)));
         assert_eq!(plan.mode, DiskMode::Full);
         assert!(plan.reason.contains("capacity changed"));
+        let mut f = facts(Some(&p));
+        f.disk_uuid = Some("6000c29b");
+        let plan = plan_disk(&f);
+        assert_eq!(plan.mode, DiskMode::Full);
+        assert!(plan.reason.contains("replaced"), "{}", plan.reason);
         for bad in [None, Some(""), Some("*")] {
             let p = prev(100, bad);
             let plan = plan_disk(&facts(Some(&p)));

@@ -139,6 +139,8 @@ fn recovery_keeps_identity_and_macs() {
     lab.guest_write("a", 0, "0", "1M", Some(1));
     lab.sk(&["repo", "init"]).ok();
     lab.sk(&["backup", "vm:a"]).ok();
+    // A second generation, whose saved configuration has change tracking on.
+    lab.sk(&["backup", "vm:a"]).ok();
     let original = lab.vm_info("a").unwrap();
     for mode in ["create", "import"] {
         let name = format!("a-{mode}");
@@ -157,4 +159,13 @@ fn recovery_keeps_identity_and_macs() {
         assert_eq!(info["nics"][0]["mac"], original["nics"][0]["mac"], "{mode}");
         assert_eq!(lab.digests(&name, 1), lab.digests("a", 1));
     }
+    // The recovered VM continues the original's history (same identity), but its disks are
+    // new: the next backup reads them in full instead of trusting the old change ids.
+    let j = lab.sk(&["--json", "backup", "vm:a-create"]).ok().json();
+    let disk = &j["targets"][0]["disks"][0];
+    assert_eq!(disk["mode"], "full", "{disk}");
+    assert!(
+        disk["reason"].as_str().unwrap().contains("replaced"),
+        "{disk}"
+    );
 }
