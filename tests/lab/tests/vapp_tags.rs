@@ -188,6 +188,27 @@ fn tags_are_served_over_vapi_with_the_lab_credentials() {
         .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
 
+    let ds = lab.json()["datastore_morefs"]["datastore1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = lab.soap().task(&format!(
+        "<CreateDisk_Task xmlns=\"urn:vim25\"><_this type=\"VcenterVStorageObjectManager\">VStorageObjectManager</_this>\
+         <spec><name>tagged-fcd</name><capacityInMB>1</capacityInMB>\
+         <backingSpec xsi:type=\"VslmCreateSpecDiskFileBackingSpec\"><datastore type=\"Datastore\">{ds}</datastore>\
+         <provisioningType>thin</provisioningType></backingSpec></spec></CreateDisk_Task>"
+    ));
+    let fcd = between(&info, "<id><id>", "<").unwrap();
+    let (ok, _, err) = lab.try_run(&[
+        "tag",
+        "--category",
+        "backup",
+        "--tag",
+        "gold",
+        "--attach",
+        "ivd:no-such-disk",
+    ]);
+    assert!(!ok && err.contains("no first class disk"), "{err}");
     let a: Value = serde_json::from_str(&lab.run(&[
         "tag",
         "--category",
@@ -210,6 +231,15 @@ fn tags_are_served_over_vapi_with_the_lab_credentials() {
     .unwrap();
     assert_eq!(a["tag_id"], b["tag_id"], "an existing tag is reused");
     assert_eq!(b["object"]["type"], "VirtualApp");
+    lab.run(&[
+        "tag",
+        "--category",
+        "backup",
+        "--tag",
+        "gold",
+        "--attach",
+        &format!("ivd:{fcd}"),
+    ]);
 
     let session: Value = http
         .post(format!("{base}/com/vmware/cis/session"))
@@ -253,7 +283,8 @@ fn tags_are_served_over_vapi_with_the_lab_credentials() {
         objects,
         [
             ("VirtualApp".to_string(), va),
-            ("VirtualMachine".to_string(), vm)
+            ("VirtualMachine".to_string(), vm),
+            ("fcd".to_string(), fcd)
         ]
     );
 }

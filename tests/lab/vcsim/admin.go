@@ -158,7 +158,28 @@ func (l *lab) status() interface{} {
 			vms = append(vms, statusVM{Name: vm.Name, Moref: vm.Self.Value, PowerState: string(vm.Runtime.PowerState)})
 		})
 	}
-	return map[string]interface{}{"vms": vms, "knobs": l.knobs, "snapshots_frozen": len(l.snaps), "disks_tracked": len(l.disks)}
+	var vapps []statusVApp
+	for _, e := range simulator.Map.All("VirtualApp") {
+		a, ok := e.(*simulator.VirtualApp)
+		if !ok {
+			continue
+		}
+		simulator.Map.WithLock(a, func() {
+			v := statusVApp{Name: a.Name, Moref: a.Self.Value}
+			for _, vm := range a.Vm {
+				v.VMs = append(v.VMs, vm.Value)
+			}
+			vapps = append(vapps, v)
+		})
+	}
+	return map[string]interface{}{"vms": vms, "vapps": vapps, "first_class_disks": len(l.fcds),
+		"knobs": l.knobs, "snapshots_frozen": len(l.snaps), "disks_tracked": len(l.disks)}
+}
+
+type statusVApp struct {
+	Name  string   `json:"name"`
+	Moref string   `json:"moref"`
+	VMs   []string `json:"vms"`
 }
 
 type createVMRequest struct {
