@@ -415,3 +415,44 @@ impl Tagging {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_value_wrappers_and_errors() {
+        let url = Url::parse("https://vc/rest/com/vmware/cis/tagging/tag").unwrap();
+        let v = decode(&url, StatusCode::OK, br#"{"value":["a","b"]}"#).unwrap();
+        assert_eq!(strings(&v), ["a", "b"]);
+        assert_eq!(decode(&url, StatusCode::OK, b"").unwrap(), Value::Null);
+        let err = decode(
+            &url,
+            StatusCode::NOT_FOUND,
+            br#"{"type":"com.vmware.vapi.std.errors.not_found"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Http { status: 404, body, .. } if body.contains("not_found")),
+            "{err}"
+        );
+        let err = decode(&url, StatusCode::OK, b"<html>").unwrap_err();
+        assert!(matches!(err, Error::Unexpected(_)), "{err}");
+    }
+
+    #[test]
+    fn tagged_objects_tell_disks_from_morefs() {
+        let vm = TaggedObject {
+            kind: "VirtualMachine".into(),
+            id: "vm-7".into(),
+        };
+        assert_eq!(vm.moref(), Some(MoRef::new("VirtualMachine", "vm-7")));
+        assert_eq!(vm.first_class_disk_id(), None);
+        let disk = TaggedObject {
+            kind: "fcd".into(),
+            id: "6599-01".into(),
+        };
+        assert_eq!(disk.moref(), None);
+        assert_eq!(disk.first_class_disk_id(), Some("6599-01"));
+    }
+}
