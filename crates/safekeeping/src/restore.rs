@@ -20,6 +20,7 @@ use crate::inventory::{Inventory, NetworkKind, NetworkTarget};
 use crate::mapping::{disk_datastores, NetworkMap};
 use crate::metadata::{self, VmMetadata};
 use crate::progress::Progress;
+use crate::target::Target;
 use crate::vcenter::Vcenter;
 use crate::vddk_session::VddkEndpoint;
 
@@ -55,6 +56,9 @@ pub struct RestorePlan {
     pub recovery: bool,
     /// Existing VM to replace (`--overwrite`), with its power state.
     pub replace: Option<(MoRef, PowerState)>,
+    /// The shared repository lock, held until the restore ends so that no prune or gc
+    /// removes chunks it still has to read.
+    pub lock: repository_format::RepositoryLock,
 }
 
 /// What a restore did, as `restore --json` prints it.
@@ -109,25 +113,46 @@ fn read_metadata(repo: &Repository, key: &TargetKey, m: &Manifest, name: &str) -
     Ok(repo.read_metadata(key, m.generation, name)?)
 }
 
+type Loaded = (
+    Repository,
+    repository_format::RepositoryLock,
+    TargetKey,
+    Manifest,
+    Element,
+    VmMetadata,
+);
+
+/// Takes the shared repository lock and reads the generation and its saved metadata (blocking).
+fn load_generation(config: &Config, target: &Target, wanted: Option<u64>) -> Result<Loaded> {
+    let repo = crate::repo::open(config)?;
+    let wait = crate::repo::lock_wait(config);
+    let lock = repo
+        .lock_shared(wait)
+        .map_err(|e| Error::from_lock("the repository".into(), wait.as_secs(), e))?;
+    let (summary, _) = crate::repo::find_target(&repo, target)?;
+    let key = summary.key;
+    let manifest = crate::repo::pick_generation(&repo, &key, wanted)?;
+    let xml = read_metadata(&repo, &key, &manifest, metadata::CONFIG_FILE)?;
+    let saved_config = vim_client::xml::parse(&xml)?;
+    let summary_json = read_metadata(&repo, &key, &manifest, metadata::SUMMARY_FILE)?;
+    let saved: VmMetadata = serde_json::from_slice(&summary_json)
+        .map_err(|e| Error::Other(format!("saved {}: {e}", metadata::SUMMARY_FILE)))?;
+    Ok((repo, lock, key, manifest, saved_config, saved))
+}
+
 /// Checks everything and resolves the placement.
 ///
 /// # Errors
 /// Any unknown name (with candidates), a missing generation or metadata, a VM of that name
 /// that exists (without `--overwrite`) or is powered on (without `--force`).
 pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreArgs) -> Result<RestorePlan> {
-    let repo = crate::repo::open(config)?;
-    let (summary, _) = crate::repo::find_target(&repo, &args.target)?;
-    let key = summary.key;
-    let manifest = crate::repo::pick_generation(&repo, &key, args.generation)?;
-    let xml = read_metadata(&repo, &key, &manifest, metadata::CONFIG_FILE)?;
-    let saved_config = vim_client::xml::parse(&xml)?;
-    let saved: VmMetadata = serde_json::from_slice(&read_metadata(
-        &repo,
-        &key,
-        &manifest,
-        metadata::SUMMARY_FILE,
-    )?)
-    .map_err(|e| Error::Other(format!("saved {}: {e}", metadata::SUMMARY_FILE)))?;
+    let c = config.clone();
+    let target = args.target.clone();
+    let wanted = args.generation;
+    let (repo, lock, key, manifest, saved_config, saved) =
+        tokio::task::spawn_blocking(move || load_generation(&c, &target, wanted))
+            .await
+            .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
     let name = args
         .name
         .clone()
@@ -237,6 +262,7 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreArgs) -> Result<R
         nic_backings,
         recovery: args.recovery,
         replace,
+        lock,
     })
 }
 
