@@ -1,0 +1,8 @@
+//! Fuzz target `repo_manifest`: see `decoder_regressions::HARNESSES` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    (decoder_regressions::harness("repo_manifest")
+        .expect("harness")
+        .run)(data);
+});

@@ -1,0 +1,295 @@
+//! Harnesses for the repository's on-disk formats: blobs, fixed indexes, manifests and the
+//! repository config.
+
+use std::path::Path;
+
+use repository_format::blob::{self, BlobError, BlobKind, Codec};
+use repository_format::format::{BLOB_HEADER_LEN, INDEX_HEADER_LEN};
+use repository_format::target::TargetKey;
+use repository_format::{ChunkDigest, Config, Error, FixedIndex, GenerationId, Manifest};
+use sha2::{Digest as _, Sha256};
+
+use crate::input::Input;
+use crate::scratch::scratch;
+
+const KINDS: [BlobKind; 5] = [
+    BlobKind::Chunk,
+    BlobKind::Index,
+    BlobKind::Manifest,
+    BlobKind::Config,
+    BlobKind::Metadata,
+];
+
+/// Blob envelope: arbitrary bytes decode to `Err` or to a payload within the limit that the
+/// header accounts for; any payload encodes and decodes back; damage is detected.
+///
+/// Input: kind selector, limit selector, then the bytes.
+pub fn blob(data: &[u8]) {
+    let mut input = Input::new(data);
+    let kind = KINDS[input.byte() as usize % KINDS.len()];
+    let limit_sel = input.byte();
+    let bytes = input.rest();
+    let limit = match limit_sel % 4 {
+        0 => bytes.len(),
+        1 => 16,
+        2 => 1 << 20,
+        _ => 0,
+    };
+    let codec = Codec::new(0, None);
+
+    // 1. The bytes as a stored blob.
+    match codec.decode(kind, bytes, limit) {
+        Ok(out) => {
+            assert!(
+                out.len() <= limit,
+                "decoded {} bytes over limit {limit}",
+                out.len()
+            );
+            let header = blob::parse_header(bytes).expect("decoded blob has a header");
+            assert_eq!(header.kind, kind);
+            assert_eq!(
+                header.payload_len as usize + BLOB_HEADER_LEN,
+                bytes.len(),
+                "header length does not account for the blob"
+            );
+            let payload = blob::check(kind, bytes).expect("decoded blob passes check");
+            if header.encoding == blob::Encoding::Plain {
+                assert_eq!(out, payload);
+            }
+        }
+        Err(BlobError::Truncated { actual, expected }) => {
+            assert!(actual < expected, "truncated {actual} >= {expected}")
+        }
+        Err(_) => {}
+    }
+
+    // 2. The bytes as a payload: round trip at every compression setting.
+    for level in [0, 1] {
+        let encoded = Codec::new(level, None).encode(kind, bytes);
+        let back = codec
+            .decode(kind, &encoded, bytes.len())
+            .unwrap_or_else(|e| panic!("round trip at level {level} failed: {e}"));
+        assert_eq!(
+            back, bytes,
+            "round trip at level {level} changed the payload"
+        );
+        let other = KINDS[(KINDS.iter().position(|k| *k == kind).unwrap_or(0) + 1) % KINDS.len()];
+        assert!(matches!(
+            codec.decode(other, &encoded, bytes.len()),
+            Err(BlobError::WrongKind { .. })
+        ));
+        if !bytes.is_empty() {
+            assert!(matches!(
+                codec.decode(kind, &encoded, bytes.len() - 1),
+                Err(BlobError::TooLarge { .. })
+            ));
+        }
+        for cut in [0, BLOB_HEADER_LEN - 1, BLOB_HEADER_LEN, encoded.len() - 1] {
+            if cut < encoded.len() {
+                assert!(
+                    codec.decode(kind, &encoded[..cut], bytes.len()).is_err(),
+                    "blob cut to {cut} bytes decoded"
+                );
+            }
+        }
+        if encoded.len() > BLOB_HEADER_LEN {
+            let mut flipped = encoded.clone();
+            let at = BLOB_HEADER_LEN + (bytes.len() / 2).min(flipped.len() - BLOB_HEADER_LEN - 1);
+            flipped[at] ^= 0x01;
+            assert!(
+                codec.decode(kind, &flipped, bytes.len()).is_err(),
+                "flipped bit at {at} undetected"
+            );
+        }
+    }
+}
+
+/// Fixed index: arbitrary bytes are refused or decode to an index that encodes back to an
+/// equal index and whose geometry is consistent.
+///
+/// Input: mode byte (0: raw blob; 1: payload in a valid envelope; 2: payload with a correct
+/// digest-list hash in a valid envelope; 3: an index built from the input), then the bytes.
+pub fn fixed_index(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mode = input.byte() % 4;
+    let codec = Codec::new(1, None);
+    let path = Path::new("fuzz.fidx");
+    let bytes = input.rest();
+    let blob = match mode {
+        0 => bytes.to_vec(),
+        1 => codec.encode(BlobKind::Index, bytes),
+        2 => codec.encode(BlobKind::Index, &with_list_hash(bytes)),
+        _ => {
+            let idx = index_from(bytes);
+            let encoded = idx.encode(&codec);
+            let back = FixedIndex::decode(path, &encoded, &codec)
+                .unwrap_or_else(|e| panic!("a fresh index does not decode: {e}"));
+            assert_eq!(back, idx, "index round trip");
+            return;
+        }
+    };
+    match FixedIndex::decode(path, &blob, &codec) {
+        Ok(idx) => {
+            let count = idx.size().div_ceil(idx.chunk_size() as u64);
+            assert_eq!(idx.chunk_count() as u64, count, "chunk count vs size");
+            assert!(idx.chunk_size().is_power_of_two());
+            if idx.chunk_count() > 0 {
+                let (off, len) = idx.chunk_range(idx.chunk_count() - 1);
+                assert_eq!(off + len as u64, idx.size(), "last chunk ends at the size");
+                assert!(len > 0 && len <= idx.chunk_size() as usize);
+            }
+            let again = FixedIndex::decode(path, &idx.encode(&codec), &codec)
+                .unwrap_or_else(|e| panic!("re-encoded index does not decode: {e}"));
+            assert_eq!(again, idx, "decode(encode(decode(x))) != decode(x)");
+        }
+        Err(Error::Blob { .. } | Error::Index { .. }) => {}
+        Err(other) => panic!("unexpected error kind for a bad index: {other}"),
+    }
+}
+
+/// `payload` with the SHA-256 at 48..80 set to the hash of the digest list, so the fuzzer
+/// reaches the checks behind it.
+fn with_list_hash(payload: &[u8]) -> Vec<u8> {
+    let mut p = payload.to_vec();
+    if p.len() >= INDEX_HEADER_LEN {
+        let body = &p[INDEX_HEADER_LEN..];
+        let whole = body.len() / 32 * 32;
+        let hash: [u8; 32] = Sha256::digest(&body[..whole]).into();
+        p[48..80].copy_from_slice(&hash);
+    }
+    p
+}
+
+/// A small index built from fuzz bytes: size, chunk size and slot contents.
+fn index_from(bytes: &[u8]) -> FixedIndex {
+    let mut input = Input::new(bytes);
+    let chunk_size = 1u32 << (16 + input.byte() % 9);
+    let chunks = u64::from(input.byte() % 64);
+    let tail = u64::from(input.byte()) * 997 % u64::from(chunk_size);
+    let size = chunks * u64::from(chunk_size) + tail;
+    let mut idx = FixedIndex::new(size, chunk_size).expect("small index");
+    for i in 0..idx.chunk_count() {
+        let b = input.byte();
+        idx.set(i, (b % 3 != 0).then(|| ChunkDigest::of(&[b, i as u8])));
+    }
+    idx
+}
+
+/// Manifest (JSON in an `M` blob), read through `Repository::manifest`: bad files are refused
+/// with a manifest or blob error naming the file; accepted manifests keep their invariants
+/// (plain file names, unique disk keys) and survive a write/read round trip unchanged.
+///
+/// Input: mode byte (0: raw file; 1: JSON in a valid envelope; 2: JSON whose repository id and
+/// generation are set to the scratch repository's, in a zstd envelope), then the bytes.
+pub fn manifest(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mode = input.byte() % 3;
+    let bytes = input.rest();
+    let s = scratch();
+    let repo = &s.repo;
+    let key = TargetKey::new("vm-fuzz").expect("valid key");
+    let id = GenerationId(1);
+    let dir = repo
+        .root()
+        .join("targets")
+        .join(key.as_str())
+        .join(id.folder_name());
+    std::fs::create_dir_all(&dir).expect("generation folder");
+    let file = match mode {
+        0 => bytes.to_vec(),
+        1 => Codec::new(0, None).encode(BlobKind::Manifest, bytes),
+        _ => {
+            let json = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    map.insert(
+                        "repository_id".into(),
+                        repo.config().repository_id.to_string().into(),
+                    );
+                    map.insert("generation".into(), 1.into());
+                    serde_json::to_vec(&map).expect("json")
+                }
+                _ => bytes.to_vec(),
+            };
+            Codec::new(3, None).encode(BlobKind::Manifest, &json)
+        }
+    };
+    std::fs::write(dir.join("manifest"), &file).expect("write manifest");
+    match repo.manifest(&key, id) {
+        Ok(m) => {
+            let mut keys = std::collections::HashSet::new();
+            for d in &m.disks {
+                assert!(keys.insert(d.disk.key), "disk key {} twice", d.disk.key);
+                assert!(plain_name(&d.index_file), "index file {:?}", d.index_file);
+            }
+            for n in &m.metadata_files {
+                assert!(plain_name(n), "metadata file {n:?}");
+            }
+            // Round trip: what was accepted, written back, reads back equal.
+            let json = serde_json::to_vec_pretty(&m).expect("manifest serialises");
+            let reparsed: Manifest = serde_json::from_slice(&json)
+                .unwrap_or_else(|e| panic!("serialised manifest does not parse: {e}"));
+            assert_eq!(reparsed, m, "manifest JSON round trip");
+            std::fs::write(
+                dir.join("manifest"),
+                Codec::new(1, None).encode(BlobKind::Manifest, &json),
+            )
+            .expect("write manifest");
+            let again = repo
+                .manifest(&key, id)
+                .unwrap_or_else(|e| panic!("rewritten manifest does not read: {e}"));
+            assert_eq!(again, m, "manifest file round trip");
+        }
+        Err(Error::Manifest { path, .. } | Error::Blob { path, .. } | Error::Io { path, .. }) => {
+            assert!(path.ends_with("manifest"), "error names {path:?}");
+        }
+        Err(other) => panic!("unexpected error kind for a bad manifest: {other}"),
+    }
+}
+
+fn plain_name(n: &str) -> bool {
+    !n.is_empty() && !n.starts_with('.') && !n.contains(['/', '\\', '\0'])
+}
+
+/// Repository config, read through `Repository::open`: bad files are refused with a config or
+/// blob error; an accepted config is one this version supports and survives a round trip.
+///
+/// Input: mode byte (0: raw file; 1: JSON in a valid envelope; 2: JSON in a zstd envelope),
+/// then the bytes.
+pub fn config(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mode = input.byte() % 3;
+    let bytes = input.rest();
+    let s = scratch();
+    let root = &s.config_root;
+    let file = match mode {
+        0 => bytes.to_vec(),
+        1 => Codec::new(0, None).encode(BlobKind::Config, bytes),
+        _ => Codec::new(3, None).encode(BlobKind::Config, bytes),
+    };
+    std::fs::write(root.join("config"), &file).expect("write config");
+    match repository_format::Repository::open(root) {
+        Ok(repo) => {
+            let c = repo.config();
+            assert_eq!(c.format_version, repository_format::format::FORMAT_VERSION);
+            assert!(c.chunk_size.is_power_of_two());
+            assert!((repository_format::format::MIN_CHUNK_SIZE
+                ..=repository_format::format::MAX_CHUNK_SIZE)
+                .contains(&c.chunk_size));
+            assert_eq!(c.hash, "sha256");
+            let json = serde_json::to_vec_pretty(c).expect("config serialises");
+            let reparsed: Config = serde_json::from_slice(&json)
+                .unwrap_or_else(|e| panic!("serialised config does not parse: {e}"));
+            assert_eq!(&reparsed, c, "config JSON round trip");
+            std::fs::write(
+                root.join("config"),
+                Codec::new(0, None).encode(BlobKind::Config, &json),
+            )
+            .expect("write config");
+            let again = repository_format::Repository::open(root)
+                .unwrap_or_else(|e| panic!("rewritten config does not open: {e}"));
+            assert_eq!(again.config(), c, "config file round trip");
+        }
+        Err(Error::Config { .. } | Error::Blob { .. }) => {}
+        Err(other) => panic!("unexpected error kind for a bad config: {other}"),
+    }
+}
