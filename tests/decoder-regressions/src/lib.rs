@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod descriptor;
 pub mod input;
 pub mod repository;
 mod scratch;
+#[cfg(feature = "vim")]
 pub mod soap;
 
 /// One decoder harness: its fuzz target name and the function that checks one input.
@@ -33,53 +35,30 @@ pub struct Harness {
     pub run: fn(&[u8]),
 }
 
-/// Every harness, in the order `scripts/fuzz.sh` runs them.
+/// Every harness compiled in (features `vim` and `cli` add theirs).
 pub const HARNESSES: &[Harness] = &[
-    Harness {
-        name: "repo_blob",
-        run: repository::blob,
-    },
-    Harness {
-        name: "repo_fixed_index",
-        run: repository::fixed_index,
-    },
-    Harness {
-        name: "repo_manifest",
-        run: repository::manifest,
-    },
-    Harness {
-        name: "repo_config",
-        run: repository::config,
-    },
-    Harness {
-        name: "soap_response",
-        run: soap::response,
-    },
-    Harness {
-        name: "vm_config_view",
-        run: soap::vm_config_view,
-    },
-    Harness {
-        name: "vmdk_descriptor",
-        run: descriptor::vmdk_descriptor,
-    },
-    Harness {
-        name: "target_parser",
-        run: cli::target_parser,
-    },
-    Harness {
-        name: "cli_options",
-        run: cli::cli_options,
-    },
-    Harness {
-        name: "config_toml",
-        run: cli::config_toml,
-    },
-    Harness {
-        name: "vmx_edit",
-        run: cli::vmx_edit,
-    },
+    h("repo_blob", repository::blob),
+    h("repo_fixed_index", repository::fixed_index),
+    h("repo_manifest", repository::manifest),
+    h("repo_config", repository::config),
+    h("vmdk_descriptor", descriptor::vmdk_descriptor),
+    #[cfg(feature = "vim")]
+    h("soap_response", soap::response),
+    #[cfg(feature = "vim")]
+    h("vm_config_view", soap::vm_config_view),
+    #[cfg(feature = "cli")]
+    h("target_parser", cli::target_parser),
+    #[cfg(feature = "cli")]
+    h("cli_options", cli::cli_options),
+    #[cfg(feature = "cli")]
+    h("config_toml", cli::config_toml),
+    #[cfg(feature = "cli")]
+    h("vmx_edit", cli::vmx_edit),
 ];
+
+const fn h(name: &'static str, run: fn(&[u8])) -> Harness {
+    Harness { name, run }
+}
 
 /// The harness named `name`.
 pub fn harness(name: &str) -> Option<&'static Harness> {

@@ -81,9 +81,9 @@ replay_tests!(
     repo_fixed_index,
     repo_manifest,
     repo_config,
+    vmdk_descriptor,
     soap_response,
     vm_config_view,
-    vmdk_descriptor,
     target_parser,
     cli_options,
     config_toml,
@@ -98,9 +98,9 @@ fn every_harness_has_a_replay_test() {
         "repo_fixed_index",
         "repo_manifest",
         "repo_config",
+        "vmdk_descriptor",
         "soap_response",
         "vm_config_view",
-        "vmdk_descriptor",
         "target_parser",
         "cli_options",
         "config_toml",
@@ -111,4 +111,27 @@ fn every_harness_has_a_replay_test() {
         .map(|h| h.name)
         .collect();
     assert_eq!(names, listed);
+}
+
+/// `DECODER_REGRESSIONS_CORPUS=fuzz/corpus cargo test -p decoder-regressions --test replay`
+/// replays a whole corpus (one folder per target) in a test build, where overflow checks and
+/// debug assertions are on.
+#[test]
+fn corpus_from_the_environment() {
+    let Some(dir) = std::env::var_os("DECODER_REGRESSIONS_CORPUS") else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for h in decoder_regressions::HARNESSES {
+        let d = Path::new(&dir).join(h.name);
+        if d.is_dir() {
+            failures.extend(replay(&d, h.run));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} input(s) fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
