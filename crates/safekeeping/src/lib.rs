@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod disk_plan;
 pub mod disk_reader;
+pub mod disk_writer;
 pub mod error;
 pub mod inventory;
 pub mod logging;

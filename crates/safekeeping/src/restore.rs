@@ -15,6 +15,7 @@ use vim_client::{MoRef, PowerState, VmConfig};
 use crate::cancel::Cancel;
 use crate::cli::{RestoreArgs, RestoreMode};
 use crate::config::Config;
+use crate::disk_writer::VddkSink;
 use crate::error::{Error, Result};
 use crate::inventory::{Inventory, NetworkKind, NetworkTarget};
 use crate::mapping::{disk_datastores, NetworkMap};
@@ -94,6 +95,9 @@ pub struct RestoredDisk {
     /// Bytes of data written (zero chunks are skipped).
     pub bytes_written: u64,
 }
+
+/// Asynchronous VDDK writes kept in flight during a restore.
+const WRITE_BEHIND: usize = 4;
 
 /// Default name of a restored VM: `<name>-restored-<UTC>`.
 pub fn default_name(original: &str, now: time::OffsetDateTime) -> String {
@@ -362,7 +366,7 @@ pub async fn write_disks(
         }
         let vddk = vddk.clone();
         let job_plan = plan.clone();
-        let cancel = cancel.clone();
+        let job_cancel = cancel.clone();
         let vm_id = vm.value.clone();
         let disk_key = record.disk.key;
         let p = path.clone();
@@ -373,31 +377,34 @@ pub async fn write_disks(
                 .repo
                 .disk_reader(&plan.key, plan.manifest.generation, disk_key)?;
             let conn = vddk.connect_writable(&vm_id)?;
-            let mut disk = conn
+            let disk = conn
                 .open(&p, vddk::OpenFlags::NONE)
                 .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
+            let mut sink = VddkSink::new(disk, p.clone(), WRITE_BEHIND);
             let stored = reader.index().stored_chunks().count() as u64
                 * u64::from(reader.index().chunk_size());
             let progress = Progress::new(label, stored, !show_progress);
             let mut written = 0u64;
             for chunk in reader.stream(crate::repo::read_threads()) {
-                if cancel.is_cancelled() {
+                if job_cancel.is_cancelled() {
                     return Err(Error::Interrupted);
                 }
                 let chunk = chunk?;
-                disk.write(chunk.offset / vddk::SECTOR_SIZE, &chunk.data)
-                    .map_err(|e| Error::Vddk(format!("write {p} at {}: {e}", chunk.offset)))?;
-                written += chunk.data.len() as u64;
-                progress.add(chunk.data.len() as u64);
+                let len = chunk.data.len() as u64;
+                sink.write(chunk.offset, chunk.data)?;
+                written += len;
+                progress.add(len);
             }
-            disk.flush()
-                .map_err(|e| Error::Vddk(format!("flush {p}: {e}")))?;
+            sink.finish()?;
             progress.finish();
             Ok(written)
         })
         .await
         .map_err(|e| Error::Other(format!("disk writer failed: {e}")))??;
         tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
         out.push(RestoredDisk {
             index,
             path,

@@ -290,7 +290,7 @@ fn wait_for_snapshot(lab: &Lab) {
 #[test]
 fn an_interrupted_restore_destroys_the_vm_it_created() {
     let lab = lab_with_backup();
-    lab.vddk_conf_append("fake.write_latency_ms = 1000");
+    lab.vddk_conf_append("fake.write_latency_ms = 3000");
     let child = lab.sk_spawn(&["restore", "vm:src", "--name", "half"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while lab.vm_info("half").is_none() {

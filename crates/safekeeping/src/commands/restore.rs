@@ -75,6 +75,9 @@ async fn restore(
     };
     let finish = async {
         let disks = write_disks(vc, &vddk, &plan, &vm, cancel, !quiet).await?;
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
         if args.power_on {
             vc.client.power_on(&vm).await?;
         }
