@@ -100,7 +100,7 @@ fn a_second_backup_of_the_same_vm_waits_for_the_lock_then_fails_clearly() {
     lab.create_vm("a", &["8M"], &["VM Network"]);
     lab.guest_write("a", 0, "0", "4M", Some(1));
     lab.sk(&["repo", "init"]).ok();
-    lab.vddk_conf_append("fake.read_latency_ms = 1000");
+    lab.vddk_conf_append("fake.read_latency_ms = 5000");
     let child = lab.sk_spawn(&["backup", "vm:a"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while lab.snapshots("a").is_empty() {

@@ -245,7 +245,7 @@ fn quiesce_failure_falls_back_and_interrupts_clean_up() {
         .ok();
 
     // SIGTERM during the read: the run stops, removes its snapshot, commits nothing.
-    lab.vddk_conf_append("fake.read_latency_ms = 1000");
+    lab.vddk_conf_append("fake.read_latency_ms = 3000");
     let before = generations(&lab);
     let child = lab.sk_spawn(&["backup", "vm:src", "--full"]);
     wait_for_snapshot(&lab);
