@@ -22,9 +22,10 @@ fn main() -> ExitCode {
         }
     }
     if let Err(e) = safekeeping::logging::init(cli.verbose, cli.quiet, cli.log_file.as_deref()) {
+        let path = cli.log_file.as_deref().unwrap_or(std::path::Path::new(""));
         return fail(
             json,
-            &anyhow::anyhow!(e).context("cannot open the log file"),
+            &anyhow::anyhow!("cannot open the log file {}: {e}", path.display()),
         );
     }
     let report = match run(cli) {
