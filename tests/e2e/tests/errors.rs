@@ -65,6 +65,19 @@ fn login_and_certificate_failures_stop_the_run() {
         r.stderr
     );
     assert_eq!(generations(&lab), 1);
+
+    // vCenter down: the run cannot start.
+    let url = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("url = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let cfg = lab.config_variant("down.toml", &url, "https://127.0.0.1:1/sdk");
+    let r = lab.sk_with(&["--json", "backup", "vm:src"], &cfg, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot reach"), "{}", r.stderr);
+    assert_eq!(r.json()["exit_code"], 1);
 }
 
 #[test]
