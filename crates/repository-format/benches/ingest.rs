@@ -9,7 +9,8 @@
 //!
 //! Environment: `SAFEKEEPING_BENCH_SIZE` (e.g. `512M`, default `4G`), `SAFEKEEPING_BENCH_CHUNKS`
 //! (default `1M,4M`), `SAFEKEEPING_BENCH_TOOLS` (default `safekeeping,restic,borg,ceiling`),
-//! `SAFEKEEPING_BENCH_DIR` (default `<workspace>/target/bench-ingest`).
+//! `SAFEKEEPING_BENCH_DIR` (default `<workspace>/target/bench-ingest`),
+//! `SAFEKEEPING_BENCH_ENCRYPTED=1` (safekeeping runs on an AES-256-GCM repository).
 //! MB/s are decimal megabytes of the image's logical size per second.
 
 use std::collections::BTreeMap;
@@ -248,21 +249,31 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
     let repo_path = PathBuf::from(&args[1]);
     let chunk_size: u32 = args[2].parse()?;
     let mode = args[3].as_str();
+    // SAFEKEEPING_BENCH_ENCRYPTED=1: the same runs on an encrypted repository.
+    let encrypted = std::env::var_os("SAFEKEEPING_BENCH_ENCRYPTED").is_some_and(|v| v == "1");
+    let pass = Passphrase::from("bench passphrase");
     let repo = if repo_path.join("config").exists() {
-        Repository::open(&repo_path)?
+        Repository::open_with(&repo_path, Some(&pass))?
     } else {
-        Repository::init(
+        Repository::init_with(
             &repo_path,
             &InitOptions {
                 chunk_size,
                 compression_level: 1,
+                encryption: if encrypted {
+                    Encryption::Aes256Gcm
+                } else {
+                    Encryption::None
+                },
+                ..Default::default()
             },
+            Some(&pass),
         )?
     };
     let lock = repo.lock_shared(Duration::from_secs(10))?;
     let mut id = TargetIdentity::new(TargetKind::Vm, "bench");
     id.instance_uuid = Some("bench".into());
-    let key = id.key()?;
+    let key = repo.target_key(&id)?;
     let tl = repo.lock_target(&key, Duration::from_secs(10))?;
     let parent = repo.latest_successful(&key).ok().flatten().map(|g| g.id);
     let file = FileSource::open(&image)?;
@@ -314,10 +325,12 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
 /// `--read REPO THREADS`: streams every stored chunk of the latest generation (what a restore
 /// reads), verifying each; stats as JSON on stdout.
 fn child_read(args: &[String]) -> BoxResult<()> {
-    let repo = Repository::open(&args[0])?;
+    let repo = Repository::open_with(&args[0], Some(&Passphrase::from("bench passphrase")))?;
     let threads: usize = args[1].parse()?;
     let _lock = repo.lock_shared(Duration::from_secs(10))?;
-    let key = TargetKey::new("vm-bench")?;
+    let mut id = TargetIdentity::new(TargetKind::Vm, "bench");
+    id.instance_uuid = Some("bench".into());
+    let key = repo.target_key(&id)?;
     let g = repo.latest_successful(&key)?.ok_or("no generation")?;
     let reader = repo.disk_reader(&key, g.id, 2000)?;
     let t = Instant::now();

@@ -6,7 +6,7 @@
 //!      8     4  CRC32 (IEEE) of the payload as stored, little endian
 //!     12     4  flags, must be 0 in format version 1
 //!     16     8  payload length in bytes, little endian
-//!     24     n  payload (plain, a zstd frame, or - reserved - AES-256-GCM nonce+ciphertext+tag)
+//!     24     n  payload (plain, a zstd frame, or AES-256-GCM nonce ‖ ciphertext ‖ tag)
 //! ```
 //!
 //! The kind byte is `C` (chunk), `I` (fixed index), `M` (manifest), `K` (config) or `F` (metadata
@@ -15,6 +15,7 @@
 //! kept only when it makes the payload smaller.
 
 use crate::format::BLOB_HEADER_LEN;
+use crate::key::{NONCE_LEN, TAG_LEN};
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -61,9 +62,9 @@ pub enum Encoding {
     Plain,
     /// One zstd frame.
     Zstd,
-    /// Reserved: AES-256-GCM (12-byte nonce, ciphertext, 16-byte tag).
+    /// AES-256-GCM (12-byte nonce, ciphertext, 16-byte tag).
     Encrypted,
-    /// Reserved: zstd, then AES-256-GCM.
+    /// zstd, then AES-256-GCM.
     EncryptedZstd,
 }
 
@@ -150,9 +151,18 @@ pub enum BlobError {
         /// The limit.
         limit: usize,
     },
-    /// Encrypted blobs need a key; encryption is not implemented yet in this version.
-    #[error("object is encrypted ({0:?}); this version cannot decrypt")]
+    /// An encrypted blob read without a key (the repository is not encrypted, so the object
+    /// does not belong to it).
+    #[error("object is encrypted ({0:?}) but the repository has no key")]
     Encrypted(Encoding),
+    /// An unencrypted blob in an encrypted repository: refused, since anyone who can write
+    /// the files could have put it there.
+    #[error("object is not encrypted ({0:?}) but the repository is: refused")]
+    NotEncrypted(Encoding),
+    /// The encrypted payload does not authenticate: it, its header or its nonce was modified,
+    /// or it was encrypted under another key.
+    #[error("encrypted object fails authentication (modified, or written with another key)")]
+    Authentication,
 }
 
 /// A decoded blob header.
@@ -197,12 +207,18 @@ pub fn parse_header(bytes: &[u8]) -> Result<BlobHeader, BlobError> {
     })
 }
 
-/// Encryption key for the (future) encrypted blob variants. It has no values yet: every
-/// `Option<&Key>` in this crate is `None` today, which keeps the seam without a format change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {}
+pub use crate::key::Key;
 
-/// Encodes and decodes blobs with the repository's compression level (and, later, its key).
+/// Encodes and decodes blobs with the repository's compression level and, for an encrypted
+/// repository, its key.
+///
+/// With a key every blob is compressed (when that makes it smaller) and then encrypted:
+/// encoding `X` (zstd, then AES-256-GCM) or `E` (AES-256-GCM). The payload is
+/// `nonce (12) ‖ ciphertext ‖ tag (16)` and the associated data is the header without the CRC
+/// (magic with kind and encoding, flags, payload length), so a header changed to another kind
+/// or encoding, or a payload cut or extended, fails authentication. The CRC stays over the
+/// stored payload (it tells bit rot from tampering). A codec with a key refuses unencrypted
+/// blobs: otherwise whoever can write the files could substitute plain content.
 #[derive(Debug, Clone)]
 pub struct Codec {
     level: i32,
@@ -210,7 +226,8 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// A codec compressing with zstd at `level` (0 disables compression).
+    /// A codec compressing with zstd at `level` (0 disables compression) and encrypting with
+    /// `key` when there is one.
     pub fn new(level: i32, key: Option<Key>) -> Self {
         Self { level, key }
     }
@@ -220,54 +237,136 @@ impl Codec {
         self.level
     }
 
+    /// The key, for an encrypted repository.
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
+    }
+
+    /// The id of a chunk with this content: SHA-256, or HMAC-SHA-256 under the chunk-id key
+    /// when the codec has a key.
+    pub fn chunk_id(&self, data: &[u8]) -> crate::digest::ChunkDigest {
+        match &self.key {
+            Some(k) => k.chunk_id(data),
+            None => crate::digest::ChunkDigest::of(data),
+        }
+    }
+
     /// Encodes `data` as a blob of `kind`, compressing when that makes it smaller.
+    ///
+    /// # Panics
+    /// Only if the operating system's random generator fails while encrypting (no nonce can
+    /// be made safely); use [`Codec::try_encode`] to get that as an error.
     pub fn encode(&self, kind: BlobKind, data: &[u8]) -> Vec<u8> {
-        if let Some(key) = self.key {
-            match key {}
-        }
-        if self.level != 0 {
-            if let Ok(z) = zstd::bulk::compress(data, self.level) {
-                if z.len() < data.len() {
-                    return assemble(kind, Encoding::Zstd, &z);
-                }
-            }
-        }
-        assemble(kind, Encoding::Plain, data)
+        self.try_encode(kind, data)
+            .expect("operating system random generator failed")
+    }
+
+    /// Encodes `data` as a blob of `kind`, compressing when that makes it smaller.
+    ///
+    /// # Errors
+    /// [`crate::Error::Random`] if no nonce can be drawn (encrypted repositories only).
+    pub fn try_encode(&self, kind: BlobKind, data: &[u8]) -> crate::Result<Vec<u8>> {
+        let z = if self.level != 0 {
+            zstd::bulk::compress(data, self.level)
+                .ok()
+                .filter(|z| z.len() < data.len())
+        } else {
+            None
+        };
+        self.finish(kind, z.as_deref(), data)
     }
 
     /// Encodes with a caller-owned compressor (the ingest keeps one per worker thread).
+    ///
+    /// # Errors
+    /// [`crate::Error::Random`] if no nonce can be drawn (encrypted repositories only).
     pub fn encode_with(
         &self,
         compressor: &mut zstd::bulk::Compressor<'static>,
         kind: BlobKind,
         data: &[u8],
-    ) -> Vec<u8> {
-        if self.level != 0 {
-            if let Ok(z) = compressor.compress(data) {
-                if z.len() < data.len() {
-                    return assemble(kind, Encoding::Zstd, &z);
-                }
-            }
-        }
-        assemble(kind, Encoding::Plain, data)
+    ) -> crate::Result<Vec<u8>> {
+        let z = if self.level != 0 {
+            compressor
+                .compress(data)
+                .ok()
+                .filter(|z| z.len() < data.len())
+        } else {
+            None
+        };
+        self.finish(kind, z.as_deref(), data)
     }
 
-    /// Decodes a blob that must be of `kind`, checking magic, length and CRC; `limit` bounds the
-    /// decoded size (a zstd bomb or a damaged length field cannot exhaust memory).
+    /// Assembles the blob from the compressed form (if kept) or the data, encrypting if keyed.
+    fn finish(
+        &self,
+        kind: BlobKind,
+        compressed: Option<&[u8]>,
+        data: &[u8],
+    ) -> crate::Result<Vec<u8>> {
+        let Some(key) = &self.key else {
+            return Ok(match compressed {
+                Some(z) => assemble(kind, Encoding::Zstd, z),
+                None => assemble(kind, Encoding::Plain, data),
+            });
+        };
+        let (encoding, inner) = match compressed {
+            Some(z) => (Encoding::EncryptedZstd, z),
+            None => (Encoding::Encrypted, data),
+        };
+        let payload_len = (NONCE_LEN + inner.len() + TAG_LEN) as u64;
+        let mut out = Vec::with_capacity(BLOB_HEADER_LEN + payload_len as usize);
+        out.extend_from_slice(&magic(kind, encoding));
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&payload_len.to_le_bytes());
+        let aad = associated_data(kind, encoding, payload_len);
+        key.seal_into(&aad, inner, &mut out)?;
+        let crc = crc32fast::hash(&out[BLOB_HEADER_LEN..]);
+        out[8..12].copy_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Decodes a blob that must be of `kind`, checking magic, length and CRC (and, encrypted,
+    /// authenticating it); `limit` bounds the decoded size (a zstd bomb or a damaged length
+    /// field cannot exhaust memory).
     pub fn decode(&self, kind: BlobKind, bytes: &[u8], limit: usize) -> Result<Vec<u8>, BlobError> {
         let payload = check(kind, bytes)?;
         let header = parse_header(bytes)?;
-        match header.encoding {
-            Encoding::Plain => {
+        match (&self.key, header.encoding) {
+            (None, Encoding::Plain) => {
                 if payload.len() > limit {
                     return Err(BlobError::TooLarge { limit });
                 }
                 Ok(payload.to_vec())
             }
-            Encoding::Zstd => decompress(payload, limit),
-            e @ (Encoding::Encrypted | Encoding::EncryptedZstd) => Err(BlobError::Encrypted(e)),
+            (None, Encoding::Zstd) => decompress(payload, limit),
+            (None, e @ (Encoding::Encrypted | Encoding::EncryptedZstd)) => {
+                Err(BlobError::Encrypted(e))
+            }
+            (Some(_), e @ (Encoding::Plain | Encoding::Zstd)) => Err(BlobError::NotEncrypted(e)),
+            (Some(key), e @ (Encoding::Encrypted | Encoding::EncryptedZstd)) => {
+                if payload.len() > limit + NONCE_LEN + TAG_LEN {
+                    return Err(BlobError::TooLarge { limit });
+                }
+                let aad = associated_data(kind, e, header.payload_len);
+                let inner = key.open(&aad, payload).ok_or(BlobError::Authentication)?;
+                if e == Encoding::EncryptedZstd {
+                    decompress(&inner, limit)
+                } else {
+                    Ok(inner)
+                }
+            }
         }
     }
+}
+
+/// The header fields an encrypted payload is bound to: magic (kind, encoding), flags, length.
+fn associated_data(kind: BlobKind, encoding: Encoding, payload_len: u64) -> [u8; 20] {
+    let mut aad = [0u8; 20];
+    aad[..8].copy_from_slice(&magic(kind, encoding));
+    aad[12..].copy_from_slice(&payload_len.to_le_bytes());
+    aad
 }
 
 /// Checks magic, kind, length and CRC; returns the payload slice.
@@ -279,7 +378,8 @@ pub fn check(kind: BlobKind, bytes: &[u8]) -> Result<&[u8], BlobError> {
             found: header.kind,
         });
     }
-    let total = BLOB_HEADER_LEN as u64 + header.payload_len;
+    // Saturating: a hostile length field near u64::MAX is a truncation, not an overflow.
+    let total = (BLOB_HEADER_LEN as u64).saturating_add(header.payload_len);
     let have = bytes.len() as u64;
     if have < total {
         return Err(BlobError::Truncated {

@@ -45,6 +45,8 @@ pub enum ProblemKind {
     DamagedChunk,
     /// A file that is not part of the format.
     ForeignFile,
+    /// A file in `keys/` that is not a key file of this repository's keys.
+    DamagedKeyFile,
 }
 
 /// One problem found by check.
@@ -152,6 +154,7 @@ impl Repository {
                 TARGETS_DIR,
                 LOCKS_DIR,
                 crate::catalog::CATALOG_DIR,
+                crate::format::KEYS_DIR,
             ]
             .contains(&name.as_str())
             {
@@ -159,6 +162,29 @@ impl Repository {
                     ProblemKind::ForeignFile,
                     path,
                     "not part of a repository",
+                    (None, None, None),
+                );
+            }
+        }
+        if let Some(fp) = self.key_fingerprint() {
+            let (good, bad) = crate::keys::scan_for_check(self.root(), self.config(), fp)?;
+            for e in bad {
+                let path = match &e {
+                    crate::Error::KeyFile { path, .. } => path.clone(),
+                    _ => self.root().join(crate::format::KEYS_DIR),
+                };
+                ctx.problem(
+                    ProblemKind::DamagedKeyFile,
+                    path,
+                    e.to_string(),
+                    (None, None, None),
+                );
+            }
+            if good == 0 {
+                ctx.problem(
+                    ProblemKind::DamagedKeyFile,
+                    self.root().join(crate::format::KEYS_DIR),
+                    "no usable key file: the repository cannot be opened again; add one now",
                     (None, None, None),
                 );
             }
@@ -250,19 +276,37 @@ impl Repository {
                         ),
                     }
                 }
+                let fingerprint = self.key_fingerprint().map(|f| f.0.as_str());
+                if m.key_fingerprint() != fingerprint {
+                    ctx.problem(
+                        ProblemKind::DamagedManifest,
+                        mpath.clone(),
+                        format!(
+                            "records key fingerprint {:?}, the repository's is {:?}",
+                            m.key_fingerprint(),
+                            fingerprint
+                        ),
+                        at(None),
+                    );
+                }
                 let mdir = gpath.join(METADATA_DIR);
-                for name in &m.metadata_files {
+                let stored_names: Vec<String> = m
+                    .metadata_files
+                    .iter()
+                    .map(|n| self.metadata_file_name(n))
+                    .collect();
+                for (name, stored) in m.metadata_files.iter().zip(&stored_names) {
                     if let Err(e) = self.read_metadata(&key, id, name) {
                         ctx.problem(
                             ProblemKind::DamagedMetadata,
-                            mdir.join(name),
+                            mdir.join(stored),
                             e.to_string(),
                             at(None),
                         );
                     }
                 }
                 for (mname, mpath) in fsutil::list_dir(&mdir)? {
-                    if !m.metadata_files.contains(&mname) && !mname.starts_with(TEMP_PREFIX) {
+                    if !stored_names.contains(&mname) && !mname.starts_with(TEMP_PREFIX) {
                         ctx.problem(
                             ProblemKind::ForeignFile,
                             mpath,

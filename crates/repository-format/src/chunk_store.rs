@@ -112,16 +112,26 @@ impl ChunkStore {
         }
     }
 
+    /// The largest chunk blob: a full chunk stored uncompressed, plus the header and, when
+    /// encrypted, the nonce and tag.
+    fn max_blob_len(&self) -> usize {
+        let crypto = if self.codec.key().is_some() {
+            crate::key::NONCE_LEN + crate::key::TAG_LEN
+        } else {
+            0
+        };
+        self.chunk_size as usize + BLOB_HEADER_LEN + crypto
+    }
+
     /// Reads, decodes and verifies a chunk that must hold `expected_len` bytes.
     pub fn load(&self, digest: &ChunkDigest, expected_len: usize) -> Result<Vec<u8>, ChunkFault> {
         let path = self.path(digest);
-        let bytes = match read_bounded(&path, self.chunk_size as u64 + BLOB_HEADER_LEN as u64) {
+        let limit = self.max_blob_len();
+        let bytes = match read_bounded(&path, limit as u64) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
             Err(e) if e.kind() == ErrorKind::InvalidData => {
-                return Err(ChunkFault::Blob(BlobError::TooLarge {
-                    limit: self.chunk_size as usize + BLOB_HEADER_LEN,
-                }))
+                return Err(ChunkFault::Blob(BlobError::TooLarge { limit }))
             }
             Err(e) => return Err(ChunkFault::Io(e.to_string())),
         };
@@ -135,7 +145,7 @@ impl ChunkStore {
                 expected: expected_len,
             });
         }
-        let actual = ChunkDigest::of(&data);
+        let actual = self.codec.chunk_id(&data);
         if actual != *digest {
             return Err(ChunkFault::DigestMismatch(actual));
         }

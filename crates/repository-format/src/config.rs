@@ -8,15 +8,35 @@ use crate::blob::{BlobKind, Codec};
 use crate::error::{Error, Result};
 use crate::format::{self, CONFIG_FILE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::fsutil;
+use crate::key::KeyFingerprint;
+use crate::key_file::KdfParams;
 
 /// Encryption mode of a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EncryptionMode {
-    /// No encryption (the only mode this version writes).
+    /// No encryption.
+    #[default]
     None,
-    /// Reserved: AES-256-GCM blobs and HMAC-SHA-256 chunk ids.
+    /// AES-256-GCM blobs, HMAC-SHA-256 chunk ids, master keys wrapped in key files under
+    /// `keys/` (see [`crate::key`] and [`crate::key_file`]).
     Aes256Gcm,
+}
+
+/// The name the task and the CLI use for [`EncryptionMode`].
+pub type Encryption = EncryptionMode;
+
+impl std::str::FromStr for EncryptionMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(EncryptionMode::None),
+            "aes-256-gcm" => Ok(EncryptionMode::Aes256Gcm),
+            other => Err(Error::InvalidOption(format!(
+                "unknown encryption {other:?}: use \"none\" or \"aes-256-gcm\""
+            ))),
+        }
+    }
 }
 
 /// The repository configuration (`config` at the root, a `K` blob holding JSON).
@@ -36,6 +56,11 @@ pub struct Config {
     pub compression_level: i32,
     /// Encryption mode.
     pub encryption: EncryptionMode,
+    /// Fingerprint of the master keys of an encrypted repository (never the keys: they are
+    /// only in the key files under `keys/`, wrapped). Key ids are not recorded here because
+    /// the config is written once; `keys/` is the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<KeyFingerprint>,
     /// When the repository was created (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
     pub created: time::OffsetDateTime,
@@ -51,6 +76,13 @@ pub struct InitOptions {
     pub chunk_size: u32,
     /// zstd level, 0 (no compression) to 19.
     pub compression_level: i32,
+    /// Encryption; [`EncryptionMode::Aes256Gcm`] needs a passphrase at
+    /// [`crate::Repository::init_with`].
+    #[serde(default)]
+    pub encryption: EncryptionMode,
+    /// Argon2id parameters of the first key file (encrypted repositories only).
+    #[serde(default)]
+    pub kdf: KdfParams,
 }
 
 impl Default for InitOptions {
@@ -58,6 +90,8 @@ impl Default for InitOptions {
         Self {
             chunk_size: format::DEFAULT_CHUNK_SIZE,
             compression_level: format::DEFAULT_COMPRESSION_LEVEL,
+            encryption: EncryptionMode::None,
+            kdf: KdfParams::default(),
         }
     }
 }
@@ -75,6 +109,9 @@ impl InitOptions {
                 self.compression_level
             )));
         }
+        if self.encryption == EncryptionMode::Aes256Gcm {
+            self.kdf.validate()?;
+        }
         Ok(())
     }
 }
@@ -89,7 +126,7 @@ pub(crate) fn validate_chunk_size(size: u32) -> Result<()> {
 }
 
 impl Config {
-    pub(crate) fn new(opts: &InitOptions) -> Self {
+    pub(crate) fn new(opts: &InitOptions, key_fingerprint: Option<KeyFingerprint>) -> Self {
         Self {
             format_version: FORMAT_VERSION,
             repository_id: uuid::Uuid::new_v4(),
@@ -97,7 +134,8 @@ impl Config {
             hash: "sha256".into(),
             compression: "zstd".into(),
             compression_level: opts.compression_level,
-            encryption: EncryptionMode::None,
+            encryption: opts.encryption,
+            key_fingerprint,
             created: time::OffsetDateTime::now_utc(),
             extra: Default::default(),
         }
@@ -139,10 +177,16 @@ impl Config {
                 cfg.hash, cfg.compression
             )));
         }
-        if cfg.encryption != EncryptionMode::None {
-            return Err(bad(
-                "encrypted repositories are not supported by this version".into(),
-            ));
+        match (cfg.encryption, &cfg.key_fingerprint) {
+            (EncryptionMode::None, None) | (EncryptionMode::Aes256Gcm, Some(_)) => {}
+            (EncryptionMode::None, Some(_)) => {
+                return Err(bad(
+                    "a key fingerprint in a repository without encryption".into()
+                ))
+            }
+            (EncryptionMode::Aes256Gcm, None) => {
+                return Err(bad("encrypted, but records no key fingerprint".into()))
+            }
         }
         Ok(cfg)
     }

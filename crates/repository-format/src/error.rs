@@ -228,6 +228,45 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The operating system's random generator failed (keys and nonces need it).
+    #[error("random number generator failed: {0}")]
+    Random(String),
+    /// The repository is encrypted and no passphrase was given.
+    #[error("repository {path} is encrypted: a passphrase is needed (safekeeping reads it from the SAFEKEEPING_PASSPHRASE environment variable, or from the file named by --passphrase-file or [repository] passphrase_file in the config file)")]
+    PassphraseRequired {
+        /// The repository folder.
+        path: PathBuf,
+    },
+    /// No key file of the repository opens with the passphrase given.
+    #[error("wrong passphrase: none of the {tried} key file(s) in {dir} opens with it")]
+    WrongPassphrase {
+        /// The `keys/` folder.
+        dir: PathBuf,
+        /// How many key files were tried.
+        tried: usize,
+    },
+    /// A key file is malformed or does not belong to this repository.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No such key file.
+    #[error("key {0} not found in the repository")]
+    KeyNotFound(String),
+    /// Removing this key file would leave the repository without a usable one.
+    #[error("refusing to remove key {id}: {reason}")]
+    KeyRemoveRefused {
+        /// The key id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A key operation on a repository that is not encrypted.
+    #[error("repository {0} is not encrypted: it has no keys")]
+    NotEncrypted(PathBuf),
     /// A worker thread of the ingest pipeline panicked (a bug).
     #[error("ingest worker failed: {0}")]
     Worker(String),

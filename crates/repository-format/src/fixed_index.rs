@@ -130,7 +130,17 @@ impl FixedIndex {
     }
 
     /// Serialises into an index blob.
+    ///
+    /// # Panics
+    /// Only if the operating system's random generator fails while encrypting; the writer
+    /// uses [`FixedIndex::payload`] with [`Codec::try_encode`] instead.
     pub fn encode(&self, codec: &Codec) -> Vec<u8> {
+        codec.encode(BlobKind::Index, &self.payload())
+    }
+
+    /// The payload of the index blob (header and digest list, before compression or
+    /// encryption).
+    pub fn payload(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(INDEX_HEADER_LEN + 32 * self.digests.len());
         p.extend_from_slice(&INDEX_MAGIC);
         p.extend_from_slice(self.uuid.as_bytes());
@@ -143,7 +153,7 @@ impl FixedIndex {
         for d in &self.digests {
             p.extend_from_slice(&d.0);
         }
-        codec.encode(BlobKind::Index, &p)
+        p
     }
 
     /// Parses and verifies an index blob read from `path` (named in errors).

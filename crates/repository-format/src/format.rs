@@ -28,6 +28,10 @@ pub const CONFIG_FILE: &str = "config";
 pub const CHUNKS_DIR: &str = "chunks";
 /// Folder holding one folder per target.
 pub const TARGETS_DIR: &str = "targets";
+/// Folder holding the key files of an encrypted repository (`keys/<key id>`).
+pub const KEYS_DIR: &str = "keys";
+/// Lock file serialising key management (`locks/keys.lock`).
+pub const KEYS_LOCK: &str = "keys.lock";
 /// Folder holding lock files and lock holder records.
 pub const LOCKS_DIR: &str = "locks";
 /// Name of the manifest inside a generation folder; its presence commits the generation.

@@ -281,6 +281,7 @@ mod tests {
             &InitOptions {
                 chunk_size: CS,
                 compression_level: 1,
+                ..Default::default()
             },
         )
         .unwrap();

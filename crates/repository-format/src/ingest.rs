@@ -389,7 +389,7 @@ fn process(
     if is_all_zero(data) {
         return Stage::Done(Ok(Outcome::Zero));
     }
-    let digest = ChunkDigest::of(data);
+    let digest = store.codec().chunk_id(data);
     // Claim the digest; a second occurrence in this generation is known without touching disk.
     // If storing it fails, the claim is dropped again (and the ingest fails).
     if !lock(known).insert(digest) {
@@ -400,9 +400,15 @@ fn process(
         Ok(false) => {
             let blob = match compressor {
                 Some(c) => store.codec().encode_with(c, BlobKind::Chunk, data),
-                None => store.codec().encode(BlobKind::Chunk, data),
+                None => store.codec().try_encode(BlobKind::Chunk, data),
             };
-            Stage::Store { digest, blob }
+            match blob {
+                Ok(blob) => Stage::Store { digest, blob },
+                Err(e) => {
+                    lock(known).remove(&digest);
+                    Stage::Done(Err(e))
+                }
+            }
         }
         Err(e) => {
             lock(known).remove(&digest);

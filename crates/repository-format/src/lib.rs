@@ -54,6 +54,9 @@ pub mod format;
 mod fsutil;
 pub mod gc;
 pub mod ingest;
+pub mod key;
+pub mod key_file;
+mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod prune;
@@ -67,12 +70,15 @@ pub mod writer;
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use chunk_store::{ChunkFault, ChunkStore};
-pub use config::{Config, EncryptionMode, InitOptions};
+pub use config::{Config, Encryption, EncryptionMode, InitOptions};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;
 pub use gc::{GcOptions, GcReport};
 pub use ingest::{Area, DiskSource, IngestTuning};
+pub use key::{KeyFingerprint, Passphrase};
+pub use key_file::{KdfParams, KeyFile, KeyId};
+pub use keys::KeyInfo;
 pub use lock::{LockHolder, LockMode, RepositoryLock, TargetLock};
 pub use manifest::{
     BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,

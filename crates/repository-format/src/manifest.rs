@@ -220,9 +220,15 @@ impl Manifest {
         self.disks.iter().find(|d| d.disk.key == key)
     }
 
-    pub(crate) fn encode(&self, codec: &Codec) -> Vec<u8> {
+    pub(crate) fn encode(&self, codec: &Codec) -> Result<Vec<u8>> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        codec.encode(BlobKind::Manifest, &json)
+        codec.try_encode(BlobKind::Manifest, &json)
+    }
+
+    /// The fingerprint of the keys an encrypted repository's generation was written with
+    /// (recorded as `key_fingerprint`; never the key).
+    pub fn key_fingerprint(&self) -> Option<&str> {
+        self.extra.get("key_fingerprint").and_then(|v| v.as_str())
     }
 
     pub(crate) fn decode(path: &Path, bytes: &[u8], codec: &Codec) -> Result<Self> {
@@ -319,7 +325,7 @@ mod tests {
         assert_eq!(back.target.extra["vcenter"], "vc1");
         assert_eq!(serde_json::to_value(&back).unwrap(), v);
         let codec = Codec::new(1, None);
-        let blob = back.encode(&codec);
+        let blob = back.encode(&codec).unwrap();
         let again = Manifest::decode(Path::new("m"), &blob, &codec).unwrap();
         assert_eq!(again, back);
         let mut bad = blob.clone();
@@ -330,13 +336,14 @@ mod tests {
         // Names that would leave the generation folder are refused.
         let mut evil = back.clone();
         evil.disks[0].index_file = "../../../config".into();
-        let err = Manifest::decode(Path::new("m"), &evil.encode(&codec), &codec).unwrap_err();
+        let err =
+            Manifest::decode(Path::new("m"), &evil.encode(&codec).unwrap(), &codec).unwrap_err();
         assert!(err.to_string().contains("plain file name"), "{err}");
         let mut evil = back.clone();
         evil.metadata_files = vec!["/etc/passwd".into()];
-        assert!(Manifest::decode(Path::new("m"), &evil.encode(&codec), &codec).is_err());
+        assert!(Manifest::decode(Path::new("m"), &evil.encode(&codec).unwrap(), &codec).is_err());
         let mut twice = back;
         twice.disks.push(twice.disks[0].clone());
-        assert!(Manifest::decode(Path::new("m"), &twice.encode(&codec), &codec).is_err());
+        assert!(Manifest::decode(Path::new("m"), &twice.encode(&codec).unwrap(), &codec).is_err());
     }
 }

@@ -10,13 +10,15 @@ use time::OffsetDateTime;
 use crate::blob::Codec;
 use crate::catalog::{manifest_stamp, Catalog, CatalogEntry};
 use crate::chunk_store::ChunkStore;
-use crate::config::{Config, InitOptions};
+use crate::config::{Config, EncryptionMode, InitOptions};
 use crate::error::{io_err, Error, Result};
 use crate::fixed_index::FixedIndex;
 use crate::format::{
-    CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, LOCKS_DIR, MANIFEST_FILE, TARGETS_DIR,
+    CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, KEYS_DIR, LOCKS_DIR, MANIFEST_FILE, TARGETS_DIR,
 };
 use crate::fsutil;
+use crate::key::{Key, KeyFingerprint, Passphrase};
+use crate::key_file::{KdfParams, KeyFile, KeyId};
 use crate::lock::{LockMode, RepositoryLock, TargetLock};
 use crate::manifest::{BackupMode, DiskStats, GenerationStatus, Manifest};
 use crate::reader::DiskReader;
@@ -30,6 +32,9 @@ pub struct Repository {
     codec: Codec,
     store: ChunkStore,
     catalog: Option<std::sync::Arc<Catalog>>,
+    /// The key file that unlocked an encrypted repository, and its KDF parameters (the
+    /// default for key files added through this handle).
+    unlocked_by: Option<(KeyId, KdfParams)>,
 }
 
 /// One line of [`Repository::targets`].
@@ -95,13 +100,41 @@ pub(crate) struct GenerationDir {
 }
 
 impl Repository {
-    /// Creates a repository in `path` (which must not exist or be an empty folder).
+    /// Creates an unencrypted repository in `path` (which must not exist or be an empty
+    /// folder). An encrypted one needs [`Repository::init_with`].
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] for bad options, [`Error::NotEmpty`], [`Error::Io`].
+    /// [`Error::InvalidOption`] for bad options, [`Error::PassphraseRequired`] if the options
+    /// ask for encryption, [`Error::NotEmpty`], [`Error::Io`].
     pub fn init(path: impl AsRef<Path>, opts: &InitOptions) -> Result<Repository> {
+        Self::init_with(path, opts, None)
+    }
+
+    /// Creates a repository in `path`; with [`EncryptionMode::Aes256Gcm`], generates random
+    /// master keys and stores them in a first key file wrapped under `passphrase`.
+    ///
+    /// # Errors
+    /// As [`Repository::init`]; [`Error::PassphraseRequired`] for an encrypted repository
+    /// without a passphrase, [`Error::InvalidOption`] for an empty one.
+    pub fn init_with(
+        path: impl AsRef<Path>,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Repository> {
         let root = path.as_ref();
         opts.validate()?;
+        let key = match (opts.encryption, passphrase) {
+            (EncryptionMode::None, _) => None,
+            (EncryptionMode::Aes256Gcm, None) => {
+                return Err(Error::PassphraseRequired {
+                    path: root.to_path_buf(),
+                })
+            }
+            (EncryptionMode::Aes256Gcm, Some(p)) if p.is_empty() => {
+                return Err(Error::InvalidOption("the passphrase is empty".into()))
+            }
+            (EncryptionMode::Aes256Gcm, Some(_)) => Some(Key::generate()?),
+        };
         match fs::read_dir(root) {
             Ok(mut rd) => {
                 if rd.next().is_some() {
@@ -118,17 +151,40 @@ impl Repository {
         for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
             fs::create_dir(root.join(d)).map_err(io_err("create folder", root.join(d)))?;
         }
+        let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        if let (Some(key), Some(pass)) = (&key, passphrase) {
+            let keys = root.join(KEYS_DIR);
+            fs::create_dir(&keys).map_err(io_err("create folder", &keys))?;
+            let file = KeyFile::wrap(KeyId::random()?, config.repository_id, key, pass, opts.kdf)?;
+            fsutil::write_new_atomic(&keys, file.id.as_str(), &file.to_bytes())?;
+        }
         fsutil::sync_dir(root)?;
         // The config goes last: a folder without it is not a repository.
-        Config::new(opts).write(root)?;
-        Self::open(root)
+        config.write(root)?;
+        Self::open_with(root, passphrase)
     }
 
-    /// Opens an existing repository.
+    /// Opens an existing unencrypted repository; an encrypted one needs
+    /// [`Repository::open_with`].
     ///
     /// # Errors
-    /// [`Error::Config`]/[`Error::Blob`]/[`Error::Io`] naming the config file.
+    /// [`Error::Config`]/[`Error::Blob`]/[`Error::Io`] naming the config file;
+    /// [`Error::PassphraseRequired`] for an encrypted repository.
     pub fn open(path: impl AsRef<Path>) -> Result<Repository> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens an existing repository; an encrypted one is unlocked with `passphrase` (tried
+    /// against every key file in `keys/`). A passphrase given for an unencrypted repository
+    /// is ignored.
+    ///
+    /// # Errors
+    /// As [`Repository::open`]; [`Error::WrongPassphrase`] if no key file opens with it,
+    /// [`Error::KeyFile`] if the only key files are damaged or belong to other keys.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Repository> {
         let root = path.as_ref().to_path_buf();
         if !root.join(CONFIG_FILE).exists() {
             return Err(Error::Config {
@@ -145,16 +201,75 @@ impl Repository {
                 });
             }
         }
-        let codec = Codec::new(config.compression_level, None);
+        let (key, unlocked_by) = match (&config.key_fingerprint, passphrase) {
+            (None, _) => (None, None),
+            (Some(_), None) => return Err(Error::PassphraseRequired { path: root }),
+            (Some(fp), Some(p)) => {
+                let (key, id, kdf) = crate::keys::unlock(&root, &config, fp, p)?;
+                (Some(key), Some((id, kdf)))
+            }
+        };
+        let codec = Codec::new(config.compression_level, key);
         let store = ChunkStore::new(root.join(CHUNKS_DIR), codec.clone(), config.chunk_size);
-        let catalog = Catalog::open(&root).map(std::sync::Arc::new);
+        // The catalog caches target names and generation summaries in plain text: an
+        // encrypted repository goes without it.
+        let catalog = if config.encryption == EncryptionMode::None {
+            Catalog::open(&root).map(std::sync::Arc::new)
+        } else {
+            None
+        };
         Ok(Repository {
             root,
             config,
             codec,
             store,
             catalog,
+            unlocked_by,
         })
+    }
+
+    /// True for an encrypted repository.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.key().is_some()
+    }
+
+    /// The fingerprint of an encrypted repository's master keys.
+    pub fn key_fingerprint(&self) -> Option<&KeyFingerprint> {
+        self.codec.key().map(|k| k.fingerprint())
+    }
+
+    pub(crate) fn unlocked_by(&self) -> Option<&(KeyId, KdfParams)> {
+        self.unlocked_by.as_ref()
+    }
+
+    /// The folder name (key) of `identity`'s target in this repository: its plain key
+    /// ([`TargetIdentity::key`]) in an unencrypted repository; in an encrypted one the kind
+    /// prefix followed by 32 hex digits of a keyed hash of the plain key, so folder names do
+    /// not reveal VM names or uuids (`vm-3f9c…`). Use this, not `identity.key()`, to find a
+    /// target's history or to lock it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTargetKey`] if the identity has no usable id.
+    pub fn target_key(&self, identity: &TargetIdentity) -> Result<TargetKey> {
+        let plain = identity.key()?;
+        match self.codec.key() {
+            None => Ok(plain),
+            Some(k) => TargetKey::new(format!(
+                "{}-{}",
+                identity.kind.prefix(),
+                k.target_folder_id(plain.as_str())
+            )),
+        }
+    }
+
+    /// The file name under `metadata/` of the metadata file `name` (the name itself, or in an
+    /// encrypted repository `m-` and 32 hex digits of a keyed hash, since names like
+    /// `web01.vmx` carry the VM name; the manifest holds the real names).
+    pub(crate) fn metadata_file_name(&self, name: &str) -> String {
+        match self.codec.key() {
+            None => name.to_string(),
+            Some(k) => format!("m-{}", k.target_folder_id(&format!("metadata\0{name}"))),
+        }
     }
 
     /// The repository folder.
@@ -461,7 +576,7 @@ impl Repository {
         let path = self
             .generation_dir(key, id)
             .join(crate::format::METADATA_DIR)
-            .join(name);
+            .join(self.metadata_file_name(name));
         let bytes = fsutil::read_limited(&path, crate::writer::METADATA_LIMIT as u64 + 4096)?;
         self.codec
             .decode(
@@ -489,7 +604,7 @@ impl Repository {
         parent: Option<GenerationId>,
     ) -> Result<crate::writer::GenerationWriter> {
         lock.require(self.config.repository_id, "begin_generation", false)?;
-        let key = identity.key()?;
+        let key = self.target_key(&identity)?;
         if target_lock.key() != &key || target_lock.repository_id() != self.config.repository_id {
             return Err(Error::LockRequired {
                 operation: "begin_generation",

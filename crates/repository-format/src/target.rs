@@ -17,7 +17,8 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
-    fn prefix(self) -> &'static str {
+    /// The prefix of this kind's target keys (`vm`, `ivd`, `vapp`).
+    pub fn prefix(self) -> &'static str {
         match self {
             TargetKind::Vm => "vm",
             TargetKind::Ivd => "ivd",

@@ -149,8 +149,8 @@ impl GenerationWriter {
         }
         let mdir = self.dir.join(METADATA_DIR);
         fsutil::create_dir_durable(&mdir)?;
-        let blob = self.repo.codec().encode(BlobKind::Metadata, data);
-        fsutil::write_atomic(&mdir, name, &blob)?;
+        let blob = self.repo.codec().try_encode(BlobKind::Metadata, data)?;
+        fsutil::write_atomic(&mdir, &self.repo.metadata_file_name(name), &blob)?;
         self.metadata.push(name.to_string());
         self.metadata_bytes += data.len() as u64;
         Ok(())
@@ -226,7 +226,10 @@ impl GenerationWriter {
             self.check_inherited_chunks(&index, areas, disk.key)?;
         }
         let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
-        let blob = index.encode(self.repo.codec());
+        let blob = self
+            .repo
+            .codec()
+            .try_encode(BlobKind::Index, &index.payload())?;
         fsutil::write_atomic(&self.dir, &index_file, &blob)?;
         self.disks.push(DiskRecord {
             disk,
@@ -274,8 +277,11 @@ impl GenerationWriter {
     pub fn commit(
         mut self,
         status: GenerationStatus,
-        extra: serde_json::Map<String, serde_json::Value>,
+        mut extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<GenerationId> {
+        if let Some(fp) = self.repo.key_fingerprint() {
+            extra.insert("key_fingerprint".into(), fp.0.clone().into());
+        }
         let finished = OffsetDateTime::now_utc();
         let mut totals = DiskStats::default();
         for d in &self.disks {
@@ -301,7 +307,7 @@ impl GenerationWriter {
             },
             extra,
         };
-        let blob = manifest.encode(self.repo.codec());
+        let blob = manifest.encode(self.repo.codec())?;
         fsutil::write_new_atomic(&self.dir, MANIFEST_FILE, &blob)?;
         self.done = true;
         let marker = self.dir.join(INCOMPLETE_MARKER);

@@ -54,8 +54,8 @@ fn exclusive_excludes_shared_and_names_the_holder() {
 fn one_backup_per_target() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let k1 = identity("a").key().unwrap();
-    let k2 = identity("b").key().unwrap();
+    let k1 = repo.target_key(&identity("a")).unwrap();
+    let k2 = repo.target_key(&identity("b")).unwrap();
     let l1 = repo.lock_target(&k1, Duration::ZERO).unwrap();
     let _l2 = repo.lock_target(&k2, Duration::ZERO).unwrap();
     assert!(matches!(
@@ -75,7 +75,7 @@ fn one_backup_per_target() {
     let wrong = repo.lock_target(&k2, Duration::from_millis(50));
     assert!(wrong.is_err());
     let l3 = repo
-        .lock_target(&identity("c").key().unwrap(), Duration::ZERO)
+        .lock_target(&repo.target_key(&identity("c")).unwrap(), Duration::ZERO)
         .unwrap();
     assert!(matches!(
         repo.begin_generation(&lock, l3, identity("d"), BackupMode::Full, None),
@@ -90,7 +90,7 @@ fn lock_child_helper() {
         return;
     };
     let root = PathBuf::from(root);
-    let repo = Repository::open(root.join("repo")).unwrap();
+    let repo = reopen(&root.join("repo"));
     let _x = repo.lock_exclusive(Duration::from_secs(5)).unwrap();
     std::fs::write(root.join("locked"), b"1").unwrap();
     let t = Instant::now();

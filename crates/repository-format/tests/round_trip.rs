@@ -21,7 +21,7 @@ fn full_backup_restores_byte_for_byte_with_short_tail() {
     assert_eq!(restore(&repo, "web01", g), data);
 
     // random access across chunk borders and at the tail
-    let key = identity("web01").key().unwrap();
+    let key = repo.target_key(&identity("web01")).unwrap();
     let mut r = repo.disk_reader(&key, g, 2000).unwrap();
     for (off, len) in [
         (0u64, 1usize),
@@ -95,7 +95,7 @@ fn areas_outside_the_disk_are_rejected() {
     let repo = repo(dir.path());
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let id = identity("x");
-    let key = id.key().unwrap();
+    let key = repo.target_key(&id).unwrap();
     let mut w = repo
         .begin_generation(
             &lock,
@@ -152,7 +152,7 @@ fn source_errors_name_disk_and_offset() {
     let repo = repo(dir.path());
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let id = identity("x");
-    let key = id.key().unwrap();
+    let key = repo.target_key(&id).unwrap();
     let mut w = repo
         .begin_generation(
             &lock,
@@ -213,7 +213,7 @@ proptest! {
         }
         prop_assert_eq!(restore(&repo, "vm", g2), child);
         prop_assert_eq!(restore(&repo, "vm", g1), parent);
-        let key = identity("vm").key().unwrap();
+        let key = repo.target_key(&identity("vm")).unwrap();
         let m = repo.manifest(&key, g2).unwrap();
         prop_assert_eq!(m.parent, Some(g1));
         prop_assert_eq!(m.mode, BackupMode::Incremental);
@@ -238,7 +238,7 @@ fn targets_resolve_by_key_or_current_name() {
     let data = disk_bytes(CS as usize, 1);
     backup(&repo, "web01", &data, None);
     backup(&repo, "db01", &data, None);
-    let key = identity("web01").key().unwrap();
+    let key = repo.target_key(&identity("web01")).unwrap();
     assert_eq!(repo.resolve_target(TargetKind::Vm, "web01").unwrap(), key);
     assert_eq!(
         repo.resolve_target(TargetKind::Vm, key.as_str()).unwrap(),
@@ -252,7 +252,7 @@ fn targets_resolve_by_key_or_current_name() {
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let mut other = identity("db01");
     other.name = "web01".into();
-    let k2 = other.key().unwrap();
+    let k2 = repo.target_key(&other).unwrap();
     let w = repo
         .begin_generation(
             &lock,
@@ -280,7 +280,7 @@ fn writer_rejects_bad_input_with_specific_errors() {
     let repo = repo(dir.path());
     let data = disk_bytes(CS as usize * 4, 9);
     let (g1, _) = backup(&repo, "vm", &data, None);
-    let key = identity("vm").key().unwrap();
+    let key = repo.target_key(&identity("vm")).unwrap();
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let mut w = repo
         .begin_generation(
@@ -375,7 +375,7 @@ fn partial_generation_is_not_latest_successful() {
     let repo = repo(dir.path());
     let data = disk_bytes(CS as usize * 2, 3);
     let (g1, _) = backup(&repo, "vm", &data, None);
-    let key = identity("vm").key().unwrap();
+    let key = repo.target_key(&identity("vm")).unwrap();
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let w = repo
         .begin_generation(

@@ -7,15 +7,45 @@ use repository_format::*;
 
 pub const CS: u32 = 64 * 1024;
 
+/// The passphrase of the test repositories that are encrypted.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A test repository; encrypted when `SAFEKEEPING_TEST_ENCRYPTED=1` (the whole suite then
+/// runs again under encryption: `SAFEKEEPING_TEST_ENCRYPTED=1 cargo test -p repository-format`).
 pub fn repo(dir: &std::path::Path) -> Repository {
-    Repository::init(
-        dir.join("repo"),
+    if std::env::var_os("SAFEKEEPING_TEST_ENCRYPTED").is_some_and(|v| v == "1") {
+        encrypted_repo(&dir.join("repo"))
+    } else {
+        Repository::init(
+            dir.join("repo"),
+            &InitOptions {
+                chunk_size: CS,
+                compression_level: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+}
+
+/// An encrypted repository at `root` (cheap KDF parameters: tests only).
+pub fn encrypted_repo(root: &std::path::Path) -> Repository {
+    Repository::init_with(
+        root,
         &InitOptions {
             chunk_size: CS,
             compression_level: 1,
+            encryption: Encryption::Aes256Gcm,
+            kdf: KdfParams::insecure_for_tests(),
         },
+        Some(&Passphrase::from(PASSPHRASE)),
     )
     .unwrap()
+}
+
+/// Opens a test repository again (with the passphrase if it is encrypted).
+pub fn reopen(root: &std::path::Path) -> Repository {
+    Repository::open_with(root, Some(&Passphrase::from(PASSPHRASE))).unwrap()
 }
 
 pub fn identity(name: &str) -> TargetIdentity {
@@ -58,7 +88,7 @@ pub fn backup(
 ) -> (GenerationId, DiskStats) {
     let lock = repo.lock_shared(Duration::from_secs(5)).unwrap();
     let id = identity(name);
-    let key = id.key().unwrap();
+    let key = repo.target_key(&id).unwrap();
     let tl = repo.lock_target(&key, Duration::from_secs(5)).unwrap();
     let (mode, parent) = match base {
         Some((p, _)) => (BackupMode::Incremental, Some(p)),
@@ -91,7 +121,7 @@ pub fn backup(
 }
 
 pub fn restore(repo: &Repository, name: &str, g: GenerationId) -> Vec<u8> {
-    let key = identity(name).key().unwrap();
+    let key = repo.target_key(&identity(name)).unwrap();
     let mut r = repo.disk_reader(&key, g, 2000).unwrap();
     let mut out = vec![0u8; r.capacity() as usize];
     r.read_at(0, &mut out).unwrap();

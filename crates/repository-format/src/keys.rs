@@ -1,0 +1,288 @@
+//! Key management of an encrypted repository: unlocking, and adding, re-wrapping, exporting,
+//! listing and removing key files.
+//!
+//! Every change is one atomic file operation (a new file created exclusively, a file replaced
+//! by rename, or one unlink), made under `locks/keys.lock`, so the repository always has at
+//! least one complete key file: a new passphrase is a new file written before anything else
+//! changes, and the last key file that opens the repository's keys cannot be removed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::error::{io_err, Error, Result};
+use crate::format::{KEYS_DIR, KEYS_LOCK, LOCKS_DIR, TEMP_PREFIX};
+use crate::fsutil;
+use crate::key::{Key, KeyFingerprint, Passphrase};
+use crate::key_file::{KdfParams, KeyFile, KeyId, KEY_FILE_LIMIT};
+use crate::repository::Repository;
+
+/// One line of [`Repository::key_list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The key file's id (its name under `keys/`).
+    pub id: KeyId,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Its Argon2id parameters.
+    pub kdf: KdfParams,
+    /// True for the key file that unlocked this handle.
+    pub current: bool,
+}
+
+/// A key file found in `keys/`: parsed and checked to belong to this repository and keys.
+struct Found {
+    path: PathBuf,
+    file: KeyFile,
+}
+
+/// Reads every key file of the repository. Files that do not parse or belong elsewhere are
+/// returned as errors next to the good ones.
+fn scan(root: &Path, config: &Config, fp: &KeyFingerprint) -> Result<(Vec<Found>, Vec<Error>)> {
+    let dir = root.join(KEYS_DIR);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let entries = match fsutil::list_dir(&dir) {
+        Ok(e) => e,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    for (name, path) in entries {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let file = match fsutil::read_limited(&path, KEY_FILE_LIMIT)
+            .and_then(|bytes| KeyFile::parse(&path, &bytes))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                bad.push(e);
+                continue;
+            }
+        };
+        let reason = if file.id.as_str() != name {
+            Some(format!(
+                "holds key {}; rename it to keys/{}",
+                file.id, file.id
+            ))
+        } else if file.repository_id != config.repository_id {
+            Some(format!("belongs to repository {}", file.repository_id))
+        } else if &file.key_fingerprint != fp {
+            Some(format!(
+                "wraps keys {}, the repository's are {fp}",
+                file.key_fingerprint
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => bad.push(Error::KeyFile { path, reason }),
+            None => good.push(Found { path, file }),
+        }
+    }
+    good.sort_by(|a, b| a.file.id.cmp(&b.file.id));
+    Ok((good, bad))
+}
+
+/// For `check`: how many good key files there are and what is wrong with the others.
+pub(crate) fn scan_for_check(
+    root: &Path,
+    config: &Config,
+    fp: &KeyFingerprint,
+) -> Result<(usize, Vec<Error>)> {
+    let (good, bad) = scan(root, config, fp)?;
+    Ok((good.len(), bad))
+}
+
+/// Unlocks the repository's keys with `passphrase`, trying every key file.
+pub(crate) fn unlock(
+    root: &Path,
+    config: &Config,
+    fp: &KeyFingerprint,
+    passphrase: &Passphrase,
+) -> Result<(Key, KeyId, KdfParams)> {
+    let (good, mut bad) = scan(root, config, fp)?;
+    for f in &good {
+        if let Some(key) = f.file.unwrap_key(&f.path, passphrase)? {
+            return Ok((key, f.file.id.clone(), f.file.kdf_params()));
+        }
+    }
+    if !good.is_empty() {
+        return Err(Error::WrongPassphrase {
+            dir: root.join(KEYS_DIR),
+            tried: good.len(),
+        });
+    }
+    if !bad.is_empty() {
+        return Err(bad.swap_remove(0));
+    }
+    Err(Error::KeyFile {
+        path: root.join(KEYS_DIR),
+        reason: "no key file: copy an exported key file to keys/<its id> (without a key file \
+                 the repository cannot be read)"
+            .into(),
+    })
+}
+
+/// The exclusive lock serialising key changes; released on drop.
+struct KeysLock(fs::File);
+
+impl KeysLock {
+    fn take(repo: &Repository) -> Result<KeysLock> {
+        use fs2::FileExt;
+        let path = repo.root().join(LOCKS_DIR).join(KEYS_LOCK);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        f.lock_exclusive().map_err(io_err("lock", &path))?;
+        Ok(KeysLock(f))
+    }
+}
+
+impl Drop for KeysLock {
+    fn drop(&mut self) {
+        let _ = fs2::FileExt::unlock(&self.0);
+    }
+}
+
+impl Repository {
+    fn keys_context(&self) -> Result<&KeyFingerprint> {
+        self.key_fingerprint()
+            .ok_or_else(|| Error::NotEncrypted(self.root().to_path_buf()))
+    }
+
+    /// The key file `current` opens (the passphrase is proven, not trusted).
+    fn find_key_file(&self, current: &Passphrase) -> Result<Found> {
+        let fp = self.keys_context()?;
+        let (good, _) = scan(self.root(), self.config(), fp)?;
+        let tried = good.len();
+        for f in good {
+            if f.file.unwrap_key(&f.path, current)?.is_some() {
+                return Ok(f);
+            }
+        }
+        Err(Error::WrongPassphrase {
+            dir: self.root().join(KEYS_DIR),
+            tried,
+        })
+    }
+
+    /// The key files of the repository.
+    ///
+    /// # Errors
+    /// [`Error::NotEncrypted`], [`Error::Io`].
+    pub fn key_list(&self) -> Result<Vec<KeyInfo>> {
+        let fp = self.keys_context()?;
+        let (good, bad) = scan(self.root(), self.config(), fp)?;
+        for e in &bad {
+            tracing::warn!(error = %e, "ignoring a file in keys/");
+        }
+        let current = self.unlocked_by().map(|(id, _)| id);
+        Ok(good
+            .into_iter()
+            .map(|f| KeyInfo {
+                current: Some(&f.file.id) == current,
+                kdf: f.file.kdf_params(),
+                created: f.file.created,
+                id: f.file.id,
+            })
+            .collect())
+    }
+
+    /// Adds a key file wrapping the repository's keys under `new` (with the KDF parameters
+    /// of the key file `current` opens); returns its id. Both passphrases then work.
+    ///
+    /// # Errors
+    /// [`Error::WrongPassphrase`] if `current` opens no key file, [`Error::InvalidOption`]
+    /// for an empty `new`, [`Error::NotEncrypted`], [`Error::Io`].
+    pub fn key_add(&self, current: &Passphrase, new: &Passphrase) -> Result<KeyId> {
+        let _lock = KeysLock::take(self)?;
+        let found = self.find_key_file(current)?;
+        let key = self.codec().key().expect("encrypted repository has a key");
+        let id = KeyId::random()?;
+        let file = KeyFile::wrap(
+            id.clone(),
+            self.config().repository_id,
+            key,
+            new,
+            found.file.kdf_params(),
+        )?;
+        fsutil::write_new_atomic(&self.root().join(KEYS_DIR), id.as_str(), &file.to_bytes())?;
+        tracing::info!(key = %id, "key file added");
+        Ok(id)
+    }
+
+    /// Changes the passphrase of the key file `current` opens to `new`: the file is rewritten
+    /// (fresh salt and nonce) and atomically replaced, keeping its id, which is returned.
+    ///
+    /// # Errors
+    /// As [`Repository::key_add`].
+    pub fn key_passwd(&self, current: &Passphrase, new: &Passphrase) -> Result<KeyId> {
+        let _lock = KeysLock::take(self)?;
+        let found = self.find_key_file(current)?;
+        let key = self.codec().key().expect("encrypted repository has a key");
+        let id = found.file.id.clone();
+        let file = KeyFile::wrap(
+            id.clone(),
+            self.config().repository_id,
+            key,
+            new,
+            found.file.kdf_params(),
+        )?;
+        // Verify the new file before it replaces the old one.
+        let bytes = file.to_bytes();
+        let check = KeyFile::parse(&found.path, &bytes)?;
+        if check.unwrap_key(&found.path, new)?.as_ref() != Some(key) {
+            return Err(Error::KeyFile {
+                path: found.path,
+                reason: "the rewritten key file does not open with the new passphrase".into(),
+            });
+        }
+        fsutil::write_atomic(&self.root().join(KEYS_DIR), id.as_str(), &bytes)?;
+        tracing::info!(key = %id, "key file passphrase changed");
+        Ok(id)
+    }
+
+    /// The content of the key file `current` opens, to keep offline (it stays protected by
+    /// that passphrase). Without any key file the repository cannot be read: export one.
+    ///
+    /// # Errors
+    /// As [`Repository::key_add`].
+    pub fn key_export(&self, current: &Passphrase) -> Result<Vec<u8>> {
+        let found = self.find_key_file(current)?;
+        Ok(found.file.to_bytes())
+    }
+
+    /// Removes the key file `id`. Refused if no other key file of these keys would remain.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyRemoveRefused`], [`Error::NotEncrypted`],
+    /// [`Error::Io`].
+    pub fn key_remove(&self, id: &KeyId) -> Result<()> {
+        let fp = self.keys_context()?;
+        let _lock = KeysLock::take(self)?;
+        let (good, _) = scan(self.root(), self.config(), fp)?;
+        let Some(target) = good.iter().find(|f| &f.file.id == id) else {
+            return Err(Error::KeyNotFound(id.to_string()));
+        };
+        if good.len() < 2 {
+            return Err(Error::KeyRemoveRefused {
+                id: id.to_string(),
+                reason: "it is the repository's last key file (add another one first)".into(),
+            });
+        }
+        fs::remove_file(&target.path).map_err(io_err("remove", &target.path))?;
+        fsutil::sync_dir(&self.root().join(KEYS_DIR))?;
+        tracing::info!(key = %id, "key file removed");
+        Ok(())
+    }
+}
