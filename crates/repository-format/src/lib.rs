@@ -5,6 +5,8 @@
 //! ```text
 //! config                                   K blob: format version, id, chunk size, hash, compression, encryption
 //! chunks/<4 hex>/<64 hex>                  C blobs, named by the SHA-256 of their content
+//!                                          (encrypted: HMAC-SHA-256 under the chunk-id key)
+//! keys/<key id>                            encrypted only: master keys wrapped under a passphrase
 //! targets/<target key>/gen-NNNNNN/         one folder per generation
 //!     manifest                             M blob (JSON); its presence commits the generation
 //!     disk-<device key>.fidx               I blob: fixed index, one digest per chunk
@@ -17,6 +19,14 @@
 //! Every file is written once (temp file, fsync, rename, fsync of the folder) and verified on
 //! every read (CRC32 of the blob, SHA-256 of index lists and chunks).
 //!
+//! An encrypted repository ([`InitOptions::encryption`], [`Repository::init_with`] and
+//! [`Repository::open_with`] with a [`Passphrase`]) seals every blob but the config with
+//! AES-256-GCM, names chunks, target folders and metadata files by keyed hashes, and keeps its
+//! keys wrapped in key files under `keys/` ([`key`], [`key_file`]; key management on
+//! [`Repository`]: `key_add`, `key_passwd`, `key_export`, `key_list`, `key_remove`). Callers
+//! name targets with [`Repository::target_key`], which is the plain key only in unencrypted
+//! repositories.
+//!
 //! # Example
 //! ```
 //! use repository_format::*;
@@ -28,7 +38,7 @@
 //! let lock = repo.lock_shared(Duration::from_secs(5))?;
 //! let mut id = TargetIdentity::new(TargetKind::Vm, "web01");
 //! id.instance_uuid = Some("5012abcd-0000-1111-2222-333344445555".into());
-//! let key = id.key()?;
+//! let key = repo.target_key(&id)?;
 //! let mut w = repo.begin_generation(&lock, repo.lock_target(&key, Duration::ZERO)?, id, BackupMode::Full, None)?;
 //! let mut disk = MemorySource::new(vec![7u8; 200_000]);
 //! w.ingest_disk(DiskDescriptor::new(2000, 200_000), None, &[Area::new(0, 200_000)], &mut disk, &|_| {})?;
