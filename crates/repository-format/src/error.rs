@@ -232,7 +232,7 @@ pub enum Error {
     #[error("random number generator failed: {0}")]
     Random(String),
     /// The repository is encrypted and no passphrase was given.
-    #[error("repository {path} is encrypted: a passphrase is needed (safekeeping reads it from the SAFEKEEPING_PASSPHRASE environment variable, or from the file named by --passphrase-file or [repository] passphrase_file in the config file)")]
+    #[error("repository {path} is encrypted: its passphrase is needed to open it (the safekeeping command reads it from the environment or from a passphrase file, never from its arguments)")]
     PassphraseRequired {
         /// The repository folder.
         path: PathBuf,
