@@ -41,6 +41,7 @@ pub const HARNESSES: &[Harness] = &[
     h("repo_fixed_index", repository::fixed_index),
     h("repo_manifest", repository::manifest),
     h("repo_config", repository::config),
+    h("repo_key_file", repository::key_file),
     h("vmdk_descriptor", descriptor::vmdk_descriptor),
     #[cfg(feature = "vim")]
     h("soap_response", soap::response),

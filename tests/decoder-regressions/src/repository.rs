@@ -6,7 +6,9 @@ use std::path::Path;
 use repository_format::blob::{self, BlobError, BlobKind, Codec};
 use repository_format::format::{BLOB_HEADER_LEN, INDEX_HEADER_LEN};
 use repository_format::target::TargetKey;
-use repository_format::{ChunkDigest, Config, Error, FixedIndex, GenerationId, Manifest};
+use repository_format::{
+    ChunkDigest, Config, Error, FixedIndex, GenerationId, KeyFile, Manifest, Passphrase,
+};
 use sha2::{Digest as _, Sha256};
 
 use crate::input::Input;
@@ -63,7 +65,38 @@ pub fn blob(data: &[u8]) {
         Err(_) => {}
     }
 
-    // 2. The bytes as a payload: round trip at every compression setting.
+    // 2. The same bytes under a key: only authentic blobs decode.
+    let keyed = Codec::new(1, Some(test_key()));
+    if let Ok(out) = keyed.decode(kind, bytes, limit) {
+        assert!(out.len() <= limit);
+    }
+
+    // 3. The bytes as a payload: round trip at every compression setting, plain and encrypted.
+    let sealed = keyed.encode(kind, bytes);
+    assert_eq!(
+        keyed.decode(kind, &sealed, bytes.len()).as_deref(),
+        Ok(bytes),
+        "encrypted round trip"
+    );
+    assert!(
+        codec.decode(kind, &sealed, bytes.len()).is_err(),
+        "decoded without the key"
+    );
+    for at in [
+        0,
+        5,
+        16,
+        BLOB_HEADER_LEN,
+        sealed.len() / 2,
+        sealed.len() - 1,
+    ] {
+        let mut tampered = sealed.clone();
+        tampered[at] ^= 0x20;
+        assert!(
+            keyed.decode(kind, &tampered, bytes.len()).is_err(),
+            "tampered byte {at} of an encrypted blob undetected"
+        );
+    }
     for level in [0, 1] {
         let encoded = Codec::new(level, None).encode(kind, bytes);
         let back = codec
@@ -102,6 +135,13 @@ pub fn blob(data: &[u8]) {
             );
         }
     }
+}
+
+/// One random key per process.
+fn test_key() -> repository_format::Key {
+    static KEY: std::sync::OnceLock<repository_format::Key> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| repository_format::Key::generate().expect("random key"))
+        .clone()
 }
 
 /// Fixed index: arbitrary bytes are refused or decode to an index that encodes back to an
@@ -291,5 +331,68 @@ pub fn config(data: &[u8]) {
         }
         Err(Error::Config { .. } | Error::Blob { .. }) => {}
         Err(other) => panic!("unexpected error kind for a bad config: {other}"),
+    }
+}
+
+/// Key files (`keys/<id>`, JSON wrapping the master keys under an Argon2id-derived key), read
+/// through `Repository::open_with` on an encrypted repository: a hostile or damaged key file
+/// is an error naming it (or is skipped when another file unlocks), never a panic; a parsed key
+/// file serialises back to itself.
+///
+/// Input: mode byte (0: the file alone under a fixed name; 1: beside the genuine key file;
+/// 2: JSON whose id, repository id and fingerprint are set to the genuine file's, with the
+/// key derivation made cheap, alone), then the bytes.
+pub fn key_file(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mode = input.byte() % 3;
+    let mut bytes = input.rest().to_vec();
+    let path = Path::new("keys/fuzz");
+    if let Ok(f) = KeyFile::parse(path, &bytes) {
+        let again = KeyFile::parse(path, &f.to_bytes())
+            .unwrap_or_else(|e| panic!("serialised key file does not parse: {e}"));
+        assert_eq!(again, f, "key file round trip");
+    }
+    let s = scratch();
+    let keys = s.encrypted_root.join("keys");
+    for e in std::fs::read_dir(&keys).expect("keys folder").flatten() {
+        std::fs::remove_file(e.path()).expect("remove key file");
+    }
+    let (genuine_name, genuine_bytes) = &s.genuine_key;
+    let mut name = "0123456789abcdef".to_string();
+    match mode {
+        0 => {}
+        1 => std::fs::write(keys.join(genuine_name), genuine_bytes).expect("write key file"),
+        _ => {
+            let genuine: serde_json::Value =
+                serde_json::from_slice(genuine_bytes).expect("genuine key file is JSON");
+            if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(&bytes) {
+                for field in ["id", "repository_id", "key_fingerprint", "key_file_version"] {
+                    map.insert(field.into(), genuine[field].clone());
+                }
+                if let Some(serde_json::Value::Object(kdf)) = map.get_mut("kdf") {
+                    // Keep each attempt cheap: the bounds themselves are checked by the crate.
+                    kdf.insert("memory_kib".into(), 8.into());
+                    kdf.insert("iterations".into(), 1.into());
+                    kdf.insert("parallelism".into(), 1.into());
+                }
+                bytes = serde_json::to_vec(&map).expect("json");
+                name = genuine_name.clone();
+            }
+        }
+    }
+    std::fs::write(keys.join(&name), &bytes).expect("write key file");
+    let passphrase = Passphrase::from_bytes(crate::scratch::PASSPHRASE.to_vec());
+    match repository_format::Repository::open_with(&s.encrypted_root, Some(&passphrase)) {
+        Ok(repo) => {
+            // Unlocked: by the genuine file, or by fuzz bytes that wrap the same keys.
+            assert!(repo.config().encryption != repository_format::EncryptionMode::None);
+        }
+        Err(
+            Error::KeyFile { .. }
+            | Error::WrongPassphrase { .. }
+            | Error::InvalidOption(_)
+            | Error::Config { .. },
+        ) => {}
+        Err(other) => panic!("unexpected error kind for a bad key file: {other}"),
     }
 }

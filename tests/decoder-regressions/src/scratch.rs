@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use repository_format::{InitOptions, Repository};
+use repository_format::{EncryptionMode, InitOptions, KdfParams, Passphrase, Repository};
 
 const PREFIX: &str = "decoder-regressions-";
 
@@ -18,7 +18,15 @@ pub(crate) struct Scratch {
     pub(crate) repo: Repository,
     /// A folder laid out as a repository whose `config` the config harness replaces.
     pub(crate) config_root: PathBuf,
+    /// An encrypted repository (passphrase [`PASSPHRASE`]) whose `keys/` the key file
+    /// harness replaces.
+    pub(crate) encrypted_root: PathBuf,
+    /// The genuine key file of the encrypted repository: (file name, bytes).
+    pub(crate) genuine_key: (String, Vec<u8>),
 }
+
+/// Passphrase of the scratch encrypted repository.
+pub(crate) const PASSPHRASE: &[u8] = b"correct horse battery staple";
 
 /// The scratch folders, locked: harnesses run from parallel test threads share them.
 pub(crate) fn scratch() -> MutexGuard<'static, Scratch> {
@@ -40,7 +48,31 @@ fn create() -> Scratch {
     for d in ["chunks", "targets", "locks"] {
         std::fs::create_dir_all(config_root.join(d)).expect("scratch folders");
     }
-    Scratch { repo, config_root }
+    let encrypted_root = root.join("encrypted");
+    let options = InitOptions {
+        encryption: EncryptionMode::Aes256Gcm,
+        kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
+    };
+    let passphrase = Passphrase::from_bytes(PASSPHRASE.to_vec());
+    Repository::init_with(&encrypted_root, &options, Some(&passphrase))
+        .expect("scratch encrypted repo");
+    let keys = encrypted_root.join("keys");
+    let genuine_key = std::fs::read_dir(&keys)
+        .expect("keys folder")
+        .flatten()
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).expect("key file");
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .next()
+        .expect("one key file");
+    Scratch {
+        repo,
+        config_root,
+        encrypted_root,
+        genuine_key,
+    }
 }
 
 /// Removes scratch folders whose process no longer runs.

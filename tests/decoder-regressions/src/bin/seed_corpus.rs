@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use repository_format::blob::{BlobKind, Codec};
 use repository_format::{
-    Area, BackupMode, DiskDescriptor, GenerationStatus, InitOptions, MemorySource, Repository,
-    TargetIdentity, TargetKind,
+    Area, BackupMode, DiskDescriptor, EncryptionMode, GenerationStatus, InitOptions, KdfParams,
+    MemorySource, Passphrase, Repository, TargetIdentity, TargetKind,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -116,6 +116,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     drop(lock);
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    // A genuine key file of an encrypted repository.
+    let options = InitOptions {
+        encryption: EncryptionMode::Aes256Gcm,
+        kdf: KdfParams::insecure_for_tests(),
+        ..Default::default()
+    };
+    Repository::init_with(
+        &tmp,
+        &options,
+        Some(&Passphrase::from_bytes(b"seed".to_vec())),
+    )?;
+    for entry in walk(&tmp.join("keys"))? {
+        let bytes = std::fs::read(&entry)?;
+        put("repo_key_file", "alone", &prefixed(0, &bytes))?;
+        put("repo_key_file", "beside", &prefixed(1, &bytes))?;
+        put("repo_key_file", "patched", &prefixed(2, &bytes))?;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 
     // Recorded vCenter responses.
