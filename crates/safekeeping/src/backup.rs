@@ -172,7 +172,8 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     identity
         .extra
         .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
-    let key = identity.key()?;
+    // The repository names the target's folder (keyed when the repository is encrypted).
+    let key = ctx.repo.target_key(&identity)?;
 
     let repo = ctx.repo.clone();
     let wait = crate::repo::lock_wait(&ctx.config);

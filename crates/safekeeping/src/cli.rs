@@ -58,9 +58,17 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// Create an empty repository at the configured path.
-    Init,
+    Init(InitArgs),
     /// Rebuild the repository's catalog from its manifests.
     Reindex,
+}
+
+/// `repo init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Encrypt everything stored (AES-256-GCM) under the configured passphrase.
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 /// `backup`

@@ -14,6 +14,9 @@ use vim_client::Secret;
 pub const CONFIG_ENV: &str = "SAFEKEEPING_CONFIG";
 /// Environment variable holding the vCenter password (takes precedence over `password_file`).
 pub const PASSWORD_ENV: &str = "SAFEKEEPING_PASSWORD";
+/// Environment variable holding the repository passphrase (takes precedence over
+/// `repository.passphrase_file`).
+pub const PASSPHRASE_ENV: &str = "SAFEKEEPING_REPOSITORY_PASSPHRASE";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +76,10 @@ pub struct VddkConfig {
 pub struct RepositoryConfig {
     /// Directory of the repository.
     pub path: PathBuf,
+    /// File holding the passphrase of an encrypted repository (or
+    /// `SAFEKEEPING_REPOSITORY_PASSPHRASE`; never on the command line).
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `[defaults]`
@@ -236,6 +243,9 @@ impl Config {
             }
         }
         fix(&mut self.repository.path);
+        if let Some(p) = self.repository.passphrase_file.as_mut() {
+            fix(p);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -320,6 +330,36 @@ impl Config {
             });
         }
         Ok(Secret::new(line))
+    }
+}
+
+impl Config {
+    /// The repository passphrase, if one is configured (`SAFEKEEPING_REPOSITORY_PASSPHRASE`,
+    /// then `repository.passphrase_file`, which gets the same permission check as the
+    /// password file).
+    ///
+    /// # Errors
+    /// [`ConfigError::PasswordFile`] when the file cannot be read or is empty.
+    pub fn passphrase(&self) -> Result<Option<repository_format::Passphrase>, ConfigError> {
+        if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
+            if !p.is_empty() {
+                return Ok(Some(repository_format::Passphrase::from(p)));
+            }
+        }
+        let Some(path) = &self.repository.passphrase_file else {
+            return Ok(None);
+        };
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
+        warn_if_shared(path, &meta);
+        repository_format::Passphrase::read_file(path)
+            .map(Some)
+            .map_err(|e| ConfigError::PasswordFile {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })
     }
 }
 

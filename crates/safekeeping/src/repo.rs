@@ -21,7 +21,14 @@ pub fn open(config: &Config) -> Result<Repository> {
             path.display()
         )));
     }
-    Ok(Repository::open(path)?)
+    let passphrase = config.passphrase()?;
+    Repository::open_with(path, passphrase.as_ref()).map_err(|e| match e {
+        repository_format::Error::PassphraseRequired { .. } => Error::Other(format!(
+            "the repository at {} is encrypted: set repository.passphrase_file in the configuration or SAFEKEEPING_REPOSITORY_PASSPHRASE",
+            path.display()
+        )),
+        other => other.into(),
+    })
 }
 
 /// How long to wait for locks.

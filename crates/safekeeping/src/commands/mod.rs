@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
 /// Commands that only touch the repository; they block on file I/O and locks.
 fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
     match command {
-        Command::Repo(RepoCommand::Init) => repo::init(config),
+        Command::Repo(RepoCommand::Init(a)) => repo::init(config, a.encrypt),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),

@@ -1,10 +1,10 @@
 //! `repo init` and `repo reindex`.
 
-use repository_format::{InitOptions, Repository};
+use repository_format::{EncryptionMode, InitOptions, Repository};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
@@ -13,21 +13,37 @@ use crate::report::Report;
 ///
 /// # Errors
 /// When the folder exists and is not empty, or cannot be written.
-pub fn init(config: &Config) -> Result<Report> {
+pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
+    let passphrase = if encrypt {
+        Some(config.passphrase()?.ok_or_else(|| {
+            Error::Other(
+                "--encrypt needs a passphrase: set repository.passphrase_file in the configuration or SAFEKEEPING_REPOSITORY_PASSPHRASE".into(),
+            )
+        })?)
+    } else {
+        None
+    };
     let opts = InitOptions {
         compression_level: config.defaults.compression_level,
+        encryption: if encrypt {
+            EncryptionMode::Aes256Gcm
+        } else {
+            EncryptionMode::None
+        },
         ..InitOptions::default()
     };
-    let r = Repository::init(&config.repository.path, &opts)?;
+    let r = Repository::init_with(&config.repository.path, &opts, passphrase.as_ref())?;
     let c = r.config();
     let doc = json!({
         "path": config.repository.path,
         "repository_id": c.repository_id,
         "chunk_size": c.chunk_size,
         "compression_level": c.compression_level,
+        "encrypted": r.is_encrypted(),
     });
     let text = format!(
-        "created repository {} at {} (chunk size {} KiB, zstd level {})\n",
+        "created {}repository {} at {} (chunk size {} KiB, zstd level {})\n",
+        if r.is_encrypted() { "encrypted " } else { "" },
         c.repository_id,
         config.repository.path.display(),
         c.chunk_size / 1024,
