@@ -215,7 +215,11 @@ impl Device {
         let kind = if type_name == "VirtualDisk" {
             let capacity = e
                 .parse_at::<u64>("capacityInBytes")
-                .or_else(|| e.parse_at::<u64>("capacityInKB").map(|kb| kb * 1024))
+                // A capacity in KiB too large for bytes is malformed, like unparsable text.
+                .or_else(|| {
+                    e.parse_at::<u64>("capacityInKB")
+                        .and_then(|kb| kb.checked_mul(1024))
+                })
                 .unwrap_or(0);
             DeviceKind::Disk(VirtualDisk {
                 capacity_in_bytes: capacity,

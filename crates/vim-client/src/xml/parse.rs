@@ -8,12 +8,17 @@ use super::element::{Attribute, Element, QName};
 use super::NS_XSI;
 use crate::error::Error;
 
+/// Deepest element nesting accepted. Real VIM responses nest about 15 levels; the limit keeps
+/// the recursive code over trees (drop, clone, the writer, the typed views) far from the end
+/// of a 2 MiB thread stack whatever a server sends.
+pub const MAX_DEPTH: usize = 512;
+
 /// Parses a whole document and returns its root element.
 ///
 /// # Errors
 ///
-/// [`Error::Xml`] when the document is not well-formed, uses an undeclared prefix, or has no
-/// root element.
+/// [`Error::Xml`] when the document is not well-formed, uses an undeclared prefix, has no
+/// root element, or nests elements deeper than [`MAX_DEPTH`].
 pub fn parse(input: &[u8]) -> Result<Element, Error> {
     let mut reader = NsReader::from_reader(input);
     reader.config_mut().trim_text(false);
@@ -26,6 +31,11 @@ pub fn parse(input: &[u8]) -> Result<Element, Error> {
             .map_err(|e| Error::Xml(format!("at byte {position}: {e}")))?;
         match event {
             Event::Start(start) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(Error::Xml(format!(
+                        "elements nested deeper than {MAX_DEPTH} levels at byte {position}"
+                    )));
+                }
                 let element = open(&reader, &start)?;
                 stack.push(element);
             }
