@@ -243,6 +243,13 @@ fn incremental_changes(size: u64) -> Vec<u64> {
     v
 }
 
+/// The passphrase of the benchmark's encrypted repositories, when they are encrypted.
+fn bench_passphrase() -> Option<Passphrase> {
+    std::env::var_os("SAFEKEEPING_BENCH_ENCRYPTED")
+        .is_some_and(|v| v == "1")
+        .then(|| Passphrase::from("bench passphrase"))
+}
+
 /// `--ingest IMAGE REPO CHUNK_SIZE full|again|incr`: one ingest, stats as JSON on stdout.
 fn child_ingest(args: &[String]) -> BoxResult<()> {
     let image = PathBuf::from(&args[0]);
@@ -250,10 +257,10 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
     let chunk_size: u32 = args[2].parse()?;
     let mode = args[3].as_str();
     // SAFEKEEPING_BENCH_ENCRYPTED=1: the same runs on an encrypted repository.
-    let encrypted = std::env::var_os("SAFEKEEPING_BENCH_ENCRYPTED").is_some_and(|v| v == "1");
-    let pass = Passphrase::from("bench passphrase");
+    let pass = bench_passphrase();
+    let encrypted = pass.is_some();
     let repo = if repo_path.join("config").exists() {
-        Repository::open_with(&repo_path, Some(&pass))?
+        Repository::open_with(&repo_path, pass.as_ref())?
     } else {
         Repository::init_with(
             &repo_path,
@@ -267,7 +274,7 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
                 },
                 ..Default::default()
             },
-            Some(&pass),
+            pass.as_ref(),
         )?
     };
     let lock = repo.lock_shared(Duration::from_secs(10))?;
@@ -325,7 +332,7 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
 /// `--read REPO THREADS`: streams every stored chunk of the latest generation (what a restore
 /// reads), verifying each; stats as JSON on stdout.
 fn child_read(args: &[String]) -> BoxResult<()> {
-    let repo = Repository::open_with(&args[0], Some(&Passphrase::from("bench passphrase")))?;
+    let repo = Repository::open_with(&args[0], bench_passphrase().as_ref())?;
     let threads: usize = args[1].parse()?;
     let _lock = repo.lock_shared(Duration::from_secs(10))?;
     let mut id = TargetIdentity::new(TargetKind::Vm, "bench");

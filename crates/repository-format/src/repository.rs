@@ -175,12 +175,14 @@ impl Repository {
     }
 
     /// Opens an existing repository; an encrypted one is unlocked with `passphrase` (tried
-    /// against every key file in `keys/`). A passphrase given for an unencrypted repository
-    /// is ignored.
+    /// against every key file in `keys/`).
     ///
     /// # Errors
     /// As [`Repository::open`]; [`Error::WrongPassphrase`] if no key file opens with it,
-    /// [`Error::KeyFile`] if the only key files are damaged or belong to other keys.
+    /// [`Error::KeyFile`] if the only key files are damaged or belong to other keys;
+    /// [`Error::Config`] for a passphrase given to an unencrypted repository, or an
+    /// unencrypted config next to a `keys/` folder (a downgrade: writing on would store plain
+    /// text where encrypted data is expected).
     pub fn open_with(
         path: impl AsRef<Path>,
         passphrase: Option<&Passphrase>,
@@ -202,7 +204,27 @@ impl Repository {
             }
         }
         let (key, unlocked_by) = match (&config.key_fingerprint, passphrase) {
-            (None, _) => (None, None),
+            // A config edited to say "no encryption" must not make the next backup write
+            // plain text: key files, or a passphrase the caller expects to need, say otherwise.
+            (None, _) if root.join(KEYS_DIR).exists() => {
+                return Err(Error::Config {
+                    path: root.join(CONFIG_FILE),
+                    reason: "says the repository is not encrypted, but it has a keys/ folder: \
+                             refusing to open it (the config may have been altered)"
+                        .into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config {
+                    path: root.join(CONFIG_FILE),
+                    reason: "the repository is not encrypted, but a passphrase was given: \
+                             refusing to write unencrypted backups where encrypted ones are \
+                             expected (remove the passphrase setting if this repository was \
+                             created without encryption)"
+                        .into(),
+                })
+            }
+            (None, None) => (None, None),
             (Some(_), None) => return Err(Error::PassphraseRequired { path: root }),
             (Some(fp), Some(p)) => {
                 let (key, id, kdf) = crate::keys::unlock(&root, &config, fp, p)?;

@@ -113,6 +113,32 @@ fn opening_needs_the_right_passphrase() {
 }
 
 #[test]
+fn a_config_downgraded_to_plain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let repo = encrypted_repo(&root);
+    // Rewrite the config as an unencrypted one (a valid K blob: the config is not sealed).
+    let mut cfg = repo.config().clone();
+    cfg.encryption = Encryption::None;
+    cfg.key_fingerprint = None;
+    let json = serde_json::to_vec(&cfg).unwrap();
+    fs::write(
+        root.join("config"),
+        Codec::new(0, None).encode(BlobKind::Config, &json),
+    )
+    .unwrap();
+    for p in [None, Some(pass(PASSPHRASE))] {
+        let err = Repository::open_with(&root, p.as_ref()).unwrap_err();
+        assert!(err.to_string().contains("altered"), "{err}");
+    }
+    // A plain repository opened with a passphrase: the caller expected encryption.
+    let plain = Repository::init(dir.path().join("plain"), &InitOptions::default()).unwrap();
+    let err = Repository::open_with(plain.root(), Some(&pass("x"))).unwrap_err();
+    assert!(err.to_string().contains("not encrypted"), "{err}");
+    assert!(Repository::open(plain.root()).is_ok());
+}
+
+#[test]
 fn chunk_ids_are_keyed_and_dedup_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let a = encrypted_repo(&dir.path().join("a"));
