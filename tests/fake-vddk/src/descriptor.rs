@@ -112,7 +112,9 @@ impl Descriptor {
         } else {
             "FLAT"
         };
-        let offset = if kind == "FLAT" {
+        // VMFS extents carry no offset, unless the parsed descriptor had one (a FLAT extent
+        // under createType vmfs): dropping it would move the disk's data.
+        let offset = if kind == "FLAT" || self.extent_offset != 0 {
             format!(" {}", self.extent_offset)
         } else {
             String::new()
