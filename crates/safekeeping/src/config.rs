@@ -387,7 +387,8 @@ pub fn parse_thumbprint(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     for (o, p) in out.iter_mut().zip(parts) {
-        if p.len() != 2 {
+        // Exactly two hex digits (`from_str_radix` alone would take "+A").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *o = u8::from_str_radix(p, 16).ok()?;
@@ -498,5 +499,10 @@ path = "repo"
     fn thumbprint_parsing() {
         assert_eq!(parse_thumbprint(PIN).unwrap()[0], 0xAA);
         assert!(parse_thumbprint("zz").is_none());
+        let plus = format!("+A{}", &PIN[2..]);
+        assert!(
+            parse_thumbprint(&plus).is_none(),
+            "a sign is not a hex digit"
+        );
     }
 }

@@ -104,7 +104,6 @@ pub async fn collect(vc: &Vcenter, info: &VmInfo) -> Result<CollectedMetadata> {
             Ok(vmx) => {
                 let text = String::from_utf8_lossy(&vmx).into_owned();
                 let nvram_name = crate::vmx::value(&text, "nvram")
-                    .map(str::to_string)
                     .unwrap_or_else(|| format!("{}.nvram", config.name));
                 let nvram_path = sibling(vmx_path, &nvram_name);
                 files.push((VMX_FILE.to_string(), vmx));

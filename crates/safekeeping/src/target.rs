@@ -54,6 +54,11 @@ pub enum TargetParseError {
     /// An inventory path with an empty element (`DC//vm`).
     #[error("target `{0}` is an inventory path with an empty element")]
     BadPath(String),
+    /// An inventory path too short to name a VM.
+    #[error(
+        "target `{0}` is not an inventory path to a VM: write vm:DATACENTER/vm/[FOLDER/...]NAME"
+    )]
+    ShortPath(String),
 }
 
 impl Target {
@@ -94,12 +99,16 @@ impl FromStr for Target {
 
 fn parse_vm(whole: &str, rest: String) -> Result<VmSelector, TargetParseError> {
     if rest.contains('/') {
-        if rest.trim_matches('/').split('/').any(str::is_empty) {
+        let path = rest.trim_matches('/');
+        if path.split('/').any(str::is_empty) {
             return Err(TargetParseError::BadPath(whole.to_string()));
         }
-        return Ok(VmSelector::InventoryPath(
-            rest.trim_matches('/').to_string(),
-        ));
+        // DATACENTER/vm/NAME at least: anything shorter cannot name a VM (and would print
+        // back as a name).
+        if path.split('/').count() < 3 {
+            return Err(TargetParseError::ShortPath(whole.to_string()));
+        }
+        return Ok(VmSelector::InventoryPath(path.to_string()));
     }
     if is_moref(&rest) {
         return Ok(VmSelector::Moref(rest));
@@ -215,6 +224,16 @@ mod tests {
         assert_eq!(
             "vm:DC0//web".parse::<Target>(),
             Err(TargetParseError::BadPath("vm:DC0//web".into()))
+        );
+        // A one- or two-element "path" names no VM (and would print back as a name).
+        assert_eq!(
+            "vm:/web01".parse::<Target>(),
+            Err(TargetParseError::ShortPath("vm:/web01".into()))
+        );
+        assert!("vm:DC0/web01".parse::<Target>().is_err());
+        assert_eq!(
+            "vm:/DC0/vm/web01".parse(),
+            Ok(Target::Vm(VmSelector::InventoryPath("DC0/vm/web01".into())))
         );
     }
 

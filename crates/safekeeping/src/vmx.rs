@@ -89,17 +89,50 @@ fn is_ide_disk_key(key: &str, text: &str) -> bool {
     })
 }
 
+/// VMX quoting: `|`, `"` and control characters become `|XX` (hex), so a value always stays
+/// on its line and inside its quotes.
 fn escape(s: &str) -> String {
-    s.replace('|', "|7C").replace('"', "|22")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '|' || c == '"' || c.is_ascii_control() {
+            out.push_str(&format!("|{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
-/// Reads the value of `key` from `.vmx` text (unquoted).
-pub fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Undoes [`escape`]: every `|XX` hex pair is one byte.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'|' && i + 3 <= bytes.len() {
+            if let (Some(h), Some(l)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the value of `key` from `.vmx` text, unquoted and unescaped.
+pub fn value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
         k.trim()
             .eq_ignore_ascii_case(key)
-            .then(|| v.trim().trim_matches('"'))
+            .then(|| unescape(v.trim().trim_matches('"')))
     })
 }
 
@@ -141,11 +174,20 @@ guestOS = "ubuntu-64"
                 keep_identity: false,
             },
         );
-        assert_eq!(value(&out, "displayName"), Some("web01-restored"));
-        assert_eq!(value(&out, "nvram"), Some("web01-restored.nvram"));
-        assert_eq!(value(&out, "memSize"), Some("1024"));
-        assert_eq!(value(&out, "guestOS"), Some("ubuntu-64"));
-        assert_eq!(value(&out, "ide1:0.deviceType"), Some("cdrom-raw"));
+        assert_eq!(
+            value(&out, "displayName").as_deref(),
+            Some("web01-restored")
+        );
+        assert_eq!(
+            value(&out, "nvram").as_deref(),
+            Some("web01-restored.nvram")
+        );
+        assert_eq!(value(&out, "memSize").as_deref(), Some("1024"));
+        assert_eq!(value(&out, "guestOS").as_deref(), Some("ubuntu-64"));
+        assert_eq!(
+            value(&out, "ide1:0.deviceType").as_deref(),
+            Some("cdrom-raw")
+        );
         for gone in [
             "uuid.bios",
             "vc.uuid",
@@ -171,8 +213,8 @@ guestOS = "ubuntu-64"
                 keep_identity: true,
             },
         );
-        assert_eq!(value(&out, "uuid.bios"), Some("42 15 a0 e0"));
-        assert_eq!(value(&out, "vc.uuid"), Some("50 15 11 22"));
+        assert_eq!(value(&out, "uuid.bios").as_deref(), Some("42 15 a0 e0"));
+        assert_eq!(value(&out, "vc.uuid").as_deref(), Some("50 15 11 22"));
     }
 
     #[test]
@@ -186,5 +228,19 @@ guestOS = "ubuntu-64"
             },
         );
         assert!(out.contains("displayName = \"a|22b\""));
+        assert_eq!(value(&out, "displayName").as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn control_characters_stay_on_the_line_and_read_back() {
+        let edit = VmxEdit {
+            name: "a\nb|c",
+            nvram_file: "x.nvram",
+            keep_identity: false,
+        };
+        let out = edit_vmx(VMX, &edit);
+        assert!(out.contains("displayName = \"a|0Ab|7Cc\""), "{out}");
+        assert_eq!(value(&out, "displayName").as_deref(), Some("a\nb|c"));
+        assert_eq!(edit_vmx(&out, &edit), out, "editing twice is editing once");
     }
 }
