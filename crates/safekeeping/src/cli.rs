@@ -108,7 +108,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
     /// Name of the restored VM (default: NAME-restored-TIMESTAMP).
-    #[arg(long, value_name = "NEW")]
+    #[arg(long, value_name = "NEW", value_parser = parse_vm_name)]
     pub name: Option<String>,
     /// Replace an existing VM of that name.
     #[arg(long)]
@@ -215,6 +215,19 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
+fn parse_vm_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("a VM name cannot be empty".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a VM name cannot contain control characters".into());
+    }
+    if s.chars().count() > 80 {
+        return Err("vCenter limits VM names to 80 characters".into());
+    }
+    Ok(s.to_string())
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
@@ -278,6 +291,8 @@ mod tests {
         assert!(Cli::try_parse_from(["safekeeping", "backup"]).is_err());
         assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--network", "x"]).is_err());
         assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--force"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--name", "a\nb"]).is_err());
+        assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--name", " "]).is_err());
         assert!(Cli::try_parse_from(["safekeeping", "backup", "vm:a", "--parallel", "0"]).is_err());
     }
 
