@@ -178,7 +178,16 @@ impl Config {
             )));
         }
         match (cfg.encryption, &cfg.key_fingerprint) {
-            (EncryptionMode::None, None) | (EncryptionMode::Aes256Gcm, Some(_)) => {}
+            (EncryptionMode::None, None) => {}
+            (EncryptionMode::Aes256Gcm, Some(fp)) => {
+                if fp.0.len() != 32 || !fp.0.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                {
+                    return Err(bad(format!(
+                        "key fingerprint {:?} is not 32 hex digits",
+                        fp.0
+                    )));
+                }
+            }
             (EncryptionMode::None, Some(_)) => {
                 return Err(bad(
                     "a key fingerprint in a repository without encryption".into()

@@ -152,16 +152,21 @@ impl Repository {
             fs::create_dir(root.join(d)).map_err(io_err("create folder", root.join(d)))?;
         }
         let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let mut unlocked_by = None;
         if let (Some(key), Some(pass)) = (&key, passphrase) {
             let keys = root.join(KEYS_DIR);
             fs::create_dir(&keys).map_err(io_err("create folder", &keys))?;
             let file = KeyFile::wrap(KeyId::random()?, config.repository_id, key, pass, opts.kdf)?;
             fsutil::write_new_atomic(&keys, file.id.as_str(), &file.to_bytes())?;
+            unlocked_by = Some((file.id.clone(), opts.kdf));
         }
         fsutil::sync_dir(root)?;
         // The config goes last: a folder without it is not a repository.
         config.write(root)?;
-        Self::open_with(root, passphrase)
+        // Read back what was written; the key is the one just wrapped (deriving it again from
+        // the passphrase would only cost another Argon2id run).
+        let config = Config::read(root)?;
+        Ok(Self::assemble(root.to_path_buf(), config, key, unlocked_by))
     }
 
     /// Opens an existing unencrypted repository; an encrypted one needs
@@ -231,6 +236,15 @@ impl Repository {
                 (Some(key), Some((id, kdf)))
             }
         };
+        Ok(Self::assemble(root, config, key, unlocked_by))
+    }
+
+    fn assemble(
+        root: PathBuf,
+        config: Config,
+        key: Option<Key>,
+        unlocked_by: Option<(KeyId, KdfParams)>,
+    ) -> Repository {
         let codec = Codec::new(config.compression_level, key);
         let store = ChunkStore::new(root.join(CHUNKS_DIR), codec.clone(), config.chunk_size);
         // The catalog caches target names and generation summaries in plain text: an
@@ -240,14 +254,14 @@ impl Repository {
         } else {
             None
         };
-        Ok(Repository {
+        Repository {
             root,
             config,
             codec,
             store,
             catalog,
             unlocked_by,
-        })
+        }
     }
 
     /// True for an encrypted repository.
