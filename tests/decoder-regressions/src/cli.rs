@@ -173,11 +173,15 @@ pub fn vmx_edit(data: &[u8]) {
         "displayName lines for name {name:?}:\n{out}"
     );
     assert_eq!(count("nvram"), 1, "nvram lines for {nvram:?}:\n{out}");
-    let shown = value(&out, "displayName").expect("displayName present");
     assert_eq!(
-        shown.replace("|22", "\"").replace("|7C", "|"),
-        name,
+        value(&out, "displayName").as_deref(),
+        Some(name.as_str()),
         "the display name read back differs"
+    );
+    assert_eq!(
+        value(&out, "nvram").as_deref(),
+        Some(nvram.as_str()),
+        "the nvram file read back differs"
     );
     for k in &keys {
         for prefix in ["scsi", "sata", "nvme", "ethernet"] {
