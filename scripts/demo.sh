@@ -21,9 +21,10 @@ bin="${CARGO_TARGET_DIR:-$root/target}/$out"
 lab() { "$bin/safekeeping-lab" "$@" --dir "$lab_dir"; }
 sk() { "$bin/safekeeping" --config "$lab_dir/safekeeping.toml" "$@"; }
 
-if [ -e "$lab_dir/lab.json" ]; then
-  step "stopping the lab left by an earlier run"
-  lab down || true
+if [ -e "$lab_dir" ]; then
+  step "removing the lab and repository of an earlier demo run ($lab_dir)"
+  [ -e "$lab_dir/lab.json" ] && { lab down >/dev/null 2>&1 || true; }
+  rm -rf "$lab_dir"
 fi
 step "starting the lab in $lab_dir"
 "$bin/safekeeping-lab" up --dir "$lab_dir"
