@@ -13,14 +13,21 @@ use crate::restore_create::restore_options;
 use crate::vcenter::Vcenter;
 use crate::vmx::{edit_vmx, VmxEdit};
 
+/// The devices the edited `.vmx` no longer has and ReconfigVM_Task adds back: disk
+/// controllers (SCSI, SATA, NVMe), disks and NICs. Everything else (USB, CD-ROM on IDE, ...)
+/// stays as the `.vmx` describes it.
 fn is_reconfigured_device(device: &Element) -> bool {
+    const DISK_CONTROLLERS: &[&str] = &[
+        "ParaVirtualSCSIController",
+        "VirtualLsiLogicController",
+        "VirtualLsiLogicSASController",
+        "VirtualBusLogicController",
+        "VirtualAHCIController",
+        "VirtualNVMEController",
+    ];
     let t = device.type_name().unwrap_or_default();
     t == "VirtualDisk"
-        || (t.ends_with("Controller")
-            && !t.contains("IDE")
-            && !t.contains("PCI")
-            && !t.contains("PS2")
-            && !t.contains("SIO"))
+        || DISK_CONTROLLERS.contains(&t)
         || device.get("addressType").is_some()
         || device.get("macAddress").is_some()
 }
@@ -128,4 +135,23 @@ async fn add_devices(vc: &Vcenter, plan: &RestorePlan, vm: &MoRef) -> Result<Vec
     tracing::debug!(spec = %vim_client::xml::to_string(&spec), "ReconfigVM_Task spec");
     vc.client.reconfigure_vm(vm, &spec).await?;
     Ok(rebuilt.dropped_fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_disk_controllers_disks_and_nics_are_re_added() {
+        let dev = |t: &str| Element::vim("device").typed(t);
+        assert!(is_reconfigured_device(&dev("VirtualDisk")));
+        assert!(is_reconfigured_device(&dev("ParaVirtualSCSIController")));
+        assert!(is_reconfigured_device(&dev("VirtualNVMEController")));
+        assert!(is_reconfigured_device(
+            &dev("VirtualVmxnet3").text_child("addressType", "generated")
+        ));
+        assert!(!is_reconfigured_device(&dev("VirtualUSBXHCIController")));
+        assert!(!is_reconfigured_device(&dev("VirtualIDEController")));
+        assert!(!is_reconfigured_device(&dev("VirtualCdrom")));
+    }
 }
