@@ -100,7 +100,13 @@ fn close(
 
 fn namespace(resolved: ResolveResult<'_>, what: &str) -> Result<String, Error> {
     match resolved {
-        ResolveResult::Bound(ns) => Ok(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+        // The URI is the attribute value as written: unescape it like any other value.
+        ResolveResult::Bound(ns) => {
+            let raw = String::from_utf8_lossy(ns.as_ref());
+            quick_xml::escape::unescape(&raw)
+                .map(|uri| uri.into_owned())
+                .map_err(|e| Error::Xml(format!("bad namespace URI {raw:?} in {what}: {e}")))
+        }
         ResolveResult::Unbound => Ok(String::new()),
         ResolveResult::Unknown(prefix) => Err(Error::Xml(format!(
             "undeclared namespace prefix `{}` in {what}",
