@@ -198,3 +198,51 @@ fn sigkill_at_every_step_loses_nothing() {
         assert_eq!(&lab.digests(&name, 2), digests, "generation {g}");
     }
 }
+
+#[test]
+fn simulator_stopped_mid_backup_then_restarted() {
+    let lab = Lab::up();
+    lab.create_vm("sim", &["16M"], &["VM Network"]);
+    lab.guest_write("sim", 0, "0", "4M", Some(3));
+    lab.sk(&["repo", "init"]).ok();
+    lab.vddk_conf_append("fake.read_latency_ms = 150");
+    let log = lab.dir().join("sim.log");
+    let child = spawn_backup(&lab, "sim", &log);
+    let pid = child.id();
+    wait_until("first read", || read_started(&lab, pid));
+    let vcsim = std::fs::read_to_string(lab.dir().join("vcsim.pid")).unwrap();
+    let st = Command::new("kill")
+        .args(["-KILL", vcsim.trim()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    // The disk is read from the snapshot's frozen files, which outlive the simulator, so the
+    // generation is complete and is committed; the run then cannot remove its snapshot, and
+    // says exactly that (in its log) and exits 1.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was committed, but could not remove snapshot")
+            && stderr.contains("cannot reach"),
+        "{stderr}"
+    );
+    assert_eq!(generations(&lab, "sim"), vec![1]);
+    check_clean(&lab);
+
+    // Restart: a new, empty vCenter over the same repository.
+    let dir = lab.dir().to_string_lossy().into_owned();
+    lab.lab(&["down", "--keep-repo"]).ok();
+    lab.lab(&["up", "--dir", &dir]).ok();
+    lab.create_vm("sim-again", &["16M"], &["VM Network"]);
+    lab.guest_write("sim-again", 0, "0", "4M", Some(3));
+    let r = lab.sk(&["--json", "backup", "vm:sim-again"]).ok();
+    assert_eq!(r.json()["targets"][0]["generation"], 1);
+    assert!(lab.snapshots("sim-again").is_empty());
+    check_clean(&lab);
+    // The generation committed while the simulator died holds the right data.
+    let digest = lab.digests("sim-again", 1);
+    lab.sk(&["restore", "vm:sim", "--name", "sim-restored"])
+        .ok();
+    assert_eq!(lab.digests("sim-restored", 1), digest);
+}
