@@ -58,7 +58,9 @@ impl std::str::FromStr for DatastorePath {
         if ds.is_empty() {
             return Err(bad());
         }
-        Ok(DatastorePath::new(ds, path.trim()))
+        // Leading slashes and blanks in any order: what is left prints and parses back as is.
+        let path = path.trim_start_matches(|c: char| c == '/' || c.is_whitespace());
+        Ok(DatastorePath::new(ds, path.trim_end()))
     }
 }
 
