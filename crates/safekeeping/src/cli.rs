@@ -146,6 +146,9 @@ pub struct RestoreArgs {
     /// Power the VM on when the restore has finished.
     #[arg(long)]
     pub power_on: bool,
+    /// For a first class disk (`ivd:`): attach the restored disk to this VM (`vm:NAME`).
+    #[arg(long, value_name = "vm:NAME")]
+    pub attach: Option<Target>,
 }
 
 /// `list`

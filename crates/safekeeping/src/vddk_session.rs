@@ -53,13 +53,17 @@ impl VddkEndpoint {
     }
 
     fn params(&self, vm_moref: &str) -> ConnectParams {
-        let mut p = ConnectParams::vm(vm_moref)
-            .server(self.host.clone())
-            .port(self.port)
-            .credentials(Credentials::UserPassword {
-                user: self.user.clone(),
-                password: self.password.expose().to_string(),
-            });
+        self.with_login(ConnectParams::vm(vm_moref))
+    }
+
+    fn with_login(&self, p: ConnectParams) -> ConnectParams {
+        let mut p =
+            p.server(self.host.clone())
+                .port(self.port)
+                .credentials(Credentials::UserPassword {
+                    user: self.user.clone(),
+                    password: self.password.expose().to_string(),
+                });
         if let Some(t) = &self.thumbprint {
             p = p.thumbprint(t.clone());
         }
@@ -94,5 +98,37 @@ impl VddkEndpoint {
         self.vddk
             .connect(&self.params(vm_moref), &options)
             .map_err(|e| Error::Vddk(format!("connect to {vm_moref} for writing: {e}")))
+    }
+
+    /// A connection to first class disk `id` on datastore `datastore_moref`: read-only at a
+    /// disk snapshot for backup (`snapshot_id`), or read-write to the live disk for restore
+    /// (`None`). Blocking.
+    ///
+    /// # Errors
+    /// VDDK connect failures.
+    pub fn connect_fcd(
+        &self,
+        id: &str,
+        datastore_moref: &str,
+        snapshot_id: Option<&str>,
+    ) -> Result<Connection> {
+        let options = ConnectOptions {
+            read_only: snapshot_id.is_some(),
+            snapshot_moref: None,
+            transports: self.transports.clone(),
+        };
+        let params = self.with_login(ConnectParams::first_class_disk(
+            id,
+            datastore_moref,
+            snapshot_id.map(str::to_string),
+        ));
+        self.vddk.connect(&params, &options).map_err(|e| {
+            Error::Vddk(format!(
+                "connect to first class disk {id} on {datastore_moref}{}: {e}",
+                snapshot_id
+                    .map(|s| format!(" at snapshot {s}"))
+                    .unwrap_or_default()
+            ))
+        })
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
+use crate::target::Target;
 use crate::vcenter::Vcenter;
 use crate::vddk_session::VddkEndpoint;
 
@@ -70,7 +71,13 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire_owned().await;
-            backup_target(ctx, target).await
+            match target {
+                Target::Ivd(ref selector) => {
+                    let selector = selector.clone();
+                    crate::ivd_backup::backup_ivd(ctx, target, selector).await
+                }
+                _ => backup_target(ctx, target).await,
+            }
         }
     });
     let results: Vec<TargetResult> = futures_util::future::join_all(runs).await;

@@ -21,6 +21,14 @@ use crate::{restore_create, restore_import};
 /// # Errors
 /// Every failure: a restore is one target, so any error fails the run (exit 1).
 pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+    if matches!(args.target, crate::target::Target::Ivd(_)) {
+        return crate::ivd_restore::run(config, args, cancel, quiet).await;
+    }
+    if args.attach.is_some() {
+        return Err(Error::Other(
+            "--attach applies to first class disks (ivd: targets) only".into(),
+        ));
+    }
     let vc = Vcenter::connect(&config).await?;
     let result = restore(&config, &vc, &args, &cancel, quiet).await;
     vc.logout().await;

@@ -1,0 +1,365 @@
+//! Backup of one first class disk (`ivd:ID` or `ivd:NAME`): find the disk, take the target's
+//! lock, delete leftover snapshots of ours, snapshot the disk, ask for its changed areas (`*`
+//! for a full, the previous generation's change id for an incremental), read the snapshot
+//! through VDDK (vStorageObject connection), commit, and delete the snapshot on every path.
+//!
+//! A first class disk attached to a VM is also one of that VM's disks, so `vm:` and `ivd:`
+//! backups both read it; its data is stored once at the chunk level (identical chunks
+//! deduplicate), but it is read twice.
+
+use std::sync::Arc;
+
+use repository_format::{
+    Area, BackupMode, DiskDescriptor, FixedIndex, GenerationStatus, GenerationWriter, Provisioning,
+    TargetIdentity, TargetKind,
+};
+
+use crate::backup::{BackupContext, DiskResult, TargetResult};
+use crate::changed_areas;
+use crate::disk_plan::{plan_disk, DiskFacts, DiskMode, DiskPlan, PreviousDisk};
+use crate::disk_reader::VddkSource;
+use crate::error::{Error, Result};
+use crate::fcd::{self, FoundDisk, IvdMetadata};
+use crate::fcd_snapshot::{remove_leftovers, FcdSnapshotGuard};
+use crate::progress::Progress;
+use crate::target::Target;
+
+/// The device key under which an `ivd` generation stores its one disk.
+pub const IVD_DISK_KEY: i32 = 0;
+
+/// Asynchronous VDDK reads kept in flight ahead of the ingest (as for VM disks).
+const READ_AHEAD: usize = 4;
+
+/// Backs up one `ivd:` target; never fails, the result says what happened.
+pub async fn backup_ivd(ctx: Arc<BackupContext>, target: Target, selector: String) -> TargetResult {
+    let mut result = TargetResult {
+        target: target.to_string(),
+        vm: None,
+        generation: None,
+        mode: None,
+        status: "failed",
+        bytes_read: 0,
+        bytes_new: 0,
+        disks: Vec::new(),
+        error: None,
+    };
+    match run(&ctx, &selector, &mut result).await {
+        Ok(()) => {
+            result.status = "succeeded";
+            tracing::info!(target = %target, generation = ?result.generation,
+                "backup succeeded: {} bytes read, {} new", result.bytes_read, result.bytes_new);
+        }
+        Err(e) => {
+            tracing::error!(target = %target, "backup failed: {e}");
+            result.error = Some(e.to_string());
+        }
+    }
+    result
+}
+
+/// The repository's provisioning for vCenter's `provisioningType`.
+pub fn provisioning(kind: Option<&str>) -> Provisioning {
+    match kind {
+        Some("thin") => Provisioning::Thin,
+        Some("eagerZeroedThick") => Provisioning::EagerZeroedThick,
+        Some("lazyZeroedThick") => Provisioning::Thick,
+        _ => Provisioning::Unknown,
+    }
+}
+
+async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult) -> Result<()> {
+    let vc = &ctx.vc;
+    let disk = fcd::find(vc, selector).await?;
+    let id = disk.object.id.clone();
+    tracing::info!(ivd = %id, name = %disk.object.name, "starting backup of a first class disk");
+    result.vm = Some(disk.object.name.clone());
+
+    let mut identity = TargetIdentity::new(TargetKind::Ivd, disk.object.name.clone());
+    identity.instance_uuid = Some(id.to_ascii_lowercase());
+    identity
+        .extra
+        .insert("datastore".into(), disk.datastore_name.clone().into());
+    identity
+        .extra
+        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    let key = ctx.repo.target_key(&identity)?;
+
+    let repo = ctx.repo.clone();
+    let wait = crate::repo::lock_wait(&ctx.config);
+    let lock_key = key.clone();
+    let target_lock = blocking(move || {
+        repo.lock_target(&lock_key, wait)
+            .map_err(|e| Error::from_lock(format!("target {lock_key}"), wait.as_secs(), e))
+    })
+    .await?;
+    let removed = remove_leftovers(vc, &id, &disk.datastore).await?;
+    if !removed.is_empty() {
+        tracing::warn!(ivd = %id, "deleted {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
+    }
+    let repo = ctx.repo.clone();
+    let prev_key = key.clone();
+    let previous = blocking(move || match repo.latest_successful(&prev_key) {
+        Ok(Some(g)) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
+        Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    let metadata = fcd::metadata(vc, &disk).await;
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+
+    let snapshot = FcdSnapshotGuard::create(vc, &id, &disk.datastore).await?;
+    let outcome = with_snapshot(
+        ctx,
+        Prepared {
+            disk: &disk,
+            identity,
+            key,
+            previous,
+            metadata,
+        },
+        &snapshot,
+        target_lock,
+        result,
+    )
+    .await;
+    let removal = snapshot.remove().await;
+    match (outcome, removal) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(r)) => Err(Error::Other(format!(
+            "generation {} was committed, but {r}",
+            result.generation.unwrap_or_default()
+        ))),
+        (Err(e), Err(r)) => Err(Error::Other(format!("{e}; also {r}"))),
+    }
+}
+
+struct Prepared<'a> {
+    disk: &'a FoundDisk,
+    identity: TargetIdentity,
+    key: repository_format::TargetKey,
+    previous: Option<repository_format::Manifest>,
+    metadata: IvdMetadata,
+}
+
+async fn with_snapshot(
+    ctx: &Arc<BackupContext>,
+    p: Prepared<'_>,
+    snapshot: &FcdSnapshotGuard,
+    target_lock: repository_format::TargetLock,
+    result: &mut TargetResult,
+) -> Result<()> {
+    let vc = &ctx.vc;
+    let disk = p.disk;
+    let id = disk.object.id.as_str();
+    let capacity = disk.capacity();
+    let change_id = fcd::snapshot_change_id(vc, id, &disk.datastore, snapshot.id()).await?;
+    let previous = p.previous.as_ref().and_then(|m| {
+        m.disk(IVD_DISK_KEY).map(|d| PreviousDisk {
+            generation: m.generation.0,
+            capacity: d.disk.capacity,
+            change_id: d.disk.change_id.clone(),
+            disk_uuid: Some(id.to_string()),
+        })
+    });
+    let mut plan = plan_disk(&DiskFacts {
+        force_full: ctx.options.full,
+        cbt_just_enabled: disk.object.changed_block_tracking_enabled == Some(false),
+        capacity,
+        disk_uuid: Some(id),
+        previous: previous.as_ref(),
+    });
+    tracing::info!(ivd = %id, mode = ?plan.mode, "{}", plan.reason);
+    let areas = match vc
+        .client
+        .fcd_changed_disk_areas(
+            id,
+            &disk.datastore,
+            snapshot.id(),
+            capacity,
+            &plan.since_change_id,
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(e) if plan.mode == DiskMode::Incremental && e.fault_kind().is_some() => {
+            tracing::warn!(ivd = %id, "change id {} was refused ({e}); reading the disk in full", plan.since_change_id);
+            plan = DiskPlan {
+                mode: DiskMode::Full,
+                reason: format!("vCenter refused change id {}: {e}", plan.since_change_id),
+                since_change_id: "*".into(),
+            };
+            vc.client
+                .fcd_changed_disk_areas(id, &disk.datastore, snapshot.id(), capacity, "*")
+                .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let areas: Vec<Area> = areas
+        .into_iter()
+        .map(|a| Area::new(a.start, a.length))
+        .collect();
+
+    let mut descriptor = DiskDescriptor::new(IVD_DISK_KEY, capacity);
+    descriptor.label = disk.object.name.clone();
+    descriptor.provisioning = provisioning(p.metadata.provisioning.as_deref());
+    descriptor.datastore = disk.datastore_name.clone();
+    descriptor.file_path = disk.object.file_path.clone().unwrap_or_default();
+    descriptor.change_id_used =
+        (plan.mode == DiskMode::Incremental).then(|| plan.since_change_id.clone());
+    descriptor.change_id = change_id.clone();
+    descriptor.extra.insert("disk_uuid".into(), id.into());
+    let (mode, parent) = match (plan.mode, &p.previous) {
+        (DiskMode::Incremental, Some(m)) => (BackupMode::Incremental, Some(m.generation)),
+        _ => (BackupMode::Full, None),
+    };
+    let base = match parent {
+        Some(g) => {
+            let repo = ctx.repo.clone();
+            let k = p.key.clone();
+            Some(blocking(move || Ok(repo.fixed_index(&k, g, IVD_DISK_KEY)?)).await?)
+        }
+        None => None,
+    };
+
+    let repo = ctx.repo.clone();
+    let lock = ctx.lock.clone();
+    let identity = p.identity.clone();
+    let meta = serde_json::to_vec_pretty(&p.metadata)
+        .map_err(|e| Error::Other(format!("cannot encode {}: {e}", fcd::METADATA_FILE)))?;
+    let writer: GenerationWriter = blocking(move || {
+        let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
+        w.put_metadata(fcd::METADATA_FILE, &meta)?;
+        Ok(w)
+    })
+    .await?;
+    tracing::info!(ivd = %id, generation = %writer.id(), ?mode, "{} changed area(s), {} bytes to read",
+        areas.len(), changed_areas::total(&areas));
+
+    let job = IngestJob {
+        id: id.to_string(),
+        datastore: disk.datastore.value.clone(),
+        snapshot: snapshot.id().to_string(),
+        path: descriptor.file_path.clone(),
+        label: format!("ivd {}", disk.object.name),
+        to_read: changed_areas::total(&areas),
+        descriptor,
+        base,
+        areas,
+    };
+    let (writer, stats) = ingest(ctx, writer, job).await?;
+    result.bytes_read = stats.read_bytes;
+    result.bytes_new = stats.new_bytes;
+    result.disks.push(DiskResult {
+        index: 0,
+        key: IVD_DISK_KEY,
+        label: disk.object.name.clone(),
+        capacity,
+        mode: plan.mode,
+        reason: plan.reason,
+        bytes_read: stats.read_bytes,
+        bytes_new: stats.new_bytes,
+        change_id,
+    });
+    let mut extra = serde_json::Map::new();
+    extra.insert("fcd_snapshot".into(), snapshot.id().into());
+    let generation =
+        blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
+    tracing::info!(ivd = %id, %generation, "generation committed");
+    result.generation = Some(generation.0);
+    result.mode = Some(mode);
+    Ok(())
+}
+
+struct IngestJob {
+    id: String,
+    datastore: String,
+    snapshot: String,
+    path: String,
+    label: String,
+    to_read: u64,
+    descriptor: DiskDescriptor,
+    base: Option<FixedIndex>,
+    areas: Vec<Area>,
+}
+
+/// Reads the snapshot into the generation on a blocking thread owning its VDDK connection.
+async fn ingest(
+    ctx: &Arc<BackupContext>,
+    mut writer: GenerationWriter,
+    job: IngestJob,
+) -> Result<(GenerationWriter, repository_format::DiskStats)> {
+    let vddk = ctx.vddk.clone();
+    let cancel = ctx.cancel.clone();
+    let show = ctx.options.show_progress;
+    let chunk_size = ctx.repo.config().chunk_size;
+    let (writer, stats) = tokio::task::spawn_blocking(move || {
+        let r = (|| {
+            let conn = vddk.connect_fcd(&job.id, &job.datastore, Some(&job.snapshot))?;
+            let vdisk = conn
+                .open(&job.path, vddk::OpenFlags::READ_ONLY)
+                .map_err(|e| Error::Vddk(format!("open first class disk {}: {e}", job.id)))?;
+            let capacity = job.descriptor.capacity;
+            let reads = repository_format::ingest::chunk_ranges(&job.areas, capacity, chunk_size)?
+                .into_iter()
+                .flat_map(|(first, end)| first..end)
+                .map(|slot| {
+                    let offset = slot * u64::from(chunk_size);
+                    (
+                        offset,
+                        (capacity - offset).min(u64::from(chunk_size)) as usize,
+                    )
+                })
+                .collect();
+            let mut source =
+                VddkSource::new(vdisk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
+            let progress = Progress::new(job.label, job.to_read, !show);
+            let stats = writer.ingest_disk(
+                job.descriptor,
+                job.base.as_ref(),
+                &job.areas,
+                &mut source,
+                &|n| progress.add(n),
+            );
+            progress.finish();
+            drop(source);
+            drop(conn);
+            stats.map_err(|e| {
+                if cancel.is_cancelled() {
+                    Error::Interrupted
+                } else {
+                    e.into()
+                }
+            })
+        })();
+        (writer, r)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?;
+    Ok((writer, stats?))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioning_types_map_to_the_repository() {
+        assert_eq!(provisioning(Some("thin")), Provisioning::Thin);
+        assert_eq!(
+            provisioning(Some("eagerZeroedThick")),
+            Provisioning::EagerZeroedThick
+        );
+        assert_eq!(provisioning(Some("lazyZeroedThick")), Provisioning::Thick);
+        assert_eq!(provisioning(None), Provisioning::Unknown);
+        assert_eq!(provisioning(Some("sparse")), Provisioning::Unknown);
+    }
+}
