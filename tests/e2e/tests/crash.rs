@@ -105,6 +105,8 @@ fn sigkill_at_every_step_loses_nothing() {
     lab.sk(&["backup", "vm:crash"]).ok();
     // (generation, digests at the time it was taken)
     let mut expected: Vec<(u64, Vec<String>)> = vec![(1, lab.digests("crash", 2))];
+    // The `incomplete.json` a killed writer left, for the kill between manifest and marker.
+    let mut marker: Option<Vec<u8>> = None;
 
     let points = [
         KillPoint::BeforeSnapshot,
@@ -141,6 +143,13 @@ fn sigkill_at_every_step_loses_nothing() {
         let status = child.wait().unwrap();
         assert!(!status.success(), "{point:?}: the run was killed");
         lab.vddk_conf_remove("fake.read_latency_ms");
+        if matches!(point, KillPoint::IndexWrittenBeforeManifest) {
+            let dir = generation_dirs(&lab)
+                .into_iter()
+                .find(|g| !g.join("manifest").exists())
+                .expect("the killed run's generation folder");
+            marker = Some(std::fs::read(dir.join("incomplete.json")).expect("its marker"));
+        }
 
         let after = generations(&lab, "crash");
         match point {
@@ -172,6 +181,16 @@ fn sigkill_at_every_step_loses_nothing() {
         expected.push((g, digests));
         check_clean(&lab);
     }
+
+    // A kill between writing the manifest and removing the marker (too narrow to hit by
+    // polling) leaves both in the folder: the generation is committed and gc must keep it.
+    let last = format!("gen-{:06}", expected.last().unwrap().0);
+    let last_dir = generation_dirs(&lab)
+        .into_iter()
+        .find(|g| g.ends_with(&last))
+        .expect("last generation folder");
+    std::fs::write(last_dir.join("incomplete.json"), marker.expect("marker")).unwrap();
+    check_clean(&lab);
 
     // No incomplete folder survives a gc, and every generation restores to its digests.
     lab.sk(&["gc"]).ok();
