@@ -74,9 +74,16 @@ pub struct InitArgs {
 /// `backup`
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Targets: vm:NAME, vm:vm-123, vm:UUID, vm:DC/vm/folder/NAME.
-    #[arg(required = true, value_name = "TARGET")]
+    /// Targets: vm:NAME, vm:vm-123, vm:UUID, vm:DC/vm/folder/NAME, ivd:NAME, ivd:ID,
+    /// tag:[CATEGORY/]NAME.
+    #[arg(required_unless_present = "all", value_name = "TARGET")]
     pub targets: Vec<Target>,
+    /// Back up every target of a kind (repeatable).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub all: Vec<crate::selection::TargetKindArg>,
+    /// Leave a target out (repeatable; vm:, ivd: or tag:).
+    #[arg(long, value_name = "TARGET")]
+    pub exclude: Vec<Target>,
     /// Read every disk in full, even when an incremental is possible.
     #[arg(long)]
     pub full: bool,

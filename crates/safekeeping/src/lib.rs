@@ -34,6 +34,7 @@ pub mod resolve;
 pub mod restore;
 pub mod restore_create;
 pub mod restore_import;
+pub mod selection;
 pub mod snapshot;
 pub mod snapshot_name;
 pub mod sparse_image;

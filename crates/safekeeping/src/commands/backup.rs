@@ -23,6 +23,7 @@ use crate::vddk_session::VddkEndpoint;
 #[derive(Serialize)]
 struct Summary<'a> {
     targets: &'a [TargetResult],
+    skipped: &'a [crate::selection::Skipped],
 }
 
 /// Runs the backup of every target.
@@ -42,6 +43,14 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
     })
     .await?;
     let vc = Vcenter::connect(&config).await?;
+    let selection =
+        match crate::selection::select(&vc, &args.targets, &args.all, &args.exclude).await {
+            Ok(s) => s,
+            Err(e) => {
+                vc.logout().await;
+                return Err(e);
+            }
+        };
     let c = config.clone();
     let v = vc.clone();
     let vddk = blocking(move || VddkEndpoint::new(&c, &v)).await?;
@@ -66,7 +75,7 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
     // Targets run concurrently on this task (vCenter calls are async, disk I/O runs on
     // blocking threads); the semaphore bounds how many are in flight.
     let gate = Arc::new(Semaphore::new(parallel));
-    let runs = args.targets.into_iter().map(|target| {
+    let runs = selection.targets.into_iter().map(|target| {
         let ctx = ctx.clone();
         let gate = gate.clone();
         async move {
@@ -119,5 +128,15 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
             }
         }
     }
-    Ok(Report::new(outcome, &Summary { targets: &results }, text))
+    for s in &selection.skipped {
+        let _ = writeln!(text, "{}: skipped ({})", s.target, s.reason);
+    }
+    Ok(Report::new(
+        outcome,
+        &Summary {
+            targets: &results,
+            skipped: &selection.skipped,
+        },
+        text,
+    ))
 }
