@@ -114,7 +114,8 @@ fn target_errors_and_exit_codes() {
     let r = lab.sk(&["backup", "ivd:disk-1"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.all_output().contains("not supported yet"),
+        r.all_output()
+            .contains("no first class disk matches ivd:disk-1"),
         "{}",
         r.all_output()
     );
