@@ -265,3 +265,40 @@ fn simulator_stopped_mid_backup_then_restarted() {
         .ok();
     assert_eq!(lab.digests("sim-restored", 1), digest);
 }
+
+#[test]
+fn sigterm_mid_read_cleans_up_after_itself() {
+    let lab = Lab::up();
+    lab.create_vm("term", &["16M"], &["VM Network"]);
+    lab.guest_write("term", 0, "0", "6M", Some(5));
+    lab.sk(&["repo", "init"]).ok();
+    lab.vddk_conf_append("fake.read_latency_ms = 400");
+    let log = lab.dir().join("term.log");
+    let mut child = spawn_backup(&lab, "term", &log);
+    let pid = child.id();
+    wait_until("first read", || read_started(&lab, pid));
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{logged}");
+    // The process removed its own snapshot and its generation folder.
+    assert!(logged.contains("snapshot removed"), "{logged}");
+    assert!(lab.snapshots("term").is_empty());
+    assert!(generations(&lab, "term").is_empty());
+    assert!(
+        generation_dirs(&lab).is_empty(),
+        "{:?}",
+        generation_dirs(&lab)
+    );
+    check_clean(&lab);
+    lab.vddk_conf_remove("fake.read_latency_ms");
+    let digest = lab.digests("term", 1);
+    lab.sk(&["backup", "vm:term"]).ok();
+    lab.sk(&["restore", "vm:term", "--name", "term-restored"])
+        .ok();
+    assert_eq!(lab.digests("term-restored", 1), digest);
+}
