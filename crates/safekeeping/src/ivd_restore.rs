@@ -56,7 +56,10 @@ pub struct IvdRestoreResult {
 ///
 /// # Errors
 /// [`Error::NotInRepository`] when none or several match.
-pub fn find_ivd(repo: &Repository, selector: &str) -> Result<(TargetKey, Manifest)> {
+pub fn find_ivd(
+    repo: &Repository,
+    selector: &str,
+) -> Result<(repository_format::TargetSummary, Manifest)> {
     let mut found = Vec::new();
     let mut have = Vec::new();
     for s in repo.targets()? {
@@ -73,7 +76,7 @@ pub fn find_ivd(repo: &Repository, selector: &str) -> Result<(TargetKey, Manifes
             m.target.name == selector
         };
         if hit {
-            found.push((s.key, m));
+            found.push((s, m));
         }
     }
     match found.len() {
@@ -101,7 +104,7 @@ fn load(config: &Config, selector: &str, wanted: Option<u64>) -> Result<Loaded> 
     let lock = repo
         .lock_shared(wait)
         .map_err(|e| Error::from_lock("the repository".into(), wait.as_secs(), e))?;
-    let (key, _) = find_ivd(&repo, selector)?;
+    let key = find_ivd(&repo, selector)?.0.key;
     let manifest = crate::repo::pick_generation(&repo, &key, wanted)?;
     if !manifest.metadata_files.iter().any(|f| f == METADATA_FILE) {
         return Err(Error::NotInRepository(format!(

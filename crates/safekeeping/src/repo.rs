@@ -62,6 +62,9 @@ pub fn matches(target: &Target, m: &Manifest) -> bool {
 /// [`Error::NotInRepository`] when nothing matches (listing what the repository has), or
 /// [`Error::AmbiguousVm`] when several targets match.
 pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary, Manifest)> {
+    if let Target::Ivd(selector) = target {
+        return crate::ivd_restore::find_ivd(repo, selector);
+    }
     if !matches!(target, Target::Vm(_)) {
         return Err(Error::NotSupported {
             kind: target.kind(),

@@ -117,6 +117,28 @@ async fn first_class_disk_full_incremental_restore_attach() {
     assert_eq!(users.len(), 1, "{users:?}");
     assert_eq!(users[0].vm_name, "user1");
 
+    // `list` and `show` know the disk's generations.
+    let list = lab.sk(&["list", "ivd:data1"]).ok();
+    assert!(list.stdout.contains('2'), "{}", list.all_output());
+    let show = lab.sk(&["show", "ivd:data1"]).ok();
+    assert!(
+        show.stdout.contains("ivd.json") && show.stdout.contains("data1"),
+        "{}",
+        show.all_output()
+    );
+
+    // A first class disk attached to a VM is read by the VM's backup too, and stored once at
+    // the chunk level: every chunk of data1-back (generation 2's content) is already there.
+    let r = lab.sk(&["--json", "backup", "vm:user1"]).ok().json();
+    let disks = r["targets"][0]["disks"].as_array().unwrap().clone();
+    assert_eq!(disks.len(), 2, "{r}");
+    let attached = disks
+        .iter()
+        .find(|d| d["capacity"] == 16 * MIB)
+        .unwrap_or_else(|| panic!("no 16 MiB disk: {r}"));
+    assert!(attached["bytes_read"].as_u64().unwrap() >= 3 * MIB, "{r}");
+    assert_eq!(attached["bytes_new"], 0, "attached disk stored twice: {r}");
+
     // The first generation, by id, as another disk.
     let r = lab
         .sk(&[
