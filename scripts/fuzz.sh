@@ -37,13 +37,16 @@ sanitizer="${FUZZ_SANITIZER:-address}"
 read -r -a features <<<"${FUZZ_FEATURES:-}"
 cargo fuzz build -O -a -s "$sanitizer" "${features[@]}"
 
+# Run the built binaries directly: `cargo fuzz run` would rebuild whenever a source changed.
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
+
 failed=()
 for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t" "regressions/$t"
+    mkdir -p "corpus/$t" "regressions/$t" "artifacts/$t"
     echo "== $t: ${seconds}s"
     log="${TMPDIR:-/tmp}/fuzz-$t.log"
     status=0
-    cargo fuzz run -O -a -s "$sanitizer" "${features[@]}" "$t" "corpus/$t" "regressions/$t" -- \
+    "$bin/$t" -artifact_prefix="artifacts/$t/" "corpus/$t" "regressions/$t" \
         -max_total_time="$seconds" -max_len="${FUZZ_MAX_LEN:-65536}" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
     grep -E "^(#[0-9]+\s+DONE|stat::(number_of_executed_units|average_exec_per_sec)|SUMMARY)|panicked at" "$log" || true
