@@ -179,3 +179,177 @@ pub async fn metadata(vc: &Vcenter, disk: &FoundDisk) -> IvdMetadata {
         create_time: disk.object.create_time.clone(),
     }
 }
+
+/// Which vCenter endpoint manages first class disk snapshots and changed areas.
+#[derive(Debug, Clone)]
+pub enum FcdApi {
+    /// VIM's `VcenterVStorageObjectManager` (`/sdk`).
+    Vim,
+    /// The VSLM endpoint (`/vslm/sdk`), vCenter 7 and later.
+    Vslm(vim_client::Vslm),
+}
+
+/// The environment variable that picks the endpoint: `vim` or `vslm`.
+pub const FCD_API_ENV: &str = "SAFEKEEPING_FCD_API";
+
+impl FcdApi {
+    /// `SAFEKEEPING_FCD_API` when set; otherwise VSLM on vCenter 7 and later (falling back to
+    /// VIM, with a warning, when VSLM does not answer), VIM before.
+    ///
+    /// # Errors
+    /// An unknown `SAFEKEEPING_FCD_API` value, or VSLM asked for and not answering.
+    pub async fn choose(vc: &Vcenter) -> Result<FcdApi> {
+        let wanted = std::env::var(FCD_API_ENV).ok();
+        match wanted.as_deref().map(str::trim) {
+            Some("vim") => return Ok(FcdApi::Vim),
+            Some("vslm") => return Ok(FcdApi::Vslm(vc.client.vslm().await?)),
+            Some(other) if !other.is_empty() => {
+                return Err(Error::Other(format!(
+                    "{FCD_API_ENV}={other}: expected vim or vslm"
+                )))
+            }
+            _ => {}
+        }
+        let major: u32 = vc
+            .client
+            .service_content()
+            .about
+            .api_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Ok(FcdApi::Vim);
+        }
+        match vc.client.vslm().await {
+            Ok(v) => Ok(FcdApi::Vslm(v)),
+            Err(e) => {
+                tracing::warn!(
+                    "VSLM endpoint unavailable ({e}); using the VIM first class disk manager"
+                );
+                Ok(FcdApi::Vim)
+            }
+        }
+    }
+
+    /// `vim` or `vslm`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FcdApi::Vim => "vim",
+            FcdApi::Vslm(_) => "vslm",
+        }
+    }
+
+    /// Snapshots a disk, returning the snapshot id.
+    ///
+    /// # Errors
+    /// Task faults.
+    pub async fn create_snapshot(
+        &self,
+        vc: &Vcenter,
+        id: &str,
+        datastore: &MoRef,
+        description: &str,
+    ) -> Result<String> {
+        Ok(match self {
+            FcdApi::Vim => {
+                vc.client
+                    .fcd_create_snapshot(id, datastore, description)
+                    .await?
+            }
+            FcdApi::Vslm(v) => v.create_snapshot(id, description).await?,
+        })
+    }
+
+    /// Deletes a snapshot.
+    ///
+    /// # Errors
+    /// Task faults.
+    pub async fn delete_snapshot(
+        &self,
+        vc: &Vcenter,
+        id: &str,
+        datastore: &MoRef,
+        snapshot: &str,
+    ) -> Result<()> {
+        match self {
+            FcdApi::Vim => {
+                vc.client
+                    .fcd_delete_snapshot(id, datastore, snapshot)
+                    .await?
+            }
+            FcdApi::Vslm(v) => v.delete_snapshot(id, snapshot).await?,
+        }
+        Ok(())
+    }
+
+    /// The snapshots of a disk.
+    ///
+    /// # Errors
+    /// Faults.
+    pub async fn snapshots(
+        &self,
+        vc: &Vcenter,
+        id: &str,
+        datastore: &MoRef,
+    ) -> Result<Vec<vim_client::FcdSnapshot>> {
+        Ok(match self {
+            FcdApi::Vim => vc.client.fcd_snapshots(id, datastore).await?,
+            FcdApi::Vslm(v) => v.snapshots(id).await?,
+        })
+    }
+
+    /// The changed areas of a snapshot since `since` (`*`: every allocated area).
+    ///
+    /// # Errors
+    /// Faults (an unknown change id among them).
+    pub async fn changed_areas(
+        &self,
+        vc: &Vcenter,
+        id: &str,
+        datastore: &MoRef,
+        snapshot: &str,
+        capacity: u64,
+        since: &str,
+    ) -> std::result::Result<Vec<vim_client::DiskArea>, vim_client::Error> {
+        match self {
+            FcdApi::Vim => {
+                vc.client
+                    .fcd_changed_disk_areas(id, datastore, snapshot, capacity, since)
+                    .await
+            }
+            FcdApi::Vslm(v) => v.changed_disk_areas(id, snapshot, capacity, since).await,
+        }
+    }
+
+    /// The change tracking id of a snapshot (`RetrieveSnapshotDetails`).
+    ///
+    /// # Errors
+    /// Faults.
+    pub async fn snapshot_change_id(
+        &self,
+        vc: &Vcenter,
+        id: &str,
+        datastore: &MoRef,
+        snapshot: &str,
+    ) -> Result<Option<String>> {
+        match self {
+            FcdApi::Vim => snapshot_change_id(vc, id, datastore, snapshot).await,
+            FcdApi::Vslm(_) => {
+                let body = Element::vim("VslmRetrieveSnapshotDetails")
+                    .child(
+                        MoRef::new("VslmVStorageObjectManager", "VStorageObjectManager")
+                            .to_element("_this"),
+                    )
+                    .child(Element::vim("id").text_child("id", id))
+                    .child(Element::vim("snapshotId").text_child("id", snapshot));
+                let response = vc.client.call_at(vim_client::Endpoint::Vslm, body).await?;
+                Ok(response
+                    .text_at("returnval/changedBlockTrackingId")
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty()))
+            }
+        }
+    }
+}

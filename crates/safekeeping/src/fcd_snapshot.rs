@@ -5,6 +5,7 @@
 use vim_client::MoRef;
 
 use crate::error::{Error, Result};
+use crate::fcd::FcdApi;
 use crate::vcenter::Vcenter;
 
 /// The description of every first class disk snapshot safekeeping takes.
@@ -14,6 +15,7 @@ pub const DESCRIPTION: &str = "safekeeping backup in progress; removed when the 
 #[derive(Debug)]
 pub struct FcdSnapshotGuard {
     vc: Vcenter,
+    api: FcdApi,
     disk: String,
     datastore: MoRef,
     id: String,
@@ -25,14 +27,19 @@ impl FcdSnapshotGuard {
     ///
     /// # Errors
     /// The fault of VStorageObjectCreateSnapshot_Task.
-    pub async fn create(vc: &Vcenter, disk: &str, datastore: &MoRef) -> Result<FcdSnapshotGuard> {
-        let id = vc
-            .client
-            .fcd_create_snapshot(disk, datastore, DESCRIPTION)
+    pub async fn create(
+        vc: &Vcenter,
+        api: &FcdApi,
+        disk: &str,
+        datastore: &MoRef,
+    ) -> Result<FcdSnapshotGuard> {
+        let id = api
+            .create_snapshot(vc, disk, datastore, DESCRIPTION)
             .await?;
         tracing::info!(ivd = %disk, snapshot = %id, "first class disk snapshot created");
         Ok(FcdSnapshotGuard {
             vc: vc.clone(),
+            api: api.clone(),
             disk: disk.to_string(),
             datastore: datastore.clone(),
             id,
@@ -51,9 +58,8 @@ impl FcdSnapshotGuard {
     /// The fault of DeleteSnapshot_Task; the next backup of the disk deletes it then.
     pub async fn remove(mut self) -> Result<()> {
         self.armed = false;
-        self.vc
-            .client
-            .fcd_delete_snapshot(&self.disk, &self.datastore, &self.id)
+        self.api
+            .delete_snapshot(&self.vc, &self.disk, &self.datastore, &self.id)
             .await
             .map_err(|e| {
                 Error::Other(format!(
@@ -72,7 +78,7 @@ impl Drop for FcdSnapshotGuard {
             return;
         }
         tracing::warn!(ivd = %self.disk, snapshot = %self.id, "snapshot guard dropped without removal; deleting it now");
-        let client = self.vc.client.clone();
+        let (vc, api) = (self.vc.clone(), self.api.clone());
         let (disk, datastore, id) = (self.disk.clone(), self.datastore.clone(), self.id.clone());
         // Its own thread and runtime: this may run while the process unwinds.
         let _ = std::thread::spawn(move || {
@@ -81,8 +87,7 @@ impl Drop for FcdSnapshotGuard {
                 .build()
             {
                 Ok(rt) => {
-                    if let Err(e) = rt.block_on(client.fcd_delete_snapshot(&disk, &datastore, &id))
-                    {
+                    if let Err(e) = rt.block_on(api.delete_snapshot(&vc, &disk, &datastore, &id)) {
                         tracing::error!(ivd = %disk, snapshot = %id, "cannot delete snapshot: {e}");
                     }
                 }
@@ -98,14 +103,17 @@ impl Drop for FcdSnapshotGuard {
 ///
 /// # Errors
 /// vCenter faults.
-pub async fn remove_leftovers(vc: &Vcenter, disk: &str, datastore: &MoRef) -> Result<Vec<String>> {
+pub async fn remove_leftovers(
+    vc: &Vcenter,
+    api: &FcdApi,
+    disk: &str,
+    datastore: &MoRef,
+) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for s in vc.client.fcd_snapshots(disk, datastore).await? {
+    for s in api.snapshots(vc, disk, datastore).await? {
         if s.description == DESCRIPTION {
             tracing::warn!(ivd = %disk, snapshot = %s.id, "deleting a snapshot left by an earlier, interrupted run");
-            vc.client
-                .fcd_delete_snapshot(disk, datastore, &s.id)
-                .await?;
+            api.delete_snapshot(vc, disk, datastore, &s.id).await?;
             removed.push(s.id);
         }
     }

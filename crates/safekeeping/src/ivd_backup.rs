@@ -70,6 +70,8 @@ pub fn provisioning(kind: Option<&str>) -> Provisioning {
 async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult) -> Result<()> {
     let vc = &ctx.vc;
     let disk = fcd::find(vc, selector).await?;
+    let api = fcd::FcdApi::choose(vc).await?;
+    tracing::info!(ivd = %disk.object.id, api = api.name(), "first class disk endpoint");
     let id = disk.object.id.clone();
     tracing::info!(ivd = %id, name = %disk.object.name, "starting backup of a first class disk");
     result.vm = Some(disk.object.name.clone());
@@ -92,7 +94,7 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
             .map_err(|e| Error::from_lock(format!("target {lock_key}"), wait.as_secs(), e))
     })
     .await?;
-    let removed = remove_leftovers(vc, &id, &disk.datastore).await?;
+    let removed = remove_leftovers(vc, &api, &id, &disk.datastore).await?;
     if !removed.is_empty() {
         tracing::warn!(ivd = %id, "deleted {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
     }
@@ -109,10 +111,11 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
         return Err(Error::Interrupted);
     }
 
-    let snapshot = FcdSnapshotGuard::create(vc, &id, &disk.datastore).await?;
+    let snapshot = FcdSnapshotGuard::create(vc, &api, &id, &disk.datastore).await?;
     let outcome = with_snapshot(
         ctx,
         Prepared {
+            api: &api,
             disk: &disk,
             identity,
             key,
@@ -137,6 +140,7 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
 }
 
 struct Prepared<'a> {
+    api: &'a fcd::FcdApi,
     disk: &'a FoundDisk,
     identity: TargetIdentity,
     key: repository_format::TargetKey,
@@ -155,7 +159,10 @@ async fn with_snapshot(
     let disk = p.disk;
     let id = disk.object.id.as_str();
     let capacity = disk.capacity();
-    let change_id = fcd::snapshot_change_id(vc, id, &disk.datastore, snapshot.id()).await?;
+    let api = p.api;
+    let change_id = api
+        .snapshot_change_id(vc, id, &disk.datastore, snapshot.id())
+        .await?;
     let previous = p.previous.as_ref().and_then(|m| {
         m.disk(IVD_DISK_KEY).map(|d| PreviousDisk {
             generation: m.generation.0,
@@ -172,9 +179,9 @@ async fn with_snapshot(
         previous: previous.as_ref(),
     });
     tracing::info!(ivd = %id, mode = ?plan.mode, "{}", plan.reason);
-    let areas = match vc
-        .client
-        .fcd_changed_disk_areas(
+    let areas = match api
+        .changed_areas(
+            vc,
             id,
             &disk.datastore,
             snapshot.id(),
@@ -191,8 +198,7 @@ async fn with_snapshot(
                 reason: format!("vCenter refused change id {}: {e}", plan.since_change_id),
                 since_change_id: "*".into(),
             };
-            vc.client
-                .fcd_changed_disk_areas(id, &disk.datastore, snapshot.id(), capacity, "*")
+            api.changed_areas(vc, id, &disk.datastore, snapshot.id(), capacity, "*")
                 .await?
         }
         Err(e) => return Err(e.into()),
@@ -265,6 +271,7 @@ async fn with_snapshot(
     });
     let mut extra = serde_json::Map::new();
     extra.insert("fcd_snapshot".into(), snapshot.id().into());
+    extra.insert("fcd_api".into(), api.name().into());
     let generation =
         blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
     tracing::info!(ivd = %id, %generation, "generation committed");

@@ -56,8 +56,16 @@ async fn first_class_disk_full_incremental_restore_attach() {
     write(&lab, &path, 0, 2 * MIB, 1);
     write(&lab, &path, 9 * MIB, MIB, 2);
 
-    // Full.
-    let r = lab.sk(&["--json", "backup", "ivd:data1"]).ok().json();
+    // Full, through the VIM first class disk manager.
+    let config = lab.config();
+    let r = lab
+        .sk_with(
+            &["--json", "backup", "ivd:data1"],
+            &config,
+            &[("SAFEKEEPING_FCD_API", "vim")],
+        )
+        .ok()
+        .json();
     let t = &r["targets"][0];
     assert_eq!(t["status"], "succeeded", "{r}");
     assert_eq!(t["mode"], "full", "{r}");
@@ -70,10 +78,29 @@ async fn first_class_disk_full_incremental_restore_attach() {
     );
     let digest1 = digest(&lab, &path);
 
-    // Incremental: one changed MiB, addressed by id this time.
+    // Incremental through the VSLM endpoint (the change id is the same disk's), addressed by
+    // id this time.
     write(&lab, &path, 5 * MIB, MIB, 3);
     let target = format!("ivd:{}", disk.id);
-    let r = lab.sk(&["--json", "backup", &target]).ok().json();
+    let r = lab.sk_with(
+        &["--json", "backup", &target],
+        &config,
+        &[("SAFEKEEPING_FCD_API", "nonsense")],
+    );
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    assert!(
+        r.all_output().contains("expected vim or vslm"),
+        "{}",
+        r.all_output()
+    );
+    let r = lab
+        .sk_with(
+            &["--json", "backup", &target],
+            &config,
+            &[("SAFEKEEPING_FCD_API", "vslm")],
+        )
+        .ok()
+        .json();
     let t = &r["targets"][0];
     assert_eq!(t["status"], "succeeded", "{r}");
     assert_eq!(t["mode"], "incremental", "{r}");
