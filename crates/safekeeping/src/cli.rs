@@ -194,6 +194,9 @@ pub struct PruneArgs {
     /// Keep the N most recent generations.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
+    /// Keep the last generation of each of the N most recent hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
     /// Keep the last generation of each of the N most recent days.
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
@@ -203,6 +206,12 @@ pub struct PruneArgs {
     /// Keep the last generation of each of the N most recent months.
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
+    /// Keep the last generation of each of the N most recent years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every generation younger than this (e.g. 36h, 14d, 2w).
+    #[arg(long, value_name = "DURATION", value_parser = parse_keep_within)]
+    pub keep_within: Option<u64>,
     /// Say what would be forgotten without changing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -311,5 +320,47 @@ mod tests {
         let cli = Cli::try_parse_from(["safekeeping", "list", "--json", "-vv"]).unwrap();
         assert!(cli.json);
         assert_eq!(cli.verbose, 2);
+    }
+}
+
+/// Parses `--keep-within`: a whole number with a unit of `h` (hours), `d` (days), `w` (weeks),
+/// `m` (30-day months) or `y` (365-day years), into seconds.
+fn parse_keep_within(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    // Split before the last character, on a character boundary (the unit may be any text).
+    let split = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (number, unit) = text.split_at(split);
+    let per_unit: u64 = match unit {
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "m" => 30 * 86_400,
+        "y" => 365 * 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}`: expected a number and a unit of h, d, w, m or y"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: `{number}` is not a whole number"))?;
+    n.checked_mul(per_unit)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+#[cfg(test)]
+mod keep_within_tests {
+    use super::parse_keep_within;
+
+    #[test]
+    fn parses_units_and_rejects_garbage() {
+        assert_eq!(parse_keep_within("36h"), Ok(36 * 3600));
+        assert_eq!(parse_keep_within("2w"), Ok(14 * 86_400));
+        assert!(parse_keep_within("").is_err());
+        assert!(parse_keep_within("12").is_err());
+        assert!(parse_keep_within("xd").is_err());
+        assert!(parse_keep_within("3é").is_err());
+        assert!(parse_keep_within("99999999999999999y").is_err());
     }
 }

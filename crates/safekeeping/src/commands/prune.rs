@@ -18,15 +18,16 @@ use crate::report::Report;
 pub fn policy(args: &PruneArgs) -> Result<RetentionPolicy> {
     let p = RetentionPolicy {
         keep_last: args.keep_last.unwrap_or(0),
+        keep_hourly: args.keep_hourly.unwrap_or(0),
         keep_daily: args.keep_daily.unwrap_or(0),
         keep_weekly: args.keep_weekly.unwrap_or(0),
         keep_monthly: args.keep_monthly.unwrap_or(0),
-        ..RetentionPolicy::default()
+        keep_yearly: args.keep_yearly.unwrap_or(0),
+        keep_within_seconds: args.keep_within,
     };
     if p == RetentionPolicy::default() {
         return Err(Error::Other(
-            "prune needs at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly"
-                .into(),
+            "prune needs at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within".into(),
         ));
     }
     Ok(p)
