@@ -85,6 +85,10 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
                     let selector = selector.clone();
                     crate::ivd_backup::backup_ivd(ctx, target, selector).await
                 }
+                Target::Vapp(ref name) => {
+                    let name = name.clone();
+                    crate::vapp_backup::backup_vapp(ctx, target, name).await
+                }
                 _ => backup_target(ctx, target).await,
             }
         }

@@ -1,0 +1,182 @@
+//! Backup of a vApp (`vapp:NAME`): each child VM is backed up as its own `vm` generation (the
+//! same path as `vm:` targets), then the vApp's own generation records its configuration
+//! (`vapp-config.xml`: product and property sections, IP assignment, start order as vCenter
+//! keeps it; `vapp-resources.xml`: resource allocation) and `vapp.json`, which links each child
+//! by name, moref, start settings, repository target key and generation. The vApp generation is
+//! committed only when every child succeeded.
+
+use std::sync::Arc;
+
+use repository_format::{BackupMode, GenerationStatus, TargetIdentity, TargetKind};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{backup_target, BackupContext, TargetResult};
+use crate::error::{Error, Result};
+use crate::target::{Target, VmSelector};
+
+/// A child VM as `vapp.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VappChild {
+    /// The VM's name.
+    pub name: String,
+    /// Its moref at backup time.
+    pub moref: String,
+    /// Start group (`startOrder`).
+    pub start_order: Option<i32>,
+    /// Seconds before the next group starts.
+    pub start_delay: Option<i32>,
+    /// `powerOn` or `none`.
+    pub start_action: Option<String>,
+    /// Seconds after stopping.
+    pub stop_delay: Option<i32>,
+    /// `powerOff`, `guestShutdown`, ...
+    pub stop_action: Option<String>,
+    /// The child's OVF tag.
+    pub tag: Option<String>,
+    /// The child's generation in the repository.
+    pub generation: u64,
+}
+
+/// `vapp.json`: the vApp and its children in start order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VappMetadata {
+    /// The vApp's name.
+    pub name: String,
+    /// Its moref at backup time.
+    pub moref: String,
+    /// Children in start order.
+    pub children: Vec<VappChild>,
+}
+
+/// Name of the vApp summary in a `vapp` generation.
+pub const METADATA_FILE: &str = "vapp.json";
+/// The saved `VAppConfigInfo`.
+pub const CONFIG_FILE: &str = "vapp-config.xml";
+/// The saved resource allocation.
+pub const RESOURCES_FILE: &str = "vapp-resources.xml";
+
+/// Backs up one `vapp:` target; never fails, the result says what happened.
+pub async fn backup_vapp(ctx: Arc<BackupContext>, target: Target, name: String) -> TargetResult {
+    let mut result = TargetResult {
+        target: target.to_string(),
+        vm: Some(name.clone()),
+        generation: None,
+        mode: None,
+        status: "failed",
+        bytes_read: 0,
+        bytes_new: 0,
+        disks: Vec::new(),
+        error: None,
+    };
+    match run(&ctx, &name, &mut result).await {
+        Ok(()) => {
+            result.status = "succeeded";
+            tracing::info!(target = %target, generation = ?result.generation, "vApp backup succeeded");
+        }
+        Err(e) => {
+            tracing::error!(target = %target, "vApp backup failed: {e}");
+            result.error = Some(e.to_string());
+        }
+    }
+    result
+}
+
+async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) -> Result<()> {
+    let vc = &ctx.vc;
+    let moref = vc.client.find_vapp_by_name(name).await?;
+    let info = vc.client.vapp_info(&moref).await?;
+    // Children in start order: the entity list first, then any VM it does not mention.
+    let mut order: Vec<(vim_client::MoRef, Option<vim_client::VAppEntity>)> = info
+        .start_order
+        .iter()
+        .filter_map(|e| {
+            e.key
+                .clone()
+                .filter(|k| k.kind == "VirtualMachine")
+                .map(|k| (k, Some(e.clone())))
+        })
+        .collect();
+    for vm in &info.vms {
+        if !order.iter().any(|(k, _)| k == vm) {
+            order.push((vm.clone(), None));
+        }
+    }
+    let mut children = Vec::new();
+    let mut failures = Vec::new();
+    for (vm, entity) in order {
+        let child =
+            backup_target(ctx.clone(), Target::Vm(VmSelector::Moref(vm.value.clone()))).await;
+        result.bytes_read += child.bytes_read;
+        result.bytes_new += child.bytes_new;
+        let child_name = child.vm.clone().unwrap_or_else(|| vm.value.clone());
+        match (child.succeeded(), child.generation) {
+            (true, Some(generation)) => {
+                let e = entity.unwrap_or_default();
+                children.push(VappChild {
+                    name: child_name,
+                    moref: vm.value.clone(),
+                    start_order: e.start_order,
+                    start_delay: e.start_delay,
+                    start_action: e.start_action,
+                    stop_delay: e.stop_delay,
+                    stop_action: e.stop_action,
+                    tag: e.tag,
+                    generation,
+                });
+            }
+            _ => failures.push(format!(
+                "{child_name}: {}",
+                child.error.unwrap_or_else(|| "failed".into())
+            )),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Other(format!(
+            "{} of {} child VM(s) failed, so no vApp generation was written: {}",
+            failures.len(),
+            failures.len() + children.len(),
+            failures.join("; ")
+        )));
+    }
+
+    let mut identity = TargetIdentity::new(TargetKind::VApp, info.name.clone());
+    identity.moref = Some(info.moref.value.clone());
+    identity
+        .extra
+        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    let key = ctx.repo.target_key(&identity)?;
+    let meta = VappMetadata {
+        name: info.name.clone(),
+        moref: info.moref.value.clone(),
+        children,
+    };
+    let mut files: Vec<(&'static str, Vec<u8>)> = vec![(
+        METADATA_FILE,
+        serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Other(format!("cannot encode {METADATA_FILE}: {e}")))?,
+    )];
+    if let Some(c) = &info.vapp_config {
+        files.push((CONFIG_FILE, vim_client::xml::to_string(c).into_bytes()));
+    }
+    if let Some(r) = &info.resource_config {
+        files.push((RESOURCES_FILE, vim_client::xml::to_string(r).into_bytes()));
+    }
+    let repo = ctx.repo.clone();
+    let lock = ctx.lock.clone();
+    let wait = crate::repo::lock_wait(&ctx.config);
+    let generation = tokio::task::spawn_blocking(move || -> Result<_> {
+        let target_lock = repo
+            .lock_target(&key, wait)
+            .map_err(|e| Error::from_lock(format!("target {key}"), wait.as_secs(), e))?;
+        let mut w = repo.begin_generation(&lock, target_lock, identity, BackupMode::Full, None)?;
+        for (name, data) in &files {
+            w.put_metadata(name, data)?;
+        }
+        Ok(w.commit(GenerationStatus::Succeeded, serde_json::Map::new())?)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+    result.generation = Some(generation.0);
+    result.mode = Some(BackupMode::Full);
+    Ok(())
+}
