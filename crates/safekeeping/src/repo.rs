@@ -65,6 +65,9 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
     if let Target::Ivd(selector) = target {
         return crate::ivd_restore::find_ivd(repo, selector);
     }
+    if let Target::Vapp(name) = target {
+        return find_vapp(repo, name);
+    }
     if !matches!(target, Target::Vm(_)) {
         return Err(Error::NotSupported {
             kind: target.kind(),
@@ -103,6 +106,33 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
                 .map(|(s, _)| format!("{} ({})", s.key, s.name))
                 .collect(),
         }),
+    }
+}
+
+/// The `vapp` target named `name`.
+fn find_vapp(repo: &Repository, name: &str) -> Result<(TargetSummary, Manifest)> {
+    let mut found = Vec::new();
+    for s in repo.targets()? {
+        if s.kind != repository_format::TargetKind::VApp || s.name != name {
+            continue;
+        }
+        let Some(latest) = s.latest else { continue };
+        let m = repo.manifest(&s.key, latest)?;
+        found.push((s, m));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::NotInRepository(format!(
+            "the repository has no backup of vapp:{name}"
+        ))),
+        n => Err(Error::NotInRepository(format!(
+            "vapp:{name} matches {n} vApps in the repository: {}",
+            found
+                .iter()
+                .map(|(s, _)| s.key.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 

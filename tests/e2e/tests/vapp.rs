@@ -34,6 +34,19 @@ fn vapp_backup_links_child_generations() {
     let db = lab.sk(&["--json", "show", "vm:db"]).ok().json();
     assert_eq!(db["disks"].as_array().map(Vec::len), Some(2), "{db}");
 
+    let show = lab.sk(&["show", "vapp:shop"]).ok().stdout;
+    assert!(
+        show.contains("vapp.json") && show.contains("vapp-config.xml"),
+        "{show}"
+    );
+    let r = lab.sk(&["restore", "vapp:shop"]);
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    assert!(
+        r.stderr.contains("not implemented yet"),
+        "{}",
+        r.all_output()
+    );
+
     // A vApp that does not exist fails clearly; a second run adds generation 2.
     let r = lab.sk(&["--json", "backup", "vapp:nope", "vapp:shop"]);
     assert_eq!(r.code, 3, "{}", r.all_output());

@@ -24,6 +24,12 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
     if matches!(args.target, crate::target::Target::Ivd(_)) {
         return crate::ivd_restore::run(config, args, cancel, quiet).await;
     }
+    if let crate::target::Target::Vapp(name) = &args.target {
+        return Err(Error::Other(format!(
+            "restoring a vApp is not implemented yet: restore the child VMs of vapp:{name} \
+             one by one (each is a vm: target in `safekeeping list`)"
+        )));
+    }
     if args.attach.is_some() {
         return Err(Error::Other(
             "--attach applies to first class disks (ivd: targets) only".into(),
