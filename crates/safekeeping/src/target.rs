@@ -1,5 +1,5 @@
 //! Backup targets as written on the command line: `vm:NAME`, `vm:vm-123`, `vm:UUID`,
-//! `vm:DC/vm/folder/NAME`, and the syntactically accepted `ivd:`, `vapp:` and `tag:` kinds.
+//! `vm:DC/vm/folder/NAME`, `ivd:NAME|ID`, `vapp:NAME` and `tag:[CATEGORY/]NAME`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,11 +11,11 @@ use thiserror::Error;
 pub enum Target {
     /// A virtual machine.
     Vm(VmSelector),
-    /// A First Class Disk (improved virtual disk), by id or name. Not supported yet.
+    /// A First Class Disk (improved virtual disk), by id or name.
     Ivd(String),
-    /// A vApp, by name. Not supported yet.
+    /// A vApp, by name (backup only).
     Vapp(String),
-    /// Every VM carrying a vSphere tag. Not supported yet.
+    /// Every VM, first class disk and vApp carrying a vSphere tag (`[CATEGORY/]NAME`).
     Tag(String),
 }
 
