@@ -16,6 +16,10 @@ pub struct Cli {
     /// Print one machine-readable JSON document on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// File holding the repository passphrase (overrides `[repository] passphrase_file`;
+    /// `SAFEKEEPING_PASSPHRASE` takes precedence). Never the passphrase itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
     /// Also write log lines to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -61,6 +65,48 @@ pub enum RepoCommand {
     Init(InitArgs),
     /// Rebuild the repository's catalog from its manifests.
     Reindex,
+    /// Key files of an encrypted repository: list, add, passwd, export, remove.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `repo key` subcommands. The current passphrase comes from `SAFEKEEPING_PASSPHRASE` or the
+/// passphrase file; a new one from `--new-passphrase-file` or `SAFEKEEPING_NEW_PASSPHRASE`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key files.
+    List,
+    /// Add a key file wrapping the same keys under a new passphrase.
+    Add(NewPassphraseArgs),
+    /// Change the passphrase of the key file the current passphrase opens.
+    Passwd(NewPassphraseArgs),
+    /// Print (or write) the key file the current passphrase opens, to keep offline.
+    Export(KeyExportArgs),
+    /// Remove a key file (never the last one).
+    Remove(KeyRemoveArgs),
+}
+
+/// Where `repo key add` / `passwd` read the new passphrase.
+#[derive(Debug, Args)]
+pub struct NewPassphraseArgs {
+    /// File holding the new passphrase (else `SAFEKEEPING_NEW_PASSPHRASE`).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+}
+
+/// `repo key export`
+#[derive(Debug, Args)]
+pub struct KeyExportArgs {
+    /// Write the key file here (created with mode 600; must not exist) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `repo key remove`
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// The key id (from `repo key list`).
+    pub id: String,
 }
 
 /// `repo init`
@@ -69,6 +115,9 @@ pub struct InitArgs {
     /// Encrypt everything stored (AES-256-GCM) under the configured passphrase.
     #[arg(long)]
     pub encrypt: bool,
+    /// Encryption: `none` or `aes-256-gcm` (the same as --encrypt).
+    #[arg(long, value_name = "MODE", conflicts_with = "encrypt")]
+    pub encryption: Option<repository_format::EncryptionMode>,
 }
 
 /// `backup`

@@ -17,6 +17,8 @@ pub const PASSWORD_ENV: &str = "SAFEKEEPING_PASSWORD";
 /// Environment variable holding the repository passphrase (takes precedence over
 /// `repository.passphrase_file`).
 pub const PASSPHRASE_ENV: &str = "SAFEKEEPING_REPOSITORY_PASSPHRASE";
+/// The shorter name of [`PASSPHRASE_ENV`], also accepted.
+pub const PASSPHRASE_ENV_SHORT: &str = "SAFEKEEPING_PASSPHRASE";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -341,9 +343,11 @@ impl Config {
     /// # Errors
     /// [`ConfigError::PasswordFile`] when the file cannot be read or is empty.
     pub fn passphrase(&self) -> Result<Option<repository_format::Passphrase>, ConfigError> {
-        if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
-            if !p.is_empty() {
-                return Ok(Some(repository_format::Passphrase::from(p)));
+        for var in [PASSPHRASE_ENV, PASSPHRASE_ENV_SHORT] {
+            if let Ok(p) = std::env::var(var) {
+                if !p.is_empty() {
+                    return Ok(Some(repository_format::Passphrase::from(p)));
+                }
             }
         }
         let Some(path) = &self.repository.passphrase_file else {

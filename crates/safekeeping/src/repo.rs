@@ -24,7 +24,7 @@ pub fn open(config: &Config) -> Result<Repository> {
     let passphrase = config.passphrase()?;
     Repository::open_with(path, passphrase.as_ref()).map_err(|e| match e {
         repository_format::Error::PassphraseRequired { .. } => Error::Other(format!(
-            "the repository at {} is encrypted: set repository.passphrase_file in the configuration or SAFEKEEPING_REPOSITORY_PASSPHRASE",
+            "the repository at {} is encrypted: set SAFEKEEPING_PASSPHRASE (or SAFEKEEPING_REPOSITORY_PASSPHRASE), or name a file holding it with --passphrase-file or repository.passphrase_file in the configuration",
             path.display()
         )),
         other => other.into(),

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod export;
 pub mod gc;
+pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repo;
@@ -22,7 +23,10 @@ use crate::report::Report;
 /// When the command cannot start (configuration, repository, vCenter unreachable). Failures
 /// of individual targets are in the report instead.
 pub async fn run(cli: Cli) -> Result<Report> {
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(p) = cli.passphrase_file {
+        config.repository.passphrase_file = Some(p);
+    }
     // Backup and restore catch SIGINT/SIGTERM to clean up (snapshots, half-restored VMs);
     // the repository commands keep the default behaviour, their writes are crash-safe.
     let cancel = Cancel::new();
@@ -39,7 +43,11 @@ pub async fn run(cli: Cli) -> Result<Report> {
 /// Commands that only touch the repository; they block on file I/O and locks.
 fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
     match command {
-        Command::Repo(RepoCommand::Init(a)) => repo::init(config, a.encrypt),
+        Command::Repo(RepoCommand::Init(a)) => repo::init(
+            config,
+            a.encrypt || a.encryption == Some(repository_format::EncryptionMode::Aes256Gcm),
+        ),
+        Command::Repo(RepoCommand::Key(k)) => key::run(config, &k),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),

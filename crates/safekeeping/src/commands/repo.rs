@@ -17,7 +17,7 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
     let passphrase = if encrypt {
         Some(config.passphrase()?.ok_or_else(|| {
             Error::Other(
-                "--encrypt needs a passphrase: set repository.passphrase_file in the configuration or SAFEKEEPING_REPOSITORY_PASSPHRASE".into(),
+                "encryption needs a passphrase: set SAFEKEEPING_PASSPHRASE (or SAFEKEEPING_REPOSITORY_PASSPHRASE), or name a file holding it with --passphrase-file or repository.passphrase_file in the configuration".into(),
             )
         })?)
     } else {
