@@ -40,6 +40,7 @@ pub mod snapshot_name;
 pub mod sparse_image;
 pub mod target;
 pub mod vapp_backup;
+pub mod vapp_restore;
 pub mod vcenter;
 pub mod vddk_session;
 pub mod vmx;

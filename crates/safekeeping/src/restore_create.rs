@@ -50,6 +50,19 @@ pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
 /// # Errors
 /// An unusable saved configuration, CreateVM_Task faults.
 pub async fn create(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<String>)> {
+    create_in(vc, plan, None).await
+}
+
+/// Creates the VM in the plan's folder and pool (`CreateVM_Task`) or, with `vapp`, as a child
+/// of that vApp (`CreateChildVM_Task`); returns it and the fields that were not carried over.
+///
+/// # Errors
+/// An unusable saved configuration, task faults.
+pub async fn create_in(
+    vc: &Vcenter,
+    plan: &RestorePlan,
+    vapp: Option<&MoRef>,
+) -> Result<(MoRef, Vec<String>)> {
     let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options(plan))?;
     if !rebuilt.dropped_fields.is_empty() {
         tracing::info!(
@@ -57,10 +70,18 @@ pub async fn create(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<Stri
             rebuilt.dropped_fields.join(", ")
         );
     }
-    let vm = vc
-        .client
-        .create_vm(&plan.folder, &rebuilt.spec, &plan.pool, plan.host.as_ref())
-        .await?;
+    let vm = match vapp {
+        None => {
+            vc.client
+                .create_vm(&plan.folder, &rebuilt.spec, &plan.pool, plan.host.as_ref())
+                .await?
+        }
+        Some(v) => {
+            vc.client
+                .create_child_vm(v, &rebuilt.spec, plan.host.as_ref())
+                .await?
+        }
+    };
     tracing::info!(vm = %plan.name, moref = %vm.value, "created VM");
     Ok((vm, rebuilt.dropped_fields))
 }

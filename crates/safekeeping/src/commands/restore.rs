@@ -24,11 +24,8 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
     if matches!(args.target, crate::target::Target::Ivd(_)) {
         return crate::ivd_restore::run(config, args, cancel, quiet).await;
     }
-    if let crate::target::Target::Vapp(name) = &args.target {
-        return Err(Error::Other(format!(
-            "restoring a vApp is not implemented yet: restore the child VMs of vapp:{name} \
-             one by one (each is a vm: target in `safekeeping list`)"
-        )));
+    if matches!(args.target, crate::target::Target::Vapp(_)) {
+        return crate::vapp_restore::run(config, args, cancel, quiet).await;
     }
     if args.attach.is_some() {
         return Err(Error::Other(
