@@ -5,20 +5,20 @@
 use std::sync::Arc;
 
 use repository_format::{
-    Area, BackupMode, DiskDescriptor, FixedIndex, GenerationStatus, GenerationWriter, Manifest,
-    Provisioning, Repository, RepositoryLock, TargetIdentity, TargetKey, TargetKind,
+    Area, BackupMode, DiskDescriptor, GenerationStatus, GenerationWriter, Manifest, Provisioning,
+    Repository, RepositoryLock, TargetIdentity, TargetKey, TargetKind,
 };
 use serde::Serialize;
-use vim_client::{MoRef, VmConfig, VmInfo};
+use vim_client::{VmConfig, VmInfo};
 
 use crate::cancel::Cancel;
 use crate::changed_areas;
+use crate::commands::blocking;
 use crate::config::Config;
+use crate::disk_ingest::{ingest_disk, DiskIngest, SnapshotDisk};
 use crate::disk_plan::{plan_disk, DiskFacts, DiskMode, DiskPlan, PreviousDisk};
-use crate::disk_reader::VddkSource;
 use crate::error::{Error, Result};
 use crate::metadata;
-use crate::progress::Progress;
 use crate::resolve::resolve;
 use crate::snapshot::{remove_leftovers, SnapshotGuard};
 use crate::target::Target;
@@ -427,16 +427,16 @@ async fn with_snapshot(
         let (w, stats) = ingest_disk(
             ctx,
             writer,
-            IngestJob {
-                vm: p.info.moref.clone(),
-                snapshot: snapshot.moref().clone(),
-                path: snapshot_path,
+            DiskIngest {
+                source: SnapshotDisk::Vm {
+                    vm: p.info.moref.clone(),
+                    snapshot: snapshot.moref().clone(),
+                    path: snapshot_path,
+                },
                 descriptor,
                 base,
                 areas,
                 progress_label: format!("{} {}", p.info.name, label),
-                to_read,
-                chunk_size: ctx.repo.config().chunk_size,
             },
         )
         .await?;
@@ -466,81 +466,4 @@ async fn with_snapshot(
     result.generation = Some(generation.0);
     result.mode = Some(mode);
     Ok(())
-}
-
-/// Asynchronous VDDK reads kept in flight ahead of the ingest.
-const READ_AHEAD: usize = 4;
-
-struct IngestJob {
-    vm: MoRef,
-    snapshot: MoRef,
-    path: String,
-    descriptor: DiskDescriptor,
-    base: Option<FixedIndex>,
-    areas: Vec<Area>,
-    progress_label: String,
-    to_read: u64,
-    chunk_size: u32,
-}
-
-/// Reads one disk into the generation on a blocking thread that owns its VDDK connection.
-async fn ingest_disk(
-    ctx: &Arc<BackupContext>,
-    mut writer: GenerationWriter,
-    job: IngestJob,
-) -> Result<(GenerationWriter, repository_format::DiskStats)> {
-    let vddk = ctx.vddk.clone();
-    let cancel = ctx.cancel.clone();
-    let show = ctx.options.show_progress;
-    let (writer, stats) = tokio::task::spawn_blocking(move || {
-        let r = (|| {
-            let conn = vddk.connect_snapshot(&job.vm.value, &job.snapshot.value)?;
-            let disk = conn
-                .open(&job.path, vddk::OpenFlags::READ_ONLY)
-                .map_err(|e| Error::Vddk(format!("open {}: {e}", job.path)))?;
-            let reads = repository_format::ingest::chunk_ranges(
-                &job.areas,
-                job.descriptor.capacity,
-                job.chunk_size,
-            )?
-            .into_iter()
-            .flat_map(|(first, end)| first..end)
-            .map(|slot| {
-                let offset = slot * u64::from(job.chunk_size);
-                let len = (job.descriptor.capacity - offset).min(u64::from(job.chunk_size));
-                (offset, len as usize)
-            })
-            .collect();
-            let mut source =
-                VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
-            let progress = Progress::new(job.progress_label, job.to_read, !show);
-            let stats = writer.ingest_disk(
-                job.descriptor,
-                job.base.as_ref(),
-                &job.areas,
-                &mut source,
-                &|n| progress.add(n),
-            );
-            progress.finish();
-            drop(source);
-            drop(conn);
-            stats.map_err(|e| {
-                if cancel.is_cancelled() {
-                    Error::Interrupted
-                } else {
-                    e.into()
-                }
-            })
-        })();
-        (writer, r)
-    })
-    .await
-    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?;
-    Ok((writer, stats?))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
 }

@@ -10,25 +10,22 @@
 use std::sync::Arc;
 
 use repository_format::{
-    Area, BackupMode, DiskDescriptor, FixedIndex, GenerationStatus, GenerationWriter, Provisioning,
+    Area, BackupMode, DiskDescriptor, GenerationStatus, GenerationWriter, Provisioning,
     TargetIdentity, TargetKind,
 };
 
 use crate::backup::{BackupContext, DiskResult, TargetResult};
 use crate::changed_areas;
+use crate::commands::blocking;
+use crate::disk_ingest::{ingest_disk, DiskIngest, SnapshotDisk};
 use crate::disk_plan::{plan_disk, DiskFacts, DiskMode, DiskPlan, PreviousDisk};
-use crate::disk_reader::VddkSource;
 use crate::error::{Error, Result};
 use crate::fcd::{self, FoundDisk, IvdMetadata};
 use crate::fcd_snapshot::{remove_leftovers, FcdSnapshotGuard};
-use crate::progress::Progress;
 use crate::target::Target;
 
 /// The device key under which an `ivd` generation stores its one disk.
 pub const IVD_DISK_KEY: i32 = 0;
-
-/// Asynchronous VDDK reads kept in flight ahead of the ingest (as for VM disks).
-const READ_AHEAD: usize = 4;
 
 /// Backs up one `ivd:` target; never fails, the result says what happened.
 pub async fn backup_ivd(ctx: Arc<BackupContext>, target: Target, selector: String) -> TargetResult {
@@ -244,18 +241,19 @@ async fn with_snapshot(
     tracing::info!(ivd = %id, generation = %writer.id(), ?mode, "{} changed area(s), {} bytes to read",
         areas.len(), changed_areas::total(&areas));
 
-    let job = IngestJob {
-        id: id.to_string(),
-        datastore: disk.datastore.value.clone(),
-        snapshot: snapshot.id().to_string(),
-        path: descriptor.file_path.clone(),
-        label: format!("ivd {}", disk.object.name),
-        to_read: changed_areas::total(&areas),
+    let job = DiskIngest {
+        source: SnapshotDisk::FirstClass {
+            id: id.to_string(),
+            datastore: disk.datastore.value.clone(),
+            snapshot: snapshot.id().to_string(),
+            path: descriptor.file_path.clone(),
+        },
+        progress_label: format!("ivd {}", disk.object.name),
         descriptor,
         base,
         areas,
     };
-    let (writer, stats) = ingest(ctx, writer, job).await?;
+    let (writer, stats) = ingest_disk(ctx, writer, job).await?;
     result.bytes_read = stats.read_bytes;
     result.bytes_new = stats.new_bytes;
     result.disks.push(DiskResult {
@@ -278,80 +276,6 @@ async fn with_snapshot(
     result.generation = Some(generation.0);
     result.mode = Some(mode);
     Ok(())
-}
-
-struct IngestJob {
-    id: String,
-    datastore: String,
-    snapshot: String,
-    path: String,
-    label: String,
-    to_read: u64,
-    descriptor: DiskDescriptor,
-    base: Option<FixedIndex>,
-    areas: Vec<Area>,
-}
-
-/// Reads the snapshot into the generation on a blocking thread owning its VDDK connection.
-async fn ingest(
-    ctx: &Arc<BackupContext>,
-    mut writer: GenerationWriter,
-    job: IngestJob,
-) -> Result<(GenerationWriter, repository_format::DiskStats)> {
-    let vddk = ctx.vddk.clone();
-    let cancel = ctx.cancel.clone();
-    let show = ctx.options.show_progress;
-    let chunk_size = ctx.repo.config().chunk_size;
-    let (writer, stats) = tokio::task::spawn_blocking(move || {
-        let r = (|| {
-            let conn = vddk.connect_fcd(&job.id, &job.datastore, Some(&job.snapshot))?;
-            let vdisk = conn
-                .open(&job.path, vddk::OpenFlags::READ_ONLY)
-                .map_err(|e| Error::Vddk(format!("open first class disk {}: {e}", job.id)))?;
-            let capacity = job.descriptor.capacity;
-            let reads = repository_format::ingest::chunk_ranges(&job.areas, capacity, chunk_size)?
-                .into_iter()
-                .flat_map(|(first, end)| first..end)
-                .map(|slot| {
-                    let offset = slot * u64::from(chunk_size);
-                    (
-                        offset,
-                        (capacity - offset).min(u64::from(chunk_size)) as usize,
-                    )
-                })
-                .collect();
-            let mut source =
-                VddkSource::new(vdisk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
-            let progress = Progress::new(job.label, job.to_read, !show);
-            let stats = writer.ingest_disk(
-                job.descriptor,
-                job.base.as_ref(),
-                &job.areas,
-                &mut source,
-                &|n| progress.add(n),
-            );
-            progress.finish();
-            drop(source);
-            drop(conn);
-            stats.map_err(|e| {
-                if cancel.is_cancelled() {
-                    Error::Interrupted
-                } else {
-                    e.into()
-                }
-            })
-        })();
-        (writer, r)
-    })
-    .await
-    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?;
-    Ok((writer, stats?))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
 }
 
 #[cfg(test)]

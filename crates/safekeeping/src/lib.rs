@@ -2,7 +2,8 @@
 //!
 //! The data flow of a backup, one module per step:
 //! [`resolve`] (target → VM) → [`snapshot`] (guarded snapshot) → [`changed_areas`] (CBT) →
-//! [`disk_reader`] (VDDK reads feeding the repository) → [`backup`] (orchestration, commit).
+//! [`disk_reader`] (VDDK reads feeding the repository) → [`disk_ingest`] (one disk into the
+//! generation, shared by `vm:` and `ivd:`) → [`backup`] (orchestration, commit).
 //! A restore goes through [`mapping`] (placement checked up front), then [`restore_create`] or
 //! [`restore_import`], and writes the disks back through VDDK. One module per command lives
 //! under [`commands`].
@@ -14,6 +15,7 @@ pub mod changed_areas;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod disk_ingest;
 pub mod disk_plan;
 pub mod disk_reader;
 pub mod disk_writer;
