@@ -146,6 +146,32 @@ fn restore_vapp_in_start_order(lab: &Lab, web_digests: &[String], db_digests: &[
     assert_eq!(lab.digests("shop2-db", 2), db_digests);
     assert_eq!(repo_tree(lab), before, "the restore changed the repository");
 
+    // Product and property sections, annotation, placement and every child's start/stop
+    // settings come back as saved.
+    let old = lab.lab(&["vapp-info", "--vapp", "shop"]).ok().json();
+    let new = lab.lab(&["vapp-info", "--vapp", "shop2"]).ok().json();
+    for field in ["products", "properties", "annotation", "parent"] {
+        assert_eq!(new[field], old[field], "{field}: {new} vs {old}");
+    }
+    assert!(!old["properties"].as_array().unwrap().is_empty(), "{old}");
+    for (o, n) in old["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(new["children"].as_array().unwrap())
+    {
+        for field in [
+            "start_order",
+            "start_delay",
+            "start_action",
+            "stop_delay",
+            "stop_action",
+            "tag",
+        ] {
+            assert_eq!(n[field], o[field], "{field}: {n} vs {o}");
+        }
+    }
+
     // The same name again is refused before anything is created.
     let again = lab.sk(&["restore", "vapp:shop", "--name", "shop2"]);
     assert_eq!(again.code, 1, "{}", again.all_output());
