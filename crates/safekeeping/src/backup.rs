@@ -101,9 +101,45 @@ pub struct TargetResult {
 }
 
 impl TargetResult {
+    /// A failed result for `target`, before anything is known about it.
+    pub fn new(target: &Target) -> TargetResult {
+        TargetResult {
+            target: target.to_string(),
+            vm: None,
+            generation: None,
+            mode: None,
+            status: "failed",
+            bytes_read: 0,
+            bytes_new: 0,
+            disks: Vec::new(),
+            error: None,
+        }
+    }
+
     /// Whether the target was backed up.
     pub fn succeeded(&self) -> bool {
         self.status == "succeeded"
+    }
+
+    /// Records how the run ended, and logs it.
+    pub(crate) fn conclude(mut self, target: &Target, outcome: Result<()>) -> TargetResult {
+        match outcome {
+            Ok(()) => {
+                self.status = "succeeded";
+                tracing::info!(
+                    target = %target,
+                    generation = ?self.generation,
+                    "backup succeeded: {} bytes read, {} new",
+                    self.bytes_read,
+                    self.bytes_new
+                );
+            }
+            Err(e) => {
+                tracing::error!(target = %target, "backup failed: {e}");
+                self.error = Some(e.to_string());
+            }
+        }
+        self
     }
 }
 
@@ -119,34 +155,9 @@ struct Prepared {
 
 /// Backs up one target; never fails, the result says what happened.
 pub async fn backup_target(ctx: Arc<BackupContext>, target: Target) -> TargetResult {
-    let mut result = TargetResult {
-        target: target.to_string(),
-        vm: None,
-        generation: None,
-        mode: None,
-        status: "failed",
-        bytes_read: 0,
-        bytes_new: 0,
-        disks: Vec::new(),
-        error: None,
-    };
-    match run(&ctx, &target, &mut result).await {
-        Ok(()) => {
-            result.status = "succeeded";
-            tracing::info!(
-                target = %target,
-                generation = ?result.generation,
-                "backup succeeded: {} bytes read, {} new",
-                result.bytes_read,
-                result.bytes_new
-            );
-        }
-        Err(e) => {
-            tracing::error!(target = %target, "backup failed: {e}");
-            result.error = Some(e.to_string());
-        }
-    }
-    result
+    let mut result = TargetResult::new(&target);
+    let outcome = run(&ctx, &target, &mut result).await;
+    result.conclude(&target, outcome)
 }
 
 async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResult) -> Result<()> {
@@ -175,14 +186,7 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     // The repository names the target's folder (keyed when the repository is encrypted).
     let key = ctx.repo.target_key(&identity)?;
 
-    let repo = ctx.repo.clone();
-    let wait = crate::repo::lock_wait(&ctx.config);
-    let lock_key = key.clone();
-    let target_lock = blocking(move || {
-        repo.lock_target(&lock_key, wait)
-            .map_err(|e| Error::from_lock(format!("target {lock_key}"), wait.as_secs(), e))
-    })
-    .await?;
+    let target_lock = lock_target(ctx, &key).await?;
 
     let removed = remove_leftovers(vc, &info.moref, &info.snapshots).await?;
     if !removed.is_empty() {
@@ -191,14 +195,7 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let cbt_just_enabled =
         changed_areas::ensure_enabled(vc, &info.moref, config.change_tracking_enabled, &info.name)
             .await?;
-    let repo = ctx.repo.clone();
-    let prev_key = key.clone();
-    let previous = blocking(move || match repo.latest_successful(&prev_key) {
-        Ok(Some(g)) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
-        Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
+    let previous = latest_manifest(ctx, &key).await?;
     let prepared = Prepared {
         info,
         config,
@@ -217,12 +214,52 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, quiesce).await?;
     let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock, result).await;
     let removal = snapshot.remove().await;
+    with_snapshot_removed(outcome, removal, result.generation)
+}
+
+/// Takes the target's lock, waiting as long as the configuration allows.
+pub(crate) async fn lock_target(
+    ctx: &BackupContext,
+    key: &TargetKey,
+) -> Result<repository_format::TargetLock> {
+    let repo = ctx.repo.clone();
+    let wait = crate::repo::lock_wait(&ctx.config);
+    let key = key.clone();
+    blocking(move || {
+        repo.lock_target(&key, wait)
+            .map_err(|e| Error::from_lock(format!("target {key}"), wait.as_secs(), e))
+    })
+    .await
+}
+
+/// The manifest of the target's latest successful generation, if it has one.
+pub(crate) async fn latest_manifest(
+    ctx: &BackupContext,
+    key: &TargetKey,
+) -> Result<Option<Manifest>> {
+    let repo = ctx.repo.clone();
+    let key = key.clone();
+    blocking(move || match repo.latest_successful(&key) {
+        Ok(Some(g)) => Ok(Some(repo.manifest(&key, g.id)?)),
+        Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .await
+}
+
+/// The run's outcome once its snapshot was removed: a failed removal fails the run too,
+/// saying whether the generation (`generation`) was committed before it.
+pub(crate) fn with_snapshot_removed(
+    outcome: Result<()>,
+    removal: Result<()>,
+    generation: Option<u64>,
+) -> Result<()> {
     match (outcome, removal) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), Ok(())) => Err(e),
         (Ok(()), Err(r)) => Err(Error::Other(format!(
             "generation {} was committed, but {r}",
-            result.generation.unwrap_or_default()
+            generation.unwrap_or_default()
         ))),
         (Err(e), Err(r)) => Err(Error::Other(format!("{e}; also {r}"))),
     }
@@ -466,4 +503,46 @@ async fn with_snapshot(
     result.generation = Some(generation.0);
     result.mode = Some(mode);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other(m: &str) -> Result<()> {
+        Err(Error::Other(m.into()))
+    }
+
+    #[test]
+    fn a_failed_snapshot_removal_fails_the_run_and_says_what_was_committed() {
+        assert!(with_snapshot_removed(Ok(()), Ok(()), Some(3)).is_ok());
+        let e = with_snapshot_removed(Ok(()), other("snapshot busy"), Some(3)).unwrap_err();
+        assert!(
+            e.to_string().contains("generation 3 was committed, but"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("snapshot busy"), "{e}");
+        let e = with_snapshot_removed(other("read failed"), Ok(()), None).unwrap_err();
+        assert_eq!(e.to_string(), other("read failed").unwrap_err().to_string());
+        let e = with_snapshot_removed(other("read failed"), other("snapshot busy"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("read failed") && e.contains("; also ") && e.contains("snapshot busy"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_new_result_is_failed_until_concluded() {
+        let target: Target = "vm:web01".parse().unwrap();
+        let r = TargetResult::new(&target);
+        assert!(!r.succeeded());
+        assert_eq!(r.target, "vm:web01");
+        let r = r.conclude(&target, Ok(()));
+        assert!(r.succeeded() && r.error.is_none());
+        let r = TargetResult::new(&target).conclude(&target, other("no such VM"));
+        assert!(!r.succeeded());
+        assert!(r.error.as_deref().unwrap().contains("no such VM"));
+    }
 }

@@ -14,7 +14,9 @@ use repository_format::{
     TargetIdentity, TargetKind,
 };
 
-use crate::backup::{BackupContext, DiskResult, TargetResult};
+use crate::backup::{
+    latest_manifest, lock_target, with_snapshot_removed, BackupContext, DiskResult, TargetResult,
+};
 use crate::changed_areas;
 use crate::commands::blocking;
 use crate::disk_ingest::{ingest_disk, DiskIngest, SnapshotDisk};
@@ -29,29 +31,9 @@ pub const IVD_DISK_KEY: i32 = 0;
 
 /// Backs up one `ivd:` target; never fails, the result says what happened.
 pub async fn backup_ivd(ctx: Arc<BackupContext>, target: Target, selector: String) -> TargetResult {
-    let mut result = TargetResult {
-        target: target.to_string(),
-        vm: None,
-        generation: None,
-        mode: None,
-        status: "failed",
-        bytes_read: 0,
-        bytes_new: 0,
-        disks: Vec::new(),
-        error: None,
-    };
-    match run(&ctx, &selector, &mut result).await {
-        Ok(()) => {
-            result.status = "succeeded";
-            tracing::info!(target = %target, generation = ?result.generation,
-                "backup succeeded: {} bytes read, {} new", result.bytes_read, result.bytes_new);
-        }
-        Err(e) => {
-            tracing::error!(target = %target, "backup failed: {e}");
-            result.error = Some(e.to_string());
-        }
-    }
-    result
+    let mut result = TargetResult::new(&target);
+    let outcome = run(&ctx, &selector, &mut result).await;
+    result.conclude(&target, outcome)
 }
 
 /// The repository's provisioning for vCenter's `provisioningType`.
@@ -83,26 +65,12 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
         .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
     let key = ctx.repo.target_key(&identity)?;
 
-    let repo = ctx.repo.clone();
-    let wait = crate::repo::lock_wait(&ctx.config);
-    let lock_key = key.clone();
-    let target_lock = blocking(move || {
-        repo.lock_target(&lock_key, wait)
-            .map_err(|e| Error::from_lock(format!("target {lock_key}"), wait.as_secs(), e))
-    })
-    .await?;
+    let target_lock = lock_target(ctx, &key).await?;
     let removed = remove_leftovers(vc, &api, &id, &disk.datastore).await?;
     if !removed.is_empty() {
         tracing::warn!(ivd = %id, "deleted {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
     }
-    let repo = ctx.repo.clone();
-    let prev_key = key.clone();
-    let previous = blocking(move || match repo.latest_successful(&prev_key) {
-        Ok(Some(g)) => Ok(Some(repo.manifest(&prev_key, g.id)?)),
-        Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    })
-    .await?;
+    let previous = latest_manifest(ctx, &key).await?;
     let metadata = fcd::metadata(vc, &disk).await;
     if ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted);
@@ -125,15 +93,7 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
     )
     .await;
     let removal = snapshot.remove().await;
-    match (outcome, removal) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(e),
-        (Ok(()), Err(r)) => Err(Error::Other(format!(
-            "generation {} was committed, but {r}",
-            result.generation.unwrap_or_default()
-        ))),
-        (Err(e), Err(r)) => Err(Error::Other(format!("{e}; also {r}"))),
-    }
+    with_snapshot_removed(outcome, removal, result.generation)
 }
 
 struct Prepared<'a> {
