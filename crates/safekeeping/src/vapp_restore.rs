@@ -258,11 +258,16 @@ async fn restore(
             child.generation,
             child_name(&name, &saved.meta.name, &child.name),
         );
-        let p = plan(config, vc, &child_args).await.map_err(|e| {
-            Error::Other(format!(
-                "child VM `{}` (generation {}) cannot be restored: {e}",
+        let p = plan(config, vc, &child_args).await.map_err(|e| match e {
+            Error::NameTaken(taken) => Error::Other(format!(
+                "child VM `{}` would be restored as `{taken}`, but a VM of that name exists: \
+                 choose another --name for the vApp (nothing was created)",
+                child.name
+            )),
+            e => Error::Other(format!(
+                "child VM `{}` (generation {}) cannot be restored: {e} (nothing was created)",
                 child.name, child.generation
-            ))
+            )),
         })?;
         plans.push((child, Arc::new(p)));
     }

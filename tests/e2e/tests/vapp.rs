@@ -172,6 +172,18 @@ fn restore_vapp_in_start_order(lab: &Lab, web_digests: &[String], db_digests: &[
         }
     }
 
+    // A child's new name that is taken fails before anything is created.
+    lab.create_vm("shop3-db", &["4M"], &[]);
+    let taken = lab.sk(&["restore", "vapp:shop", "--name", "shop3"]);
+    assert_eq!(taken.code, 1, "{}", taken.all_output());
+    assert!(
+        taken.stderr.contains("`shop3-db`") && taken.stderr.contains("nothing was created"),
+        "{}",
+        taken.all_output()
+    );
+    assert_ne!(lab.lab(&["vapp-info", "--vapp", "shop3"]).code, 0);
+    assert!(lab.vm_info("shop3-web").is_none());
+
     // The same name again is refused before anything is created.
     let again = lab.sk(&["restore", "vapp:shop", "--name", "shop2"]);
     assert_eq!(again.code, 1, "{}", again.all_output());
