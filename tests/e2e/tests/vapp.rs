@@ -68,6 +68,8 @@ fn vapp_backup_links_child_generations() {
     restore_vapp_in_start_order(&lab, &web_digests, &db_digests);
 
     // A vApp that does not exist fails clearly; a second run adds generation 2.
+    lab.guest_write("web", 0, "0", "1M", Some(9));
+    assert_ne!(lab.digests("web", 1), web_digests);
     let r = lab.sk(&["--json", "backup", "vapp:nope", "vapp:shop"]);
     assert_eq!(r.code, 3, "{}", r.all_output());
     let j = r.json();
@@ -77,6 +79,33 @@ fn vapp_backup_links_child_generations() {
         "{j}"
     );
     assert_eq!(j["targets"][1]["generation"], 2, "{j}");
+
+    // --generation 1 restores the children's first generations, not the latest.
+    let r = lab
+        .sk(&[
+            "--json",
+            "restore",
+            "vapp:shop",
+            "--generation",
+            "1",
+            "--name",
+            "old",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["generation"], 1, "{r}");
+    assert_eq!(r["children"][0]["generation"], 1, "{r}");
+    assert_eq!(lab.digests("old-web", 1), web_digests);
+    assert_eq!(lab.digests("old-db", 2), db_digests);
+    let latest = lab
+        .sk(&["--json", "restore", "vapp:shop", "--name", "new"])
+        .ok()
+        .json();
+    assert_eq!(latest["generation"], 2, "{latest}");
+    assert_eq!(lab.digests("new-web", 1), lab.digests("web", 1));
+    // Without --power-on the children stay off.
+    let web = lab.vm_info("new-web").unwrap();
+    assert_eq!(web["power_state"], "poweredOff", "{web}");
 }
 
 /// `(name, moref, start_order)` of each child in `vapp-info`'s start order, and the morefs
