@@ -163,7 +163,7 @@ pub struct RestoreArgs {
     /// Generation to restore (default: the latest successful one).
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
-    /// Name of the restored VM (default: NAME-restored-TIMESTAMP).
+    /// Name of the restored VM, vApp or first class disk (default: NAME-restored-TIMESTAMP).
     #[arg(long, value_name = "NEW", value_parser = parse_vm_name)]
     pub name: Option<String>,
     /// Replace an existing VM of that name.
