@@ -16,13 +16,14 @@ pub enum Error {
     /// A malformed target.
     #[error(transparent)]
     Target(#[from] TargetParseError),
-    /// A target kind that parses but is not implemented.
-    #[error("{kind}: targets are not supported yet (only vm: targets are); `{target}` was not backed up")]
-    NotSupported {
-        /// `ivd`, `vapp` or `tag`.
-        kind: &'static str,
+    /// A target of a kind this step does not take (an `ivd:` where a VM is needed, a `tag:`
+    /// where a stored target is).
+    #[error("`{target}`: {expected}")]
+    WrongTargetKind {
         /// The target as given.
         target: String,
+        /// What the step takes instead.
+        expected: &'static str,
     },
     /// A restore placement or mapping that names nothing.
     #[error(transparent)]

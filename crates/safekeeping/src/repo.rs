@@ -69,9 +69,10 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
         return find_vapp(repo, name);
     }
     if !matches!(target, Target::Vm(_)) {
-        return Err(Error::NotSupported {
-            kind: target.kind(),
+        return Err(Error::WrongTargetKind {
             target: target.to_string(),
+            expected:
+                "a tag: selects targets to back up; this command takes a vm:, ivd: or vapp: target",
         });
     }
     let mut found = Vec::new();

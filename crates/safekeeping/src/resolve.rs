@@ -33,13 +33,13 @@ fn from_content(o: &ObjectContent) -> ResolvedVm {
 /// Resolves a target to exactly one VM.
 ///
 /// # Errors
-/// [`Error::NotSupported`] for `ivd:`, `vapp:` and `tag:` targets, [`Error::VmNotFound`],
+/// [`Error::WrongTargetKind`] for `ivd:`, `vapp:` and `tag:` targets, [`Error::VmNotFound`],
 /// [`Error::AmbiguousVm`] listing the matches, or vCenter errors.
 pub async fn resolve(vc: &Vcenter, target: &Target) -> Result<ResolvedVm> {
     let Target::Vm(selector) = target else {
-        return Err(Error::NotSupported {
-            kind: target.kind(),
+        return Err(Error::WrongTargetKind {
             target: target.to_string(),
+            expected: "a vm: target is needed here",
         });
     };
     match selector {
