@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use repository_format::*;
 
+#[path = "common/mixed_image.rs"]
+mod mixed_image;
+use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION, SEED};
+
 type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const REGION: u64 = 1 << 20;
-const SEED: u64 = 0x5AFE_C0DE;
 const INCR_WRITES: usize = 1000;
 
 fn main() -> BoxResult<()> {
@@ -42,34 +44,6 @@ fn main() -> BoxResult<()> {
 
 // ---------------------------------------------------------------- helpers
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn parse_size(s: &str) -> BoxResult<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    Ok(num
-        .parse::<u64>()
-        .map_err(|e| format!("bad size {s:?}: {e}"))?
-        * mul)
-}
-
 fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= (1u64 << 30) as f64 {
@@ -77,20 +51,6 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{:.1} MiB", b / (1u64 << 20) as f64)
     }
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(rd) = fs::read_dir(p) else { return 0 };
-    rd.flatten()
-        .map(|e| {
-            let path = e.path();
-            match e.metadata() {
-                Ok(m) if m.is_dir() => dir_size(&path),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            }
-        })
-        .sum()
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -106,24 +66,6 @@ fn vm_hwm_kib() -> u64 {
 
 // ---------------------------------------------------------------- image
 
-fn text_pool(rng: &mut Rng) -> Vec<u8> {
-    let words: Vec<Vec<u8>> = (0..3000)
-        .map(|_| {
-            let len = 2 + rng.below(9) as usize;
-            (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
-        })
-        .collect();
-    let mut pool = Vec::with_capacity(8 << 20);
-    while pool.len() < 8 << 20 {
-        // Zipf-ish: small indices are much more frequent, like real text and logs.
-        let r = rng.below(3000);
-        let i = (r * r / 3000) as usize;
-        pool.extend_from_slice(&words[i]);
-        pool.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
-    }
-    pool
-}
-
 /// Writes the image (sparse zeros); returns (path, non-zero bytes).
 fn make_image(dir: &Path, size: u64) -> BoxResult<PathBuf> {
     let path = dir.join(format!("image-{size}.img"));
@@ -134,8 +76,6 @@ fn make_image(dir: &Path, size: u64) -> BoxResult<PathBuf> {
     }
     eprintln!("generating {} image at {} ...", human(size), path.display());
     let t = Instant::now();
-    let mut rng = Rng(SEED);
-    let pool = text_pool(&mut rng);
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -144,43 +84,7 @@ fn make_image(dir: &Path, size: u64) -> BoxResult<PathBuf> {
         .open(&path)?;
     f.set_len(size)?;
     let regions = size.div_ceil(REGION);
-    let mut written: Vec<u64> = Vec::new();
-    let mut buf = vec![0u8; REGION as usize];
-    let mut counts = [0u64; 4];
-    for r in 0..regions {
-        let off = r * REGION;
-        let len = (size - off).min(REGION) as usize;
-        let u = rng.below(100);
-        let kind = if u < 40 {
-            0
-        } else if u < 65 {
-            1
-        } else if u < 90 || written.is_empty() {
-            2
-        } else {
-            3
-        };
-        counts[kind] += 1;
-        match kind {
-            0 => continue,
-            1 => {
-                let start = rng.below((pool.len() - REGION as usize) as u64) as usize;
-                buf.copy_from_slice(&pool[start..start + REGION as usize]);
-            }
-            2 => {
-                for w in buf.chunks_exact_mut(8) {
-                    w.copy_from_slice(&rng.next().to_le_bytes());
-                }
-            }
-            _ => {
-                let src = written[rng.below(written.len() as u64) as usize];
-                f.read_exact_at(&mut buf, src)?;
-            }
-        }
-        f.write_all_at(&buf[..len], off)?;
-        written.push(off);
-    }
-    f.sync_all()?;
+    let counts = fill_mixed(&f, size)?;
     fs::write(&stamp, &want)?;
     eprintln!(
         "  {} regions: {} zero, {} text, {} random, {} repeated ({:.1}s)",
@@ -445,7 +349,7 @@ fn run_bench() -> BoxResult<()> {
         .unwrap_or_else(|_| "1M,4M".into())
         .split(',')
         .map(parse_size)
-        .collect::<BoxResult<_>>()?;
+        .collect::<Result<_, String>>()?;
     let tools = std::env::var("SAFEKEEPING_BENCH_TOOLS")
         .unwrap_or_else(|_| "safekeeping,restic,borg,ceiling".into());
     let dir = match std::env::var("SAFEKEEPING_BENCH_DIR") {

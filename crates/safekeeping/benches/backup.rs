@@ -12,102 +12,24 @@
 //! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+// Same generator and seed as repository-format's ingest benchmark.
+#[path = "../../repository-format/benches/common/mixed_image.rs"]
+mod mixed_image;
+use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION, SEED};
+
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const REGION: u64 = 1 << 20;
-const SEED: u64 = 0x5AFE_C0DE;
 const PIECE: u64 = 4 << 20;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn parse_size(s: &str) -> BoxResult<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    Ok(num
-        .parse::<u64>()
-        .map_err(|e| format!("bad size {s:?}: {e}"))?
-        * mul)
-}
-
-fn text_pool(rng: &mut Rng) -> Vec<u8> {
-    let words: Vec<Vec<u8>> = (0..3000)
-        .map(|_| {
-            let len = 2 + rng.below(9) as usize;
-            (0..len).map(|_| b'a' + rng.below(26) as u8).collect()
-        })
-        .collect();
-    let mut pool = Vec::with_capacity(8 << 20);
-    while pool.len() < 8 << 20 {
-        let r = rng.below(3000);
-        let i = (r * r / 3000) as usize;
-        pool.extend_from_slice(&words[i]);
-        pool.push(if rng.below(12) == 0 { b'\n' } else { b' ' });
-    }
-    pool
-}
 
 /// Fills `flat` (already sized, all zero) with the mixed image; returns non-zero bytes.
 fn fill_image(flat: &Path, size: u64) -> BoxResult<u64> {
-    let mut rng = Rng(SEED);
-    let pool = text_pool(&mut rng);
     let f = fs::OpenOptions::new().read(true).write(true).open(flat)?;
-    let mut written: Vec<u64> = Vec::new();
-    let mut buf = vec![0u8; REGION as usize];
-    for r in 0..size.div_ceil(REGION) {
-        let off = r * REGION;
-        let len = (size - off).min(REGION) as usize;
-        let u = rng.below(100);
-        let kind = if u < 40 {
-            0
-        } else if u < 65 {
-            1
-        } else if u < 90 || written.is_empty() {
-            2
-        } else {
-            3
-        };
-        match kind {
-            0 => continue,
-            1 => {
-                let start = rng.below((pool.len() - REGION as usize) as u64) as usize;
-                buf.copy_from_slice(&pool[start..start + REGION as usize]);
-            }
-            2 => {
-                for w in buf.chunks_exact_mut(8) {
-                    w.copy_from_slice(&rng.next().to_le_bytes());
-                }
-            }
-            _ => {
-                let src = written[rng.below(written.len() as u64) as usize];
-                f.read_exact_at(&mut buf, src)?;
-            }
-        }
-        f.write_all_at(&buf[..len], off)?;
-        written.push(off);
-    }
-    f.sync_all()?;
-    Ok(written.len() as u64 * REGION)
+    let counts = fill_mixed(&f, size)?;
+    Ok((counts[1] + counts[2] + counts[3]) * REGION)
 }
 
 fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
@@ -124,21 +46,6 @@ fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
         .into());
     }
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = fs::read_dir(p) {
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            total += if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            };
-        }
-    }
-    total
 }
 
 /// Seconds between the log lines containing `from` and `to` (RFC 3339 timestamps at the start).
