@@ -14,20 +14,15 @@ use crate::cancel::Cancel;
 use crate::cli::RestoreArgs;
 use crate::commands::list::human_bytes;
 use crate::config::Config;
-use crate::disk_writer::VddkSink;
 use crate::error::{Error, Result};
 use crate::fcd::{IvdMetadata, METADATA_FILE};
 use crate::ivd_backup::IVD_DISK_KEY;
 use crate::outcome::Outcome;
-use crate::progress::Progress;
 use crate::report::Report;
 use crate::resolve::resolve;
 use crate::target::{is_uuid, Target};
 use crate::vcenter::Vcenter;
 use crate::vddk_session::VddkEndpoint;
-
-/// Asynchronous VDDK writes in flight (as for VM disks).
-const WRITE_BEHIND: usize = 4;
 
 /// What `restore ivd:...` did, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -282,24 +277,14 @@ async fn write_disk(
         let disk = conn
             .open(&path, vddk::OpenFlags::NONE)
             .map_err(|e| Error::Vddk(format!("open {path} for writing: {e}")))?;
-        let mut sink = VddkSink::new(disk, path.clone(), WRITE_BEHIND);
-        let stored =
-            reader.index().stored_chunks().count() as u64 * u64::from(reader.index().chunk_size());
-        let progress = Progress::new(format!("restore ivd {id}"), stored, !show_progress);
-        let mut written = 0u64;
-        for chunk in reader.stream(crate::repo::read_threads()) {
-            if cancel.is_cancelled() {
-                return Err(Error::Interrupted);
-            }
-            let chunk = chunk?;
-            let len = chunk.data.len() as u64;
-            sink.write(chunk.offset, chunk.data)?;
-            written += len;
-            progress.add(len);
-        }
-        sink.finish()?;
-        progress.finish();
-        Ok(written)
+        crate::restore::write_stored_chunks(
+            &reader,
+            disk,
+            &path,
+            format!("restore ivd {id}"),
+            show_progress,
+            &cancel,
+        )
     })
     .await
     .map_err(|e| Error::Other(format!("disk writer failed: {e}")))?

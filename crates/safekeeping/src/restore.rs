@@ -380,24 +380,7 @@ pub async fn write_disks(
             let disk = conn
                 .open(&p, vddk::OpenFlags::NONE)
                 .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
-            let mut sink = VddkSink::new(disk, p.clone(), WRITE_BEHIND);
-            let stored = reader.index().stored_chunks().count() as u64
-                * u64::from(reader.index().chunk_size());
-            let progress = Progress::new(label, stored, !show_progress);
-            let mut written = 0u64;
-            for chunk in reader.stream(crate::repo::read_threads()) {
-                if job_cancel.is_cancelled() {
-                    return Err(Error::Interrupted);
-                }
-                let chunk = chunk?;
-                let len = chunk.data.len() as u64;
-                sink.write(chunk.offset, chunk.data)?;
-                written += len;
-                progress.add(len);
-            }
-            sink.finish()?;
-            progress.finish();
-            Ok(written)
+            write_stored_chunks(&reader, disk, &p, label, show_progress, &job_cancel)
         })
         .await
         .map_err(|e| Error::Other(format!("disk writer failed: {e}")))??;
@@ -413,6 +396,42 @@ pub async fn write_disks(
         });
     }
     Ok(out)
+}
+
+/// The restore's data step: writes every stored (non-zero) chunk of a disk of a generation into
+/// a disk opened read-write through VDDK, with writes behind in flight, and returns the bytes
+/// written. Blocking: call it on a blocking thread. Zero chunks are skipped, because a new disk
+/// reads as zeros.
+///
+/// # Errors
+/// Chunk read or verification errors, VDDK write errors, [`Error::Interrupted`] when `cancel`
+/// fires.
+pub(crate) fn write_stored_chunks(
+    reader: &repository_format::DiskReader,
+    disk: vddk::Disk,
+    path: &str,
+    label: String,
+    show_progress: bool,
+    cancel: &Cancel,
+) -> Result<u64> {
+    let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND);
+    let stored =
+        reader.index().stored_chunks().count() as u64 * u64::from(reader.index().chunk_size());
+    let progress = Progress::new(label, stored, !show_progress);
+    let mut written = 0u64;
+    for chunk in reader.stream(crate::repo::read_threads()) {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let chunk = chunk?;
+        let len = chunk.data.len() as u64;
+        sink.write(chunk.offset, chunk.data)?;
+        written += len;
+        progress.add(len);
+    }
+    sink.finish()?;
+    progress.finish();
+    Ok(written)
 }
 
 /// Destroys a half-restored VM, logging (not failing) if that fails too.
