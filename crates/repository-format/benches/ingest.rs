@@ -199,7 +199,7 @@ fn child_ingest(args: &[String]) -> BoxResult<()> {
     } else {
         (BackupMode::Full, None)
     };
-    let mut w = repo.begin_generation(&lock, tl, id, backup_mode, base.as_ref().map(|b| b.0))?;
+    let w = repo.begin_generation(&lock, tl, id, backup_mode, base.as_ref().map(|b| b.0))?;
     let stats = if mode == "incr" {
         let changes = incremental_changes(cap);
         let areas: Vec<Area> = changes.iter().map(|&c| Area::new(c, 4096)).collect();

@@ -319,7 +319,7 @@ mod tests {
             Duration::ZERO,
         )
         .unwrap();
-        let mut w = repo
+        let w = repo
             .begin_generation(&lock, tl, id, BackupMode::Full, None)
             .unwrap();
         let data = vec![5u8; CS as usize];
@@ -529,7 +529,7 @@ mod tests {
                 id.instance_uuid = Some(format!("u{i}"));
                 let key = id.key().unwrap();
                 let tl = repo.lock_target(&key, Duration::ZERO).unwrap();
-                let mut w = repo
+                let w = repo
                     .begin_generation(&lock, tl, id, BackupMode::Full, None)
                     .unwrap();
                 w.ingest_disk(

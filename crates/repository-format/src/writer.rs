@@ -38,9 +38,29 @@ pub struct WriterRecord {
     pub started: OffsetDateTime,
 }
 
+/// The disks of a generation being written.
+#[derive(Debug, Default)]
+struct Disks {
+    /// The manifest's order: declared up front, then each new key as its ingest begins.
+    order: Vec<i32>,
+    /// Keys being ingested or done.
+    claimed: HashSet<i32>,
+    /// Finished disks.
+    done: Vec<DiskRecord>,
+    /// An ingest failed. Its chunks that were still being written may already be referenced by
+    /// a disk ingested concurrently (as known to this generation), so [`GenerationWriter::commit`]
+    /// then checks that every referenced chunk exists before writing the manifest.
+    failed: bool,
+}
+
 /// A generation being written. Commit it with [`GenerationWriter::commit`]; dropping it
 /// uncommitted removes its folder (a crash leaves the folder marked incomplete, and `gc` or
 /// `reindex` removes it). Either way only unreferenced chunks remain.
+///
+/// Disks may be ingested concurrently: [`GenerationWriter::ingest_disk`] takes `&self`, so
+/// several threads can each read one disk into the same generation (share it in an `Arc`). The
+/// manifest lists the disks in the order [`GenerationWriter::declare_disk_order`] gave, then
+/// any others in the order their ingests began.
 #[derive(Debug)]
 pub struct GenerationWriter {
     repo: Repository,
@@ -52,7 +72,7 @@ pub struct GenerationWriter {
     started: OffsetDateTime,
     mode: BackupMode,
     parent: Option<GenerationId>,
-    disks: Vec<DiskRecord>,
+    disks: Mutex<Disks>,
     metadata: Vec<String>,
     metadata_bytes: u64,
     known: Mutex<HashSet<ChunkDigest>>,
@@ -101,7 +121,7 @@ impl GenerationWriter {
             started,
             mode,
             parent,
-            disks: Vec::new(),
+            disks: Mutex::new(Disks::default()),
             metadata: Vec::new(),
             metadata_bytes: 0,
             known: Mutex::new(HashSet::new()),
@@ -156,6 +176,24 @@ impl GenerationWriter {
         Ok(())
     }
 
+    /// Fixes the order of the manifest's disk list (the VM's device order, which restore
+    /// relies on) before disks are ingested concurrently and finish in any order. Keys not
+    /// ingested are left out; keys ingested but not named here follow.
+    ///
+    /// # Errors
+    /// [`Error::Duplicate`] for a key named twice.
+    pub fn declare_disk_order(&mut self, keys: &[i32]) -> Result<()> {
+        let mut seen = HashSet::new();
+        if let Some(k) = keys.iter().find(|&&k| !seen.insert(k)) {
+            return Err(Error::Duplicate(format!("disk {k}")));
+        }
+        let disks = self.disks.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut order = keys.to_vec();
+        order.extend(disks.order.iter().filter(|k| !seen.contains(k)));
+        disks.order = order;
+        Ok(())
+    }
+
     /// Reads `areas` of `source` into this generation as disk `disk.key`.
     ///
     /// With `base` (the parent's index of the same disk) the new index starts as a copy of it and
@@ -167,18 +205,56 @@ impl GenerationWriter {
     /// source's capacity differs from `disk.capacity`, [`Error::BaseIndex`] if `base` does not fit,
     /// [`Error::OutOfRange`] for an area past the end, [`Error::Source`] for read failures,
     /// [`Error::Io`] for repository writes. The generation stays uncommitted on error; the
-    /// caller may continue with other disks and commit as `Partial`.
+    /// caller may continue with other disks and commit as `Partial`. A disk whose ingest failed
+    /// may be ingested again.
     pub fn ingest_disk(
-        &mut self,
+        &self,
         disk: DiskDescriptor,
         base: Option<&FixedIndex>,
         areas: &[Area],
         source: &mut dyn DiskSource,
         progress: &dyn Fn(u64),
     ) -> Result<DiskStats> {
-        if self.disks.iter().any(|d| d.disk.key == disk.key) {
-            return Err(Error::Duplicate(format!("disk {}", disk.key)));
+        let key = disk.key;
+        {
+            let mut disks = self.lock_disks();
+            if !disks.claimed.insert(key) {
+                return Err(Error::Duplicate(format!("disk {key}")));
+            }
+            if !disks.order.contains(&key) {
+                disks.order.push(key);
+            }
         }
+        let result = self.ingest_claimed(disk, base, areas, source, progress);
+        let mut disks = self.lock_disks();
+        match result {
+            Ok(record) => {
+                let stats = record.stats;
+                disks.done.push(record);
+                Ok(stats)
+            }
+            Err(e) => {
+                disks.claimed.remove(&key);
+                disks.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn lock_disks(&self) -> std::sync::MutexGuard<'_, Disks> {
+        self.disks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`GenerationWriter::ingest_disk`] once the disk key is claimed: reads, stores and writes
+    /// the disk's index file.
+    fn ingest_claimed(
+        &self,
+        disk: DiskDescriptor,
+        base: Option<&FixedIndex>,
+        areas: &[Area],
+        source: &mut dyn DiskSource,
+        progress: &dyn Fn(u64),
+    ) -> Result<DiskRecord> {
         if source.capacity() != disk.capacity {
             return Err(Error::InvalidOption(format!(
                 "disk {}: source has {} bytes but the descriptor says {}",
@@ -231,12 +307,11 @@ impl GenerationWriter {
             .codec()
             .try_encode(BlobKind::Index, &index.payload())?;
         fsutil::write_atomic(&self.dir, &index_file, &blob)?;
-        self.disks.push(DiskRecord {
+        Ok(DiskRecord {
             disk,
             index_file,
             stats,
-        });
-        Ok(stats)
+        })
     }
 
     /// Stats every chunk the new index takes from its base without reading, so an incremental
@@ -270,6 +345,33 @@ impl GenerationWriter {
         Ok(())
     }
 
+    /// Checks that every chunk the written indexes reference is in the chunk store.
+    fn check_referenced_chunks(&self, done: &[DiskRecord]) -> Result<()> {
+        let mut seen = HashSet::new();
+        for record in done {
+            let path = self.dir.join(&record.index_file);
+            let index = FixedIndex::read(&path, self.repo.codec())?;
+            for (slot, digest) in index.stored_chunks() {
+                if !seen.insert(digest) {
+                    continue;
+                }
+                let chunk = self.repo.chunk_store().path(&digest);
+                if !chunk.is_file() {
+                    return Err(Error::Index {
+                        path,
+                        reason: format!(
+                            "disk {}: the chunk at offset {} was not stored (a concurrent ingest \
+                             of the same data failed); the generation is not committed",
+                            record.disk.key,
+                            index.chunk_range(slot).0
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Commits the generation by writing its manifest; returns its number.
     ///
     /// # Errors
@@ -283,8 +385,20 @@ impl GenerationWriter {
             extra.insert("key_fingerprint".into(), fp.0.clone().into());
         }
         let finished = OffsetDateTime::now_utc();
+        let Disks {
+            order,
+            mut done,
+            failed,
+            ..
+        } = std::mem::take(&mut *self.lock_disks());
+        if failed {
+            self.check_referenced_chunks(&done)?;
+        }
+        // Declared order, then the order the ingests began (the caller's order when it ingests
+        // one disk at a time).
+        done.sort_by_key(|d| order.iter().position(|&k| k == d.disk.key));
         let mut totals = DiskStats::default();
-        for d in &self.disks {
+        for d in &done {
             totals.add(&d.stats);
         }
         let manifest = Manifest {
@@ -298,7 +412,7 @@ impl GenerationWriter {
             parent: self.parent,
             status,
             chunk_size: self.repo.config().chunk_size,
-            disks: std::mem::take(&mut self.disks),
+            disks: done,
             metadata_files: std::mem::take(&mut self.metadata),
             stats: GenerationStats {
                 disks: totals,

@@ -363,7 +363,7 @@ fn crash_child_helper() {
     let repo = reopen(root.as_ref());
     let key = repo.target_key(&identity("web")).unwrap();
     let lock = repo.lock_shared(Duration::from_secs(5)).unwrap();
-    let mut w = repo
+    let w = repo
         .begin_generation(
             &lock,
             repo.lock_target(&key, Duration::from_secs(5)).unwrap(),
@@ -586,7 +586,7 @@ fn incremental_refuses_to_inherit_a_missing_chunk() {
     let key = repo.target_key(&identity("vm")).unwrap();
     let base = repo.fixed_index(&key, g1, 2000).unwrap();
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let mut w = repo
+    let w = repo
         .begin_generation(
             &lock,
             repo.lock_target(&key, Duration::ZERO).unwrap(),

@@ -96,7 +96,7 @@ fn areas_outside_the_disk_are_rejected() {
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let id = identity("x");
     let key = repo.target_key(&id).unwrap();
-    let mut w = repo
+    let w = repo
         .begin_generation(
             &lock,
             repo.lock_target(&key, Duration::ZERO).unwrap(),
@@ -153,7 +153,7 @@ fn source_errors_name_disk_and_offset() {
     let lock = repo.lock_shared(Duration::ZERO).unwrap();
     let id = identity("x");
     let key = repo.target_key(&id).unwrap();
-    let mut w = repo
+    let w = repo
         .begin_generation(
             &lock,
             repo.lock_target(&key, Duration::ZERO).unwrap(),
@@ -398,4 +398,222 @@ fn partial_generation_is_not_latest_successful() {
     assert_eq!(m.extra["failed_disks"][0]["key"], 2001);
     let t = &repo.targets().unwrap()[0];
     assert_eq!((t.latest, t.latest_successful), (Some(g2), Some(g1)));
+}
+
+#[test]
+fn disks_ingested_concurrently_restore_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity("multi");
+    let key = repo.target_key(&id).unwrap();
+    let mut w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    // Four disks, the first two sharing content (dedup across concurrent ingests), read by four
+    // threads that start together. A barrier in the first read makes every ingest overlap.
+    let keys = [2000, 2001, 2002, 2016];
+    let datas: Vec<Vec<u8>> = [1, 1, 2, 3]
+        .iter()
+        .map(|&seed| disk_bytes(CS as usize * 12 + 77, seed))
+        .collect();
+    // The VM's device order, which the manifest must keep whatever order the ingests finish in.
+    let declared = [2016, 2000, 2002, 2001];
+    assert!(matches!(
+        w.declare_disk_order(&[2000, 2001, 2000]),
+        Err(Error::Duplicate(_))
+    ));
+    w.declare_disk_order(&declared).unwrap();
+    let barrier = std::sync::Barrier::new(keys.len());
+    struct Gated<'a> {
+        inner: MemorySource,
+        barrier: &'a std::sync::Barrier,
+        waited: bool,
+    }
+    impl DiskSource for Gated<'_> {
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+            if !std::mem::replace(&mut self.waited, true) {
+                self.barrier.wait();
+            }
+            self.inner.read_at(offset, buf)
+        }
+        fn capacity(&self) -> u64 {
+            self.inner.capacity()
+        }
+    }
+    let totals: Vec<DiskStats> = std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .iter()
+            .zip(&datas)
+            .map(|(&k, data)| {
+                let (w, barrier) = (&w, &barrier);
+                s.spawn(move || {
+                    let mut src = Gated {
+                        inner: MemorySource::new(data.clone()),
+                        barrier,
+                        waited: false,
+                    };
+                    let len = data.len() as u64;
+                    w.ingest_disk(
+                        DiskDescriptor::new(k, len),
+                        None,
+                        &[Area::new(0, len)],
+                        &mut src,
+                        &|_| {},
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // The same disk twice is refused even while the first ingest of it ran concurrently.
+    let mut again = MemorySource::new(datas[0].clone());
+    let len = datas[0].len() as u64;
+    let err = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, len),
+            None,
+            &[Area::new(0, len)],
+            &mut again,
+            &|_| {},
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Duplicate(_)), "{err}");
+    let g = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+
+    // Each disk restores to its own bytes; identical disks stored their chunks once between them.
+    for (&k, data) in keys.iter().zip(&datas) {
+        let mut r = repo.disk_reader(&key, g, k).unwrap();
+        let mut out = vec![0u8; r.capacity() as usize];
+        r.read_at(0, &mut out).unwrap();
+        assert!(out == *data, "disk {k} differs");
+    }
+    // Every distinct non-zero chunk was stored exactly once between the four ingests.
+    let distinct: std::collections::HashSet<&[u8]> = datas
+        .iter()
+        .flat_map(|d| d.chunks(CS as usize))
+        .filter(|c| c.iter().any(|&b| b != 0))
+        .collect();
+    let new_chunks: u64 = totals.iter().map(|t| t.new_chunks).sum();
+    assert_eq!(new_chunks, distinct.len() as u64, "{totals:?}");
+    // The manifest lists every disk once, in the declared order.
+    let m = repo.manifest(&key, g).unwrap();
+    let listed: Vec<i32> = m.disks.iter().map(|d| d.disk.key).collect();
+    assert_eq!(listed, declared);
+    assert!(repo.check(&CheckOptions { read_data: true }).unwrap().ok());
+}
+
+#[test]
+fn a_failed_disk_may_be_ingested_again_and_the_manifest_keeps_call_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity("order");
+    let key = repo.target_key(&id).unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let data = disk_bytes(CS as usize * 3, 5);
+    let len = data.len() as u64;
+    let ingest = |k: i32, area: Area| {
+        let mut src = MemorySource::new(data.clone());
+        w.ingest_disk(
+            DiskDescriptor::new(k, len),
+            None,
+            &[area],
+            &mut src,
+            &|_| {},
+        )
+    };
+    ingest(3000, Area::new(0, len)).unwrap();
+    // Disk 2000 fails (an area past its end), then succeeds.
+    assert!(ingest(2000, Area::new(0, len + 1)).is_err());
+    ingest(2000, Area::new(0, len)).unwrap();
+    ingest(2500, Area::new(0, len)).unwrap();
+    let g = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    let m = repo.manifest(&key, g).unwrap();
+    let order: Vec<i32> = m.disks.iter().map(|d| d.disk.key).collect();
+    assert_eq!(order, vec![3000, 2000, 2500]);
+}
+
+#[test]
+fn after_a_failed_disk_commit_refuses_an_index_whose_chunk_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity("lost");
+    let key = repo.target_key(&id).unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    let data = disk_bytes(CS as usize * 4, 6);
+    let len = data.len() as u64;
+    let mut src = MemorySource::new(data.clone());
+    w.ingest_disk(
+        DiskDescriptor::new(2000, len),
+        None,
+        &[Area::new(0, len)],
+        &mut src,
+        &|_| {},
+    )
+    .unwrap();
+    // A second disk fails, as a concurrent ingest whose chunk write failed would; one chunk the
+    // first disk references is gone (the failed write it was waiting for).
+    let mut src = MemorySource::new(data.clone());
+    assert!(w
+        .ingest_disk(
+            DiskDescriptor::new(2001, len),
+            None,
+            &[Area::new(0, len + 1)],
+            &mut src,
+            &|_| {},
+        )
+        .is_err());
+    let chunks = dir.path().join("repo/chunks");
+    let victim = walk_files(&chunks)
+        .into_iter()
+        .next()
+        .expect("a stored chunk");
+    std::fs::remove_file(&victim).unwrap();
+    let err = w
+        .commit(GenerationStatus::Partial, Default::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("was not stored"), "{err}");
+    assert!(repo.latest_successful(&key).unwrap_or(None).is_none());
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

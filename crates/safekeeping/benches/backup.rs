@@ -10,6 +10,13 @@
 //! 5 % of the disk rewritten by the guest in 4 MiB pieces, `safekeeping backup` (CBT
 //! incremental) and `restic backup` again. `SAFEKEEPING_BENCH_TOOLS=safekeeping` skips restic;
 //! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
+//!
+//! Then concurrent disks: VM `multi` with `SAFEKEEPING_BENCH_DISKS` (default 4) disks of an
+//! eighth of the size each, filled alike, backed up in full with `--max-connections 1` (one
+//! disk after another) and with one connection per disk. The fake VDDK is given a latency of
+//! `SAFEKEEPING_BENCH_READ_LATENCY_MS` (default 30) per 1 MiB read, about 130 MB/s per
+//! connection with the 4 reads in flight that safekeeping keeps: a stand-in for an NBD
+//! connection, whose throughput, not the backup host's CPU, bounds one disk's read.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -253,6 +260,9 @@ fn bench(
             *stored as f64 / (1 << 20) as f64
         );
     }
+    if tools.contains("safekeeping") {
+        bench_disks(size, sk, &config, lab_bin, lab_dir)?;
+    }
     println!("\nwhere safekeeping's time goes (from its log):");
     for (name, log) in &phases {
         let part =
@@ -262,6 +272,100 @@ fn bench(
             part("starting backup", "snapshot created"),
             part("writing generation", "generation committed"),
             part("generation committed", "snapshot removed"),
+        );
+    }
+    Ok(())
+}
+
+/// Full backups of a multi-disk VM, one connection at a time and one per disk.
+fn bench_disks(
+    size: u64,
+    sk: &Path,
+    config: &Path,
+    lab_bin: &Path,
+    lab_dir: &Path,
+) -> BoxResult<()> {
+    let disks: usize = std::env::var("SAFEKEEPING_BENCH_DISKS")
+        .unwrap_or_else(|_| "4".into())
+        .parse()?;
+    let latency: u64 = std::env::var("SAFEKEEPING_BENCH_READ_LATENCY_MS")
+        .unwrap_or_else(|_| "30".into())
+        .parse()?;
+    let disk_size = (size / 8).max(64 << 20).to_string();
+    let lab = |args: &[&str]| run(Command::new(lab_bin).args(args).arg("--dir").arg(lab_dir));
+    let mut args = vec!["create-vm", "--name", "multi", "--powered-off"];
+    for _ in 0..disks {
+        args.extend(["--disk", disk_size.as_str()]);
+    }
+    lab(&args)?;
+    let info: serde_json::Value = serde_json::from_str(&lab(&["vm-info", "--vm", "multi"])?.1)?;
+    let mut data = 0;
+    for d in info["disks"].as_array().ok_or("vm-info has no disks")? {
+        let flat = d["flat_path"].as_str().ok_or("vm-info has no flat_path")?;
+        data += fill_image(Path::new(flat), disk_size.parse()?)?;
+    }
+    let conf = lab_dir.join("vddk/vddk.conf");
+    let original = fs::read_to_string(&conf)?;
+    fs::write(
+        &conf,
+        format!("{original}fake.read_latency_ms = {latency}\n"),
+    )?;
+    let connections = disks.to_string();
+    let mut rows = Vec::new();
+    for (name, limit) in [
+        ("one connection", "1"),
+        ("one per disk", connections.as_str()),
+    ] {
+        let log = lab_dir.join(format!("multi-{limit}.log"));
+        let _ = fs::remove_file(&log);
+        let (secs, out) = run(Command::new(sk)
+            .arg("--config")
+            .arg(config)
+            .arg("--log-file")
+            .arg(&log)
+            .args([
+                "--json",
+                "backup",
+                "vm:multi",
+                "--full",
+                "--max-connections",
+                limit,
+            ]))?;
+        let j: serde_json::Value = serde_json::from_str(&out)?;
+        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
+        let reading = phase(
+            &fs::read_to_string(&log)?,
+            "writing generation",
+            "generation committed",
+        )
+        .unwrap_or(secs);
+        rows.push((name, secs, reading, read));
+    }
+    fs::write(&conf, original)?;
+    println!(
+        "\nfull backup of a VM with {disks} disks of {} MiB ({} MiB non-zero in all), {latency} ms per 1 MiB read",
+        disk_size.parse::<u64>()? >> 20,
+        data >> 20
+    );
+    println!(
+        "{:<32} {:>9} {:>14} {:>12} {:>14}",
+        "run", "seconds", "reading s", "MB read", "MB/s reading"
+    );
+    for (name, secs, reading, read) in &rows {
+        println!(
+            "{:<32} {:>9.2} {:>14.2} {:>12.1} {:>14.1}",
+            format!("safekeeping, {name}"),
+            secs,
+            reading,
+            *read as f64 / 1e6,
+            *read as f64 / 1e6 / reading
+        );
+    }
+    if let [(_, one, one_reading, _), (_, many, many_reading, _)] = rows[..] {
+        println!(
+            "one connection per disk: {:.2}x the time of one at a time ({:.2}x for the reading phase; the rest is mostly the lab's snapshot copy)",
+            many / one,
+            many_reading / one_reading
         );
     }
     Ok(())

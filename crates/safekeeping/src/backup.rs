@@ -52,6 +52,9 @@ pub struct BackupContext {
     pub cancel: Cancel,
     /// Options.
     pub options: BackupOptions,
+    /// One permit per VDDK connection the run may open (`max_vddk_connections`): a disk holds
+    /// one from before it connects until after it disconnects.
+    pub vddk_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// The outcome of one disk.
@@ -286,7 +289,7 @@ async fn with_snapshot(
     let collected = metadata::collect(vc, &p.info).await?;
 
     // Decide per disk before writing anything.
-    let mut plans: Vec<(usize, i32, DiskPlan, DiskDescriptor, String, Vec<Area>)> = Vec::new();
+    let mut plans: Vec<PlannedDisk> = Vec::new();
     for (index, (device, disk)) in frozen.disks().enumerate() {
         let previous = p.previous.as_ref().and_then(|m| {
             m.disk(device.key).map(|d| PreviousDisk {
@@ -401,18 +404,16 @@ async fn with_snapshot(
             }
             Err(e) => return Err(e),
         };
-        plans.push((
+        plans.push(PlannedDisk {
             index,
-            device.key,
+            key: device.key,
             plan,
             descriptor,
-            disk.backing.file_name.clone(),
+            snapshot_path: disk.backing.file_name.clone(),
             areas,
-        ));
+        });
     }
-    let any_incremental = plans
-        .iter()
-        .any(|(_, _, plan, _, _, _)| plan.mode == DiskMode::Incremental);
+    let any_incremental = plans.iter().any(|d| d.plan.mode == DiskMode::Incremental);
     let mode = if any_incremental {
         BackupMode::Incremental
     } else {
@@ -428,69 +429,41 @@ async fn with_snapshot(
     let lock = ctx.lock.clone();
     let identity = p.identity.clone();
     let files = collected.files;
-    let mut writer: GenerationWriter = blocking(move || {
+    let device_order: Vec<i32> = plans.iter().map(|d| d.key).collect();
+    let writer: GenerationWriter = blocking(move || {
         let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
         for (name, data) in &files {
             w.put_metadata(name, data)?;
         }
+        // Restore pairs the manifest's disks with the VM's by position.
+        w.declare_disk_order(&device_order)?;
         Ok(w)
     })
     .await?;
-    tracing::info!(vm = %p.info.name, generation = %writer.id(), ?mode, "writing generation");
+    tracing::info!(vm = %p.info.name, generation = %writer.id(), ?mode, disks = plans.len(), "writing generation");
 
-    for (index, key, plan, descriptor, snapshot_path, areas) in plans {
-        if ctx.cancel.is_cancelled() {
-            return Err(Error::Interrupted);
-        }
-        let to_read = changed_areas::total(&areas);
-        tracing::info!(
-            vm = %p.info.name,
-            disk = %descriptor.label,
-            "{} changed area(s), {to_read} bytes to read",
-            areas.len()
-        );
-        let base = match (plan.mode, &p.previous) {
-            (DiskMode::Incremental, Some(m)) => {
-                let repo = ctx.repo.clone();
-                let k = p.key.clone();
-                let g = m.generation;
-                Some(blocking(move || Ok(repo.fixed_index(&k, g, key)?)).await?)
+    // Every disk at once, each as soon as it gets a VDDK connection permit. The first failure
+    // stops the target's other disks (the generation cannot commit without them).
+    let writer = Arc::new(writer);
+    let disks_cancel = ctx.cancel.child();
+    let reads = plans.into_iter().map(|planned| {
+        let writer = writer.clone();
+        let disks_cancel = disks_cancel.clone();
+        async move {
+            let r = read_disk(ctx, p, snapshot, writer, planned, &disks_cancel).await;
+            if r.is_err() {
+                disks_cancel.cancel();
             }
-            _ => None,
-        };
-        let change_id = descriptor.change_id.clone();
-        let label = descriptor.label.clone();
-        let capacity = descriptor.capacity;
-        let (w, stats) = ingest_disk(
-            ctx,
-            writer,
-            DiskIngest {
-                source: SnapshotDisk::Vm {
-                    vm: p.info.moref.clone(),
-                    snapshot: snapshot.moref().clone(),
-                    path: snapshot_path,
-                },
-                descriptor,
-                base,
-                areas,
-                progress_label: format!("{} {}", p.info.name, label),
-            },
-        )
-        .await?;
-        writer = w;
-        result.bytes_read += stats.read_bytes;
-        result.bytes_new += stats.new_bytes;
-        result.disks.push(DiskResult {
-            index,
-            key,
-            label,
-            capacity,
-            mode: plan.mode,
-            reason: plan.reason,
-            bytes_read: stats.read_bytes,
-            bytes_new: stats.new_bytes,
-            change_id,
-        });
+            r
+        }
+    });
+    let outcomes = futures_util::future::join_all(reads).await;
+    let writer = Arc::into_inner(writer)
+        .ok_or_else(|| Error::Other("the generation is still being written".into()))?;
+    for disk in first_failure(outcomes)? {
+        result.bytes_read += disk.bytes_read;
+        result.bytes_new += disk.bytes_new;
+        result.disks.push(disk);
     }
 
     let mut extra = serde_json::Map::new();
@@ -503,6 +476,102 @@ async fn with_snapshot(
     result.generation = Some(generation.0);
     result.mode = Some(mode);
     Ok(())
+}
+
+/// One disk as decided before the generation is written.
+struct PlannedDisk {
+    /// Position in the VM.
+    index: usize,
+    /// Device key.
+    key: i32,
+    /// Full or incremental, and why.
+    plan: DiskPlan,
+    /// The disk as the manifest will record it.
+    descriptor: DiskDescriptor,
+    /// The disk's file in the snapshot.
+    snapshot_path: String,
+    /// What to read.
+    areas: Vec<Area>,
+}
+
+/// Step 5 for one VM disk: loads the base index of an incremental, then reads the disk's areas
+/// into `writer` (see [`ingest_disk`]).
+async fn read_disk(
+    ctx: &BackupContext,
+    p: &Prepared,
+    snapshot: &SnapshotGuard,
+    writer: Arc<GenerationWriter>,
+    d: PlannedDisk,
+    cancel: &Cancel,
+) -> Result<DiskResult> {
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    let to_read = changed_areas::total(&d.areas);
+    tracing::info!(
+        vm = %p.info.name,
+        disk = %d.descriptor.label,
+        "{} changed area(s), {to_read} bytes to read",
+        d.areas.len()
+    );
+    let base = match (d.plan.mode, &p.previous) {
+        (DiskMode::Incremental, Some(m)) => {
+            let repo = ctx.repo.clone();
+            let k = p.key.clone();
+            let (g, key) = (m.generation, d.key);
+            Some(blocking(move || Ok(repo.fixed_index(&k, g, key)?)).await?)
+        }
+        _ => None,
+    };
+    let change_id = d.descriptor.change_id.clone();
+    let label = d.descriptor.label.clone();
+    let capacity = d.descriptor.capacity;
+    let stats = ingest_disk(
+        ctx,
+        writer,
+        DiskIngest {
+            source: SnapshotDisk::Vm {
+                vm: p.info.moref.clone(),
+                snapshot: snapshot.moref().clone(),
+                path: d.snapshot_path,
+            },
+            descriptor: d.descriptor,
+            base,
+            areas: d.areas,
+            progress_label: format!("{} {}", p.info.name, label),
+        },
+        cancel,
+    )
+    .await?;
+    Ok(DiskResult {
+        index: d.index,
+        key: d.key,
+        label,
+        capacity,
+        mode: d.plan.mode,
+        reason: d.plan.reason,
+        bytes_read: stats.read_bytes,
+        bytes_new: stats.new_bytes,
+        change_id,
+    })
+}
+
+/// The disks' results in order, or the error that stopped them: the first real failure
+/// rather than the interruptions it caused in the other disks.
+fn first_failure<T>(outcomes: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut done = Vec::with_capacity(outcomes.len());
+    let mut interrupted = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(t) => done.push(t),
+            Err(Error::Interrupted) => interrupted = Some(Error::Interrupted),
+            Err(e) => return Err(e),
+        }
+    }
+    match interrupted {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }
 
 #[cfg(test)]
@@ -531,6 +600,20 @@ mod tests {
             e.contains("read failed") && e.contains("; also ") && e.contains("snapshot busy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_first_real_failure_wins_over_the_interruptions_it_caused() {
+        let r = first_failure(vec![
+            Ok(1),
+            Err(Error::Interrupted),
+            Err(Error::Other("read failed".into())),
+            Ok(2),
+        ]);
+        assert!(r.unwrap_err().to_string().contains("read failed"));
+        let r = first_failure::<u8>(vec![Ok(1), Err(Error::Interrupted)]);
+        assert!(matches!(r, Err(Error::Interrupted)));
+        assert_eq!(first_failure::<u8>(vec![Ok(1), Ok(2)]).unwrap(), vec![1, 2]);
     }
 
     #[test]

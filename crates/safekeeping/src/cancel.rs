@@ -16,12 +16,25 @@ pub struct Cancel {
 struct Inner {
     flag: AtomicBool,
     notify: Notify,
+    /// A child token is also cancelled when its parent is.
+    parent: Option<Cancel>,
 }
 
 impl Cancel {
     /// A token nobody has cancelled yet.
     pub fn new() -> Cancel {
         Cancel::default()
+    }
+
+    /// A token that is cancelled with this one, and can also be cancelled on its own without
+    /// touching this one: the disks of one target stop together when one of them fails.
+    pub fn child(&self) -> Cancel {
+        Cancel {
+            inner: Arc::new(Inner {
+                parent: Some(self.clone()),
+                ..Inner::default()
+            }),
+        }
     }
 
     /// Asks everything holding this token to stop.
@@ -33,13 +46,26 @@ impl Cancel {
     /// Whether a stop was requested.
     pub fn is_cancelled(&self) -> bool {
         self.inner.flag.load(Ordering::SeqCst)
+            || self.inner.parent.as_ref().is_some_and(Cancel::is_cancelled)
     }
 
     /// Resolves once a stop is requested.
     pub async fn cancelled(&self) {
+        match &self.inner.parent {
+            None => self.cancelled_itself().await,
+            Some(parent) => {
+                tokio::select! {
+                    _ = self.cancelled_itself() => {}
+                    _ = Box::pin(parent.cancelled()) => {}
+                }
+            }
+        }
+    }
+
+    async fn cancelled_itself(&self) {
         loop {
             let notified = self.inner.notify.notified();
-            if self.is_cancelled() {
+            if self.inner.flag.load(Ordering::SeqCst) {
                 return;
             }
             notified.await;
@@ -97,5 +123,25 @@ mod tests {
             .expect("waiter woke")
             .unwrap();
         assert!(c.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_child_stops_with_its_parent_but_not_the_other_way() {
+        let parent = Cancel::new();
+        let child = parent.child();
+        child.cancel();
+        assert!(child.is_cancelled() && !parent.is_cancelled());
+
+        let child = parent.child();
+        let c2 = child.clone();
+        let waiter = tokio::spawn(async move { c2.cancelled().await });
+        tokio::task::yield_now().await;
+        assert!(!child.is_cancelled());
+        parent.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the child's waiter woke on the parent's cancel")
+            .unwrap();
+        assert!(child.is_cancelled());
     }
 }

@@ -142,6 +142,10 @@ pub struct BackupArgs {
     /// Targets backed up at the same time (default from the configuration).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: Option<u16>,
+    /// VDDK connections open at once across all targets, i.e. disks read at the same time
+    /// (default from the configuration, `max_vddk_connections`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: Option<u16>,
 }
 
 /// How restore builds the new VM.

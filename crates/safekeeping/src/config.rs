@@ -91,6 +91,11 @@ pub struct Defaults {
     /// Targets backed up at the same time.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
+    /// VDDK connections open at once across the whole run: each disk being read holds one, so
+    /// this bounds the disks read concurrently (within and across targets) and the NFC load
+    /// on the ESXi hosts. Each also holds about 15 MiB of chunk buffers.
+    #[serde(default = "default_max_vddk_connections")]
+    pub max_vddk_connections: usize,
     /// How long to wait for a repository or target lock before failing.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
@@ -101,6 +106,9 @@ pub struct Defaults {
 
 fn default_parallel() -> usize {
     2
+}
+fn default_max_vddk_connections() -> usize {
+    8
 }
 fn default_lock_wait() -> u64 {
     60
@@ -113,6 +121,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             parallel: default_parallel(),
+            max_vddk_connections: default_max_vddk_connections(),
             lock_wait_seconds: default_lock_wait(),
             compression_level: default_compression(),
         }
@@ -282,6 +291,11 @@ impl Config {
         if self.defaults.parallel == 0 {
             return Err(invalid("defaults.parallel must be at least 1".into()));
         }
+        if self.defaults.max_vddk_connections == 0 {
+            return Err(invalid(
+                "defaults.max_vddk_connections must be at least 1".into(),
+            ));
+        }
         if !(-7..=22).contains(&self.defaults.compression_level) {
             return Err(invalid(format!(
                 "defaults.compression_level {} is outside zstd's -7..=22",
@@ -443,6 +457,7 @@ path = "repo"
         assert_eq!(v.config.as_deref(), Some(Path::new("/etc/sk/vddk.conf")));
         assert_eq!(c.defaults.parallel, 3);
         assert_eq!(c.defaults.lock_wait_seconds, 60);
+        assert_eq!(c.defaults.max_vddk_connections, 8);
     }
 
     #[test]
@@ -482,6 +497,19 @@ path = "repo"
                 .to_string()
                 .contains("parallel")
         );
+        assert!(Config::parse(
+            &sample("[defaults]\nmax_vddk_connections = 0\n"),
+            Path::new("c.toml")
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("max_vddk_connections"));
+        let c = Config::parse(
+            &sample("[defaults]\nmax_vddk_connections = 3\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.defaults.max_vddk_connections, 3);
     }
 
     #[test]

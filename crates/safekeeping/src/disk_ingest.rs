@@ -3,11 +3,14 @@
 //! first class disks (`ivd:`) differ only in how VDDK connects to their snapshot
 //! ([`SnapshotDisk`]); the rest of the step is this one function.
 
+use std::sync::Arc;
+
 use repository_format::{Area, DiskDescriptor, DiskStats, FixedIndex, GenerationWriter};
 use vddk::{Connection, Disk};
 use vim_client::MoRef;
 
 use crate::backup::BackupContext;
+use crate::cancel::Cancel;
 use crate::changed_areas;
 use crate::disk_reader::VddkSource;
 use crate::error::{Error, Result};
@@ -85,53 +88,60 @@ pub struct DiskIngest {
 }
 
 /// Reads one disk into `writer` on a blocking thread that owns its VDDK connection, with
-/// [`READ_AHEAD`] asynchronous reads in flight, a progress bar unless `-q`, and the writer
-/// handed back whether or not the disk succeeded.
+/// [`READ_AHEAD`] asynchronous reads in flight and a progress bar unless `-q`.
+///
+/// The disk first takes one of the run's VDDK connection permits
+/// ([`BackupContext::vddk_connections`]) and holds it until its connection is closed, so the
+/// disks read at once, across every target of the run, never exceed `max_vddk_connections`.
+/// Several disks may be read into the same `writer` at the same time.
 ///
 /// # Errors
 /// VDDK connect, open and read failures, repository write failures, and
-/// [`Error::Interrupted`] when a stop request ended the reads.
+/// [`Error::Interrupted`] when `cancel` ended the wait or the reads.
 pub async fn ingest_disk(
     ctx: &BackupContext,
-    mut writer: GenerationWriter,
+    writer: Arc<GenerationWriter>,
     job: DiskIngest,
-) -> Result<(GenerationWriter, DiskStats)> {
+    cancel: &Cancel,
+) -> Result<DiskStats> {
+    let permit = tokio::select! {
+        permit = ctx.vddk_connections.clone().acquire_owned() => permit
+            .map_err(|_| Error::Other("the VDDK connection limit was closed".into()))?,
+        _ = cancel.cancelled() => return Err(Error::Interrupted),
+    };
     let vddk = ctx.vddk.clone();
-    let cancel = ctx.cancel.clone();
+    let cancel = cancel.clone();
     let show = ctx.options.show_progress;
     let chunk_size = ctx.repo.config().chunk_size;
-    let (writer, stats) = tokio::task::spawn_blocking(move || {
-        let r = (|| {
-            let (conn, disk) = job.source.open(&vddk)?;
-            let reads = read_plan(&job.areas, job.descriptor.capacity, chunk_size)?;
-            let mut source =
-                VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
-            let to_read = changed_areas::total(&job.areas);
-            let progress = Progress::new(job.progress_label, to_read, !show);
-            let stats = writer.ingest_disk(
-                job.descriptor,
-                job.base.as_ref(),
-                &job.areas,
-                &mut source,
-                &|n| progress.add(n),
-            );
-            progress.finish();
-            // The disk closes before its connection.
-            drop(source);
-            drop(conn);
-            stats.map_err(|e| {
-                if cancel.is_cancelled() {
-                    Error::Interrupted
-                } else {
-                    e.into()
-                }
-            })
-        })();
-        (writer, r)
+    tokio::task::spawn_blocking(move || {
+        // Released when this closure returns, after the connection is closed.
+        let _permit = permit;
+        let (conn, disk) = job.source.open(&vddk)?;
+        let reads = read_plan(&job.areas, job.descriptor.capacity, chunk_size)?;
+        let mut source = VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
+        let to_read = changed_areas::total(&job.areas);
+        let progress = Progress::new(job.progress_label, to_read, !show);
+        let stats = writer.ingest_disk(
+            job.descriptor,
+            job.base.as_ref(),
+            &job.areas,
+            &mut source,
+            &|n| progress.add(n),
+        );
+        progress.finish();
+        // The disk closes before its connection.
+        drop(source);
+        drop(conn);
+        stats.map_err(|e| {
+            if cancel.is_cancelled() {
+                Error::Interrupted
+            } else {
+                e.into()
+            }
+        })
     })
     .await
-    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?;
-    Ok((writer, stats?))
+    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?
 }
 
 /// The `(offset, length)` reads the ingest will ask for, in order: every chunk slot that

@@ -51,7 +51,8 @@ impl VddkSource {
     }
 
     fn submit_ahead(&mut self) -> Result<(), SourceError> {
-        while self.in_flight < self.depth {
+        // After a stop request nothing new is asked of VDDK; the next read is refused.
+        while self.in_flight < self.depth && !self.cancel.is_cancelled() {
             let Some((offset, len)) = self.plan.pop_front() else {
                 break;
             };
@@ -118,6 +119,9 @@ impl DiskSource for VddkSource {
                     buf.copy_from_slice(&data);
                     return self.submit_ahead();
                 }
+            }
+            if self.cancel.is_cancelled() {
+                return Err(SourceError::new("interrupted"));
             }
             if self.in_flight == 0 {
                 // Not in the plan (or planned with another length): read it directly.

@@ -213,7 +213,10 @@ async fn with_snapshot(
         base,
         areas,
     };
-    let (writer, stats) = ingest_disk(ctx, writer, job).await?;
+    let writer = Arc::new(writer);
+    let stats = ingest_disk(ctx, writer.clone(), job, &ctx.cancel).await?;
+    let writer = Arc::into_inner(writer)
+        .ok_or_else(|| Error::Other("the generation is still being written".into()))?;
     result.bytes_read = stats.read_bytes;
     result.bytes_new = stats.new_bytes;
     result.disks.push(DiskResult {

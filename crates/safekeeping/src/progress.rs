@@ -4,7 +4,13 @@
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// Every bar of the process, stacked: disks read at the same time each get a line.
+fn bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
 
 /// Progress of one disk transfer, in bytes.
 pub struct Progress {
@@ -19,7 +25,7 @@ impl Progress {
     pub fn new(label: impl Into<String>, total: u64, quiet: bool) -> Progress {
         let label = label.into();
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::new(total);
+            let b = bars().add(ProgressBar::new(total));
             if let Ok(style) = ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             ) {
@@ -60,6 +66,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            bars().remove(b);
         }
     }
 }

@@ -103,9 +103,13 @@ async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) ->
     }
     let mut children = Vec::new();
     let mut failures = Vec::new();
-    for (vm, entity) in order {
-        let child =
-            backup_target(ctx.clone(), Target::Vm(VmSelector::Moref(vm.value.clone()))).await;
+    // The children run at the same time, so their snapshots are taken close together; their
+    // disks share the run's VDDK connection limit.
+    let runs = order
+        .iter()
+        .map(|(vm, _)| backup_target(ctx.clone(), Target::Vm(VmSelector::Moref(vm.value.clone()))));
+    let results = futures_util::future::join_all(runs).await;
+    for ((vm, entity), child) in order.into_iter().zip(results) {
         result.bytes_read += child.bytes_read;
         result.bytes_new += child.bytes_new;
         let child_name = child.vm.clone().unwrap_or_else(|| vm.value.clone());

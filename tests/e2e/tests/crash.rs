@@ -116,9 +116,11 @@ fn sigkill_at_every_step_loses_nothing() {
     ];
     for (i, point) in points.into_iter().enumerate() {
         let seed = 10 + i as u64;
-        // New data on both disks, so every run has something to read on each.
+        // New data on both disks, so every run has something to read on each. The disks are
+        // read at the same time; the second has four times as much to read, so the first's
+        // index is written well before the manifest.
         lab.guest_write("crash", 0, &format!("{}M", 5 + i), "2M", Some(seed));
-        lab.guest_write("crash", 1, &format!("{}M", 5 + i), "2M", Some(seed + 100));
+        lab.guest_write("crash", 1, &format!("{}M", 5 + i), "8M", Some(seed + 100));
         let digests = lab.digests("crash", 2);
         let before = generations(&lab, "crash");
         lab.vddk_conf_append("fake.read_latency_ms = 150");

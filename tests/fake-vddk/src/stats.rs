@@ -50,6 +50,12 @@ impl DiskStats {
 pub fn append(path: &Path, mut value: serde_json::Value) -> std::io::Result<()> {
     if let Some(obj) = value.as_object_mut() {
         obj.insert("pid".into(), std::process::id().into());
+        // Wall-clock microseconds, so tests can tell what overlapped in time.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default();
+        obj.insert("t_us".into(), micros.into());
     }
     let mut line = value.to_string();
     line.push('\n');

@@ -50,6 +50,7 @@ pub fn safekeeping_toml(dir: &LabDir, info: &ServerInfo) -> String {
          \n\
          [defaults]\n\
          parallel = 2\n\
+         max_vddk_connections = 8\n\
          lock_wait_seconds = 60\n",
         url = toml_str(&info.url),
         user = toml_str(&info.user),

@@ -59,6 +59,16 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
         .map(usize::from)
         .unwrap_or(config.defaults.parallel)
         .max(1);
+    let max_connections = args
+        .max_connections
+        .map(usize::from)
+        .unwrap_or(config.defaults.max_vddk_connections)
+        .max(1);
+    tracing::debug!(
+        parallel,
+        max_connections,
+        "targets and VDDK connections at once"
+    );
     let ctx = Arc::new(BackupContext {
         config: config.clone(),
         vc: vc.clone(),
@@ -71,6 +81,7 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
             quiesce: !args.no_quiesce,
             show_progress: !quiet,
         },
+        vddk_connections: Arc::new(Semaphore::new(max_connections)),
     });
     // Targets run concurrently on this task (vCenter calls are async, disk I/O runs on
     // blocking threads); the semaphore bounds how many are in flight.

@@ -1,0 +1,178 @@
+//! A target's disks are read at the same time, within one limit on open VDDK connections for
+//! the whole run (`--max-connections`, `[defaults] max_vddk_connections`). The fake VDDK's
+//! statistics (connect and disconnect lines, appended in the order they happen) show both: the
+//! disks of one VM overlap, and the run never holds more connections than allowed. Every disk
+//! restores to its own content, in the VM's device order. When one disk fails, the target's
+//! other disks stop early, the target reports the real failure, and nothing is committed.
+
+use std::collections::HashMap;
+
+use safekeeping_e2e::Lab;
+
+const MIB: u64 = 1 << 20;
+const SECTOR: u64 = 512;
+
+/// The most connections open at once: in the whole run, and per VM (by the `moref=` in the
+/// connection's vmx spec).
+fn overlaps(stats: &[serde_json::Value]) -> (i64, HashMap<String, i64>) {
+    let (mut open, mut max) = (0i64, 0i64);
+    let mut per_vm: HashMap<String, (i64, i64)> = HashMap::new();
+    for e in stats {
+        let delta = match e["event"].as_str() {
+            Some("connect") => 1,
+            Some("disconnect") => -1,
+            _ => continue,
+        };
+        let spec = e["vmx_spec"].as_str().unwrap_or_default();
+        let vm = spec
+            .split("moref=")
+            .nth(1)
+            .unwrap_or(spec)
+            .split(['&', ';'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        open += delta;
+        max = max.max(open);
+        let slot = per_vm.entry(vm).or_default();
+        slot.0 += delta;
+        slot.1 = slot.1.max(slot.0);
+    }
+    (max, per_vm.into_iter().map(|(k, (_, m))| (k, m)).collect())
+}
+
+#[test]
+fn disks_of_a_target_overlap_within_the_connection_limit() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    // Each read takes a while, so disks that run concurrently visibly overlap.
+    lab.vddk_conf_append("fake.read_latency_ms = 150");
+    lab.create_vm("m1", &["8M", "8M", "8M", "8M"], &[]);
+    lab.create_vm("m2", &["8M", "8M", "8M"], &[]);
+    for (vm, disks) in [("m1", 4), ("m2", 3)] {
+        for d in 0..disks {
+            // Different content per disk: a disk restored in another's place would show.
+            lab.guest_write(vm, d, "0", "4M", Some(10 * d as u64 + vm.len() as u64 + 1));
+        }
+    }
+    let m1 = lab.digests("m1", 4);
+    let m2 = lab.digests("m2", 3);
+
+    let r = lab
+        .sk(&[
+            "--json",
+            "backup",
+            "vm:m1",
+            "vm:m2",
+            "--parallel",
+            "2",
+            "--max-connections",
+            "3",
+        ])
+        .ok();
+    let j = r.json();
+    for (t, disks) in j["targets"].as_array().unwrap().iter().zip([4, 3]) {
+        assert_eq!(t["status"], "succeeded", "{j}");
+        let listed = t["disks"].as_array().unwrap();
+        assert_eq!(listed.len(), disks, "{j}");
+        for (i, d) in listed.iter().enumerate() {
+            assert_eq!(d["index"], i, "disks are reported in device order: {j}");
+            assert_eq!(d["bytes_read"], 4 * MIB, "{j}");
+        }
+    }
+    let stats = lab.vddk_stats();
+    let (max, per_vm) = overlaps(&stats);
+    eprintln!("at most {max} VDDK connections at once; per VM {per_vm:?}");
+    assert!(max <= 3, "the limit of 3 connections was exceeded: {max}");
+    assert_eq!(max, 3, "seven disks never filled three connections");
+    assert_eq!(per_vm.len(), 2, "{per_vm:?}");
+    // The VM first in line takes all three connections for its own disks at once.
+    assert_eq!(per_vm.values().max(), Some(&3), "{per_vm:?}");
+    assert!(
+        per_vm.values().all(|&m| m >= 2),
+        "a VM's disks were not read concurrently: {per_vm:?}"
+    );
+
+    // The manifest keeps the device order, and every disk restores to its own content.
+    let show = lab.sk(&["--json", "show", "vm:m1"]).ok().json();
+    let keys: Vec<i64> = show["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_i64().unwrap())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "{show}");
+    for (vm, digests) in [("m1", &m1), ("m2", &m2)] {
+        let name = format!("{vm}-back");
+        lab.sk(&["restore", &format!("vm:{vm}"), "--name", &name])
+            .ok();
+        assert_eq!(&lab.digests(&name, digests.len()), digests, "{name}");
+    }
+
+    // The configuration's limit applies when the flag is absent: one connection at a time.
+    let one = lab.config_variant(
+        "one-connection.toml",
+        "max_vddk_connections = 8",
+        "max_vddk_connections = 1",
+    );
+    let before = lab.vddk_stats().len();
+    lab.sk_with(&["backup", "vm:m1", "--full"], &one, &[]).ok();
+    let (max, _) = overlaps(&lab.vddk_stats()[before..]);
+    assert_eq!(max, 1, "max_vddk_connections = 1 was not honoured");
+}
+
+#[test]
+fn a_failing_disk_stops_its_siblings_and_nothing_is_committed() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    // Sectors from 32 MiB on exist only on the last, larger disk: only its reads fail, and its
+    // first read is the failing one. The others have 8 MiB each to read, slowly.
+    let fail_at = 32 * MIB / SECTOR;
+    lab.vddk_conf_append(&format!(
+        "fake.fail_read_sectors = {fail_at}-{}\nfake.read_latency_ms = 300",
+        fail_at + 64
+    ));
+    lab.create_vm("f1", &["8M", "8M", "64M"], &[]);
+    lab.guest_write("f1", 0, "0", "8M", Some(1));
+    lab.guest_write("f1", 1, "0", "8M", Some(2));
+    lab.guest_write("f1", 2, "32M", "1M", Some(3));
+
+    let r = lab.sk(&["--json", "backup", "vm:f1", "--max-connections", "4"]);
+    // Every target failed: exit status 1 (3 is for a run where some succeeded).
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    let t = &r.json()["targets"][0];
+    assert_eq!(t["status"], "failed", "{t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("VDDK") && !error.contains("interrupted"),
+        "the real failure is reported, not the siblings' interruption: {error}"
+    );
+    // The siblings stopped early instead of reading their 8 MiB to the end.
+    let stats = lab.vddk_stats();
+    let closes: Vec<&serde_json::Value> = stats
+        .iter()
+        .filter(|e| e["event"] == "close" && e["read_only"] == true)
+        .collect();
+    assert_eq!(closes.len(), 3, "{closes:?}");
+    // Once stopped, a disk asks nothing more of VDDK: at most its read-ahead (4 chunks) is
+    // read, half of what each sibling had to read.
+    let full = 8 * MIB / SECTOR;
+    let short = closes
+        .iter()
+        .filter(|e| e["sectors_read"].as_u64().unwrap() <= full / 2)
+        .count();
+    assert_eq!(
+        short, 3,
+        "every disk stopped before its end (the failing one at once): {closes:?}"
+    );
+    assert!(lab.snapshots("f1").is_empty(), "snapshot left behind");
+    let list = lab.sk(&["--json", "list"]).ok().json();
+    assert!(
+        list["targets"].as_array().unwrap().is_empty(),
+        "nothing committed: {list}"
+    );
+    let check = lab.sk(&["--json", "check"]).ok().json();
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}
