@@ -291,6 +291,14 @@ async fn with_snapshot(
     // Decide per disk before writing anything.
     let mut plans: Vec<PlannedDisk> = Vec::new();
     for (index, (device, disk)) in frozen.disks().enumerate() {
+        require_capacity(
+            disk.capacity_in_bytes,
+            &format!(
+                "disk {index} ({}) of VM {}",
+                device.label.as_deref().unwrap_or("no label"),
+                p.info.name
+            ),
+        )?;
         let previous = p.previous.as_ref().and_then(|m| {
             m.disk(device.key).map(|d| PreviousDisk {
                 generation: m.generation.0,
@@ -478,6 +486,18 @@ async fn with_snapshot(
     Ok(())
 }
 
+/// Refuses a disk whose capacity vCenter did not give (a missing or malformed `capacityInBytes`
+/// or `capacityInKB` reads as 0): reading "all 0 bytes" of it would commit an empty disk.
+pub(crate) fn require_capacity(capacity: u64, what: &str) -> Result<()> {
+    if capacity == 0 {
+        return Err(Error::Other(format!(
+            "{what} reports no capacity (missing or malformed in vCenter's answer); refusing to \
+             back it up"
+        )));
+    }
+    Ok(())
+}
+
 /// One disk as decided before the generation is written.
 struct PlannedDisk {
     /// Position in the VM.
@@ -614,6 +634,14 @@ mod tests {
         let r = first_failure::<u8>(vec![Ok(1), Err(Error::Interrupted)]);
         assert!(matches!(r, Err(Error::Interrupted)));
         assert_eq!(first_failure::<u8>(vec![Ok(1), Ok(2)]).unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_disk_without_capacity_is_refused() {
+        let e = require_capacity(0, "disk 1 (Hard disk 2) of VM web01").unwrap_err();
+        assert!(e.to_string().contains("Hard disk 2"), "{e}");
+        assert!(e.to_string().contains("no capacity"), "{e}");
+        assert!(require_capacity(512, "disk 0").is_ok());
     }
 
     #[test]

@@ -116,6 +116,7 @@ async fn with_snapshot(
     let disk = p.disk;
     let id = disk.object.id.as_str();
     let capacity = disk.capacity();
+    crate::backup::require_capacity(capacity, &format!("first class disk {id}"))?;
     let api = p.api;
     let change_id = api
         .snapshot_change_id(vc, id, &disk.datastore, snapshot.id())
