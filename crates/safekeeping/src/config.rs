@@ -56,6 +56,23 @@ pub struct VcenterConfig {
     /// Explicit opt-out of certificate verification.
     #[serde(default)]
     pub insecure: bool,
+    /// Which API manages first class disks: `auto` (VSLM on vCenter 7 and later, VIM before),
+    /// `vim` or `vslm`. `SAFEKEEPING_FCD_API` overrides it.
+    #[serde(default)]
+    pub fcd_api: FcdApiChoice,
+}
+
+/// `[vcenter] fcd_api`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FcdApiChoice {
+    /// VSLM on vCenter 7 and later (VIM when VSLM does not answer), VIM before.
+    #[default]
+    Auto,
+    /// VIM's `VcenterVStorageObjectManager`.
+    Vim,
+    /// The VSLM endpoint.
+    Vslm,
 }
 
 /// `[vddk]`
@@ -510,6 +527,18 @@ path = "repo"
         )
         .unwrap();
         assert_eq!(c.defaults.max_vddk_connections, 3);
+    }
+
+    #[test]
+    fn fcd_api_is_auto_unless_set() {
+        let c = Config::parse(&sample(""), Path::new("c.toml")).unwrap();
+        assert_eq!(c.vcenter.fcd_api, FcdApiChoice::Auto);
+        let text = sample("").replace("user = \"user\"", "user = \"user\"\nfcd_api = \"vim\"");
+        let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.vcenter.fcd_api, FcdApiChoice::Vim);
+        let bad = sample("").replace("user = \"user\"", "user = \"user\"\nfcd_api = \"nfs\"");
+        let e = Config::parse(&bad, Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("nfs"), "{e}");
     }
 
     #[test]

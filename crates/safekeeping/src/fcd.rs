@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use vim_client::xml::Element;
 use vim_client::{InventoryKind, MoRef, VStorageObject};
 
+use crate::config::FcdApiChoice;
 use crate::error::{Error, Result};
 use crate::target::is_uuid;
 use crate::vcenter::Vcenter;
@@ -193,22 +194,28 @@ pub enum FcdApi {
 pub const FCD_API_ENV: &str = "SAFEKEEPING_FCD_API";
 
 impl FcdApi {
-    /// `SAFEKEEPING_FCD_API` when set; otherwise VSLM on vCenter 7 and later (falling back to
-    /// VIM, with a warning, when VSLM does not answer), VIM before.
+    /// `SAFEKEEPING_FCD_API` when set, else `configured` (`[vcenter] fcd_api`); `auto` is VSLM
+    /// on vCenter 7 and later (falling back to VIM, with a warning, when VSLM does not answer),
+    /// VIM before.
     ///
     /// # Errors
     /// An unknown `SAFEKEEPING_FCD_API` value, or VSLM asked for and not answering.
-    pub async fn choose(vc: &Vcenter) -> Result<FcdApi> {
-        let wanted = std::env::var(FCD_API_ENV).ok();
-        match wanted.as_deref().map(str::trim) {
-            Some("vim") => return Ok(FcdApi::Vim),
-            Some("vslm") => return Ok(FcdApi::Vslm(vc.client.vslm().await?)),
+    pub async fn choose(vc: &Vcenter, configured: FcdApiChoice) -> Result<FcdApi> {
+        let choice = match std::env::var(FCD_API_ENV).ok().as_deref().map(str::trim) {
+            Some("vim") => FcdApiChoice::Vim,
+            Some("vslm") => FcdApiChoice::Vslm,
+            Some("auto") => FcdApiChoice::Auto,
             Some(other) if !other.is_empty() => {
                 return Err(Error::Other(format!(
-                    "{FCD_API_ENV}={other}: expected vim or vslm"
+                    "{FCD_API_ENV}={other}: expected vim, vslm or auto"
                 )))
             }
-            _ => {}
+            _ => configured,
+        };
+        match choice {
+            FcdApiChoice::Vim => return Ok(FcdApi::Vim),
+            FcdApiChoice::Vslm => return Ok(FcdApi::Vslm(vc.client.vslm().await?)),
+            FcdApiChoice::Auto => {}
         }
         let major: u32 = vc
             .client

@@ -49,7 +49,7 @@ pub fn provisioning(kind: Option<&str>) -> Provisioning {
 async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult) -> Result<()> {
     let vc = &ctx.vc;
     let disk = fcd::find(vc, selector).await?;
-    let api = fcd::FcdApi::choose(vc).await?;
+    let api = fcd::FcdApi::choose(vc, ctx.config.vcenter.fcd_api).await?;
     tracing::info!(ivd = %disk.object.id, api = api.name(), "first class disk endpoint");
     let id = disk.object.id.clone();
     tracing::info!(ivd = %id, name = %disk.object.name, "starting backup of a first class disk");

@@ -56,16 +56,18 @@ async fn first_class_disk_full_incremental_restore_attach() {
     write(&lab, &path, 0, 2 * MIB, 1);
     write(&lab, &path, 9 * MIB, MIB, 2);
 
-    // Full, through the VIM first class disk manager.
+    // Full, through the VIM first class disk manager, chosen in the configuration.
     let config = lab.config();
-    let r = lab
-        .sk_with(
-            &["--json", "backup", "ivd:data1"],
-            &config,
-            &[("SAFEKEEPING_FCD_API", "vim")],
-        )
-        .ok()
-        .json();
+    let vim_config = lab.config_variant("fcd-vim.toml", "[vddk]", "fcd_api = \"vim\"\n\n[vddk]");
+    let run = lab
+        .sk_with(&["--json", "backup", "ivd:data1"], &vim_config, &[])
+        .ok();
+    assert!(
+        run.stderr.contains("first class disk endpoint") && run.stderr.contains("api=\"vim\""),
+        "{}",
+        run.stderr
+    );
+    let r = run.json();
     let t = &r["targets"][0];
     assert_eq!(t["status"], "succeeded", "{r}");
     assert_eq!(t["mode"], "full", "{r}");
@@ -89,7 +91,7 @@ async fn first_class_disk_full_incremental_restore_attach() {
     );
     assert_eq!(r.code, 1, "{}", r.all_output());
     assert!(
-        r.all_output().contains("expected vim or vslm"),
+        r.all_output().contains("expected vim, vslm or auto"),
         "{}",
         r.all_output()
     );
