@@ -2,15 +2,19 @@
 //! placement, networks, an existing VM of that name), then the VM is built by
 //! [`crate::restore_create`] or [`crate::restore_import`], then each new disk is opened
 //! read-write through VDDK and only the non-zero chunks are written. A restore that fails
-//! after creating the VM destroys it. The repository is only read.
+//! after creating the VM destroys it. With `--overwrite` the existing VM is only renamed aside
+//! ([`set_aside`]) while the new one is built, in folders of its own ([`VmFolders`]); it is
+//! destroyed once the new VM is complete, or put back when the restore fails. The repository
+//! is only read.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use repository_format::{Manifest, Repository, TargetKey};
 use serde::Serialize;
 use vim_client::xml::Element;
-use vim_client::{MoRef, PowerState, VmConfig};
+use vim_client::{DatastorePath, FaultKind, MoRef, PowerState, VmConfig};
 
 use crate::cancel::Cancel;
 use crate::cli::{RestoreArgs, RestoreMode};
@@ -313,21 +317,271 @@ async fn existing_vm(vc: &Vcenter, name: &str) -> Result<Option<(MoRef, PowerSta
     }))
 }
 
-/// Replaces the existing VM, if the plan says so: powers it off (`--force` was checked) and
-/// destroys it.
+/// Name an existing VM carries while `--overwrite` builds its replacement:
+/// `<name>-replaced-<UTC>`.
+pub fn aside_name(name: &str, now: time::OffsetDateTime) -> String {
+    format!("{name}-replaced-{}", crate::snapshot_name::compact_utc(now))
+}
+
+/// The VM `--overwrite` replaces, renamed aside (and powered off) until the new VM is
+/// complete: then it is destroyed; if the restore fails it gets its name (and power) back.
+#[derive(Debug, Clone)]
+pub struct SetAside {
+    /// The old VM.
+    pub vm: MoRef,
+    /// Its name, which the new VM takes.
+    pub name: String,
+    /// The name it carries meanwhile.
+    pub aside_name: String,
+    /// Whether it was powered on (`--force` powered it off).
+    pub was_on: bool,
+}
+
+/// Sets the VM the plan replaces aside, if there is one: powers it off (`--force` was
+/// checked) and renames it to [`aside_name`], so that the new VM can take its name while the
+/// old one still exists. Nothing of the old VM is deleted here.
 ///
 /// # Errors
-/// vCenter faults.
-pub async fn remove_replaced(vc: &Vcenter, plan: &RestorePlan) -> Result<()> {
-    if let Some((vm, state)) = &plan.replace {
-        if *state == PowerState::PoweredOn {
-            tracing::warn!(vm = %plan.name, "--overwrite --force: powering off the existing VM");
-            vc.client.power_off(vm).await?;
-        }
-        tracing::warn!(vm = %plan.name, "--overwrite: destroying the existing VM");
-        vc.client.destroy(vm).await?;
+/// vCenter faults; a VM powered off here is powered on again when the rename fails.
+pub async fn set_aside(vc: &Vcenter, plan: &RestorePlan) -> Result<Option<SetAside>> {
+    let Some((vm, state)) = &plan.replace else {
+        return Ok(None);
+    };
+    let was_on = *state == PowerState::PoweredOn;
+    if was_on {
+        tracing::warn!(vm = %plan.name, "--overwrite --force: powering off the existing VM");
+        vc.client.power_off(vm).await?;
     }
-    Ok(())
+    let aside = aside_name(&plan.name, time::OffsetDateTime::now_utc());
+    if let Err(e) = vc.client.rename(vm, &aside).await {
+        let mut msg = format!(
+            "could not rename the existing VM `{}` aside to `{aside}` before restoring: {e}; nothing was restored",
+            plan.name
+        );
+        if was_on {
+            match vc.client.power_on(vm).await {
+                Ok(()) => msg.push_str(", and the existing VM was powered on again"),
+                Err(p) => {
+                    let _ = write!(
+                        msg,
+                        ", and powering the existing VM on again failed: {p}; it is powered off"
+                    );
+                }
+            }
+        }
+        return Err(Error::Other(msg));
+    }
+    tracing::warn!(
+        vm = %plan.name,
+        "--overwrite: the existing VM ({}) was renamed to `{aside}`; it is kept until the new VM is complete",
+        vm.value
+    );
+    Ok(Some(SetAside {
+        vm: vm.clone(),
+        name: plan.name.clone(),
+        aside_name: aside,
+        was_on,
+    }))
+}
+
+impl SetAside {
+    /// Destroys the old VM once the new one is complete. Returns its (aside) name when that
+    /// fails: the restore has still succeeded, and the old VM is left under that name.
+    pub async fn discard(&self, vc: &Vcenter) -> Option<String> {
+        match vc.client.destroy(&self.vm).await {
+            Ok(()) => {
+                tracing::warn!(vm = %self.name, "--overwrite: destroyed the replaced VM `{}`", self.aside_name);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    vm = %self.name,
+                    "the new VM is complete, but the replaced VM `{}` ({}) could not be destroyed: {e}; remove it by hand",
+                    self.aside_name,
+                    self.vm.value
+                );
+                Some(self.aside_name.clone())
+            }
+        }
+    }
+
+    /// After a failed restore (the partial new VM already destroyed): gives the old VM its name
+    /// back and powers it on again if it was on. Returns `cause`, extended by what became of
+    /// the old VM (put back, or where it is when putting it back failed).
+    pub async fn put_back(&self, vc: &Vcenter, cause: Error) -> Error {
+        if let Err(e) = vc.client.rename(&self.vm, &self.name).await {
+            tracing::error!(
+                vm = %self.name,
+                "could not give the old VM ({}) its name back: {e}",
+                self.vm.value
+            );
+            return Error::Other(format!(
+                "{cause}; the old VM could NOT be put back ({e}): it is still named `{}` ({}), powered off; rename it to `{}` by hand",
+                self.aside_name, self.vm.value, self.name
+            ));
+        }
+        if self.was_on {
+            if let Err(e) = vc.client.power_on(&self.vm).await {
+                tracing::error!(vm = %self.name, "could not power the old VM on again: {e}");
+                return Error::Other(format!(
+                    "{cause}; the old VM was put back as `{}` but could not be powered on again: {e}",
+                    self.name
+                ));
+            }
+        }
+        tracing::warn!(vm = %self.name, "the old VM was put back");
+        Error::Other(format!(
+            "{cause}; the old VM was put back as `{}`{}",
+            self.name,
+            if self.was_on {
+                " and powered on again"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// How often a folder name is tried (`name`, `name_1`, ...) before giving up.
+const FOLDER_TRIES: usize = 1000;
+
+/// The `i`-th folder name tried for a VM's files: `name`, `name_1`, `name_2`, ...
+pub fn folder_candidate(name: &str, i: usize) -> String {
+    if i == 0 {
+        name.to_string()
+    } else {
+        format!("{name}_{i}")
+    }
+}
+
+/// New, empty folders claimed for a new VM's files, one per datastore it uses (the VM's
+/// datastore first). A folder is claimed by creating it (`MakeDirectory` without parents,
+/// which fails with `FileAlreadyExists` when it exists), so the new VM never writes into the
+/// folder of another VM (a VM being replaced, or an orphan folder of the same name).
+#[derive(Debug, Clone)]
+pub struct VmFolders {
+    folders: Vec<DatastorePath>,
+}
+
+impl VmFolders {
+    /// Claims a free folder on the VM's datastore and on every disk datastore.
+    ///
+    /// # Errors
+    /// `MakeDirectory` faults other than `FileAlreadyExists`, or no free name; folders
+    /// claimed before the failure are deleted again.
+    pub async fn claim(vc: &Vcenter, plan: &RestorePlan) -> Result<VmFolders> {
+        let mut out = VmFolders {
+            folders: Vec::new(),
+        };
+        let mut datastores = vec![plan.vm_datastore.clone()];
+        for ds in &plan.disk_datastores {
+            if !datastores.contains(ds) {
+                datastores.push(ds.clone());
+            }
+        }
+        for ds in datastores {
+            match claim_folder(vc, plan, &ds).await {
+                Ok(p) => out.folders.push(p),
+                Err(e) => {
+                    out.release(vc, plan).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The claimed folder on the VM's datastore.
+    pub fn vm_folder(&self) -> &DatastorePath {
+        &self.folders[0]
+    }
+
+    /// A file in the claimed folder on the VM's datastore.
+    pub fn vm_file(&self, file: &str) -> DatastorePath {
+        let f = self.vm_folder();
+        DatastorePath::new(f.datastore.clone(), format!("{}/{file}", f.path))
+    }
+
+    /// The `.vmx` path: `[ds] folder/name.vmx`.
+    pub fn vmx_path(&self, name: &str) -> DatastorePath {
+        self.vm_file(&format!("{name}.vmx"))
+    }
+
+    /// Full datastore paths of the new disks, in manifest order (see [`disk_paths`]).
+    pub fn disk_paths(&self, plan: &RestorePlan) -> Vec<String> {
+        disk_paths(&plan.name, &plan.disk_datastores, &self.folders)
+    }
+
+    /// Deletes the claimed folders (with whatever a failed build left in them). A folder
+    /// already gone (destroying the VM deleted it) is fine.
+    pub async fn release(&self, vc: &Vcenter, plan: &RestorePlan) {
+        for dir in &self.folders {
+            match vc
+                .client
+                .delete_datastore_file(dir, Some(&plan.inventory.datacenter.moref))
+                .await
+            {
+                Ok(()) => tracing::info!("deleted the folder {dir} claimed for the new VM"),
+                Err(e) if e.is_fault(&FaultKind::FileNotFound) => {}
+                Err(e) => tracing::warn!("could not delete the folder {dir} claimed for the new VM: {e}; remove it by hand"),
+            }
+        }
+    }
+}
+
+async fn claim_folder(vc: &Vcenter, plan: &RestorePlan, datastore: &str) -> Result<DatastorePath> {
+    for i in 0..FOLDER_TRIES {
+        let dir = DatastorePath::new(datastore, folder_candidate(&plan.name, i));
+        match vc
+            .client
+            .make_directory(&dir, Some(&plan.inventory.datacenter.moref), false)
+            .await
+        {
+            Ok(()) => {
+                if i > 0 {
+                    tracing::info!(vm = %plan.name, "[{datastore}] {} exists; the new VM's files go to {dir}", plan.name);
+                }
+                return Ok(dir);
+            }
+            Err(e) if e.is_fault(&FaultKind::FileAlreadyExists) => continue,
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "cannot create the folder {dir} for the new VM: {e}"
+                )))
+            }
+        }
+    }
+    Err(Error::Other(format!(
+        "no free folder for the new VM on [{datastore}]: {} to {} all exist",
+        plan.name,
+        folder_candidate(&plan.name, FOLDER_TRIES - 1)
+    )))
+}
+
+/// Datastore paths of new disks named after the VM, each in the claimed folder of its
+/// datastore: `[ds] folder/name.vmdk`, then `name_1.vmdk`, ... numbered per folder.
+pub fn disk_paths(
+    name: &str,
+    disk_datastores: &[String],
+    folders: &[DatastorePath],
+) -> Vec<String> {
+    let mut used: HashMap<&str, usize> = HashMap::new();
+    disk_datastores
+        .iter()
+        .map(|ds| {
+            let n = used.entry(ds.as_str()).or_insert(0);
+            let file = if *n == 0 {
+                format!("{name}.vmdk")
+            } else {
+                format!("{name}_{n}.vmdk")
+            };
+            *n += 1;
+            match folders.iter().find(|f| &f.datastore == ds) {
+                Some(f) => DatastorePath::new(ds.clone(), format!("{}/{file}", f.path)).to_string(),
+                None => format!("[{ds}]"),
+            }
+        })
+        .collect()
 }
 
 /// Writes every disk of the generation into the new VM's disks (matched in device order,
@@ -434,13 +688,18 @@ pub(crate) fn write_stored_chunks(
     Ok(written)
 }
 
-/// Destroys a half-restored VM, logging (not failing) if that fails too.
-pub async fn destroy_partial(vc: &Vcenter, vm: &MoRef, name: &str) {
+/// Destroys a half-restored VM, logging (not failing) if that fails too; returns whether it
+/// is gone.
+pub async fn destroy_partial(vc: &Vcenter, vm: &MoRef, name: &str) -> bool {
     let _ = vc.client.power_off(vm).await;
     match vc.client.destroy(vm).await {
-        Ok(()) => tracing::warn!(vm = %name, "destroyed the partially restored VM"),
+        Ok(()) => {
+            tracing::warn!(vm = %name, "destroyed the partially restored VM");
+            true
+        }
         Err(e) => {
-            tracing::error!(vm = %name, "could not destroy the partially restored VM {}: {e}; remove it by hand", vm.value)
+            tracing::error!(vm = %name, "could not destroy the partially restored VM {}: {e}; remove it by hand", vm.value);
+            false
         }
     }
 }
@@ -454,6 +713,35 @@ mod tests {
     fn default_name_has_utc_stamp() {
         let t = time::macros::datetime!(2026-11-27 10:00:00 UTC);
         assert_eq!(default_name("web01", t), "web01-restored-20261127T100000Z");
+        assert_eq!(aside_name("web01", t), "web01-replaced-20261127T100000Z");
+    }
+
+    #[test]
+    fn folder_candidates_are_numbered_after_the_name() {
+        assert_eq!(folder_candidate("web01", 0), "web01");
+        assert_eq!(folder_candidate("web01", 1), "web01_1");
+        assert_eq!(folder_candidate("web01", 12), "web01_12");
+    }
+
+    #[test]
+    fn disks_go_to_the_claimed_folder_of_their_datastore() {
+        let folders = vec![
+            DatastorePath::new("ds1", "web01_1"),
+            DatastorePath::new("ds2", "web01"),
+        ];
+        let ds = |s: &[&str]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            disk_paths("web01", &ds(&["ds1", "ds2", "ds1", "ds2", "ds1"]), &folders),
+            vec![
+                "[ds1] web01_1/web01.vmdk",
+                "[ds2] web01/web01.vmdk",
+                "[ds1] web01_1/web01_1.vmdk",
+                "[ds2] web01/web01_1.vmdk",
+                "[ds1] web01_1/web01_2.vmdk",
+            ]
+        );
+        // A datastore without a claimed folder keeps the server's choice.
+        assert_eq!(disk_paths("web01", &ds(&["ds3"]), &folders), vec!["[ds3]"]);
     }
 
     #[test]

@@ -1,16 +1,31 @@
 //! Restore by creation: a `VirtualMachineConfigSpec` rebuilt from the saved configuration
 //! (new disks of the original capacity and provisioning on the mapped datastores, NICs on the
-//! mapped networks, identity kept only with `--recovery`), then `CreateVM_Task`.
+//! mapped networks, identity kept only with `--recovery`), then `CreateVM_Task`. A VM restore
+//! puts the `.vmx` and every disk in folders claimed for it ([`VmFolders`]), never in an
+//! existing folder of the same name.
 
 use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions};
 
 use crate::error::Result;
-use crate::restore::RestorePlan;
+use crate::restore::{RestorePlan, VmFolders};
 use crate::vcenter::Vcenter;
 
-/// The spec options the plan describes.
+/// The spec options the plan describes, with the server choosing the folders (`[ds]`).
 pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
-    let mut o = RestoreOptions::new(plan.name.clone(), format!("[{}]", plan.vm_datastore));
+    restore_options_in(plan, None)
+}
+
+/// The spec options the plan describes; with `folders`, the `.vmx` is
+/// `[ds] folder/name.vmx` and each disk gets a full path in the claimed folder of its
+/// datastore (the server would otherwise put a disk in `[ds] name/`, which may be another
+/// VM's folder).
+pub fn restore_options_in(plan: &RestorePlan, folders: Option<&VmFolders>) -> RestoreOptions {
+    let vm_path = match folders {
+        Some(f) => f.vmx_path(&plan.name).to_string(),
+        None => format!("[{}]", plan.vm_datastore),
+    };
+    let disk_paths = folders.map(|f| f.disk_paths(plan));
+    let mut o = RestoreOptions::new(plan.name.clone(), vm_path);
     if plan.recovery {
         o.uuid = plan
             .saved_config
@@ -25,7 +40,17 @@ pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
     } else {
         o.macs = MacPolicy::Regenerate;
     }
-    for (record, ds) in plan.manifest.disks.iter().zip(&plan.disk_datastores) {
+    for (i, (record, ds)) in plan
+        .manifest
+        .disks
+        .iter()
+        .zip(&plan.disk_datastores)
+        .enumerate()
+    {
+        let file_name = disk_paths
+            .as_ref()
+            .and_then(|p| p.get(i).cloned())
+            .unwrap_or_else(|| format!("[{ds}]"));
         let datastore = plan
             .inventory
             .datastore(ds)
@@ -34,7 +59,7 @@ pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
         o.disks.insert(
             record.disk.key,
             DiskTarget {
-                file_name: format!("[{ds}]"),
+                file_name,
                 datastore,
                 thin_provisioned: None,
                 create: true,
@@ -45,12 +70,17 @@ pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
     o
 }
 
-/// Creates the VM; returns it and the configuration fields that were not carried over.
+/// Creates the VM with its files in `folders`; returns it and the configuration fields that
+/// were not carried over.
 ///
 /// # Errors
 /// An unusable saved configuration, CreateVM_Task faults.
-pub async fn create(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<String>)> {
-    create_in(vc, plan, None).await
+pub async fn create(
+    vc: &Vcenter,
+    plan: &RestorePlan,
+    folders: &VmFolders,
+) -> Result<(MoRef, Vec<String>)> {
+    create_with(vc, plan, None, Some(folders)).await
 }
 
 /// Creates the VM in the plan's folder and pool (`CreateVM_Task`) or, with `vapp`, as a child
@@ -63,7 +93,16 @@ pub async fn create_in(
     plan: &RestorePlan,
     vapp: Option<&MoRef>,
 ) -> Result<(MoRef, Vec<String>)> {
-    let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options(plan))?;
+    create_with(vc, plan, vapp, None).await
+}
+
+async fn create_with(
+    vc: &Vcenter,
+    plan: &RestorePlan,
+    vapp: Option<&MoRef>,
+    folders: Option<&VmFolders>,
+) -> Result<(MoRef, Vec<String>)> {
+    let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options_in(plan, folders))?;
     if !rebuilt.dropped_fields.is_empty() {
         tracing::info!(
             "configuration fields not carried over: {}",

@@ -1,15 +1,17 @@
 //! Restore by import: the saved `.vmx` (renamed, identity cleared unless `--recovery`, disks,
 //! disk controllers and NICs removed) and `.nvram` are uploaded to a new folder on the
 //! datastore, registered with `RegisterVM_Task`, and the controllers, new disks and NICs are
-//! added with `ReconfigVM_Task` from the same rebuilt spec restore-by-create uses.
+//! added with `ReconfigVM_Task` from the same rebuilt spec restore-by-create uses. The folder
+//! is one claimed for this VM ([`VmFolders`]: `name`, else `name_1`, ...), so an existing
+//! folder of that name (the VM `--overwrite` replaces, an orphan) is never written into.
 
 use vim_client::xml::Element;
-use vim_client::{config_spec_from_info, DatastorePath, MoRef};
+use vim_client::{config_spec_from_info, MoRef};
 
 use crate::error::{Error, Result};
 use crate::metadata;
-use crate::restore::{destroy_partial, RestorePlan};
-use crate::restore_create::restore_options;
+use crate::restore::{destroy_partial, RestorePlan, VmFolders};
+use crate::restore_create::restore_options_in;
 use crate::vcenter::Vcenter;
 use crate::vmx::{edit_vmx, VmxEdit};
 
@@ -32,12 +34,19 @@ fn is_reconfigured_device(device: &Element) -> bool {
         || device.get("macAddress").is_some()
 }
 
-/// Imports the VM; returns it and the configuration fields that were not carried over.
+/// Imports the VM into the claimed `folders` (the `.vmx` and `.nvram` in the one on the VM's
+/// datastore, each disk in the one on its datastore); returns it and the configuration fields
+/// that were not carried over.
 ///
 /// # Errors
 /// A generation without `.vmx`, upload, RegisterVM_Task and ReconfigVM_Task faults. A VM
-/// registered before the failure is destroyed; uploaded files are deleted.
-pub async fn import(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<String>)> {
+/// registered before the failure is destroyed; the caller deletes the claimed folders with
+/// whatever was uploaded to them.
+pub async fn import(
+    vc: &Vcenter,
+    plan: &RestorePlan,
+    folders: &VmFolders,
+) -> Result<(MoRef, Vec<String>)> {
     let m = &plan.manifest;
     let read = |name: &str| -> Result<Vec<u8>> {
         if !m.metadata_files.iter().any(|f| f == name) {
@@ -60,57 +69,31 @@ pub async fn import(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<Stri
         },
     );
     let dc_path = plan.inventory.datacenter.name.clone();
-    let dir = DatastorePath::new(plan.vm_datastore.clone(), plan.name.clone());
-    let vmx_path = DatastorePath::new(
-        plan.vm_datastore.clone(),
-        format!("{}/{}.vmx", plan.name, plan.name),
-    );
-    vc.client
-        .make_directory(&dir, Some(&plan.inventory.datacenter.moref), true)
-        .await?;
+    let vmx_path = folders.vmx_path(&plan.name);
     let uploaded = async {
         vc.client
             .write_datastore_file(&dc_path, &vmx_path, edited.into_bytes())
             .await?;
         if let Some(n) = nvram {
-            let p = DatastorePath::new(
-                plan.vm_datastore.clone(),
-                format!("{}/{nvram_name}", plan.name),
-            );
+            let p = folders.vm_file(&nvram_name);
             vc.client.write_datastore_file(&dc_path, &p, n).await?;
         }
         Ok::<(), Error>(())
     }
     .await;
-    let registered = match uploaded {
-        Ok(()) => vc
-            .client
-            .register_vm(
-                &plan.folder,
-                &vmx_path.to_string(),
-                Some(&plan.name),
-                &plan.pool,
-                plan.host.as_ref(),
-            )
-            .await
-            .map_err(Error::from),
-        Err(e) => Err(e),
-    };
-    let vm = match registered {
-        Ok(vm) => vm,
-        Err(e) => {
-            if let Err(d) = vc
-                .client
-                .delete_datastore_file(&dir, Some(&plan.inventory.datacenter.moref))
-                .await
-            {
-                tracing::warn!("could not delete {dir}: {d}");
-            }
-            return Err(e);
-        }
-    };
-    tracing::info!(vm = %plan.name, moref = %vm.value, "registered VM from the saved .vmx");
-    match add_devices(vc, plan, &vm).await {
+    uploaded?;
+    let vm = vc
+        .client
+        .register_vm(
+            &plan.folder,
+            &vmx_path.to_string(),
+            Some(&plan.name),
+            &plan.pool,
+            plan.host.as_ref(),
+        )
+        .await?;
+    tracing::info!(vm = %plan.name, moref = %vm.value, vmx = %vmx_path, "registered VM from the saved .vmx");
+    match add_devices(vc, plan, folders, &vm).await {
         Ok(dropped) => Ok((vm, dropped)),
         Err(e) => {
             destroy_partial(vc, &vm, &plan.name).await;
@@ -122,9 +105,14 @@ pub async fn import(vc: &Vcenter, plan: &RestorePlan) -> Result<(MoRef, Vec<Stri
     }
 }
 
-async fn add_devices(vc: &Vcenter, plan: &RestorePlan, vm: &MoRef) -> Result<Vec<String>> {
-    // Disks named `[ds]` are created in the registered VM's folder on that datastore.
-    let options = restore_options(plan);
+async fn add_devices(
+    vc: &Vcenter,
+    plan: &RestorePlan,
+    folders: &VmFolders,
+    vm: &MoRef,
+) -> Result<Vec<String>> {
+    // Each disk is created under its full path in the claimed folder of its datastore.
+    let options = restore_options_in(plan, Some(folders));
     let rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
     let mut spec = Element::vim("spec").typed("VirtualMachineConfigSpec");
     for change in rebuilt.spec.all("deviceChange") {

@@ -1,4 +1,4 @@
-//! Virtual machines: properties, reconfiguration, power, create, register, destroy.
+//! Virtual machines: properties, reconfiguration, power, create, register, rename, destroy.
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -211,6 +211,20 @@ impl Client {
     /// `InvalidPowerState` when it is on, other task faults.
     pub async fn destroy(&self, vm: &MoRef) -> Result<()> {
         let body = Element::vim("Destroy_Task").child(vm.to_element("_this"));
+        self.run_task(body, self.task_timeout()).await.map(|_| ())
+    }
+
+    /// Renames the VM (`Rename_Task`) and waits. Only the inventory name changes: the VM's
+    /// files keep their folder and names.
+    ///
+    /// # Errors
+    ///
+    /// `DuplicateName` (vCenter) or `InvalidArgument` (vcsim) when another object of its
+    /// folder has that name, `InvalidName`, other task faults.
+    pub async fn rename(&self, vm: &MoRef, new_name: &str) -> Result<()> {
+        let body = Element::vim("Rename_Task")
+            .child(vm.to_element("_this"))
+            .text_child("newName", new_name);
         self.run_task(body, self.task_timeout()).await.map(|_| ())
     }
 

@@ -1,8 +1,13 @@
-//! `restore TARGET`: plan and check, build the VM (create or import), write the disks,
-//! optionally power on; destroy the VM if anything fails after it was created.
+//! `restore TARGET`: plan and check, set a VM that `--overwrite` replaces aside (renamed,
+//! powered off), build the VM (create or import) in folders of its own, write the disks,
+//! optionally power on; then destroy the old VM. If anything fails after the new VM was
+//! created, the new VM is destroyed; if anything fails after the old VM was set aside, it gets
+//! its name and power state back.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use crate::cancel::Cancel;
 use crate::cli::{RestoreArgs, RestoreMode};
@@ -11,7 +16,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::report::Report;
-use crate::restore::{destroy_partial, plan, remove_replaced, write_disks, RestoreResult};
+use crate::restore::{
+    destroy_partial, plan, set_aside, write_disks, RestorePlan, RestoreResult, VmFolders,
+};
 use crate::vcenter::Vcenter;
 use crate::vddk_session::VddkEndpoint;
 use crate::{restore_create, restore_import};
@@ -35,7 +42,7 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
     let vc = Vcenter::connect(&config).await?;
     let result = restore(&config, &vc, &args, &cancel, quiet).await;
     vc.logout().await;
-    let r = result?;
+    let (r, replaced_vm_left) = result?;
     let mut text = format!(
         "restored {} generation {} as VM `{}` ({}) by {}\n",
         r.target,
@@ -60,16 +67,38 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
     if r.powered_on {
         text.push_str("  powered on\n");
     }
-    Ok(Report::new(Outcome::Success, &r, text))
+    if let Some(left) = &replaced_vm_left {
+        let _ = writeln!(
+            text,
+            "  warning: the replaced VM could not be destroyed; it is left as `{left}`: remove it by hand"
+        );
+    }
+    let doc = VmRestoreReport {
+        result: r,
+        replaced_vm_left,
+    };
+    Ok(Report::new(Outcome::Success, &doc, text))
 }
 
+/// `restore --json` of a VM: the [`RestoreResult`] and, when `--overwrite` could not destroy
+/// the VM it replaced, that VM's name.
+#[derive(Serialize)]
+struct VmRestoreReport {
+    #[serde(flatten)]
+    result: RestoreResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced_vm_left: Option<String>,
+}
+
+/// Restores, and returns the result and, when a replaced VM could not be destroyed at the end,
+/// its name.
 async fn restore(
     config: &Config,
     vc: &Vcenter,
     args: &RestoreArgs,
     cancel: &Cancel,
     quiet: bool,
-) -> Result<RestoreResult> {
+) -> Result<(RestoreResult, Option<String>)> {
     let plan = Arc::new(plan(config, vc, args).await?);
     let c = config.clone();
     let v = vc.clone();
@@ -79,13 +108,50 @@ async fn restore(
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    remove_replaced(vc, &plan).await?;
-    let (vm, dropped_fields) = match args.mode {
-        RestoreMode::Create => restore_create::create(vc, &plan).await?,
-        RestoreMode::Import => restore_import::import(vc, &plan).await?,
+    let Some(aside) = set_aside(vc, &plan).await? else {
+        return build(vc, &vddk, &plan, args, cancel, quiet)
+            .await
+            .map(|r| (r, None));
+    };
+    match build(vc, &vddk, &plan, args, cancel, quiet).await {
+        Ok(r) => {
+            let left = aside.discard(vc).await;
+            Ok((r, left))
+        }
+        Err(e) => {
+            tracing::error!(vm = %plan.name, "restore failed: {e}; putting the old VM back");
+            Err(aside.put_back(vc, e).await)
+        }
+    }
+}
+
+/// Builds the new VM in claimed folders, writes its disks and powers it on if asked. On a
+/// failure nothing of it is left: the VM is destroyed and the claimed folders deleted.
+async fn build(
+    vc: &Vcenter,
+    vddk: &VddkEndpoint,
+    plan: &Arc<RestorePlan>,
+    args: &RestoreArgs,
+    cancel: &Cancel,
+    quiet: bool,
+) -> Result<RestoreResult> {
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    let folders = VmFolders::claim(vc, plan).await?;
+    let created = match args.mode {
+        RestoreMode::Create => restore_create::create(vc, plan, &folders).await,
+        RestoreMode::Import => restore_import::import(vc, plan, &folders).await,
+    };
+    let (vm, dropped_fields) = match created {
+        Ok(c) => c,
+        Err(e) => {
+            folders.release(vc, plan).await;
+            return Err(e);
+        }
     };
     let finish = async {
-        let disks = write_disks(vc, &vddk, &plan, &vm, cancel, !quiet).await?;
+        let disks = write_disks(vc, vddk, plan, &vm, cancel, !quiet).await?;
         if cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
@@ -99,10 +165,16 @@ async fn restore(
         Ok(d) => d,
         Err(e) => {
             tracing::error!(vm = %plan.name, "restore failed after the VM was created: {e}");
-            destroy_partial(vc, &vm, &plan.name).await;
+            if destroy_partial(vc, &vm, &plan.name).await {
+                folders.release(vc, plan).await;
+                return Err(Error::Other(format!(
+                    "restore of {} failed and the partially restored VM `{}` was destroyed: {e}",
+                    args.target, plan.name
+                )));
+            }
             return Err(Error::Other(format!(
-                "restore of {} failed and the partially restored VM `{}` was destroyed: {e}",
-                args.target, plan.name
+                "restore of {} failed and the partially restored VM `{}` ({}) could not be destroyed: remove it by hand: {e}",
+                args.target, plan.name, vm.value
             )));
         }
     };
