@@ -343,20 +343,7 @@ impl FcdApi {
     ) -> Result<Option<String>> {
         match self {
             FcdApi::Vim => snapshot_change_id(vc, id, datastore, snapshot).await,
-            FcdApi::Vslm(_) => {
-                let body = Element::vim("VslmRetrieveSnapshotDetails")
-                    .child(
-                        MoRef::new("VslmVStorageObjectManager", "VStorageObjectManager")
-                            .to_element("_this"),
-                    )
-                    .child(Element::vim("id").text_child("id", id))
-                    .child(Element::vim("snapshotId").text_child("id", snapshot));
-                let response = vc.client.call_at(vim_client::Endpoint::Vslm, body).await?;
-                Ok(response
-                    .text_at("returnval/changedBlockTrackingId")
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty()))
-            }
+            FcdApi::Vslm(v) => Ok(v.snapshot_change_id(id, snapshot).await?),
         }
     }
 }

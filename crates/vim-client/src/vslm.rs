@@ -208,6 +208,26 @@ impl Vslm {
         Ok(snapshots_from(&self.returnval(body).await?))
     }
 
+    /// The change tracking id a snapshot of a first class disk was taken at
+    /// (`VslmRetrieveSnapshotDetails`), the base of the next incremental; `None` when change
+    /// tracking is off.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown disk or snapshot.
+    pub async fn snapshot_change_id(&self, id: &str, snapshot_id: &str) -> Result<Option<String>> {
+        let body = self
+            .this("VslmRetrieveSnapshotDetails")
+            .child(id_element("id", id))
+            .child(id_element("snapshotId", snapshot_id));
+        Ok(self
+            .returnval(body)
+            .await?
+            .text_at("changedBlockTrackingId")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()))
+    }
+
     /// One `VslmQueryChangedDiskAreas` call.
     ///
     /// # Errors
