@@ -109,29 +109,11 @@ async fn restore(
         return Err(Error::Interrupted);
     }
     let Some(aside) = set_aside(vc, &plan).await? else {
-        return build(
-            vc,
-            &vddk,
-            &plan,
-            args,
-            cancel,
-            quiet,
-            config.defaults.max_vddk_connections,
-        )
-        .await
-        .map(|r| (r, None));
+        return build(vc, &vddk, &plan, args, cancel, quiet)
+            .await
+            .map(|r| (r, None));
     };
-    match build(
-        vc,
-        &vddk,
-        &plan,
-        args,
-        cancel,
-        quiet,
-        config.defaults.max_vddk_connections,
-    )
-    .await
-    {
+    match build(vc, &vddk, &plan, args, cancel, quiet).await {
         Ok(r) => {
             let left = aside.discard(vc).await;
             Ok((r, left))
@@ -152,7 +134,6 @@ async fn build(
     args: &RestoreArgs,
     cancel: &Cancel,
     quiet: bool,
-    max_connections: usize,
 ) -> Result<RestoreResult> {
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
@@ -170,7 +151,7 @@ async fn build(
         }
     };
     let finish = async {
-        let disks = write_disks(vc, vddk, plan, &vm, cancel, !quiet, max_connections).await?;
+        let disks = write_disks(vc, vddk, plan, &vm, cancel, !quiet).await?;
         if cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
