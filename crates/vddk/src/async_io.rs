@@ -117,14 +117,18 @@ impl Drop for AsyncRequests {
 unsafe extern "C" fn completion_callback(data: *mut c_void, result: vddk_sys::VixError) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `data` is the CallbackData pointer passed at submission; it stays alive until
-        // this request's result has been collected, which needs this call to have happened.
+        // this request's result has been collected, which needs the push below to have happened.
         let cb = unsafe { &*data.cast::<CallbackData>() };
-        cb.finished
+        // Copy what is needed out of `cb` first: once the result is pushed, the collecting
+        // thread may reclaim (free) the CallbackData at any moment, so `cb` must not be touched
+        // after the push. Notifying through `cb.finished` after the push was a use-after-free.
+        let (id, finished) = (cb.id, Arc::clone(&cb.finished));
+        finished
             .results
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((cb.id, result));
-        cb.finished.arrived.notify_all();
+            .push((id, result));
+        finished.arrived.notify_all();
     }));
 }
 
