@@ -578,7 +578,7 @@ async fn read_disk(
 
 /// The disks' results in order, or the error that stopped them: the first real failure
 /// rather than the interruptions it caused in the other disks.
-fn first_failure<T>(outcomes: Vec<Result<T>>) -> Result<Vec<T>> {
+pub(crate) fn first_failure<T>(outcomes: Vec<Result<T>>) -> Result<Vec<T>> {
     let mut done = Vec::with_capacity(outcomes.len());
     let mut interrupted = None;
     for outcome in outcomes {

@@ -596,6 +596,7 @@ pub async fn write_disks(
     vm: &MoRef,
     cancel: &Cancel,
     show_progress: bool,
+    max_connections: usize,
 ) -> Result<Vec<RestoredDisk>> {
     let config: VmConfig = vc.client.vm_config(vm).await?;
     let new_disks: Vec<(String, u64)> = config
@@ -609,7 +610,8 @@ pub async fn write_disks(
             plan.manifest.disks.len()
         )));
     }
-    let mut out = Vec::new();
+    // Every capacity is checked before anything is written.
+    let mut jobs = Vec::with_capacity(new_disks.len());
     for (index, (record, (path, capacity))) in plan.manifest.disks.iter().zip(new_disks).enumerate()
     {
         if capacity != record.disk.capacity {
@@ -618,38 +620,83 @@ pub async fn write_disks(
                 record.disk.capacity
             )));
         }
-        let vddk = vddk.clone();
-        let job_plan = plan.clone();
-        let job_cancel = cancel.clone();
-        let vm_id = vm.value.clone();
-        let disk_key = record.disk.key;
-        let p = path.clone();
-        let label = format!("restore {} disk {index}", plan.name);
-        let written = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let plan = job_plan;
-            let reader = plan
-                .repo
-                .disk_reader(&plan.key, plan.manifest.generation, disk_key)?;
-            let conn = vddk.connect_writable(&vm_id)?;
-            let disk = conn
-                .open(&p, vddk::OpenFlags::NONE)
-                .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
-            write_stored_chunks(&reader, disk, &p, label, show_progress, &job_cancel)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("disk writer failed: {e}")))??;
-        tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
-        if cancel.is_cancelled() {
-            return Err(Error::Interrupted);
+        jobs.push((index, record.disk.key, path, capacity));
+    }
+    // The disks are written at the same time, at most `max_connections` at once (one VDDK
+    // connection each); the first failure stops the others.
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let disks_cancel = cancel.child();
+    let writes = jobs.into_iter().map(|(index, disk_key, path, capacity)| {
+        let limit = limit.clone();
+        let disks_cancel = disks_cancel.clone();
+        async move {
+            let r = write_disk(
+                vddk,
+                plan,
+                vm,
+                (index, disk_key, path, capacity),
+                limit,
+                &disks_cancel,
+                show_progress,
+            )
+            .await;
+            if r.is_err() {
+                disks_cancel.cancel();
+            }
+            r
         }
-        out.push(RestoredDisk {
-            index,
-            path,
-            capacity,
-            bytes_written: written,
-        });
+    });
+    let out = crate::backup::first_failure(futures_util::future::join_all(writes).await)?;
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
     }
     Ok(out)
+}
+
+/// Writes one disk of the generation into the new VM's disk at `path`, once a connection
+/// permit from `limit` is free.
+async fn write_disk(
+    vddk: &VddkEndpoint,
+    plan: &Arc<RestorePlan>,
+    vm: &MoRef,
+    (index, disk_key, path, capacity): (usize, i32, String, u64),
+    limit: Arc<tokio::sync::Semaphore>,
+    cancel: &Cancel,
+    show_progress: bool,
+) -> Result<RestoredDisk> {
+    let permit = tokio::select! {
+        permit = limit.acquire_owned() => permit
+            .map_err(|_| Error::Other("the VDDK connection limit was closed".into()))?,
+        _ = cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    let vddk = vddk.clone();
+    let job_plan = plan.clone();
+    let job_cancel = cancel.clone();
+    let vm_id = vm.value.clone();
+    let p = path.clone();
+    let label = format!("restore {} disk {index}", plan.name);
+    let written = tokio::task::spawn_blocking(move || -> Result<u64> {
+        // Released when this closure returns, after the connection is closed.
+        let _permit = permit;
+        let plan = job_plan;
+        let reader = plan
+            .repo
+            .disk_reader(&plan.key, plan.manifest.generation, disk_key)?;
+        let conn = vddk.connect_writable(&vm_id)?;
+        let disk = conn
+            .open(&p, vddk::OpenFlags::NONE)
+            .map_err(|e| Error::Vddk(format!("open {p} for writing: {e}")))?;
+        write_stored_chunks(&reader, disk, &p, label, show_progress, &job_cancel)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("disk writer failed: {e}")))??;
+    tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
+    Ok(RestoredDisk {
+        index,
+        path,
+        capacity,
+        bytes_written: written,
+    })
 }
 
 /// The restore's data step: writes every stored (non-zero) chunk of a disk of a generation into

@@ -303,7 +303,16 @@ async fn restore(
         for (child, p) in &plans {
             step = format!("restoring child VM `{}` as `{}`", child.name, p.name);
             let (vm, dropped_fields) = crate::restore_create::create_in(vc, p, Some(&vapp)).await?;
-            let disks = write_disks(vc, &vddk, p, &vm, cancel, !quiet).await?;
+            let disks = write_disks(
+                vc,
+                &vddk,
+                p,
+                &vm,
+                cancel,
+                !quiet,
+                config.defaults.max_vddk_connections,
+            )
+            .await?;
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }

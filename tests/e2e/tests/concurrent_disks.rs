@@ -2,7 +2,8 @@
 //! the whole run (`--max-connections`, `[defaults] max_vddk_connections`). The fake VDDK's
 //! statistics (connect and disconnect lines, appended in the order they happen) show both: the
 //! disks of one VM overlap, and the run never holds more connections than allowed. Every disk
-//! restores to its own content, in the VM's device order. When one disk fails, the target's
+//! restores to its own content, in the VM's device order, and a restore writes its disks at
+//! the same time too. When one disk fails, the target's
 //! other disks stop early, the target reports the real failure, and nothing is committed.
 
 use std::collections::HashMap;
@@ -104,12 +105,21 @@ fn disks_of_a_target_overlap_within_the_connection_limit() {
     let mut sorted = keys.clone();
     sorted.sort_unstable();
     assert_eq!(keys, sorted, "{show}");
+    // Restore writes the disks at the same time too (writes slowed so that they overlap).
+    lab.vddk_conf_append("fake.write_latency_ms = 100");
     for (vm, digests) in [("m1", &m1), ("m2", &m2)] {
         let name = format!("{vm}-back");
+        let before = lab.vddk_stats().len();
         lab.sk(&["restore", &format!("vm:{vm}"), "--name", &name])
             .ok();
+        let (max, _) = overlaps(&lab.vddk_stats()[before..]);
+        assert!(
+            (2..=8).contains(&max),
+            "{name}: {max} connections at once while writing"
+        );
         assert_eq!(&lab.digests(&name, digests.len()), digests, "{name}");
     }
+    lab.vddk_conf_remove("fake.write_latency_ms");
 
     // The configuration's limit applies when the flag is absent: one connection at a time.
     let one = lab.config_variant(

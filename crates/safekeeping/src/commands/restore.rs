@@ -109,11 +109,29 @@ async fn restore(
         return Err(Error::Interrupted);
     }
     let Some(aside) = set_aside(vc, &plan).await? else {
-        return build(vc, &vddk, &plan, args, cancel, quiet)
-            .await
-            .map(|r| (r, None));
+        return build(
+            vc,
+            &vddk,
+            &plan,
+            args,
+            cancel,
+            quiet,
+            config.defaults.max_vddk_connections,
+        )
+        .await
+        .map(|r| (r, None));
     };
-    match build(vc, &vddk, &plan, args, cancel, quiet).await {
+    match build(
+        vc,
+        &vddk,
+        &plan,
+        args,
+        cancel,
+        quiet,
+        config.defaults.max_vddk_connections,
+    )
+    .await
+    {
         Ok(r) => {
             let left = aside.discard(vc).await;
             Ok((r, left))
@@ -134,6 +152,7 @@ async fn build(
     args: &RestoreArgs,
     cancel: &Cancel,
     quiet: bool,
+    max_connections: usize,
 ) -> Result<RestoreResult> {
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
@@ -151,7 +170,7 @@ async fn build(
         }
     };
     let finish = async {
-        let disks = write_disks(vc, vddk, plan, &vm, cancel, !quiet).await?;
+        let disks = write_disks(vc, vddk, plan, &vm, cancel, !quiet, max_connections).await?;
         if cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
