@@ -209,6 +209,20 @@ pub struct RestoreArgs {
     /// For a first class disk (`ivd:`): attach the restored disk to this VM (`vm:NAME`).
     #[arg(long, value_name = "vm:NAME")]
     pub attach: Option<Target>,
+    /// VDDK connections open at once, i.e. disks written at the same time (default from the
+    /// configuration, `max_vddk_connections`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: Option<u16>,
+}
+
+impl RestoreArgs {
+    /// `--max-connections`, else the configuration's `max_vddk_connections`.
+    pub fn connections(&self, config: &crate::config::Config) -> usize {
+        self.max_connections
+            .map(usize::from)
+            .unwrap_or(config.defaults.max_vddk_connections)
+            .max(1)
+    }
 }
 
 /// `list`
@@ -366,6 +380,10 @@ mod tests {
         assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--name", "a\nb"]).is_err());
         assert!(Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--name", " "]).is_err());
         assert!(Cli::try_parse_from(["safekeeping", "backup", "vm:a", "--parallel", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--max-connections", "0"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ fn child_args(args: &RestoreArgs, moref: &str, generation: u64, name: String) ->
         network: args.network.clone(),
         power_on: false,
         attach: None,
+        max_connections: args.max_connections,
     }
 }
 
@@ -303,16 +304,8 @@ async fn restore(
         for (child, p) in &plans {
             step = format!("restoring child VM `{}` as `{}`", child.name, p.name);
             let (vm, dropped_fields) = crate::restore_create::create_in(vc, p, Some(&vapp)).await?;
-            let disks = write_disks(
-                vc,
-                &vddk,
-                p,
-                &vm,
-                cancel,
-                !quiet,
-                config.defaults.max_vddk_connections,
-            )
-            .await?;
+            let disks =
+                write_disks(vc, &vddk, p, &vm, cancel, !quiet, args.connections(config)).await?;
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }

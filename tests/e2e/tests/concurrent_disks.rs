@@ -107,15 +107,24 @@ fn disks_of_a_target_overlap_within_the_connection_limit() {
     assert_eq!(keys, sorted, "{show}");
     // Restore writes the disks at the same time too (writes slowed so that they overlap).
     lab.vddk_conf_append("fake.write_latency_ms = 100");
-    for (vm, digests) in [("m1", &m1), ("m2", &m2)] {
+    // m2 with --max-connections 1: one disk after another.
+    for (vm, digests, limit, expected) in [("m1", &m1, "8", 2..=4), ("m2", &m2, "1", 1..=1)] {
         let name = format!("{vm}-back");
         let before = lab.vddk_stats().len();
-        lab.sk(&["restore", &format!("vm:{vm}"), "--name", &name])
-            .ok();
+        let target = format!("vm:{vm}");
+        lab.sk(&[
+            "restore",
+            &target,
+            "--name",
+            &name,
+            "--max-connections",
+            limit,
+        ])
+        .ok();
         let (max, _) = overlaps(&lab.vddk_stats()[before..]);
         assert!(
-            (2..=8).contains(&max),
-            "{name}: {max} connections at once while writing"
+            expected.contains(&max),
+            "{name}: {max} connections at once while writing, expected {expected:?}"
         );
         assert_eq!(&lab.digests(&name, digests.len()), digests, "{name}");
     }

@@ -116,7 +116,7 @@ async fn restore(
             args,
             cancel,
             quiet,
-            config.defaults.max_vddk_connections,
+            args.connections(config),
         )
         .await
         .map(|r| (r, None));
@@ -128,7 +128,7 @@ async fn restore(
         args,
         cancel,
         quiet,
-        config.defaults.max_vddk_connections,
+        args.connections(config),
     )
     .await
     {
