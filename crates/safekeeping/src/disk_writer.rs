@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vddk::{Disk, SECTOR_SIZE};
 
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 
 /// Writes chunks into an open VDDK disk.
@@ -14,6 +15,7 @@ pub struct VddkSink {
     path: String,
     in_flight: usize,
     depth: usize,
+    cancel: Option<Cancel>,
 }
 
 impl VddkSink {
@@ -24,7 +26,19 @@ impl VddkSink {
             path: path.into(),
             in_flight: 0,
             depth,
+            cancel: None,
         }
+    }
+
+    /// Stops submitting writes once `cancel` fires: a write waiting for room in flight then
+    /// fails with [`Error::Interrupted`] instead of submitting.
+    pub fn with_cancel(mut self, cancel: Cancel) -> VddkSink {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(Cancel::is_cancelled)
     }
 
     /// Writes `data` (a whole number of sectors) at byte `offset`.
@@ -47,6 +61,9 @@ impl VddkSink {
         }
         while self.in_flight >= self.depth {
             self.collect()?;
+        }
+        if self.cancelled() {
+            return Err(Error::Interrupted);
         }
         self.disk
             .write_async(offset / SECTOR_SIZE, data)

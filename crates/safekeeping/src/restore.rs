@@ -715,7 +715,7 @@ pub(crate) fn write_stored_chunks(
     show_progress: bool,
     cancel: &Cancel,
 ) -> Result<u64> {
-    let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND);
+    let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND).with_cancel(cancel.clone());
     let stored =
         reader.index().stored_chunks().count() as u64 * u64::from(reader.index().chunk_size());
     let progress = Progress::new(label, stored, !show_progress);

@@ -195,3 +195,45 @@ fn a_failing_disk_stops_its_siblings_and_nothing_is_committed() {
     let check = lab.sk(&["--json", "check"]).ok().json();
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
 }
+
+#[test]
+fn a_failing_disk_write_stops_the_restore_and_leaves_no_vm() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    lab.create_vm("w1", &["8M", "8M", "64M"], &[]);
+    lab.guest_write("w1", 0, "0", "8M", Some(1));
+    lab.guest_write("w1", 1, "0", "8M", Some(2));
+    lab.guest_write("w1", 2, "32M", "1M", Some(3));
+    lab.sk(&["backup", "vm:w1"]).ok();
+    // Writes from 32 MiB on fail: only the large disk's one chunk, its first write. The others
+    // have 8 MiB each to write, slowly.
+    let fail_at = 32 * MIB / SECTOR;
+    lab.vddk_conf_append(&format!(
+        "fake.fail_write_sectors = {fail_at}-{}\nfake.write_latency_ms = 300",
+        fail_at + 64
+    ));
+    let before = lab.vddk_stats().len();
+    let r = lab.sk(&["--json", "restore", "vm:w1", "--name", "w1-back"]);
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    let out = r.all_output();
+    assert!(
+        out.contains("write") && out.contains("destroyed") && !out.contains("interrupted"),
+        "the failed write is reported, and the partial VM destroyed: {out}"
+    );
+    assert!(lab.vm_info("w1-back").is_none(), "the partial VM is gone");
+    // The other disks stopped early: at most their write-behind (4 chunks) was written.
+    let stats = lab.vddk_stats();
+    let closes: Vec<&serde_json::Value> = stats[before..]
+        .iter()
+        .filter(|e| e["event"] == "close" && e["read_only"] == false)
+        .collect();
+    assert_eq!(closes.len(), 3, "{closes:?}");
+    for c in &closes {
+        assert!(
+            c["sectors_written"].as_u64().unwrap() <= 4 * MIB / SECTOR,
+            "a disk went on writing after the failure: {closes:?}"
+        );
+    }
+    let check = lab.sk(&["--json", "check"]).ok().json();
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}

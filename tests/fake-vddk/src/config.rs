@@ -19,6 +19,8 @@ pub struct FakeConfig {
     pub stats_file: Option<PathBuf>,
     pub fail_read_nth: Option<u64>,
     pub fail_read_sectors: Option<(u64, u64)>,
+    /// Writes touching these sectors (inclusive) fail with VIX_E_FILE_ERROR.
+    pub fail_write_sectors: Option<(u64, u64)>,
     pub fail_read_code: Option<u64>,
     pub read_latency_ms: u64,
     pub write_latency_ms: u64,
@@ -83,14 +85,10 @@ impl FakeConfig {
                     "fake.fail_read_nth" => c.fail_read_nth = Some(num(value)?),
                     "fake.fail_read_code" => c.fail_read_code = Some(num(value)?),
                     "fake.fail_read_sectors" => {
-                        let (a, b) = value.split_once('-').ok_or_else(|| {
-                            format!("line {}: fake.fail_read_sectors wants START-END", n + 1)
-                        })?;
-                        let (a, b) = (num(a.trim())?, num(b.trim())?);
-                        if b < a {
-                            return Err(format!("line {}: END before START", n + 1));
-                        }
-                        c.fail_read_sectors = Some((a, b));
+                        c.fail_read_sectors = Some(sector_range(key, value, n)?);
+                    }
+                    "fake.fail_write_sectors" => {
+                        c.fail_write_sectors = Some(sector_range(key, value, n)?);
                     }
                     "fake.read_latency_ms" => c.read_latency_ms = num(value)?,
                     "fake.write_latency_ms" => c.write_latency_ms = num(value)?,
@@ -162,6 +160,23 @@ impl FakeConfig {
     }
 }
 
+/// `START-END` (inclusive sectors) of a fault-injection key on line `n` (0-based).
+fn sector_range(key: &str, value: &str, n: usize) -> Result<(u64, u64), String> {
+    let (a, b) = value
+        .split_once('-')
+        .ok_or_else(|| format!("line {}: {key} wants START-END", n + 1))?;
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("line {}: {key}: {e}", n + 1))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if b < a {
+        return Err(format!("line {}: END before START", n + 1));
+    }
+    Ok((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +217,13 @@ mod tests {
     fn rejects_bad_numbers_and_ranges() {
         assert!(FakeConfig::parse("fake.fail_read_nth = x").is_err());
         assert!(FakeConfig::parse("fake.fail_read_sectors = 20-10").is_err());
+        assert!(FakeConfig::parse("fake.fail_write_sectors = 5").is_err());
+        assert_eq!(
+            FakeConfig::parse("fake.fail_write_sectors = 8-9")
+                .unwrap()
+                .fail_write_sectors,
+            Some((8, 9))
+        );
         assert!(FakeConfig::parse("no equals sign").is_err());
     }
 

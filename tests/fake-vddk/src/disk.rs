@@ -141,6 +141,11 @@ impl FakeDisk {
             return Err(VIX_E_FILE_READ_ONLY as VixError);
         }
         self.check_range(start, count)?;
+        if let Some((a, b)) = self.config.fail_write_sectors {
+            if count > 0 && start <= b && start + count > a {
+                return Err(VIX_E_FILE_ERROR as VixError);
+            }
+        }
         sleep_ms(self.config.write_latency_ms);
         self.flat
             .write_all_at(buf, self.byte_offset(start))
