@@ -113,6 +113,11 @@ pub struct Defaults {
     /// on the ESXi hosts. Each also holds about 15 MiB of chunk buffers.
     #[serde(default = "default_max_vddk_connections")]
     pub max_vddk_connections: usize,
+    /// The file the BIOS uuid of the machine safekeeping runs on is read from, to leave its
+    /// own VM out of a selection (default `/sys/class/dmi/id/product_uuid`;
+    /// `SAFEKEEPING_PRODUCT_UUID_FILE` overrides it).
+    #[serde(default)]
+    pub product_uuid_file: Option<PathBuf>,
     /// How long to wait for a repository or target lock before failing.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
@@ -139,6 +144,7 @@ impl Default for Defaults {
         Defaults {
             parallel: default_parallel(),
             max_vddk_connections: default_max_vddk_connections(),
+            product_uuid_file: None,
             lock_wait_seconds: default_lock_wait(),
             compression_level: default_compression(),
         }
@@ -271,6 +277,9 @@ impl Config {
             }
         }
         fix(&mut self.repository.path);
+        if let Some(p) = self.defaults.product_uuid_file.as_mut() {
+            fix(p);
+        }
         if let Some(p) = self.repository.passphrase_file.as_mut() {
             fix(p);
         }
@@ -475,6 +484,16 @@ path = "repo"
         assert_eq!(c.defaults.parallel, 3);
         assert_eq!(c.defaults.lock_wait_seconds, 60);
         assert_eq!(c.defaults.max_vddk_connections, 8);
+        assert_eq!(c.defaults.product_uuid_file, None);
+        let c = Config::parse(
+            &sample("[defaults]\nproduct_uuid_file = \"uuid\"\n"),
+            Path::new("/etc/sk/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.defaults.product_uuid_file.as_deref(),
+            Some(Path::new("/etc/sk/uuid"))
+        );
     }
 
     #[test]

@@ -45,17 +45,18 @@ pub struct Selection {
     pub skipped: Vec<Skipped>,
 }
 
-/// The file the machine's BIOS uuid is read from; `SAFEKEEPING_PRODUCT_UUID_FILE` names
-/// another (for tests, or a system that exposes it elsewhere).
-pub fn product_uuid_file() -> std::path::PathBuf {
+/// The file the machine's BIOS uuid is read from: `SAFEKEEPING_PRODUCT_UUID_FILE` when set,
+/// else `configured` (`[defaults] product_uuid_file`), else `/sys/class/dmi/id/product_uuid`.
+pub fn product_uuid_file(configured: Option<&std::path::Path>) -> std::path::PathBuf {
     std::env::var_os("SAFEKEEPING_PRODUCT_UUID_FILE")
         .map(Into::into)
+        .or_else(|| configured.map(std::path::Path::to_path_buf))
         .unwrap_or_else(|| "/sys/class/dmi/id/product_uuid".into())
 }
 
 /// The BIOS uuid of the machine safekeeping runs on, lower-case, if readable.
-pub fn own_bios_uuid() -> Option<String> {
-    let text = std::fs::read_to_string(product_uuid_file()).ok()?;
+pub fn own_bios_uuid(configured: Option<&std::path::Path>) -> Option<String> {
+    let text = std::fs::read_to_string(product_uuid_file(configured)).ok()?;
     let u = text.trim().to_ascii_lowercase();
     crate::target::is_uuid(&u).then_some(u)
 }
@@ -98,7 +99,8 @@ pub fn split_tag(text: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// Expands tags and `--all`, removes exclusions, duplicates and the VM we run in.
+/// Expands tags and `--all`, removes exclusions, duplicates and the VM we run in (its BIOS
+/// uuid read as [`own_bios_uuid`] says, `own_uuid_file` being the configured file).
 ///
 /// # Errors
 /// An unknown tag or an `--exclude` target that names nothing (a typo there must not back up
@@ -108,6 +110,7 @@ pub async fn select(
     given: &[Target],
     all: &[TargetKindArg],
     exclude: &[Target],
+    own_uuid_file: Option<&std::path::Path>,
 ) -> Result<Selection> {
     let mut expanded: Vec<Target> = Vec::new();
     for t in given {
@@ -166,7 +169,7 @@ pub async fn select(
             }
         }
     }
-    let own = own_bios_uuid();
+    let own = own_bios_uuid(own_uuid_file);
     let vms = if expanded.iter().any(|t| matches!(t, Target::Vm(_))) {
         all_vms(vc).await?
     } else {

@@ -1,7 +1,7 @@
 //! Target selection end to end: `tag:` expanding to VMs and a first class disk, `--exclude`,
-//! the VM safekeeping runs in left out (its BIOS uuid given through
-//! `SAFEKEEPING_PRODUCT_UUID_FILE`), one target failing (an injected read error only its disk
-//! reaches) without stopping the others (exit 3, the others committed), `--parallel 3` with the
+//! the VM safekeeping runs in left out (its BIOS uuid file named by `[defaults]
+//! product_uuid_file`, then by `SAFEKEEPING_PRODUCT_UUID_FILE`), one target failing (an
+//! injected read error only its disk reaches) without stopping the others (exit 3, the others committed), `--parallel 3` with the
 //! fake VDDK's statistics showing overlapping connections, and `--all vm`.
 
 use safekeeping_e2e::Lab;
@@ -98,6 +98,12 @@ async fn tag_selection_exclusion_failure_and_parallel_runs() {
     .unwrap();
     let uuid_env = uuid_file.to_str().unwrap();
 
+    // The first run names the file in the configuration, the second in the environment.
+    let uuid_config = lab.config_variant(
+        "uuid.toml",
+        "max_vddk_connections = 8",
+        &format!("max_vddk_connections = 8\nproduct_uuid_file = \"{uuid_env}\""),
+    );
     let started = std::time::Instant::now();
     let r = lab.sk_with(
         &[
@@ -109,8 +115,8 @@ async fn tag_selection_exclusion_failure_and_parallel_runs() {
             "--parallel",
             "3",
         ],
-        &lab.config(),
-        &[("SAFEKEEPING_PRODUCT_UUID_FILE", uuid_env)],
+        &uuid_config,
+        &[],
     );
     let wall = started.elapsed();
     assert_eq!(r.code, 3, "{}", r.all_output());

@@ -43,14 +43,21 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
     })
     .await?;
     let vc = Vcenter::connect(&config).await?;
-    let selection =
-        match crate::selection::select(&vc, &args.targets, &args.all, &args.exclude).await {
-            Ok(s) => s,
-            Err(e) => {
-                vc.logout().await;
-                return Err(e);
-            }
-        };
+    let selection = match crate::selection::select(
+        &vc,
+        &args.targets,
+        &args.all,
+        &args.exclude,
+        config.defaults.product_uuid_file.as_deref(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            vc.logout().await;
+            return Err(e);
+        }
+    };
     let c = config.clone();
     let v = vc.clone();
     let vddk = blocking(move || VddkEndpoint::new(&c, &v)).await?;
