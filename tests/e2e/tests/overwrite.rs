@@ -200,8 +200,24 @@ fn a_failed_overwrite_puts_the_old_vm_back() {
         );
     }
 
-    // Repaired: the same restore now replaces it.
+    // Repaired; a VDDK write error instead (every disk's first sectors) puts it back too.
     std::fs::write(&chunk, &original).unwrap();
+    lab.vddk_conf_append("fake.fail_write_sectors = 0-7");
+    let r = overwrite(&lab, "create");
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    assert!(
+        r.stderr.contains("write")
+            && r.stderr
+                .contains("the old VM was put back as `victim` and powered on again"),
+        "{}",
+        r.stderr
+    );
+    one_vm_and_none_aside(&lab, "victim");
+    assert_eq!(lab.vm_info("victim").unwrap()["moref"], old["moref"]);
+    assert_eq!(lab.digests("victim", 2), old_digests);
+    lab.vddk_conf_remove("fake.fail_write_sectors");
+
+    // Now the same restore replaces it.
     overwrite(&lab, "create").ok();
     one_vm_and_none_aside(&lab, "victim");
     assert_ne!(lab.vm_info("victim").unwrap()["moref"], old["moref"]);
