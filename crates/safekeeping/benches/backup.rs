@@ -16,7 +16,8 @@
 //! disk after another) and with one connection per disk. The fake VDDK is given a latency of
 //! `SAFEKEEPING_BENCH_READ_LATENCY_MS` (default 30) per 1 MiB read, about 130 MB/s per
 //! connection with the 4 reads in flight that safekeeping keeps: a stand-in for an NBD
-//! connection, whose throughput, not the backup host's CPU, bounds one disk's read.
+//! connection, whose throughput, not the backup host's CPU, bounds one disk's read. The VM is
+//! then restored twice the same ways, with the same latency on writes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -341,6 +342,28 @@ fn bench_disks(
         .unwrap_or(secs);
         rows.push((name, secs, reading, read));
     }
+    // Restore with the same latency on writes: one disk after another, then all at once.
+    fs::write(
+        &conf,
+        format!("{original}fake.read_latency_ms = {latency}\nfake.write_latency_ms = {latency}\n"),
+    )?;
+    let mut restores = Vec::new();
+    for (name, limit) in [
+        ("one connection", "1"),
+        ("one per disk", connections.as_str()),
+    ] {
+        let vm = format!("multi-restored-{limit}");
+        let (secs, _) = run(Command::new(sk).arg("--config").arg(config).args([
+            "--json",
+            "restore",
+            "vm:multi",
+            "--name",
+            &vm,
+            "--max-connections",
+            limit,
+        ]))?;
+        restores.push((name, secs));
+    }
     fs::write(&conf, original)?;
     println!(
         "\nfull backup of a VM with {disks} disks of {} MiB ({} MiB non-zero in all), {latency} ms per 1 MiB read",
@@ -359,6 +382,19 @@ fn bench_disks(
             reading,
             *read as f64 / 1e6,
             *read as f64 / 1e6 / reading
+        );
+    }
+    for (name, secs) in &restores {
+        println!(
+            "{:<32} {:>9.2}",
+            format!("safekeeping restore, {name}"),
+            secs
+        );
+    }
+    if let [(_, one), (_, many)] = restores[..] {
+        println!(
+            "restore, one connection per disk: {:.2}x the time of one at a time",
+            many / one
         );
     }
     if let [(_, one, one_reading, _), (_, many, many_reading, _)] = rows[..] {
