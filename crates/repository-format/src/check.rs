@@ -1,8 +1,13 @@
 //! Check: every manifest and index parses and checksums, every referenced chunk exists, and
 //! with `read_data` every chunk decodes and hashes to its name. Every problem names the file and
 //! each generation, disk and offset it affects.
+//!
+//! [`Repository::check_and_repair`] (under the exclusive lock) also moves every chunk whose
+//! content fails verification to `quarantine/`, so the next backup that reads the same data
+//! stores a good copy under the same name, which heals every generation that references it.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -10,7 +15,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobKind;
-use crate::chunk_store::{ChunkEntry, ChunkFault};
+use crate::chunk_store::{ChunkEntry, ChunkFault, QUARANTINE_DIR};
 use crate::digest::ChunkDigest;
 use crate::error::{ChunkUse, Result};
 use crate::format::{
@@ -18,16 +23,53 @@ use crate::format::{
     TARGETS_DIR, TEMP_PREFIX,
 };
 use crate::fsutil;
+use crate::lock::RepositoryLock;
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::target::{GenerationId, TargetKey};
 
-/// Options of [`Repository::check`].
+/// Options of [`Repository::check`]. Repair is [`Repository::check_and_repair`], which needs the
+/// exclusive lock and always reads the data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckOptions {
     /// Also read, decode and re-hash every referenced chunk.
     pub read_data: bool,
 }
+
+/// A damaged chunk that [`Repository::check_and_repair`] moved out of `chunks/`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantinedChunk {
+    /// The chunk's id (hex).
+    pub chunk: String,
+    /// Where it was (`chunks/<4 hex>/<64 hex>`).
+    pub path: PathBuf,
+    /// Where it is now (`quarantine/<4 hex>/<64 hex>`).
+    pub quarantine_path: PathBuf,
+    /// What was wrong with it.
+    pub fault: String,
+    /// Every place a committed generation uses it: those generations stay damaged (their
+    /// indexes still name the chunk) until a backup reads the same data again.
+    pub used_by: Vec<ChunkUse>,
+}
+
+/// A generation that references a quarantined chunk, and so cannot be restored (or exported)
+/// until the chunk is stored again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct DamagedGeneration {
+    /// Target folder name.
+    pub target: String,
+    /// Generation number.
+    pub generation: u64,
+    /// Disks (device keys) that use a quarantined chunk.
+    pub disks: Vec<i32>,
+}
+
+/// What the report says about quarantined chunks (text of [`CheckReport::repair_note`]).
+pub const REPAIR_NOTE: &str = "damaged chunks were moved to quarantine/; the generations that \
+    use them stay damaged (their indexes still name the chunks) until a backup reads the same \
+    data again: a full backup of each affected target stores each chunk anew under the same \
+    name, which heals every generation that uses it (an incremental backup that would inherit \
+    such a chunk fails and asks for a full backup)";
 
 /// Kind of damage found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -95,12 +137,29 @@ pub struct CheckReport {
     pub incomplete_generations: Vec<String>,
     /// Leftover temporary files (gc removes them; not a problem).
     pub temp_files: u64,
-    /// Every problem found.
+    /// Files kept in `quarantine/` by earlier repairs (not a problem; never removed
+    /// automatically).
+    pub quarantine_files: u64,
+    /// Whether this was a repair ([`Repository::check_and_repair`]).
+    pub repair: bool,
+    /// Damaged chunks moved to `quarantine/` by this repair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<QuarantinedChunk>,
+    /// Generations that use a chunk quarantined by this repair: still damaged until the next
+    /// full backup of their target stores the chunk again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_generations: Vec<DamagedGeneration>,
+    /// [`REPAIR_NOTE`] when something was quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_note: Option<String>,
+    /// Every problem found (a quarantined chunk is still reported: its generations are
+    /// damaged).
     pub problems: Vec<Problem>,
 }
 
 impl CheckReport {
-    /// True if no problem was found.
+    /// True if no problem was found. A repair that quarantined chunks is not ok: the
+    /// generations that use them stay damaged.
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
@@ -130,14 +189,49 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether a fault means the chunk file's content is bad (and the file must go), as opposed to
+/// missing or unreadable for a reason that may pass (permissions, a transient I/O error).
+fn content_damaged(f: &ChunkFault) -> bool {
+    matches!(
+        f,
+        ChunkFault::Blob(_) | ChunkFault::DigestMismatch(_) | ChunkFault::Length { .. }
+    )
+}
+
 impl Repository {
     /// Checks the repository; never modifies it. Hold at least the shared lock.
     ///
     /// # Errors
     /// Only when folders cannot be listed at all; damage is reported in [`CheckReport`].
     pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        self.run_check(opts.read_data, false)
+    }
+
+    /// Checks the repository reading every chunk (repair implies `read_data`), and moves every
+    /// chunk whose content fails verification (envelope, CRC, decryption, length or digest)
+    /// to `quarantine/<4 hex>/<64 hex>` (rename, then fsync of both folders; never deleted).
+    /// Missing chunks and damaged indexes, manifests and metadata are reported as by
+    /// [`Repository::check`] and left alone; so is a chunk that could not be read at all (an
+    /// I/O error), which may be a passing fault.
+    ///
+    /// Each quarantined chunk is listed in [`CheckReport::quarantined`] with every use, and
+    /// the generations using it in [`CheckReport::damaged_generations`]: they stay damaged,
+    /// and the report still lists the chunk's problem (so `ok()` is false), until a backup
+    /// reads the same data and stores the chunk again. Since a chunk is named by its content,
+    /// the new copy has the same name, and every generation using it is whole again.
+    ///
+    /// # Errors
+    /// [`crate::Error::LockRequired`] without the exclusive lock of this repository; as
+    /// [`Repository::check`]. A chunk that cannot be moved is named in its problem's detail.
+    pub fn check_and_repair(&self, lock: &RepositoryLock) -> Result<CheckReport> {
+        lock.require(self.config().repository_id, "check --repair", true)?;
+        self.run_check(true, true)
+    }
+
+    fn run_check(&self, read_data: bool, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport {
-            read_data: opts.read_data,
+            read_data,
+            repair,
             ..Default::default()
         };
         // digest -> expected content length
@@ -155,6 +249,7 @@ impl Repository {
                 LOCKS_DIR,
                 crate::catalog::CATALOG_DIR,
                 crate::format::KEYS_DIR,
+                QUARANTINE_DIR,
             ]
             .contains(&name.as_str())
             {
@@ -330,6 +425,13 @@ impl Repository {
             }
         }
         ctx.report.chunks_referenced = referenced.len() as u64;
+        for (_, sub) in fsutil::list_dir(&self.chunk_store().quarantine_dir())? {
+            if sub.is_dir() {
+                ctx.report.quarantine_files += fsutil::list_dir(&sub)?.len() as u64;
+            } else {
+                ctx.report.quarantine_files += 1;
+            }
+        }
 
         let mut present: HashSet<ChunkDigest> = HashSet::new();
         self.chunk_store().scan(|entry| {
@@ -352,16 +454,21 @@ impl Repository {
             .filter(|d| !referenced.contains_key(d))
             .count() as u64;
 
-        let mut bad: HashMap<ChunkDigest, (ProblemKind, String)> = HashMap::new();
+        // digest -> (kind, detail, content damaged: quarantined by a repair)
+        let mut bad: HashMap<ChunkDigest, (ProblemKind, String, bool)> = HashMap::new();
         for d in referenced.keys() {
             if !present.contains(d) {
                 bad.insert(
                     *d,
-                    (ProblemKind::MissingChunk, ChunkFault::Missing.to_string()),
+                    (
+                        ProblemKind::MissingChunk,
+                        ChunkFault::Missing.to_string(),
+                        false,
+                    ),
                 );
             }
         }
-        if opts.read_data {
+        if read_data {
             let todo: Vec<(ChunkDigest, usize)> = referenced
                 .iter()
                 .filter(|(d, _)| present.contains(d))
@@ -400,7 +507,7 @@ impl Repository {
                 } else {
                     ProblemKind::DamagedChunk
                 };
-                bad.insert(d, (kind, f.to_string()));
+                bad.insert(d, (kind, f.to_string(), content_damaged(&f)));
             }
         }
 
@@ -424,16 +531,70 @@ impl Repository {
             }
             let mut bad: Vec<_> = bad.into_iter().collect();
             bad.sort_by_key(|(d, _)| *d);
-            for (d, (kind, detail)) in bad {
+            let mut damaged: HashMap<(String, u64), HashSet<i32>> = HashMap::new();
+            for (d, (kind, detail, content)) in bad {
+                let path = self.chunk_store().path(&d);
+                let used_by = uses.remove(&d).unwrap_or_default();
+                let mut text = format!("chunk {d}: {detail}");
+                if repair && content {
+                    match self.chunk_store().quarantine(&d) {
+                        Ok(to) => {
+                            let _ = write!(
+                                text,
+                                "; moved to {} (the next full backup of the same data stores it \
+                                 again)",
+                                to.display()
+                            );
+                            for u in &used_by {
+                                damaged
+                                    .entry((u.target.clone(), u.generation))
+                                    .or_default()
+                                    .insert(u.disk);
+                            }
+                            ctx.report.quarantined.push(QuarantinedChunk {
+                                chunk: d.to_hex(),
+                                path: path.clone(),
+                                quarantine_path: to,
+                                fault: detail,
+                                used_by: used_by.clone(),
+                            });
+                        }
+                        Err(e) => {
+                            let _ = write!(text, "; could not be moved to quarantine: {e}");
+                        }
+                    }
+                } else if repair && kind == ProblemKind::DamagedChunk {
+                    text.push_str(
+                        "; not quarantined: the file could not be read, which may \
+                                   pass (permissions, an I/O error); fix that and check again",
+                    );
+                }
                 ctx.report.problems.push(Problem {
                     kind,
-                    path: self.chunk_store().path(&d),
-                    detail: format!("chunk {d}: {detail}"),
+                    path,
+                    detail: text,
                     target: None,
                     generation: None,
                     disk: None,
-                    used_by: uses.remove(&d).unwrap_or_default(),
+                    used_by,
                 });
+            }
+            let mut damaged: Vec<DamagedGeneration> = damaged
+                .into_iter()
+                .map(|((target, generation), disks)| {
+                    let mut disks: Vec<i32> = disks.into_iter().collect();
+                    disks.sort_unstable();
+                    DamagedGeneration {
+                        target,
+                        generation,
+                        disks,
+                    }
+                })
+                .collect();
+            damaged.sort();
+            ctx.report.damaged_generations = damaged;
+            if !ctx.report.quarantined.is_empty() {
+                ctx.report.repair_note = Some(REPAIR_NOTE.to_string());
             }
         }
         let _ = BlobKind::Chunk;

@@ -15,6 +15,11 @@ use crate::error::{io_err, Result};
 use crate::format::{BLOB_HEADER_LEN, TEMP_PREFIX};
 use crate::fsutil;
 
+/// Folder at the repository root holding chunks that `check --repair` found damaged and moved
+/// out of `chunks/` (`quarantine/<first 4 hex>/<64 hex>`). Never read by backup, restore or gc;
+/// kept for forensic recovery and removed only by hand.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
 /// What is wrong with a chunk that was asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkFault {
@@ -110,6 +115,40 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err("stat", &path)(e)),
         }
+    }
+
+    /// The `quarantine/` folder beside `chunks/`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .map_or_else(|| PathBuf::from(QUARANTINE_DIR), |p| p.join(QUARANTINE_DIR))
+    }
+
+    /// Moves the chunk file of `digest` out of `chunks/` to
+    /// `quarantine/<first 4 hex>/<64 hex>` (or `<64 hex>.N` if a chunk of that name was
+    /// quarantined before: an earlier copy is never replaced), then fsyncs both folders. Once it
+    /// is gone from `chunks/`, the next ingest of the same data finds it absent and stores a
+    /// good copy. Returns the new path. The caller holds the exclusive repository lock.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the file or folder.
+    pub(crate) fn quarantine(&self, digest: &ChunkDigest) -> Result<PathBuf> {
+        let from = self.path(digest);
+        let hex = digest.to_hex();
+        let qroot = self.quarantine_dir();
+        let sub = qroot.join(&hex[..4]);
+        fsutil::create_dir_durable(&qroot)?;
+        fsutil::create_dir_durable(&sub)?;
+        let mut to = sub.join(&hex);
+        let mut n = 1u32;
+        while fs::symlink_metadata(&to).is_ok() {
+            to = sub.join(format!("{hex}.{n}"));
+            n += 1;
+        }
+        fs::rename(&from, &to).map_err(io_err("move to quarantine", &from))?;
+        fsutil::sync_dir(&sub)?;
+        fsutil::sync_dir(from.parent().unwrap_or(&self.dir))?;
+        Ok(to)
     }
 
     /// The largest chunk blob: a full chunk stored uncompressed, plus the header and, when

@@ -13,6 +13,7 @@
 //!     metadata/<name>                      F blobs: vm config, .vmx, .nvram, ...
 //!     incomplete.json                      only while being written
 //! locks/                                   flock files and holder records
+//! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
 //! catalog/                                 local sled cache of generation listings (not part of the format)
 //! ```
 //!
@@ -78,8 +79,11 @@ pub mod target;
 pub mod writer;
 
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
-pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
-pub use chunk_store::{ChunkFault, ChunkStore};
+pub use check::{
+    CheckOptions, CheckReport, DamagedGeneration, Problem, ProblemKind, QuarantinedChunk,
+    REPAIR_NOTE,
+};
+pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};

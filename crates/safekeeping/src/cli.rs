@@ -48,7 +48,8 @@ pub enum Command {
     List(ListArgs),
     /// Show one generation: disks, sizes, change ids, VM metadata.
     Show(ShowArgs),
-    /// Verify the repository (add --read-data to read and hash every chunk).
+    /// Verify the repository (add --read-data to read and hash every chunk, --repair to move
+    /// damaged chunks to quarantine/ so the next full backup stores them again).
     Check(CheckArgs),
     /// Forget generations by a retention policy.
     Prune(PruneArgs),
@@ -247,9 +248,22 @@ pub struct ShowArgs {
 /// `check`
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// `--read-data` and `--repair` (one field, which the command dispatch passes on whole).
+    #[command(flatten)]
+    pub read_data: CheckDataArgs,
+}
+
+/// How much `check` does beyond the structure.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct CheckDataArgs {
     /// Read, decompress and hash every chunk, not only the structure.
     #[arg(long)]
     pub read_data: bool,
+    /// Also move every chunk whose content is damaged to quarantine/ (implies --read-data;
+    /// takes the exclusive repository lock), so the next full backup of the same data stores
+    /// it again and heals every generation that uses it.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `prune`

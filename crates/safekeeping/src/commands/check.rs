@@ -1,23 +1,34 @@
-//! `check [--read-data]`: verify the repository; exit 1 when anything is damaged.
+//! `check [--read-data] [--repair]`: verify the repository; exit 1 when anything is damaged.
+//!
+//! `--repair` (implies `--read-data`, takes the exclusive lock) moves damaged chunks to
+//! `quarantine/`, so the next full backup of the same data stores them again. It still exits 1
+//! when it found damage: the generations using a quarantined chunk stay damaged until then.
 
 use std::fmt::Write as _;
 
 use repository_format::CheckOptions;
 
+use crate::cli::CheckDataArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Checks the repository under the shared lock.
+/// Checks the repository under the shared lock, or with `--repair` under the exclusive lock.
 ///
 /// # Errors
 /// When the repository cannot be opened or locked.
-pub fn run(config: &Config, read_data: bool) -> Result<Report> {
+pub fn run(config: &Config, args: CheckDataArgs) -> Result<Report> {
     let r = repo::open(config)?;
-    let _lock = r.lock_shared(repo::lock_wait(config))?;
-    let report = r.check(&CheckOptions { read_data })?;
+    let read_data = args.read_data || args.repair;
+    let report = if args.repair {
+        let lock = r.lock_exclusive(repo::lock_wait(config))?;
+        r.check_and_repair(&lock)?
+    } else {
+        let _lock = r.lock_shared(repo::lock_wait(config))?;
+        r.check(&CheckOptions { read_data })?
+    };
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -39,11 +50,54 @@ pub fn run(config: &Config, read_data: bool) -> Result<Report> {
         let _ = writeln!(text, "PROBLEM: {p:?}");
         tracing::error!("check: {p:?}");
     }
+    for q in &report.quarantined {
+        let _ = writeln!(
+            text,
+            "QUARANTINED: chunk {} ({}) moved to {}",
+            q.chunk,
+            q.fault,
+            q.quarantine_path.display()
+        );
+        tracing::warn!(
+            "check --repair: chunk {} moved to {}",
+            q.chunk,
+            q.quarantine_path.display()
+        );
+    }
+    for g in &report.damaged_generations {
+        let disks: Vec<String> = g.disks.iter().map(|d| d.to_string()).collect();
+        let _ = writeln!(
+            text,
+            "STILL DAMAGED: target {} generation {} (disk {}) until a full backup of the target \
+             stores the quarantined data again",
+            g.target,
+            g.generation,
+            disks.join(", ")
+        );
+    }
+    if let Some(note) = &report.repair_note {
+        let _ = writeln!(text, "{note}");
+    }
+    if report.quarantine_files > 0 {
+        let _ = writeln!(
+            text,
+            "{} files kept in quarantine/ (damaged chunks moved aside by repairs; remove them \
+             by hand once they are of no use)",
+            report.quarantine_files
+        );
+    }
     let outcome = if report.ok() {
         text.push_str("no problems found\n");
         Outcome::Success
     } else {
         let _ = writeln!(text, "{} problems found", report.problems.len());
+        if args.repair {
+            let _ = writeln!(
+                text,
+                "{} damaged chunks quarantined",
+                report.quarantined.len()
+            );
+        }
         Outcome::Failure
     };
     Ok(Report::new(outcome, &report, text))
