@@ -246,16 +246,8 @@ pub struct ShowArgs {
 }
 
 /// `check`
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// `--read-data` and `--repair` (one field, which the command dispatch passes on whole).
-    #[command(flatten)]
-    pub read_data: CheckDataArgs,
-}
-
-/// How much `check` does beyond the structure.
 #[derive(Debug, Clone, Copy, Default, Args)]
-pub struct CheckDataArgs {
+pub struct CheckArgs {
     /// Read, decompress and hash every chunk, not only the structure.
     #[arg(long)]
     pub read_data: bool,

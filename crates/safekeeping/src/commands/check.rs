@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use repository_format::CheckOptions;
 
-use crate::cli::CheckDataArgs;
+use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::outcome::Outcome;
@@ -19,7 +19,7 @@ use crate::report::Report;
 ///
 /// # Errors
 /// When the repository cannot be opened or locked.
-pub fn run(config: &Config, args: CheckDataArgs) -> Result<Report> {
+pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
     let r = repo::open(config)?;
     let read_data = args.read_data || args.repair;
     let report = if args.repair {

@@ -51,7 +51,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),
-        Command::Check(a) => check::run(config, a.read_data),
+        Command::Check(a) => check::run(config, a),
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc => gc::run(config),
         Command::Export(a) => export::run(config, &a),
