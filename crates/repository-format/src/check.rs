@@ -67,9 +67,9 @@ pub struct DamagedGeneration {
 /// What the report says about quarantined chunks (text of [`CheckReport::repair_note`]).
 pub const REPAIR_NOTE: &str = "damaged chunks were moved to quarantine/; the generations that \
     use them stay damaged (their indexes still name the chunks) until a backup reads the same \
-    data again: a full backup of each affected target stores each chunk anew under the same \
-    name, which heals every generation that uses it (an incremental backup that would inherit \
-    such a chunk fails and asks for a full backup)";
+    data again: the next backup of each affected target, full or incremental (an incremental \
+    reads again every chunk it would inherit that is missing), stores each chunk anew under the \
+    same name, which heals every generation that uses it";
 
 /// Kind of damage found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -146,7 +146,7 @@ pub struct CheckReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<QuarantinedChunk>,
     /// Generations that use a chunk quarantined by this repair: still damaged until the next
-    /// full backup of their target stores the chunk again.
+    /// backup of their target stores the chunk again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged_generations: Vec<DamagedGeneration>,
     /// [`REPAIR_NOTE`] when something was quarantined.
@@ -541,7 +541,7 @@ impl Repository {
                         Ok(to) => {
                             let _ = write!(
                                 text,
-                                "; moved to {} (the next full backup of the same data stores it \
+                                "; moved to {} (the next backup of the same data stores it \
                                  again)",
                                 to.display()
                             );

@@ -297,10 +297,23 @@ impl GenerationWriter {
             known: &self.known,
             tuning: self.tuning,
         };
-        let stats = ingest(&ctx, &mut index, areas, source, progress)?;
+        // An incremental inherits every chunk outside `areas` from its base without reading it.
+        // A chunk of the base that is no longer in the repository (quarantined by `check
+        // --repair`, lost) is read again from the source instead, which heals it.
+        let mut areas = areas.to_vec();
         if base.is_some() {
-            self.check_inherited_chunks(&index, areas, disk.key)?;
+            let missing = self.missing_inherited_chunks(&index, &areas)?;
+            if !missing.is_empty() {
+                tracing::warn!(
+                    disk = disk.key,
+                    chunks = missing.len(),
+                    "chunks this incremental would inherit are missing from the repository; \
+                     reading them again"
+                );
+                areas.extend(missing);
+            }
         }
+        let stats = ingest(&ctx, &mut index, &areas, source, progress)?;
         let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
         let blob = self
             .repo
@@ -314,9 +327,10 @@ impl GenerationWriter {
         })
     }
 
-    /// Stats every chunk the new index takes from its base without reading, so an incremental
-    /// never silently inherits a chunk that has gone missing from the repository.
-    fn check_inherited_chunks(&self, index: &FixedIndex, areas: &[Area], disk: i32) -> Result<()> {
+    /// The chunk ranges the new index would take from its base without reading (outside
+    /// `areas`) whose chunk file is missing from the repository: an incremental must read them
+    /// again rather than silently inherit a chunk that is gone.
+    fn missing_inherited_chunks(&self, index: &FixedIndex, areas: &[Area]) -> Result<Vec<Area>> {
         let ranges = crate::ingest::chunk_ranges(areas, index.size(), index.chunk_size())?;
         let reread = |slot: usize| {
             let i = ranges.partition_point(|&(_, end)| end <= slot as u64);
@@ -324,25 +338,34 @@ impl GenerationWriter {
                 .get(i)
                 .is_some_and(|&(start, _)| start <= slot as u64)
         };
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = HashSet::new();
+        let mut present = HashSet::new();
+        let mut gone = HashSet::new();
+        let mut missing = Vec::new();
         for (slot, digest) in index.stored_chunks() {
-            if reread(slot) || known.contains(&digest) || !seen.insert(digest) {
+            if reread(slot) || present.contains(&digest) {
                 continue;
             }
-            let path = self.repo.chunk_store().path(&digest);
-            if !path.is_file() {
-                return Err(Error::BaseIndex {
-                    path,
-                    disk,
-                    reason: format!(
-                        "the chunk at offset {} is missing from the repository; take a full backup",
-                        index.chunk_range(slot).0
-                    ),
-                });
+            let is_gone = gone.contains(&digest) || {
+                // A digest this generation already claimed is being (or was) stored by an ingest.
+                let known = self
+                    .known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&digest);
+                let there = known || self.repo.chunk_store().path(&digest).is_file();
+                if there {
+                    present.insert(digest);
+                } else {
+                    gone.insert(digest);
+                }
+                !there
+            };
+            if is_gone {
+                let (offset, len) = index.chunk_range(slot);
+                missing.push(Area::new(offset, len as u64));
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     /// Checks that every chunk the written indexes reference is in the chunk store.

@@ -1,6 +1,6 @@
 //! `check --repair` end to end: a chunk with a flipped byte is found by `check --read-data`,
 //! moved to `quarantine/` by `check --repair` (which still exits 1 and names the generation
-//! that stays damaged), stored again by the next full backup, after which `check --read-data`
+//! that stays damaged), stored again by the next backup (an incremental), after which `check --read-data`
 //! is clean and the first generation restores to the VM's digests again.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ fn chunk_file(repo: &Path, data: &[u8]) -> (String, PathBuf) {
 }
 
 #[test]
-fn repair_quarantines_a_damaged_chunk_and_the_next_full_backup_heals_it() {
+fn repair_quarantines_a_damaged_chunk_and_the_next_backup_heals_it() {
     let lab = Lab::up();
     let repo = lab.dir().join("repo");
     lab.create_vm("r", &["8M"], &["VM Network"]);
@@ -86,7 +86,7 @@ fn repair_quarantines_a_damaged_chunk_and_the_next_full_backup_heals_it() {
     assert!(report["repair_note"]
         .as_str()
         .unwrap()
-        .contains("full backup"));
+        .contains("next backup"));
     assert!(!chunk.exists(), "gone from chunks/");
     assert_eq!(std::fs::read(&moved).unwrap(), bad, "kept as it was");
 
@@ -118,8 +118,10 @@ fn repair_quarantines_a_damaged_chunk_and_the_next_full_backup_heals_it() {
     lab.sk(&["gc"]).ok();
     assert_eq!(std::fs::read(&moved).unwrap(), bad);
 
-    // A full backup of the same VM stores the chunk again and heals generation 1.
-    lab.sk(&["backup", "vm:r", "--full"]).ok();
+    // The next backup of the same VM, an incremental (nothing changed), reads the chunk it
+    // would inherit again because it is missing, stores it, and heals generation 1.
+    let j = lab.sk(&["--json", "backup", "vm:r"]).ok().json();
+    assert_eq!(j["targets"][0]["mode"], "incremental", "{j}");
     assert_eq!(
         std::fs::read(&chunk).map(|b| b.len()).ok(),
         Some(original.len()),
