@@ -404,18 +404,7 @@ fn partial_generation_is_not_latest_successful() {
 fn disks_ingested_concurrently_restore_and_keep_their_order() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let id = identity("multi");
-    let key = repo.target_key(&id).unwrap();
-    let mut w = repo
-        .begin_generation(
-            &lock,
-            repo.lock_target(&key, Duration::ZERO).unwrap(),
-            id,
-            BackupMode::Full,
-            None,
-        )
-        .unwrap();
+    let (_lock, key, mut w) = begin_full(&repo, "multi");
     // Four disks, the first two sharing content (dedup across concurrent ingests), read by four
     // threads that start together. A barrier in the first read makes every ingest overlap.
     let keys = [2000, 2001, 2002, 2016];
@@ -516,18 +505,7 @@ fn disks_ingested_concurrently_restore_and_keep_their_order() {
 fn a_failed_disk_may_be_ingested_again_and_the_manifest_keeps_call_order() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let id = identity("order");
-    let key = repo.target_key(&id).unwrap();
-    let w = repo
-        .begin_generation(
-            &lock,
-            repo.lock_target(&key, Duration::ZERO).unwrap(),
-            id,
-            BackupMode::Full,
-            None,
-        )
-        .unwrap();
+    let (_lock, key, w) = begin_full(&repo, "order");
     let data = disk_bytes(CS as usize * 3, 5);
     let len = data.len() as u64;
     let ingest = |k: i32, area: Area| {
@@ -557,18 +535,7 @@ fn a_failed_disk_may_be_ingested_again_and_the_manifest_keeps_call_order() {
 fn after_a_failed_disk_commit_refuses_an_index_whose_chunk_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let id = identity("lost");
-    let key = repo.target_key(&id).unwrap();
-    let w = repo
-        .begin_generation(
-            &lock,
-            repo.lock_target(&key, Duration::ZERO).unwrap(),
-            id,
-            BackupMode::Full,
-            None,
-        )
-        .unwrap();
+    let (_lock, key, w) = begin_full(&repo, "lost");
     let data = disk_bytes(CS as usize * 4, 6);
     let len = data.len() as u64;
     let mut src = MemorySource::new(data.clone());

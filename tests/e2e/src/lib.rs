@@ -292,6 +292,23 @@ impl Drop for Lab {
     }
 }
 
+/// The lab's guest data (docs/lab.md): SHA-256(le64(seed) || le64(counter)) blocks, cut to
+/// `len` bytes; what `guest-write --seed SEED` writes from the start of its range.
+pub fn guest_bytes(seed: u64, len: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(seed.to_le_bytes());
+        h.update(counter.to_le_bytes());
+        out.extend_from_slice(&h.finalize());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};

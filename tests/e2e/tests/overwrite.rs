@@ -6,25 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use safekeeping_e2e::Lab;
+use safekeeping_e2e::{guest_bytes, Lab};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
-
-/// The lab's guest data (docs/lab.md): SHA-256(le64(seed) || le64(counter)) blocks.
-fn guest_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut counter = 0u64;
-    while out.len() < len {
-        let mut h = Sha256::new();
-        h.update(seed.to_le_bytes());
-        h.update(counter.to_le_bytes());
-        out.extend_from_slice(&h.finalize());
-        counter += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 /// A lab with one backed-up VM `src` (two disks with data, two NICs) and a powered-on VM
 /// `victim` with the same disk layout and other data; returns src's digests.

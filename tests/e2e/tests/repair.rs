@@ -5,25 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use safekeeping_e2e::Lab;
+use safekeeping_e2e::{guest_bytes, Lab};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
-
-/// The lab's guest data (docs/lab.md): SHA-256(le64(seed) || le64(counter)) blocks.
-fn guest_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut counter = 0u64;
-    while out.len() < len {
-        let mut h = Sha256::new();
-        h.update(seed.to_le_bytes());
-        h.update(counter.to_le_bytes());
-        out.extend_from_slice(&h.finalize());
-        counter += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 /// The id of the (unencrypted) chunk holding `data`, and its file under `chunks/`.
 fn chunk_file(repo: &Path, data: &[u8]) -> (String, PathBuf) {

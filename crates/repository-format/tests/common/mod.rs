@@ -125,6 +125,24 @@ pub fn backup(
     (g, stats)
 }
 
+/// A full generation of target `name` being written, with the shared repository lock that must
+/// be held while it is (returned first: keep it alive as long as the writer). Also the key.
+pub fn begin_full(repo: &Repository, name: &str) -> (RepositoryLock, TargetKey, GenerationWriter) {
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let id = identity(name);
+    let key = repo.target_key(&id).unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            id,
+            BackupMode::Full,
+            None,
+        )
+        .unwrap();
+    (lock, key, w)
+}
+
 pub fn restore(repo: &Repository, name: &str, g: GenerationId) -> Vec<u8> {
     let key = repo.target_key(&identity(name)).unwrap();
     let mut r = repo.disk_reader(&key, g, 2000).unwrap();

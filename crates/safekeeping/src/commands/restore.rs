@@ -108,20 +108,8 @@ async fn restore(
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    let Some(aside) = set_aside(vc, &plan).await? else {
-        return build(
-            vc,
-            &vddk,
-            &plan,
-            args,
-            cancel,
-            quiet,
-            args.connections(config),
-        )
-        .await
-        .map(|r| (r, None));
-    };
-    match build(
+    let aside = set_aside(vc, &plan).await?;
+    let built = build(
         vc,
         &vddk,
         &plan,
@@ -130,8 +118,11 @@ async fn restore(
         quiet,
         args.connections(config),
     )
-    .await
-    {
+    .await;
+    let Some(aside) = aside else {
+        return built.map(|r| (r, None));
+    };
+    match built {
         Ok(r) => {
             let left = aside.discard(vc).await;
             Ok((r, left))
