@@ -292,6 +292,21 @@ impl Drop for Lab {
     }
 }
 
+/// Sends `signal` (`INT` for Ctrl-C, `TERM`) to a `safekeeping` started with
+/// [`Lab::sk_spawn`], waits for it and returns its exit code and stderr.
+pub fn stop_with(signal: &str, child: std::process::Child) -> (Option<i32>, String) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+    let out = child.wait_with_output().expect("wait for safekeeping");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The lab's guest data (docs/lab.md): SHA-256(le64(seed) || le64(counter)) blocks, cut to
 /// `len` bytes; what `guest-write --seed SEED` writes from the start of its range.
 pub fn guest_bytes(seed: u64, len: usize) -> Vec<u8> {

@@ -263,14 +263,8 @@ fn quiesce_failure_falls_back_and_interrupts_clean_up() {
     let before = generations(&lab);
     let child = lab.sk_spawn(&["backup", "vm:src", "--full"]);
     wait_for_snapshot(&lab);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = safekeeping_e2e::stop_with("TERM", child);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
         lab.snapshots("src").is_empty(),
@@ -312,14 +306,8 @@ fn an_interrupted_restore_destroys_the_vm_it_created() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = safekeeping_e2e::stop_with("INT", child);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("was destroyed"), "{stderr}");
     assert!(lab.vm_info("half").is_none(), "the partial VM is gone");
     lab.vddk_conf_remove("fake.write_latency_ms");

@@ -235,14 +235,8 @@ fn an_interrupted_overwrite_puts_the_old_vm_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = safekeeping_e2e::stop_with("INT", child);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(stderr.contains("the old VM was put back"), "{stderr}");
     lab.vddk_conf_remove("fake.write_latency_ms");
