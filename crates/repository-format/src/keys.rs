@@ -198,6 +198,13 @@ impl Repository {
             .collect())
     }
 
+    /// The repository's master key wrapped under `new` as key file `id`, with the KDF
+    /// parameters of `like` (the key file the current passphrase opened).
+    fn wrap_master_key(&self, id: KeyId, new: &Passphrase, like: &KeyFile) -> Result<KeyFile> {
+        let key = self.codec().key().expect("encrypted repository has a key");
+        KeyFile::wrap(id, self.config().repository_id, key, new, like.kdf_params())
+    }
+
     /// Adds a key file wrapping the repository's keys under `new` (with the KDF parameters
     /// of the key file `current` opens); returns its id. Both passphrases then work.
     ///
@@ -207,15 +214,8 @@ impl Repository {
     pub fn key_add(&self, current: &Passphrase, new: &Passphrase) -> Result<KeyId> {
         let _lock = KeysLock::take(self)?;
         let found = self.find_key_file(current)?;
-        let key = self.codec().key().expect("encrypted repository has a key");
         let id = KeyId::random()?;
-        let file = KeyFile::wrap(
-            id.clone(),
-            self.config().repository_id,
-            key,
-            new,
-            found.file.kdf_params(),
-        )?;
+        let file = self.wrap_master_key(id.clone(), new, &found.file)?;
         fsutil::write_new_atomic(&self.root().join(KEYS_DIR), id.as_str(), &file.to_bytes())?;
         tracing::info!(key = %id, "key file added");
         Ok(id)
@@ -229,18 +229,12 @@ impl Repository {
     pub fn key_passwd(&self, current: &Passphrase, new: &Passphrase) -> Result<KeyId> {
         let _lock = KeysLock::take(self)?;
         let found = self.find_key_file(current)?;
-        let key = self.codec().key().expect("encrypted repository has a key");
         let id = found.file.id.clone();
-        let file = KeyFile::wrap(
-            id.clone(),
-            self.config().repository_id,
-            key,
-            new,
-            found.file.kdf_params(),
-        )?;
+        let file = self.wrap_master_key(id.clone(), new, &found.file)?;
         // Verify the new file before it replaces the old one.
         let bytes = file.to_bytes();
         let check = KeyFile::parse(&found.path, &bytes)?;
+        let key = self.codec().key().expect("encrypted repository has a key");
         if check.unwrap_key(&found.path, new)?.as_ref() != Some(key) {
             return Err(Error::KeyFile {
                 path: found.path,

@@ -93,18 +93,7 @@ fn second_ingest_stores_nothing_new() {
 fn areas_outside_the_disk_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let id = identity("x");
-    let key = repo.target_key(&id).unwrap();
-    let w = repo
-        .begin_generation(
-            &lock,
-            repo.lock_target(&key, Duration::ZERO).unwrap(),
-            id,
-            BackupMode::Full,
-            None,
-        )
-        .unwrap();
+    let (_lock, _key, w) = begin_full(&repo, "x");
     let mut src = MemorySource::new(vec![1u8; 1000]);
     let err = w
         .ingest_disk(
@@ -150,18 +139,7 @@ fn source_errors_name_disk_and_offset() {
     }
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let lock = repo.lock_shared(Duration::ZERO).unwrap();
-    let id = identity("x");
-    let key = repo.target_key(&id).unwrap();
-    let w = repo
-        .begin_generation(
-            &lock,
-            repo.lock_target(&key, Duration::ZERO).unwrap(),
-            id,
-            BackupMode::Full,
-            None,
-        )
-        .unwrap();
+    let (_lock, key, w) = begin_full(&repo, "x");
     let err = w
         .ingest_disk(
             DiskDescriptor::new(7, 10 * CS as u64),

@@ -172,11 +172,7 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
             Some(t) => Some(resolve(&vc, t).await?),
             None => None,
         };
-        let c = config.clone();
-        let v = vc.clone();
-        let vddk = tokio::task::spawn_blocking(move || VddkEndpoint::new(&c, &v))
-            .await
-            .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+        let vddk = VddkEndpoint::load(&config, &vc).await?;
         if cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }

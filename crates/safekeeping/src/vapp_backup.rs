@@ -57,28 +57,10 @@ pub const RESOURCES_FILE: &str = "vapp-resources.xml";
 
 /// Backs up one `vapp:` target; never fails, the result says what happened.
 pub async fn backup_vapp(ctx: Arc<BackupContext>, target: Target, name: String) -> TargetResult {
-    let mut result = TargetResult {
-        target: target.to_string(),
-        vm: Some(name.clone()),
-        generation: None,
-        mode: None,
-        status: "failed",
-        bytes_read: 0,
-        bytes_new: 0,
-        disks: Vec::new(),
-        error: None,
-    };
-    match run(&ctx, &name, &mut result).await {
-        Ok(()) => {
-            result.status = "succeeded";
-            tracing::info!(target = %target, generation = ?result.generation, "vApp backup succeeded");
-        }
-        Err(e) => {
-            tracing::error!(target = %target, "vApp backup failed: {e}");
-            result.error = Some(e.to_string());
-        }
-    }
-    result
+    let mut result = TargetResult::new(&target);
+    result.vm = Some(name.clone());
+    let outcome = run(&ctx, &name, &mut result).await;
+    result.conclude(&target, outcome)
 }
 
 async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) -> Result<()> {

@@ -273,11 +273,7 @@ async fn restore(
         plans.push((child, Arc::new(p)));
     }
     let (pool, folder) = placement(vc, args, &saved.meta.moref, &plans[0].1).await?;
-    let c = config.clone();
-    let v = vc.clone();
-    let vddk = tokio::task::spawn_blocking(move || VddkEndpoint::new(&c, &v))
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+    let vddk = VddkEndpoint::load(config, vc).await?;
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }

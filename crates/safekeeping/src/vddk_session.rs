@@ -32,6 +32,16 @@ impl std::fmt::Debug for VddkEndpoint {
 }
 
 impl VddkEndpoint {
+    /// [`VddkEndpoint::new`] on a blocking thread (loading and initialising the library does
+    /// file I/O), for the async commands.
+    ///
+    /// # Errors
+    /// As [`VddkEndpoint::new`].
+    pub async fn load(config: &Config, vc: &Vcenter) -> Result<VddkEndpoint> {
+        let (c, v) = (config.clone(), vc.clone());
+        crate::commands::blocking(move || VddkEndpoint::new(&c, &v)).await
+    }
+
     /// Loads VDDK from `[vddk] libdir` and initialises it with `[vddk] config`.
     ///
     /// # Errors

@@ -58,9 +58,7 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
             return Err(e);
         }
     };
-    let c = config.clone();
-    let v = vc.clone();
-    let vddk = blocking(move || VddkEndpoint::new(&c, &v)).await?;
+    let vddk = VddkEndpoint::load(&config, &vc).await?;
     let parallel = args
         .parallel
         .map(usize::from)

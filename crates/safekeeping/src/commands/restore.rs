@@ -100,11 +100,7 @@ async fn restore(
     quiet: bool,
 ) -> Result<(RestoreResult, Option<String>)> {
     let plan = Arc::new(plan(config, vc, args).await?);
-    let c = config.clone();
-    let v = vc.clone();
-    let vddk = tokio::task::spawn_blocking(move || VddkEndpoint::new(&c, &v))
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+    let vddk = VddkEndpoint::load(config, vc).await?;
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
