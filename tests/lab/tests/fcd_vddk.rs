@@ -11,7 +11,7 @@ use vddk::{ConnectOptions, ConnectParams, Credentials, OpenFlags, Vddk};
 const MGR: &str = "<_this type=\"VcenterVStorageObjectManager\">VStorageObjectManager</_this>";
 const K64: u64 = 65536;
 
-/// Builds the fake VDDK in its own target directory (as crates/vddk's tests do: a cdylib's
+/// Builds the fake VDDK in its own target directory (as vddk's tests do: a cdylib's
 /// file name carries no hash, so `target/debug/libvixDiskLib.so` may be another build's)
 /// and lays it out as `<root>/lib64/libvixDiskLib.so.8`.
 fn fresh_fake(root: &Path) -> PathBuf {

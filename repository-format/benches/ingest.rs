@@ -354,7 +354,7 @@ fn run_bench() -> BoxResult<()> {
         .unwrap_or_else(|_| "safekeeping,restic,borg,ceiling".into());
     let dir = match std::env::var("SAFEKEEPING_BENCH_DIR") {
         Ok(d) => PathBuf::from(d),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-ingest"),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-ingest"),
     };
     fs::create_dir_all(&dir)?;
     let image = make_image(&dir, size)?;

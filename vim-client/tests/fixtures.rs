@@ -9,7 +9,7 @@ use vim_client::{soap, Error, FaultKind, MoRef, ObjectContent, ServiceContent};
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/vcenter-soap"
+        "/../../shared/fixtures/vcenter-soap"
     ))
 }
 

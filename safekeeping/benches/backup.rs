@@ -5,7 +5,7 @@
 //! starts a lab under `target/bench-backup/lab`, creates VM `bench` with one disk of
 //! `SAFEKEEPING_BENCH_SIZE` (default `4G`) and fills it with the repository benchmark's mixed
 //! data (1 MiB regions: ~40 % zeros, 25 % text-like, 25 % random, 10 % repeated; same generator
-//! and seed as `crates/repository-format/benches/ingest.rs`). Then it measures, each as a
+//! and seed as `repository-format/benches/ingest.rs`). Then it measures, each as a
 //! separate process: `safekeeping backup` (full), `restic backup` of the VM's flat file,
 //! 5 % of the disk rewritten by the guest in 4 MiB pieces, `safekeeping backup` (CBT
 //! incremental) and `restic backup` again. `SAFEKEEPING_BENCH_TOOLS=safekeeping` skips restic;
@@ -85,7 +85,7 @@ fn main() -> BoxResult<()> {
         std::env::var("SAFEKEEPING_BENCH_TOOLS").unwrap_or_else(|_| "safekeeping,restic".into());
     let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
     let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
         eprintln!("building the lab and the fake VDDK (release) ...");
