@@ -81,6 +81,14 @@ pub struct DiskDescriptor {
     /// Change id of the snapshot just read (the next incremental starts here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_id: Option<String>,
+    /// The disk's own uuid (vCenter's `backing.uuid`, or a first class disk's id): a different
+    /// uuid behind the same device key means another disk, so the next backup reads it in full
+    /// instead of trusting a change id that belongs to the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_uuid: Option<String>,
+    /// vCenter's disk mode (`persistent`, `independent_persistent`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mode: Option<String>,
     /// Anything else (kept through read-modify-write).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -101,6 +109,8 @@ impl DiskDescriptor {
             file_path: String::new(),
             change_id_used: None,
             change_id: None,
+            disk_uuid: None,
+            disk_mode: None,
             extra: Default::default(),
         }
     }

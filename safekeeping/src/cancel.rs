@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::error::{Error, Result};
+
 /// A shared stop request.
 #[derive(Clone, Default)]
 pub struct Cancel {
@@ -143,5 +145,47 @@ mod tests {
             .expect("the child's waiter woke on the parent's cancel")
             .unwrap();
         assert!(child.is_cancelled());
+    }
+}
+
+/// The results of work that ran side by side under one [`Cancel`] (the disks of a target), in
+/// order, or the error that stopped them: the first real failure rather than the
+/// [`Error::Interrupted`] it caused in the others.
+///
+/// # Errors
+/// The first error that is not [`Error::Interrupted`], else [`Error::Interrupted`] when any
+/// was interrupted.
+pub fn first_failure<T>(outcomes: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut done = Vec::with_capacity(outcomes.len());
+    let mut interrupted = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(t) => done.push(t),
+            Err(Error::Interrupted) => interrupted = Some(Error::Interrupted),
+            Err(e) => return Err(e),
+        }
+    }
+    match interrupted {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+#[cfg(test)]
+mod first_failure_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_real_failure_wins_over_the_interruptions_it_caused() {
+        let r = first_failure(vec![
+            Ok(1),
+            Err(Error::Interrupted),
+            Err(Error::Other("read failed".into())),
+            Ok(2),
+        ]);
+        assert!(r.unwrap_err().to_string().contains("read failed"));
+        let r = first_failure::<u8>(vec![Ok(1), Err(Error::Interrupted)]);
+        assert!(matches!(r, Err(Error::Interrupted)));
+        assert_eq!(first_failure::<u8>(vec![Ok(1), Ok(2)]).unwrap(), vec![1, 2]);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::target::Target;
 
@@ -130,7 +130,7 @@ pub struct BackupArgs {
     pub targets: Vec<Target>,
     /// Back up every target of a kind (repeatable).
     #[arg(long, value_enum, value_name = "KIND")]
-    pub all: Vec<crate::selection::TargetKindArg>,
+    pub all: Vec<crate::vsphere::selection::TargetKindArg>,
     /// Leave a target out (repeatable; vm:, ivd: or tag:).
     #[arg(long, value_name = "TARGET")]
     pub exclude: Vec<Target>,
@@ -149,15 +149,7 @@ pub struct BackupArgs {
     pub max_connections: Option<u16>,
 }
 
-/// How restore builds the new VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RestoreMode {
-    /// CreateVM_Task with a spec rebuilt from the saved configuration.
-    Create,
-    /// Upload the saved .vmx, RegisterVM_Task, then add devices with ReconfigVM_Task.
-    Import,
-}
+pub use crate::restore::RestoreMode;
 
 /// `restore`
 #[derive(Debug, Args)]
@@ -214,16 +206,6 @@ pub struct RestoreArgs {
     /// configuration, `max_vddk_connections`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections: Option<u16>,
-}
-
-impl RestoreArgs {
-    /// `--max-connections`, else the configuration's `max_vddk_connections`.
-    pub fn connections(&self, config: &crate::config::Config) -> usize {
-        self.max_connections
-            .map(usize::from)
-            .unwrap_or(config.defaults.max_vddk_connections)
-            .max(1)
-    }
 }
 
 /// `list`

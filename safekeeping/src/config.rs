@@ -62,18 +62,8 @@ pub struct VcenterConfig {
     pub fcd_api: FcdApiChoice,
 }
 
-/// `[vcenter] fcd_api`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FcdApiChoice {
-    /// VSLM on vCenter 7 and later (VIM when VSLM does not answer), VIM before.
-    #[default]
-    Auto,
-    /// VIM's `VcenterVStorageObjectManager`.
-    Vim,
-    /// The VSLM endpoint.
-    Vslm,
-}
+/// `[vcenter] fcd_api`: the first class disk API to use.
+pub use vim_client::FcdApiChoice;
 
 /// `[vddk]`
 #[derive(Debug, Clone, Deserialize)]

@@ -66,9 +66,14 @@ pub enum Error {
     /// vCenter said no, or could not be reached.
     #[error("vCenter: {0}")]
     Vim(#[from] vim_client::Error),
-    /// VDDK failed.
-    #[error("VDDK: {0}")]
-    Vddk(String),
+    /// A VDDK call failed; `source` keeps the VIX error code and the library's text.
+    #[error("VDDK: {context}: {source}")]
+    Vddk {
+        /// What was being done (`open [ds1] web01/web01.vmdk`).
+        context: String,
+        /// The library's error.
+        source: vddk::Error,
+    },
     /// VDDK could not be loaded or initialised.
     #[error("VDDK: {0}")]
     VddkLibrary(#[from] vddk::Error),
@@ -82,6 +87,15 @@ pub enum Error {
         what: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The generation was committed, but the snapshot the backup took could not be removed:
+    /// the data is safe, the VM still carries the snapshot.
+    #[error("generation {} was committed, but {source}", .generation.unwrap_or_default())]
+    SnapshotNotRemoved {
+        /// The committed generation.
+        generation: Option<u64>,
+        /// Why the removal failed.
+        source: Box<Error>,
     },
     /// Anything else, with a message saying what.
     #[error("{0}")]
@@ -106,6 +120,14 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A VDDK call's error with what was being done.
+    pub fn vddk(context: impl Into<String>, source: vddk::Error) -> Error {
+        Error::Vddk {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// An I/O error with a description of the operation.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {

@@ -1,51 +1,56 @@
-//! safekeeping: backup and restore of VMware vSphere virtual machines.
+//! safekeeping: backup and restore of VMware vSphere virtual machines, as a library the
+//! `safekeeping` binary drives.
 //!
-//! The data flow of a backup, one module per step:
-//! [`resolve`] (target → VM) → [`snapshot`] (guarded snapshot) → [`changed_areas`] (CBT) →
-//! [`disk_reader`] (VDDK reads feeding the repository) → [`disk_ingest`] (one disk into the
-//! generation, shared by `vm:` and `ivd:`) → [`backup`] (orchestration, commit).
-//! A restore goes through [`mapping`] (placement checked up front), then [`restore_create`] or
-//! [`restore_import`], and writes the disks back through VDDK. One module per command lives
-//! under [`commands`].
+//! # The two data flows, one module per step
+//! A backup ([`backup`]): [`vsphere::resolve`] (target → VM) → [`vsphere::snapshot`] (guarded
+//! snapshot; [`vsphere::fcd_snapshot`] for first class disks) → [`vsphere::changed_areas`]
+//! (CBT: what to read) → [`disk_io::reader`] (VDDK reads with read-ahead) → the repository's
+//! ingest (hash → dedup → compress → store chunk → disk index, in `repository-format`) →
+//! commit of the manifest → snapshot removed. [`backup::disk`] is that path for one disk,
+//! shared by every target kind; [`backup::vm`], [`backup::ivd`] and [`backup::vapp`] are the
+//! target kinds.
+//!
+//! A restore ([`restore`]) walks it backwards: manifest → [`restore::plan`] (generation,
+//! saved metadata, placement and [`mapping`] checked before anything is created) → the VM, disk
+//! or vApp built ([`restore::create`], [`restore::import`]) → [`restore::disk`] (verified chunks
+//! from the disk index → [`disk_io::writer`], VDDK writes). [`restore::vm`], [`restore::ivd`]
+//! and [`restore::vapp`] each read top to bottom in one file.
+//!
+//! # What may import what
+//! The arrows point down, and a module's folder says what it may use:
+//! - [`cli`] and [`commands`]: the edge. `commands` turns parsed arguments into the plain
+//!   option structs ([`backup::BackupOptions`], [`restore::RestoreOptions`]) and formats
+//!   reports; nothing else imports either.
+//! - [`backup`] and [`restore`]: the wings. They import the steps and the support modules,
+//!   never `cli`, `commands` or each other.
+//! - [`vsphere`] and [`disk_io`]: the steps. They import the support modules and the library
+//!   crates (`disk_io` also the vCenter session), never a wing.
+//! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
+//!   [`format`], [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
+//!   [`mapping`], [`stored`]; they import only each other.
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod blocking;
 pub mod cancel;
-pub mod changed_areas;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod disk_ingest;
-pub mod disk_plan;
-pub mod disk_reader;
-pub mod disk_writer;
+pub mod disk_io;
 pub mod error;
-pub mod fcd;
-pub mod fcd_snapshot;
-pub mod inventory;
-pub mod ivd_backup;
-pub mod ivd_restore;
+pub mod format;
 pub mod logging;
 pub mod mapping;
-pub mod metadata;
 pub mod outcome;
 pub mod progress;
 pub mod repo;
 pub mod report;
-pub mod resolve;
 pub mod restore;
-pub mod restore_create;
-pub mod restore_import;
-pub mod selection;
-pub mod snapshot;
-pub mod snapshot_name;
-pub mod sparse_image;
+pub mod stored;
 pub mod target;
-pub mod vapp_backup;
-pub mod vapp_restore;
-pub mod vcenter;
-pub mod vddk_session;
-pub mod vmx;
+pub mod vsphere;
 
+pub use backup::{BackupOptions, DiskResult, TargetResult};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
+pub use restore::{RestoreMode, RestoreOptions};

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use repository_format::{GenerationId, Manifest, Repository, TargetKey, TargetSummary};
+use repository_format::{GenerationId, Manifest, Repository, TargetKey, TargetKind, TargetSummary};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::target::{Target, VmSelector};
+use crate::target::{is_uuid, Target, VmSelector};
 
 /// Opens the repository at `[repository] path`.
 ///
@@ -63,7 +63,7 @@ pub fn matches(target: &Target, m: &Manifest) -> bool {
 /// [`Error::AmbiguousVm`] when several targets match.
 pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary, Manifest)> {
     if let Target::Ivd(selector) = target {
-        return crate::ivd_restore::find_ivd(repo, selector);
+        return find_ivd(repo, selector);
     }
     if let Target::Vapp(name) = target {
         return find_vapp(repo, name);
@@ -111,6 +111,50 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
 }
 
 /// The `vapp` target named `name`.
+/// Finds the `ivd` target `selector` (a disk id or name) in the repository.
+///
+/// # Errors
+/// [`Error::NotInRepository`] when none or several match.
+pub fn find_ivd(
+    repo: &Repository,
+    selector: &str,
+) -> Result<(repository_format::TargetSummary, Manifest)> {
+    let mut found = Vec::new();
+    let mut have = Vec::new();
+    for s in repo.targets()? {
+        if s.kind != TargetKind::Ivd {
+            continue;
+        }
+        let Some(latest) = s.latest else { continue };
+        let m = repo.manifest(&s.key, latest)?;
+        let id = m.target.instance_uuid.clone().unwrap_or_default();
+        have.push(format!("ivd:{} ({id})", m.target.name));
+        let hit = if is_uuid(selector) {
+            id.eq_ignore_ascii_case(selector)
+        } else {
+            m.target.name == selector
+        };
+        if hit {
+            found.push((s, m));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::NotInRepository(format!(
+            "the repository has no backup of ivd:{selector}; first class disks: {}",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))),
+        n => Err(Error::NotInRepository(format!(
+            "ivd:{selector} matches {n} first class disks in the repository ({}); use ivd:ID",
+            have.join(", ")
+        ))),
+    }
+}
+
 fn find_vapp(repo: &Repository, name: &str) -> Result<(TargetSummary, Manifest)> {
     let mut found = Vec::new();
     for s in repo.targets()? {

@@ -74,7 +74,53 @@ pub struct RestoreOptions {
     pub keep_change_tracking: bool,
 }
 
+/// The network a restored NIC is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkBacking {
+    /// A standard port group or opaque network: by name and `Network` object.
+    Standard {
+        /// The network's name (`deviceName`).
+        name: String,
+        /// The network object.
+        network: MoRef,
+    },
+    /// A distributed port group: by switch uuid and port group key.
+    Distributed {
+        /// The distributed switch's uuid.
+        switch_uuid: String,
+        /// The port group's key.
+        portgroup_key: String,
+    },
+}
+
+impl NetworkBacking {
+    /// The NIC's `backing` element with its `xsi:type`.
+    pub fn to_element(&self) -> Element {
+        match self {
+            NetworkBacking::Standard { name, network } => Element::vim("backing")
+                .typed("VirtualEthernetCardNetworkBackingInfo")
+                .text_child("deviceName", name.clone())
+                .child(network.to_element("network")),
+            NetworkBacking::Distributed {
+                switch_uuid,
+                portgroup_key,
+            } => Element::vim("backing")
+                .typed("VirtualEthernetCardDistributedVirtualPortBackingInfo")
+                .child(
+                    Element::vim("port")
+                        .text_child("switchUuid", switch_uuid.clone())
+                        .text_child("portgroupKey", portgroup_key.clone()),
+                ),
+        }
+    }
+}
+
 impl RestoreOptions {
+    /// Attaches the NIC whose original device key is `key` to `backing`.
+    pub fn set_nic_backing(&mut self, key: i32, backing: &NetworkBacking) {
+        self.nic_backings.insert(key, backing.to_element());
+    }
+
     /// Options that create every disk beside the `.vmx` and keep the MACs.
     pub fn new(name: impl Into<String>, vm_path_name: impl Into<String>) -> Self {
         RestoreOptions {
@@ -262,6 +308,38 @@ fn set_ordered(e: &mut Element, field: &str, value: Element, order: &[&str]) {
         .position(|c| rank(c.local()) > mine)
         .unwrap_or(e.children.len());
     e.children.insert(at, value);
+}
+
+/// The `ReconfigVM_Task` spec that gives a VM registered from an edited `.vmx` (restore by
+/// import: disks, disk controllers and NICs removed from it) those devices back: only the
+/// `deviceChange` entries of `rebuilt` (a spec from [`config_spec_from_info`]) that add a disk
+/// controller (SCSI, SATA, NVMe), a disk or a NIC. Everything else (USB, CD-ROM on IDE, ...)
+/// stays as the `.vmx` describes it.
+pub fn import_devices_spec(rebuilt: &Element) -> Element {
+    let mut spec = Element::vim("spec").typed("VirtualMachineConfigSpec");
+    for change in rebuilt.all("deviceChange") {
+        if change.get("device").is_some_and(is_reimported_device) {
+            spec.push(change.clone());
+        }
+    }
+    spec
+}
+
+/// Whether [`import_devices_spec`] adds `device` back.
+fn is_reimported_device(device: &Element) -> bool {
+    const DISK_CONTROLLERS: &[&str] = &[
+        "ParaVirtualSCSIController",
+        "VirtualLsiLogicController",
+        "VirtualLsiLogicSASController",
+        "VirtualBusLogicController",
+        "VirtualAHCIController",
+        "VirtualNVMEController",
+    ];
+    let t = device.type_name().unwrap_or_default();
+    t == "VirtualDisk"
+        || DISK_CONTROLLERS.contains(&t)
+        || device.get("addressType").is_some()
+        || device.get("macAddress").is_some()
 }
 
 /// Builds a `VirtualMachineConfigSpec` for `CreateVM_Task` from a saved
@@ -525,4 +603,65 @@ fn rewrite_disk_backing(
         }
     }
     replace_child(device, backing);
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    #[test]
+    fn only_disk_controllers_disks_and_nics_are_re_added_on_import() {
+        let dev = |t: &str| Element::vim("device").typed(t);
+        assert!(is_reimported_device(&dev("VirtualDisk")));
+        assert!(is_reimported_device(&dev("ParaVirtualSCSIController")));
+        assert!(is_reimported_device(&dev("VirtualNVMEController")));
+        assert!(is_reimported_device(
+            &dev("VirtualVmxnet3").text_child("addressType", "generated")
+        ));
+        assert!(!is_reimported_device(&dev("VirtualUSBXHCIController")));
+        assert!(!is_reimported_device(&dev("VirtualIDEController")));
+        assert!(!is_reimported_device(&dev("VirtualCdrom")));
+        let change = |d: Element| {
+            Element::vim("deviceChange")
+                .text_child("operation", "add")
+                .child(d)
+        };
+        let rebuilt = Element::vim("spec")
+            .typed("VirtualMachineConfigSpec")
+            .text_child("name", "web01")
+            .child(change(dev("VirtualDisk")))
+            .child(change(dev("VirtualCdrom")));
+        let spec = import_devices_spec(&rebuilt);
+        assert_eq!(spec.all("deviceChange").count(), 1);
+        assert!(spec.get("name").is_none());
+        assert_eq!(spec.type_name(), Some("VirtualMachineConfigSpec"));
+    }
+
+    #[test]
+    fn nic_backings_by_network_kind() {
+        let b = NetworkBacking::Standard {
+            name: "VM Network".into(),
+            network: MoRef::new("Network", "network-7"),
+        }
+        .to_element();
+        assert_eq!(b.type_name(), Some("VirtualEthernetCardNetworkBackingInfo"));
+        assert_eq!(b.text_at("deviceName"), Some("VM Network"));
+        assert_eq!(b.text_at("network"), Some("network-7"));
+        let b = NetworkBacking::Distributed {
+            switch_uuid: "50 aa".into(),
+            portgroup_key: "dvportgroup-9".into(),
+        }
+        .to_element();
+        assert_eq!(b.text_at("port/portgroupKey"), Some("dvportgroup-9"));
+        assert_eq!(b.text_at("port/switchUuid"), Some("50 aa"));
+        let mut o = RestoreOptions::new("web01", "[ds1]");
+        o.set_nic_backing(
+            4000,
+            &NetworkBacking::Distributed {
+                switch_uuid: "50 aa".into(),
+                portgroup_key: "dvportgroup-9".into(),
+            },
+        );
+        assert_eq!(o.nic_backings[&4000], b);
+    }
 }

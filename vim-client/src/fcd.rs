@@ -124,7 +124,7 @@ pub(crate) fn snapshots_from(info: &Element) -> Vec<FcdSnapshot> {
 }
 
 impl Client {
-    fn vstorage_manager(&self) -> Result<MoRef> {
+    pub(crate) fn vstorage_manager(&self) -> Result<MoRef> {
         self.service_content()
             .vstorage_object_manager
             .clone()

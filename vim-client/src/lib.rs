@@ -89,6 +89,7 @@ pub mod device;
 pub mod error;
 pub mod fault;
 mod fcd;
+mod fcd_api;
 mod fcd_attachments;
 mod inventory;
 pub mod moref;
@@ -111,13 +112,15 @@ pub mod xml;
 pub use changed_areas::{DiskArea, DiskChangeInfo};
 pub use client::{Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE};
 pub use config_spec::{
-    config_spec_from_info, CdromPolicy, DiskTarget, MacPolicy, RestoreConfig, RestoreOptions,
+    config_spec_from_info, import_devices_spec, CdromPolicy, DiskTarget, MacPolicy, NetworkBacking,
+    RestoreConfig, RestoreOptions,
 };
 pub use datastore_file::DatastorePath;
 pub use device::{Device, DeviceKind, DiskBacking, NicBacking, VirtualDisk};
 pub use error::{Error, Result};
 pub use fault::FaultKind;
 pub use fcd::{FcdSnapshot, Provisioning, VStorageObject};
+pub use fcd_api::{FcdApi, FcdApiChoice};
 pub use fcd_attachments::FcdAttachment;
 pub use inventory::{InventoryKind, Named, UuidKind};
 pub use moref::MoRef;
@@ -129,7 +132,8 @@ pub use snapshot::{SnapshotInfo, SnapshotTree};
 pub use tagging::{Tag, TagCategory, TaggedObject, Tagging};
 pub use tls::{Thumbprints, Tls};
 pub use vapp::{
-    default_resource_config_spec, vapp_config_spec_from_info, VAppEntity, VAppInfo, VAppRestoreSpec,
+    default_resource_config_spec, resource_config_spec_from_saved, vapp_config_spec_from_info,
+    vapp_config_spec_from_saved, VAppEntity, VAppInfo, VAppRestoreSpec,
 };
 pub use vm::{PowerState, VmInfo, VmListEntry};
 pub use vm_config::VmConfig;

@@ -171,6 +171,40 @@ pub fn vapp_config_spec_from_info(
     })
 }
 
+/// [`vapp_config_spec_from_info`] for a vApp configuration that may not have been saved: without
+/// one, the new vApp gets no products, properties or entity settings.
+///
+/// # Errors
+/// See [`vapp_config_spec_from_info`].
+pub fn vapp_config_spec_from_saved(
+    saved: Option<&Element>,
+    remap: &HashMap<MoRef, MoRef>,
+) -> Result<VAppRestoreSpec> {
+    match saved {
+        Some(info) => vapp_config_spec_from_info(info, remap),
+        None => {
+            vapp_config_spec_from_info(&Element::vim("vAppConfig").typed("VAppConfigInfo"), remap)
+        }
+    }
+}
+
+/// The `ResourceConfigSpec` (element `resSpec`) for a new vApp from a saved resource
+/// allocation (`ResourceConfigSpec` as `vAppConfig` reports it): the old entity, change version
+/// and modification time are dropped, since they name the original vApp; without a saved one,
+/// [`default_resource_config_spec`].
+pub fn resource_config_spec_from_saved(saved: Option<&Element>) -> Element {
+    match saved {
+        Some(r) => {
+            let mut spec = r.renamed("resSpec");
+            spec.remove_all("entity");
+            spec.remove_all("changeVersion");
+            spec.remove_all("lastModified");
+            spec.typed("ResourceConfigSpec")
+        }
+        None => default_resource_config_spec(),
+    }
+}
+
 /// Drops an `xsi:type` naming the element's static type (an `info` inside a spec needs none).
 fn strip_type(mut e: Element) -> Element {
     e.xsi_type = None;
@@ -351,6 +385,32 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_resources_lose_the_old_entity() {
+        let saved = crate::xml::parse(
+            br#"<config xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ResourceConfigSpec"><entity type="VirtualApp">resgroup-v38</entity><changeVersion>7</changeVersion><cpuAllocation><reservation>100</reservation></cpuAllocation></config>"#,
+        )
+        .unwrap();
+        let spec = resource_config_spec_from_saved(Some(&saved));
+        assert!(spec.get("entity").is_none());
+        assert!(spec.get("changeVersion").is_none());
+        assert_eq!(spec.text_at("cpuAllocation/reservation"), Some("100"));
+        let default = resource_config_spec_from_saved(None);
+        assert_eq!(
+            default.text_at("memoryAllocation/shares/level"),
+            Some("normal")
+        );
+    }
+
+    #[test]
+    fn a_vapp_without_saved_configuration_gets_empty_specs() {
+        let spec = vapp_config_spec_from_saved(None, &HashMap::new()).unwrap();
+        assert!(spec.create_spec.children.is_empty());
+        assert!(spec.entity_spec.all("entityConfig").next().is_none());
+        assert!(spec.unmapped.is_empty());
+    }
+
     use crate::xml::parse;
 
     const INFO: &str = r#"<vAppConfig xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="VAppConfigInfo">

@@ -3,13 +3,13 @@
 use serde_json::json;
 
 use crate::cli::ExportArgs;
-use crate::commands::list::human_bytes;
 use crate::config::Config;
+use crate::disk_io::SparseImage;
 use crate::error::{Error, Result};
+use crate::format::human_bytes;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
-use crate::sparse_image::SparseImage;
 
 /// Exports a disk; only non-zero chunks are written, the rest stays holes.
 ///

@@ -2,9 +2,9 @@
 
 use repository_format::GcOptions;
 
-use crate::commands::list::human_bytes;
 use crate::config::Config;
 use crate::error::Result;
+use crate::format::human_bytes;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::format::human_bytes;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
@@ -74,30 +75,4 @@ pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
         &serde_json::json!({ "targets": listed }),
         text,
     ))
-}
-
-/// `1.5 GiB`
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_bytes() {
-        assert_eq!(super::human_bytes(10), "10 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(4 << 30), "4.0 GiB");
-    }
 }

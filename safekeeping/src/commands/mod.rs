@@ -1,4 +1,6 @@
-//! One module per command; [`run`] dispatches the parsed command line.
+//! The edge of the application: one module per command. Each turns its parsed arguments into
+//! the plain options the wings take (defaults from the configuration filled in once, here),
+//! runs the command and formats its report. [`run`] dispatches the parsed command line.
 
 pub mod backup;
 pub mod check;
@@ -11,6 +13,7 @@ pub mod repo;
 pub mod restore;
 pub mod show;
 
+use crate::blocking::blocking;
 use crate::cancel::Cancel;
 use crate::cli::{Cli, Command, RepoCommand};
 use crate::config::Config;
@@ -61,10 +64,10 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
     }
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))?
+/// `--max-connections`, else the configuration's `max_vddk_connections`: backup and restore
+/// resolve the limit the same way.
+pub(crate) fn max_connections(arg: Option<u16>, config: &Config) -> usize {
+    arg.map(usize::from)
+        .unwrap_or(config.defaults.max_vddk_connections)
+        .max(1)
 }

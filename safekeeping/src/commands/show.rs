@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use crate::commands::list::human_bytes;
 use crate::config::Config;
 use crate::error::Result;
-use crate::metadata;
+use crate::format::human_bytes;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
+use crate::stored::vm::{VmMetadata, SUMMARY_FILE};
 use crate::target::Target;
 
 /// Shows a generation.
@@ -58,12 +58,12 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
             human_bytes(d.stats.new_bytes),
         );
     }
-    if m.metadata_files.iter().any(|f| f == metadata::SUMMARY_FILE) {
+    if m.metadata_files.iter().any(|f| f == SUMMARY_FILE) {
         if let Ok(saved) = r
-            .read_metadata(&summary.key, m.generation, metadata::SUMMARY_FILE)
+            .read_metadata(&summary.key, m.generation, SUMMARY_FILE)
             .map_err(crate::Error::from)
             .and_then(|b| {
-                serde_json::from_slice::<metadata::VmMetadata>(&b)
+                serde_json::from_slice::<VmMetadata>(&b)
                     .map_err(|e| crate::Error::Other(e.to_string()))
             })
         {

@@ -6,8 +6,8 @@ use std::path::Path;
 use clap::Parser as _;
 use safekeeping::cli::{Cli, Command};
 use safekeeping::config::{parse_thumbprint, Config};
+use safekeeping::restore::vmx::{edit_vmx, value, VmxEdit};
 use safekeeping::target::{Target, VmSelector};
-use safekeeping::vmx::{edit_vmx, value, VmxEdit};
 use vim_client::DatastorePath;
 
 use crate::input::Input;
@@ -105,7 +105,7 @@ pub fn cli_options(data: &[u8]) {
             }
         }
         _ => {
-            if let Ok((host, _port)) = safekeeping::vcenter::host_port(text) {
+            if let Ok((host, _port)) = safekeeping::vsphere::session::host_port(text) {
                 assert!(!host.is_empty());
             }
         }
@@ -139,7 +139,7 @@ pub fn config_toml(data: &[u8]) {
     {
         assert!(p.is_absolute(), "{p:?}");
     }
-    let _ = safekeeping::vcenter::tls_policy(&c);
+    let _ = safekeeping::vsphere::session::tls_policy(&c);
 }
 
 /// The `.vmx` editor used by restore by import: the output names the restored VM once, on

@@ -11,9 +11,9 @@ use serde::Serialize;
 use vim_client::InventoryKind;
 
 use crate::error::{Error, Result};
-use crate::resolve::{all_vms, resolve};
 use crate::target::{Target, VmSelector};
-use crate::vcenter::Vcenter;
+use crate::vsphere::resolve::{all_vms, resolve};
+use crate::vsphere::Vcenter;
 
 /// A kind of target `--all` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
@@ -153,7 +153,7 @@ pub async fn select(
                 excluded_vms.insert(resolve(vc, t).await?.moref.value);
             }
             Target::Ivd(s) => {
-                excluded_ivds.insert(crate::fcd::find(vc, s).await?.object.id);
+                excluded_ivds.insert(crate::vsphere::fcd::find(vc, s).await?.object.id);
             }
             Target::Tag(text) => {
                 for x in expand_tag(vc, text).await? {

@@ -13,25 +13,25 @@
 //! when the vApp is restored under its original name.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
 use vim_client::xml::Element;
-use vim_client::MoRef;
+use vim_client::{resource_config_spec_from_saved, vapp_config_spec_from_saved, MoRef};
 
+use crate::blocking::blocking;
 use crate::cancel::Cancel;
-use crate::cli::{RestoreArgs, RestoreMode};
-use crate::commands::list::human_bytes;
 use crate::config::Config;
+use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
-use crate::outcome::Outcome;
-use crate::report::Report;
-use crate::restore::{default_name, plan, write_disks, RestorePlan, RestoreResult};
+use crate::restore::create::create_in;
+use crate::restore::disk::write_vm_disks;
+use crate::restore::plan::{plan, RestorePlan};
+use crate::restore::vm::RestoreResult;
+use crate::restore::{default_name, open_shared, read_metadata, RestoreMode, RestoreOptions};
+use crate::stored::vapp::{VappMetadata, CONFIG_FILE, METADATA_FILE, RESOURCES_FILE};
 use crate::target::{Target, VmSelector};
-use crate::vapp_backup::{VappMetadata, CONFIG_FILE, METADATA_FILE, RESOURCES_FILE};
-use crate::vcenter::Vcenter;
-use crate::vddk_session::VddkEndpoint;
+use crate::vsphere::Vcenter;
 
 /// What a vApp restore did, as `restore --json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -68,27 +68,16 @@ pub fn child_name(new_vapp: &str, original_vapp: &str, child: &str) -> String {
     }
 }
 
-/// The saved resource allocation as a `ResourceConfigSpec` for a new vApp: the old entity and
-/// change version are dropped (they name the original vApp).
-pub fn resource_spec(saved: Option<&Element>) -> Element {
-    match saved {
-        Some(r) => {
-            let mut spec = r.renamed("resSpec");
-            spec.remove_all("entity");
-            spec.remove_all("changeVersion");
-            spec.remove_all("lastModified");
-            spec.typed("ResourceConfigSpec")
-        }
-        None => vim_client::default_resource_config_spec(),
-    }
-}
-
-/// Runs `restore vapp:NAME`.
+/// Restores a vApp generation with its children.
 ///
 /// # Errors
 /// Options that do not apply to vApps, anything missing in the repository or vCenter, and any
 /// failure while restoring (the new vApp is destroyed then).
-pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+pub async fn restore_vapp(
+    config: &Config,
+    args: &RestoreOptions,
+    cancel: &Cancel,
+) -> Result<VappRestoreResult> {
     if args.attach.is_some() {
         return Err(Error::Other(
             "--attach applies to first class disks (ivd: targets) only".into(),
@@ -104,51 +93,20 @@ pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool)
             "--overwrite is not supported for vapp: targets; restore under a new --name".into(),
         ));
     }
-    let vc = Vcenter::connect(&config).await?;
-    let result = restore(&config, &vc, &args, &cancel, quiet).await;
+    let vc = Vcenter::connect(config).await?;
+    let result = restore(config, &vc, args, cancel).await;
     vc.logout().await;
-    let r = result?;
-    let mut text = format!(
-        "restored {} generation {} as vApp `{}` ({})\n",
-        r.target, r.generation, r.name, r.moref
-    );
-    for c in &r.children {
-        let written: u64 = c.disks.iter().map(|d| d.bytes_written).sum();
-        let _ = writeln!(
-            text,
-            "  VM `{}` ({}) from {} generation {}: {} disk(s), {} written",
-            c.name,
-            c.moref,
-            c.target,
-            c.generation,
-            c.disks.len(),
-            human_bytes(written)
-        );
-    }
-    if r.powered_on {
-        text.push_str("  powered on in start order\n");
-    }
-    Ok(Report::new(Outcome::Success, &r, text))
+    result
 }
 
-fn load(config: &Config, target: &Target, wanted: Option<u64>) -> Result<SavedVapp> {
-    let repo = crate::repo::open(config)?;
-    let wait = crate::repo::lock_wait(config);
-    let _lock = repo
-        .lock_shared(wait)
-        .map_err(|e| Error::from_lock("the repository".into(), wait.as_secs(), e))?;
-    let (summary, _) = crate::repo::find_target(&repo, target)?;
+fn load(config: &Config, options: &RestoreOptions) -> Result<SavedVapp> {
+    let (repo, _lock) = open_shared(config, options)?;
+    let (summary, _) = crate::repo::find_target(&repo, &options.target)?;
     let key = summary.key;
-    let manifest = crate::repo::pick_generation(&repo, &key, wanted)?;
+    let manifest = crate::repo::pick_generation(&repo, &key, options.generation)?;
     let has = |name: &str| manifest.metadata_files.iter().any(|f| f == name);
-    if !has(METADATA_FILE) {
-        return Err(Error::NotInRepository(format!(
-            "generation {} of {key} has no {METADATA_FILE}",
-            manifest.generation
-        )));
-    }
     let meta: VappMetadata =
-        serde_json::from_slice(&repo.read_metadata(&key, manifest.generation, METADATA_FILE)?)
+        serde_json::from_slice(&read_metadata(&repo, &key, &manifest, METADATA_FILE)?)
             .map_err(|e| Error::Other(format!("saved {METADATA_FILE}: {e}")))?;
     let xml = |name: &str| -> Result<Option<Element>> {
         if !has(name) {
@@ -165,33 +123,11 @@ fn load(config: &Config, target: &Target, wanted: Option<u64>) -> Result<SavedVa
     })
 }
 
-fn child_args(args: &RestoreArgs, moref: &str, generation: u64, name: String) -> RestoreArgs {
-    RestoreArgs {
-        target: Target::Vm(VmSelector::Moref(moref.to_string())),
-        generation: Some(generation),
-        name: Some(name),
-        overwrite: false,
-        force: false,
-        recovery: args.recovery,
-        mode: RestoreMode::Create,
-        datacenter: args.datacenter.clone(),
-        folder: args.folder.clone(),
-        resource_pool: args.resource_pool.clone(),
-        host: args.host.clone(),
-        datastore: args.datastore.clone(),
-        disk_datastore: args.disk_datastore.clone(),
-        network: args.network.clone(),
-        power_on: false,
-        attach: None,
-        max_connections: args.max_connections,
-    }
-}
-
 /// Pool and folder for the new vApp: the options, else the original vApp's parent and folder
 /// when it still exists, else the first child's placement (never the original vApp itself).
 async fn placement(
     vc: &Vcenter,
-    args: &RestoreArgs,
+    args: &RestoreOptions,
     original: &str,
     first: &RestorePlan,
 ) -> Result<(MoRef, MoRef)> {
@@ -224,16 +160,11 @@ async fn placement(
 async fn restore(
     config: &Config,
     vc: &Vcenter,
-    args: &RestoreArgs,
+    args: &RestoreOptions,
     cancel: &Cancel,
-    quiet: bool,
 ) -> Result<VappRestoreResult> {
-    let c = config.clone();
-    let target = args.target.clone();
-    let wanted = args.generation;
-    let saved = tokio::task::spawn_blocking(move || load(&c, &target, wanted))
-        .await
-        .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+    let (c, o) = (config.clone(), args.clone());
+    let saved = blocking(move || load(&c, &o)).await?;
     if saved.meta.children.is_empty() {
         return Err(Error::Other(format!(
             "generation {} of {} has no child VMs",
@@ -253,9 +184,8 @@ async fn restore(
     // Plan and check every child before anything is created.
     let mut plans = Vec::new();
     for child in &saved.meta.children {
-        let child_args = child_args(
-            args,
-            &child.moref,
+        let child_args = args.for_vapp_child(
+            Target::Vm(VmSelector::Moref(child.moref.clone())),
             child.generation,
             child_name(&name, &saved.meta.name, &child.name),
         );
@@ -278,9 +208,8 @@ async fn restore(
         return Err(Error::Interrupted);
     }
 
-    let empty = Element::vim("vAppConfig").typed("VAppConfigInfo");
-    let saved_config = saved.config.as_ref().unwrap_or(&empty);
-    let create_spec = vim_client::vapp_config_spec_from_info(saved_config, &HashMap::new())?;
+    let saved_config = saved.config.as_ref();
+    let create_spec = vapp_config_spec_from_saved(saved_config, &HashMap::new())?;
     let vapp = vc
         .client
         .create_vapp(
@@ -288,7 +217,7 @@ async fn restore(
             &pool,
             Some(&folder),
             &create_spec.create_spec,
-            &resource_spec(saved.resources.as_ref()),
+            &resource_config_spec_from_saved(saved.resources.as_ref()),
         )
         .await?;
     tracing::info!(vapp = %name, moref = %vapp.value, "created vApp");
@@ -299,9 +228,17 @@ async fn restore(
         let mut children = Vec::new();
         for (child, p) in &plans {
             step = format!("restoring child VM `{}` as `{}`", child.name, p.name);
-            let (vm, dropped_fields) = crate::restore_create::create_in(vc, p, Some(&vapp)).await?;
-            let disks =
-                write_disks(vc, &vddk, p, &vm, cancel, !quiet, args.connections(config)).await?;
+            let (vm, dropped_fields) = create_in(vc, p, Some(&vapp)).await?;
+            let disks = write_vm_disks(
+                vc,
+                &vddk,
+                p,
+                &vm,
+                cancel,
+                args.show_progress,
+                args.max_connections,
+            )
+            .await?;
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }
@@ -321,7 +258,7 @@ async fn restore(
             });
         }
         step = "applying the saved start order".into();
-        let spec = vim_client::vapp_config_spec_from_info(saved_config, &remap)?;
+        let spec = vapp_config_spec_from_saved(saved_config, &remap)?;
         if !spec.unmapped.is_empty() {
             tracing::warn!(
                 "saved start settings for {} entities without a restored child left out",
@@ -382,22 +319,5 @@ mod tests {
     fn children_keep_their_names_only_under_the_original_vapp_name() {
         assert_eq!(child_name("shop", "shop", "web"), "web");
         assert_eq!(child_name("shop2", "shop", "web"), "shop2-web");
-    }
-
-    #[test]
-    fn saved_resources_lose_the_old_entity() {
-        let saved = vim_client::xml::parse(
-            br#"<config xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="ResourceConfigSpec"><entity type="VirtualApp">resgroup-v38</entity><changeVersion>7</changeVersion><cpuAllocation><reservation>100</reservation></cpuAllocation></config>"#,
-        )
-        .unwrap();
-        let spec = resource_spec(Some(&saved));
-        assert!(spec.get("entity").is_none());
-        assert!(spec.get("changeVersion").is_none());
-        assert_eq!(spec.text_at("cpuAllocation/reservation"), Some("100"));
-        let default = resource_spec(None);
-        assert_eq!(
-            default.text_at("memoryAllocation/shares/level"),
-            Some("normal")
-        );
     }
 }

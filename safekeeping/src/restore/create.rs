@@ -7,8 +7,8 @@
 use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions};
 
 use crate::error::Result;
-use crate::restore::{RestorePlan, VmFolders};
-use crate::vcenter::Vcenter;
+use crate::restore::plan::{RestorePlan, VmFolders};
+use crate::vsphere::Vcenter;
 
 /// The spec options the plan describes, with the server choosing the folders (`[ds]`).
 pub fn restore_options(plan: &RestorePlan) -> RestoreOptions {
@@ -66,7 +66,9 @@ pub fn restore_options_in(plan: &RestorePlan, folders: Option<&VmFolders>) -> Re
             },
         );
     }
-    o.nic_backings = plan.nic_backings.clone();
+    for (key, backing) in &plan.nic_backings {
+        o.set_nic_backing(*key, backing);
+    }
     o
 }
 

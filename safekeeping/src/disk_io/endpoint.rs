@@ -7,7 +7,7 @@ use vim_client::Secret;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::vcenter::Vcenter;
+use crate::vsphere::Vcenter;
 
 /// A loaded, initialised VDDK plus what it needs to connect.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ impl VddkEndpoint {
     /// As [`VddkEndpoint::new`].
     pub async fn load(config: &Config, vc: &Vcenter) -> Result<VddkEndpoint> {
         let (c, v) = (config.clone(), vc.clone());
-        crate::commands::blocking(move || VddkEndpoint::new(&c, &v)).await
+        crate::blocking::blocking(move || VddkEndpoint::new(&c, &v)).await
     }
 
     /// Loads VDDK from `[vddk] libdir` and initialises it with `[vddk] config`.
@@ -92,7 +92,7 @@ impl VddkEndpoint {
         };
         self.vddk
             .connect(&self.params(vm_moref), &options)
-            .map_err(|e| Error::Vddk(format!("connect to {vm_moref} at {snapshot_moref}: {e}")))
+            .map_err(|e| Error::vddk(format!("connect to {vm_moref} at {snapshot_moref}"), e))
     }
 
     /// A read-write connection to a VM, for restore. Blocking.
@@ -107,7 +107,7 @@ impl VddkEndpoint {
         };
         self.vddk
             .connect(&self.params(vm_moref), &options)
-            .map_err(|e| Error::Vddk(format!("connect to {vm_moref} for writing: {e}")))
+            .map_err(|e| Error::vddk(format!("connect to {vm_moref} for writing"), e))
     }
 
     /// A connection to first class disk `id` on datastore `datastore_moref`: read-only at a
@@ -133,12 +133,15 @@ impl VddkEndpoint {
             snapshot_id.map(str::to_string),
         ));
         self.vddk.connect(&params, &options).map_err(|e| {
-            Error::Vddk(format!(
-                "connect to first class disk {id} on {datastore_moref}{}: {e}",
-                snapshot_id
-                    .map(|s| format!(" at snapshot {s}"))
-                    .unwrap_or_default()
-            ))
+            Error::vddk(
+                format!(
+                    "connect to first class disk {id} on {datastore_moref}{}",
+                    snapshot_id
+                        .map(|s| format!(" at snapshot {s}"))
+                        .unwrap_or_default()
+                ),
+                e,
+            )
         })
     }
 }

@@ -8,52 +8,13 @@
 use std::sync::Arc;
 
 use repository_format::{BackupMode, GenerationStatus, TargetIdentity, TargetKind};
-use serde::{Deserialize, Serialize};
 
-use crate::backup::{backup_target, BackupContext, TargetResult};
+use crate::backup::vm::backup_vm;
+use crate::backup::{lock_target, BackupContext, TargetResult};
+use crate::blocking::blocking;
 use crate::error::{Error, Result};
+use crate::stored::vapp::{VappChild, VappMetadata, CONFIG_FILE, METADATA_FILE, RESOURCES_FILE};
 use crate::target::{Target, VmSelector};
-
-/// A child VM as `vapp.json` records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VappChild {
-    /// The VM's name.
-    pub name: String,
-    /// Its moref at backup time.
-    pub moref: String,
-    /// Start group (`startOrder`).
-    pub start_order: Option<i32>,
-    /// Seconds before the next group starts.
-    pub start_delay: Option<i32>,
-    /// `powerOn` or `none`.
-    pub start_action: Option<String>,
-    /// Seconds after stopping.
-    pub stop_delay: Option<i32>,
-    /// `powerOff`, `guestShutdown`, ...
-    pub stop_action: Option<String>,
-    /// The child's OVF tag.
-    pub tag: Option<String>,
-    /// The child's generation in the repository.
-    pub generation: u64,
-}
-
-/// `vapp.json`: the vApp and its children in start order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VappMetadata {
-    /// The vApp's name.
-    pub name: String,
-    /// Its moref at backup time.
-    pub moref: String,
-    /// Children in start order.
-    pub children: Vec<VappChild>,
-}
-
-/// Name of the vApp summary in a `vapp` generation.
-pub const METADATA_FILE: &str = "vapp.json";
-/// The saved `VAppConfigInfo`.
-pub const CONFIG_FILE: &str = "vapp-config.xml";
-/// The saved resource allocation.
-pub const RESOURCES_FILE: &str = "vapp-resources.xml";
 
 /// Backs up one `vapp:` target; never fails, the result says what happened.
 pub async fn backup_vapp(ctx: Arc<BackupContext>, target: Target, name: String) -> TargetResult {
@@ -89,7 +50,7 @@ async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) ->
     // disks share the run's VDDK connection limit.
     let runs = order
         .iter()
-        .map(|(vm, _)| backup_target(ctx.clone(), Target::Vm(VmSelector::Moref(vm.value.clone()))));
+        .map(|(vm, _)| backup_vm(ctx.clone(), Target::Vm(VmSelector::Moref(vm.value.clone()))));
     let results = futures_util::future::join_all(runs).await;
     for ((vm, entity), child) in order.into_iter().zip(results) {
         result.bytes_read += child.bytes_read;
@@ -147,21 +108,17 @@ async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) ->
     if let Some(r) = &info.resource_config {
         files.push((RESOURCES_FILE, vim_client::xml::to_string(r).into_bytes()));
     }
+    let target_lock = lock_target(ctx, &key).await?;
     let repo = ctx.repo.clone();
     let lock = ctx.lock.clone();
-    let wait = crate::repo::lock_wait(&ctx.config);
-    let generation = tokio::task::spawn_blocking(move || -> Result<_> {
-        let target_lock = repo
-            .lock_target(&key, wait)
-            .map_err(|e| Error::from_lock(format!("target {key}"), wait.as_secs(), e))?;
+    let generation = blocking(move || {
         let mut w = repo.begin_generation(&lock, target_lock, identity, BackupMode::Full, None)?;
         for (name, data) in &files {
             w.put_metadata(name, data)?;
         }
         Ok(w.commit(GenerationStatus::Succeeded, serde_json::Map::new())?)
     })
-    .await
-    .map_err(|e| Error::Other(format!("worker thread failed: {e}")))??;
+    .await?;
     result.generation = Some(generation.0);
     result.mode = Some(BackupMode::Full);
     Ok(())

@@ -4,7 +4,7 @@ use vim_client::{FaultKind, MoRef, ObjectContent};
 
 use crate::error::{Error, Result};
 use crate::target::{Target, VmSelector};
-use crate::vcenter::Vcenter;
+use crate::vsphere::Vcenter;
 
 /// The VM a target resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]

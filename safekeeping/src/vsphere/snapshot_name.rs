@@ -3,6 +3,8 @@
 
 use time::OffsetDateTime;
 
+use crate::format::compact_utc;
+
 /// Prefix of every snapshot safekeeping creates.
 pub const SNAPSHOT_PREFIX: &str = "safekeeping-";
 
@@ -17,20 +19,6 @@ pub fn is_ours(name: &str) -> bool {
         .is_some_and(|rest| rest.len() == 16 && rest.as_bytes()[8] == b'T' && rest.ends_with('Z'))
 }
 
-/// `20261127T104200Z`, used in snapshot names and default restore names.
-pub fn compact_utc(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,11 +31,5 @@ mod tests {
         assert!(is_ours(&n));
         assert!(!is_ours("safekeeping-manual"));
         assert!(!is_ours("nightly"));
-    }
-
-    #[test]
-    fn converts_to_utc() {
-        let t = datetime!(2026-11-27 12:00:00 +02:00);
-        assert_eq!(compact_utc(t), "20261127T100000Z");
     }
 }

@@ -2,12 +2,12 @@
 //! read once per restore so every mapping can be checked before anything is created; and the
 //! names of where a VM lives now, recorded at backup.
 
-use serde::{Deserialize, Serialize};
 use vim_client::MoRef;
 
 use crate::error::{Error, Result};
 use crate::mapping::{pick, Candidate, MappingError, PlacementKind};
-use crate::vcenter::Vcenter;
+use crate::stored::vm::Placement;
+use crate::vsphere::Vcenter;
 
 /// A datacenter and its root folders.
 #[derive(Debug, Clone)]
@@ -58,23 +58,6 @@ pub struct Inventory {
     pub datastores: Vec<Candidate>,
     /// Networks.
     pub networks: Vec<NetworkTarget>,
-}
-
-/// Where a VM lived at backup time, by name (recorded in the generation).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    /// Datacenter name.
-    pub datacenter: String,
-    /// VM folder path below the datacenter (`vm/prod`).
-    pub folder: String,
-    /// Resource pool name.
-    pub resource_pool: String,
-    /// Host name.
-    pub host: String,
-    /// Datastore names the VM uses.
-    pub datastores: Vec<String>,
-    /// Network names the VM uses.
-    pub networks: Vec<String>,
 }
 
 fn candidates(objects: &[vim_client::ObjectContent]) -> Vec<Candidate> {

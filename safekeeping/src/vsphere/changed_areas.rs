@@ -6,7 +6,7 @@ use repository_format::Area;
 use vim_client::MoRef;
 
 use crate::error::Result;
-use crate::vcenter::Vcenter;
+use crate::vsphere::Vcenter;
 
 /// The areas of disk `device_key` (of `capacity` bytes) in `snapshot` changed since `since`.
 ///

@@ -2,51 +2,12 @@
 //! the VM's configuration exactly as vCenter returned it, its `.vmx` and `.nvram`, and where
 //! it lived (datacenter, folder, pool, host, datastores, and each NIC's network) by name.
 
-use serde::{Deserialize, Serialize};
 use vim_client::{DatastorePath, MoRef, NicBacking, VmInfo};
 
 use crate::error::{Error, Result};
-use crate::inventory::{placement_of, Placement};
-use crate::vcenter::Vcenter;
-
-/// Metadata file: the VM configuration (`VirtualMachineConfigInfo`) as XML.
-pub const CONFIG_FILE: &str = "vm-config.xml";
-/// Metadata file: the `.vmx`.
-pub const VMX_FILE: &str = "vm.vmx";
-/// Metadata file: the `.nvram`.
-pub const NVRAM_FILE: &str = "vm.nvram";
-/// Metadata file: [`VmMetadata`] as JSON.
-pub const SUMMARY_FILE: &str = "vm.json";
-
-/// One NIC as backed up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedNic {
-    /// Device key in the original VM.
-    pub key: i32,
-    /// Device type (`VirtualVmxnet3`, ...).
-    pub device_type: String,
-    /// Name of the network it was on.
-    pub network: String,
-    /// MAC address.
-    pub mac: Option<String>,
-}
-
-/// The JSON summary saved with each generation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmMetadata {
-    /// The VM's name at backup time.
-    pub name: String,
-    /// Where it lived.
-    pub placement: Placement,
-    /// Datacenter inventory path (for datastore file URLs).
-    pub datacenter_path: String,
-    /// NICs in device order.
-    pub nics: Vec<SavedNic>,
-    /// Datastore path of the `.vmx` at backup time.
-    pub vmx_path: Option<String>,
-    /// Metadata files that could not be saved, with why.
-    pub missing: Vec<String>,
-}
+use crate::stored::vm::{SavedNic, VmMetadata, CONFIG_FILE, NVRAM_FILE, SUMMARY_FILE, VMX_FILE};
+use crate::vsphere::inventory::placement_of;
+use crate::vsphere::Vcenter;
 
 /// Everything collected, ready to be written with `put_metadata`.
 #[derive(Debug)]
@@ -103,7 +64,7 @@ pub async fn collect(vc: &Vcenter, info: &VmInfo) -> Result<CollectedMetadata> {
         match download(vc, &datacenter_path, vmx_path).await {
             Ok(vmx) => {
                 let text = String::from_utf8_lossy(&vmx).into_owned();
-                let nvram_name = crate::vmx::value(&text, "nvram")
+                let nvram_name = crate::restore::vmx::value(&text, "nvram")
                     .unwrap_or_else(|| format!("{}.nvram", config.name));
                 let nvram_path = sibling(vmx_path, &nvram_name);
                 files.push((VMX_FILE.to_string(), vmx));

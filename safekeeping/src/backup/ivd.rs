@@ -10,24 +10,24 @@
 use std::sync::Arc;
 
 use repository_format::{
-    Area, BackupMode, DiskDescriptor, GenerationStatus, GenerationWriter, Provisioning,
-    TargetIdentity, TargetKind,
+    BackupMode, DiskDescriptor, GenerationStatus, GenerationWriter, Provisioning, TargetIdentity,
+    TargetKind,
 };
+use vim_client::FcdApi;
 
+use crate::backup::disk::{
+    self, plan_disk, read_disk, require_capacity, DiskFacts, DiskMode, PlannedDisk, PreviousDisk,
+    SnapshotDisk,
+};
 use crate::backup::{
-    latest_manifest, lock_target, with_snapshot_removed, BackupContext, DiskResult, TargetResult,
+    latest_manifest, lock_target, with_snapshot_removed, BackupContext, TargetResult,
 };
-use crate::changed_areas;
-use crate::commands::blocking;
-use crate::disk_ingest::{ingest_disk, DiskIngest, SnapshotDisk};
-use crate::disk_plan::{plan_disk, DiskFacts, DiskMode, DiskPlan, PreviousDisk};
+use crate::blocking::blocking;
 use crate::error::{Error, Result};
-use crate::fcd::{self, FoundDisk, IvdMetadata};
-use crate::fcd_snapshot::{remove_leftovers, FcdSnapshotGuard};
+use crate::stored::ivd::{IvdMetadata, IVD_DISK_KEY, METADATA_FILE};
 use crate::target::Target;
-
-/// The device key under which an `ivd` generation stores its one disk.
-pub const IVD_DISK_KEY: i32 = 0;
+use crate::vsphere::fcd::{self, FoundDisk};
+use crate::vsphere::fcd_snapshot::{remove_leftovers, FcdSnapshotGuard};
 
 /// Backs up one `ivd:` target; never fails, the result says what happened.
 pub async fn backup_ivd(ctx: Arc<BackupContext>, target: Target, selector: String) -> TargetResult {
@@ -49,7 +49,7 @@ pub fn provisioning(kind: Option<&str>) -> Provisioning {
 async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult) -> Result<()> {
     let vc = &ctx.vc;
     let disk = fcd::find(vc, selector).await?;
-    let api = fcd::FcdApi::choose(vc, ctx.config.vcenter.fcd_api).await?;
+    let api = fcd::choose_api(vc, ctx.options.fcd_api).await?;
     tracing::info!(ivd = %disk.object.id, api = api.name(), "first class disk endpoint");
     let id = disk.object.id.clone();
     tracing::info!(ivd = %id, name = %disk.object.name, "starting backup of a first class disk");
@@ -97,7 +97,7 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
 }
 
 struct Prepared<'a> {
-    api: &'a fcd::FcdApi,
+    api: &'a FcdApi,
     disk: &'a FoundDisk,
     identity: TargetIdentity,
     key: repository_format::TargetKey,
@@ -116,19 +116,15 @@ async fn with_snapshot(
     let disk = p.disk;
     let id = disk.object.id.as_str();
     let capacity = disk.capacity();
-    crate::backup::require_capacity(capacity, &format!("first class disk {id}"))?;
+    require_capacity(capacity, &format!("first class disk {id}"))?;
     let api = p.api;
     let change_id = api
-        .snapshot_change_id(vc, id, &disk.datastore, snapshot.id())
+        .snapshot_change_id(&vc.client, id, &disk.datastore, snapshot.id())
         .await?;
-    let previous = p.previous.as_ref().and_then(|m| {
-        m.disk(IVD_DISK_KEY).map(|d| PreviousDisk {
-            generation: m.generation.0,
-            capacity: d.disk.capacity,
-            change_id: d.disk.change_id.clone(),
-            disk_uuid: Some(id.to_string()),
-        })
-    });
+    let previous = p
+        .previous
+        .as_ref()
+        .and_then(|m| PreviousDisk::from_manifest(m, IVD_DISK_KEY));
     let mut plan = plan_disk(&DiskFacts {
         force_full: ctx.options.full,
         cbt_just_enabled: disk.object.changed_block_tracking_enabled == Some(false),
@@ -137,34 +133,19 @@ async fn with_snapshot(
         previous: previous.as_ref(),
     });
     tracing::info!(ivd = %id, mode = ?plan.mode, "{}", plan.reason);
-    let areas = match api
-        .changed_areas(
-            vc,
+    let what = format!("ivd {}", disk.object.name);
+    let areas = disk::changed_areas(&mut plan, &what, |since| async move {
+        api.changed_areas(
+            &vc.client,
             id,
             &disk.datastore,
             snapshot.id(),
             capacity,
-            &plan.since_change_id,
+            &since,
         )
         .await
-    {
-        Ok(a) => a,
-        Err(e) if plan.mode == DiskMode::Incremental && e.fault_kind().is_some() => {
-            tracing::warn!(ivd = %id, "change id {} was refused ({e}); reading the disk in full", plan.since_change_id);
-            plan = DiskPlan {
-                mode: DiskMode::Full,
-                reason: format!("vCenter refused change id {}: {e}", plan.since_change_id),
-                since_change_id: "*".into(),
-            };
-            api.changed_areas(vc, id, &disk.datastore, snapshot.id(), capacity, "*")
-                .await?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let areas: Vec<Area> = areas
-        .into_iter()
-        .map(|a| Area::new(a.start, a.length))
-        .collect();
+    })
+    .await?;
 
     let mut descriptor = DiskDescriptor::new(IVD_DISK_KEY, capacity);
     descriptor.label = disk.object.name.clone();
@@ -173,64 +154,51 @@ async fn with_snapshot(
     descriptor.file_path = disk.object.file_path.clone().unwrap_or_default();
     descriptor.change_id_used =
         (plan.mode == DiskMode::Incremental).then(|| plan.since_change_id.clone());
-    descriptor.change_id = change_id.clone();
-    descriptor.extra.insert("disk_uuid".into(), id.into());
+    descriptor.change_id = change_id;
+    descriptor.disk_uuid = Some(id.to_string());
     let (mode, parent) = match (plan.mode, &p.previous) {
         (DiskMode::Incremental, Some(m)) => (BackupMode::Incremental, Some(m.generation)),
         _ => (BackupMode::Full, None),
-    };
-    let base = match parent {
-        Some(g) => {
-            let repo = ctx.repo.clone();
-            let k = p.key.clone();
-            Some(blocking(move || Ok(repo.fixed_index(&k, g, IVD_DISK_KEY)?)).await?)
-        }
-        None => None,
     };
 
     let repo = ctx.repo.clone();
     let lock = ctx.lock.clone();
     let identity = p.identity.clone();
     let meta = serde_json::to_vec_pretty(&p.metadata)
-        .map_err(|e| Error::Other(format!("cannot encode {}: {e}", fcd::METADATA_FILE)))?;
+        .map_err(|e| Error::Other(format!("cannot encode {METADATA_FILE}: {e}")))?;
     let writer: GenerationWriter = blocking(move || {
         let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
-        w.put_metadata(fcd::METADATA_FILE, &meta)?;
+        w.put_metadata(METADATA_FILE, &meta)?;
         Ok(w)
     })
     .await?;
-    tracing::info!(ivd = %id, generation = %writer.id(), ?mode, "{} changed area(s), {} bytes to read",
-        areas.len(), changed_areas::total(&areas));
+    tracing::info!(ivd = %id, generation = %writer.id(), ?mode, "writing generation");
 
-    let job = DiskIngest {
+    let planned = PlannedDisk {
+        index: 0,
         source: SnapshotDisk::FirstClass {
             id: id.to_string(),
             datastore: disk.datastore.value.clone(),
             snapshot: snapshot.id().to_string(),
             path: descriptor.file_path.clone(),
         },
-        progress_label: format!("ivd {}", disk.object.name),
+        plan,
         descriptor,
-        base,
         areas,
     };
     let writer = Arc::new(writer);
-    let stats = ingest_disk(ctx, writer.clone(), job, &ctx.cancel).await?;
+    let disk_result = read_disk(
+        ctx,
+        writer.clone(),
+        planned,
+        parent.map(|g| (&p.key, g)),
+        what,
+        &ctx.cancel,
+    )
+    .await?;
     let writer = Arc::into_inner(writer)
         .ok_or_else(|| Error::Other("the generation is still being written".into()))?;
-    result.bytes_read = stats.read_bytes;
-    result.bytes_new = stats.new_bytes;
-    result.disks.push(DiskResult {
-        index: 0,
-        key: IVD_DISK_KEY,
-        label: disk.object.name.clone(),
-        capacity,
-        mode: plan.mode,
-        reason: plan.reason,
-        bytes_read: stats.read_bytes,
-        bytes_new: stats.new_bytes,
-        change_id,
-    });
+    result.add_disk(disk_result);
     let mut extra = serde_json::Map::new();
     extra.insert("fcd_snapshot".into(), snapshot.id().into());
     extra.insert("fcd_api".into(), api.name().into());

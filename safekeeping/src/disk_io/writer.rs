@@ -81,11 +81,14 @@ impl VddkSink {
             self.in_flight = self.in_flight.saturating_sub(1);
             let offset = c.start_sector * SECTOR_SIZE;
             c.result.map_err(|e| {
-                Error::Vddk(format!(
-                    "write of {} bytes at {offset} to {}: {e}",
-                    c.buffer.len(),
-                    self.path
-                ))
+                Error::vddk(
+                    format!(
+                        "write of {} bytes at {offset} to {}",
+                        c.buffer.len(),
+                        self.path
+                    ),
+                    e.into(),
+                )
             })?;
         }
         Ok(())
@@ -101,10 +104,10 @@ impl VddkSink {
         }
         self.disk
             .flush()
-            .map_err(|e| Error::Vddk(format!("flush {}: {e}", self.path)))
+            .map_err(|e| Error::vddk(format!("flush {}", self.path), e))
     }
 
     fn error(&self, what: &str, offset: u64, e: vddk::Error) -> Error {
-        Error::Vddk(format!("{what} at {offset} to {}: {e}", self.path))
+        Error::vddk(format!("{what} at {offset} to {}", self.path), e)
     }
 }

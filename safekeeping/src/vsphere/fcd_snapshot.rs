@@ -5,8 +5,8 @@
 use vim_client::MoRef;
 
 use crate::error::{Error, Result};
-use crate::fcd::FcdApi;
-use crate::vcenter::Vcenter;
+use crate::vsphere::Vcenter;
+use vim_client::FcdApi;
 
 /// The description of every first class disk snapshot safekeeping takes.
 pub const DESCRIPTION: &str = "safekeeping backup in progress; removed when the backup ends";
@@ -34,7 +34,7 @@ impl FcdSnapshotGuard {
         datastore: &MoRef,
     ) -> Result<FcdSnapshotGuard> {
         let id = api
-            .create_snapshot(vc, disk, datastore, DESCRIPTION)
+            .create_snapshot(&vc.client, disk, datastore, DESCRIPTION)
             .await?;
         tracing::info!(ivd = %disk, snapshot = %id, "first class disk snapshot created");
         Ok(FcdSnapshotGuard {
@@ -59,7 +59,7 @@ impl FcdSnapshotGuard {
     pub async fn remove(mut self) -> Result<()> {
         self.armed = false;
         self.api
-            .delete_snapshot(&self.vc, &self.disk, &self.datastore, &self.id)
+            .delete_snapshot(&self.vc.client, &self.disk, &self.datastore, &self.id)
             .await
             .map_err(|e| {
                 Error::Other(format!(
@@ -87,7 +87,9 @@ impl Drop for FcdSnapshotGuard {
                 .build()
             {
                 Ok(rt) => {
-                    if let Err(e) = rt.block_on(api.delete_snapshot(&vc, &disk, &datastore, &id)) {
+                    if let Err(e) =
+                        rt.block_on(api.delete_snapshot(&vc.client, &disk, &datastore, &id))
+                    {
                         tracing::error!(ivd = %disk, snapshot = %id, "cannot delete snapshot: {e}");
                     }
                 }
@@ -110,10 +112,11 @@ pub async fn remove_leftovers(
     datastore: &MoRef,
 ) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for s in api.snapshots(vc, disk, datastore).await? {
+    for s in api.snapshots(&vc.client, disk, datastore).await? {
         if s.description == DESCRIPTION {
             tracing::warn!(ivd = %disk, snapshot = %s.id, "deleting a snapshot left by an earlier, interrupted run");
-            api.delete_snapshot(vc, disk, datastore, &s.id).await?;
+            api.delete_snapshot(&vc.client, disk, datastore, &s.id)
+                .await?;
             removed.push(s.id);
         }
     }

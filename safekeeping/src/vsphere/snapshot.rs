@@ -7,8 +7,8 @@
 use vim_client::{MoRef, SnapshotInfo, VmConfig};
 
 use crate::error::{Error, Result};
-use crate::snapshot_name::{is_ours, snapshot_name};
-use crate::vcenter::Vcenter;
+use crate::vsphere::snapshot_name::{is_ours, snapshot_name};
+use crate::vsphere::Vcenter;
 
 /// A snapshot safekeeping created and still has to remove.
 #[derive(Debug)]

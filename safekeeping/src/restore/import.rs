@@ -1,38 +1,20 @@
 //! Restore by import: the saved `.vmx` (renamed, identity cleared unless `--recovery`, disks,
 //! disk controllers and NICs removed) and `.nvram` are uploaded to a new folder on the
 //! datastore, registered with `RegisterVM_Task`, and the controllers, new disks and NICs are
-//! added with `ReconfigVM_Task` from the same rebuilt spec restore-by-create uses. The folder
+//! added with `ReconfigVM_Task` from the same rebuilt spec restore-by-create uses
+//! ([`vim_client::import_devices_spec`]). The folder
 //! is one claimed for this VM ([`VmFolders`]: `name`, else `name_1`, ...), so an existing
 //! folder of that name (the VM `--overwrite` replaces, an orphan) is never written into.
 
-use vim_client::xml::Element;
-use vim_client::{config_spec_from_info, MoRef};
+use vim_client::{config_spec_from_info, import_devices_spec, MoRef};
 
 use crate::error::{Error, Result};
-use crate::metadata;
-use crate::restore::{destroy_partial, RestorePlan, VmFolders};
-use crate::restore_create::restore_options_in;
-use crate::vcenter::Vcenter;
-use crate::vmx::{edit_vmx, VmxEdit};
-
-/// The devices the edited `.vmx` no longer has and ReconfigVM_Task adds back: disk
-/// controllers (SCSI, SATA, NVMe), disks and NICs. Everything else (USB, CD-ROM on IDE, ...)
-/// stays as the `.vmx` describes it.
-fn is_reconfigured_device(device: &Element) -> bool {
-    const DISK_CONTROLLERS: &[&str] = &[
-        "ParaVirtualSCSIController",
-        "VirtualLsiLogicController",
-        "VirtualLsiLogicSASController",
-        "VirtualBusLogicController",
-        "VirtualAHCIController",
-        "VirtualNVMEController",
-    ];
-    let t = device.type_name().unwrap_or_default();
-    t == "VirtualDisk"
-        || DISK_CONTROLLERS.contains(&t)
-        || device.get("addressType").is_some()
-        || device.get("macAddress").is_some()
-}
+use crate::restore::create::restore_options_in;
+use crate::restore::plan::{RestorePlan, VmFolders};
+use crate::restore::vm::destroy_partial;
+use crate::restore::vmx::{edit_vmx, VmxEdit};
+use crate::stored::vm::{NVRAM_FILE, VMX_FILE};
+use crate::vsphere::Vcenter;
 
 /// Imports the VM into the claimed `folders` (the `.vmx` and `.nvram` in the one on the VM's
 /// datastore, each disk in the one on its datastore); returns it and the configuration fields
@@ -57,8 +39,8 @@ pub async fn import(
         }
         Ok(plan.repo.read_metadata(&plan.key, m.generation, name)?)
     };
-    let vmx = String::from_utf8_lossy(&read(metadata::VMX_FILE)?).into_owned();
-    let nvram = read(metadata::NVRAM_FILE).ok();
+    let vmx = String::from_utf8_lossy(&read(VMX_FILE)?).into_owned();
+    let nvram = read(NVRAM_FILE).ok();
     let nvram_name = format!("{}.nvram", plan.name);
     let edited = edit_vmx(
         &vmx,
@@ -114,32 +96,8 @@ async fn add_devices(
     // Each disk is created under its full path in the claimed folder of its datastore.
     let options = restore_options_in(plan, Some(folders));
     let rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
-    let mut spec = Element::vim("spec").typed("VirtualMachineConfigSpec");
-    for change in rebuilt.spec.all("deviceChange") {
-        if change.get("device").is_some_and(is_reconfigured_device) {
-            spec.push(change.clone());
-        }
-    }
+    let spec = import_devices_spec(&rebuilt.spec);
     tracing::debug!(spec = %vim_client::xml::to_string(&spec), "ReconfigVM_Task spec");
     vc.client.reconfigure_vm(vm, &spec).await?;
     Ok(rebuilt.dropped_fields)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_disk_controllers_disks_and_nics_are_re_added() {
-        let dev = |t: &str| Element::vim("device").typed(t);
-        assert!(is_reconfigured_device(&dev("VirtualDisk")));
-        assert!(is_reconfigured_device(&dev("ParaVirtualSCSIController")));
-        assert!(is_reconfigured_device(&dev("VirtualNVMEController")));
-        assert!(is_reconfigured_device(
-            &dev("VirtualVmxnet3").text_child("addressType", "generated")
-        ));
-        assert!(!is_reconfigured_device(&dev("VirtualUSBXHCIController")));
-        assert!(!is_reconfigured_device(&dev("VirtualIDEController")));
-        assert!(!is_reconfigured_device(&dev("VirtualCdrom")));
-    }
 }

@@ -1,0 +1,505 @@
+//! The per-disk step every target kind shares, in the order it runs:
+//! 1. [`plan_disk`]: full or incremental, with the reason said out loud (incremental only when
+//!    the previous successful generation has this disk, with the same capacity and uuid, and a
+//!    change id to ask CBT from);
+//! 2. [`changed_areas`]: what to read — every allocated area (`*`) for a full, the areas
+//!    changed since the previous change id otherwise; a change id vCenter refuses (CBT reset,
+//!    disk moved) turns this disk into a full read, the only safe answer;
+//! 3. [`read_disk`]: VDDK reads (with read-ahead) → hash → dedup → compress → store chunk →
+//!    disk index, through [`GenerationWriter::ingest_disk`], on a blocking thread that owns
+//!    the disk's VDDK connection.
+//!
+//! VM disks (`vm:`) and first class disks (`ivd:`) differ only in how VDDK connects to their
+//! snapshot ([`SnapshotDisk`]) and how vCenter is asked for changed areas.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use repository_format::{
+    Area, DiskDescriptor, DiskStats, FixedIndex, GenerationId, GenerationWriter, Manifest,
+    TargetKey,
+};
+use serde::Serialize;
+use vddk::{Connection, Disk};
+use vim_client::MoRef;
+
+use crate::backup::{BackupContext, DiskResult};
+use crate::blocking::blocking;
+use crate::cancel::Cancel;
+use crate::disk_io::{VddkEndpoint, VddkSource};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::vsphere::changed_areas;
+
+/// How a disk is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    /// Every allocated area (CBT `*`).
+    Full,
+    /// Only the areas changed since the previous generation's change id.
+    Incremental,
+}
+
+/// What the previous successful generation recorded for this disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousDisk {
+    /// Generation number.
+    pub generation: u64,
+    /// Capacity then.
+    pub capacity: u64,
+    /// Change id recorded then.
+    pub change_id: Option<String>,
+    /// The disk's uuid then (a different uuid now means another disk behind the same key).
+    pub disk_uuid: Option<String>,
+}
+
+impl PreviousDisk {
+    /// What generation `m` recorded for disk `key`, if it has that disk.
+    pub fn from_manifest(m: &Manifest, key: i32) -> Option<PreviousDisk> {
+        m.disk(key).map(|d| PreviousDisk {
+            generation: m.generation.0,
+            capacity: d.disk.capacity,
+            change_id: d.disk.change_id.clone(),
+            disk_uuid: d.disk.disk_uuid.clone(),
+        })
+    }
+}
+
+impl DiskPlan {
+    /// A full read, for `reason`.
+    pub fn full(reason: String) -> DiskPlan {
+        DiskPlan {
+            mode: DiskMode::Full,
+            reason,
+            since_change_id: "*".into(),
+        }
+    }
+}
+
+/// The decision for one disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskPlan {
+    /// Full or incremental.
+    pub mode: DiskMode,
+    /// Why, in words for the log.
+    pub reason: String,
+    /// What to pass to QueryChangedDiskAreas: `*` or the previous change id.
+    pub since_change_id: String,
+}
+
+/// Facts the decision is based on.
+#[derive(Debug, Clone)]
+pub struct DiskFacts<'a> {
+    /// `--full` was given.
+    pub force_full: bool,
+    /// CBT was switched on by this run (so no earlier change id is meaningful).
+    pub cbt_just_enabled: bool,
+    /// The disk's capacity now.
+    pub capacity: u64,
+    /// The disk's uuid now.
+    pub disk_uuid: Option<&'a str>,
+    /// The previous generation's record of this disk, if any.
+    pub previous: Option<&'a PreviousDisk>,
+}
+
+/// Decides full or incremental for one disk.
+pub fn plan_disk(f: &DiskFacts<'_>) -> DiskPlan {
+    let full = DiskPlan::full;
+    if f.force_full {
+        return full("--full was given".into());
+    }
+    if f.cbt_just_enabled {
+        return full("change tracking was just enabled".into());
+    }
+    let Some(prev) = f.previous else {
+        return full("no previous successful generation has this disk".into());
+    };
+    if prev.capacity != f.capacity {
+        return full(format!(
+            "capacity changed from {} to {} bytes since generation {}",
+            prev.capacity, f.capacity, prev.generation
+        ));
+    }
+    if let (Some(then), Some(now)) = (prev.disk_uuid.as_deref(), f.disk_uuid) {
+        if !then.eq_ignore_ascii_case(now) {
+            return full(format!(
+                "the disk was replaced since generation {} (uuid {then} is now {now})",
+                prev.generation
+            ));
+        }
+    }
+    match prev.change_id.as_deref() {
+        Some(id) if !id.is_empty() && id != "*" => DiskPlan {
+            mode: DiskMode::Incremental,
+            reason: format!(
+                "changes since generation {} (change id {id})",
+                prev.generation
+            ),
+            since_change_id: id.to_string(),
+        },
+        _ => full(format!(
+            "generation {} recorded no change id for this disk",
+            prev.generation
+        )),
+    }
+}
+
+/// Step 2: the areas of a disk to read, as `query(since)` answers (`since` is `*` or a change
+/// id). When vCenter refuses the plan's change id, the plan becomes a full read (said in the
+/// log and in the plan's reason) and `query("*")` answers instead. `what` names the disk in
+/// the log.
+///
+/// # Errors
+/// vCenter faults other than a refused change id, and any fault of the full query.
+pub async fn changed_areas<F, Fut>(plan: &mut DiskPlan, what: &str, query: F) -> Result<Vec<Area>>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = std::result::Result<Vec<vim_client::DiskArea>, vim_client::Error>>,
+{
+    let areas = match query(plan.since_change_id.clone()).await {
+        Ok(a) => a,
+        Err(e) if plan.mode == DiskMode::Incremental && e.fault_kind().is_some() => {
+            tracing::warn!(
+                disk = %what,
+                "change id {} was refused ({e}); reading this disk in full",
+                plan.since_change_id
+            );
+            *plan = DiskPlan::full(format!(
+                "vCenter refused change id {}: {e}",
+                plan.since_change_id
+            ));
+            query("*".into()).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(areas
+        .into_iter()
+        .map(|a| Area::new(a.start, a.length))
+        .collect())
+}
+
+/// One disk as decided before the generation is written: steps 1 and 2 done.
+#[derive(Debug)]
+pub struct PlannedDisk {
+    /// Position in the target (0-based).
+    pub index: usize,
+    /// Full or incremental, and why.
+    pub plan: DiskPlan,
+    /// The disk as the manifest will record it.
+    pub descriptor: DiskDescriptor,
+    /// Where VDDK reads it.
+    pub source: SnapshotDisk,
+    /// What to read.
+    pub areas: Vec<Area>,
+}
+
+/// Step 3 for one disk: loads the base index of an incremental (from `previous`, the target's
+/// key and generation), reads the disk's areas into `writer` and says what it did.
+///
+/// # Errors
+/// See [`ingest_disk`]; also a base index that cannot be read.
+pub async fn read_disk(
+    ctx: &BackupContext,
+    writer: Arc<GenerationWriter>,
+    d: PlannedDisk,
+    previous: Option<(&TargetKey, GenerationId)>,
+    progress_label: String,
+    cancel: &Cancel,
+) -> Result<DiskResult> {
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    tracing::info!(
+        disk = %progress_label,
+        "{} changed area(s), {} bytes to read",
+        d.areas.len(),
+        changed_areas::total(&d.areas)
+    );
+    let key = d.descriptor.key;
+    let base = match (d.plan.mode, previous) {
+        (DiskMode::Incremental, Some((target, g))) => {
+            let repo = ctx.repo.clone();
+            let target = target.clone();
+            Some(blocking(move || Ok(repo.fixed_index(&target, g, key)?)).await?)
+        }
+        _ => None,
+    };
+    let change_id = d.descriptor.change_id.clone();
+    let label = d.descriptor.label.clone();
+    let capacity = d.descriptor.capacity;
+    let stats = ingest_disk(
+        ctx,
+        writer,
+        DiskIngest {
+            source: d.source,
+            descriptor: d.descriptor,
+            base,
+            areas: d.areas,
+            progress_label,
+        },
+        cancel,
+    )
+    .await?;
+    Ok(DiskResult {
+        index: d.index,
+        key,
+        label,
+        capacity,
+        mode: d.plan.mode,
+        reason: d.plan.reason,
+        bytes_read: stats.read_bytes,
+        bytes_new: stats.new_bytes,
+        change_id,
+    })
+}
+
+/// Refuses a disk whose capacity vCenter did not give (a missing or malformed `capacityInBytes`
+/// or `capacityInKB` reads as 0): reading "all 0 bytes" of it would commit an empty disk.
+pub(crate) fn require_capacity(capacity: u64, what: &str) -> Result<()> {
+    if capacity == 0 {
+        return Err(Error::Other(format!(
+            "{what} reports no capacity (missing or malformed in vCenter's answer); refusing to \
+             back it up"
+        )));
+    }
+    Ok(())
+}
+
+/// Asynchronous VDDK reads kept in flight ahead of the ingest.
+const READ_AHEAD: usize = 4;
+
+/// The frozen disk VDDK reads: where to connect and which file to open.
+#[derive(Debug, Clone)]
+pub enum SnapshotDisk {
+    /// A VM's disk at a VM snapshot.
+    Vm {
+        /// The VM.
+        vm: MoRef,
+        /// The backup's snapshot of it.
+        snapshot: MoRef,
+        /// The disk's file as the snapshot names it.
+        path: String,
+    },
+    /// A first class disk at one of its own snapshots.
+    FirstClass {
+        /// The disk's id.
+        id: String,
+        /// Its datastore's managed object id.
+        datastore: String,
+        /// The disk snapshot's id.
+        snapshot: String,
+        /// The disk's file.
+        path: String,
+    },
+}
+
+impl SnapshotDisk {
+    /// Connects read-only to the snapshot and opens the disk. Blocking.
+    fn open(&self, vddk: &VddkEndpoint) -> Result<(Connection, Disk)> {
+        match self {
+            SnapshotDisk::Vm { vm, snapshot, path } => {
+                let conn = vddk.connect_snapshot(&vm.value, &snapshot.value)?;
+                let disk = conn
+                    .open(path, vddk::OpenFlags::READ_ONLY)
+                    .map_err(|e| Error::vddk(format!("open {path}"), e))?;
+                Ok((conn, disk))
+            }
+            SnapshotDisk::FirstClass {
+                id,
+                datastore,
+                snapshot,
+                path,
+            } => {
+                let conn = vddk.connect_fcd(id, datastore, Some(snapshot))?;
+                let disk = conn
+                    .open(path, vddk::OpenFlags::READ_ONLY)
+                    .map_err(|e| Error::vddk(format!("open first class disk {id}"), e))?;
+                Ok((conn, disk))
+            }
+        }
+    }
+}
+
+/// One disk to read into a generation.
+#[derive(Debug)]
+pub struct DiskIngest {
+    /// Where VDDK reads it.
+    pub source: SnapshotDisk,
+    /// The disk as the manifest records it (its capacity bounds the reads).
+    pub descriptor: DiskDescriptor,
+    /// The previous generation's index of this disk, for an incremental.
+    pub base: Option<FixedIndex>,
+    /// The areas to read (all allocated areas for a full, the changed ones otherwise).
+    pub areas: Vec<Area>,
+    /// The progress bar's label.
+    pub progress_label: String,
+}
+
+/// Step 3's data path: reads one disk into `writer` on a blocking thread that owns its VDDK connection, with
+/// [`READ_AHEAD`] asynchronous reads in flight and a progress bar unless `-q`.
+///
+/// The disk first takes one of the run's VDDK connection permits
+/// ([`BackupContext::vddk_connections`]) and holds it until its connection is closed, so the
+/// disks read at once, across every target of the run, never exceed `max_vddk_connections`.
+/// Several disks may be read into the same `writer` at the same time.
+///
+/// # Errors
+/// VDDK connect, open and read failures, repository write failures, and
+/// [`Error::Interrupted`] when `cancel` ended the wait or the reads.
+pub async fn ingest_disk(
+    ctx: &BackupContext,
+    writer: Arc<GenerationWriter>,
+    job: DiskIngest,
+    cancel: &Cancel,
+) -> Result<DiskStats> {
+    let permit = tokio::select! {
+        permit = ctx.vddk_connections.clone().acquire_owned() => permit
+            .map_err(|_| Error::Other("the VDDK connection limit was closed".into()))?,
+        _ = cancel.cancelled() => return Err(Error::Interrupted),
+    };
+    let vddk = ctx.vddk.clone();
+    let cancel = cancel.clone();
+    let show = ctx.options.show_progress;
+    let chunk_size = ctx.repo.config().chunk_size;
+    tokio::task::spawn_blocking(move || {
+        // Released when this closure returns, after the connection is closed.
+        let _permit = permit;
+        let (conn, disk) = job.source.open(&vddk)?;
+        let reads = read_plan(&job.areas, job.descriptor.capacity, chunk_size)?;
+        let mut source = VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
+        let to_read = changed_areas::total(&job.areas);
+        let progress = Progress::new(job.progress_label, to_read, !show);
+        let stats = writer.ingest_disk(
+            job.descriptor,
+            job.base.as_ref(),
+            &job.areas,
+            &mut source,
+            &|n| progress.add(n),
+        );
+        progress.finish();
+        // The disk closes before its connection.
+        drop(source);
+        drop(conn);
+        stats.map_err(|e| {
+            if cancel.is_cancelled() {
+                Error::Interrupted
+            } else {
+                e.into()
+            }
+        })
+    })
+    .await
+    .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?
+}
+
+/// The `(offset, length)` reads the ingest will ask for, in order: every chunk slot that
+/// `areas` touch, the last chunk of the disk cut at `capacity`.
+fn read_plan(areas: &[Area], capacity: u64, chunk_size: u32) -> Result<Vec<(u64, usize)>> {
+    let chunk = u64::from(chunk_size);
+    Ok(
+        repository_format::ingest::chunk_ranges(areas, capacity, chunk_size)?
+            .into_iter()
+            .flat_map(|(first, end)| first..end)
+            .map(|slot| {
+                let offset = slot * chunk;
+                (offset, (capacity - offset).min(chunk) as usize)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prev(capacity: u64, change_id: Option<&str>) -> PreviousDisk {
+        PreviousDisk {
+            generation: 4,
+            capacity,
+            change_id: change_id.map(str::to_string),
+            disk_uuid: Some("6000C29a".into()),
+        }
+    }
+
+    fn facts(previous: Option<&PreviousDisk>) -> DiskFacts<'_> {
+        DiskFacts {
+            force_full: false,
+            cbt_just_enabled: false,
+            capacity: 100,
+            disk_uuid: Some("6000c29A"),
+            previous,
+        }
+    }
+
+    #[test]
+    fn incremental_when_everything_matches() {
+        let p = prev(100, Some("52 aa/3"));
+        let plan = plan_disk(&facts(Some(&p)));
+        assert_eq!(plan.mode, DiskMode::Incremental);
+        assert_eq!(plan.since_change_id, "52 aa/3");
+    }
+
+    #[test]
+    fn full_for_each_reason() {
+        let p = prev(100, Some("52 aa/3"));
+        let mut f = facts(Some(&p));
+        f.force_full = true;
+        assert!(plan_disk(&f).reason.contains("--full"));
+        let mut f = facts(Some(&p));
+        f.cbt_just_enabled = true;
+        assert!(plan_disk(&f).reason.contains("just enabled"));
+        assert!(plan_disk(&facts(None)).reason.contains("no previous"));
+        let grown = prev(50, Some("x"));
+        let plan = plan_disk(&facts(Some(&grown)));
+        assert_eq!(plan.mode, DiskMode::Full);
+        assert!(plan.reason.contains("capacity changed"));
+        let mut f = facts(Some(&p));
+        f.disk_uuid = Some("6000c29b");
+        let plan = plan_disk(&f);
+        assert_eq!(plan.mode, DiskMode::Full);
+        assert!(plan.reason.contains("replaced"), "{}", plan.reason);
+        for bad in [None, Some(""), Some("*")] {
+            let p = prev(100, bad);
+            let plan = plan_disk(&facts(Some(&p)));
+            assert_eq!(plan.mode, DiskMode::Full, "{bad:?}");
+            assert_eq!(plan.since_change_id, "*");
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn read_plan_covers_touched_chunks_and_cuts_the_last_one() {
+        // 2.5 chunks of 1 MiB; one area in chunk 0 and one spanning into the short tail.
+        let capacity = 2 * MIB + MIB / 2;
+        let areas = [Area::new(4096, 4096), Area::new(2 * MIB - 512, 1024)];
+        let plan = read_plan(&areas, capacity, MIB as u32).unwrap();
+        assert_eq!(
+            plan,
+            vec![
+                (0, MIB as usize),
+                (MIB, MIB as usize),
+                (2 * MIB, (MIB / 2) as usize)
+            ]
+        );
+    }
+
+    #[test]
+    fn read_plan_refuses_an_area_past_the_end() {
+        assert!(read_plan(&[Area::new(3 * MIB, 2 * MIB)], 4 * MIB, MIB as u32).is_err());
+    }
+
+    #[test]
+    fn read_plan_of_no_areas_reads_nothing() {
+        assert!(read_plan(&[], 4 * MIB, MIB as u32).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_disk_without_capacity_is_refused() {
+        let e = require_capacity(0, "disk 1 (Hard disk 2) of VM web01").unwrap_err();
+        assert!(e.to_string().contains("Hard disk 2"), "{e}");
+        assert!(e.to_string().contains("no capacity"), "{e}");
+        assert!(require_capacity(512, "disk 0").is_ok());
+    }
+}

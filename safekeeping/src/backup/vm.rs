@@ -1,0 +1,276 @@
+//! Backup of one VM (`vm:` targets, and each child of a `vapp:`), top to bottom: resolve the
+//! VM, take the target's lock, remove leftover snapshots, switch CBT on if needed, snapshot,
+//! save the metadata, plan and read each disk ([`crate::backup::disk`]: full or incremental and
+//! why, changed areas, VDDK reads into the generation), commit, and remove the snapshot on
+//! every path.
+
+use std::sync::Arc;
+
+use repository_format::{
+    BackupMode, DiskDescriptor, GenerationStatus, GenerationWriter, Manifest, Provisioning,
+    TargetIdentity, TargetKey, TargetKind,
+};
+use vim_client::{VmConfig, VmInfo};
+
+use crate::backup::disk::{
+    self, plan_disk, read_disk, require_capacity, DiskFacts, DiskMode, PlannedDisk, PreviousDisk,
+    SnapshotDisk,
+};
+use crate::backup::{
+    latest_manifest, lock_target, with_snapshot_removed, BackupContext, TargetResult,
+};
+use crate::blocking::blocking;
+use crate::cancel::first_failure;
+use crate::error::{Error, Result};
+use crate::target::Target;
+use crate::vsphere::resolve::resolve;
+use crate::vsphere::snapshot::{remove_leftovers, SnapshotGuard};
+use crate::vsphere::{changed_areas, metadata};
+
+/// Everything known about the VM before the snapshot.
+struct Prepared {
+    info: VmInfo,
+    config: VmConfig,
+    identity: TargetIdentity,
+    key: TargetKey,
+    cbt_just_enabled: bool,
+    previous: Option<Manifest>,
+}
+
+/// Backs up one VM target; never fails, the result says what happened.
+pub async fn backup_vm(ctx: Arc<BackupContext>, target: Target) -> TargetResult {
+    let mut result = TargetResult::new(&target);
+    let outcome = run(&ctx, &target, &mut result).await;
+    result.conclude(&target, outcome)
+}
+
+async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResult) -> Result<()> {
+    let vc = &ctx.vc;
+    let resolved = resolve(vc, target).await?;
+    tracing::info!(vm = %resolved.name, moref = %resolved.moref.value, "starting backup");
+    result.vm = Some(resolved.name.clone());
+    let info = vc.client.vm_info(&resolved.moref).await?;
+    let config = info
+        .config
+        .clone()
+        .ok_or_else(|| Error::Other(format!("VM {} has no configuration yet", info.name)))?;
+    let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());
+    identity.moref = Some(info.moref.value.clone());
+    identity.bios_uuid = Some(config.uuid.to_ascii_lowercase()).filter(|u| !u.is_empty());
+    identity.instance_uuid = config
+        .instance_uuid
+        .as_ref()
+        .map(|u| u.to_ascii_lowercase());
+    if let Ok(path) = vc.client.inventory_path(&info.moref).await {
+        identity.extra.insert("inventory_path".into(), path.into());
+    }
+    identity
+        .extra
+        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    // The repository names the target's folder (keyed when the repository is encrypted).
+    let key = ctx.repo.target_key(&identity)?;
+
+    let target_lock = lock_target(ctx, &key).await?;
+
+    let removed = remove_leftovers(vc, &info.moref, &info.snapshots).await?;
+    if !removed.is_empty() {
+        tracing::warn!(vm = %info.name, "removed {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
+    }
+    let cbt_just_enabled =
+        changed_areas::ensure_enabled(vc, &info.moref, config.change_tracking_enabled, &info.name)
+            .await?;
+    let previous = latest_manifest(ctx, &key).await?;
+    let prepared = Prepared {
+        info,
+        config,
+        identity,
+        key,
+        cbt_just_enabled,
+        previous,
+    };
+
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    // Quiescing needs VMware Tools running in the guest: only for a powered-on VM.
+    let quiesce =
+        ctx.options.quiesce && prepared.info.power_state == vim_client::PowerState::PoweredOn;
+    let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, quiesce).await?;
+    let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock, result).await;
+    let removal = snapshot.remove().await;
+    with_snapshot_removed(outcome, removal, result.generation)
+}
+
+fn provisioning(thin: Option<bool>, eager: Option<bool>) -> Provisioning {
+    match (thin, eager) {
+        (Some(true), _) => Provisioning::Thin,
+        (_, Some(true)) => Provisioning::EagerZeroedThick,
+        (Some(false), _) => Provisioning::Thick,
+        _ => Provisioning::Unknown,
+    }
+}
+
+async fn with_snapshot(
+    ctx: &Arc<BackupContext>,
+    p: &Prepared,
+    snapshot: &SnapshotGuard,
+    target_lock: repository_format::TargetLock,
+    result: &mut TargetResult,
+) -> Result<()> {
+    let vc = &ctx.vc;
+    let frozen = snapshot.config().await?;
+    let collected = metadata::collect(vc, &p.info).await?;
+
+    // Steps 1 and 2 for every disk before anything is written, so a refused change id turns
+    // into a full read of that disk first.
+    let mut plans: Vec<PlannedDisk> = Vec::new();
+    for (index, (device, vdisk)) in frozen.disks().enumerate() {
+        let label = device
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("disk {}", device.key));
+        let what = format!("{} {label}", p.info.name);
+        require_capacity(
+            vdisk.capacity_in_bytes,
+            &format!("disk {index} ({label}) of VM {}", p.info.name),
+        )?;
+        let previous = p
+            .previous
+            .as_ref()
+            .and_then(|m| PreviousDisk::from_manifest(m, device.key));
+        let mut plan = plan_disk(&DiskFacts {
+            force_full: ctx.options.full,
+            cbt_just_enabled: p.cbt_just_enabled,
+            capacity: vdisk.capacity_in_bytes,
+            disk_uuid: vdisk.backing.uuid.as_deref(),
+            previous: previous.as_ref(),
+        });
+        tracing::info!(vm = %p.info.name, disk = %label, mode = ?plan.mode, "{}", plan.reason);
+        if let Some(mode) = vdisk
+            .backing
+            .disk_mode
+            .as_deref()
+            .filter(|m| m.starts_with("independent"))
+        {
+            tracing::warn!(
+                vm = %p.info.name,
+                disk = %label,
+                "disk mode {mode}: snapshots do not freeze independent disks, so this disk is read while the guest may write to it"
+            );
+        }
+        let capacity = vdisk.capacity_in_bytes;
+        let device_key = device.key;
+        let areas = disk::changed_areas(&mut plan, &what, |since| async move {
+            vc.client
+                .changed_disk_areas(
+                    &p.info.moref,
+                    Some(snapshot.moref()),
+                    device_key,
+                    capacity,
+                    &since,
+                )
+                .await
+        })
+        .await?;
+
+        let original = p.config.device(device.key).and_then(|d| d.as_disk());
+        let file_path = original
+            .map(|d| d.backing.file_name.clone())
+            .unwrap_or_else(|| vdisk.backing.file_name.clone());
+        let mut descriptor = DiskDescriptor::new(device.key, capacity);
+        descriptor.label = label;
+        descriptor.controller_key = device.controller_key;
+        descriptor.bus_number = device
+            .controller_key
+            .and_then(|k| frozen.device(k))
+            .and_then(|c| c.as_controller())
+            .map(|c| c.bus_number);
+        descriptor.unit_number = device.unit_number;
+        descriptor.provisioning =
+            provisioning(vdisk.backing.thin_provisioned, vdisk.backing.eagerly_scrub);
+        descriptor.datastore = file_path
+            .parse::<vim_client::DatastorePath>()
+            .map(|d| d.datastore)
+            .unwrap_or_default();
+        descriptor.file_path = file_path;
+        descriptor.change_id_used =
+            (plan.mode == DiskMode::Incremental).then(|| plan.since_change_id.clone());
+        descriptor.change_id = vdisk.backing.change_id.clone();
+        descriptor.disk_uuid = vdisk.backing.uuid.clone();
+        descriptor.disk_mode = vdisk.backing.disk_mode.clone();
+        plans.push(PlannedDisk {
+            index,
+            plan,
+            descriptor,
+            source: SnapshotDisk::Vm {
+                vm: p.info.moref.clone(),
+                snapshot: snapshot.moref().clone(),
+                path: vdisk.backing.file_name.clone(),
+            },
+            areas,
+        });
+    }
+    let any_incremental = plans.iter().any(|d| d.plan.mode == DiskMode::Incremental);
+    let mode = if any_incremental {
+        BackupMode::Incremental
+    } else {
+        BackupMode::Full
+    };
+    let parent = if any_incremental {
+        p.previous.as_ref().map(|m| m.generation)
+    } else {
+        None
+    };
+
+    let repo = ctx.repo.clone();
+    let lock = ctx.lock.clone();
+    let identity = p.identity.clone();
+    let files = collected.files;
+    let device_order: Vec<i32> = plans.iter().map(|d| d.descriptor.key).collect();
+    let writer: GenerationWriter = blocking(move || {
+        let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
+        for (name, data) in &files {
+            w.put_metadata(name, data)?;
+        }
+        // Restore pairs the manifest's disks with the VM's by position.
+        w.declare_disk_order(&device_order)?;
+        Ok(w)
+    })
+    .await?;
+    tracing::info!(vm = %p.info.name, generation = %writer.id(), ?mode, disks = plans.len(), "writing generation");
+
+    // Step 3 for every disk at once, each as soon as it gets a VDDK connection permit. The
+    // first failure stops the target's other disks (the generation cannot commit without them).
+    let writer = Arc::new(writer);
+    let disks_cancel = ctx.cancel.child();
+    let previous = p.previous.as_ref().map(|m| (&p.key, m.generation));
+    let reads = plans.into_iter().map(|planned| {
+        let writer = writer.clone();
+        let disks_cancel = disks_cancel.clone();
+        let label = format!("{} {}", p.info.name, planned.descriptor.label);
+        async move {
+            let r = read_disk(ctx, writer, planned, previous, label, &disks_cancel).await;
+            if r.is_err() {
+                disks_cancel.cancel();
+            }
+            r
+        }
+    });
+    let outcomes = futures_util::future::join_all(reads).await;
+    let writer = Arc::into_inner(writer)
+        .ok_or_else(|| Error::Other("the generation is still being written".into()))?;
+    for disk in first_failure(outcomes)? {
+        result.add_disk(disk);
+    }
+
+    let mut extra = serde_json::Map::new();
+    extra.insert("snapshot".into(), snapshot.name().into());
+    extra.insert("quiesced".into(), snapshot.quiesced().into());
+    extra.insert("cbt_enabled_by_backup".into(), p.cbt_just_enabled.into());
+    let generation =
+        blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
+    tracing::info!(vm = %p.info.name, %generation, "generation committed");
+    result.generation = Some(generation.0);
+    result.mode = Some(mode);
+    Ok(())
+}

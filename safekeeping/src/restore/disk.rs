@@ -1,0 +1,241 @@
+//! The restore's data step, shared by every target kind: the generation's disk index →
+//! verified, decompressed chunks (read by several threads) → VDDK writes into the new disk,
+//! with writes behind in flight. Zero chunks are skipped, because a new disk reads as zeros.
+//! A VM's disks are written at the same time, within one limit of VDDK connections; the first
+//! failure stops the others.
+
+use std::sync::Arc;
+
+use repository_format::{GenerationId, Repository, TargetKey};
+use vddk::{Connection, Disk};
+use vim_client::{MoRef, VmConfig};
+
+use crate::cancel::{first_failure, Cancel};
+use crate::disk_io::{VddkEndpoint, VddkSink};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::restore::plan::RestorePlan;
+use crate::restore::vm::RestoredDisk;
+use crate::vsphere::Vcenter;
+
+/// Asynchronous VDDK writes kept in flight during a restore.
+const WRITE_BEHIND: usize = 4;
+
+/// The new disk a restore writes into, and how VDDK reaches it.
+#[derive(Debug, Clone)]
+pub enum DiskTarget {
+    /// A disk of a (new) VM.
+    Vm {
+        /// The VM's moref value.
+        vm: String,
+        /// The disk's datastore path.
+        path: String,
+    },
+    /// A (new) first class disk.
+    FirstClass {
+        /// The disk's id.
+        id: String,
+        /// Its datastore's moref value.
+        datastore: String,
+        /// The disk's datastore path.
+        path: String,
+    },
+}
+
+impl DiskTarget {
+    /// The disk's datastore path.
+    pub fn path(&self) -> &str {
+        match self {
+            DiskTarget::Vm { path, .. } | DiskTarget::FirstClass { path, .. } => path,
+        }
+    }
+
+    /// Connects read-write and opens the disk. Blocking.
+    fn open(&self, vddk: &VddkEndpoint) -> Result<(Connection, Disk)> {
+        let conn = match self {
+            DiskTarget::Vm { vm, .. } => vddk.connect_writable(vm)?,
+            DiskTarget::FirstClass { id, datastore, .. } => {
+                vddk.connect_fcd(id, datastore, None)?
+            }
+        };
+        let path = self.path();
+        let disk = conn
+            .open(path, vddk::OpenFlags::NONE)
+            .map_err(|e| Error::vddk(format!("open {path} for writing"), e))?;
+        Ok((conn, disk))
+    }
+}
+
+/// One disk of a generation to write: where it is stored and where it goes.
+#[derive(Debug, Clone)]
+pub struct DiskWrite {
+    /// The repository.
+    pub repo: Repository,
+    /// The target's key.
+    pub key: TargetKey,
+    /// The generation.
+    pub generation: GenerationId,
+    /// The disk's device key in the generation.
+    pub disk_key: i32,
+    /// The new disk.
+    pub to: DiskTarget,
+    /// The progress bar's label.
+    pub label: String,
+}
+
+/// Writes one disk of a generation into its new disk, on a blocking thread that owns the VDDK
+/// connection, and returns the bytes written.
+///
+/// # Errors
+/// Chunk read or verification errors, VDDK connect, open and write errors,
+/// [`Error::Interrupted`] when `cancel` fires.
+pub async fn write_disk(
+    vddk: &VddkEndpoint,
+    job: DiskWrite,
+    show_progress: bool,
+    cancel: &Cancel,
+) -> Result<u64> {
+    let (vddk, cancel) = (vddk.clone(), cancel.clone());
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let reader = job
+            .repo
+            .disk_reader(&job.key, job.generation, job.disk_key)?;
+        let (conn, disk) = job.to.open(&vddk)?;
+        let written = write_stored_chunks(
+            &reader,
+            disk,
+            job.to.path(),
+            job.label,
+            show_progress,
+            &cancel,
+        );
+        // The disk is closed (by write_stored_chunks) before its connection.
+        drop(conn);
+        written
+    })
+    .await
+    .map_err(|e| Error::Other(format!("disk writer failed: {e}")))?
+}
+
+/// Writes every disk of the plan's generation into the new VM's disks (matched in device
+/// order, capacities checked first), at most `max_connections` at once; the first failure
+/// stops the others.
+///
+/// # Errors
+/// A disk count or capacity mismatch, VDDK and repository errors, an interruption.
+pub async fn write_vm_disks(
+    vc: &Vcenter,
+    vddk: &VddkEndpoint,
+    plan: &Arc<RestorePlan>,
+    vm: &MoRef,
+    cancel: &Cancel,
+    show_progress: bool,
+    max_connections: usize,
+) -> Result<Vec<RestoredDisk>> {
+    let config: VmConfig = vc.client.vm_config(vm).await?;
+    let new_disks: Vec<(String, u64)> = config
+        .disks()
+        .map(|(_, d)| (d.backing.file_name.clone(), d.capacity_in_bytes))
+        .collect();
+    if new_disks.len() != plan.manifest.disks.len() {
+        return Err(Error::Other(format!(
+            "the new VM has {} disks, the generation {}",
+            new_disks.len(),
+            plan.manifest.disks.len()
+        )));
+    }
+    // Every capacity is checked before anything is written.
+    let mut jobs = Vec::with_capacity(new_disks.len());
+    for (index, (record, (path, capacity))) in plan.manifest.disks.iter().zip(new_disks).enumerate()
+    {
+        if capacity != record.disk.capacity {
+            return Err(Error::Other(format!(
+                "new disk {index} ({path}) has {capacity} bytes, the backup {}",
+                record.disk.capacity
+            )));
+        }
+        let job = DiskWrite {
+            repo: plan.repo.clone(),
+            key: plan.key.clone(),
+            generation: plan.manifest.generation,
+            disk_key: record.disk.key,
+            to: DiskTarget::Vm {
+                vm: vm.value.clone(),
+                path,
+            },
+            label: format!("restore {} disk {index}", plan.name),
+        };
+        jobs.push((index, capacity, job));
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let disks_cancel = cancel.child();
+    let writes = jobs.into_iter().map(|(index, capacity, job)| {
+        let limit = limit.clone();
+        let disks_cancel = disks_cancel.clone();
+        async move {
+            let r = async {
+                // One VDDK connection per permit, held until the disk's connection is closed.
+                let _permit = tokio::select! {
+                    permit = limit.acquire_owned() => permit
+                        .map_err(|_| Error::Other("the VDDK connection limit was closed".into()))?,
+                    _ = disks_cancel.cancelled() => return Err(Error::Interrupted),
+                };
+                let path = job.to.path().to_string();
+                let written = write_disk(vddk, job, show_progress, &disks_cancel).await?;
+                tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
+                Ok(RestoredDisk {
+                    index,
+                    path,
+                    capacity,
+                    bytes_written: written,
+                })
+            }
+            .await;
+            if r.is_err() {
+                disks_cancel.cancel();
+            }
+            r
+        }
+    });
+    let out = first_failure(futures_util::future::join_all(writes).await)?;
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    Ok(out)
+}
+
+/// The restore's data step: writes every stored (non-zero) chunk of a disk of a generation into
+/// a disk opened read-write through VDDK, with writes behind in flight, and returns the bytes
+/// written. Blocking: call it on a blocking thread. Zero chunks are skipped, because a new disk
+/// reads as zeros.
+///
+/// # Errors
+/// Chunk read or verification errors, VDDK write errors, [`Error::Interrupted`] when `cancel`
+/// fires.
+fn write_stored_chunks(
+    reader: &repository_format::DiskReader,
+    disk: vddk::Disk,
+    path: &str,
+    label: String,
+    show_progress: bool,
+    cancel: &Cancel,
+) -> Result<u64> {
+    let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND).with_cancel(cancel.clone());
+    let stored =
+        reader.index().stored_chunks().count() as u64 * u64::from(reader.index().chunk_size());
+    let progress = Progress::new(label, stored, !show_progress);
+    let mut written = 0u64;
+    for chunk in reader.stream(crate::repo::read_threads()) {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let chunk = chunk?;
+        let len = chunk.data.len() as u64;
+        sink.write(chunk.offset, chunk.data)?;
+        written += len;
+        progress.add(len);
+    }
+    sink.finish()?;
+    progress.finish();
+    Ok(written)
+}

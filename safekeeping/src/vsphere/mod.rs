@@ -1,0 +1,20 @@
+//! The steps that talk to vCenter, shared by both wings: the session ([`Vcenter`]), finding
+//! targets ([`resolve`], [`selection`]), the inventory a restore maps into ([`inventory`]),
+//! snapshots of VMs and first class disks ([`snapshot`], [`fcd_snapshot`]), changed block
+//! tracking ([`changed_areas`]) and what a backup saves besides the disks ([`metadata`]).
+//!
+//! These modules import only the crate's support modules and the library crates (never
+//! `backup`, `restore`, `commands` or `cli`): every SOAP detail lives in `vim-client`.
+
+pub mod changed_areas;
+pub mod fcd;
+pub mod fcd_snapshot;
+pub mod inventory;
+pub mod metadata;
+pub mod resolve;
+pub mod selection;
+pub mod session;
+pub mod snapshot;
+pub mod snapshot_name;
+
+pub use session::Vcenter;
