@@ -126,3 +126,19 @@ async fn create_with(
     tracing::info!(vm = %plan.name, moref = %vm.value, "created VM");
     Ok((vm, rebuilt.dropped_fields))
 }
+
+/// Destroys a half-restored VM, logging (not failing) if that fails too; returns whether it
+/// is gone.
+pub async fn destroy_partial(vc: &Vcenter, vm: &MoRef, name: &str) -> bool {
+    let _ = vc.client.power_off(vm).await;
+    match vc.client.destroy(vm).await {
+        Ok(()) => {
+            tracing::warn!(vm = %name, "destroyed the partially restored VM");
+            true
+        }
+        Err(e) => {
+            tracing::error!(vm = %name, "could not destroy the partially restored VM {}: {e}; remove it by hand", vm.value);
+            false
+        }
+    }
+}

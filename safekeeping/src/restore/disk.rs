@@ -15,11 +15,24 @@ use crate::disk_io::{VddkEndpoint, VddkSink};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::restore::plan::RestorePlan;
-use crate::restore::vm::RestoredDisk;
 use crate::vsphere::Vcenter;
+use serde::Serialize;
 
 /// Asynchronous VDDK writes kept in flight during a restore.
 const WRITE_BEHIND: usize = 4;
+
+/// One restored disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredDisk {
+    /// Index in the generation.
+    pub index: usize,
+    /// Datastore path of the new disk.
+    pub path: String,
+    /// Capacity.
+    pub capacity: u64,
+    /// Bytes of data written (zero chunks are skipped).
+    pub bytes_written: u64,
+}
 
 /// The new disk a restore writes into, and how VDDK reaches it.
 #[derive(Debug, Clone)]

@@ -9,9 +9,8 @@
 use vim_client::{config_spec_from_info, import_devices_spec, MoRef};
 
 use crate::error::{Error, Result};
-use crate::restore::create::restore_options_in;
+use crate::restore::create::{destroy_partial, restore_options_in};
 use crate::restore::plan::{RestorePlan, VmFolders};
-use crate::restore::vm::destroy_partial;
 use crate::restore::vmx::{edit_vmx, VmxEdit};
 use crate::stored::vm::{NVRAM_FILE, VMX_FILE};
 use crate::vsphere::Vcenter;

@@ -31,10 +31,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::target::Target;
 
+pub use disk::RestoredDisk;
 pub use ivd::IvdRestoreResult;
 pub use options::{RestoreMode, RestoreOptions};
 pub use vapp::VappRestoreResult;
-pub use vm::{RestoreResult, RestoredDisk, VmRestoreReport};
+pub use vm::{RestoreResult, VmRestoreReport};
 
 /// What a restore did, as `restore --json` prints it (one shape per target kind).
 #[derive(Debug, Clone, Serialize)]

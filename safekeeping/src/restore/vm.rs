@@ -17,7 +17,8 @@ use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
-use crate::restore::disk::write_vm_disks;
+use crate::restore::create::destroy_partial;
+use crate::restore::disk::{write_vm_disks, RestoredDisk};
 use crate::restore::plan::{plan, RestorePlan, VmFolders};
 use crate::restore::{create, import, RestoreMode, RestoreOptions};
 use crate::vsphere::Vcenter;
@@ -41,19 +42,6 @@ pub struct RestoreResult {
     pub powered_on: bool,
     /// Configuration fields vCenter reported that the rebuilt VM does not carry.
     pub dropped_fields: Vec<String>,
-}
-
-/// One restored disk.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoredDisk {
-    /// Index in the generation.
-    pub index: usize,
-    /// Datastore path of the new disk.
-    pub path: String,
-    /// Capacity.
-    pub capacity: u64,
-    /// Bytes of data written (zero chunks are skipped).
-    pub bytes_written: u64,
 }
 
 /// `restore --json` of a VM: the [`RestoreResult`] and, when `--overwrite` could not destroy
@@ -316,22 +304,6 @@ impl SetAside {
                 ""
             }
         ))
-    }
-}
-
-/// Destroys a half-restored VM, logging (not failing) if that fails too; returns whether it
-/// is gone.
-pub async fn destroy_partial(vc: &Vcenter, vm: &MoRef, name: &str) -> bool {
-    let _ = vc.client.power_off(vm).await;
-    match vc.client.destroy(vm).await {
-        Ok(()) => {
-            tracing::warn!(vm = %name, "destroyed the partially restored VM");
-            true
-        }
-        Err(e) => {
-            tracing::error!(vm = %name, "could not destroy the partially restored VM {}: {e}; remove it by hand", vm.value);
-            false
-        }
     }
 }
 
