@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::fsutil::write_atomic;
-use crate::{sigv4, tools};
+use crate::{sigv4, toolchain, tools};
 
 /// The region the lab's clients use.
 pub const REGION: &str = "us-east-1";
@@ -45,6 +45,10 @@ pub enum S3Cmd {
         /// The key prefix of the repository in s3-repository.toml.
         #[arg(long, default_value = "repo")]
         prefix: String,
+        /// Serve HTTPS with a new self-signed certificate (DIR/s3/gateway-cert.pem) instead of
+        /// http.
+        #[arg(long)]
+        tls: bool,
     },
     /// Stops every process of the cluster (TERM, then KILL) and removes what `up` wrote.
     Down {
@@ -114,6 +118,9 @@ pub struct State {
     pub profiles: BTreeMap<String, Vec<String>>,
     pub gateway_config: PathBuf,
     pub repository_toml: PathBuf,
+    /// With `--tls`: the gateway's self-signed certificate, to trust as a CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     pub weed: PathBuf,
     pub master: Proc,
     pub volumes: Vec<Proc>,
@@ -155,6 +162,13 @@ impl S3Dir {
     fn repository_toml(&self) -> PathBuf {
         self.root.join("s3-repository.toml")
     }
+    /// The gateway's certificate (`--tls`); weed wants it beside the key.
+    fn ca_file(&self) -> PathBuf {
+        self.work().join("gateway-cert.pem")
+    }
+    fn tls_key(&self) -> PathBuf {
+        self.work().join("gateway-key.pem")
+    }
     /// Data, logs and the gateway's configuration.
     fn work(&self) -> PathBuf {
         self.root.join("s3")
@@ -189,7 +203,8 @@ pub fn run(cmd: S3Cmd) -> Result<()> {
             volumes,
             bucket,
             prefix,
-        } => up(&S3Dir::new(&dir)?, volumes as usize, &bucket, &prefix),
+            tls,
+        } => up(&S3Dir::new(&dir)?, volumes as usize, &bucket, &prefix, tls),
         S3Cmd::Down { dir } => down(&S3Dir::new(&dir)?),
         S3Cmd::Status { dir } => status(&S3Dir::new(&dir)?),
         S3Cmd::Kill { dir, which } => kill(&S3Dir::new(&dir)?, &which),
@@ -333,12 +348,18 @@ fn log_tail(p: &Proc) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn http() -> Result<reqwest::blocking::Client> {
-    reqwest::blocking::Client::builder()
+/// An HTTP client for the cluster; it trusts the gateway's certificate with `--tls`.
+fn http(state: &State) -> Result<reqwest::blocking::Client> {
+    let mut b = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .context("building an HTTP client")
+        .no_proxy();
+    if let Some(ca) = &state.ca_file {
+        let pem = fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        b = b
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    b.build().context("building an HTTP client")
 }
 
 /// One signed request to the gateway; returns (status, body).
@@ -352,8 +373,8 @@ fn s3_request(
 ) -> Result<(u16, Vec<u8>)> {
     let host = state
         .endpoint
-        .strip_prefix("http://")
-        .unwrap_or(&state.endpoint);
+        .split_once("://")
+        .map_or(state.endpoint.as_str(), |(_, h)| h);
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
     let mut req = client
         .request(m, format!("{}{path}", state.endpoint))
@@ -383,11 +404,8 @@ fn registered_volume_servers(client: &reqwest::blocking::Client, master: &Proc) 
     Some(n)
 }
 
-fn gateway_answers(client: &reqwest::blocking::Client, gateway: &Proc) -> bool {
-    client
-        .get(format!("http://127.0.0.1:{}/", gateway.port))
-        .send()
-        .is_ok()
+fn gateway_answers(client: &reqwest::blocking::Client, state: &State) -> bool {
+    client.get(format!("{}/", state.endpoint)).send().is_ok()
 }
 
 /// Fails with the log of the first process that exited.
@@ -409,7 +427,7 @@ fn check_alive(state: &State) -> Result<()> {
 /// Waits until every volume server is registered, then until the lab identity can create
 /// the bucket and write, read and delete an object through the gateway.
 fn wait_ready(state: &State, creds: &(String, String), deadline: Instant) -> Result<()> {
-    let client = http()?;
+    let client = http(state)?;
     let mut last = String::from("nothing answered yet");
     let step = |what: &str, last: &str| -> Result<()> {
         check_alive(state)?;
@@ -431,7 +449,7 @@ fn wait_ready(state: &State, creds: &(String, String), deadline: Instant) -> Res
     while registered_volume_servers(&client, &state.master) != Some(state.volumes.len()) {
         step("waiting for the volume servers to register", &last)?;
     }
-    while !gateway_answers(&client, &state.gateway) {
+    while !gateway_answers(&client, state) {
         step("waiting for the gateway", &last)?;
     }
     let bucket = format!("/{}", state.bucket);
@@ -470,7 +488,7 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
-fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
+fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str, tls: bool) -> Result<()> {
     let started = Instant::now();
     check_bucket_name(bucket)?;
     check_prefix(prefix)?;
@@ -525,6 +543,24 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
         lab.0, lab.1, ro.0, ro.1
     );
     write_atomic(&dir.credentials(), credentials.as_bytes(), 0o600)?;
+    if tls {
+        // The simulator's binary makes the certificate (valid for 127.0.0.1 and localhost,
+        // a self-signed leaf that works as its own CA) and its key.
+        let binary = toolchain::ensure_server()?;
+        let out = Command::new(&binary)
+            .arg("--write-cert")
+            .arg(dir.ca_file())
+            .arg("--write-key")
+            .arg(dir.tls_key())
+            .output()
+            .with_context(|| format!("running {}", binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "making the gateway's certificate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 
     let ports = free_ports(2 * (3 + volumes))?;
     let work = dir.work();
@@ -620,6 +656,10 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
         "-port.lance=0".into(),
     ];
     gateway_args.extend(socket("gateway.sock"));
+    if tls {
+        gateway_args.push(format!("-cert.file={}", s(&dir.ca_file())));
+        gateway_args.push(format!("-key.file={}", s(&dir.tls_key())));
+    }
     let gateway = Proc {
         name: "gateway".into(),
         pid: 0,
@@ -631,7 +671,7 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
         args: gateway_args,
     };
     let mut state = State {
-        endpoint: format!("http://127.0.0.1:{gport}"),
+        endpoint: format!("{}://127.0.0.1:{gport}", if tls { "https" } else { "http" }),
         region: REGION.into(),
         bucket: bucket.into(),
         prefix: prefix.into(),
@@ -648,6 +688,7 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
         ]),
         gateway_config: dir.gateway_config(),
         repository_toml: dir.repository_toml(),
+        ca_file: tls.then(|| dir.ca_file()),
         weed: weed.clone(),
         master,
         volumes: volume_procs,
@@ -699,12 +740,16 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str) -> Result<()> {
          region = {}\n\
          credentials_file = {}\n\
          profile = {}\n\
-         allow_http = true\n",
+         {}\n",
         toml_str(&format!("s3://{bucket}/{prefix}")),
         toml_str(&state.endpoint),
         toml_str(REGION),
         toml_str(&dir.credentials().display().to_string()),
         toml_str(PROFILE),
+        match &state.ca_file {
+            Some(ca) => format!("ca_file = {}", toml_str(&ca.display().to_string())),
+            None => "allow_http = true".to_string(),
+        },
     );
     write_atomic(&dir.repository_toml(), repository.as_bytes(), 0o644)?;
     state.startup_ms = started.elapsed().as_millis() as u64;
@@ -752,12 +797,13 @@ fn proc_json(p: &Proc) -> Value {
 fn status(dir: &S3Dir) -> Result<()> {
     let state = dir.read_state()?;
     let all_alive = state.all().iter().all(|p| is_ours(p.pid, &p.marker));
-    let answers = http().map(|c| gateway_answers(&c, &state.gateway))?;
+    let answers = gateway_answers(&http(&state)?, &state);
     let out = json!({
         "dir": dir.root,
         "up": all_alive && answers,
         "gateway_answers": answers,
         "endpoint": state.endpoint,
+        "ca_file": state.ca_file,
         "bucket": state.bucket,
         "master": proc_json(&state.master),
         "volumes": state.volumes.iter().map(proc_json).collect::<Vec<_>>(),
@@ -804,7 +850,7 @@ fn restart(dir: &S3Dir, which: &Which) -> Result<()> {
     p.pid = spawn(&weed, p, p.data_dir.as_deref().unwrap_or(&cwd))?;
     let p = p.clone();
     dir.write_state(&state)?;
-    let client = http()?;
+    let client = http(&state)?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if !is_ours(p.pid, &p.marker) {
@@ -817,7 +863,7 @@ fn restart(dir: &S3Dir, which: &Which) -> Result<()> {
             );
         }
         let ready = if which.gateway {
-            gateway_answers(&client, &p)
+            gateway_answers(&client, &state)
         } else {
             client
                 .get(format!("http://127.0.0.1:{}/status", p.port))

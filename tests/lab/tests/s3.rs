@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
 use serde_json::Value;
 
 use common::{bin, pattern};
@@ -25,12 +28,14 @@ struct S3Lab {
 }
 
 impl S3Lab {
-    fn up() -> (S3Lab, Duration) {
+    fn up(extra: &[&str]) -> (S3Lab, Duration) {
         let tmp = tempfile::Builder::new().prefix("sk-s3-").tempdir().unwrap();
         let dir = tmp.path().join("lab");
         let start = Instant::now();
         let out = Command::new(bin())
-            .args(["s3", "up", "--dir"])
+            .args(["s3", "up"])
+            .args(extra)
+            .arg("--dir")
             .arg(&dir)
             .output()
             .unwrap();
@@ -107,9 +112,14 @@ impl S3Lab {
 
     /// An object_store client for the lab's bucket as `profile`.
     fn store(&self, profile: &str, max_retries: usize) -> AmazonS3 {
+        self.store_with(profile, max_retries, ClientOptions::new())
+    }
+
+    fn store_with(&self, profile: &str, max_retries: usize, options: ClientOptions) -> AmazonS3 {
         let (id, secret) = self.creds(profile);
         let state = self.state();
         AmazonS3Builder::new()
+            .with_client_options(options)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
             .with_region(state["region"].as_str().unwrap())
@@ -175,14 +185,17 @@ struct Restic {
     repo: String,
     creds: (String, String),
     password_file: PathBuf,
+    ca_file: Option<PathBuf>,
 }
 
 impl Restic {
     fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("restic")
-            .arg("-r")
-            .arg(&self.repo)
-            .arg("--no-cache")
+        let mut cmd = Command::new("restic");
+        cmd.arg("-r").arg(&self.repo).arg("--no-cache");
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--cacert").arg(ca);
+        }
+        let out = cmd
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -224,7 +237,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn s3_lab_serves_real_clients_and_survives_faults() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (mut lab, took) = S3Lab::up();
+    let (mut lab, took) = S3Lab::up(&[]);
     eprintln!("s3 up took {:.1} s", took.as_secs_f64());
     assert!(took < Duration::from_secs(45), "s3 up took {took:?}");
 
@@ -344,6 +357,7 @@ fn s3_lab_serves_real_clients_and_survives_faults() {
         repo: format!("s3:{endpoint}/safekeeping-lab/restic"),
         creds: (lab_id.clone(), lab_secret.clone()),
         password_file,
+        ca_file: None,
     };
     restic.run(&["init"]);
     let src = work.join("src");
@@ -431,4 +445,62 @@ fn s3_up_needs_three_volume_servers() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bucket name"));
+}
+
+/// `s3 up --tls`: the gateway serves HTTPS with a self-signed certificate that clients trust
+/// through `ca_file`; a client without it is refused.
+#[test]
+fn s3_lab_over_tls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (lab, took) = S3Lab::up(&["--tls", "--bucket", "tls-bucket", "--prefix", "p/q"]);
+    eprintln!("s3 up --tls took {:.1} s", took.as_secs_f64());
+    let state = lab.state();
+    let endpoint = lab.endpoint();
+    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    let ca = PathBuf::from(state["ca_file"].as_str().expect("ca_file in s3.json"));
+    let pem = fs::read(&ca).unwrap();
+    assert!(String::from_utf8_lossy(&pem).starts_with("-----BEGIN CERTIFICATE-----"));
+    let toml = fs::read_to_string(lab.dir.join("s3-repository.toml")).unwrap();
+    assert!(toml.contains("url = \"s3://tls-bucket/p/q\""), "{toml}");
+    assert!(
+        toml.contains(&format!("ca_file = \"{}\"", ca.display())),
+        "{toml}"
+    );
+    assert!(!toml.contains("allow_http"), "{toml}");
+    // The key is beside the certificate, readable by its owner only, and not in s3.json.
+    let key = ca.with_file_name("gateway-key.pem");
+    assert_eq!(mode(&key), 0o600);
+
+    let trusted = lab.store_with(
+        "lab",
+        3,
+        ClientOptions::new().with_root_certificate(Certificate::from_pem(&pem).unwrap()),
+    );
+    let k = ObjPath::from("tls/object");
+    rt.block_on(trusted.put(&k, PutPayload::from_static(b"over tls")))
+        .unwrap();
+    let got = rt.block_on(async { trusted.get(&k).await.unwrap().bytes().await.unwrap() });
+    assert_eq!(&got[..], b"over tls");
+    let untrusted = lab.store("lab", 0);
+    assert!(
+        rt.block_on(untrusted.get(&k)).is_err(),
+        "a client that does not trust the lab's certificate got through"
+    );
+
+    let password_file = lab._tmp.path().join("restic-password");
+    fs::write(&password_file, "tls restic password").unwrap();
+    let (id, secret) = lab.creds("lab");
+    let restic = Restic {
+        repo: format!("s3:{endpoint}/tls-bucket/restic"),
+        creds: (id, secret),
+        password_file,
+        ca_file: Some(ca),
+    };
+    restic.run(&["init"]);
+    restic.run(&["check"]);
+
+    lab.run(&["kill", "--gateway"]);
+    lab.run(&["restart", "--gateway"]);
+    let got = rt.block_on(async { trusted.get(&k).await.unwrap().bytes().await.unwrap() });
+    assert_eq!(&got[..], b"over tls");
 }
