@@ -257,19 +257,23 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether `pid` is alive and still the process we started (its command line holds `marker`).
 fn is_ours(pid: u32, marker: &str) -> bool {
     let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    !zombie && cmd.split(|b| *b == 0).any(|a| a == marker.as_bytes())
+    cmd.split(|b| *b == 0).any(|a| a == marker.as_bytes()) && running(pid)
 }
 
 fn send(pid: u32, sig: &str) {
@@ -280,15 +284,13 @@ fn send(pid: u32, sig: &str) {
         .status();
 }
 
-/// Waits until none of `procs` runs; returns the ones still running at the deadline.
+/// Waits until none of `procs` (processes we signalled) runs; returns the ones still
+/// running at the deadline. An exiting process loses its command line before it is gone,
+/// so this looks at its state, not at its marker.
 fn wait_gone<'a>(procs: &[&'a Proc], timeout: Duration) -> Vec<&'a Proc> {
     let deadline = Instant::now() + timeout;
     loop {
-        let alive: Vec<&Proc> = procs
-            .iter()
-            .copied()
-            .filter(|p| is_ours(p.pid, &p.marker))
-            .collect();
+        let alive: Vec<&Proc> = procs.iter().copied().filter(|p| running(p.pid)).collect();
         if alive.is_empty() || Instant::now() >= deadline {
             return alive;
         }
@@ -298,16 +300,16 @@ fn wait_gone<'a>(procs: &[&'a Proc], timeout: Duration) -> Vec<&'a Proc> {
 
 /// TERM, up to 3 s, KILL, up to 5 s.
 fn stop(procs: &[&Proc]) -> Result<()> {
-    let running: Vec<&Proc> = procs
+    let ours: Vec<&Proc> = procs
         .iter()
         .copied()
         .filter(|p| is_ours(p.pid, &p.marker))
         .collect();
-    for p in &running {
+    for p in &ours {
         send(p.pid, "TERM");
     }
     // The filer waits 15 s for a gRPC stream to itself before it exits on TERM.
-    let left = wait_gone(&running, Duration::from_secs(3));
+    let left = wait_gone(&ours, Duration::from_secs(3));
     for p in &left {
         send(p.pid, "KILL");
     }
@@ -484,6 +486,17 @@ fn wait_ready(state: &State, creds: &(String, String), deadline: Instant) -> Res
     }
 }
 
+/// Whether a server's log says its port was taken.
+fn port_clash(dir: &S3Dir) -> bool {
+    fs::read_dir(dir.logs())
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                fs::read_to_string(e.path()).is_ok_and(|t| t.contains("address already in use"))
+            })
+        })
+        .unwrap_or(false)
+}
+
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
@@ -562,176 +575,196 @@ fn up(dir: &S3Dir, volumes: usize, bucket: &str, prefix: &str, tls: bool) -> Res
         }
     }
 
-    let ports = free_ports(2 * (3 + volumes))?;
-    let work = dir.work();
-    let log = |name: &str| dir.logs().join(format!("{name}.log"));
-    let s = |p: &Path| p.display().to_string();
-    let mdir = work.join("master");
-    let master_addr = format!("127.0.0.1:{}.{}", ports[0], ports[1]);
-    let master = Proc {
-        name: "master".into(),
-        pid: 0,
-        port: ports[0],
-        grpc_port: ports[1],
-        data_dir: Some(mdir.clone()),
-        log: log("master"),
-        marker: format!("-mdir={}", s(&mdir)),
-        args: vec![
-            "master".into(),
+    let mut attempt = 0;
+    let mut state = loop {
+        attempt += 1;
+        let ports = free_ports(2 * (3 + volumes))?;
+        let work = dir.work();
+        let log = |name: &str| dir.logs().join(format!("{name}.log"));
+        let s = |p: &Path| p.display().to_string();
+        let mdir = work.join("master");
+        let master_addr = format!("127.0.0.1:{}.{}", ports[0], ports[1]);
+        let master = Proc {
+            name: "master".into(),
+            pid: 0,
+            port: ports[0],
+            grpc_port: ports[1],
+            data_dir: Some(mdir.clone()),
+            log: log("master"),
+            marker: format!("-mdir={}", s(&mdir)),
+            args: vec![
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={}", ports[0]),
+                format!("-port.grpc={}", ports[1]),
+                format!("-mdir={}", s(&mdir)),
+                "-peers=none".into(),
+                "-defaultReplication=001".into(),
+                "-volumeSizeLimitMB=64".into(),
+                "-telemetry=false".into(),
+            ],
+        };
+        let volume_procs: Vec<Proc> = (0..volumes)
+            .map(|i| {
+                let (port, grpc) = (ports[2 + 2 * i], ports[3 + 2 * i]);
+                let vdir = work.join(format!("volume-{i}"));
+                Proc {
+                    name: format!("volume-{i}"),
+                    pid: 0,
+                    port,
+                    grpc_port: grpc,
+                    data_dir: Some(vdir.clone()),
+                    log: log(&format!("volume-{i}")),
+                    marker: format!("-dir={}", s(&vdir)),
+                    args: vec![
+                        "volume".into(),
+                        "-ip=127.0.0.1".into(),
+                        "-ip.bind=127.0.0.1".into(),
+                        format!("-port={port}"),
+                        format!("-port.grpc={grpc}"),
+                        format!("-dir={}", s(&vdir)),
+                        "-max=100".into(),
+                        format!("-master={master_addr}"),
+                        "-preStopSeconds=0".into(),
+                    ],
+                }
+            })
+            .collect();
+        let (fport, fgrpc) = (ports[2 + 2 * volumes], ports[3 + 2 * volumes]);
+        let (gport, ggrpc) = (ports[4 + 2 * volumes], ports[5 + 2 * volumes]);
+        let fdir = work.join("filer");
+        // Unix socket paths are limited to 107 bytes; longer ones fall back to weed's default
+        // (/tmp/seaweedfs-<kind>-<port>.sock, unique by port).
+        let socket = |name: &str| {
+            let p = work.join(name);
+            (p.as_os_str().len() < 100).then(|| format!("-localSocket={}", s(&p)))
+        };
+        let mut filer_args = vec![
+            "filer".into(),
             "-ip=127.0.0.1".into(),
             "-ip.bind=127.0.0.1".into(),
-            format!("-port={}", ports[0]),
-            format!("-port.grpc={}", ports[1]),
-            format!("-mdir={}", s(&mdir)),
-            "-peers=none".into(),
-            "-defaultReplication=001".into(),
-            "-volumeSizeLimitMB=64".into(),
-            "-telemetry=false".into(),
-        ],
-    };
-    let volume_procs: Vec<Proc> = (0..volumes)
-        .map(|i| {
-            let (port, grpc) = (ports[2 + 2 * i], ports[3 + 2 * i]);
-            let vdir = work.join(format!("volume-{i}"));
-            Proc {
-                name: format!("volume-{i}"),
-                pid: 0,
-                port,
-                grpc_port: grpc,
-                data_dir: Some(vdir.clone()),
-                log: log(&format!("volume-{i}")),
-                marker: format!("-dir={}", s(&vdir)),
-                args: vec![
-                    "volume".into(),
-                    "-ip=127.0.0.1".into(),
-                    "-ip.bind=127.0.0.1".into(),
-                    format!("-port={port}"),
-                    format!("-port.grpc={grpc}"),
-                    format!("-dir={}", s(&vdir)),
-                    "-max=100".into(),
-                    format!("-master={master_addr}"),
-                    "-preStopSeconds=0".into(),
-                ],
-            }
-        })
-        .collect();
-    let (fport, fgrpc) = (ports[2 + 2 * volumes], ports[3 + 2 * volumes]);
-    let (gport, ggrpc) = (ports[4 + 2 * volumes], ports[5 + 2 * volumes]);
-    let fdir = work.join("filer");
-    // Unix socket paths are limited to 107 bytes; longer ones fall back to weed's default
-    // (/tmp/seaweedfs-<kind>-<port>.sock, unique by port).
-    let socket = |name: &str| {
-        let p = work.join(name);
-        (p.as_os_str().len() < 100).then(|| format!("-localSocket={}", s(&p)))
-    };
-    let mut filer_args = vec![
-        "filer".into(),
-        "-ip=127.0.0.1".into(),
-        "-ip.bind=127.0.0.1".into(),
-        format!("-port={fport}"),
-        format!("-port.grpc={fgrpc}"),
-        format!("-master={master_addr}"),
-        format!("-defaultStoreDir={}", s(&fdir)),
-    ];
-    filer_args.extend(socket("filer.sock"));
-    let filer = Proc {
-        name: "filer".into(),
-        pid: 0,
-        port: fport,
-        grpc_port: fgrpc,
-        data_dir: Some(fdir.clone()),
-        log: log("filer"),
-        marker: format!("-defaultStoreDir={}", s(&fdir)),
-        args: filer_args,
-    };
-    let mut gateway_args = vec![
-        "s3".into(),
-        "-ip=127.0.0.1".into(),
-        "-ip.bind=127.0.0.1".into(),
-        format!("-port={gport}"),
-        format!("-port.grpc={ggrpc}"),
-        format!("-filer=127.0.0.1:{fport}.{fgrpc}"),
-        format!("-config={}", s(&dir.gateway_config())),
-        "-port.iceberg=0".into(),
-        "-port.lance=0".into(),
-    ];
-    gateway_args.extend(socket("gateway.sock"));
-    if tls {
-        gateway_args.push(format!("-cert.file={}", s(&dir.ca_file())));
-        gateway_args.push(format!("-key.file={}", s(&dir.tls_key())));
-    }
-    let gateway = Proc {
-        name: "gateway".into(),
-        pid: 0,
-        port: gport,
-        grpc_port: ggrpc,
-        data_dir: None,
-        log: log("gateway"),
-        marker: format!("-config={}", s(&dir.gateway_config())),
-        args: gateway_args,
-    };
-    let mut state = State {
-        endpoint: format!("{}://127.0.0.1:{gport}", if tls { "https" } else { "http" }),
-        region: REGION.into(),
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        credentials_file: dir.credentials(),
-        profiles: BTreeMap::from([
-            (
-                PROFILE.into(),
-                LAB_ACTIONS.iter().map(|a| a.to_string()).collect(),
-            ),
-            (
-                READONLY_PROFILE.into(),
-                READONLY_ACTIONS.iter().map(|a| a.to_string()).collect(),
-            ),
-        ]),
-        gateway_config: dir.gateway_config(),
-        repository_toml: dir.repository_toml(),
-        ca_file: tls.then(|| dir.ca_file()),
-        weed: weed.clone(),
-        master,
-        volumes: volume_procs,
-        filer,
-        gateway,
-        startup_ms: 0,
-    };
-    // All at once: the volume servers and the filer retry until the master answers, the
-    // gateway until the filer does.
-    for d in [&mdir, &fdir] {
-        fs::create_dir_all(d)?;
-    }
-    for v in &state.volumes {
-        fs::create_dir_all(v.data_dir.as_ref().expect("volumes have data"))?;
-    }
-    state.master.pid = spawn(&weed, &state.master, &mdir)?;
-    // Written at once, so `s3 down` can stop what was started even if the rest fails.
-    dir.write_state(&state)?;
-    for i in 0..state.volumes.len() {
-        let cwd = state.volumes[i]
-            .data_dir
-            .clone()
-            .expect("volumes have data");
-        state.volumes[i].pid = spawn(&weed, &state.volumes[i], &cwd)?;
+            format!("-port={fport}"),
+            format!("-port.grpc={fgrpc}"),
+            format!("-master={master_addr}"),
+            format!("-defaultStoreDir={}", s(&fdir)),
+        ];
+        filer_args.extend(socket("filer.sock"));
+        let filer = Proc {
+            name: "filer".into(),
+            pid: 0,
+            port: fport,
+            grpc_port: fgrpc,
+            data_dir: Some(fdir.clone()),
+            log: log("filer"),
+            marker: format!("-defaultStoreDir={}", s(&fdir)),
+            args: filer_args,
+        };
+        let mut gateway_args = vec![
+            "s3".into(),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-port={gport}"),
+            format!("-port.grpc={ggrpc}"),
+            format!("-filer=127.0.0.1:{fport}.{fgrpc}"),
+            format!("-config={}", s(&dir.gateway_config())),
+            "-port.iceberg=0".into(),
+            "-port.lance=0".into(),
+        ];
+        gateway_args.extend(socket("gateway.sock"));
+        if tls {
+            gateway_args.push(format!("-cert.file={}", s(&dir.ca_file())));
+            gateway_args.push(format!("-key.file={}", s(&dir.tls_key())));
+        }
+        let gateway = Proc {
+            name: "gateway".into(),
+            pid: 0,
+            port: gport,
+            grpc_port: ggrpc,
+            data_dir: None,
+            log: log("gateway"),
+            marker: format!("-config={}", s(&dir.gateway_config())),
+            args: gateway_args,
+        };
+        let mut state = State {
+            endpoint: format!("{}://127.0.0.1:{gport}", if tls { "https" } else { "http" }),
+            region: REGION.into(),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            credentials_file: dir.credentials(),
+            profiles: BTreeMap::from([
+                (
+                    PROFILE.into(),
+                    LAB_ACTIONS.iter().map(|a| a.to_string()).collect(),
+                ),
+                (
+                    READONLY_PROFILE.into(),
+                    READONLY_ACTIONS.iter().map(|a| a.to_string()).collect(),
+                ),
+            ]),
+            gateway_config: dir.gateway_config(),
+            repository_toml: dir.repository_toml(),
+            ca_file: tls.then(|| dir.ca_file()),
+            weed: weed.clone(),
+            master,
+            volumes: volume_procs,
+            filer,
+            gateway,
+            startup_ms: 0,
+        };
+        // All at once: the volume servers and the filer retry until the master answers, the
+        // gateway until the filer does.
+        for d in [&mdir, &fdir] {
+            fs::create_dir_all(d)?;
+        }
+        for v in &state.volumes {
+            fs::create_dir_all(v.data_dir.as_ref().expect("volumes have data"))?;
+        }
+        state.master.pid = spawn(&weed, &state.master, &mdir)?;
+        // Written at once, so `s3 down` can stop what was started even if the rest fails.
         dir.write_state(&state)?;
-    }
-    state.filer.pid = spawn(&weed, &state.filer, &fdir)?;
-    dir.write_state(&state)?;
-    state.gateway.pid = spawn(&weed, &state.gateway, &work)?;
-    dir.write_state(&state)?;
+        for i in 0..state.volumes.len() {
+            let cwd = state.volumes[i]
+                .data_dir
+                .clone()
+                .expect("volumes have data");
+            state.volumes[i].pid = spawn(&weed, &state.volumes[i], &cwd)?;
+            dir.write_state(&state)?;
+        }
+        state.filer.pid = spawn(&weed, &state.filer, &fdir)?;
+        dir.write_state(&state)?;
+        state.gateway.pid = spawn(&weed, &state.gateway, &work)?;
+        dir.write_state(&state)?;
 
-    if let Err(e) = wait_ready(&state, &lab, started + START_TIMEOUT) {
-        let stopped = stop(&state.all());
-        return Err(e.context(format!(
-            "the S3 lab did not come up{}; `safekeeping-lab s3 down --dir {}` removes its files",
-            if stopped.is_ok() {
-                " (its processes are stopped)"
-            } else {
-                ""
-            },
-            dir.root.display()
-        )));
-    }
+        match wait_ready(&state, &lab, Instant::now() + START_TIMEOUT) {
+            Ok(()) => break state,
+            Err(e) => {
+                let stopped = stop(&state.all());
+                // Another program may take a port between our choice and the server's bind:
+                // choose again (twice at most).
+                if stopped.is_ok() && attempt < 3 && port_clash(dir) {
+                    eprintln!(
+                        "safekeeping-lab: a port was taken meanwhile ({e:#}); starting again with other ports"
+                    );
+                    fs::remove_dir_all(dir.logs())?;
+                    fs::create_dir_all(dir.logs())?;
+                    for d in state.all().iter().filter_map(|p| p.data_dir.as_ref()) {
+                        fs::remove_dir_all(d)?;
+                    }
+                    continue;
+                }
+                return Err(e.context(format!(
+                    "the S3 lab did not come up{}; `safekeeping-lab s3 down --dir {}` removes its files",
+                    if stopped.is_ok() {
+                        " (its processes are stopped)"
+                    } else {
+                        ""
+                    },
+                    dir.root.display()
+                )));
+            }
+        }
+    };
     let repository = format!(
         "# Written by `safekeeping-lab s3 up`: the S3 lab as a safekeeping repository.\n\
          [repository]\n\
