@@ -122,18 +122,64 @@ fn compare(lab: &Lab, py: &Value, info: &Value) {
         );
         assert!(py["networks"].as_array().unwrap().contains(&n["network"]));
     }
-    // layoutEx is readable and lists every disk's descriptor. (It is vcsim's: it also lists
-    // the .vmx and .nvram without the VM's folder; see docs/lab.md. safekeeping does not
-    // read it.)
-    let layout: Vec<&str> = py["layout_files"]
+    // layoutEx lists the VM's files as ESXi does: the .vmx and .nvram in the VM's folder,
+    // each disk's descriptor and flat extent (one chain unit per disk), each snapshot's
+    // frozen disks, and nothing that is not there (a snapshot's .vmsn is vcsim's own file).
+    let flat_of = |desc: &str| format!("{}-flat.vmdk", desc.strip_suffix(".vmdk").unwrap());
+    let vmx = info["vmx_path"].as_str().unwrap();
+    let mut expected = vec![
+        vmx.to_string(),
+        format!("{}.nvram", vmx.strip_suffix(".vmx").unwrap()),
+    ];
+    for d in disks {
+        let desc = d["path"].as_str().unwrap();
+        let flat = flat_of(desc);
+        assert!(
+            d["flat_path"]
+                .as_str()
+                .unwrap()
+                .ends_with(flat.rsplit('/').next().unwrap()),
+            "{d}"
+        );
+        assert_eq!(
+            py["layout_disks"][d["key"].to_string()],
+            serde_json::json!([[desc, flat]]),
+            "layoutEx.disk of {}",
+            d["key"]
+        );
+        expected.extend([desc.to_string(), flat]);
+    }
+    for s in info["snapshots"].as_array().cloned().unwrap_or_default() {
+        let frozen = &py["layout_snapshot_disks"][s["moref"].as_str().unwrap()];
+        let mut chains: Vec<Value> = frozen.as_object().unwrap().values().cloned().collect();
+        chains.sort_by_key(|c| c.to_string());
+        let mut want: Vec<Value> = s["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let p = p.as_str().unwrap();
+                expected.extend([p.to_string(), flat_of(p)]);
+                serde_json::json!([[p, flat_of(p)]])
+            })
+            .collect();
+        want.sort_by_key(|c| c.to_string());
+        assert_eq!(chains, want, "layoutEx.snapshot of {}", s["moref"]);
+    }
+    expected.sort();
+    let mut listed: Vec<String> = py["layout_files"]
         .as_array()
         .expect("layoutEx is set")
         .iter()
-        .map(|f| f.as_str().unwrap())
+        .map(|f| f.as_str().unwrap().to_string())
+        .filter(|f| !f.ends_with(".vmsn"))
         .collect();
-    for d in disks {
-        assert!(layout.contains(&d["path"].as_str().unwrap()), "{layout:?}");
-    }
+    listed.sort();
+    assert_eq!(listed, expected, "layoutEx.file");
+    assert_eq!(
+        py["layout_snapshots"].as_array().unwrap().len(),
+        info["snapshots"].as_array().map_or(0, Vec::len)
+    );
 
     // The snapshot tree, read node by node, each snapshot's own config through its accessor.
     let snaps = info["snapshots"].as_array().cloned().unwrap_or_default();

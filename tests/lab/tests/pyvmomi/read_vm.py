@@ -135,7 +135,22 @@ def main():
             "layout_snapshots": sorted(moref(s.key) for s in (layout.snapshot or []))
             if layout is not None
             else None,
+            "layout_disks": {},
+            "layout_snapshot_disks": {},
         }
+        if layout is not None:
+            names = {f.key: f.name for f in (layout.file or [])}
+
+            def chains(disk_layouts):
+                return {
+                    str(d.key): [[names.get(k) for k in unit.fileKey] for unit in (d.chain or [])]
+                    for d in (disk_layouts or [])
+                }
+
+            out["layout_disks"] = chains(layout.disk)
+            out["layout_snapshot_disks"] = {
+                moref(s.key): chains(s.disk) for s in (layout.snapshot or [])
+            }
         out.update(devices(config.hardware))
         if snapshot is not None:
             out["current_snapshot"] = moref(snapshot.currentSnapshot)
