@@ -418,6 +418,13 @@ fn s3_lab_serves_real_clients_and_survives_faults() {
     let snapshots: Value = serde_json::from_str(&snapshots).unwrap();
     assert_eq!(snapshots.as_array().unwrap().len(), 2);
 
+    // No secret in any server's log.
+    for e in fs::read_dir(lab.dir.join("s3/logs")).unwrap() {
+        let log = fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(!log.is_empty());
+        assert!(!log.contains(&lab_secret) && !log.contains(&ro_secret));
+    }
+
     // down stops every process and removes what up wrote.
     let pids = lab.pids();
     lab.run(&["down"]);
