@@ -289,6 +289,29 @@ fn pyvmomi_reads_vms_with_and_without_snapshots() {
         .all(|c| c.as_str().is_some_and(|c| c.contains('/'))));
     assert_ne!(ids(0), ids(1));
     compare(&lab, &snappy, &snappy_info);
+
+    // Removing a snapshot (vcsim deletes the files its layoutEx names as the snapshot's data
+    // and memory) leaves the VM's own files; layoutEx follows.
+    let removed = s.task(&format!(
+        "<RemoveSnapshot_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachineSnapshot\">{s2}</_this>\
+         <removeChildren>false</removeChildren></RemoveSnapshot_Task>"
+    ));
+    assert!(removed.contains("<state>success</state>"), "{removed}");
+    let snappy_info = lab.vm_info("snappy");
+    let vmx = snappy_info["vmx_path"].as_str().unwrap();
+    for f in [vmx.to_string(), vmx.replace(".vmx", ".nvram")] {
+        assert!(
+            local(&lab, &f).is_file(),
+            "{f} is gone after RemoveSnapshot"
+        );
+    }
+    for d in snappy_info["disks"].as_array().unwrap() {
+        assert!(local(&lab, d["path"].as_str().unwrap()).is_file());
+    }
+    let snappy = read_vm(&lab, "snappy");
+    assert_eq!(snappy["current_snapshot"], s1.as_str());
+    assert_eq!(snappy["layout_snapshots"], serde_json::json!([s1]));
+    compare(&lab, &snappy, &snappy_info);
 }
 
 /// The raw protocol under pyVmomi's accessor: an unset property is an empty FetchResponse

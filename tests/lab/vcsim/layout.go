@@ -112,7 +112,9 @@ func (l *lab) syncLayout(vm *simulator.VirtualMachine) {
 	}
 	var snapLayouts []types.VirtualMachineFileLayoutExSnapshotLayout
 	for _, s := range snaps {
-		layout := types.VirtualMachineFileLayoutExSnapshotLayout{Key: s.ref, DataKey: -1}
+		// -1: no such file. (vcsim deletes the files under dataKey and memoryKey when the
+		// snapshot is removed; a zero would name the .vmx.)
+		layout := types.VirtualMachineFileLayoutExSnapshotLayout{Key: s.ref, DataKey: -1, MemoryKey: -1}
 		if s.dataFile != "" {
 			layout.DataKey = add(s.dataFile, string(types.VirtualMachineFileLayoutExFileTypeSnapshotData))
 		}
