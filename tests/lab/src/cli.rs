@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::admin::Admin;
 use crate::lab_dir::LabDir;
 use crate::size::parse_size;
-use crate::{config_files, digest, fsutil, server, toolchain};
+use crate::{config_files, digest, fsutil, s3, server, toolchain, tools};
 
 /// Starts and drives the safekeeping test lab (vCenter simulator + fake VDDK).
 #[derive(Parser, Debug)]
@@ -181,6 +181,16 @@ enum Cmd {
         #[arg(long)]
         attach: Option<String>,
     },
+    /// The S3 lab: a SeaweedFS cluster on loopback (docs/lab.md, "The S3 lab").
+    S3 {
+        #[command(subcommand)]
+        cmd: s3::S3Cmd,
+    },
+    /// Prints the path of a program the lab uses (SeaweedFS's weed, the venv's Python).
+    Which {
+        #[arg(value_enum)]
+        tool: Tool,
+    },
     /// Shows or sets the simulator's fault-injection knobs (JSON).
     Knobs {
         #[arg(long)]
@@ -216,6 +226,14 @@ fn parse_vapp_vm(s: &str) -> Result<VAppVm, String> {
         name: name.to_string(),
         disks,
     })
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Tool {
+    /// SeaweedFS's weed.
+    Weed,
+    /// The lab venv's Python (with pyVmomi).
+    Python,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -365,6 +383,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 json!({"category": category, "tag": tag, "attach": attach.unwrap_or_default()});
             let res = admin(&dir)?.post("tag", &body)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::S3 { cmd } => s3::run(cmd),
+        Cmd::Which { tool } => {
+            let path = match tool {
+                Tool::Weed => tools::weed()?,
+                Tool::Python => tools::python()?,
+            };
+            println!("{}", path.display());
             Ok(())
         }
         Cmd::Knobs {

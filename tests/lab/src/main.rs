@@ -9,9 +9,12 @@ mod config_files;
 mod digest;
 mod fsutil;
 mod lab_dir;
+mod s3;
 mod server;
+mod sigv4;
 mod size;
 mod toolchain;
+mod tools;
 
 use std::process::ExitCode;
 

@@ -66,6 +66,24 @@ func makeCertificate(pemPath string) (*labCert, error) {
 	}, nil
 }
 
+// writeCertAndKey makes a certificate like the simulator's and writes it and its private
+// key (PKCS#8 PEM, mode 0600) for another server of the lab (the S3 gateway with --tls).
+func writeCertAndKey(certPath, keyPath string) error {
+	cert, err := makeCertificate(certPath)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(cert.pair.PrivateKey)
+	if err != nil {
+		return err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", keyPath, err)
+	}
+	return nil
+}
+
 func colonHex(b []byte) string {
 	parts := make([]string, len(b))
 	for i, x := range b {

@@ -233,6 +233,7 @@ func (l *lab) removeDiskFiles(dsPath string) {
 }
 
 func (l *lab) syncVM(vm *simulator.VirtualMachine) {
+	defer l.syncLayout(vm)
 	var disks []diskView
 	var ctk bool
 	simulator.Map.WithLock(vm, func() {

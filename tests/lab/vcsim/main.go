@@ -40,7 +40,20 @@ func main() {
 	dir := flag.String("dir", "", "lab directory (certificate, datastores, state)")
 	user := flag.String("user", "administrator@vsphere.local", "the one user that may log in")
 	passwordFile := flag.String("password-file", "", "file holding the password")
+	writeCert := flag.String("write-cert", "", "only write a new self-signed certificate (PEM) for 127.0.0.1 and localhost here, its key to --write-key, and exit")
+	writeKey := flag.String("write-key", "", "with --write-cert: where the private key goes (PEM, mode 0600)")
 	flag.Parse()
+	if *writeCert != "" || *writeKey != "" {
+		if *writeCert == "" || *writeKey == "" {
+			fmt.Fprintln(os.Stderr, "lab-vcsim: --write-cert and --write-key go together")
+			os.Exit(2)
+		}
+		if err := writeCertAndKey(*writeCert, *writeKey); err != nil {
+			fmt.Fprintf(os.Stderr, "lab-vcsim: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *dir == "" || *passwordFile == "" {
 		fmt.Fprintln(os.Stderr, "lab-vcsim: --dir and --password-file are required")
 		os.Exit(2)

@@ -54,6 +54,9 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		l.pass(w, r, body)
 		return
 	}
+	if method.Name == "Fetch" && l.serveFetch(w, r, body, method) {
+		return
+	}
 	switch method.Body.(type) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
