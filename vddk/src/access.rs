@@ -1,11 +1,25 @@
 //! PrepareForAccess/EndAccess: telling vCenter a backup is reading a VM's disks, so it does
-//! not migrate the VM's storage meanwhile.
+//! not migrate the VM's storage meanwhile; and Cleanup, which removes what a killed run left
+//! behind (hot-added disks, temporary state).
 
 use std::ffi::CString;
 
 use crate::error::Result;
 use crate::library::{cstring, serial, Vddk};
 use crate::params::{ConnectParams, RawConnectParams};
+
+/// The identity safekeeping gives PrepareForAccess and EndAccess: vCenter shows it as the
+/// reason the VM's storage cannot be migrated, and EndAccess must name the same identity.
+pub const ACCESS_IDENTITY: &str = "safekeeping";
+
+/// What [`Vddk::cleanup`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CleanupReport {
+    /// Items (hot-added disks, mounts, temporary state) removed.
+    pub cleaned_up: u32,
+    /// Items VDDK found and could not remove (for example still used by a running process).
+    pub remaining: u32,
+}
 
 /// Ends access when dropped (errors are logged); call [`AccessGuard::end`] to see them.
 #[must_use = "dropping the guard ends access at once"]
@@ -56,6 +70,42 @@ impl Vddk {
         self.access_call(params, &identity, false)
     }
 
+    /// Removes what earlier runs that were killed or crashed left behind for this server
+    /// (VixDiskLib_Cleanup): hot-added disks still attached to the backup appliance, and
+    /// VDDK's temporary state. Call it once at start-up, before the first connection, with the
+    /// parameters of the server (a VM target may be any VM of it).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] when the library lacks the function,
+    /// [`crate::Error::NotInitialised`], [`crate::Error::InvalidArgument`],
+    /// [`crate::Error::Vix`].
+    pub fn cleanup(&self, params: &ConnectParams) -> Result<CleanupReport> {
+        let state = &self.state;
+        state.ensure_initialised()?;
+        let api = &state.lib.api;
+        if api.VixDiskLib_Cleanup.is_err() {
+            return Err(state.unsupported("VixDiskLib_Cleanup"));
+        }
+        let raw = RawConnectParams::new(state, params)?;
+        let (mut cleaned_up, mut remaining) = (0u32, 0u32);
+        let rc = {
+            let _g = serial();
+            // SAFETY: present (checked); the params struct outlives the call; both counters
+            // are valid out-pointers.
+            unsafe { api.VixDiskLib_Cleanup(raw.as_ptr(), &mut cleaned_up, &mut remaining) }
+        };
+        state.check("Cleanup", rc)?;
+        let report = CleanupReport {
+            cleaned_up,
+            remaining,
+        };
+        if cleaned_up > 0 || remaining > 0 {
+            tracing::info!(target: "vddk", cleaned_up, remaining, server = ?params.server_name(),
+                "VixDiskLib_Cleanup removed what earlier runs left behind");
+        }
+        Ok(report)
+    }
+
     fn access_call(&self, params: &ConnectParams, identity: &CString, prepare: bool) -> Result<()> {
         let state = &self.state;
         state.ensure_initialised()?;
@@ -79,7 +129,8 @@ impl Vddk {
         let raw = RawConnectParams::new(state, params)?;
         let rc = {
             let _g = serial();
-            // SAFETY: present (checked); the params struct and identity outlive the call.
+            // SAFETY: present (checked); the params struct (VDDK's own allocation, with only its
+            // public fields written) and identity outlive the call.
             unsafe {
                 if prepare {
                     api.VixDiskLib_PrepareForAccess(raw.as_ptr(), identity.as_ptr())

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use vddk_sys::*;
 
+use crate::access::AccessGuard;
 use crate::create::CreateParams;
 use crate::disk::{Disk, OpenFlags};
 use crate::error::{Error, Result};
 use crate::library::{cstring, serial, LibraryState, Vddk};
-use crate::params::{ConnectOptions, ConnectParams, RawConnectParams};
+use crate::params::{ConnectOptions, ConnectParams, RawConnectParams, Target};
 
 /// The shared part of a connection; disks hold it so the connection outlives them.
 pub(crate) struct ConnectionInner {
@@ -20,6 +21,12 @@ pub(crate) struct ConnectionInner {
     pub(crate) read_only: bool,
     last_transport: Mutex<Option<String>>,
     disconnected: AtomicBool,
+    /// The parameters ConnectEx was given: VDDK may refer to them (and to the state it keeps
+    /// inside them) until Disconnect, so they are freed only after it. Fields drop in order:
+    /// these first, then the access guard.
+    _params: RawConnectParams,
+    /// PrepareForAccess done for this connection's VM; EndAccess runs after Disconnect.
+    _access: Option<AccessGuard>,
 }
 
 impl ConnectionInner {
@@ -68,12 +75,62 @@ impl std::fmt::Debug for Connection {
 
 impl Vddk {
     /// Connects (VixDiskLib_ConnectEx). Credentials are checked by VDDK when the first disk
-    /// is opened, not here.
+    /// is opened, not here. The connection keeps its parameters until after Disconnect.
+    ///
+    /// For backup and restore sessions of a VM prefer [`Vddk::connect_with_access`], which
+    /// also tells vCenter that the VM's disks are in use.
     ///
     /// # Errors
     /// [`Error::NotInitialised`], [`Error::InvalidArgument`] for unusable parameters,
     /// [`Error::Vix`] when ConnectEx fails.
     pub fn connect(&self, params: &ConnectParams, options: &ConnectOptions) -> Result<Connection> {
+        self.connect_inner(params, options, None)
+    }
+
+    /// PrepareForAccess with `identity` ([`crate::ACCESS_IDENTITY`] for safekeeping), then
+    /// ConnectEx: the connection to use for every backup read session and restore write
+    /// session of a VM. vCenter then refuses to migrate the VM's storage while its disks are
+    /// read or written; EndAccess runs by itself after the connection disconnects (when the
+    /// connection and all its disks are dropped), also when ConnectEx fails.
+    ///
+    /// Access is prepared only for VM targets (VDDK's PrepareForAccess names a VM); first class
+    /// disk and local connections are made as by [`Vddk::connect`]. A library without
+    /// PrepareForAccess connects without it (logged as a warning).
+    ///
+    /// # Errors
+    /// As [`Vddk::connect`]; [`Error::Vix`] when PrepareForAccess fails (for example with
+    /// rejected credentials).
+    pub fn connect_with_access(
+        &self,
+        params: &ConnectParams,
+        options: &ConnectOptions,
+        identity: &str,
+    ) -> Result<Connection> {
+        self.state.ensure_initialised()?;
+        options.validate()?;
+        params.validate()?;
+        let access = match params.target() {
+            Target::Vm { .. } => match self.prepare_for_access(params, identity) {
+                Ok(guard) => Some(guard),
+                Err(Error::Unsupported { function, version }) => {
+                    tracing::warn!(target: "vddk", function, %version,
+                        "connecting without PrepareForAccess");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            Target::FirstClassDisk { .. } | Target::Local => None,
+        };
+        // On failure the guard is dropped here, which ends access again.
+        self.connect_inner(params, options, access)
+    }
+
+    fn connect_inner(
+        &self,
+        params: &ConnectParams,
+        options: &ConnectOptions,
+        access: Option<AccessGuard>,
+    ) -> Result<Connection> {
         self.state.ensure_initialised()?;
         options.validate()?;
         let raw_params = RawConnectParams::new(&self.state, params)?;
@@ -90,8 +147,9 @@ impl Vddk {
         let mut conn: VixDiskLibConnection = std::ptr::null_mut();
         let raw = {
             let _g = serial();
-            // SAFETY: required symbol; the params struct and strings outlive the call; `conn`
-            // is a valid out-pointer.
+            // SAFETY: required symbol; the params struct lives until after Disconnect (it moves
+            // into the connection below) and the strings outlive the call; `conn` is a valid
+            // out-pointer.
             unsafe {
                 self.state.lib.api.VixDiskLib_ConnectEx(
                     raw_params.as_ptr(),
@@ -102,7 +160,6 @@ impl Vddk {
                 )
             }
         };
-        drop(raw_params); // wipes the password copy
         self.state.check("ConnectEx", raw)?;
         if conn.is_null() {
             return Err(Error::Library(
@@ -117,6 +174,8 @@ impl Vddk {
                 read_only: options.read_only,
                 last_transport: Mutex::new(None),
                 disconnected: AtomicBool::new(false),
+                _params: raw_params,
+                _access: access,
             }),
             _not_sync: PhantomData,
         })

@@ -2,6 +2,8 @@
 
 use std::ffi::CString;
 use std::fmt;
+use std::ptr::addr_of_mut;
+use std::sync::Arc;
 
 use vddk_sys::*;
 
@@ -265,23 +267,52 @@ impl ConnectOptions {
     }
 }
 
-/// A filled-in C `VixDiskLibConnectParams` and the strings it points to. Secret strings are
-/// wiped on drop.
-pub(crate) struct RawConnectParams<'a> {
-    state: &'a LibraryState,
+/// A public field of `VixDiskLibConnectParams` that [`RawConnectParams`] wrote, so that exactly
+/// those are cleared again before the struct goes back to VDDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    VmxSpec,
+    ServerName,
+    ThumbPrint,
+    CredType,
+    Creds,
+    Port,
+    NfcHostPort,
+    Spec,
+    SpecType,
+}
+
+/// A C `VixDiskLibConnectParams` with our values in its public fields, and the strings it
+/// points to. Secret strings are wiped on drop.
+///
+/// VDDK 6.7 and newer allocate the struct themselves (AllocateConnectParams) and keep their own
+/// state in its internal fields (`reserved`, `state`); ConnectEx, PrepareForAccess, EndAccess
+/// and FreeConnectParams use that state. So only the public fields are ever written, one by
+/// one, and only those written are cleared before FreeConnectParams. A connection keeps its
+/// parameters until after Disconnect, as VMware's samples do.
+pub(crate) struct RawConnectParams {
+    state: Arc<LibraryState>,
     ptr: *mut VixDiskLibConnectParams,
     allocated_by_vddk: bool,
+    written: Vec<Field>,
     strings: Vec<CString>,
     secrets: Vec<CString>,
 }
 
-impl<'a> RawConnectParams<'a> {
-    pub(crate) fn new(state: &'a LibraryState, p: &ConnectParams) -> Result<Self> {
+// SAFETY: the struct and the strings it points to are owned by this value and only read by
+// VDDK calls made through it; VDDK's connect functions run under the process-wide serial lock.
+unsafe impl Send for RawConnectParams {}
+// SAFETY: as above; `&self` gives out only a const pointer, used under the serial lock.
+unsafe impl Sync for RawConnectParams {}
+
+impl RawConnectParams {
+    pub(crate) fn new(state: &Arc<LibraryState>, p: &ConnectParams) -> Result<Self> {
         p.validate()?;
         let api = &state.lib.api;
-        // Prefer VDDK's allocator (6.7+), which sizes the struct for the library's version.
+        // Prefer VDDK's allocator (6.7+): it sizes the struct for the library's version and
+        // sets up the library's private state inside it.
         let (ptr, allocated_by_vddk) = if api.VixDiskLib_AllocateConnectParams.is_ok() {
-            // SAFETY: present (checked); returns a zeroed struct or NULL.
+            // SAFETY: present (checked); returns an initialised struct or NULL.
             let ptr = unsafe { api.VixDiskLib_AllocateConnectParams() };
             (ptr, true)
         } else {
@@ -296,9 +327,10 @@ impl<'a> RawConnectParams<'a> {
             ));
         }
         let mut raw = Self {
-            state,
+            state: state.clone(),
             ptr,
             allocated_by_vddk,
+            written: Vec::new(),
             strings: Vec::new(),
             secrets: Vec::new(),
         };
@@ -320,57 +352,108 @@ impl<'a> RawConnectParams<'a> {
         Ok(p)
     }
 
+    /// Writes the public fields for `p`, each on its own, never the internal ones.
     fn fill(&mut self, p: &ConnectParams) -> Result<()> {
-        let mut c = VixDiskLibConnectParams::default();
-        match &p.target {
-            Target::Vm { moref } => {
-                c.vmxSpec = self.keep(&format!("moref={moref}"), "VM moref")?;
-                c.specType = VIXDISKLIB_SPEC_VMX;
-            }
+        // Strings first (they may fail), so the struct is written only when all are ready.
+        let vmx = match &p.target {
+            Target::Vm { moref } => Some(self.keep(&format!("moref={moref}"), "VM moref")?),
+            _ => None,
+        };
+        let fcd = match &p.target {
             Target::FirstClassDisk {
                 id,
                 datastore_moref,
                 snapshot_id,
-            } => {
-                c.specType = VIXDISKLIB_SPEC_VSTORAGE_OBJECT;
-                c.spec.vStorageObjSpec.id = self.keep(id, "disk id")?;
-                c.spec.vStorageObjSpec.datastoreMoRef =
-                    self.keep(datastore_moref, "datastore moref")?;
-                if let Some(s) = snapshot_id {
-                    c.spec.vStorageObjSpec.ssId = self.keep(s, "snapshot id")?;
-                }
-            }
-            Target::Local => c.specType = VIXDISKLIB_SPEC_VMX,
-        }
-        if let Some(s) = &p.server {
-            c.serverName = self.keep(s, "server")?;
-        }
-        if let Some(t) = &p.thumbprint {
-            c.thumbPrint = self.keep(t, "thumbprint")?;
-        }
-        c.port = p.port;
-        c.nfcHostPort = p.nfc_port;
-        match &p.credentials {
+            } => Some(VixDiskLibVStorageObjectSpec {
+                id: self.keep(id, "disk id")?,
+                datastoreMoRef: self.keep(datastore_moref, "datastore moref")?,
+                ssId: match snapshot_id {
+                    Some(s) => self.keep(s, "snapshot id")?,
+                    None => std::ptr::null_mut(),
+                },
+            }),
+            _ => None,
+        };
+        let server = p
+            .server
+            .as_deref()
+            .map(|s| self.keep(s, "server"))
+            .transpose()?;
+        let thumbprint = p
+            .thumbprint
+            .as_deref()
+            .map(|t| self.keep(t, "thumbprint"))
+            .transpose()?;
+        let (cred_type, creds) = match &p.credentials {
             Some(Credentials::UserPassword { user, password }) => {
-                c.credType = VIXDISKLIB_CRED_UID;
-                c.creds.uid.userName = self.keep(user, "user")?;
-                c.creds.uid.password = self.keep_secret(password, "password")?;
+                let mut c = VixDiskLibConnectParams__bindgen_ty_1::default();
+                c.uid = VixDiskLibUidPasswdCreds {
+                    userName: self.keep(user, "user")?,
+                    password: self.keep_secret(password, "password")?,
+                };
+                (VIXDISKLIB_CRED_UID, Some(c))
             }
             Some(Credentials::SessionCookie { cookie, user, key }) => {
-                c.credType = VIXDISKLIB_CRED_SESSIONID;
-                c.creds.sessionId.cookie = self.keep_secret(cookie, "cookie")?;
-                if let Some(u) = user {
-                    c.creds.sessionId.userName = self.keep(u, "user")?;
-                }
-                if let Some(k) = key {
-                    c.creds.sessionId.key = self.keep_secret(k, "session key")?;
-                }
+                let mut c = VixDiskLibConnectParams__bindgen_ty_1::default();
+                c.sessionId = VixDiskLibSessionIdCreds {
+                    cookie: self.keep_secret(cookie, "cookie")?,
+                    userName: match user {
+                        Some(u) => self.keep(u, "user")?,
+                        None => std::ptr::null_mut(),
+                    },
+                    key: match key {
+                        Some(k) => self.keep_secret(k, "session key")?,
+                        None => std::ptr::null_mut(),
+                    },
+                };
+                (VIXDISKLIB_CRED_SESSIONID, Some(c))
             }
-            None => c.credType = VIXDISKLIB_CRED_UNKNOWN,
+            None => (VIXDISKLIB_CRED_UNKNOWN, None),
+        };
+        let spec_type = if fcd.is_some() {
+            VIXDISKLIB_SPEC_VSTORAGE_OBJECT
+        } else {
+            VIXDISKLIB_SPEC_VMX
+        };
+        let ptr = self.ptr;
+        // SAFETY: `ptr` is a live struct (VDDK's, at least as large as this header's layout,
+        // or our own Box). Each write goes through a raw place of one public field, so the
+        // internal fields (`reserved`, `state`, `privateUse`, `vimApiVer`) are never touched
+        // and no reference to the whole struct is made.
+        unsafe {
+            if let Some(v) = vmx {
+                addr_of_mut!((*ptr).vmxSpec).write(v);
+                self.written.push(Field::VmxSpec);
+            }
+            if let Some(s) = fcd {
+                addr_of_mut!((*ptr).spec.vStorageObjSpec).write(s);
+                self.written.push(Field::Spec);
+            }
+            addr_of_mut!((*ptr).specType).write(spec_type);
+            self.written.push(Field::SpecType);
+            if let Some(s) = server {
+                addr_of_mut!((*ptr).serverName).write(s);
+                self.written.push(Field::ServerName);
+            }
+            if let Some(t) = thumbprint {
+                addr_of_mut!((*ptr).thumbPrint).write(t);
+                self.written.push(Field::ThumbPrint);
+            }
+            if p.port != 0 {
+                addr_of_mut!((*ptr).port).write(p.port);
+                self.written.push(Field::Port);
+            }
+            if p.nfc_port != 0 {
+                addr_of_mut!((*ptr).nfcHostPort).write(p.nfc_port);
+                self.written.push(Field::NfcHostPort);
+            }
+            addr_of_mut!((*ptr).credType).write(cred_type);
+            self.written.push(Field::CredType);
+            if let Some(c) = creds {
+                addr_of_mut!((*ptr).creds).write(c);
+                self.written.push(Field::Creds);
+            }
         }
-        // SAFETY: `ptr` points to a live struct at least as large as this header's (VDDK's
-        // allocator sizes it for its own, newer-or-equal layout; ours is exact).
-        unsafe { self.ptr.write(c) };
         Ok(())
     }
 
@@ -379,16 +462,34 @@ impl<'a> RawConnectParams<'a> {
     }
 }
 
-impl Drop for RawConnectParams<'_> {
+impl Drop for RawConnectParams {
     fn drop(&mut self) {
-        // SAFETY: `ptr` is the live struct created in `new`. Our string pointers are cleared
-        // first so FreeConnectParams never frees memory VDDK did not allocate.
+        let ptr = self.ptr;
+        // SAFETY: `ptr` is the live struct created in `new`. Only the fields we wrote are reset
+        // (so FreeConnectParams never frees our strings, and never finds its own state gone);
+        // then the struct goes back to whoever allocated it, exactly once.
         unsafe {
-            self.ptr.write(VixDiskLibConnectParams::default());
+            for f in &self.written {
+                match f {
+                    Field::VmxSpec => addr_of_mut!((*ptr).vmxSpec).write(std::ptr::null_mut()),
+                    Field::ServerName => {
+                        addr_of_mut!((*ptr).serverName).write(std::ptr::null_mut())
+                    }
+                    Field::ThumbPrint => {
+                        addr_of_mut!((*ptr).thumbPrint).write(std::ptr::null_mut())
+                    }
+                    Field::CredType => addr_of_mut!((*ptr).credType).write(VIXDISKLIB_CRED_UNKNOWN),
+                    Field::Creds => addr_of_mut!((*ptr).creds).write(Default::default()),
+                    Field::Port => addr_of_mut!((*ptr).port).write(0),
+                    Field::NfcHostPort => addr_of_mut!((*ptr).nfcHostPort).write(0),
+                    Field::Spec => addr_of_mut!((*ptr).spec).write(Default::default()),
+                    Field::SpecType => addr_of_mut!((*ptr).specType).write(VIXDISKLIB_SPEC_VMX),
+                }
+            }
             if self.allocated_by_vddk {
-                self.state.lib.api.VixDiskLib_FreeConnectParams(self.ptr);
+                self.state.lib.api.VixDiskLib_FreeConnectParams(ptr);
             } else {
-                drop(Box::from_raw(self.ptr));
+                drop(Box::from_raw(ptr));
             }
         }
         for s in self.secrets.drain(..) {

@@ -30,6 +30,8 @@ pub struct FakeConfig {
     pub async_inline: bool,
     /// Worker threads per disk for async requests.
     pub async_threads: usize,
+    /// VDDK's `tmpDirectory`: where the fake keeps the markers VixDiskLib_Cleanup looks for.
+    pub tmp_directory: Option<PathBuf>,
 }
 
 impl FakeConfig {
@@ -101,7 +103,10 @@ impl FakeConfig {
                             .map_err(|_| format!("line {}: too many threads", n + 1))?
                             .clamp(1, 64);
                     }
-                    // Real VDDK keys (vixDiskLib.*, tmpDirectory, ...) are accepted and ignored.
+                    "tmpDirectory" | "vixDiskLib.tmpDirectory" => {
+                        c.tmp_directory = Some(PathBuf::from(value));
+                    }
+                    // Other real VDDK keys (vixDiskLib.*, ...) are accepted and ignored.
                     _ => {}
                 }
             }
