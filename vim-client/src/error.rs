@@ -98,6 +98,11 @@ pub enum Error {
     /// A call needs a session and the client is not logged in.
     #[error("not logged in")]
     NotLoggedIn,
+    /// A `QueryChangedDiskAreas` answer does not tile the disk (gap, overlap, area outside the
+    /// disk or the reply, no progress). Unlike a refused change id (a [`Error::Fault`]), a full
+    /// read is not the cure: the server's change tracking answer itself is wrong.
+    #[error(transparent)]
+    ChangedAreas(#[from] crate::changed_areas::ChangedAreasError),
 }
 
 impl Error {

@@ -108,7 +108,7 @@ mod vm_config;
 mod vslm;
 pub mod xml;
 
-pub use changed_areas::{DiskArea, DiskChangeInfo};
+pub use changed_areas::{ChangedAreasError, ChangedAreasProblem, DiskArea, DiskChangeInfo};
 pub use client::{Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE};
 pub use config_spec::{
     config_spec_from_info, CdromPolicy, DiskTarget, MacPolicy, RestoreConfig, RestoreOptions,
