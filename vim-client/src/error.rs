@@ -95,6 +95,12 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The server URL is plain `http://` and the caller did not allow it.
+    #[error("server URL `{url}` uses plain HTTP: the vCenter password and session would travel in clear text; use https:// (or, only for a test server on a trusted network, allow plain HTTP explicitly)")]
+    PlainHttp {
+        /// The URL refused.
+        url: String,
+    },
     /// A call needs a session and the client is not logged in.
     #[error("not logged in")]
     NotLoggedIn,

@@ -109,7 +109,9 @@ mod vslm;
 pub mod xml;
 
 pub use changed_areas::{ChangedAreasError, ChangedAreasProblem, DiskArea, DiskChangeInfo};
-pub use client::{Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE};
+pub use client::{
+    check_url_security, Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE,
+};
 pub use config_spec::{
     config_spec_from_info, CdromPolicy, DiskTarget, MacPolicy, RestoreConfig, RestoreOptions,
 };

@@ -206,6 +206,7 @@ async fn start() -> (Client, Log) {
     let log: Log = Arc::default();
     tokio::spawn(serve(listener, log.clone()));
     let mut options = ClientOptions::new(format!("http://127.0.0.1:{port}"), Tls::Insecure);
+    options.allow_http = true;
     options.task_timeout = Duration::from_millis(700);
     options.timeout = Duration::from_secs(5);
     let client = Client::connect(&options).await.unwrap();
@@ -323,6 +324,29 @@ async fn non_soap_errors_are_http_errors() {
     );
     let err = client.call(Element::vim("Unknown")).await.unwrap_err();
     assert!(matches!(&err, Error::Http { status: 500, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_before_anything_is_sent_unless_allowed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log: Log = Arc::default();
+    tokio::spawn(serve(listener, log.clone()));
+    let url = format!("http://127.0.0.1:{port}");
+    // Tls::Insecure (no certificate checks) does not imply plain HTTP.
+    let err = Client::connect(&ClientOptions::new(url.clone(), Tls::Insecure))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::PlainHttp { url: u } if *u == url),
+        "{err}"
+    );
+    assert!(err.to_string().contains("password"), "{err}");
+    assert!(log.lock().unwrap().is_empty(), "nothing reached the server");
+    let mut options = ClientOptions::new(url, Tls::Insecure);
+    options.allow_http = true;
+    Client::connect(&options).await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
