@@ -34,6 +34,15 @@ pub struct ClientOptions {
     /// (safekeeping's `[vcenter] insecure = true`). Independent of [`Tls::Insecure`], which
     /// only skips certificate checks on `https://`.
     pub allow_http: bool,
+    /// The largest SOAP (and vAPI) response read, in bytes (default
+    /// [`crate::DEFAULT_MAX_RESPONSE_BYTES`], 128 MiB). Checked against Content-Length before
+    /// reading and while streaming; over it the call fails with [`Error::TooLarge`].
+    pub max_response_bytes: u64,
+    /// The largest datastore file read or downloaded, in bytes (default
+    /// [`crate::DEFAULT_MAX_FILE_BYTES`], 16 MiB: `.vmx`, `.nvram` and descriptors are far
+    /// smaller, a flat disk named by a hostile `.vmx` is not). Checked like
+    /// [`ClientOptions::max_response_bytes`].
+    pub max_file_bytes: u64,
 }
 
 impl ClientOptions {
@@ -46,6 +55,8 @@ impl ClientOptions {
             timeout: Duration::from_secs(60),
             task_timeout: Duration::from_secs(3600),
             allow_http: false,
+            max_response_bytes: crate::bounded::DEFAULT_MAX_RESPONSE_BYTES,
+            max_file_bytes: crate::bounded::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -110,6 +121,8 @@ struct Inner {
     session: Mutex<Session>,
     presented: Arc<Presented>,
     tls: Tls,
+    max_response_bytes: u64,
+    max_file_bytes: u64,
 }
 
 /// A connection to vCenter (or ESXi). Cheap to clone; clones share the session.
@@ -195,6 +208,8 @@ impl Client {
             session: Mutex::new(Session::default()),
             presented,
             tls: options.tls.clone(),
+            max_response_bytes: options.max_response_bytes,
+            max_file_bytes: options.max_file_bytes,
         };
         let body = Element::vim("RetrieveServiceContent")
             .child(MoRef::new("ServiceInstance", "ServiceInstance").to_element("_this"));
@@ -328,6 +343,16 @@ impl Client {
         self.inner.task_timeout
     }
 
+    /// The response size limit (from [`ClientOptions::max_response_bytes`]).
+    pub fn max_response_bytes(&self) -> u64 {
+        self.inner.max_response_bytes
+    }
+
+    /// The datastore file size limit (from [`ClientOptions::max_file_bytes`]).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.inner.max_file_bytes
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
@@ -453,7 +478,7 @@ impl Inner {
             }
         }
         let started = std::time::Instant::now();
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| self.map_transport(url, e))?;
@@ -466,10 +491,13 @@ impl Inner {
             }
         }
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.map_transport(url, e))?;
+        let bytes = crate::bounded::read_body(
+            &mut response,
+            self.max_response_bytes,
+            &|| format!("the {method} response from {url}"),
+            &|e| self.map_transport(url, e),
+        )
+        .await?;
         tracing::debug!(
             %method,
             status = status.as_u16(),
