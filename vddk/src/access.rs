@@ -72,8 +72,9 @@ impl Vddk {
 
     /// Removes what earlier runs that were killed or crashed left behind for this server
     /// (VixDiskLib_Cleanup): hot-added disks still attached to the backup appliance, and
-    /// VDDK's temporary state. Call it once at start-up, before the first connection, with the
-    /// parameters of the server (a VM target may be any VM of it).
+    /// VDDK's temporary state. Call it once at start-up, before the first connection, with
+    /// [`ConnectParams::whole_server`] (or any VM of the server) and the same server,
+    /// credentials and thumbprint as the connections will use.
     ///
     /// # Errors
     /// [`crate::Error::Unsupported`] when the library lacks the function,
@@ -126,6 +127,7 @@ impl Vddk {
         if !present {
             return Err(state.unsupported(name));
         }
+        params.validate_connectable()?;
         let raw = RawConnectParams::new(state, params)?;
         let rc = {
             let _g = serial();

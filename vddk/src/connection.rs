@@ -108,7 +108,7 @@ impl Vddk {
     ) -> Result<Connection> {
         self.state.ensure_initialised()?;
         options.validate()?;
-        params.validate()?;
+        params.validate_connectable()?;
         let access = match params.target() {
             Target::Vm { .. } => match self.prepare_for_access(params, identity) {
                 Ok(guard) => Some(guard),
@@ -119,7 +119,7 @@ impl Vddk {
                 }
                 Err(e) => return Err(e),
             },
-            Target::FirstClassDisk { .. } | Target::Local => None,
+            Target::FirstClassDisk { .. } | Target::Local | Target::WholeServer => None,
         };
         // On failure the guard is dropped here, which ends access again.
         self.connect_inner(params, options, access)
@@ -133,6 +133,7 @@ impl Vddk {
     ) -> Result<Connection> {
         self.state.ensure_initialised()?;
         options.validate()?;
+        params.validate_connectable()?;
         let raw_params = RawConnectParams::new(&self.state, params)?;
         let snapshot = options
             .snapshot_moref

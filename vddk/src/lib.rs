@@ -28,7 +28,12 @@
 //!     .server("vcenter.example.com")
 //!     .thumbprint("AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD")
 //!     .credentials(Credentials::UserPassword { user: "backup".into(), password: "…".into() });
-//! let report = vddk.cleanup(&params)?; // once at start-up: what killed runs left behind
+//! // Once at start-up: what killed runs left behind on this server.
+//! let server = ConnectParams::whole_server()
+//!     .server("vcenter.example.com")
+//!     .thumbprint("AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD")
+//!     .credentials(Credentials::UserPassword { user: "backup".into(), password: "…".into() });
+//! let report = vddk.cleanup(&server)?;
 //! println!("cleaned up {}, {} still in use", report.cleaned_up, report.remaining);
 //! let conn = vddk.connect_with_access(&params, &ConnectOptions {
 //!     read_only: true,

@@ -89,6 +89,9 @@ pub enum Target {
     },
     /// Local files (no server): absolute paths, transport `file`.
     Local,
+    /// The server as a whole, without a VM or disk: only for [`crate::Vddk::cleanup`], which
+    /// cleans up after every earlier run against that server. Connecting with it is refused.
+    WholeServer,
 }
 
 /// Parameters of a VDDK connection (VixDiskLibConnectParams), built with chained setters:
@@ -148,6 +151,12 @@ impl ConnectParams {
         Self::new(Target::Local)
     }
 
+    /// The server as a whole (set it with [`ConnectParams::server`], with credentials and
+    /// thumbprint), for [`crate::Vddk::cleanup`] at start-up; not for connecting.
+    pub fn whole_server() -> Self {
+        Self::new(Target::WholeServer)
+    }
+
     /// vCenter or ESXi host name or address.
     pub fn server(mut self, host: impl Into<String>) -> Self {
         self.server = Some(host.into());
@@ -196,9 +205,9 @@ impl ConnectParams {
                     "a local connection takes no server".into(),
                 ))
             }
-            (Target::Vm { .. } | Target::FirstClassDisk { .. }, false) => {
+            (Target::Vm { .. } | Target::FirstClassDisk { .. } | Target::WholeServer, false) => {
                 return Err(Error::InvalidArgument(
-                    "a VM or first class disk connection needs a server".into(),
+                    "a VM, first class disk or whole-server target needs a server".into(),
                 ))
             }
             _ => {}
@@ -217,6 +226,18 @@ impl ConnectParams {
             ));
         }
         Ok(())
+    }
+
+    /// Refuses targets that cannot be connected to or prepared for access.
+    pub(crate) fn validate_connectable(&self) -> Result<()> {
+        if self.target == Target::WholeServer {
+            return Err(Error::InvalidArgument(
+                "whole-server parameters are only for cleanup; connect to a VM, a first class \
+                 disk or local files"
+                    .into(),
+            ));
+        }
+        self.validate()
     }
 }
 

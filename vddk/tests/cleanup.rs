@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vddk::{CleanupReport, ConnectOptions, OpenFlags, Vddk};
+use vddk::{CleanupReport, ConnectOptions, ConnectParams, Credentials, Error, OpenFlags, Vddk};
 
 const CHILD_LIBDIR: &str = "VDDK_TEST_CHILD_LIBDIR";
 const CHILD_CONFIG: &str = "VDDK_TEST_CHILD_CONFIG";
@@ -38,6 +38,17 @@ fn child_holds_a_disk_open_until_killed() {
     panic!("the parent test should have killed this process");
 }
 
+/// The server as a whole, with the lab's login: what start-up cleanup is given.
+fn server() -> ConnectParams {
+    ConnectParams::whole_server()
+        .server(SERVER)
+        .thumbprint(THUMBPRINT)
+        .credentials(Credentials::UserPassword {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        })
+}
+
 fn markers(lab: &Lab) -> usize {
     std::fs::read_dir(lab.tmp_directory().join("fake-vddk-state"))
         .map(|d| d.count())
@@ -50,6 +61,13 @@ fn cleanup_removes_what_a_killed_run_left_and_keeps_what_is_in_use() {
     let path = lab.make_disk("cl/cl.vmdk", 256, 0, &[]);
     let vddk = Vddk::load(&lab.libdir).unwrap();
     vddk.init(Some(&lab.config)).unwrap();
+    assert_eq!(vddk.cleanup(&server()).unwrap(), CleanupReport::default());
+    // Whole-server parameters are for cleanup only.
+    assert!(matches!(
+        vddk.connect(&server(), &ConnectOptions::default()),
+        Err(Error::InvalidArgument(_))
+    ));
+    // A VM of the server works as well.
     assert_eq!(
         vddk.cleanup(&good_params()).unwrap(),
         CleanupReport::default()
@@ -84,7 +102,7 @@ fn cleanup_removes_what_a_killed_run_left_and_keeps_what_is_in_use() {
     assert_eq!(markers(&lab), 1);
     // The child is alive: its disk is in use and must stay.
     assert_eq!(
-        vddk.cleanup(&good_params()).unwrap(),
+        vddk.cleanup(&server()).unwrap(),
         CleanupReport {
             cleaned_up: 0,
             remaining: 1
@@ -94,7 +112,7 @@ fn cleanup_removes_what_a_killed_run_left_and_keeps_what_is_in_use() {
     child.wait().unwrap();
     // Killed: what it left behind is removed, once.
     assert_eq!(
-        vddk.cleanup(&good_params()).unwrap(),
+        vddk.cleanup(&server()).unwrap(),
         CleanupReport {
             cleaned_up: 1,
             remaining: 0
@@ -102,20 +120,17 @@ fn cleanup_removes_what_a_killed_run_left_and_keeps_what_is_in_use() {
     );
     assert_eq!(markers(&lab), 0);
     let lines = lab.events("cleanup", "");
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[2]["cleaned_up"], 1);
-    assert_eq!(lines[2]["server"], SERVER);
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3]["cleaned_up"], 1);
+    assert_eq!(lines[3]["server"], SERVER);
 
     // A disk this process has open counts as remaining; closing it leaves nothing behind.
     let conn = vddk
         .connect(&good_params(), &ConnectOptions::default())
         .unwrap();
     let disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
-    assert_eq!(vddk.cleanup(&good_params()).unwrap().remaining, 1);
+    assert_eq!(vddk.cleanup(&server()).unwrap().remaining, 1);
     drop(disk);
     assert_eq!(markers(&lab), 0);
-    assert_eq!(
-        vddk.cleanup(&good_params()).unwrap(),
-        CleanupReport::default()
-    );
+    assert_eq!(vddk.cleanup(&server()).unwrap(), CleanupReport::default());
 }
