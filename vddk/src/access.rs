@@ -2,11 +2,13 @@
 //! not migrate the VM's storage meanwhile; and Cleanup, which removes what a killed run left
 //! behind (hot-added disks, temporary state).
 
+use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::error::Result;
 use crate::library::{cstring, serial, Vddk};
-use crate::params::{ConnectParams, RawConnectParams};
+use crate::params::{ConnectParams, RawConnectParams, Target};
 
 /// The identity safekeeping gives PrepareForAccess and EndAccess: vCenter shows it as the
 /// reason the VM's storage cannot be migrated, and EndAccess must name the same identity.
@@ -163,5 +165,89 @@ impl Drop for AccessGuard {
                 tracing::warn!(target: "vddk", "EndAccess: {e}");
             }
         }
+    }
+}
+
+/// Server, VM moref and identity of prepared access.
+type AccessKey = (String, String, String);
+
+/// The access prepared per VM and still held by some connection. VMware's EndAccess is not
+/// counted: the first EndAccess re-enables storage migration of the VM. So connections to one
+/// VM share one PrepareForAccess, and EndAccess runs when the last of them is gone.
+#[derive(Default)]
+pub(crate) struct AccessRegistry {
+    held: Mutex<HashMap<AccessKey, Weak<SharedAccess>>>,
+    /// Signalled when an entry is removed (its EndAccess has run).
+    released: Condvar,
+}
+
+/// Access shared by the connections to one VM; EndAccess when the last one drops it.
+pub(crate) struct SharedAccess {
+    key: AccessKey,
+    guard: Option<AccessGuard>,
+}
+
+impl Drop for SharedAccess {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let vddk = guard.vddk.clone();
+        let registry = &vddk.state.access;
+        let mut held = registry.held.lock().unwrap_or_else(|p| p.into_inner());
+        // EndAccess under the registry lock, so a new session for the same VM prepares again
+        // only after this one's EndAccess (never before it, which would end the new one).
+        drop(guard);
+        held.remove(&self.key);
+        registry.released.notify_all();
+    }
+}
+
+impl Vddk {
+    /// The access for the VM of `params`, prepared now or shared with live connections to the
+    /// same VM; `None` for targets without a VM, or a library without PrepareForAccess.
+    pub(crate) fn shared_access(
+        &self,
+        params: &ConnectParams,
+        identity: &str,
+    ) -> Result<Option<Arc<SharedAccess>>> {
+        let Target::Vm { moref } = params.target() else {
+            return Ok(None);
+        };
+        let key = (
+            params.server_name().unwrap_or_default().to_string(),
+            moref.clone(),
+            identity.to_string(),
+        );
+        let registry = &self.state.access;
+        let mut held = registry.held.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match held.get(&key).map(Weak::upgrade) {
+                Some(Some(live)) => return Ok(Some(live)),
+                // Its last connection is ending access right now: wait for that to finish.
+                Some(None) => {
+                    held = registry
+                        .released
+                        .wait(held)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                None => break,
+            }
+        }
+        let guard = match self.prepare_for_access(params, identity) {
+            Ok(g) => g,
+            Err(crate::Error::Unsupported { function, version }) => {
+                tracing::warn!(target: "vddk", function, %version,
+                    "connecting without PrepareForAccess");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let shared = Arc::new(SharedAccess {
+            key: key.clone(),
+            guard: Some(guard),
+        });
+        held.insert(key, Arc::downgrade(&shared));
+        Ok(Some(shared))
     }
 }

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use vddk_sys::*;
 
-use crate::access::AccessGuard;
+use crate::access::SharedAccess;
 use crate::create::CreateParams;
 use crate::disk::{Disk, OpenFlags};
 use crate::error::{Error, Result};
 use crate::library::{cstring, serial, LibraryState, Vddk};
-use crate::params::{ConnectOptions, ConnectParams, RawConnectParams, Target};
+use crate::params::{ConnectOptions, ConnectParams, RawConnectParams};
 
 /// The shared part of a connection; disks hold it so the connection outlives them.
 pub(crate) struct ConnectionInner {
@@ -25,8 +25,9 @@ pub(crate) struct ConnectionInner {
     /// inside them) until Disconnect, so they are freed only after it. Fields drop in order:
     /// these first, then the access guard.
     _params: RawConnectParams,
-    /// PrepareForAccess done for this connection's VM; EndAccess runs after Disconnect.
-    _access: Option<AccessGuard>,
+    /// PrepareForAccess done for this connection's VM, shared with other connections to it;
+    /// EndAccess runs after the last of them has disconnected.
+    _access: Option<Arc<SharedAccess>>,
 }
 
 impl ConnectionInner {
@@ -90,8 +91,10 @@ impl Vddk {
     /// PrepareForAccess with `identity` ([`crate::ACCESS_IDENTITY`] for safekeeping), then
     /// ConnectEx: the connection to use for every backup read session and restore write
     /// session of a VM. vCenter then refuses to migrate the VM's storage while its disks are
-    /// read or written; EndAccess runs by itself after the connection disconnects (when the
-    /// connection and all its disks are dropped), also when ConnectEx fails.
+    /// read or written. Connections to the same VM (several disks at once) share one
+    /// PrepareForAccess, since VMware's EndAccess is not counted: EndAccess runs by itself
+    /// after the last of them disconnects (when the connections and all their disks are
+    /// dropped), also when ConnectEx fails.
     ///
     /// Access is prepared only for VM targets (VDDK's PrepareForAccess names a VM); first class
     /// disk and local connections are made as by [`Vddk::connect`]. A library without
@@ -109,19 +112,9 @@ impl Vddk {
         self.state.ensure_initialised()?;
         options.validate()?;
         params.validate_connectable()?;
-        let access = match params.target() {
-            Target::Vm { .. } => match self.prepare_for_access(params, identity) {
-                Ok(guard) => Some(guard),
-                Err(Error::Unsupported { function, version }) => {
-                    tracing::warn!(target: "vddk", function, %version,
-                        "connecting without PrepareForAccess");
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            Target::FirstClassDisk { .. } | Target::Local | Target::WholeServer => None,
-        };
-        // On failure the guard is dropped here, which ends access again.
+        let access = self.shared_access(params, identity)?;
+        // On failure the access is released here, which ends it unless other connections to
+        // the VM still hold it.
         self.connect_inner(params, options, access)
     }
 
@@ -129,7 +122,7 @@ impl Vddk {
         &self,
         params: &ConnectParams,
         options: &ConnectOptions,
-        access: Option<AccessGuard>,
+        access: Option<Arc<SharedAccess>>,
     ) -> Result<Connection> {
         self.state.ensure_initialised()?;
         options.validate()?;

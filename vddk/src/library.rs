@@ -64,6 +64,8 @@ pub(crate) struct LibraryState {
     libdir: PathBuf,
     init: OnceLock<InitRecord>,
     init_lock: Mutex<()>,
+    /// Access prepared for VMs, shared by every connection to the same VM.
+    pub(crate) access: crate::access::AccessRegistry,
 }
 
 impl LibraryState {
@@ -183,6 +185,7 @@ impl Vddk {
                 libdir: libdir.to_path_buf(),
                 init: OnceLock::new(),
                 init_lock: Mutex::new(()),
+                access: crate::access::AccessRegistry::default(),
             }),
         })
     }

@@ -437,3 +437,67 @@ fn connect_with_access_prepares_before_connect_and_ends_after_disconnect() {
         .iter()
         .any(|v| v["event"] == "prepare_for_access" && v["vmx_spec"].is_null()));
 }
+
+/// VMware's EndAccess is not counted: the first one re-enables storage migration of the VM.
+/// Connections to one VM at once (several disks) share one PrepareForAccess, and EndAccess
+/// runs once, after the last of them; a later session prepares again.
+#[test]
+fn concurrent_connections_to_one_vm_share_one_prepared_access() {
+    let (lab, vddk) = lab();
+    let a = lab.make_disk("shared/a.vmdk", 128, 0, &[]);
+    let b = lab.make_disk("shared/b.vmdk", 128, 0, &[]);
+    let params = vm_params("vm-shared", PASSWORD);
+    let names = |lab: &Lab| -> Vec<String> {
+        events_of(lab, "vm-shared")
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            let c = vddk
+                .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+                .unwrap();
+            let d = c.open(&a, OpenFlags::READ_ONLY).unwrap();
+            (c, d)
+        });
+        let two = s.spawn(|| {
+            let c = vddk
+                .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+                .unwrap();
+            let d = c.open(&b, OpenFlags::READ_ONLY).unwrap();
+            (c, d)
+        });
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!(
+        names(lab),
+        ["prepare_for_access", "connect", "connect"],
+        "one PrepareForAccess for both"
+    );
+    drop(first);
+    // The other connection still reads: access must not have ended.
+    assert!(!names(lab).contains(&"end_access".to_string()));
+    drop(second);
+    assert_eq!(
+        names(lab),
+        [
+            "prepare_for_access",
+            "connect",
+            "connect",
+            "disconnect",
+            "disconnect",
+            "end_access"
+        ]
+    );
+    // A new session prepares again.
+    let c = vddk
+        .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+        .unwrap();
+    drop(c);
+    let n = names(lab);
+    assert_eq!(
+        &n[n.len() - 4..],
+        ["prepare_for_access", "connect", "disconnect", "end_access"]
+    );
+}
