@@ -870,6 +870,10 @@ pub unsafe extern "C" fn VixDiskLib_Wait(handle: VixDiskLibHandle) -> VixError {
         let Some(h) = (unsafe { disk_handle(handle) }) else {
             return VIX_E_INVALID_HANDLE as VixError;
         };
+        if h.disk.config.fail_wait {
+            logging::message(true, "Wait failed (fake.fail_wait); requests keep running");
+            return ERR_FAIL;
+        }
         if let Some(w) = &h.worker {
             w.pending.wait_idle();
         }
