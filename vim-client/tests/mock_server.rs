@@ -84,6 +84,10 @@ fn answer(request: &Element, polls: usize) -> (u16, Vec<(&'static str, String)>,
         "VslmQueryInfo" => ok(
             r#"<VslmQueryInfoResponse xmlns="urn:vslm" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><returnval><key>task-7</key><task type="VslmTask">task-7</task><state>success</state><result xsi:type="ID"><id>snap-1</id></result></returnval></VslmQueryInfoResponse>"#,
         ),
+        // A server whose answer skips 64 KiB: the gap must not count as unchanged.
+        "VslmQueryChangedDiskAreas" if request.text_at("id/id") == Some("disk-gap") => ok(
+            r#"<VslmQueryChangedDiskAreasResponse xmlns="urn:vslm"><returnval><startOffset>65536</startOffset><length>983040</length><changedArea><start>131072</start><length>65536</length></changedArea></returnval></VslmQueryChangedDiskAreasResponse>"#,
+        ),
         "VslmQueryChangedDiskAreas" => ok(
             r#"<VslmQueryChangedDiskAreasResponse xmlns="urn:vslm"><returnval><startOffset>0</startOffset><length>1048576</length><changedArea><start>65536</start><length>65536</length></changedArea></returnval></VslmQueryChangedDiskAreasResponse>"#,
         ),
@@ -534,4 +538,23 @@ async fn soap_responses_over_the_limit_are_refused() {
     // The default limit reads it.
     let (client, _log) = start().await;
     client.call(Element::vim("Huge")).await.unwrap();
+}
+
+#[tokio::test]
+async fn changed_areas_with_a_gap_are_refused_not_read_as_unchanged() {
+    let (client, _log) = start().await;
+    let vslm = client.vslm().await.unwrap();
+    let err = vslm
+        .changed_disk_areas("disk-gap", "snap-1", 1 << 20, "52 aa/3")
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ChangedAreas(e) => {
+            assert_eq!(e.problem, ChangedAreasProblem::Gap);
+            assert_eq!((e.asked, e.reply_start), (0, 65536));
+        }
+        other => panic!("expected ChangedAreas, got {other}"),
+    }
+    // Not a fault: the caller must not mistake it for a refused change id.
+    assert!(err.fault_kind().is_none());
 }
