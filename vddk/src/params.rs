@@ -1,6 +1,6 @@
 //! What to connect to and how: [`ConnectParams`], [`Credentials`], [`ConnectOptions`].
 
-use std::ffi::CString;
+use std::ffi::{c_char, CString};
 use std::fmt;
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
@@ -288,19 +288,19 @@ impl ConnectOptions {
     }
 }
 
-/// A public field of `VixDiskLibConnectParams` that [`RawConnectParams`] wrote, so that exactly
-/// those are cleared again before the struct goes back to VDDK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    VmxSpec,
-    ServerName,
-    ThumbPrint,
-    CredType,
-    Creds,
-    Port,
-    NfcHostPort,
-    Spec,
-    SpecType,
+/// The value a public field of `VixDiskLibConnectParams` had before [`RawConnectParams`]
+/// wrote it, put back before the struct goes back to VDDK: only what was written is touched.
+#[derive(Clone, Copy)]
+enum Saved {
+    VmxSpec(*mut c_char),
+    ServerName(*mut c_char),
+    ThumbPrint(*mut c_char),
+    CredType(VixDiskLibCredType),
+    Creds(VixDiskLibConnectParams__bindgen_ty_1),
+    Port(u32),
+    NfcHostPort(u32),
+    Spec(VixDiskLibVStorageObjectSpec),
+    SpecType(VixDiskLibSpecType),
 }
 
 /// A C `VixDiskLibConnectParams` with our values in its public fields, and the strings it
@@ -315,7 +315,7 @@ pub(crate) struct RawConnectParams {
     state: Arc<LibraryState>,
     ptr: *mut VixDiskLibConnectParams,
     allocated_by_vddk: bool,
-    written: Vec<Field>,
+    saved: Vec<Saved>,
     strings: Vec<CString>,
     secrets: Vec<CString>,
 }
@@ -351,7 +351,7 @@ impl RawConnectParams {
             state: state.clone(),
             ptr,
             allocated_by_vddk,
-            written: Vec::new(),
+            saved: Vec::new(),
             strings: Vec::new(),
             secrets: Vec::new(),
         };
@@ -442,37 +442,41 @@ impl RawConnectParams {
         // internal fields (`reserved`, `state`, `privateUse`, `vimApiVer`) are never touched
         // and no reference to the whole struct is made.
         unsafe {
+            let saved = &mut self.saved;
             if let Some(v) = vmx {
-                addr_of_mut!((*ptr).vmxSpec).write(v);
-                self.written.push(Field::VmxSpec);
+                saved.push(Saved::VmxSpec(addr_of_mut!((*ptr).vmxSpec).replace(v)));
             }
-            if let Some(s) = fcd {
-                addr_of_mut!((*ptr).spec.vStorageObjSpec).write(s);
-                self.written.push(Field::Spec);
+            if let Some(spec) = fcd {
+                saved.push(Saved::Spec(
+                    addr_of_mut!((*ptr).spec.vStorageObjSpec).replace(spec),
+                ));
             }
-            addr_of_mut!((*ptr).specType).write(spec_type);
-            self.written.push(Field::SpecType);
-            if let Some(s) = server {
-                addr_of_mut!((*ptr).serverName).write(s);
-                self.written.push(Field::ServerName);
+            saved.push(Saved::SpecType(
+                addr_of_mut!((*ptr).specType).replace(spec_type),
+            ));
+            if let Some(v) = server {
+                saved.push(Saved::ServerName(
+                    addr_of_mut!((*ptr).serverName).replace(v),
+                ));
             }
-            if let Some(t) = thumbprint {
-                addr_of_mut!((*ptr).thumbPrint).write(t);
-                self.written.push(Field::ThumbPrint);
+            if let Some(v) = thumbprint {
+                saved.push(Saved::ThumbPrint(
+                    addr_of_mut!((*ptr).thumbPrint).replace(v),
+                ));
             }
             if p.port != 0 {
-                addr_of_mut!((*ptr).port).write(p.port);
-                self.written.push(Field::Port);
+                saved.push(Saved::Port(addr_of_mut!((*ptr).port).replace(p.port)));
             }
             if p.nfc_port != 0 {
-                addr_of_mut!((*ptr).nfcHostPort).write(p.nfc_port);
-                self.written.push(Field::NfcHostPort);
+                saved.push(Saved::NfcHostPort(
+                    addr_of_mut!((*ptr).nfcHostPort).replace(p.nfc_port),
+                ));
             }
-            addr_of_mut!((*ptr).credType).write(cred_type);
-            self.written.push(Field::CredType);
+            saved.push(Saved::CredType(
+                addr_of_mut!((*ptr).credType).replace(cred_type),
+            ));
             if let Some(c) = creds {
-                addr_of_mut!((*ptr).creds).write(c);
-                self.written.push(Field::Creds);
+                saved.push(Saved::Creds(addr_of_mut!((*ptr).creds).replace(c)));
             }
         }
         Ok(())
@@ -486,25 +490,22 @@ impl RawConnectParams {
 impl Drop for RawConnectParams {
     fn drop(&mut self) {
         let ptr = self.ptr;
-        // SAFETY: `ptr` is the live struct created in `new`. Only the fields we wrote are reset
-        // (so FreeConnectParams never frees our strings, and never finds its own state gone);
-        // then the struct goes back to whoever allocated it, exactly once.
+        // SAFETY: `ptr` is the live struct created in `new`. Only the fields we wrote get their
+        // earlier values back, through their raw places (so FreeConnectParams never sees our
+        // strings, and finds its own state as it left it); then the struct goes back to
+        // whoever allocated it, exactly once.
         unsafe {
-            for f in &self.written {
-                match f {
-                    Field::VmxSpec => addr_of_mut!((*ptr).vmxSpec).write(std::ptr::null_mut()),
-                    Field::ServerName => {
-                        addr_of_mut!((*ptr).serverName).write(std::ptr::null_mut())
-                    }
-                    Field::ThumbPrint => {
-                        addr_of_mut!((*ptr).thumbPrint).write(std::ptr::null_mut())
-                    }
-                    Field::CredType => addr_of_mut!((*ptr).credType).write(VIXDISKLIB_CRED_UNKNOWN),
-                    Field::Creds => addr_of_mut!((*ptr).creds).write(Default::default()),
-                    Field::Port => addr_of_mut!((*ptr).port).write(0),
-                    Field::NfcHostPort => addr_of_mut!((*ptr).nfcHostPort).write(0),
-                    Field::Spec => addr_of_mut!((*ptr).spec).write(Default::default()),
-                    Field::SpecType => addr_of_mut!((*ptr).specType).write(VIXDISKLIB_SPEC_VMX),
+            for saved in self.saved.drain(..).rev() {
+                match saved {
+                    Saved::VmxSpec(v) => addr_of_mut!((*ptr).vmxSpec).write(v),
+                    Saved::ServerName(v) => addr_of_mut!((*ptr).serverName).write(v),
+                    Saved::ThumbPrint(v) => addr_of_mut!((*ptr).thumbPrint).write(v),
+                    Saved::CredType(v) => addr_of_mut!((*ptr).credType).write(v),
+                    Saved::Creds(v) => addr_of_mut!((*ptr).creds).write(v),
+                    Saved::Port(v) => addr_of_mut!((*ptr).port).write(v),
+                    Saved::NfcHostPort(v) => addr_of_mut!((*ptr).nfcHostPort).write(v),
+                    Saved::Spec(v) => addr_of_mut!((*ptr).spec.vStorageObjSpec).write(v),
+                    Saved::SpecType(v) => addr_of_mut!((*ptr).specType).write(v),
                 }
             }
             if self.allocated_by_vddk {

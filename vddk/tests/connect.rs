@@ -368,6 +368,8 @@ fn connect_params_keep_vddk_state_and_live_until_disconnect() {
     assert_eq!(f.len(), 1);
     assert_eq!(f[0]["intact"], true, "{}", f[0]);
     assert_eq!(f[0]["connections"], 0, "{}", f[0]);
+    // What vddk wrote (server, thumbprint, user, password, vmxSpec) was put back first.
+    assert_eq!(f[0]["strings_left"], 0, "{}", f[0]);
     // No struct in this process came back damaged.
     assert!(lab
         .events("free_connect_params", "")

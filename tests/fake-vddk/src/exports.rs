@@ -181,7 +181,8 @@ pub unsafe extern "C" fn VixDiskLib_FreeConnectParams(params: *mut VixDiskLibCon
                     record(
                         &config,
                         json!({"event": "free_connect_params", "params": serial,
-                               "intact": f.intact, "connections": users}),
+                               "intact": f.intact, "connections": users,
+                               "strings_left": f.strings_left}),
                     );
                 }
             }

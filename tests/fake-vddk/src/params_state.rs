@@ -114,6 +114,9 @@ pub struct Freed {
     pub intact: bool,
     /// The allocation's serial, when it was one of ours.
     pub serial: Option<u64>,
+    /// Caller strings still referenced by the public fields when it was freed (VDDK's own
+    /// FreeConnectParams must not be given pointers it would treat as its own).
+    pub strings_left: usize,
 }
 
 /// Releases a struct from [`allocate`] and its state; a struct that is not ours is left alone
@@ -126,10 +129,32 @@ pub unsafe fn free(p: *mut VixDiskLibConnectParams) -> Result<Freed, String> {
         return Ok(Freed {
             intact: true,
             serial: None,
+            strings_left: 0,
         });
     }
     // SAFETY: per the contract.
     let intact = unsafe { check(p, "VixDiskLib_FreeConnectParams") };
+    // SAFETY: per the contract; every field is read through its raw place (the unions as the
+    // pointer-sized words they hold, whatever member was written).
+    let strings_left = unsafe {
+        let uid = addr_of!((*p).creds.uid).read();
+        let session_key = addr_of!((*p).creds.sessionId.key).read();
+        let spec = addr_of!((*p).spec.vStorageObjSpec).read();
+        [
+            addr_of!((*p).vmxSpec).read(),
+            addr_of!((*p).serverName).read(),
+            addr_of!((*p).thumbPrint).read(),
+            uid.userName,
+            uid.password,
+            session_key,
+            spec.id,
+            spec.datastoreMoRef,
+            spec.ssId,
+        ]
+        .iter()
+        .filter(|s| !s.is_null())
+        .count()
+    };
     let Some((state_addr, serial)) = live().as_mut().and_then(|m| m.remove(&(p as usize))) else {
         return Err(
             "VixDiskLib_FreeConnectParams of a struct VixDiskLib_AllocateConnectParams did not \
@@ -146,5 +171,6 @@ pub unsafe fn free(p: *mut VixDiskLibConnectParams) -> Result<Freed, String> {
     Ok(Freed {
         intact: intact.is_ok(),
         serial: Some(serial),
+        strings_left,
     })
 }
