@@ -190,6 +190,10 @@ typedef struct {
    char *ssId;
 } VixDiskLibVStorageObjectSpec;
 
+/* Opaque state the library keeps inside a VixDiskLibConnectParams that it
+ * allocated (VixDiskLib_AllocateConnectParams); internal use only. */
+typedef struct VixDiskLibConnectParamsState VixDiskLibConnectParamsState;
+
 typedef struct VixDiskLibConnectParams {
    char *vmxSpec;
    char *serverName;
@@ -201,11 +205,14 @@ typedef struct VixDiskLibConnectParams {
       VixDiskLibSessionIdCreds sessionId;
       void *ticketId;
    } creds;
-   uint32_t port;
-   uint32_t nfcHostPort;
-   char *vimApiVer;
+   uint32_t port;        /* HTTPS port of vCenter/ESXi (0: 443) */
+   uint32_t nfcHostPort; /* NFC port of the ESXi hosts (0: 902) */
+   char *vimApiVer;      /* not used */
+   /* The library's own: AllocateConnectParams (6.7+) fills these and
+    * ConnectEx, PrepareForAccess, EndAccess and FreeConnectParams use them.
+    * Callers must never write them (nor the whole struct). */
    char reserved[8];
-   void *reserved2;
+   VixDiskLibConnectParamsState *state;
    union {
       VixDiskLibVStorageObjectSpec vStorageObjSpec;
    } spec;
@@ -294,6 +301,12 @@ VixError VixDiskLib_PrepareForAccess(const VixDiskLibConnectParams *connectParam
                                      const char *identity);
 VixError VixDiskLib_EndAccess(const VixDiskLibConnectParams *connectParams,
                               const char *identity);
+
+/* Removes what killed or crashed programs left behind for this connection
+ * (hot-added disks, mounts, temporary files); reports how many
+ * items were cleaned up and how many remain. */
+VixError VixDiskLib_Cleanup(const VixDiskLibConnectParams *connectParams,
+                            uint32_t *numCleanedUp, uint32_t *numRemaining);
 
 VixError VixDiskLib_ConnectEx(const VixDiskLibConnectParams *connectParams,
                               Bool readOnly, const char *snapshotRef,

@@ -171,6 +171,11 @@ impl Default for VixDiskLibVStorageObjectSpec {
     }
 }
 #[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct VixDiskLibConnectParamsState {
+    _unused: [u8; 0],
+}
+#[repr(C)]
 #[derive(Copy, Clone)]
 pub struct VixDiskLibConnectParams {
     pub vmxSpec: *mut ::std::os::raw::c_char,
@@ -183,7 +188,7 @@ pub struct VixDiskLibConnectParams {
     pub nfcHostPort: u32,
     pub vimApiVer: *mut ::std::os::raw::c_char,
     pub reserved: [::std::os::raw::c_char; 8usize],
-    pub reserved2: *mut ::std::os::raw::c_void,
+    pub state: *mut VixDiskLibConnectParamsState,
     pub spec: VixDiskLibConnectParams__bindgen_ty_2,
     pub specType: VixDiskLibSpecType,
 }
@@ -357,6 +362,14 @@ pub struct VixDiskLibApi {
         ) -> VixError,
         ::libloading::Error,
     >,
+    pub VixDiskLib_Cleanup: Result<
+        unsafe extern "C" fn(
+            connectParams: *const VixDiskLibConnectParams,
+            numCleanedUp: *mut u32,
+            numRemaining: *mut u32,
+        ) -> VixError,
+        ::libloading::Error,
+    >,
     pub VixDiskLib_ConnectEx: Result<
         unsafe extern "C" fn(
             connectParams: *const VixDiskLibConnectParams,
@@ -501,6 +514,7 @@ impl VixDiskLibApi {
             .get(b"VixDiskLib_PrepareForAccess\0")
             .map(|sym| *sym);
         let VixDiskLib_EndAccess = __library.get(b"VixDiskLib_EndAccess\0").map(|sym| *sym);
+        let VixDiskLib_Cleanup = __library.get(b"VixDiskLib_Cleanup\0").map(|sym| *sym);
         let VixDiskLib_ConnectEx = __library.get(b"VixDiskLib_ConnectEx\0").map(|sym| *sym);
         let VixDiskLib_Disconnect = __library.get(b"VixDiskLib_Disconnect\0").map(|sym| *sym);
         let VixDiskLib_Create = __library.get(b"VixDiskLib_Create\0").map(|sym| *sym);
@@ -532,6 +546,7 @@ impl VixDiskLibApi {
             VixDiskLib_FreeConnectParams,
             VixDiskLib_PrepareForAccess,
             VixDiskLib_EndAccess,
+            VixDiskLib_Cleanup,
             VixDiskLib_ConnectEx,
             VixDiskLib_Disconnect,
             VixDiskLib_Create,
@@ -618,6 +633,19 @@ impl VixDiskLibApi {
             .VixDiskLib_EndAccess
             .as_ref()
             .expect("Expected function, got error."))(connectParams, identity)
+    }
+    pub unsafe fn VixDiskLib_Cleanup(
+        &self,
+        connectParams: *const VixDiskLibConnectParams,
+        numCleanedUp: *mut u32,
+        numRemaining: *mut u32,
+    ) -> VixError {
+        (self
+            .VixDiskLib_Cleanup
+            .as_ref()
+            .expect("Expected function, got error."))(
+            connectParams, numCleanedUp, numRemaining
+        )
     }
     pub unsafe fn VixDiskLib_ConnectEx(
         &self,

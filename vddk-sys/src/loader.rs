@@ -36,6 +36,7 @@ pub const OPTIONAL_SYMBOLS: &[&str] = &[
     "VixDiskLib_PrepareForAccess",
     "VixDiskLib_EndAccess",
     "VixDiskLib_ListTransportModes",
+    "VixDiskLib_Cleanup",
 ];
 
 /// Sonames tried in each directory, newest first, with the VDDK version each stands for.
@@ -302,6 +303,7 @@ fn symbol_presence(api: &VixDiskLibApi) -> Vec<(&'static str, bool)> {
             "VixDiskLib_ListTransportModes",
             api.VixDiskLib_ListTransportModes.is_ok(),
         ),
+        ("VixDiskLib_Cleanup", api.VixDiskLib_Cleanup.is_ok()),
     ]
 }
 
@@ -320,7 +322,7 @@ mod tests {
         let before = all.len();
         all.dedup();
         assert_eq!(before, all.len());
-        assert_eq!(all.len(), 25);
+        assert_eq!(all.len(), 26);
     }
 
     #[test]

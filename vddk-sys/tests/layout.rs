@@ -14,6 +14,10 @@ fn connect_params_is_128_bytes_with_vddk_offsets() {
     assert_eq!(offset_of!(VixDiskLibConnectParams, creds), 40);
     assert_eq!(offset_of!(VixDiskLibConnectParams, port), 64);
     assert_eq!(offset_of!(VixDiskLibConnectParams, nfcHostPort), 68);
+    assert_eq!(offset_of!(VixDiskLibConnectParams, vimApiVer), 72);
+    // VDDK's internal fields: the library's magic and its private state pointer.
+    assert_eq!(offset_of!(VixDiskLibConnectParams, reserved), 80);
+    assert_eq!(offset_of!(VixDiskLibConnectParams, state), 88);
     assert_eq!(offset_of!(VixDiskLibConnectParams, spec), 96);
     assert_eq!(offset_of!(VixDiskLibConnectParams, specType), 120);
     assert_eq!(size_of::<VixDiskLibVStorageObjectSpec>(), 24);

@@ -101,6 +101,7 @@ impl AsyncRequests {
         let n = self.in_flight.len();
         // Dropping the map frees nothing the entries point to: they are raw pointers.
         self.in_flight.clear();
+        crate::library::note_abandoned(n);
         tracing::error!(target: "vddk", "{n} async request(s) never completed; leaking their buffers");
     }
 }

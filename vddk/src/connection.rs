@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use vddk_sys::*;
 
+use crate::access::SharedAccess;
 use crate::create::CreateParams;
 use crate::disk::{Disk, OpenFlags};
 use crate::error::{Error, Result};
@@ -20,6 +21,13 @@ pub(crate) struct ConnectionInner {
     pub(crate) read_only: bool,
     last_transport: Mutex<Option<String>>,
     disconnected: AtomicBool,
+    /// The parameters ConnectEx was given: VDDK may refer to them (and to the state it keeps
+    /// inside them) until Disconnect, so they are freed only after it. Fields drop in order:
+    /// these first, then the access guard.
+    _params: RawConnectParams,
+    /// PrepareForAccess done for this connection's VM, shared with other connections to it;
+    /// EndAccess runs after the last of them has disconnected.
+    _access: Option<Arc<SharedAccess>>,
 }
 
 impl ConnectionInner {
@@ -68,14 +76,57 @@ impl std::fmt::Debug for Connection {
 
 impl Vddk {
     /// Connects (VixDiskLib_ConnectEx). Credentials are checked by VDDK when the first disk
-    /// is opened, not here.
+    /// is opened, not here. The connection keeps its parameters until after Disconnect.
+    ///
+    /// For backup and restore sessions of a VM prefer [`Vddk::connect_with_access`], which
+    /// also tells vCenter that the VM's disks are in use.
     ///
     /// # Errors
     /// [`Error::NotInitialised`], [`Error::InvalidArgument`] for unusable parameters,
     /// [`Error::Vix`] when ConnectEx fails.
     pub fn connect(&self, params: &ConnectParams, options: &ConnectOptions) -> Result<Connection> {
+        self.connect_inner(params, options, None)
+    }
+
+    /// PrepareForAccess with `identity` ([`crate::ACCESS_IDENTITY`] for safekeeping), then
+    /// ConnectEx: the connection to use for every backup read session and restore write
+    /// session of a VM. vCenter then refuses to migrate the VM's storage while its disks are
+    /// read or written. Connections to the same VM (several disks at once) share one
+    /// PrepareForAccess, since VMware's EndAccess is not counted: EndAccess runs by itself
+    /// after the last of them disconnects (when the connections and all their disks are
+    /// dropped), also when ConnectEx fails.
+    ///
+    /// Access is prepared only for VM targets (VDDK's PrepareForAccess names a VM); first class
+    /// disk and local connections are made as by [`Vddk::connect`]. A library without
+    /// PrepareForAccess connects without it (logged as a warning).
+    ///
+    /// # Errors
+    /// As [`Vddk::connect`]; [`Error::Vix`] when PrepareForAccess fails (for example with
+    /// rejected credentials).
+    pub fn connect_with_access(
+        &self,
+        params: &ConnectParams,
+        options: &ConnectOptions,
+        identity: &str,
+    ) -> Result<Connection> {
         self.state.ensure_initialised()?;
         options.validate()?;
+        params.validate_connectable()?;
+        let access = self.shared_access(params, identity)?;
+        // On failure the access is released here, which ends it unless other connections to
+        // the VM still hold it.
+        self.connect_inner(params, options, access)
+    }
+
+    fn connect_inner(
+        &self,
+        params: &ConnectParams,
+        options: &ConnectOptions,
+        access: Option<Arc<SharedAccess>>,
+    ) -> Result<Connection> {
+        self.state.ensure_initialised()?;
+        options.validate()?;
+        params.validate_connectable()?;
         let raw_params = RawConnectParams::new(&self.state, params)?;
         let snapshot = options
             .snapshot_moref
@@ -90,8 +141,9 @@ impl Vddk {
         let mut conn: VixDiskLibConnection = std::ptr::null_mut();
         let raw = {
             let _g = serial();
-            // SAFETY: required symbol; the params struct and strings outlive the call; `conn`
-            // is a valid out-pointer.
+            // SAFETY: required symbol; the params struct lives until after Disconnect (it moves
+            // into the connection below) and the strings outlive the call; `conn` is a valid
+            // out-pointer.
             unsafe {
                 self.state.lib.api.VixDiskLib_ConnectEx(
                     raw_params.as_ptr(),
@@ -102,7 +154,6 @@ impl Vddk {
                 )
             }
         };
-        drop(raw_params); // wipes the password copy
         self.state.check("ConnectEx", raw)?;
         if conn.is_null() {
             return Err(Error::Library(
@@ -117,6 +168,8 @@ impl Vddk {
                 read_only: options.read_only,
                 last_transport: Mutex::new(None),
                 disconnected: AtomicBool::new(false),
+                _params: raw_params,
+                _access: access,
             }),
             _not_sync: PhantomData,
         })

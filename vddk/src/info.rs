@@ -1,6 +1,7 @@
 //! What VDDK reports about a disk ([`DiskInfo`]).
 
 use std::ffi::CStr;
+use std::ptr::addr_of;
 
 use vddk_sys::*;
 
@@ -97,37 +98,39 @@ impl DiskInfo {
             return Err(Error::Library("GetInfo succeeded without info".into()));
         }
         let sector_sizes = lib.lib.version().has_sector_sizes();
-        // SAFETY: `p` is VDDK's struct. Before 7.0 it is 56 bytes, so the sector-size fields
-        // are read only from 7.0 on; strings are NULL or NUL-terminated; freed exactly once.
+        // SAFETY: `p` is VDDK's struct, exactly as large as the library's version makes it:
+        // 56 bytes before 7.0, without the sector sizes. So no reference to the whole
+        // (64-byte) struct is made: each field is read through its raw place, and the sector
+        // sizes only from 7.0 on. Strings are NULL or NUL-terminated and copied before the
+        // struct is freed, exactly once.
         let info = unsafe {
-            let i = &*p;
             let text = |s: *const std::ffi::c_char| {
                 (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
             };
-            let geo = |g: &VixDiskLibGeometry| Geometry {
+            let geo = |g: VixDiskLibGeometry| Geometry {
                 cylinders: g.cylinders,
                 heads: g.heads,
                 sectors: g.sectors,
             };
-            let size = |v: u32| (sector_sizes && v != 0).then_some(v);
+            let size = |v: u32| (v != 0).then_some(v);
+            let (logical, physical) = if sector_sizes {
+                (
+                    size(addr_of!((*p).logicalSectorSize).read()),
+                    size(addr_of!((*p).physicalSectorSize).read()),
+                )
+            } else {
+                (None, None)
+            };
             let info = DiskInfo {
-                capacity_sectors: i.capacity,
-                bios_geometry: geo(&i.biosGeo),
-                physical_geometry: geo(&i.physGeo),
-                adapter: Adapter::from_raw(i.adapterType),
-                links: i.numLinks,
-                parent_file_name_hint: text(i.parentFileNameHint),
-                uuid: text(i.uuid),
-                logical_sector_size: if sector_sizes {
-                    size(i.logicalSectorSize)
-                } else {
-                    None
-                },
-                physical_sector_size: if sector_sizes {
-                    size(i.physicalSectorSize)
-                } else {
-                    None
-                },
+                capacity_sectors: addr_of!((*p).capacity).read(),
+                bios_geometry: geo(addr_of!((*p).biosGeo).read()),
+                physical_geometry: geo(addr_of!((*p).physGeo).read()),
+                adapter: Adapter::from_raw(addr_of!((*p).adapterType).read()),
+                links: addr_of!((*p).numLinks).read(),
+                parent_file_name_hint: text(addr_of!((*p).parentFileNameHint).read()),
+                uuid: text(addr_of!((*p).uuid).read()),
+                logical_sector_size: logical,
+                physical_sector_size: physical,
             };
             api.VixDiskLib_FreeInfo(p);
             info

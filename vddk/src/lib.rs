@@ -8,6 +8,13 @@
 //! close are serialised process-wide as VDDK requires. VDDK's log callbacks go to `tracing`
 //! under the target `vddk`.
 //!
+//! VMware's usage rules that this crate keeps: InitEx once per process (keep one [`Vddk`] for
+//! the whole run; after its Exit the library is never initialised again, nor unloaded);
+//! connect parameters are VDDK's own allocation, of which only the public fields are written,
+//! and they stay alive until Disconnect; [`Vddk::connect_with_access`] wraps each backup or
+//! restore session of a VM in PrepareForAccess/EndAccess; [`Vddk::cleanup`] at start-up
+//! removes what a killed run left behind.
+//!
 //! ```no_run
 //! use std::path::Path;
 //! use vddk::{ConnectOptions, ConnectParams, Credentials, OpenFlags, Vddk};
@@ -21,11 +28,18 @@
 //!     .server("vcenter.example.com")
 //!     .thumbprint("AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD")
 //!     .credentials(Credentials::UserPassword { user: "backup".into(), password: "…".into() });
-//! let conn = vddk.connect(&params, &ConnectOptions {
+//! // Once at start-up: what killed runs left behind on this server.
+//! let server = ConnectParams::whole_server()
+//!     .server("vcenter.example.com")
+//!     .thumbprint("AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD")
+//!     .credentials(Credentials::UserPassword { user: "backup".into(), password: "…".into() });
+//! let report = vddk.cleanup(&server)?;
+//! println!("cleaned up {}, {} still in use", report.cleaned_up, report.remaining);
+//! let conn = vddk.connect_with_access(&params, &ConnectOptions {
 //!     read_only: true,
 //!     snapshot_moref: Some("snapshot-7".into()),
 //!     transports: Some("hotadd:nbdssl".into()),
-//! })?;
+//! }, vddk::ACCESS_IDENTITY)?;
 //! let mut disk = conn.open("[ds1] web01/web01.vmdk", OpenFlags::READ_ONLY)?;
 //! let mut buf = vec![0u8; 1 << 20];
 //! disk.read(0, &mut buf)?;
@@ -48,7 +62,7 @@ mod logging;
 mod params;
 mod reexec;
 
-pub use access::AccessGuard;
+pub use access::{AccessGuard, CleanupReport, ACCESS_IDENTITY};
 pub use async_io::{Completion, IoKind, RequestId};
 pub use connection::Connection;
 pub use create::{CreateParams, DiskType};

@@ -1,7 +1,9 @@
 //! The loaded library and its once-per-process initialisation.
 
 use std::ffi::{c_char, CStr, CString};
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use vddk_sys::VddkLibrary;
@@ -13,8 +15,26 @@ use crate::logging;
 /// run concurrently within a process; every such call holds this lock.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The library file whose InitEx succeeded in this process, if any.
-static INITIALISED_LIBRARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The library file whose InitEx succeeded in this process, if any. It stays set after
+/// VixDiskLib_Exit: VMware documents InitEx as once per process, and a library that ran Exit
+/// is never initialised (nor unloaded) again.
+static INITIALISED_LIBRARY: Mutex<Option<InitialisedLibrary>> = Mutex::new(None);
+
+/// Async requests given up on (their buffers leaked) in this process: VDDK may still be
+/// working on them, so VixDiskLib_Exit is skipped once there are any.
+static ABANDONED_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The library this process initialised, and whether it has since run VixDiskLib_Exit.
+#[derive(Debug)]
+struct InitialisedLibrary {
+    path: PathBuf,
+    exited: bool,
+}
+
+/// Records async requests that were abandoned while VDDK might still complete them.
+pub(crate) fn note_abandoned(n: usize) {
+    ABANDONED_REQUESTS.fetch_add(n, Ordering::SeqCst);
+}
 
 /// Takes the process-wide lock for open/close/connect/disconnect.
 pub(crate) fn serial() -> MutexGuard<'static, ()> {
@@ -38,10 +58,14 @@ struct InitRecord {
 /// Shared by every handle derived from one [`Vddk`]; calls VixDiskLib_Exit when the last one
 /// goes away.
 pub(crate) struct LibraryState {
-    pub(crate) lib: VddkLibrary,
+    /// Never unloaded once initialised: VDDK threads (and completions of abandoned async
+    /// requests) may outlive Exit, and unmapping their code under them would crash the process.
+    pub(crate) lib: ManuallyDrop<VddkLibrary>,
     libdir: PathBuf,
     init: OnceLock<InitRecord>,
     init_lock: Mutex<()>,
+    /// Access prepared for VMs, shared by every connection to the same VM.
+    pub(crate) access: crate::access::AccessRegistry,
 }
 
 impl LibraryState {
@@ -97,15 +121,31 @@ impl LibraryState {
 
 impl Drop for LibraryState {
     fn drop(&mut self) {
-        if self.init.get().is_some() {
-            let _g = serial();
-            // SAFETY: InitEx succeeded and no connection or disk remains (they hold this state).
-            unsafe { self.lib.api.VixDiskLib_Exit() };
-            *INITIALISED_LIBRARY
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
-            tracing::debug!(target: "vddk", "VixDiskLib_Exit done");
+        if self.init.get().is_none() {
+            // Never initialised: nothing of VDDK ran, so the library may be unloaded.
+            // SAFETY: dropped exactly once, here; no handle refers to it any more.
+            unsafe { ManuallyDrop::drop(&mut self.lib) };
+            return;
         }
+        let _g = serial();
+        let abandoned = ABANDONED_REQUESTS.load(Ordering::SeqCst);
+        if abandoned == 0 {
+            // SAFETY: InitEx succeeded and no connection or disk remains (they hold this
+            // state); no async request is outstanding.
+            unsafe { self.lib.api.VixDiskLib_Exit() };
+            tracing::debug!(target: "vddk", "VixDiskLib_Exit done");
+        } else {
+            tracing::warn!(target: "vddk", abandoned,
+                "not calling VixDiskLib_Exit: abandoned async requests may still be running");
+        }
+        if let Some(rec) = INITIALISED_LIBRARY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            rec.exited = true;
+        }
+        // The library stays mapped (ManuallyDrop, never dropped) for the rest of the process.
     }
 }
 
@@ -141,10 +181,11 @@ impl Vddk {
         tracing::debug!(target: "vddk", path = %lib.path().display(), version = %lib.version(), "loaded VixDiskLib");
         Ok(Vddk {
             state: Arc::new(LibraryState {
-                lib,
+                lib: ManuallyDrop::new(lib),
                 libdir: libdir.to_path_buf(),
                 init: OnceLock::new(),
                 init_lock: Mutex::new(()),
+                access: crate::access::AccessRegistry::default(),
             }),
         })
     }
@@ -152,12 +193,17 @@ impl Vddk {
     /// Initialises VDDK (VixDiskLib_InitEx) with the user's VDDK config file; logs go to
     /// `tracing` under target `vddk`. Calling it again with the same file does nothing.
     ///
+    /// VDDK is initialised once per process, as VMware documents: after the last handle of an
+    /// initialised library is dropped (which runs VixDiskLib_Exit), no handle can initialise
+    /// it again, and the library is never unloaded. Keep one [`Vddk`] for the whole run.
+    ///
     /// Never fork after this: VDDK's threads do not survive it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the config file does not exist;
     /// [`Error::AlreadyInitialised`] when this or another `Vddk` was initialised in this process
-    /// with a different config file or library; [`Error::Vix`] when InitEx fails.
+    /// with a different config file or library, or VDDK already ran VixDiskLib_Exit in this
+    /// process; [`Error::Vix`] when InitEx fails.
     pub fn init(&self, config_file: Option<&Path>) -> Result<()> {
         let _l = self
             .state
@@ -180,9 +226,16 @@ impl Vddk {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(other) = active.as_ref() {
-            return Err(Error::AlreadyInitialised {
-                detail: format!("by another handle on {}", other.display()),
-            });
+            let detail = if other.exited {
+                format!(
+                    "{} was initialised and has run VixDiskLib_Exit; VDDK is initialised once \
+                     per process",
+                    other.path.display()
+                )
+            } else {
+                format!("by another handle on {}", other.path.display())
+            };
+            return Err(Error::AlreadyInitialised { detail });
         }
         if let Some(p) = config_file {
             if !p.is_file() {
@@ -214,7 +267,10 @@ impl Vddk {
             }
         };
         self.state.check("InitEx", raw)?;
-        *active = Some(self.state.lib.path().to_path_buf());
+        *active = Some(InitialisedLibrary {
+            path: self.state.lib.path().to_path_buf(),
+            exited: false,
+        });
         let _ = self.state.init.set(InitRecord {
             config_file: config_file.map(Path::to_path_buf),
         });

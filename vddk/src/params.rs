@@ -1,7 +1,9 @@
 //! What to connect to and how: [`ConnectParams`], [`Credentials`], [`ConnectOptions`].
 
-use std::ffi::CString;
+use std::ffi::{c_char, CString};
 use std::fmt;
+use std::ptr::addr_of_mut;
+use std::sync::Arc;
 
 use vddk_sys::*;
 
@@ -87,6 +89,9 @@ pub enum Target {
     },
     /// Local files (no server): absolute paths, transport `file`.
     Local,
+    /// The server as a whole, without a VM or disk: only for [`crate::Vddk::cleanup`], which
+    /// cleans up after every earlier run against that server. Connecting with it is refused.
+    WholeServer,
 }
 
 /// Parameters of a VDDK connection (VixDiskLibConnectParams), built with chained setters:
@@ -146,6 +151,12 @@ impl ConnectParams {
         Self::new(Target::Local)
     }
 
+    /// The server as a whole (set it with [`ConnectParams::server`], with credentials and
+    /// thumbprint), for [`crate::Vddk::cleanup`] at start-up; not for connecting.
+    pub fn whole_server() -> Self {
+        Self::new(Target::WholeServer)
+    }
+
     /// vCenter or ESXi host name or address.
     pub fn server(mut self, host: impl Into<String>) -> Self {
         self.server = Some(host.into());
@@ -194,9 +205,9 @@ impl ConnectParams {
                     "a local connection takes no server".into(),
                 ))
             }
-            (Target::Vm { .. } | Target::FirstClassDisk { .. }, false) => {
+            (Target::Vm { .. } | Target::FirstClassDisk { .. } | Target::WholeServer, false) => {
                 return Err(Error::InvalidArgument(
-                    "a VM or first class disk connection needs a server".into(),
+                    "a VM, first class disk or whole-server target needs a server".into(),
                 ))
             }
             _ => {}
@@ -215,6 +226,18 @@ impl ConnectParams {
             ));
         }
         Ok(())
+    }
+
+    /// Refuses targets that cannot be connected to or prepared for access.
+    pub(crate) fn validate_connectable(&self) -> Result<()> {
+        if self.target == Target::WholeServer {
+            return Err(Error::InvalidArgument(
+                "whole-server parameters are only for cleanup; connect to a VM, a first class \
+                 disk or local files"
+                    .into(),
+            ));
+        }
+        self.validate()
     }
 }
 
@@ -265,23 +288,52 @@ impl ConnectOptions {
     }
 }
 
-/// A filled-in C `VixDiskLibConnectParams` and the strings it points to. Secret strings are
-/// wiped on drop.
-pub(crate) struct RawConnectParams<'a> {
-    state: &'a LibraryState,
+/// The value a public field of `VixDiskLibConnectParams` had before [`RawConnectParams`]
+/// wrote it, put back before the struct goes back to VDDK: only what was written is touched.
+#[derive(Clone, Copy)]
+enum Saved {
+    VmxSpec(*mut c_char),
+    ServerName(*mut c_char),
+    ThumbPrint(*mut c_char),
+    CredType(VixDiskLibCredType),
+    Creds(VixDiskLibConnectParams__bindgen_ty_1),
+    Port(u32),
+    NfcHostPort(u32),
+    Spec(VixDiskLibVStorageObjectSpec),
+    SpecType(VixDiskLibSpecType),
+}
+
+/// A C `VixDiskLibConnectParams` with our values in its public fields, and the strings it
+/// points to. Secret strings are wiped on drop.
+///
+/// VDDK 6.7 and newer allocate the struct themselves (AllocateConnectParams) and keep their own
+/// state in its internal fields (`reserved`, `state`); ConnectEx, PrepareForAccess, EndAccess
+/// and FreeConnectParams use that state. So only the public fields are ever written, one by
+/// one, and only those written are cleared before FreeConnectParams. A connection keeps its
+/// parameters until after Disconnect, as VMware's samples do.
+pub(crate) struct RawConnectParams {
+    state: Arc<LibraryState>,
     ptr: *mut VixDiskLibConnectParams,
     allocated_by_vddk: bool,
+    saved: Vec<Saved>,
     strings: Vec<CString>,
     secrets: Vec<CString>,
 }
 
-impl<'a> RawConnectParams<'a> {
-    pub(crate) fn new(state: &'a LibraryState, p: &ConnectParams) -> Result<Self> {
+// SAFETY: the struct and the strings it points to are owned by this value and only read by
+// VDDK calls made through it; VDDK's connect functions run under the process-wide serial lock.
+unsafe impl Send for RawConnectParams {}
+// SAFETY: as above; `&self` gives out only a const pointer, used under the serial lock.
+unsafe impl Sync for RawConnectParams {}
+
+impl RawConnectParams {
+    pub(crate) fn new(state: &Arc<LibraryState>, p: &ConnectParams) -> Result<Self> {
         p.validate()?;
         let api = &state.lib.api;
-        // Prefer VDDK's allocator (6.7+), which sizes the struct for the library's version.
+        // Prefer VDDK's allocator (6.7+): it sizes the struct for the library's version and
+        // sets up the library's private state inside it.
         let (ptr, allocated_by_vddk) = if api.VixDiskLib_AllocateConnectParams.is_ok() {
-            // SAFETY: present (checked); returns a zeroed struct or NULL.
+            // SAFETY: present (checked); returns an initialised struct or NULL.
             let ptr = unsafe { api.VixDiskLib_AllocateConnectParams() };
             (ptr, true)
         } else {
@@ -296,9 +348,10 @@ impl<'a> RawConnectParams<'a> {
             ));
         }
         let mut raw = Self {
-            state,
+            state: state.clone(),
             ptr,
             allocated_by_vddk,
+            saved: Vec::new(),
             strings: Vec::new(),
             secrets: Vec::new(),
         };
@@ -320,57 +373,112 @@ impl<'a> RawConnectParams<'a> {
         Ok(p)
     }
 
+    /// Writes the public fields for `p`, each on its own, never the internal ones.
     fn fill(&mut self, p: &ConnectParams) -> Result<()> {
-        let mut c = VixDiskLibConnectParams::default();
-        match &p.target {
-            Target::Vm { moref } => {
-                c.vmxSpec = self.keep(&format!("moref={moref}"), "VM moref")?;
-                c.specType = VIXDISKLIB_SPEC_VMX;
-            }
+        // Strings first (they may fail), so the struct is written only when all are ready.
+        let vmx = match &p.target {
+            Target::Vm { moref } => Some(self.keep(&format!("moref={moref}"), "VM moref")?),
+            _ => None,
+        };
+        let fcd = match &p.target {
             Target::FirstClassDisk {
                 id,
                 datastore_moref,
                 snapshot_id,
-            } => {
-                c.specType = VIXDISKLIB_SPEC_VSTORAGE_OBJECT;
-                c.spec.vStorageObjSpec.id = self.keep(id, "disk id")?;
-                c.spec.vStorageObjSpec.datastoreMoRef =
-                    self.keep(datastore_moref, "datastore moref")?;
-                if let Some(s) = snapshot_id {
-                    c.spec.vStorageObjSpec.ssId = self.keep(s, "snapshot id")?;
-                }
-            }
-            Target::Local => c.specType = VIXDISKLIB_SPEC_VMX,
-        }
-        if let Some(s) = &p.server {
-            c.serverName = self.keep(s, "server")?;
-        }
-        if let Some(t) = &p.thumbprint {
-            c.thumbPrint = self.keep(t, "thumbprint")?;
-        }
-        c.port = p.port;
-        c.nfcHostPort = p.nfc_port;
-        match &p.credentials {
+            } => Some(VixDiskLibVStorageObjectSpec {
+                id: self.keep(id, "disk id")?,
+                datastoreMoRef: self.keep(datastore_moref, "datastore moref")?,
+                ssId: match snapshot_id {
+                    Some(s) => self.keep(s, "snapshot id")?,
+                    None => std::ptr::null_mut(),
+                },
+            }),
+            _ => None,
+        };
+        let server = p
+            .server
+            .as_deref()
+            .map(|s| self.keep(s, "server"))
+            .transpose()?;
+        let thumbprint = p
+            .thumbprint
+            .as_deref()
+            .map(|t| self.keep(t, "thumbprint"))
+            .transpose()?;
+        let (cred_type, creds) = match &p.credentials {
             Some(Credentials::UserPassword { user, password }) => {
-                c.credType = VIXDISKLIB_CRED_UID;
-                c.creds.uid.userName = self.keep(user, "user")?;
-                c.creds.uid.password = self.keep_secret(password, "password")?;
+                let mut c = VixDiskLibConnectParams__bindgen_ty_1::default();
+                c.uid = VixDiskLibUidPasswdCreds {
+                    userName: self.keep(user, "user")?,
+                    password: self.keep_secret(password, "password")?,
+                };
+                (VIXDISKLIB_CRED_UID, Some(c))
             }
             Some(Credentials::SessionCookie { cookie, user, key }) => {
-                c.credType = VIXDISKLIB_CRED_SESSIONID;
-                c.creds.sessionId.cookie = self.keep_secret(cookie, "cookie")?;
-                if let Some(u) = user {
-                    c.creds.sessionId.userName = self.keep(u, "user")?;
-                }
-                if let Some(k) = key {
-                    c.creds.sessionId.key = self.keep_secret(k, "session key")?;
-                }
+                let mut c = VixDiskLibConnectParams__bindgen_ty_1::default();
+                c.sessionId = VixDiskLibSessionIdCreds {
+                    cookie: self.keep_secret(cookie, "cookie")?,
+                    userName: match user {
+                        Some(u) => self.keep(u, "user")?,
+                        None => std::ptr::null_mut(),
+                    },
+                    key: match key {
+                        Some(k) => self.keep_secret(k, "session key")?,
+                        None => std::ptr::null_mut(),
+                    },
+                };
+                (VIXDISKLIB_CRED_SESSIONID, Some(c))
             }
-            None => c.credType = VIXDISKLIB_CRED_UNKNOWN,
+            None => (VIXDISKLIB_CRED_UNKNOWN, None),
+        };
+        let spec_type = if fcd.is_some() {
+            VIXDISKLIB_SPEC_VSTORAGE_OBJECT
+        } else {
+            VIXDISKLIB_SPEC_VMX
+        };
+        let ptr = self.ptr;
+        // SAFETY: `ptr` is a live struct (VDDK's, at least as large as this header's layout,
+        // or our own Box). Each write goes through a raw place of one public field, so the
+        // internal fields (`reserved`, `state`, `privateUse`, `vimApiVer`) are never touched
+        // and no reference to the whole struct is made.
+        unsafe {
+            let saved = &mut self.saved;
+            if let Some(v) = vmx {
+                saved.push(Saved::VmxSpec(addr_of_mut!((*ptr).vmxSpec).replace(v)));
+            }
+            if let Some(spec) = fcd {
+                saved.push(Saved::Spec(
+                    addr_of_mut!((*ptr).spec.vStorageObjSpec).replace(spec),
+                ));
+            }
+            saved.push(Saved::SpecType(
+                addr_of_mut!((*ptr).specType).replace(spec_type),
+            ));
+            if let Some(v) = server {
+                saved.push(Saved::ServerName(
+                    addr_of_mut!((*ptr).serverName).replace(v),
+                ));
+            }
+            if let Some(v) = thumbprint {
+                saved.push(Saved::ThumbPrint(
+                    addr_of_mut!((*ptr).thumbPrint).replace(v),
+                ));
+            }
+            if p.port != 0 {
+                saved.push(Saved::Port(addr_of_mut!((*ptr).port).replace(p.port)));
+            }
+            if p.nfc_port != 0 {
+                saved.push(Saved::NfcHostPort(
+                    addr_of_mut!((*ptr).nfcHostPort).replace(p.nfc_port),
+                ));
+            }
+            saved.push(Saved::CredType(
+                addr_of_mut!((*ptr).credType).replace(cred_type),
+            ));
+            if let Some(c) = creds {
+                saved.push(Saved::Creds(addr_of_mut!((*ptr).creds).replace(c)));
+            }
         }
-        // SAFETY: `ptr` points to a live struct at least as large as this header's (VDDK's
-        // allocator sizes it for its own, newer-or-equal layout; ours is exact).
-        unsafe { self.ptr.write(c) };
         Ok(())
     }
 
@@ -379,16 +487,31 @@ impl<'a> RawConnectParams<'a> {
     }
 }
 
-impl Drop for RawConnectParams<'_> {
+impl Drop for RawConnectParams {
     fn drop(&mut self) {
-        // SAFETY: `ptr` is the live struct created in `new`. Our string pointers are cleared
-        // first so FreeConnectParams never frees memory VDDK did not allocate.
+        let ptr = self.ptr;
+        // SAFETY: `ptr` is the live struct created in `new`. Only the fields we wrote get their
+        // earlier values back, through their raw places (so FreeConnectParams never sees our
+        // strings, and finds its own state as it left it); then the struct goes back to
+        // whoever allocated it, exactly once.
         unsafe {
-            self.ptr.write(VixDiskLibConnectParams::default());
+            for saved in self.saved.drain(..).rev() {
+                match saved {
+                    Saved::VmxSpec(v) => addr_of_mut!((*ptr).vmxSpec).write(v),
+                    Saved::ServerName(v) => addr_of_mut!((*ptr).serverName).write(v),
+                    Saved::ThumbPrint(v) => addr_of_mut!((*ptr).thumbPrint).write(v),
+                    Saved::CredType(v) => addr_of_mut!((*ptr).credType).write(v),
+                    Saved::Creds(v) => addr_of_mut!((*ptr).creds).write(v),
+                    Saved::Port(v) => addr_of_mut!((*ptr).port).write(v),
+                    Saved::NfcHostPort(v) => addr_of_mut!((*ptr).nfcHostPort).write(v),
+                    Saved::Spec(v) => addr_of_mut!((*ptr).spec.vStorageObjSpec).write(v),
+                    Saved::SpecType(v) => addr_of_mut!((*ptr).specType).write(v),
+                }
+            }
             if self.allocated_by_vddk {
-                self.state.lib.api.VixDiskLib_FreeConnectParams(self.ptr);
+                self.state.lib.api.VixDiskLib_FreeConnectParams(ptr);
             } else {
-                drop(Box::from_raw(self.ptr));
+                drop(Box::from_raw(ptr));
             }
         }
         for s in self.secrets.drain(..) {

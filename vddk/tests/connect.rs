@@ -311,3 +311,195 @@ fn remote_connections_need_credentials() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+fn vm_params(moref: &str, password: &str) -> ConnectParams {
+    ConnectParams::vm(moref)
+        .server(SERVER)
+        .thumbprint(THUMBPRINT)
+        .credentials(Credentials::UserPassword {
+            user: USER.into(),
+            password: password.into(),
+        })
+}
+
+/// Stats events (in order) whose `vmx_spec` is `moref=<moref>`.
+fn events_of(lab: &Lab, moref: &str) -> Vec<serde_json::Value> {
+    let spec = format!("moref={moref}");
+    lab.stats_lines()
+        .into_iter()
+        .filter(|v| v["vmx_spec"] == spec.as_str())
+        .collect()
+}
+
+/// VDDK 6.7+ keeps its own state in the internal fields of the struct AllocateConnectParams
+/// returns; the fake refuses ConnectEx, PrepareForAccess and EndAccess when they were
+/// overwritten, and Open on a connection whose parameters were freed before Disconnect.
+#[test]
+fn connect_params_keep_vddk_state_and_live_until_disconnect() {
+    let (lab, vddk) = lab();
+    let path = lab.make_disk("state/state.vmdk", 256, 0, &[]);
+    let conn = vddk
+        .connect(&vm_params("vm-state", PASSWORD), &options(None))
+        .unwrap();
+    let disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
+    assert_eq!(disk.info().capacity_sectors, 256);
+    let serial = events_of(lab, "vm-state")[0]["params"].clone();
+    assert!(
+        serial.is_u64(),
+        "the connect params came from AllocateConnectParams"
+    );
+    let freed = |lab: &Lab| -> Vec<serde_json::Value> {
+        lab.events("free_connect_params", "")
+            .into_iter()
+            .filter(|v| v["params"] == serial)
+            .collect()
+    };
+    // Still in use by the connection: not freed yet.
+    assert!(freed(lab).is_empty());
+    drop(disk);
+    drop(conn);
+    let mine: Vec<_> = events_of(lab, "vm-state")
+        .iter()
+        .map(|v| v["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(mine, ["connect", "disconnect"]);
+    // Freed once, after Disconnect, with VDDK's state intact.
+    let f = freed(lab);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["intact"], true, "{}", f[0]);
+    assert_eq!(f[0]["connections"], 0, "{}", f[0]);
+    // What vddk wrote (server, thumbprint, user, password, vmxSpec) was put back first.
+    assert_eq!(f[0]["strings_left"], 0, "{}", f[0]);
+    // No struct in this process came back damaged.
+    assert!(lab
+        .events("free_connect_params", "")
+        .iter()
+        .all(|v| v["intact"] == true));
+}
+
+#[test]
+fn connect_with_access_prepares_before_connect_and_ends_after_disconnect() {
+    let (lab, vddk) = lab();
+    let path = lab.make_disk("access/access.vmdk", 256, 0, &[]);
+    let conn = vddk
+        .connect_with_access(
+            &vm_params("vm-access", PASSWORD),
+            &options(None),
+            vddk::ACCESS_IDENTITY,
+        )
+        .unwrap();
+    let disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
+    let names = |lab: &Lab| -> Vec<String> {
+        events_of(lab, "vm-access")
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(lab), ["prepare_for_access", "connect"]);
+    // The connection outlives a dropped handle while its disk is open.
+    drop(conn);
+    assert_eq!(names(lab), ["prepare_for_access", "connect"]);
+    drop(disk);
+    assert_eq!(
+        names(lab),
+        ["prepare_for_access", "connect", "disconnect", "end_access"]
+    );
+    for v in events_of(lab, "vm-access")
+        .iter()
+        .filter(|v| v["event"] == "prepare_for_access" || v["event"] == "end_access")
+    {
+        assert_eq!(v["identity"], "safekeeping");
+    }
+
+    // Rejected credentials fail at PrepareForAccess and never connect.
+    let err = vddk
+        .connect_with_access(
+            &vm_params("vm-access-bad", "wrong"),
+            &options(None),
+            vddk::ACCESS_IDENTITY,
+        )
+        .unwrap_err();
+    assert_eq!(err.vix_code(), Some(codes::VIX_E_FAIL), "{err}");
+    assert!(events_of(lab, "vm-access-bad").is_empty());
+
+    // First class disks have no VM to prepare: connected as by `connect`.
+    let fcd = ConnectParams::first_class_disk("fcd-0001", "datastore-11", Some("ss-3".into()))
+        .server(SERVER)
+        .thumbprint(THUMBPRINT)
+        .credentials(Credentials::UserPassword {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        });
+    let conn = vddk
+        .connect_with_access(&fcd, &options(None), vddk::ACCESS_IDENTITY)
+        .unwrap();
+    drop(conn);
+    assert!(!lab
+        .stats_lines()
+        .iter()
+        .any(|v| v["event"] == "prepare_for_access" && v["vmx_spec"].is_null()));
+}
+
+/// VMware's EndAccess is not counted: the first one re-enables storage migration of the VM.
+/// Connections to one VM at once (several disks) share one PrepareForAccess, and EndAccess
+/// runs once, after the last of them; a later session prepares again.
+#[test]
+fn concurrent_connections_to_one_vm_share_one_prepared_access() {
+    let (lab, vddk) = lab();
+    let a = lab.make_disk("shared/a.vmdk", 128, 0, &[]);
+    let b = lab.make_disk("shared/b.vmdk", 128, 0, &[]);
+    let params = vm_params("vm-shared", PASSWORD);
+    let names = |lab: &Lab| -> Vec<String> {
+        events_of(lab, "vm-shared")
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            let c = vddk
+                .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+                .unwrap();
+            let d = c.open(&a, OpenFlags::READ_ONLY).unwrap();
+            (c, d)
+        });
+        let two = s.spawn(|| {
+            let c = vddk
+                .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+                .unwrap();
+            let d = c.open(&b, OpenFlags::READ_ONLY).unwrap();
+            (c, d)
+        });
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!(
+        names(lab),
+        ["prepare_for_access", "connect", "connect"],
+        "one PrepareForAccess for both"
+    );
+    drop(first);
+    // The other connection still reads: access must not have ended.
+    assert!(!names(lab).contains(&"end_access".to_string()));
+    drop(second);
+    assert_eq!(
+        names(lab),
+        [
+            "prepare_for_access",
+            "connect",
+            "connect",
+            "disconnect",
+            "disconnect",
+            "end_access"
+        ]
+    );
+    // A new session prepares again.
+    let c = vddk
+        .connect_with_access(&params, &options(None), vddk::ACCESS_IDENTITY)
+        .unwrap();
+    drop(c);
+    let n = names(lab);
+    assert_eq!(
+        &n[n.len() - 4..],
+        ["prepare_for_access", "connect", "disconnect", "end_access"]
+    );
+}

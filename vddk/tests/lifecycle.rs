@@ -1,6 +1,7 @@
 //! Whatever order the caller drops things in, VDDK sees disks closed before their connection
-//! disconnects, and every connection gone before VixDiskLib_Exit; after Exit the library can
-//! be initialised again. The only test in its process, because it exits VDDK.
+//! disconnects, and every connection gone before VixDiskLib_Exit; after Exit VDDK is never
+//! initialised again in the process (VMware documents InitEx as once per process, and VDDK
+//! threads may outlive Exit). The only test in its process, because it exits VDDK.
 
 mod common;
 
@@ -54,20 +55,25 @@ fn drop_order_is_always_disk_then_connection_then_exit() {
     assert!(!events(&lab).contains(&"exit".to_string()));
     drop(disk);
     let ev = events(&lab);
-    let tail: Vec<&str> = ev.iter().rev().take(3).rev().map(String::as_str).collect();
-    assert_eq!(tail, ["close", "disconnect", "exit"]);
+    let tail: Vec<&str> = ev.iter().rev().take(4).rev().map(String::as_str).collect();
+    // The connect parameters live until after Disconnect.
+    assert_eq!(tail, ["close", "disconnect", "free_connect_params", "exit"]);
     let lines = lab.stats_lines();
-    assert_eq!(lines[lines.len() - 2]["open_disks"], 0);
+    assert_eq!(lines[lines.len() - 3]["open_disks"], 0);
+    assert_eq!(lines[lines.len() - 2]["intact"], true);
     assert_eq!(lines[lines.len() - 1]["open_connections"], 0);
 
-    // After Exit a new handle may initialise again.
+    // After Exit no handle may initialise again: VDDK is initialised once per process. The
+    // library stays loaded, so a new handle can still be made (and is refused at init).
     let again = Vddk::load(&lab.libdir).unwrap();
-    again.init(Some(&lab.config)).unwrap();
-    let conn = again
-        .connect(&good_params(), &ConnectOptions::default())
-        .unwrap();
-    let mut disk = conn.open(&path, OpenFlags::READ_ONLY).unwrap();
-    let mut buf = [0u8; 512];
-    disk.read(0, &mut buf).unwrap();
-    assert_eq!(buf, [9u8; 512]);
+    let err = again.init(Some(&lab.config)).unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialised { .. }), "{err}");
+    assert!(err.to_string().contains("once per process"), "{err}");
+    assert!(matches!(
+        again.connect(&good_params(), &ConnectOptions::default()),
+        Err(Error::NotInitialised)
+    ));
+    // Exit ran once, and InitEx never again.
+    let exits = events(&lab).iter().filter(|e| *e == "exit").count();
+    assert_eq!(exits, 1);
 }

@@ -29,17 +29,61 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// How long operations that run a task (snapshot, reconfigure, power, create...) wait for it.
     pub task_timeout: Duration,
+    /// Accept a plain `http://` URL. Off by default: the login sends the password, and every
+    /// call the session cookie, in clear text. Only for test servers on a trusted network
+    /// (safekeeping's `[vcenter] insecure = true`). Independent of [`Tls::Insecure`], which
+    /// only skips certificate checks on `https://`.
+    pub allow_http: bool,
+    /// The largest SOAP (and vAPI) response read, in bytes (default
+    /// [`crate::DEFAULT_MAX_RESPONSE_BYTES`], 128 MiB). Checked against Content-Length before
+    /// reading and while streaming; over it the call fails with [`Error::TooLarge`].
+    pub max_response_bytes: u64,
+    /// The largest datastore file read or downloaded, in bytes (default
+    /// [`crate::DEFAULT_MAX_FILE_BYTES`], 16 MiB: `.vmx`, `.nvram` and descriptors are far
+    /// smaller, a flat disk named by a hostile `.vmx` is not). Checked like
+    /// [`ClientOptions::max_response_bytes`].
+    pub max_file_bytes: u64,
 }
 
 impl ClientOptions {
-    /// Options for `url` with a 60 s call timeout and a one hour task timeout.
+    /// Options for `url` with a 60 s call timeout and a one hour task timeout; `http://` URLs
+    /// are refused unless [`ClientOptions::allow_http`] is set.
     pub fn new(url: impl Into<String>, tls: Tls) -> Self {
         ClientOptions {
             url: url.into(),
             tls,
             timeout: Duration::from_secs(60),
             task_timeout: Duration::from_secs(3600),
+            allow_http: false,
+            max_response_bytes: crate::bounded::DEFAULT_MAX_RESPONSE_BYTES,
+            max_file_bytes: crate::bounded::DEFAULT_MAX_FILE_BYTES,
         }
+    }
+}
+
+/// Refuses a plain `http://` server URL unless the caller opted in with `allow_http`: the
+/// vCenter password (SOAP login, VDDK connections to the same server) would travel in clear.
+/// Use it for every connection made from the same configured URL, not only this client's.
+///
+/// # Errors
+///
+/// [`Error::PlainHttp`] for an `http://` URL without `allow_http`; [`Error::InvalidInput`]
+/// when the URL does not parse or is neither `https://` nor `http://`.
+pub fn check_url_security(url: &str, allow_http: bool) -> Result<()> {
+    let parsed =
+        Url::parse(url).map_err(|e| Error::InvalidInput(format!("server URL `{url}`: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            tracing::warn!(%url, "plain HTTP allowed: the password travels in clear text");
+            Ok(())
+        }
+        "http" => Err(Error::PlainHttp {
+            url: url.to_owned(),
+        }),
+        _ => Err(Error::InvalidInput(format!(
+            "server URL `{url}` must start with https://"
+        ))),
     }
 }
 
@@ -77,6 +121,8 @@ struct Inner {
     session: Mutex<Session>,
     presented: Arc<Presented>,
     tls: Tls,
+    max_response_bytes: u64,
+    max_file_bytes: u64,
 }
 
 /// A connection to vCenter (or ESXi). Cheap to clone; clones share the session.
@@ -103,14 +149,10 @@ pub enum Endpoint {
     Vslm,
 }
 
-fn normalise_url(url: &str) -> Result<(Url, Url)> {
+fn normalise_url(url: &str, allow_http: bool) -> Result<(Url, Url)> {
+    check_url_security(url, allow_http)?;
     let parsed =
         Url::parse(url).map_err(|e| Error::InvalidInput(format!("server URL `{url}`: {e}")))?;
-    if parsed.scheme() != "https" && parsed.scheme() != "http" {
-        return Err(Error::InvalidInput(format!(
-            "server URL `{url}` must start with https://"
-        )));
-    }
     if parsed.host_str().is_none() {
         return Err(Error::InvalidInput(format!(
             "server URL `{url}` has no host"
@@ -133,10 +175,11 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::CertificateMismatch`] when a pinned certificate differs (the error shows the
-    /// presented fingerprint), [`Error::Tls`], [`Error::Transport`] or a fault.
+    /// [`Error::PlainHttp`] for an `http://` URL without [`ClientOptions::allow_http`] (nothing
+    /// is sent), [`Error::CertificateMismatch`] when a pinned certificate differs (the error
+    /// shows the presented fingerprint), [`Error::Tls`], [`Error::Transport`] or a fault.
     pub async fn connect(options: &ClientOptions) -> Result<Client> {
-        let (base_url, sdk_url) = normalise_url(&options.url)?;
+        let (base_url, sdk_url) = normalise_url(&options.url, options.allow_http)?;
         let vslm_url = base_url
             .join("vslm/sdk")
             .map_err(|e| Error::InvalidInput(format!("server URL: {e}")))?;
@@ -165,6 +208,8 @@ impl Client {
             session: Mutex::new(Session::default()),
             presented,
             tls: options.tls.clone(),
+            max_response_bytes: options.max_response_bytes,
+            max_file_bytes: options.max_file_bytes,
         };
         let body = Element::vim("RetrieveServiceContent")
             .child(MoRef::new("ServiceInstance", "ServiceInstance").to_element("_this"));
@@ -298,6 +343,16 @@ impl Client {
         self.inner.task_timeout
     }
 
+    /// The response size limit (from [`ClientOptions::max_response_bytes`]).
+    pub fn max_response_bytes(&self) -> u64 {
+        self.inner.max_response_bytes
+    }
+
+    /// The datastore file size limit (from [`ClientOptions::max_file_bytes`]).
+    pub fn max_file_bytes(&self) -> u64 {
+        self.inner.max_file_bytes
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
@@ -423,7 +478,7 @@ impl Inner {
             }
         }
         let started = std::time::Instant::now();
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| self.map_transport(url, e))?;
@@ -436,10 +491,13 @@ impl Inner {
             }
         }
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.map_transport(url, e))?;
+        let bytes = crate::bounded::read_body(
+            &mut response,
+            self.max_response_bytes,
+            &|| format!("the {method} response from {url}"),
+            &|e| self.map_transport(url, e),
+        )
+        .await?;
         tracing::debug!(
             %method,
             status = status.as_u16(),
@@ -517,14 +575,34 @@ mod tests {
 
     #[test]
     fn normalises_urls() {
-        let (base, sdk) = normalise_url("https://vc.example.com").unwrap();
+        let (base, sdk) = normalise_url("https://vc.example.com", false).unwrap();
         assert_eq!(base.as_str(), "https://vc.example.com/");
         assert_eq!(sdk.as_str(), "https://vc.example.com/sdk");
-        let (base, sdk) = normalise_url("https://127.0.0.1:8989/sdk").unwrap();
+        let (base, sdk) = normalise_url("https://127.0.0.1:8989/sdk", false).unwrap();
         assert_eq!(base.as_str(), "https://127.0.0.1:8989/");
         assert_eq!(sdk.as_str(), "https://127.0.0.1:8989/sdk");
-        assert!(normalise_url("ftp://x").is_err());
-        assert!(normalise_url("not a url").is_err());
+        assert!(normalise_url("ftp://x", true).is_err());
+        assert!(normalise_url("not a url", true).is_err());
+    }
+
+    #[test]
+    fn plain_http_needs_an_explicit_opt_in() {
+        let err = normalise_url("http://vc.example.com/sdk", false).unwrap_err();
+        assert!(matches!(&err, Error::PlainHttp { url } if url == "http://vc.example.com/sdk"));
+        assert!(err.to_string().contains("password"), "{err}");
+        assert!(err.to_string().contains("in clear"), "{err}");
+        let (_, sdk) = normalise_url("http://vc.example.com", true).unwrap();
+        assert_eq!(sdk.as_str(), "http://vc.example.com/sdk");
+        assert!(check_url_security("https://vc.example.com", false).is_ok());
+        assert!(matches!(
+            check_url_security("HTTP://vc.example.com", false),
+            Err(Error::PlainHttp { .. })
+        ));
+        assert!(check_url_security("http://vc.example.com", true).is_ok());
+        assert!(matches!(
+            check_url_security("ftp://vc.example.com", true),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]

@@ -98,7 +98,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Http`] (404 for a missing file), transport and I/O errors.
+    /// [`Error::Http`] (404 for a missing file), transport and I/O errors;
+    /// [`Error::TooLarge`] (nothing is left at `dest`) for a file over
+    /// [`crate::ClientOptions::max_file_bytes`].
     pub async fn download_datastore_file(
         &self,
         dc_path: &str,
@@ -107,6 +109,9 @@ impl Client {
     ) -> Result<u64> {
         let url = self.datastore_file_url(dc_path, file)?;
         let mut response = self.file_get(&url).await?;
+        let limit = self.max_file_bytes();
+        let what = || format!("datastore file {file}");
+        crate::bounded::check_announced(&response, limit, &what)?;
         let io = |source| Error::Io {
             path: dest.to_owned(),
             source,
@@ -125,8 +130,15 @@ impl Client {
                 .await
                 .map_err(|e| self.map_transport(&url, e))?
             {
-                out.write_all(&chunk).await.map_err(io)?;
                 total += chunk.len() as u64;
+                if total > limit {
+                    return Err(Error::TooLarge {
+                        what: what(),
+                        limit,
+                        announced: response.content_length(),
+                    });
+                }
+                out.write_all(&chunk).await.map_err(io)?;
             }
             out.sync_all().await.map_err(io)?;
             Ok(())
@@ -146,23 +158,45 @@ impl Client {
         Ok(total)
     }
 
-    /// Reads a (small) datastore file into memory, for `.vmx` and descriptor files.
+    /// Reads a (small) datastore file into memory, for `.vmx`, `.nvram` and descriptor files.
+    /// At most [`crate::ClientOptions::max_file_bytes`] are read: a larger file (say a flat
+    /// disk that a `.vmx` names as its `nvram`) is refused from its Content-Length before any
+    /// of it is read, or as soon as the stream passes the limit.
     ///
     /// # Errors
     ///
-    /// As [`Client::download_datastore_file`].
+    /// As [`Client::download_datastore_file`], including [`Error::TooLarge`] naming the file
+    /// and the limit.
     pub async fn read_datastore_file(
         &self,
         dc_path: &str,
         file: &DatastorePath,
     ) -> Result<Vec<u8>> {
-        let url = self.datastore_file_url(dc_path, file)?;
-        let response = self.file_get(&url).await?;
-        let bytes = response
-            .bytes()
+        self.read_datastore_file_limited(dc_path, file, self.max_file_bytes())
             .await
-            .map_err(|e| self.map_transport(&url, e))?;
-        Ok(bytes.to_vec())
+    }
+
+    /// [`Client::read_datastore_file`] with an explicit limit in bytes, for callers that know a
+    /// tighter (or, for a large file they truly need in memory, looser) bound.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::read_datastore_file`].
+    pub async fn read_datastore_file_limited(
+        &self,
+        dc_path: &str,
+        file: &DatastorePath,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>> {
+        let url = self.datastore_file_url(dc_path, file)?;
+        let mut response = self.file_get(&url).await?;
+        crate::bounded::read_body(
+            &mut response,
+            max_bytes,
+            &|| format!("datastore file {file}"),
+            &|e| self.map_transport(&url, e),
+        )
+        .await
     }
 
     /// Uploads bytes to a datastore file (created or replaced).

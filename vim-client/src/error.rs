@@ -95,9 +95,37 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A response or file is larger than the limit for reading it (checked against the
+    /// announced Content-Length before reading, and while streaming).
+    #[error("{what} is larger than the limit of {limit} bytes{}", announced_suffix(*.announced))]
+    TooLarge {
+        /// What was read: `datastore file [ds1] vm/vm.nvram`, or the SOAP method and URL.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+        /// The length the server announced (Content-Length), when it did.
+        announced: Option<u64>,
+    },
+    /// The server URL is plain `http://` and the caller did not allow it.
+    #[error("server URL `{url}` uses plain HTTP: the vCenter password and session would travel in clear text; use https:// (or, only for a test server on a trusted network, allow plain HTTP explicitly)")]
+    PlainHttp {
+        /// The URL refused.
+        url: String,
+    },
     /// A call needs a session and the client is not logged in.
     #[error("not logged in")]
     NotLoggedIn,
+    /// A `QueryChangedDiskAreas` answer does not tile the disk (gap, overlap, area outside the
+    /// disk or the reply, no progress). Unlike a refused change id (a [`Error::Fault`]), a full
+    /// read is not the cure: the server's change tracking answer itself is wrong.
+    #[error(transparent)]
+    ChangedAreas(#[from] crate::changed_areas::ChangedAreasError),
+}
+
+fn announced_suffix(announced: Option<u64>) -> String {
+    announced
+        .map(|n| format!(" (the server announced {n} bytes)"))
+        .unwrap_or_default()
 }
 
 impl Error {

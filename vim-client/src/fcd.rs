@@ -296,7 +296,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::fcd_query_changed_disk_areas`].
+    /// As [`Client::fcd_query_changed_disk_areas`], and [`crate::Error::ChangedAreas`] when the
+    /// answers do not tile the disk (see [`crate::Client::changed_disk_areas`]).
     pub async fn fcd_changed_disk_areas(
         &self,
         id: &str,

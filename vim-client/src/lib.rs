@@ -81,6 +81,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod bounded;
 mod changed_areas;
 mod client;
 pub mod config_spec;
@@ -109,8 +110,11 @@ mod vm_config;
 mod vslm;
 pub mod xml;
 
-pub use changed_areas::{DiskArea, DiskChangeInfo};
-pub use client::{Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE};
+pub use bounded::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RESPONSE_BYTES};
+pub use changed_areas::{ChangedAreasError, ChangedAreasProblem, DiskArea, DiskChangeInfo};
+pub use client::{
+    check_url_security, Client, ClientOptions, Endpoint, UserSession, SESSION_COOKIE,
+};
 pub use config_spec::{
     config_spec_from_info, import_devices_spec, CdromPolicy, DiskTarget, MacPolicy, NetworkBacking,
     RestoreConfig, RestoreOptions,

@@ -110,7 +110,7 @@ impl Client {
         let url = base
             .join("com/vmware/cis/session")
             .map_err(|e| Error::InvalidInput(format!("vAPI URL: {e}")))?;
-        let response = self
+        let mut response = self
             .http()
             .post(url.clone())
             .timeout(self.call_timeout())
@@ -120,10 +120,13 @@ impl Client {
             .await
             .map_err(|e| self.map_transport(&url, e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.map_transport(&url, e))?;
+        let bytes = crate::bounded::read_body(
+            &mut response,
+            self.max_response_bytes(),
+            &|| format!("the vAPI login response from {url}"),
+            &|e| self.map_transport(&url, e),
+        )
+        .await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(Error::Fault {
                 kind: FaultKind::InvalidLogin,
@@ -199,15 +202,18 @@ impl Tagging {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|e| self.client.map_transport(&url, e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.client.map_transport(&url, e))?;
+        let bytes = crate::bounded::read_body(
+            &mut response,
+            self.client.max_response_bytes(),
+            &|| format!("the vAPI response from {url}"),
+            &|e| self.client.map_transport(&url, e),
+        )
+        .await?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(Error::Fault {
                 kind: FaultKind::NotAuthenticated,

@@ -253,7 +253,8 @@ impl Vslm {
     ///
     /// # Errors
     ///
-    /// As [`Vslm::query_changed_disk_areas`].
+    /// As [`Vslm::query_changed_disk_areas`], and [`crate::Error::ChangedAreas`] when the
+    /// answers do not tile the disk (see [`crate::Client::changed_disk_areas`]).
     pub async fn changed_disk_areas(
         &self,
         id: &str,

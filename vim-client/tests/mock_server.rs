@@ -84,6 +84,10 @@ fn answer(request: &Element, polls: usize) -> (u16, Vec<(&'static str, String)>,
         "VslmQueryInfo" => ok(
             r#"<VslmQueryInfoResponse xmlns="urn:vslm" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><returnval><key>task-7</key><task type="VslmTask">task-7</task><state>success</state><result xsi:type="ID"><id>snap-1</id></result></returnval></VslmQueryInfoResponse>"#,
         ),
+        // A server whose answer skips 64 KiB: the gap must not count as unchanged.
+        "VslmQueryChangedDiskAreas" if request.text_at("id/id") == Some("disk-gap") => ok(
+            r#"<VslmQueryChangedDiskAreasResponse xmlns="urn:vslm"><returnval><startOffset>65536</startOffset><length>983040</length><changedArea><start>131072</start><length>65536</length></changedArea></returnval></VslmQueryChangedDiskAreasResponse>"#,
+        ),
         "VslmQueryChangedDiskAreas" => ok(
             r#"<VslmQueryChangedDiskAreasResponse xmlns="urn:vslm"><returnval><startOffset>0</startOffset><length>1048576</length><changedArea><start>65536</start><length>65536</length></changedArea></returnval></VslmQueryChangedDiskAreasResponse>"#,
         ),
@@ -98,6 +102,10 @@ fn answer(request: &Element, polls: usize) -> (u16, Vec<(&'static str, String)>,
             r#"<RetrievePropertiesExResponse xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><returnval><objects><obj type="Task">task-1</obj><propSet><name>info</name><val xsi:type="TaskInfo"><key>task-1</key><descriptionId>VirtualMachine.createSnapshot</descriptionId><state>running</state></val></propSet></objects></returnval></RetrievePropertiesExResponse>"#,
         ),
         "Broken" => (502, Vec::new(), "<html>bad gateway</html>".into()),
+        "Huge" => ok(&format!(
+            r#"<HugeResponse xmlns="urn:vim25"><returnval>{}</returnval></HugeResponse>"#,
+            "x".repeat(64 * 1024)
+        )),
         _ => (500, Vec::new(), "not soap".into()),
     }
 }
@@ -153,6 +161,29 @@ async fn serve(listener: TcpListener, log: Log) {
                             _ => (200, "file-bytes".to_owned()),
                         }
                     };
+                    if status == 200 && path.contains("announced-flat.vmdk") {
+                        // Announces a whole disk; the client must give up on the header alone.
+                        let head = "HTTP/1.1 200 X\r\nContent-Length: 10737418240\r\n\r\n";
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(&[0u8; 4096]).await;
+                        return;
+                    }
+                    if status == 200 && path.contains("chunked-flat.vmdk") {
+                        // No Content-Length: 1000 chunks of 1000 bytes, unless the client hangs
+                        // up first.
+                        let head = "HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\n\r\n";
+                        if sock.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = format!("3e8\r\n{}\r\n", "d".repeat(1000));
+                        for _ in 0..1000 {
+                            if sock.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = sock.write_all(b"0\r\n\r\n").await;
+                        continue;
+                    }
                     let resp = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
                         text.len()
@@ -201,13 +232,19 @@ async fn serve(listener: TcpListener, log: Log) {
 }
 
 async fn start() -> (Client, Log) {
+    start_with(|_| {}).await
+}
+
+async fn start_with(adjust: impl FnOnce(&mut ClientOptions)) -> (Client, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let log: Log = Arc::default();
     tokio::spawn(serve(listener, log.clone()));
     let mut options = ClientOptions::new(format!("http://127.0.0.1:{port}"), Tls::Insecure);
+    options.allow_http = true;
     options.task_timeout = Duration::from_millis(700);
     options.timeout = Duration::from_secs(5);
+    adjust(&mut options);
     let client = Client::connect(&options).await.unwrap();
     client.login("u", &Secret::new("p")).await.unwrap();
     (client, log)
@@ -326,6 +363,29 @@ async fn non_soap_errors_are_http_errors() {
 }
 
 #[tokio::test]
+async fn plain_http_is_refused_before_anything_is_sent_unless_allowed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log: Log = Arc::default();
+    tokio::spawn(serve(listener, log.clone()));
+    let url = format!("http://127.0.0.1:{port}");
+    // Tls::Insecure (no certificate checks) does not imply plain HTTP.
+    let err = Client::connect(&ClientOptions::new(url.clone(), Tls::Insecure))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::PlainHttp { url: u } if *u == url),
+        "{err}"
+    );
+    assert!(err.to_string().contains("password"), "{err}");
+    assert!(log.lock().unwrap().is_empty(), "nothing reached the server");
+    let mut options = ClientOptions::new(url, Tls::Insecure);
+    options.allow_http = true;
+    Client::connect(&options).await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn unreachable_server_is_a_transport_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -392,4 +452,109 @@ async fn datastore_files_log_in_again_on_401() {
         .all(|f| f.cookie.as_deref() == Some("vmware_soap_session=\"52abc\"")));
     assert_eq!(files[2].method, "PUT");
     assert_eq!(files[2].body.attribute("len"), Some("5"));
+}
+
+#[tokio::test]
+async fn datastore_files_over_the_limit_are_refused_before_or_while_reading() {
+    let (client, _log) = start_with(|o| o.max_file_bytes = 64 * 1024).await;
+    assert_eq!(client.max_file_bytes(), 64 * 1024);
+    // The first file request meets the mock's 401 and logs in again; small files still read.
+    let small = DatastorePath::new("ds1", "vm/vm.vmx");
+    assert_eq!(
+        client.read_datastore_file("DC0", &small).await.unwrap(),
+        b"file-bytes"
+    );
+    // A `.vmx` whose nvram names a flat disk: refused from its Content-Length.
+    let announced = DatastorePath::new("ds1", "vm/announced-flat.vmdk");
+    let started = std::time::Instant::now();
+    let err = client
+        .read_datastore_file("DC0", &announced)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::TooLarge {
+            what,
+            limit,
+            announced,
+        } => {
+            assert!(what.contains("[ds1] vm/announced-flat.vmdk"), "{what}");
+            assert_eq!(*limit, 64 * 1024);
+            assert_eq!(*announced, Some(10_737_418_240));
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    assert!(err.to_string().contains("65536 bytes"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // No Content-Length: the stream is cut at the limit (the server would send 1 MB).
+    let chunked = DatastorePath::new("ds1", "vm/chunked-flat.vmdk");
+    let err = client
+        .read_datastore_file("DC0", &chunked)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::TooLarge {
+                announced: None,
+                limit: 65536,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Downloads to a file obey the same limit and leave nothing behind.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("nvram");
+    let err = client
+        .download_datastore_file("DC0", &chunked, &dest)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::TooLarge { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // An explicit, larger limit reads the whole stream.
+    let all = client
+        .read_datastore_file_limited("DC0", &chunked, 2_000_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1_000_000);
+}
+
+#[tokio::test]
+async fn soap_responses_over_the_limit_are_refused() {
+    let (client, _log) = start_with(|o| o.max_response_bytes = 16 * 1024).await;
+    let err = client.call(Element::vim("Huge")).await.unwrap_err();
+    match &err {
+        Error::TooLarge {
+            what,
+            limit,
+            announced,
+        } => {
+            assert!(what.contains("Huge"), "{what}");
+            assert_eq!(*limit, 16 * 1024);
+            assert!(announced.is_some_and(|n| n > 64 * 1024));
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    // The default limit reads it.
+    let (client, _log) = start().await;
+    client.call(Element::vim("Huge")).await.unwrap();
+}
+
+#[tokio::test]
+async fn changed_areas_with_a_gap_are_refused_not_read_as_unchanged() {
+    let (client, _log) = start().await;
+    let vslm = client.vslm().await.unwrap();
+    let err = vslm
+        .changed_disk_areas("disk-gap", "snap-1", 1 << 20, "52 aa/3")
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ChangedAreas(e) => {
+            assert_eq!(e.problem, ChangedAreasProblem::Gap);
+            assert_eq!((e.asked, e.reply_start), (0, 65536));
+        }
+        other => panic!("expected ChangedAreas, got {other}"),
+    }
+    // Not a fault: the caller must not mistake it for a refused change id.
+    assert!(err.fault_kind().is_none());
 }

@@ -30,6 +30,10 @@ pub struct FakeConfig {
     pub async_inline: bool,
     /// Worker threads per disk for async requests.
     pub async_threads: usize,
+    /// VixDiskLib_Wait fails at once (VIX_E_FAIL) instead of waiting, leaving requests running.
+    pub fail_wait: bool,
+    /// VDDK's `tmpDirectory`: where the fake keeps the markers VixDiskLib_Cleanup looks for.
+    pub tmp_directory: Option<PathBuf>,
 }
 
 impl FakeConfig {
@@ -96,12 +100,16 @@ impl FakeConfig {
                         c.transports = value.split(':').map(str::to_string).collect();
                     }
                     "fake.async_inline" => c.async_inline = value == "true",
+                    "fake.fail_wait" => c.fail_wait = value == "true",
                     "fake.async_threads" => {
                         c.async_threads = usize::try_from(num(value)?)
                             .map_err(|_| format!("line {}: too many threads", n + 1))?
                             .clamp(1, 64);
                     }
-                    // Real VDDK keys (vixDiskLib.*, tmpDirectory, ...) are accepted and ignored.
+                    "tmpDirectory" | "vixDiskLib.tmpDirectory" => {
+                        c.tmp_directory = Some(PathBuf::from(value));
+                    }
+                    // Other real VDDK keys (vixDiskLib.*, ...) are accepted and ignored.
                     _ => {}
                 }
             }

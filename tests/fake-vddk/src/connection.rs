@@ -33,6 +33,9 @@ pub struct FakeConnection {
     pub transports: Option<String>,
     /// Disks opened through this connection and not yet closed.
     pub open_disks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The AllocateConnectParams allocation ConnectEx was given (`None`: the caller's own
+    /// struct); VDDK refers to it until Disconnect, so it must not be freed before.
+    pub params_serial: Option<u64>,
 }
 
 /// Copies a C string; NULL and invalid UTF-8 become `None`.

@@ -3,7 +3,8 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ptr::{addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -14,7 +15,7 @@ use crate::config::FakeConfig;
 use crate::connection::{opt_str, FakeConnection, Params};
 use crate::descriptor::{geometry, Descriptor};
 use crate::disk::{FakeDisk, SECTOR};
-use crate::{errors, logging, stats};
+use crate::{errors, guarded, logging, params_state, stats, tmp_state};
 
 /// State set by InitEx and cleared by Exit.
 struct Global {
@@ -22,6 +23,9 @@ struct Global {
 }
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
+
+/// Set by Exit: VDDK is initialised once per process and cannot be initialised again.
+static EXITED: AtomicBool = AtomicBool::new(false);
 
 /// Connections made and not yet disconnected, reported at Exit.
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
@@ -32,6 +36,8 @@ struct DiskHandle {
     worker: Option<Worker>,
     /// The connection's count of open disks, decremented at Close.
     open_disks: Arc<AtomicUsize>,
+    /// The Cleanup marker of a remote disk, removed at Close.
+    marker: Option<PathBuf>,
 }
 
 const ERR_FAIL: VixError = VIX_E_FAIL as VixError;
@@ -86,6 +92,20 @@ pub unsafe extern "C" fn VixDiskLib_InitEx(
 ) -> VixError {
     guard(|| {
         logging::install(logging::Sinks { log, warn });
+        if EXITED.load(Ordering::SeqCst) {
+            logging::message(
+                true,
+                "VixDiskLib_InitEx after VixDiskLib_Exit: VDDK is initialised once per process",
+            );
+            return ERR_FAIL;
+        }
+        if initialised() {
+            logging::message(
+                true,
+                "VixDiskLib_InitEx called twice without VixDiskLib_Exit",
+            );
+            return ERR_FAIL;
+        }
         // SAFETY: NULL or a NUL-terminated path, per InitEx's contract.
         let config_path = unsafe { opt_str(config_file) }.map(PathBuf::from);
         if let Some(p) = &config_path {
@@ -119,6 +139,7 @@ pub unsafe extern "C" fn VixDiskLib_Exit() {
             );
         }
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        EXITED.store(true, Ordering::SeqCst);
         logging::install(logging::Sinks::default());
         OK
     });
@@ -131,25 +152,78 @@ pub unsafe extern "C" fn VixDiskLib_ListTransportModes() -> *const c_char {
 
 #[no_mangle]
 pub unsafe extern "C" fn VixDiskLib_AllocateConnectParams() -> *mut VixDiskLibConnectParams {
-    // SAFETY: calloc of one zeroed struct; all-zero is a valid VixDiskLibConnectParams.
-    unsafe { libc::calloc(1, std::mem::size_of::<VixDiskLibConnectParams>()) }.cast()
+    params_state::allocate()
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn VixDiskLib_FreeConnectParams(params: *mut VixDiskLibConnectParams) {
-    // The caller owns any strings it stored; only the struct from AllocateConnectParams is ours.
-    // SAFETY: NULL or a pointer from VixDiskLib_AllocateConnectParams (calloc).
-    unsafe { libc::free(params.cast()) };
+    let _ = guard(|| {
+        // The caller owns any strings it stored; only the struct and its state are ours.
+        // SAFETY: NULL or a readable struct per the API contract.
+        let freed = unsafe { params_state::free(params) };
+        let config = current_config().ok();
+        match freed {
+            Ok(f) => {
+                if !f.intact {
+                    logging::message(
+                        true,
+                        "VixDiskLib_FreeConnectParams: the struct's internal fields were \
+                         overwritten; VDDK would lose its connect params state",
+                    );
+                }
+                if let (Some(config), Some(serial)) = (config, f.serial) {
+                    let users = CONNECTIONS_BY_PARAMS
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter(|s| **s == serial)
+                        .count();
+                    record(
+                        &config,
+                        json!({"event": "free_connect_params", "params": serial,
+                               "intact": f.intact, "connections": users,
+                               "strings_left": f.strings_left}),
+                    );
+                }
+            }
+            Err(e) => logging::message(true, &e),
+        }
+        OK
+    });
+}
+
+/// Serials of the connect params of connections not yet disconnected.
+static CONNECTIONS_BY_PARAMS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Checks the internal fields of the caller's connect params; logs and returns
+/// VIX_E_INVALID_ARG when they were tampered with.
+///
+/// # Safety
+/// `params` is non-null and readable.
+unsafe fn check_params(
+    params: *const VixDiskLibConnectParams,
+    function: &str,
+) -> Result<Option<u64>, VixError> {
+    // SAFETY: per the contract.
+    unsafe { params_state::check(params, function) }.map_err(|e| {
+        logging::message(true, &e);
+        ERR_ARG
+    })
 }
 
 fn prepare_or_end(
     params: *const VixDiskLibConnectParams,
     identity: *const c_char,
     event: &str,
+    function: &str,
 ) -> VixError {
     guard(|| {
         if params.is_null() || !initialised() {
             return ERR_ARG;
+        }
+        // SAFETY: non-null and readable per the API contract.
+        if let Err(e) = unsafe { check_params(params, function) } {
+            return e;
         }
         // SAFETY: non-null, and the caller passes a valid struct per the API contract.
         let p = unsafe { Params::copy_from(&*params) };
@@ -176,7 +250,12 @@ pub unsafe extern "C" fn VixDiskLib_PrepareForAccess(
     params: *const VixDiskLibConnectParams,
     identity: *const c_char,
 ) -> VixError {
-    prepare_or_end(params, identity, "prepare_for_access")
+    prepare_or_end(
+        params,
+        identity,
+        "prepare_for_access",
+        "VixDiskLib_PrepareForAccess",
+    )
 }
 
 #[no_mangle]
@@ -184,7 +263,63 @@ pub unsafe extern "C" fn VixDiskLib_EndAccess(
     params: *const VixDiskLibConnectParams,
     identity: *const c_char,
 ) -> VixError {
-    prepare_or_end(params, identity, "end_access")
+    prepare_or_end(params, identity, "end_access", "VixDiskLib_EndAccess")
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn VixDiskLib_Cleanup(
+    params: *const VixDiskLibConnectParams,
+    cleaned_up: *mut u32,
+    remaining: *mut u32,
+) -> VixError {
+    guard(|| {
+        if params.is_null() || !initialised() {
+            return ERR_ARG;
+        }
+        // SAFETY: non-null and readable per the API contract.
+        if let Err(e) = unsafe { check_params(params, "VixDiskLib_Cleanup") } {
+            return e;
+        }
+        // SAFETY: non-null; the caller passes a valid struct per the API contract.
+        let p = unsafe { Params::copy_from(&*params) };
+        let config = match current_config() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if let Err(e) = p.authenticate(&config) {
+            logging::message(true, &e);
+            return ERR_FAIL;
+        }
+        let (done, left) = match (&p.server, &config.tmp_directory) {
+            (Some(server), Some(tmp)) => match tmp_state::cleanup(tmp, server) {
+                Ok(counts) => counts,
+                Err(e) => {
+                    logging::message(true, &format!("Cleanup: {e}"));
+                    return VIX_E_FILE_ERROR as VixError;
+                }
+            },
+            _ => (0, 0),
+        };
+        // SAFETY: NULL or writable counters per the API contract.
+        unsafe {
+            if !cleaned_up.is_null() {
+                *cleaned_up = done;
+            }
+            if !remaining.is_null() {
+                *remaining = left;
+            }
+        }
+        logging::message(
+            false,
+            &format!("Cleanup: {done} item(s) cleaned up, {left} remaining"),
+        );
+        record(
+            &config,
+            json!({"event": "cleanup", "server": p.server, "cleaned_up": done,
+                   "remaining": left}),
+        );
+        OK
+    })
 }
 
 #[no_mangle]
@@ -202,6 +337,11 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
         if !initialised() {
             return VIX_E_DISK_NOINIT as VixError;
         }
+        // SAFETY: non-null and readable per the API contract.
+        let params_serial = match unsafe { check_params(params, "VixDiskLib_ConnectEx") } {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
         // SAFETY: non-null; the caller passes a valid struct per the API contract.
         let p = unsafe { Params::copy_from(&*params) };
         // SAFETY: NULL or NUL-terminated strings per the API contract.
@@ -225,6 +365,7 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
                 "snapshot": snapshot,
                 "transports": transports,
                 "read_only": read_only != 0,
+                "params": params_serial,
             }),
         );
         let conn = Box::new(FakeConnection {
@@ -233,7 +374,14 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
             snapshot,
             transports,
             open_disks: Arc::new(AtomicUsize::new(0)),
+            params_serial,
         });
+        if let Some(serial) = params_serial {
+            CONNECTIONS_BY_PARAMS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(serial);
+        }
         OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
         // SAFETY: `connection` is non-null and writable per the API contract.
         unsafe { *connection = Box::into_raw(conn).cast() };
@@ -250,6 +398,14 @@ pub unsafe extern "C" fn VixDiskLib_Disconnect(connection: VixDiskLibConnection)
         // SAFETY: a pointer VixDiskLib_ConnectEx returned, disconnected once.
         let conn = unsafe { Box::from_raw(connection.cast::<FakeConnection>()) };
         OPEN_CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+        if let Some(serial) = conn.params_serial {
+            let mut users = CONNECTIONS_BY_PARAMS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = users.iter().position(|s| *s == serial) {
+                users.swap_remove(i);
+            }
+        }
         let open_disks = conn.open_disks.load(Ordering::SeqCst);
         if open_disks > 0 {
             logging::message(
@@ -308,6 +464,16 @@ pub unsafe extern "C" fn VixDiskLib_Open(
         let Some(given) = (unsafe { opt_str(path) }) else {
             return VIX_E_INVALID_UTF8_STRING as VixError;
         };
+        if conn.params_serial.is_some_and(params_state::is_freed) {
+            logging::message(
+                true,
+                &format!(
+                    "Cannot open {given}: the connection's VixDiskLibConnectParams were freed \
+                     before VixDiskLib_Disconnect"
+                ),
+            );
+            return ERR_ARG;
+        }
         let config = match current_config() {
             Ok(c) => c,
             Err(e) => return e,
@@ -351,11 +517,31 @@ pub unsafe extern "C" fn VixDiskLib_Open(
             json!({"event": "open", "path": given, "transport": transport.to_str().ok(),
                    "read_only": read_only, "flags": flags, "snapshot": conn.snapshot}),
         );
+        let marker = match (&conn.params.server, &disk.config.tmp_directory) {
+            (Some(server), Some(tmp)) => {
+                let transport = transport.to_str().unwrap_or("?");
+                match tmp_state::create(
+                    tmp,
+                    server,
+                    conn.params.vmx_spec.as_deref(),
+                    &given,
+                    transport,
+                ) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        logging::message(true, &format!("cannot write to tmpDirectory: {e}"));
+                        return VIX_E_FILE_ERROR as VixError;
+                    }
+                }
+            }
+            _ => None,
+        };
         conn.open_disks.fetch_add(1, Ordering::SeqCst);
         let h = Box::new(DiskHandle {
             disk,
             worker: None,
             open_disks: conn.open_disks.clone(),
+            marker,
         });
         // SAFETY: non-null and writable per the API contract.
         unsafe { *handle = Box::into_raw(h).cast() };
@@ -382,6 +568,9 @@ pub unsafe extern "C" fn VixDiskLib_Close(handle: VixDiskLibHandle) -> VixError 
         let mut h = unsafe { Box::from_raw(handle.cast::<DiskHandle>()) };
         drop(h.worker.take()); // waits for outstanding async requests
         h.open_disks.fetch_sub(1, Ordering::SeqCst);
+        if let Some(m) = h.marker.take() {
+            let _ = std::fs::remove_file(m);
+        }
         let disk = &h.disk;
         let s = disk.stats.lock().unwrap_or_else(|p| p.into_inner());
         record(
@@ -459,38 +648,81 @@ pub unsafe extern "C" fn VixDiskLib_GetInfo(
             // SAFETY: strdup of a valid C string; freed by FreeInfo.
             .map(|u| unsafe { libc::strdup(u.as_ptr()) })
             .unwrap_or(std::ptr::null_mut());
-        // SAFETY: calloc of one struct, filled below and freed by FreeInfo.
-        let out = unsafe { libc::calloc(1, std::mem::size_of::<VixDiskLibInfo>()) }
-            .cast::<VixDiskLibInfo>();
+        let sector_sizes = claimed_major() >= 7;
+        let size = info_size(sector_sizes);
+        let out = guarded::alloc(size).cast::<VixDiskLibInfo>();
         if out.is_null() {
             return VIX_E_OUT_OF_MEMORY as VixError;
         }
-        // SAFETY: `out` is a fresh allocation of the right size; `info` is writable.
+        // SAFETY: `out` has exactly `size` writable bytes (a VDDK 6.x struct ends before the
+        // sector sizes, which are then not written); each field is written through its raw
+        // place, never through a reference to the whole (larger) struct; `info` is writable.
         unsafe {
-            *out = VixDiskLibInfo {
-                biosGeo: bios,
-                physGeo: phys,
-                capacity: d.capacity_sectors,
-                adapterType: adapter,
-                numLinks: 1,
-                parentFileNameHint: std::ptr::null_mut(),
-                uuid,
-                logicalSectorSize: SECTOR as u32,
-                physicalSectorSize: SECTOR as u32,
-            };
+            addr_of_mut!((*out).biosGeo).write(bios);
+            addr_of_mut!((*out).physGeo).write(phys);
+            addr_of_mut!((*out).capacity).write(d.capacity_sectors);
+            addr_of_mut!((*out).adapterType).write(adapter);
+            addr_of_mut!((*out).numLinks).write(1);
+            addr_of_mut!((*out).parentFileNameHint).write(std::ptr::null_mut());
+            addr_of_mut!((*out).uuid).write(uuid);
+            if sector_sizes {
+                addr_of_mut!((*out).logicalSectorSize).write(SECTOR as u32);
+                addr_of_mut!((*out).physicalSectorSize).write(SECTOR as u32);
+            }
             *info = out;
         }
         OK
     })
 }
 
+/// Bytes of `VixDiskLibInfo` in the VDDK version the fake claims: 56 before 7.0 (no sector
+/// sizes), 64 from 7.0 on.
+fn info_size(sector_sizes: bool) -> usize {
+    if sector_sizes {
+        std::mem::size_of::<VixDiskLibInfo>()
+    } else {
+        std::mem::offset_of!(VixDiskLibInfo, logicalSectorSize)
+    }
+}
+
+/// The VDDK major version the fake claims to be: the number at the end of the file name it
+/// was loaded from (`libvixDiskLib.so.6` is a 6.x library), 8 when there is none.
+fn claimed_major() -> u32 {
+    static MAJOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let mut dl: libc::Dl_info = empty_dl_info();
+        let anchor = VixDiskLib_GetInfo as *const c_void;
+        // SAFETY: dladdr only reads the address and fills `dl`; dli_fname stays valid while
+        // the library is loaded.
+        let found = unsafe { libc::dladdr(anchor, &mut dl) } != 0 && !dl.dli_fname.is_null();
+        if !found {
+            return 8;
+        }
+        // SAFETY: non-null, NUL-terminated file name owned by the dynamic loader.
+        let name = unsafe { CStr::from_ptr(dl.dli_fname) }.to_string_lossy();
+        name.rsplit_once(".so.")
+            .and_then(|(_, v)| v.split('.').next()?.parse().ok())
+            .unwrap_or(8)
+    })
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn VixDiskLib_FreeInfo(info: *mut VixDiskLibInfo) {
     if !info.is_null() {
-        // SAFETY: a struct from GetInfo; its uuid came from strdup.
+        // SAFETY: a struct from GetInfo; its uuid came from strdup and is read through its
+        // raw place (the allocation may end before the sector sizes).
         unsafe {
-            libc::free((*info).uuid.cast());
-            libc::free(info.cast());
+            libc::free(addr_of!((*info).uuid).read().cast());
+            guarded::free(info.cast());
         }
     }
 }
@@ -639,6 +871,10 @@ pub unsafe extern "C" fn VixDiskLib_Wait(handle: VixDiskLibHandle) -> VixError {
         let Some(h) = (unsafe { disk_handle(handle) }) else {
             return VIX_E_INVALID_HANDLE as VixError;
         };
+        if h.disk.config.fail_wait {
+            logging::message(true, "Wait failed (fake.fail_wait); requests keep running");
+            return ERR_FAIL;
+        }
         if let Some(w) = &h.worker {
             w.pending.wait_idle();
         }

@@ -15,5 +15,8 @@ mod descriptor;
 mod disk;
 mod errors;
 mod exports;
+mod guarded;
 mod logging;
+mod params_state;
 mod stats;
+mod tmp_state;

@@ -108,10 +108,11 @@ impl Lab {
         let text = format!(
             "# VDDK config written by the vddk tests\nvixDiskLib.nfc.LogLevel = 1\n\
              fake.datastore.ds1 = {}\nfake.user = {USER}\nfake.password_file = {}\n\
-             fake.thumbprint = {THUMBPRINT}\nfake.stats_file = {}\n{extra}\n",
+             fake.thumbprint = {THUMBPRINT}\nfake.stats_file = {}\ntmpDirectory = {}\n{extra}\n",
             self.datastore.display(),
             pw.display(),
-            self.stats.display()
+            self.stats.display(),
+            self.tmp_directory().display()
         );
         let tmp = self.config.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
@@ -165,6 +166,11 @@ impl Lab {
         let p = self.datastore.join(rel);
         let stem = p.file_stem().unwrap().to_string_lossy().to_string();
         p.with_file_name(format!("{stem}-flat.vmdk"))
+    }
+
+    /// VDDK's `tmpDirectory`, where the fake keeps what VixDiskLib_Cleanup looks for.
+    pub fn tmp_directory(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     /// Every stats line so far.
