@@ -95,6 +95,18 @@ impl IngestTuning {
     }
 }
 
+impl IngestTuning {
+    /// The same sizing with `writers` writer threads (chunk uploads in flight), buffers grown
+    /// to keep every writer busy.
+    pub fn with_writers(mut self, writers: usize) -> Self {
+        let writers = writers.max(1);
+        let extra = writers.saturating_sub(self.writers);
+        self.writers = writers;
+        self.buffers += extra * 2;
+        self
+    }
+}
+
 impl Default for IngestTuning {
     fn default() -> Self {
         Self::for_chunk_size(crate::format::DEFAULT_CHUNK_SIZE)

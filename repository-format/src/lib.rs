@@ -75,6 +75,7 @@ pub mod reader;
 pub mod reindex;
 pub mod repository;
 pub mod source;
+pub mod storage;
 pub mod target;
 pub mod writer;
 
@@ -103,5 +104,8 @@ pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
 pub use source::{FileSource, MemorySource};
+pub use storage::{
+    Backend, LocalBackend, RepositoryLocation, S3Backend, S3Credentials, S3Location,
+};
 pub use target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
 pub use writer::{GenerationWriter, WriterRecord};

@@ -1,7 +1,6 @@
 //! Writing one generation: metadata files, one fixed index per disk, then the manifest.
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -10,10 +9,9 @@ use time::OffsetDateTime;
 
 use crate::blob::BlobKind;
 use crate::digest::ChunkDigest;
-use crate::error::{io_err, Error, Result};
+use crate::error::{store_err, Error, Result};
 use crate::fixed_index::FixedIndex;
 use crate::format::{INCOMPLETE_MARKER, INDEX_EXTENSION, MANIFEST_FILE, METADATA_DIR};
-use crate::fsutil;
 use crate::ingest::{ingest, Area, DiskSource, IngestContext, IngestTuning};
 use crate::lock::TargetLock;
 use crate::manifest::{
@@ -68,7 +66,8 @@ pub struct GenerationWriter {
     identity: TargetIdentity,
     key: TargetKey,
     id: GenerationId,
-    dir: PathBuf,
+    /// `targets/<key>/gen-NNNNNN/`.
+    prefix: String,
     started: OffsetDateTime,
     mode: BackupMode,
     parent: Option<GenerationId>,
@@ -89,35 +88,42 @@ impl GenerationWriter {
         mode: BackupMode,
         parent: Option<GenerationId>,
     ) -> Result<Self> {
-        let tdir = repo.target_dir(&key);
-        fsutil::create_dir_durable(&tdir)?;
         let mut next = repo
             .generation_dirs(&key)?
             .last()
             .map(|g| g.id.0 + 1)
             .unwrap_or(1);
         let started = OffsetDateTime::now_utc();
-        let dir = loop {
-            let dir = tdir.join(GenerationId(next).folder_name());
-            match fs::create_dir(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
-                Err(e) => return Err(io_err("create folder", &dir)(e)),
-            }
-        };
         let record = WriterRecord {
             pid: std::process::id(),
             host: crate::lock::host_name(),
             started,
         };
-        let repo_chunk_size = repo.config().chunk_size;
-        let writer = Self {
+        let json = serde_json::to_vec_pretty(&record).expect("record serialises");
+        // Claim the number by creating its marker conditionally: if another writer got there
+        // first (it should hold the target lock, but the claim does not rely on that), take
+        // the next number.
+        let be = repo.backend().clone();
+        let prefix = loop {
+            let prefix = repo.generation_prefix(&key, GenerationId(next));
+            let marker = format!("{prefix}{INCOMPLETE_MARKER}");
+            match be.create_new(&marker, &json) {
+                Ok(()) => break prefix,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) => return Err(store_err(be.as_ref(), "create", &marker)(e)),
+            }
+        };
+        let mut tuning = IngestTuning::for_chunk_size(repo.config().chunk_size);
+        if let Some(writers) = repo.ingest_writers() {
+            tuning = tuning.with_writers(writers);
+        }
+        Ok(Self {
             repo,
             _target_lock: target_lock,
             identity,
             key,
             id: GenerationId(next),
-            dir: dir.clone(),
+            prefix,
             started,
             mode,
             parent,
@@ -125,13 +131,9 @@ impl GenerationWriter {
             metadata: Vec::new(),
             metadata_bytes: 0,
             known: Mutex::new(HashSet::new()),
-            tuning: IngestTuning::for_chunk_size(repo_chunk_size),
+            tuning,
             done: false,
-        };
-        let json = serde_json::to_vec_pretty(&record).expect("record serialises");
-        fsutil::write_atomic(&dir, INCOMPLETE_MARKER, &json)?;
-        fsutil::sync_dir(&tdir)?;
-        Ok(writer)
+        })
     }
 
     /// The number this generation will have.
@@ -167,10 +169,15 @@ impl GenerationWriter {
                 data.len()
             )));
         }
-        let mdir = self.dir.join(METADATA_DIR);
-        fsutil::create_dir_durable(&mdir)?;
         let blob = self.repo.codec().try_encode(BlobKind::Metadata, data)?;
-        fsutil::write_atomic(&mdir, &self.repo.metadata_file_name(name), &blob)?;
+        let mkey = format!(
+            "{}{METADATA_DIR}/{}",
+            self.prefix,
+            self.repo.metadata_file_name(name)
+        );
+        let be = self.repo.backend();
+        be.put(&mkey, &blob)
+            .map_err(store_err(be.as_ref(), "write", &mkey))?;
         self.metadata.push(name.to_string());
         self.metadata_bytes += data.len() as u64;
         Ok(())
@@ -319,7 +326,10 @@ impl GenerationWriter {
             .repo
             .codec()
             .try_encode(BlobKind::Index, &index.payload())?;
-        fsutil::write_atomic(&self.dir, &index_file, &blob)?;
+        let ikey = format!("{}{index_file}", self.prefix);
+        let be = self.repo.backend();
+        be.put(&ikey, &blob)
+            .map_err(store_err(be.as_ref(), "write", &ikey))?;
         Ok(DiskRecord {
             disk,
             index_file,
@@ -352,7 +362,7 @@ impl GenerationWriter {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains(&digest);
-                let there = known || self.repo.chunk_store().path(&digest).is_file();
+                let there = known || self.repo.chunk_store().exists(&digest)?;
                 if there {
                     present.insert(digest);
                 } else {
@@ -372,14 +382,17 @@ impl GenerationWriter {
     fn check_referenced_chunks(&self, done: &[DiskRecord]) -> Result<()> {
         let mut seen = HashSet::new();
         for record in done {
-            let path = self.dir.join(&record.index_file);
-            let index = FixedIndex::read(&path, self.repo.codec())?;
+            let ikey = format!("{}{}", self.prefix, record.index_file);
+            let path = self.repo.backend().display_path(&ikey);
+            let bytes = self
+                .repo
+                .read_object(&ikey, crate::fixed_index::INDEX_LIMIT as u64 + 4096)?;
+            let index = FixedIndex::decode(&path, &bytes, self.repo.codec())?;
             for (slot, digest) in index.stored_chunks() {
                 if !seen.insert(digest) {
                     continue;
                 }
-                let chunk = self.repo.chunk_store().path(&digest);
-                if !chunk.is_file() {
+                if !self.repo.chunk_store().exists(&digest)? {
                     return Err(Error::Index {
                         path,
                         reason: format!(
@@ -445,11 +458,16 @@ impl GenerationWriter {
             extra,
         };
         let blob = manifest.encode(self.repo.codec())?;
-        fsutil::write_new_atomic(&self.dir, MANIFEST_FILE, &blob)?;
+        // The commit: a conditional create, never an overwrite (a hard link locally,
+        // `PUT If-None-Match: *` on S3). If a manifest exists, this generation is not ours.
+        let mkey = format!("{}{MANIFEST_FILE}", self.prefix);
+        let be = self.repo.backend().clone();
+        be.create_new(&mkey, &blob)
+            .map_err(store_err(be.as_ref(), "commit", &mkey))?;
         self.done = true;
-        let marker = self.dir.join(INCOMPLETE_MARKER);
-        fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
-        fsutil::sync_dir(&self.dir)?;
+        let marker = format!("{}{INCOMPLETE_MARKER}", self.prefix);
+        be.delete(&marker)
+            .map_err(store_err(be.as_ref(), "remove", &marker))?;
         tracing::info!(target_key = %self.key, generation = %self.id, "generation committed");
         Ok(self.id)
     }
@@ -461,7 +479,7 @@ impl Drop for GenerationWriter {
             return;
         }
         tracing::warn!(target_key = %self.key, generation = %self.id, "generation abandoned; removing its folder");
-        if let Err(e) = self.repo.remove_generation_dir(&self.key, &self.dir) {
+        if let Err(e) = self.repo.remove_generation_dir(&self.prefix) {
             tracing::warn!(error = %e, "could not remove abandoned generation folder; gc will");
         }
     }
