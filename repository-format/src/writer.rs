@@ -479,6 +479,18 @@ impl Drop for GenerationWriter {
             return;
         }
         tracing::warn!(target_key = %self.key, generation = %self.id, "generation abandoned; removing its folder");
+        // A folder that holds a manifest is a committed generation (one that another writer,
+        // ignoring the target lock, committed under this number): only the marker goes.
+        let be = self.repo.backend();
+        let committed = be
+            .head(&format!("{}{MANIFEST_FILE}", self.prefix))
+            .map(|m| m.is_some())
+            .unwrap_or(true);
+        if committed {
+            tracing::warn!(target_key = %self.key, generation = %self.id, "another writer committed this generation; leaving it");
+            let _ = be.delete(&format!("{}{INCOMPLETE_MARKER}", self.prefix));
+            return;
+        }
         if let Err(e) = self.repo.remove_generation_dir(&self.prefix) {
             tracing::warn!(error = %e, "could not remove abandoned generation folder; gc will");
         }

@@ -224,14 +224,6 @@ impl S3Backend {
     /// # Errors
     /// The store's error, naming the bucket.
     pub fn ensure_bucket(&self) -> io::Result<()> {
-        let store = self.store.clone();
-        let exists = self.run(async move {
-            match store.list_with_delimiter(None).await {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(map_err(e)),
-            }
-        });
         let bucket_err = |e: io::Error| {
             io::Error::new(
                 e.kind(),
@@ -242,49 +234,61 @@ impl S3Backend {
                 ),
             )
         };
-        if exists.map_err(bucket_err)? {
-            return Ok(());
+        let status = self.bucket_request(object_store::signer::Method::HEAD);
+        match status.map_err(bucket_err)? {
+            (200, _) => return Ok(()),
+            (404, _) => {}
+            (code, body) => {
+                return Err(bucket_err(status_error(code, &body)));
+            }
         }
         tracing::info!(bucket = %self.location.bucket, "creating the bucket");
+        match self
+            .bucket_request(object_store::signer::Method::PUT)
+            .map_err(bucket_err)?
+        {
+            // 409: BucketAlreadyOwnedByYou, or created meanwhile.
+            (200..=299 | 409, _) => Ok(()),
+            (code, body) => Err(bucket_err(status_error(code, &body))),
+        }
+    }
+
+    /// Sends `method` to the bucket's own URL (HeadBucket, CreateBucket), presigned by
+    /// object_store's signer with this backend's credentials; returns status and body.
+    fn bucket_request(&self, method: object_store::signer::Method) -> io::Result<(u16, String)> {
         let store = self.store.clone();
         let http = self.http.clone();
         self.run(async move {
             use object_store::signer::Signer;
             let url = store
-                .signed_url(
-                    object_store::signer::Method::PUT,
-                    &ObjPath::from(""),
-                    Duration::from_secs(300),
-                )
+                .signed_url(method.clone(), &ObjPath::from(""), Duration::from_secs(300))
                 .await
                 .map_err(map_err)?;
-            // The presigned URL of the empty key is the bucket's own URL (`…/bucket/`).
             let resp = http
-                .put(url.as_str())
+                .request(method, url.as_str())
                 .send()
                 .await
                 .map_err(io::Error::other)?;
-            let status = resp.status();
-            if status.is_success() || status.as_u16() == 409 {
-                // 409: BucketAlreadyOwnedByYou / created meanwhile.
-                return Ok(());
-            }
+            let status = resp.status().as_u16();
             let body = resp.text().await.unwrap_or_default();
-            let kind = if status.as_u16() == 403 {
-                ErrorKind::PermissionDenied
-            } else {
-                ErrorKind::Other
-            };
-            Err(io::Error::new(
-                kind,
-                format!(
-                    "CreateBucket answered {status}: {}",
-                    body.chars().take(300).collect::<String>()
-                ),
-            ))
+            Ok((status, body))
         })
-        .map_err(bucket_err)
     }
+}
+
+/// An error for an unexpected HTTP status of a bucket request.
+fn status_error(code: u16, body: &str) -> io::Error {
+    let kind = match code {
+        401 | 403 => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    io::Error::new(
+        kind,
+        format!(
+            "the server answered {code}: {}",
+            body.chars().take(300).collect::<String>()
+        ),
+    )
 }
 
 impl Backend for S3Backend {

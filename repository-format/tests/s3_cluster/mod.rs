@@ -42,12 +42,16 @@ impl Cluster {
     }
 }
 
-static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+static CLUSTER: OnceLock<Result<Option<Cluster>, String>> = OnceLock::new();
 
 /// The cluster, or `None` (tests then return early) when there is no way to get one.
+///
+/// # Panics
+/// If a cluster was to be started and did not come up (every test then fails with the same
+/// message; the cluster is started once per test binary, never again after a failure).
 pub fn cluster() -> Option<Cluster> {
-    CLUSTER
-        .get_or_init(|| {
+    let r = CLUSTER.get_or_init(|| {
+        std::panic::catch_unwind(|| {
             if let Ok(cfg) = std::env::var("SAFEKEEPING_TEST_S3_CONFIG") {
                 return Some(from_lab_config(Path::new(&cfg)));
             }
@@ -65,7 +69,17 @@ pub fn cluster() -> Option<Cluster> {
                 }
             }
         })
-        .clone()
+        .map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "starting the S3 test cluster failed".into())
+        })
+    });
+    match r {
+        Ok(c) => c.clone(),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn from_lab_config(path: &Path) -> Cluster {
@@ -116,8 +130,8 @@ fn free_port() -> u16 {
 fn spawn(weed: &Path, dir: &Path, name: &str, args: &[String]) {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let me = std::process::id();
-    let script = "\"$@\" & child=$!; while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; kill $child 2>/dev/null; wait $child";
-    Command::new("sh")
+    let script = "\"$@\" & child=$!; while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; kill $child 2>/dev/null; sleep 3; kill -9 $child 2>/dev/null; wait $child";
+    let child = Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg("weed-watchdog")
@@ -129,7 +143,11 @@ fn spawn(weed: &Path, dir: &Path, name: &str, args: &[String]) {
         .stderr(log)
         .spawn()
         .expect("start weed");
+    // Kept (never waited for): the watchdogs end with this process.
+    WATCHDOGS.lock().unwrap().push(child);
 }
+
+static WATCHDOGS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
 fn start(weed: &Path) -> Cluster {
     let t = Instant::now();
@@ -200,6 +218,8 @@ fn start(weed: &Path) -> Cluster {
     args.extend([
         format!("-filer=127.0.0.1:{fp}.{fg}"),
         format!("-config={}", dir.join("gateway.json").display()),
+        "-port.iceberg=0".into(),
+        "-port.lance=0".into(),
     ]);
     spawn(weed, &dir, "s3", &args);
     let cluster = Cluster {
