@@ -104,8 +104,8 @@ pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
 pub use source::{FileSource, MemorySource};
-pub use storage::{
-    Backend, LocalBackend, RepositoryLocation, S3Backend, S3Credentials, S3Location,
-};
+#[cfg(feature = "s3")]
+pub use storage::S3Backend;
+pub use storage::{Backend, LocalBackend, RepositoryLocation, S3Credentials, S3Location};
 pub use target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
 pub use writer::{GenerationWriter, WriterRecord};

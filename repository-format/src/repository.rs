@@ -181,6 +181,7 @@ impl Repository {
                 prepare_local_folder(dir)?;
                 Arc::new(LocalBackend::new(dir))
             }
+            #[cfg(feature = "s3")]
             RepositoryLocation::S3(s3) => {
                 let b = crate::storage::S3Backend::connect(s3).map_err(|source| Error::Io {
                     op: "connect to",
@@ -201,6 +202,13 @@ impl Repository {
                     return Err(Error::NotEmpty { path: root });
                 }
                 Arc::new(b)
+            }
+            #[cfg(not(feature = "s3"))]
+            RepositoryLocation::S3(_) => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: this build has no S3 support (feature `s3` of repository-format)",
+                    root.display()
+                )))
             }
         };
         let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));

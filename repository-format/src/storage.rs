@@ -28,11 +28,13 @@ use std::time::SystemTime;
 
 mod local;
 pub mod location;
+#[cfg(feature = "s3")]
 mod s3;
 
 pub use local::LocalBackend;
 pub(crate) use local::{sweep_file, sync_dir, SweepHooks};
 pub use location::{RepositoryLocation, S3Credentials, S3Location};
+#[cfg(feature = "s3")]
 pub use s3::S3Backend;
 
 /// One stored object as a listing or a head request reports it.

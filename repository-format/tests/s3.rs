@@ -2,6 +2,7 @@
 //!
 //! `SAFEKEEPING_TEST_S3_CONFIG=DIR/s3.json` uses a cluster `safekeeping-lab s3 up --dir DIR`
 //! started; otherwise the tests start their own when `weed` is installed.
+#![cfg(feature = "s3")]
 
 mod common;
 mod s3_cluster;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Backend, LocalBackend, S3Backend};
+use super::{Backend, LocalBackend};
 
 /// Default region when none is configured (what most S3-compatible servers accept).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -119,6 +119,7 @@ impl S3Location {
     }
 
     /// The endpoint as shown in messages.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn endpoint_name(&self) -> String {
         self.endpoint
             .clone()
@@ -137,6 +138,7 @@ impl S3Location {
         Some(base.join("safekeeping").join(repository_id.to_string()))
     }
 
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn resolve_credentials(&self) -> io::Result<ResolvedCredentials> {
         let missing = |what: &str| {
             io::Error::new(
@@ -192,6 +194,7 @@ impl S3Location {
 }
 
 /// Credentials read for one connection; wiped from memory when dropped.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) struct ResolvedCredentials {
     pub access_key_id: Zeroizing<String>,
     pub secret_access_key: Zeroizing<String>,
@@ -289,13 +292,19 @@ impl RepositoryLocation {
     pub fn backend(&self) -> crate::Result<Arc<dyn Backend>> {
         match self {
             RepositoryLocation::Local(p) => Ok(Arc::new(LocalBackend::new(p))),
-            RepositoryLocation::S3(s) => Ok(Arc::new(S3Backend::connect(s).map_err(|source| {
-                crate::Error::Io {
+            #[cfg(feature = "s3")]
+            RepositoryLocation::S3(s) => Ok(Arc::new(super::S3Backend::connect(s).map_err(
+                |source| crate::Error::Io {
                     op: "connect to",
                     path: PathBuf::from(s.display()),
                     source,
-                }
-            })?)),
+                },
+            )?)),
+            #[cfg(not(feature = "s3"))]
+            RepositoryLocation::S3(s) => Err(crate::Error::InvalidOption(format!(
+                "{}: this build has no S3 support (feature `s3` of repository-format)",
+                s.display()
+            ))),
         }
     }
 
