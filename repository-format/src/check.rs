@@ -284,6 +284,7 @@ impl Repository {
                 TARGETS_DIR,
                 LOCKS_DIR,
                 crate::catalog::CATALOG_DIR,
+                crate::chunk_cache::CACHE_EPOCH,
                 crate::format::KEYS_DIR,
                 QUARANTINE_DIR,
             ]
@@ -531,6 +532,11 @@ impl Repository {
         let mut bad: HashMap<ChunkDigest, (ProblemKind, String, bool)> = HashMap::new();
         for d in referenced.keys() {
             if !present.contains(d) {
+                // This host's cache of known chunks must not vouch for it any more: the next
+                // backup of the same data then stores it again.
+                if let Some(c) = self.chunk_store().cache() {
+                    c.remove(d);
+                }
                 bad.insert(
                     *d,
                     (
@@ -610,7 +616,11 @@ impl Repository {
                 let used_by = uses.remove(&d).unwrap_or_default();
                 let mut text = format!("chunk {d}: {detail}");
                 if repair && content {
-                    match self.chunk_store().quarantine(&d) {
+                    let moved = self.chunk_store().quarantine(&d);
+                    if moved.is_ok() {
+                        self.chunks_removed()?;
+                    }
+                    match moved {
                         Ok(to) => {
                             let _ = write!(
                                 text,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::blob::{BlobError, BlobKind, Codec};
+use crate::chunk_cache::ChunkCache;
 use crate::digest::ChunkDigest;
 use crate::error::{store_err, Result};
 use crate::format::{BLOB_HEADER_LEN, CHUNKS_DIR, TEMP_PREFIX};
@@ -52,15 +53,27 @@ pub struct ChunkStore {
     backend: Arc<dyn Backend>,
     codec: Codec,
     chunk_size: u32,
+    /// Known chunk ids of an object store (see [`crate::chunk_cache`]).
+    cache: Option<Arc<ChunkCache>>,
 }
 
 impl ChunkStore {
-    pub(crate) fn new(backend: Arc<dyn Backend>, codec: Codec, chunk_size: u32) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        codec: Codec,
+        chunk_size: u32,
+        cache: Option<Arc<ChunkCache>>,
+    ) -> Self {
         Self {
             backend,
             codec,
             chunk_size,
+            cache,
         }
+    }
+
+    pub(crate) fn cache(&self) -> Option<&ChunkCache> {
+        self.cache.as_deref()
     }
 
     /// The `chunks/` folder (its display path for an object store).
@@ -93,6 +106,9 @@ impl ChunkStore {
         self.backend
             .put(&key, blob)
             .map_err(store_err(self.backend.as_ref(), "write", &key))?;
+        if let Some(c) = &self.cache {
+            c.add(digest);
+        }
         Ok(blob.len() as u64)
     }
 
@@ -102,10 +118,29 @@ impl ChunkStore {
     /// # Errors
     /// [`crate::Error::Io`] for failures other than "not found".
     pub(crate) fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
+        if self.cache.as_ref().is_some_and(|c| c.contains(digest)) {
+            return Ok(true);
+        }
         let key = Self::key(digest);
-        self.backend
+        let present = self
+            .backend
             .touch(&key, BLOB_HEADER_LEN as u64)
-            .map_err(store_err(self.backend.as_ref(), "touch", &key))
+            .map_err(store_err(self.backend.as_ref(), "touch", &key))?;
+        if present {
+            if let Some(c) = &self.cache {
+                c.add(digest);
+            }
+        }
+        Ok(present)
+    }
+
+    /// Like [`ChunkStore::exists`], but answered by the cache of known chunks when it lists
+    /// the chunk (for chunks an incremental inherits from its committed parent).
+    pub(crate) fn exists_cached(&self, digest: &ChunkDigest) -> Result<bool> {
+        if self.cache.as_ref().is_some_and(|c| c.contains(digest)) {
+            return Ok(true);
+        }
+        self.exists(digest)
     }
 
     /// Whether the chunk exists (a stat or HEAD; nothing is read).

@@ -251,6 +251,9 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
         }
     }
 
+    if report.chunks_removed > 0 && !opts.dry_run {
+        repo.chunks_removed()?;
+    }
     for (prefix, label) in abandoned {
         if !opts.dry_run {
             repo.remove_generation_dir(&prefix)?;

@@ -56,6 +56,7 @@
 pub mod blob;
 pub mod catalog;
 pub mod check;
+mod chunk_cache;
 pub mod chunk_store;
 pub mod config;
 pub mod digest;

@@ -357,7 +357,23 @@ impl Repository {
         unlocked_by: Option<(KeyId, KdfParams)>,
     ) -> Repository {
         let codec = Codec::new(config.compression_level, key);
-        let store = ChunkStore::new(backend.clone(), codec.clone(), config.chunk_size);
+        // Object stores: a local cache of known chunk ids saves a HEAD per chunk (see
+        // `chunk_cache`); a local folder answers a stat as fast as a cache would.
+        let chunk_cache = match &location {
+            RepositoryLocation::Local(_) => None,
+            RepositoryLocation::S3(s3) => s3
+                .cache_dir_for(&config.repository_id)
+                .and_then(|d| {
+                    crate::chunk_cache::ChunkCache::open(&d.join("known-chunks"), backend.clone())
+                })
+                .map(Arc::new),
+        };
+        let store = ChunkStore::new(
+            backend.clone(),
+            codec.clone(),
+            config.chunk_size,
+            chunk_cache,
+        );
         // The catalog caches target names and generation summaries in plain text: an
         // encrypted repository goes without it. It is local: in the repository folder, or in
         // the cache folder for an object store.
@@ -385,6 +401,30 @@ impl Repository {
             catalog,
             unlocked_by,
         }
+    }
+
+    /// How many chunk ids the local cache of an object store lists (validated against the
+    /// store's cache epoch first, rebuilt from a listing if stale); `None` without a cache
+    /// (local folders, or a cache another process holds).
+    pub fn cached_chunk_count(&self) -> Option<u64> {
+        self.store.cache().and_then(|c| c.len())
+    }
+
+    /// After chunks were deleted or moved: replaces the repository's cache epoch so every
+    /// host's chunk cache is rebuilt before it is trusted again.
+    pub(crate) fn chunks_removed(&self) -> Result<()> {
+        if self.backend.local_root().is_some() {
+            return Ok(());
+        }
+        crate::chunk_cache::bump_epoch(self.backend.as_ref()).map_err(store_err(
+            self.backend.as_ref(),
+            "write",
+            crate::chunk_cache::CACHE_EPOCH,
+        ))?;
+        if let Some(c) = self.store.cache() {
+            c.invalidate();
+        }
+        Ok(())
     }
 
     /// Where this repository lives.

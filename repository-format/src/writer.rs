@@ -362,7 +362,7 @@ impl GenerationWriter {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains(&digest);
-                let there = known || self.repo.chunk_store().exists(&digest)?;
+                let there = known || self.repo.chunk_store().exists_cached(&digest)?;
                 if there {
                     present.insert(digest);
                 } else {
@@ -408,6 +408,79 @@ impl GenerationWriter {
         Ok(())
     }
 
+    /// Checks in the store every chunk this generation re-used only because the local chunk
+    /// cache listed it (object stores). One the store lacks fails the commit and leaves the
+    /// cache, so the next backup stores it again.
+    fn verify_cached_chunks(&self) -> Result<()> {
+        let store = self.repo.chunk_store();
+        let Some(cache) = store.cache() else {
+            return Ok(());
+        };
+        let todo: Vec<ChunkDigest> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|d| cache.vouched(d))
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let threads = 16.min(todo.len());
+        let per = todo.len().div_ceil(threads);
+        let results: Vec<Result<Vec<ChunkDigest>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut missing = Vec::new();
+                        for d in part {
+                            if !store.exists(d)? {
+                                missing.push(*d);
+                            }
+                        }
+                        Ok(missing)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Worker("a verifier panicked".into())))
+                })
+                .collect()
+        });
+        let mut missing = Vec::new();
+        for r in results {
+            missing.extend(r?);
+        }
+        if missing.is_empty() {
+            tracing::debug!(
+                chunks = todo.len(),
+                "chunks vouched for by the cache are in the store"
+            );
+            return Ok(());
+        }
+        for d in &missing {
+            cache.remove(d);
+        }
+        Err(Error::Io {
+            op: "verify",
+            path: store.path(&missing[0]),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} chunk(s) the local cache of known chunks listed are missing from the \
+                     store; the generation is not committed (the cache is corrected: the next \
+                     backup stores them again)",
+                    missing.len()
+                ),
+            ),
+        })
+    }
+
     /// Commits the generation by writing its manifest; returns its number.
     ///
     /// # Errors
@@ -430,6 +503,7 @@ impl GenerationWriter {
         if failed {
             self.check_referenced_chunks(&done)?;
         }
+        self.verify_cached_chunks()?;
         // Declared order, then the order the ingests began (the caller's order when it ingests
         // one disk at a time).
         done.sort_by_key(|d| order.iter().position(|&k| k == d.disk.key));

@@ -461,3 +461,95 @@ fn backup_progress_is_reported_with_parallel_uploads() {
     r.read_at(0, &mut out).unwrap();
     assert_eq!(out, data);
 }
+
+#[test]
+fn chunk_cache_is_rebuilt_from_a_listing_and_a_chunk_it_wrongly_claims_is_stored_again() {
+    let c = cluster_or_skip!();
+    let loc = c.location(BUCKET, "cache");
+    let cache_dir = loc.cache_dir.clone().unwrap();
+    let repo = Repository::init_location(&s3(&loc), &opts(), None).unwrap();
+    let data = disk_bytes(CS as usize * 10, 41);
+    let (g1, _) = backup(&repo, "c", &data, None);
+    let b = s3_cluster::backend(&loc);
+    let stored = b.list("chunks/").unwrap().len() as u64;
+    assert!(stored > 0);
+    assert_eq!(repo.cached_chunk_count(), Some(stored));
+    drop(repo);
+
+    // The cache is lost: the next handle rebuilds it from a listing of the store.
+    std::fs::remove_dir_all(&cache_dir).unwrap();
+    let repo = Repository::open_location(&s3(&loc), None).unwrap();
+    assert_eq!(repo.cached_chunk_count(), Some(stored));
+
+    // A chunk vanishes behind the cache's back (not through gc, so the epoch stays).
+    let key = repo.target_key(&identity("c")).unwrap();
+    let idx = repo.fixed_index(&key, g1, 2000).unwrap();
+    let (_, lost) = idx.stored_chunks().next().unwrap();
+    b.delete(&ChunkStore::key(&lost)).unwrap();
+
+    // A backup of the same data trusts the cache for the dedup check; the commit's
+    // verification finds the chunk missing and refuses to commit.
+    let (_lock, _key, w) = begin_full(&repo, "c");
+    let st = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, data.len() as u64),
+            None,
+            &[Area::new(0, data.len() as u64)],
+            &mut MemorySource::new(data.clone()),
+            &|_| {},
+        )
+        .unwrap();
+    assert_eq!(st.new_chunks, 0, "the cache vouched for every chunk");
+    let err = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing from the store"), "{err}");
+    drop(_lock);
+
+    // The next backup stores it again, and everything restores.
+    let (g2, s2) = backup(&repo, "c", &data, None);
+    assert!(s2.new_chunks >= 1, "{s2:?}");
+    assert!(b.head(&ChunkStore::key(&lost)).unwrap().is_some());
+    assert_eq!(restore(&repo, "c", g1), data);
+    assert_eq!(restore(&repo, "c", g2), data);
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+
+    // gc that deletes chunks replaces the epoch: another host's cache is rebuilt.
+    let other = Repository::open_location(
+        &s3(&S3Location {
+            cache_dir: Some(cache_dir.join("other-host")),
+            ..loc.clone()
+        }),
+        None,
+    )
+    .unwrap();
+    assert_eq!(other.cached_chunk_count(), Some(stored));
+    // (One process at a time per cache folder: sled locks it.)
+    drop(other);
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    repo.delete_generation(&x, &key, g1).unwrap();
+    repo.delete_generation(&x, &key, g2).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let r = repo
+        .gc(
+            &x,
+            &GcOptions {
+                dry_run: false,
+                grace: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+    drop(x);
+    assert_eq!(r.chunks_removed, stored);
+    let other = Repository::open_location(
+        &s3(&S3Location {
+            cache_dir: Some(cache_dir.join("other-host")),
+            ..loc.clone()
+        }),
+        None,
+    )
+    .unwrap();
+    assert_eq!(other.cached_chunk_count(), Some(0));
+}

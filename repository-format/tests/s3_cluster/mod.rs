@@ -38,6 +38,12 @@ impl Cluster {
             profile: Some(self.profile.clone()),
         };
         l.max_retries = 3;
+        // Each repository gets its own local cache folder (never the user's ~/.cache).
+        l.cache_dir = Some(
+            std::env::temp_dir()
+                .join("safekeeping-s3-test-caches")
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+        );
         l
     }
 }
