@@ -553,3 +553,42 @@ fn chunk_cache_is_rebuilt_from_a_listing_and_a_chunk_it_wrongly_claims_is_stored
     .unwrap();
     assert_eq!(other.cached_chunk_count(), Some(0));
 }
+
+/// Throughput of a full backup and a restore over S3 (SeaweedFS on loopback) against a local
+/// folder, at two upload concurrencies. Run by hand:
+/// `cargo test -p repository-format --test s3 -- --ignored --nocapture measure`.
+#[test]
+#[ignore]
+fn measure_backup_and_restore_throughput() {
+    let c = cluster_or_skip!();
+    let size = CS as usize * 2048; // 128 MiB of mixed data
+    let data = disk_bytes(size, 77);
+    let mb = size as f64 / (1 << 20) as f64;
+    let run = |repo: &Repository, label: &str| {
+        let t = std::time::Instant::now();
+        let (g, _) = backup(repo, "m", &data, None);
+        let b = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        assert_eq!(restore(repo, "m", g), data);
+        let r = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{label}: backup {:.0} MiB/s ({b:.1} s), restore {:.0} MiB/s ({r:.1} s)",
+            mb / b,
+            mb / r
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The default chunk size (1 MiB), not the tests' 64 KiB.
+    let o = InitOptions {
+        chunk_size: 1 << 20,
+        ..opts()
+    };
+    let local = Repository::init(dir.path().join("r"), &o).unwrap();
+    run(&local, "local folder");
+    for n in [4, 16] {
+        let loc = c.location(BUCKET, "measure");
+        let mut repo = Repository::init_location(&s3(&loc), &o, None).unwrap();
+        repo.set_upload_concurrency(n);
+        run(&repo, &format!("S3, {n} uploads in flight"));
+    }
+}
