@@ -59,6 +59,7 @@ pub mod check;
 mod chunk_cache;
 pub mod chunk_store;
 pub mod config;
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod fixed_index;
@@ -87,6 +88,7 @@ pub use check::{
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
+pub use copy::{CopyOptions, CopyReport};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;

@@ -7,6 +7,7 @@
 mod common;
 mod s3_cluster;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -591,4 +592,109 @@ fn measure_backup_and_restore_throughput() {
         repo.set_upload_concurrency(n);
         run(&repo, &format!("S3, {n} uploads in flight"));
     }
+}
+
+#[test]
+fn copy_between_a_folder_and_a_bucket_sends_only_missing_chunks_and_resumes() {
+    let c = cluster_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let local = Repository::init(dir.path().join("src"), &opts()).unwrap();
+    let data = disk_bytes(CS as usize * 12, 51);
+    let mut changed = data.clone();
+    changed[100] ^= 0xFF;
+    let (g1, _) = backup(&local, "v", &data, None);
+    let (g2, _) = backup(&local, "v", &changed, Some((g1, &[Area::new(0, 101)])));
+    let key = local.target_key(&identity("v")).unwrap();
+
+    // Same key material (both unencrypted): blobs travel as they are.
+    let loc = c.location(BUCKET, "copy");
+    let remote = Repository::init_location(&s3(&loc), &opts(), None).unwrap();
+    let copy = |from: &Repository, to: &Repository, targets: Vec<TargetKey>| {
+        let a = from.lock_shared(Duration::ZERO).unwrap();
+        let b = to.lock_shared(Duration::ZERO).unwrap();
+        from.copy_to(
+            &a,
+            to,
+            &b,
+            &CopyOptions {
+                targets,
+                only_succeeded: false,
+            },
+        )
+        .unwrap()
+    };
+    // The first copy sends every chunk once...
+    let r1 = copy(&local, &remote, vec![key.clone()]);
+    assert_eq!(r1.copied.len(), 2);
+    let distinct_g1: HashSet<_> = local
+        .fixed_index(&key, g1, 2000)
+        .unwrap()
+        .stored_chunks()
+        .map(|(_, d)| d)
+        .chain(
+            local
+                .fixed_index(&key, g2, 2000)
+                .unwrap()
+                .stored_chunks()
+                .map(|(_, d)| d),
+        )
+        .collect();
+    assert_eq!(r1.chunks_sent as usize, distinct_g1.len());
+    // ...and run again: nothing travels twice.
+    let r2 = copy(&local, &remote, vec![]);
+    assert!(r2.copied.is_empty(), "{r2:?}");
+    assert_eq!(r2.already_there, 2);
+    assert_eq!(r2.chunks_sent, 0);
+    let rkey = remote.target_key(&identity("v")).unwrap();
+    let gens = remote.generations(&rkey).unwrap();
+    assert_eq!(gens.len(), 2);
+    assert_eq!(restore(&remote, "v", gens[0].id), data);
+    assert_eq!(restore(&remote, "v", gens[1].id), changed);
+    assert_eq!(
+        remote.read_metadata(&rkey, gens[1].id, "vm.vmx").unwrap(),
+        b"displayName = \"x\""
+    );
+    let r = remote.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+
+    // Different keys (bucket → encrypted folder): chunks are re-encoded under the new keys.
+    let enc = encrypted_repo(&dir.path().join("enc"));
+    let r3 = copy(&remote, &enc, vec![]);
+    assert_eq!(r3.copied.len(), 2);
+    let ekey = enc.target_key(&identity("v")).unwrap();
+    assert_ne!(ekey, rkey);
+    let egens = enc.generations(&ekey).unwrap();
+    assert_eq!(restore(&enc, "v", egens[1].id), changed);
+    let r = enc.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+    let m = enc.manifest(&ekey, egens[0].id).unwrap();
+    assert_eq!(
+        m.extra["copied_from"]["repository_id"].as_str().unwrap(),
+        remote.config().repository_id.to_string()
+    );
+
+    // A damaged source chunk stops its generation before anything of it is committed.
+    let dir2 = tempfile::tempdir().unwrap();
+    let src = Repository::init(dir2.path().join("s"), &opts()).unwrap();
+    let (sg, _) = backup(&src, "d", &data, None);
+    let skey = src.target_key(&identity("d")).unwrap();
+    let (_, first) = src
+        .fixed_index(&skey, sg, 2000)
+        .unwrap()
+        .stored_chunks()
+        .next()
+        .unwrap();
+    std::fs::write(src.chunk_store().path(&first), b"garbage").unwrap();
+    let dest =
+        Repository::init_location(&s3(&c.location(BUCKET, "copy-bad")), &opts(), None).unwrap();
+    let a = src.lock_shared(Duration::ZERO).unwrap();
+    let b = dest.lock_shared(Duration::ZERO).unwrap();
+    let err = src
+        .copy_to(&a, &dest, &b, &CopyOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Chunk(_)), "{err}");
+    assert!(dest
+        .generations(&dest.target_key(&identity("d")).unwrap())
+        .map(|g| g.is_empty())
+        .unwrap_or(true));
 }
