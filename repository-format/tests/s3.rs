@@ -555,6 +555,54 @@ fn chunk_cache_is_rebuilt_from_a_listing_and_a_chunk_it_wrongly_claims_is_stored
     assert_eq!(other.cached_chunk_count(), Some(0));
 }
 
+#[test]
+fn a_volume_server_killed_during_a_backup_loses_nothing() {
+    let c = cluster_or_skip!();
+    // Only a cluster these tests started may be damaged (never the lab's).
+    let Some(dir) = c.dir.clone() else { return };
+    let loc = c.location(BUCKET, "kill");
+    let repo = Repository::init_location(&s3(&loc), &opts(), None).unwrap();
+    let data = disk_bytes(CS as usize * 64, 61);
+    let (_lock, key, w) = begin_full(&repo, "k");
+    let pid: u32 = std::fs::read_to_string(dir.join("volume2.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let st = w
+        .ingest_disk(
+            DiskDescriptor::new(2000, data.len() as u64),
+            None,
+            &[Area::new(0, data.len() as u64)],
+            &mut MemorySource::new(data.clone()),
+            &|_| {
+                // At the first progress report, SIGKILL one of the three volume servers (by its
+                // pid): replication 001 keeps every object on two of them.
+                if !killed.swap(true, Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let ok = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok, "could not kill volume server {pid}");
+                }
+            },
+        )
+        .unwrap();
+    assert!(st.new_chunks > 0);
+    let g = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    let mut r = repo.disk_reader(&key, g, 2000).unwrap();
+    let mut out = vec![0u8; data.len()];
+    r.read_at(0, &mut out).unwrap();
+    assert_eq!(out, data);
+    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(report.ok(), "{:#?}", report.problems);
+}
+
 /// Throughput of a full backup and a restore over S3 (SeaweedFS on loopback) against a local
 /// folder, at two upload concurrencies. Run by hand:
 /// `cargo test -p repository-format --test s3 -- --ignored --nocapture measure`.

@@ -271,8 +271,15 @@ impl RepositoryLocation {
             )));
         }
         let prefix = prefix.trim_matches('/');
-        if !prefix.is_empty() {
-            super::check_key(prefix).map_err(|_| bad(&format!("bad prefix {prefix:?}")))?;
+        // Keys are used as they are in requests: keep prefixes to characters no store or
+        // client encodes differently.
+        let plain = prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        if !prefix.is_empty() && (!plain || super::check_key(prefix).is_err()) {
+            return Err(bad(&format!(
+                "bad prefix {prefix:?} (use a-z, A-Z, 0-9, '-', '_', '.' and '/')"
+            )));
         }
         Ok(RepositoryLocation::S3(S3Location::new(bucket, prefix)))
     }
@@ -343,6 +350,7 @@ mod tests {
             "s3://user:pw@bucket/x",
             "s3://bucket/x?a=b",
             "s3://bucket/a/../b",
+            "s3://bucket/with space",
         ] {
             assert!(RepositoryLocation::parse(bad).is_err(), "{bad}");
         }

@@ -20,6 +20,8 @@ use repository_format::*;
 /// How to reach the test cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
+    /// The folder of a cluster these tests started (pid files, logs); `None` for the lab's.
+    pub dir: Option<PathBuf>,
     pub endpoint: String,
     pub region: String,
     pub credentials_file: PathBuf,
@@ -97,6 +99,7 @@ fn from_lab_config(path: &Path) -> Cluster {
             .to_string()
     };
     Cluster {
+        dir: None,
         endpoint: s("endpoint"),
         region: v["region"].as_str().unwrap_or("us-east-1").to_string(),
         credentials_file: PathBuf::from(s("credentials_file")),
@@ -136,7 +139,7 @@ fn free_port() -> u16 {
 fn spawn(weed: &Path, dir: &Path, name: &str, args: &[String]) {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let me = std::process::id();
-    let script = "\"$@\" & child=$!; while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; kill $child 2>/dev/null; sleep 3; kill -9 $child 2>/dev/null; wait $child";
+    let script = "\"$@\" & child=$!; echo $child > \"$PIDFILE\"; while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; kill $child 2>/dev/null; sleep 3; kill -9 $child 2>/dev/null; wait $child";
     let child = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -144,6 +147,7 @@ fn spawn(weed: &Path, dir: &Path, name: &str, args: &[String]) {
         .arg(weed)
         .args(args)
         .env("PARENT", me.to_string())
+        .env("PIDFILE", dir.join(format!("{name}.pid")))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -229,6 +233,7 @@ fn start(weed: &Path) -> Cluster {
     ]);
     spawn(weed, &dir, "s3", &args);
     let cluster = Cluster {
+        dir: Some(dir.clone()),
         endpoint: format!("http://127.0.0.1:{sp}"),
         region: "us-east-1".into(),
         credentials_file: creds,
