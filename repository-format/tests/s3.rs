@@ -377,6 +377,29 @@ fn wrong_credentials_give_a_clear_error_naming_the_repository() {
         }
         e => panic!("expected an I/O error, got {e:?}"),
     }
+    // Credentials that may read but not write: reading works, a write fails at once (a 403 is
+    // not retried) with an error naming the object.
+    let mut ro = loc.clone();
+    ro.credentials = S3Credentials::File {
+        path: c.credentials_file.clone(),
+        profile: Some(c.readonly_profile.clone()),
+    };
+    let reader = Repository::open_location(&s3(&ro), None).unwrap();
+    assert!(reader.targets().unwrap().is_empty());
+    let t = std::time::Instant::now();
+    let err = reader.lock_shared(Duration::ZERO).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&loc.display()) && msg.contains("locks"),
+        "{msg}"
+    );
+    match &err {
+        Error::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{msg}")
+        }
+        e => panic!("expected an I/O error, got {e:?}"),
+    }
     // Missing credentials file: named, before anything is sent.
     let mut missing = loc.clone();
     missing.credentials = S3Credentials::File {

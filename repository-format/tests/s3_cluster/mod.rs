@@ -26,6 +26,10 @@ pub struct Cluster {
     pub region: String,
     pub credentials_file: PathBuf,
     pub profile: String,
+    /// A profile that may only read and list.
+    pub readonly_profile: String,
+    /// The CA of a TLS gateway (the lab's `--tls`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -34,7 +38,8 @@ impl Cluster {
         let mut l = S3Location::new(bucket, format!("{name}-{}", uuid::Uuid::new_v4().simple()));
         l.endpoint = Some(self.endpoint.clone());
         l.region = self.region.clone();
-        l.allow_http = true;
+        l.allow_http = self.endpoint.starts_with("http://");
+        l.ca_file = self.ca_file.clone();
         l.credentials = S3Credentials::File {
             path: self.credentials_file.clone(),
             profile: Some(self.profile.clone()),
@@ -104,6 +109,8 @@ fn from_lab_config(path: &Path) -> Cluster {
         region: v["region"].as_str().unwrap_or("us-east-1").to_string(),
         credentials_file: PathBuf::from(s("credentials_file")),
         profile: "lab".into(),
+        readonly_profile: "lab-readonly".into(),
+        ca_file: v["ca_file"].as_str().map(PathBuf::from),
     }
 }
 
@@ -212,14 +219,22 @@ fn start(weed: &Path) -> Cluster {
     spawn(weed, &dir, "filer", &args);
     let access = format!("test{}", uuid::Uuid::new_v4().simple());
     let secret = uuid::Uuid::new_v4().simple().to_string();
+    let ro_access = format!("ro{}", uuid::Uuid::new_v4().simple());
+    let ro_secret = uuid::Uuid::new_v4().simple().to_string();
     let gw_config = serde_json::json!({"identities": [{"name": "test",
         "credentials": [{"accessKey": access, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]});
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+        {"name": "readonly",
+        "credentials": [{"accessKey": ro_access, "secretKey": ro_secret}],
+        "actions": ["Read", "List"]}]});
     std::fs::write(dir.join("gateway.json"), gw_config.to_string()).unwrap();
     let creds = dir.join("credentials");
     std::fs::write(
         &creds,
-        format!("[test]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
+        format!(
+            "[test]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n\n\
+             [readonly]\naws_access_key_id = {ro_access}\naws_secret_access_key = {ro_secret}\n"
+        ),
     )
     .unwrap();
     let (sp, sg) = (free_port(), free_port());
@@ -238,6 +253,8 @@ fn start(weed: &Path) -> Cluster {
         region: "us-east-1".into(),
         credentials_file: creds,
         profile: "test".into(),
+        readonly_profile: "readonly".into(),
+        ca_file: None,
     };
     // Ready when a probe object can be written and read back through the gateway.
     let loc = cluster.location("probe-bucket", "probe");
