@@ -456,6 +456,11 @@ fn start_heartbeat(
         if let Err(e) = backend.put(&alive_key, b"alive") {
             tracing::warn!(lock = %claim_key, error = %e, "could not renew the lock heartbeat");
         }
+        // A claim removed by another run (this one was judged stale: paused, or cut off from
+        // the store for longer than its ttl) means the lock is no longer ours: say so loudly.
+        if let Ok(None) = backend.head(&claim_key) {
+            tracing::error!(lock = %claim_key, "this run's lock claim was removed by another run (judged stale); the lock is no longer held");
+        }
     };
     beat();
     let period = (ttl / 3).max(Duration::from_millis(200));

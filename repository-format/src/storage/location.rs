@@ -295,7 +295,8 @@ impl RepositoryLocation {
     /// Makes the backend for this location (connects lazily: nothing is sent yet).
     ///
     /// # Errors
-    /// [`crate::Error::Storage`] for missing credentials or bad TLS settings.
+    /// [`crate::Error::Io`] for missing credentials or bad TLS settings;
+    /// [`crate::Error::InvalidOption`] for S3 in a build without the `s3` feature.
     pub fn backend(&self) -> crate::Result<Arc<dyn Backend>> {
         match self {
             RepositoryLocation::Local(p) => Ok(Arc::new(LocalBackend::new(p))),
