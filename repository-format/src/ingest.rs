@@ -102,7 +102,8 @@ impl IngestTuning {
         let writers = writers.max(1);
         let extra = writers.saturating_sub(self.writers);
         self.writers = writers;
-        self.buffers += extra * 2;
+        // One more read buffer per extra writer keeps the workers fed while uploads wait.
+        self.buffers += extra;
         self
     }
 }

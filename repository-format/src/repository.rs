@@ -452,13 +452,15 @@ impl Repository {
     }
 
     /// The writer threads an ingest uses: 4 for a local folder (fsync latency), the upload
-    /// concurrency for an object store, fewer for very large chunks so memory stays below
-    /// about 512 MiB of blobs in flight.
+    /// concurrency for an object store, fewer for large chunks so that at most about 256 MiB
+    /// of blobs are in flight (16 at 1 to 8 MiB chunks, 8 at 16 MiB).
     pub(crate) fn ingest_writers(&self) -> Option<usize> {
         if self.backend.local_root().is_some() {
             return None;
         }
-        let cap = ((256usize << 20) / self.config.chunk_size as usize).max(2);
+        // Each writer holds one blob and the queue in front of them as many again: at most
+        // about 2 × 128 MiB of blobs in flight, whatever the chunk size.
+        let cap = ((128usize << 20) / self.config.chunk_size as usize).max(2);
         Some(self.upload_concurrency.min(cap))
     }
 
