@@ -362,11 +362,7 @@ fn wrong_credentials_give_a_clear_error_naming_the_repository() {
     let loc = c.location(BUCKET, "creds");
     Repository::init_location(&s3(&loc), &opts(), None).unwrap();
     let mut bad = loc.clone();
-    bad.credentials = S3Credentials::Static {
-        access_key_id: "AKIAWRONGWRONGWRONG".into(),
-        secret_access_key: std::sync::Arc::new(zeroize::Zeroizing::new("not-the-secret".into())),
-        session_token: None,
-    };
+    bad.credentials = S3Credentials::from_keys("AKIAWRONGWRONGWRONG", "not-the-secret", None);
     let err = Repository::open_location(&s3(&bad), None).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&loc.display()), "{msg}");

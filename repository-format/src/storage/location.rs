@@ -52,6 +52,22 @@ pub enum S3Credentials {
     },
 }
 
+impl S3Credentials {
+    /// Keys a program holds (from its own secret store): wiped from memory when the last copy
+    /// is dropped, never printed.
+    pub fn from_keys(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
+        S3Credentials::Static {
+            access_key_id: access_key_id.into(),
+            secret_access_key: Arc::new(Zeroizing::new(secret_access_key.into())),
+            session_token: session_token.map(|t| Arc::new(Zeroizing::new(t))),
+        }
+    }
+}
+
 impl std::fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
