@@ -20,15 +20,15 @@
 //!
 //! Taking the lock: list `locks/N/` (stale records are removed and reported); while a live
 //! conflicting record exists (exclusive conflicts with everything, shared with exclusive),
-//! wait. Then create the own claim and list again. If a live conflicting claim exists whose
-//! store time is not strictly *later* than the own claim's, the own claim is deleted and the
-//! caller waits and tries again; otherwise the lock is held. Two runs that both wrote a claim
-//! see each other's claims with the same two times, so at most one of them (the strictly
-//! earlier) keeps going; with equal times both back off and retry after a random pause. A run
-//! that listed before the other wrote sees no conflict and holds; the other then sees an
-//! earlier claim and backs off. So no two runs on any hosts hold conflicting locks at once,
-//! as long as the store lists what was written before (S3 and SeaweedFS are read-after-write
-//! consistent for listings) and holders renew within their ttl.
+//! wait. Then create the own claim and list again. If any other live conflicting claim is
+//! there, delete the own claim, wait a random moment and try again; otherwise the lock is held.
+//! Why no two runs hold conflicting locks: if run A's second listing did not show B's claim,
+//! that listing came before B's claim was visible, so before B's second listing, which
+//! therefore shows A's claim (created before A's listing), and B backs off. This needs a store
+//! whose listings show every object whose creation has completed (S3 and SeaweedFS are
+//! read-after-write consistent for listings), and holders that renew within their ttl. Claim
+//! times are deliberately not used to pick a winner: a store stamps an object when it receives
+//! it, which may be before it is visible, so "the earlier claim wins" can let both win.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -381,12 +381,11 @@ fn acquire(
                     return Ok(false);
                 };
                 let live = sweep_stale(be, &dir, found, mine.modified, &me, &run_id, &mut stale);
+                // Any other live conflicting claim, earlier or later: back off. (Ordering by
+                // claim times is not safe: a store stamps an object when it receives it, which
+                // can be before it becomes visible to listings.)
                 Ok(!live.iter().any(|f| {
-                    f.run_id != run_id
-                        && f.holder.as_ref().is_some_and(|h| conflicts(mode, h.mode))
-                        && f.claim
-                            .as_ref()
-                            .is_some_and(|c| c.modified <= mine.modified)
+                    f.run_id != run_id && f.holder.as_ref().is_some_and(|h| conflicts(mode, h.mode))
                 }))
             })();
             match decided {

@@ -233,10 +233,10 @@ fn racing_exclusive_lockers_never_overlap() {
     let inside = std::sync::atomic::AtomicUsize::new(0);
     let entered = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..4 {
+        for _ in 0..6 {
             let (repo, inside, entered) = (repo.clone(), &inside, &entered);
             s.spawn(move || {
-                for _ in 0..5 {
+                for _ in 0..8 {
                     let _x = repo.lock_exclusive(Duration::from_secs(60)).unwrap();
                     let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     assert_eq!(n, 0, "two exclusive holders at once");
@@ -247,5 +247,5 @@ fn racing_exclusive_lockers_never_overlap() {
             });
         }
     });
-    assert_eq!(entered.into_inner(), 20);
+    assert_eq!(entered.into_inner(), 48);
 }
