@@ -208,6 +208,9 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
         Ok(())
     })?;
 
+    if let Some(h) = hooks.after_scan {
+        h();
+    }
     // Phase two: list the generations again. One committed since the mark (a writer that
     // ignored or lost the lock) is marked too, so none of its chunks is deleted.
     report.generations_marked_late = mark(repo, &mut seen, &mut marked, |_, _| Ok(()))?;
@@ -396,6 +399,7 @@ mod tests {
         let hooks = SweepHooks {
             after_first_stat: Some(&hook),
             after_rename: None,
+            after_scan: None,
         };
         let r = run(
             &repo,
@@ -435,6 +439,7 @@ mod tests {
         let hooks = SweepHooks {
             after_first_stat: Some(&hook),
             after_rename: None,
+            after_scan: None,
         };
         let r = run(
             &repo,
@@ -472,6 +477,7 @@ mod tests {
         };
         let hooks = SweepHooks {
             after_first_stat: None,
+            after_scan: None,
             after_rename: Some(&hook),
         };
         let r = run(
@@ -562,5 +568,62 @@ mod tests {
             .check(&crate::CheckOptions { read_data: true })
             .unwrap()
             .ok());
+    }
+
+    #[test]
+    fn a_generation_committed_while_gc_runs_keeps_its_chunks() {
+        let (_d, repo) = repo();
+        let content = vec![9u8; CS as usize];
+        let (_, path) = orphan(&repo, &content);
+        let id = {
+            let mut i = TargetIdentity::new(TargetKind::Vm, "late");
+            i.instance_uuid = Some("late".into());
+            i
+        };
+        let key = id.key().unwrap();
+        let committed = Cell::new(None);
+        // Between gc's chunk listing (the chunk is an old, unreferenced candidate) and its
+        // second listing of generations, a backup that gc's lock did not keep out commits a
+        // generation using the chunk. The mtime is set old again, as on an object store
+        // (no touch): only the second listing can save the chunk.
+        let hook = || {
+            let lock = repo.lock_shared(Duration::ZERO).unwrap();
+            let tl = repo.lock_target(&key, Duration::ZERO).unwrap();
+            let w = repo
+                .begin_generation(&lock, tl, id.clone(), BackupMode::Full, None)
+                .unwrap();
+            w.ingest_disk(
+                DiskDescriptor::new(1, CS as u64),
+                None,
+                &[Area::new(0, CS as u64)],
+                &mut MemorySource::new(content.clone()),
+                &|_| {},
+            )
+            .unwrap();
+            committed.set(Some(
+                w.commit(GenerationStatus::Succeeded, Default::default())
+                    .unwrap(),
+            ));
+            set_old(&path);
+        };
+        let r = run(
+            &repo,
+            &GcOptions {
+                dry_run: false,
+                grace: Duration::from_secs(1),
+            },
+            &SweepHooks {
+                after_scan: Some(&hook),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.generations_marked_late, 1, "{r:#?}");
+        assert_eq!(r.chunks_removed, 0, "{r:#?}");
+        assert!(path.exists());
+        let mut rd = repo.disk_reader(&key, committed.get().unwrap(), 1).unwrap();
+        let mut buf = vec![0u8; CS as usize];
+        rd.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, content);
     }
 }

@@ -119,6 +119,8 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(crate) struct SweepHooks<'a> {
     pub after_first_stat: Option<&'a dyn Fn()>,
     pub after_rename: Option<&'a dyn Fn()>,
+    /// Called by gc between listing the chunks and listing the generations again.
+    pub after_scan: Option<&'a dyn Fn()>,
 }
 
 /// Deletes `path` only if its mtime is older than `cutoff`, with a rename-recheck so that a
