@@ -765,3 +765,50 @@ fn copy_between_a_folder_and_a_bucket_sends_only_missing_chunks_and_resumes() {
         .map(|g| g.is_empty())
         .unwrap_or(true));
 }
+
+#[test]
+fn repair_quarantines_a_damaged_chunk_in_the_bucket_and_the_next_backup_heals_it() {
+    let c = cluster_or_skip!();
+    let loc = c.location(BUCKET, "repair");
+    let repo = Repository::init_location(&s3(&loc), &opts(), None).unwrap();
+    let data = disk_bytes(CS as usize * 6, 71);
+    let (g1, _) = backup(&repo, "r", &data, None);
+    let key = repo.target_key(&identity("r")).unwrap();
+    let (_, bad) = repo
+        .fixed_index(&key, g1, 2000)
+        .unwrap()
+        .stored_chunks()
+        .next()
+        .unwrap();
+    let b = s3_cluster::backend(&loc);
+    let ckey = ChunkStore::key(&bad);
+    let mut blob = b.get(&ckey, 1 << 20).unwrap();
+    let n = blob.len();
+    blob[n - 1] ^= 0x55; // bit rot in the payload
+    b.put(&ckey, &blob).unwrap();
+    let epoch_before = b.get("cache-epoch", 100).unwrap();
+
+    let x = repo.lock_exclusive(Duration::ZERO).unwrap();
+    let r = repo.check_and_repair(&x).unwrap();
+    drop(x);
+    assert_eq!(r.quarantined.len(), 1, "{r:#?}");
+    let q = &r.quarantined[0];
+    assert!(q
+        .quarantine_path
+        .to_string_lossy()
+        .starts_with(&format!("{}/quarantine/", loc.display())));
+    assert!(b.head(&ckey).unwrap().is_none());
+    let qkey = format!("quarantine/{}/{}", &bad.to_hex()[..4], bad.to_hex());
+    assert_eq!(b.get(&qkey, 1 << 20).unwrap(), blob, "kept as it was");
+    // The chunk cache epoch changed: no host's cache still vouches for the moved chunk.
+    assert_ne!(b.get("cache-epoch", 100).unwrap(), epoch_before);
+
+    // The next backup of the same data stores a good copy; everything is whole again.
+    let (g2, s2) = backup(&repo, "r", &data, None);
+    assert!(s2.new_chunks >= 1);
+    assert_eq!(restore(&repo, "r", g1), data);
+    assert_eq!(restore(&repo, "r", g2), data);
+    let r = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(r.ok(), "{:#?}", r.problems);
+    assert_eq!(r.quarantine_files, 1);
+}
