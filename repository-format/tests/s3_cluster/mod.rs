@@ -46,16 +46,41 @@ impl Cluster {
         };
         l.max_retries = 3;
         // Each repository gets its own local cache folder (never the user's ~/.cache).
-        l.cache_dir = Some(
-            std::env::temp_dir()
-                .join("safekeeping-s3-test-caches")
-                .join(uuid::Uuid::new_v4().simple().to_string()),
-        );
+        l.cache_dir = Some(cache_root().join(uuid::Uuid::new_v4().simple().to_string()));
         l
     }
 }
 
 static CLUSTER: OnceLock<Result<Option<Cluster>, String>> = OnceLock::new();
+
+/// The local cache folders of this test process's repositories, removed when it exits.
+fn cache_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let d =
+            std::env::temp_dir().join(format!("safekeeping-s3-test-caches-{}", std::process::id()));
+        remove_when_done(&d);
+        d
+    })
+    .clone()
+}
+
+/// Removes `dir` once this test process is gone (a watchdog like the servers').
+fn remove_when_done(dir: &Path) {
+    let script =
+        "while kill -0 \"$PARENT\" 2>/dev/null; do sleep 1; done; sleep 5; rm -rf -- \"$DIR\"";
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("PARENT", std::process::id().to_string())
+        .env("DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cleanup watchdog");
+    WATCHDOGS.lock().unwrap().push(child);
+}
 
 /// The cluster, or `None` (tests then return early) when there is no way to get one.
 ///
@@ -171,6 +196,10 @@ fn start(weed: &Path) -> Cluster {
     let dir = std::env::temp_dir().join(format!("safekeeping-s3-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    // Its data goes with the test process (set SAFEKEEPING_TEST_S3_KEEP=1 to keep the logs).
+    if std::env::var_os("SAFEKEEPING_TEST_S3_KEEP").is_none() {
+        remove_when_done(&dir);
+    }
     let (mp, mg) = (free_port(), free_port());
     let master = format!("127.0.0.1:{mp}.{mg}");
     let common = |port: u16, grpc: u16| {
