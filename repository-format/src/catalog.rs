@@ -32,16 +32,10 @@ pub(crate) struct CatalogEntry {
     pub manifest_mtime_ns: u128,
 }
 
-/// The manifest file's (length, mtime in ns) used to validate an entry.
-pub(crate) fn manifest_stamp(path: &Path) -> Option<(u64, u128)> {
-    let m = std::fs::metadata(path).ok()?;
-    let t = m
-        .modified()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some((m.len(), t))
+/// The manifest object's (length, store time in ns) used to validate an entry.
+pub(crate) fn manifest_stamp(info: &crate::storage::ObjectInfo) -> Option<(u64, u128)> {
+    let t = info.modified.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some((info.size, t))
 }
 
 /// An open catalog.
@@ -57,10 +51,11 @@ impl std::fmt::Debug for Catalog {
 
 impl Catalog {
     /// Opens (or creates) the catalog; `None` if it is locked by another process or unusable.
-    pub(crate) fn open(root: &Path) -> Option<Catalog> {
-        let path = root.join(CATALOG_DIR);
+    /// Opens the catalog in the folder `path` (`<root>/catalog` for a local repository, the
+    /// cache folder for an object store).
+    pub(crate) fn open(path: &Path) -> Option<Catalog> {
         match sled::Config::new()
-            .path(&path)
+            .path(path)
             .cache_capacity(8 << 20)
             .flush_every_ms(Some(500))
             .open()

@@ -22,11 +22,18 @@ use crate::format::{
     CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, LOCKS_DIR, MANIFEST_FILE, METADATA_DIR,
     TARGETS_DIR, TEMP_PREFIX,
 };
-use crate::fsutil;
 use crate::lock::RepositoryLock;
 use crate::manifest::Manifest;
 use crate::repository::Repository;
 use crate::target::{GenerationId, TargetKey};
+
+/// One entry of a listing in `check`.
+struct Entry {
+    name: String,
+    path: PathBuf,
+    key: String,
+    is_dir: bool,
+}
 
 /// Options of [`Repository::check`]. Repair is [`Repository::check_and_repair`], which needs the
 /// exclusive lock and always reads the data.
@@ -228,6 +235,35 @@ impl Repository {
         self.run_check(true, true)
     }
 
+    /// One level of the store under `prefix`: folders and objects, sorted by name.
+    fn entries(&self, prefix: &str) -> Result<Vec<Entry>> {
+        let be = self.backend().as_ref();
+        let l = be
+            .list_dir(prefix)
+            .map_err(crate::error::store_err(be, "list", prefix))?;
+        let mut out: Vec<Entry> = l
+            .dirs
+            .into_iter()
+            .map(|name| {
+                let key = format!("{prefix}{name}");
+                Entry {
+                    path: be.display_path(&key),
+                    name,
+                    key,
+                    is_dir: true,
+                }
+            })
+            .chain(l.objects.into_iter().map(|o| Entry {
+                name: o.name().to_string(),
+                path: be.display_path(&o.key),
+                key: o.key,
+                is_dir: false,
+            }))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     fn run_check(&self, read_data: bool, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport {
             read_data,
@@ -241,13 +277,14 @@ impl Repository {
         let mut ctx = Ctx {
             report: &mut report,
         };
-        for (name, path) in fsutil::list_dir(self.root())? {
+        for Entry { name, path, .. } in self.entries("")? {
             if ![
                 CONFIG_FILE,
                 CHUNKS_DIR,
                 TARGETS_DIR,
                 LOCKS_DIR,
                 crate::catalog::CATALOG_DIR,
+                crate::chunk_cache::CACHE_EPOCH,
                 crate::format::KEYS_DIR,
                 QUARANTINE_DIR,
             ]
@@ -262,11 +299,12 @@ impl Repository {
             }
         }
         if let Some(fp) = self.key_fingerprint() {
-            let (good, bad) = crate::keys::scan_for_check(self.root(), self.config(), fp)?;
+            let (good, bad) =
+                crate::keys::scan_for_check(self.backend().as_ref(), self.config(), fp)?;
             for e in bad {
                 let path = match &e {
                     crate::Error::KeyFile { path, .. } => path.clone(),
-                    _ => self.root().join(crate::format::KEYS_DIR),
+                    _ => self.backend().display_path(crate::format::KEYS_DIR),
                 };
                 ctx.problem(
                     ProblemKind::DamagedKeyFile,
@@ -278,15 +316,21 @@ impl Repository {
             if good == 0 {
                 ctx.problem(
                     ProblemKind::DamagedKeyFile,
-                    self.root().join(crate::format::KEYS_DIR),
+                    self.backend().display_path(crate::format::KEYS_DIR),
                     "no usable key file: the repository cannot be opened again; add one now",
                     (None, None, None),
                 );
             }
         }
-        for (name, tpath) in fsutil::list_dir(&self.targets_dir())? {
+        for Entry {
+            name,
+            path: tpath,
+            key: tkey,
+            is_dir,
+        } in self.entries(&format!("{TARGETS_DIR}/"))?
+        {
             let key = match TargetKey::new(name.clone()) {
-                Ok(k) if tpath.is_dir() => k,
+                Ok(k) if is_dir => k,
                 _ => {
                     ctx.problem(
                         ProblemKind::ForeignFile,
@@ -298,9 +342,14 @@ impl Repository {
                 }
             };
             ctx.report.targets += 1;
-            for (gname, gpath) in fsutil::list_dir(&tpath)? {
-                let Some(id) = GenerationId::from_folder_name(&gname).filter(|_| gpath.is_dir())
-                else {
+            for Entry {
+                name: gname,
+                path: gpath,
+                key: gkey,
+                is_dir,
+            } in self.entries(&format!("{tkey}/"))?
+            {
+                let Some(id) = GenerationId::from_folder_name(&gname).filter(|_| is_dir) else {
                     ctx.problem(
                         ProblemKind::ForeignFile,
                         gpath,
@@ -310,14 +359,23 @@ impl Repository {
                     continue;
                 };
                 let at = |disk| (Some(&key), Some(id), disk);
-                let mpath = gpath.join(MANIFEST_FILE);
-                if !mpath.exists() {
+                let mkey = format!("{gkey}/{MANIFEST_FILE}");
+                let mpath = self.backend().display_path(&mkey);
+                let be = self.backend().as_ref();
+                if be
+                    .head(&mkey)
+                    .map_err(crate::error::store_err(be, "stat", &mkey))?
+                    .is_none()
+                {
                     ctx.report
                         .incomplete_generations
                         .push(format!("{key}/{gname}"));
                     continue;
                 }
-                let m = match Manifest::read(&mpath, self.codec()) {
+                let m = match self
+                    .read_object(&mkey, crate::manifest::MANIFEST_LIMIT as u64)
+                    .and_then(|b| Manifest::decode(&mpath, &b, self.codec()))
+                {
                     Ok(m) => m,
                     Err(e) => {
                         ctx.problem(ProblemKind::DamagedManifest, mpath, e.to_string(), at(None));
@@ -344,7 +402,9 @@ impl Repository {
                 .into();
                 for d in &m.disks {
                     known_files.insert(d.index_file.clone());
-                    let ipath = gpath.join(&d.index_file);
+                    let ipath = self
+                        .backend()
+                        .display_path(&format!("{gkey}/{}", d.index_file));
                     match self.index_of(&key, &m, d.disk.key) {
                         Ok(idx) if idx.chunk_size() != m.chunk_size => ctx.problem(
                             ProblemKind::DamagedIndex,
@@ -384,7 +444,8 @@ impl Repository {
                         at(None),
                     );
                 }
-                let mdir = gpath.join(METADATA_DIR);
+                let mdir_key = format!("{gkey}/{METADATA_DIR}");
+                let mdir = self.backend().display_path(&mdir_key);
                 let stored_names: Vec<String> = m
                     .metadata_files
                     .iter()
@@ -400,7 +461,12 @@ impl Repository {
                         );
                     }
                 }
-                for (mname, mpath) in fsutil::list_dir(&mdir)? {
+                for Entry {
+                    name: mname,
+                    path: mpath,
+                    ..
+                } in self.entries(&format!("{mdir_key}/"))?
+                {
                     if !stored_names.contains(&mname) && !mname.starts_with(TEMP_PREFIX) {
                         ctx.problem(
                             ProblemKind::ForeignFile,
@@ -410,7 +476,12 @@ impl Repository {
                         );
                     }
                 }
-                for (fname, fpath) in fsutil::list_dir(&gpath)? {
+                for Entry {
+                    name: fname,
+                    path: fpath,
+                    ..
+                } in self.entries(&format!("{gkey}/"))?
+                {
                     if fname.starts_with(TEMP_PREFIX) {
                         ctx.report.temp_files += 1;
                     } else if !known_files.contains(&fname) {
@@ -425,13 +496,16 @@ impl Repository {
             }
         }
         ctx.report.chunks_referenced = referenced.len() as u64;
-        for (_, sub) in fsutil::list_dir(&self.chunk_store().quarantine_dir())? {
-            if sub.is_dir() {
-                ctx.report.quarantine_files += fsutil::list_dir(&sub)?.len() as u64;
-            } else {
-                ctx.report.quarantine_files += 1;
-            }
-        }
+        let qprefix = format!("{QUARANTINE_DIR}/");
+        ctx.report.quarantine_files += self
+            .backend()
+            .list(&qprefix)
+            .map_err(crate::error::store_err(
+                self.backend().as_ref(),
+                "list",
+                QUARANTINE_DIR,
+            ))?
+            .len() as u64;
 
         let mut present: HashSet<ChunkDigest> = HashSet::new();
         self.chunk_store().scan(|entry| {
@@ -440,9 +514,9 @@ impl Repository {
                     present.insert(d);
                 }
                 ChunkEntry::Temp(_) => ctx.report.temp_files += 1,
-                ChunkEntry::Foreign(p) => ctx.problem(
+                ChunkEntry::Foreign(o) => ctx.problem(
                     ProblemKind::ForeignFile,
-                    p,
+                    self.backend().display_path(&o.key),
                     "not a chunk file",
                     (None, None, None),
                 ),
@@ -458,6 +532,11 @@ impl Repository {
         let mut bad: HashMap<ChunkDigest, (ProblemKind, String, bool)> = HashMap::new();
         for d in referenced.keys() {
             if !present.contains(d) {
+                // This host's cache of known chunks must not vouch for it any more: the next
+                // backup of the same data then stores it again.
+                if let Some(c) = self.chunk_store().cache() {
+                    c.remove(d);
+                }
                 bad.insert(
                     *d,
                     (
@@ -537,7 +616,11 @@ impl Repository {
                 let used_by = uses.remove(&d).unwrap_or_default();
                 let mut text = format!("chunk {d}: {detail}");
                 if repair && content {
-                    match self.chunk_store().quarantine(&d) {
+                    let moved = self.chunk_store().quarantine(&d);
+                    if moved.is_ok() {
+                        self.chunks_removed()?;
+                    }
+                    match moved {
                         Ok(to) => {
                             let _ = write!(
                                 text,

@@ -1,19 +1,21 @@
 //! The chunk store: `chunks/<first 4 hex digits>/<64 hex digits>`, one `C` blob per chunk.
 //!
-//! Insertion is atomic (temp file, fsync, rename, fsync folder). Re-use of an existing chunk
-//! *touches* it (sets its mtime to now, by path) and then stats it; garbage collection only
-//! deletes chunks whose mtime is older than its cutoff, using a rename-recheck protocol
-//! (see [`crate::gc`]) so a touch can never be lost.
+//! Insertion is an atomic put through the storage layer. Re-use of an existing chunk is checked
+//! with [`crate::storage::Backend::touch`]: locally it sets the mtime to now and stats the file,
+//! so garbage collection's rename-recheck sweep (see [`crate::gc`]) never loses a touch; on an
+//! object store it is a HEAD, and the exclusive lock plus the commit's verification keep gc
+//! away from chunks in use.
 
-use std::fs;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::blob::{BlobError, BlobKind, Codec};
+use crate::chunk_cache::ChunkCache;
 use crate::digest::ChunkDigest;
-use crate::error::{io_err, Result};
-use crate::format::{BLOB_HEADER_LEN, TEMP_PREFIX};
-use crate::fsutil;
+use crate::error::{store_err, Result};
+use crate::format::{BLOB_HEADER_LEN, CHUNKS_DIR, TEMP_PREFIX};
+use crate::storage::Backend;
 
 /// Folder at the repository root holding chunks that `check --repair` found damaged and moved
 /// out of `chunks/` (`quarantine/<first 4 hex>/<64 hex>`). Never read by backup, restore or gc;
@@ -45,26 +47,38 @@ pub enum ChunkFault {
     },
 }
 
-/// The folder of chunks of one repository.
+/// The chunks of one repository.
 #[derive(Debug, Clone)]
 pub struct ChunkStore {
-    dir: PathBuf,
+    backend: Arc<dyn Backend>,
     codec: Codec,
     chunk_size: u32,
+    /// Known chunk ids of an object store (see [`crate::chunk_cache`]).
+    cache: Option<Arc<ChunkCache>>,
 }
 
 impl ChunkStore {
-    pub(crate) fn new(dir: PathBuf, codec: Codec, chunk_size: u32) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        codec: Codec,
+        chunk_size: u32,
+        cache: Option<Arc<ChunkCache>>,
+    ) -> Self {
         Self {
-            dir,
+            backend,
             codec,
             chunk_size,
+            cache,
         }
     }
 
-    /// The `chunks/` folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    pub(crate) fn cache(&self) -> Option<&ChunkCache> {
+        self.cache.as_deref()
+    }
+
+    /// The `chunks/` folder (its display path for an object store).
+    pub fn dir(&self) -> PathBuf {
+        self.backend.display_path(CHUNKS_DIR)
     }
 
     /// The codec used for chunk blobs.
@@ -72,83 +86,107 @@ impl ChunkStore {
         &self.codec
     }
 
-    /// Path of the chunk file for `digest`.
-    pub fn path(&self, digest: &ChunkDigest) -> PathBuf {
+    /// Object key of the chunk `digest`: `chunks/<first 4 hex>/<64 hex>`.
+    pub fn key(digest: &ChunkDigest) -> String {
         let hex = digest.to_hex();
-        self.dir.join(&hex[..4]).join(hex)
+        format!("{CHUNKS_DIR}/{}/{hex}", &hex[..4])
+    }
+
+    /// Path (display path for an object store) of the chunk for `digest`.
+    pub fn path(&self, digest: &ChunkDigest) -> PathBuf {
+        self.backend.display_path(&Self::key(digest))
     }
 
     /// Stores an encoded chunk blob under `digest` atomically; returns the bytes written.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] naming the file.
+    /// [`crate::Error::Io`] naming the object.
     pub(crate) fn insert(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
-        let hex = digest.to_hex();
-        let sub = self.dir.join(&hex[..4]);
-        match fs::metadata(&sub) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => match fs::create_dir(&sub) {
-                Ok(()) => fsutil::sync_dir(&self.dir)?,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err("create folder", &sub)(e)),
-            },
-            Err(e) => return Err(io_err("stat", &sub)(e)),
+        let key = Self::key(digest);
+        self.backend
+            .put(&key, blob)
+            .map_err(store_err(self.backend.as_ref(), "write", &key))?;
+        if let Some(c) = &self.cache {
+            c.add(digest);
         }
-        fsutil::write_atomic(&sub, &hex, blob)?;
         Ok(blob.len() as u64)
     }
 
-    /// If the chunk exists, marks it as in use now (mtime, set by path) and returns true.
-    /// The set-then-stat order is what makes concurrent garbage collection safe.
+    /// If the chunk exists, marks it as in use now (locally: mtime, set by path) and returns
+    /// true. The set-then-stat order is what makes concurrent local garbage collection safe.
     ///
     /// # Errors
     /// [`crate::Error::Io`] for failures other than "not found".
     pub(crate) fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
-        let path = self.path(digest);
-        match filetime::set_file_mtime(&path, filetime::FileTime::now()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err("touch", &path)(e)),
+        if self.cache.as_ref().is_some_and(|c| c.contains(digest)) {
+            return Ok(true);
         }
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len() >= BLOB_HEADER_LEN as u64),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_err("stat", &path)(e)),
+        let key = Self::key(digest);
+        let present = self
+            .backend
+            .touch(&key, BLOB_HEADER_LEN as u64)
+            .map_err(store_err(self.backend.as_ref(), "touch", &key))?;
+        if present {
+            if let Some(c) = &self.cache {
+                c.add(digest);
+            }
         }
+        Ok(present)
+    }
+
+    /// Like [`ChunkStore::exists`], but answered by the cache of known chunks when it lists
+    /// the chunk (for chunks an incremental inherits from its committed parent).
+    pub(crate) fn exists_cached(&self, digest: &ChunkDigest) -> Result<bool> {
+        if self.cache.as_ref().is_some_and(|c| c.contains(digest)) {
+            return Ok(true);
+        }
+        self.exists(digest)
+    }
+
+    /// Whether the chunk exists (a stat or HEAD; nothing is read).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] for failures other than "not found".
+    pub(crate) fn exists(&self, digest: &ChunkDigest) -> Result<bool> {
+        let key = Self::key(digest);
+        Ok(self
+            .backend
+            .head(&key)
+            .map_err(store_err(self.backend.as_ref(), "stat", &key))?
+            .is_some_and(|i| i.size >= BLOB_HEADER_LEN as u64))
     }
 
     /// The `quarantine/` folder beside `chunks/`.
     pub fn quarantine_dir(&self) -> PathBuf {
-        self.dir
-            .parent()
-            .map_or_else(|| PathBuf::from(QUARANTINE_DIR), |p| p.join(QUARANTINE_DIR))
+        self.backend.display_path(QUARANTINE_DIR)
     }
 
-    /// Moves the chunk file of `digest` out of `chunks/` to
-    /// `quarantine/<first 4 hex>/<64 hex>` (or `<64 hex>.N` if a chunk of that name was
-    /// quarantined before: an earlier copy is never replaced), then fsyncs both folders. Once it
-    /// is gone from `chunks/`, the next ingest of the same data finds it absent and stores a
-    /// good copy. Returns the new path. The caller holds the exclusive repository lock.
+    /// Moves the chunk of `digest` out of `chunks/` to `quarantine/<first 4 hex>/<64 hex>`
+    /// (or `<64 hex>.N` if a chunk of that name was quarantined before: an earlier copy is
+    /// never replaced). Once it is gone from `chunks/`, the next ingest of the same data finds
+    /// it absent and stores a good copy. Returns the new path. The caller holds the exclusive
+    /// repository lock.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] naming the file or folder.
+    /// [`crate::Error::Io`] naming the object.
     pub(crate) fn quarantine(&self, digest: &ChunkDigest) -> Result<PathBuf> {
-        let from = self.path(digest);
+        let from = Self::key(digest);
         let hex = digest.to_hex();
-        let qroot = self.quarantine_dir();
-        let sub = qroot.join(&hex[..4]);
-        fsutil::create_dir_durable(&qroot)?;
-        fsutil::create_dir_durable(&sub)?;
-        let mut to = sub.join(&hex);
-        let mut n = 1u32;
-        while fs::symlink_metadata(&to).is_ok() {
-            to = sub.join(format!("{hex}.{n}"));
-            n += 1;
+        let be = self.backend.as_ref();
+        let mut n = 0u32;
+        loop {
+            let to = if n == 0 {
+                format!("{QUARANTINE_DIR}/{}/{hex}", &hex[..4])
+            } else {
+                format!("{QUARANTINE_DIR}/{}/{hex}.{n}", &hex[..4])
+            };
+            // Damaged chunks may be larger than a good one; allow for that when copying.
+            match be.move_new(&from, &to, self.max_blob_len() as u64 * 4 + (1 << 20)) {
+                Ok(()) => return Ok(be.display_path(&to)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+                Err(e) => return Err(store_err(be, "move to quarantine", &from)(e)),
+            }
         }
-        fs::rename(&from, &to).map_err(io_err("move to quarantine", &from))?;
-        fsutil::sync_dir(&sub)?;
-        fsutil::sync_dir(from.parent().unwrap_or(&self.dir))?;
-        Ok(to)
     }
 
     /// The largest chunk blob: a full chunk stored uncompressed, plus the header and, when
@@ -164,12 +202,11 @@ impl ChunkStore {
 
     /// Reads, decodes and verifies a chunk that must hold `expected_len` bytes.
     pub fn load(&self, digest: &ChunkDigest, expected_len: usize) -> Result<Vec<u8>, ChunkFault> {
-        let path = self.path(digest);
         let limit = self.max_blob_len();
-        let bytes = match read_bounded(&path, limit as u64) {
+        let bytes = match self.backend.get(&Self::key(digest), limit as u64) {
             Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
-            Err(e) if e.kind() == ErrorKind::InvalidData => {
+            Err(e) if e.kind() == ErrorKind::FileTooLarge => {
                 return Err(ChunkFault::Blob(BlobError::TooLarge { limit }))
             }
             Err(e) => return Err(ChunkFault::Io(e.to_string())),
@@ -191,28 +228,35 @@ impl ChunkStore {
         Ok(data)
     }
 
-    /// Every file under `chunks/`, classified.
-    /// Visits every file under `chunks/`, classified, one prefix folder at a time (memory does
-    /// not grow with the number of chunks).
+    /// Visits every object under `chunks/`, classified.
     pub(crate) fn scan(&self, mut visit: impl FnMut(ChunkEntry) -> Result<()>) -> Result<()> {
-        for (sub_name, sub) in fsutil::list_dir(&self.dir)? {
+        let be = self.backend.as_ref();
+        let prefix = format!("{CHUNKS_DIR}/");
+        let top = be
+            .list_dir(&prefix)
+            .map_err(store_err(be, "list", CHUNKS_DIR))?;
+        for o in top.objects {
+            visit(ChunkEntry::Foreign(o))?;
+        }
+        // One prefix folder at a time, so memory does not grow with the number of chunks.
+        for sub_name in top.dirs {
             let is_prefix = sub_name.len() == 4
                 && sub_name
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-            if !is_prefix || !sub.is_dir() {
-                visit(ChunkEntry::Foreign(sub))?;
-                continue;
-            }
-            for (name, path) in fsutil::list_dir(&sub)? {
+            let sub = format!("{prefix}{sub_name}/");
+            for o in be.list(&sub).map_err(store_err(be, "list", &sub))? {
+                let name = o.key[sub.len()..].to_string();
                 let entry = if name.starts_with(TEMP_PREFIX) {
-                    ChunkEntry::Temp(path)
+                    ChunkEntry::Temp(o)
                 } else {
                     match ChunkDigest::from_hex(&name) {
-                        Some(d) if name.starts_with(&sub_name) && name == d.to_hex() => {
-                            ChunkEntry::Chunk(d, path)
+                        Some(d)
+                            if is_prefix && name.starts_with(&sub_name) && name == d.to_hex() =>
+                        {
+                            ChunkEntry::Chunk(d, o)
                         }
-                        _ => ChunkEntry::Foreign(path),
+                        _ => ChunkEntry::Foreign(o),
                     }
                 };
                 visit(entry)?;
@@ -222,26 +266,13 @@ impl ChunkStore {
     }
 }
 
-/// Reads a file of at most `limit` bytes (a chunk blob is never larger than its chunk plus the
-/// header, since compression is only kept when it shrinks); larger files are `InvalidData`.
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(f.metadata()?.len().min(limit) as usize);
-    f.take(limit + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > limit {
-        return Err(std::io::Error::new(ErrorKind::InvalidData, "too large"));
-    }
-    Ok(buf)
-}
-
-/// A file found under `chunks/`.
+/// An object found under `chunks/`.
 #[derive(Debug, Clone)]
 pub(crate) enum ChunkEntry {
-    /// A correctly named chunk file.
-    Chunk(ChunkDigest, PathBuf),
-    /// A leftover temporary file.
-    Temp(PathBuf),
+    /// A correctly named chunk.
+    Chunk(ChunkDigest, crate::storage::ObjectInfo),
+    /// A leftover temporary file (local only).
+    Temp(crate::storage::ObjectInfo),
     /// Anything else.
-    Foreign(PathBuf),
+    Foreign(crate::storage::ObjectInfo),
 }

@@ -1,15 +1,13 @@
 //! The repository configuration, written once at `init`.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobKind, Codec};
 use crate::error::{Error, Result};
 use crate::format::{self, CONFIG_FILE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::fsutil;
 use crate::key::KeyFingerprint;
 use crate::key_file::KdfParams;
+use crate::storage::Backend;
 
 /// Encryption mode of a repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,15 +139,19 @@ impl Config {
         }
     }
 
-    pub(crate) fn write(&self, root: &Path) -> Result<()> {
+    /// Writes the config with a conditional create: two `init`s racing for one place cannot
+    /// both succeed.
+    pub(crate) fn write(&self, backend: &dyn Backend) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("config serialises");
         let blob = Codec::new(0, None).encode(BlobKind::Config, &json);
-        fsutil::write_new_atomic(root, CONFIG_FILE, &blob)
+        backend
+            .create_new(CONFIG_FILE, &blob)
+            .map_err(crate::error::store_err(backend, "create", CONFIG_FILE))
     }
 
-    pub(crate) fn read(root: &Path) -> Result<Self> {
-        let path = root.join(CONFIG_FILE);
-        let bytes = fsutil::read_limited(&path, 1 << 20)?;
+    pub(crate) fn read(backend: &dyn Backend) -> Result<Self> {
+        let path = backend.display_path(CONFIG_FILE);
+        let bytes = crate::error::read_object(backend, CONFIG_FILE, 1 << 20)?;
         let json = Codec::new(0, None)
             .decode(BlobKind::Config, &bytes, 1 << 20)
             .map_err(|reason| Error::Blob {

@@ -291,3 +291,42 @@ pub(crate) fn io_err(
     let path = path.into();
     move |source| Error::Io { op, path, source }
 }
+
+/// Like [`io_err`] for a storage-layer call on `key`: the error names the object by its
+/// display path (`/srv/repo/config`, `s3://bucket/prefix/config`).
+pub(crate) fn store_err<'a>(
+    backend: &'a dyn crate::storage::Backend,
+    op: &'static str,
+    key: &'a str,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: backend.display_path(key),
+        source,
+    }
+}
+
+/// Reads the object `key` of at most `limit` bytes; an object above the limit is a blob error
+/// (`TooLarge`), like a damaged file.
+pub(crate) fn read_object(
+    backend: &dyn crate::storage::Backend,
+    key: &str,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    backend.get(key, limit).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::FileTooLarge {
+            Error::Blob {
+                path: backend.display_path(key),
+                reason: BlobError::TooLarge {
+                    limit: limit as usize,
+                },
+            }
+        } else {
+            Error::Io {
+                op: "read",
+                path: backend.display_path(key),
+                source,
+            }
+        }
+    })
+}

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::format::{INDEX_HEADER_LEN, INDEX_MAGIC};
 
 /// Largest decoded index accepted (128 M chunks: 128 TiB at 1 MiB chunks).
-const INDEX_LIMIT: usize = INDEX_HEADER_LEN + 32 * (128 << 20);
+pub(crate) const INDEX_LIMIT: usize = INDEX_HEADER_LEN + 32 * (128 << 20);
 
 /// The digests of every chunk of one disk in one generation.
 #[derive(Debug, Clone, PartialEq, Eq)]

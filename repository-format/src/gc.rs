@@ -19,8 +19,7 @@
 //! committed parent and therefore marked. The tests in this module force each interleaving.
 
 use std::collections::HashSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -28,12 +27,11 @@ use time::OffsetDateTime;
 
 use crate::chunk_store::ChunkEntry;
 use crate::digest::ChunkDigest;
-use crate::error::{io_err, Result};
-use crate::format::{DEFAULT_GC_GRACE, MANIFEST_FILE, TEMP_PREFIX};
-use crate::fsutil;
+use crate::error::{io_err, store_err, Result};
+use crate::format::DEFAULT_GC_GRACE;
 use crate::lock::RepositoryLock;
-use crate::manifest::Manifest;
 use crate::repository::Repository;
+pub(crate) use crate::storage::SweepHooks;
 
 /// Options of [`Repository::gc`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,59 +80,14 @@ pub struct GcReport {
     pub incomplete_in_progress: Vec<String>,
     /// Files under `chunks/` that are not chunks (left alone; `check` reports them).
     pub foreign_files: Vec<PathBuf>,
+    /// Generations committed while gc ran, found by the second listing and marked before
+    /// anything was deleted.
+    #[serde(default)]
+    pub generations_marked_late: u64,
 }
 
 /// Smallest grace applied, whatever the options say (file timestamp granularity).
 pub const MIN_GRACE: Duration = Duration::from_secs(1);
-
-/// Test hooks called between the steps of sweeping one chunk.
-#[derive(Default)]
-pub(crate) struct SweepHooks<'a> {
-    pub after_first_stat: Option<&'a dyn Fn()>,
-    pub after_rename: Option<&'a dyn Fn()>,
-}
-
-fn mtime(path: &Path) -> std::io::Result<(SystemTime, u64)> {
-    let m = fs::metadata(path)?;
-    Ok((m.modified()?, m.len()))
-}
-
-/// Sweeps one unreferenced chunk; returns the bytes freed (0 if kept or gone).
-pub(crate) fn sweep_chunk(
-    path: &Path,
-    cutoff: SystemTime,
-    hooks: &SweepHooks<'_>,
-) -> Result<Option<u64>> {
-    let (t, _) = match mtime(path) {
-        Ok(v) => v,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("stat", path)(e)),
-    };
-    if t >= cutoff {
-        return Ok(None);
-    }
-    if let Some(h) = hooks.after_first_stat {
-        h();
-    }
-    let dir = path.parent().expect("chunk has a folder");
-    let trash = dir.join(format!("{TEMP_PREFIX}gc-{}", uuid::Uuid::new_v4().simple()));
-    match fs::rename(path, &trash) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("rename", path)(e)),
-    }
-    if let Some(h) = hooks.after_rename {
-        h();
-    }
-    let (t, len) = mtime(&trash).map_err(io_err("stat", &trash))?;
-    if t >= cutoff {
-        // Touched between our first stat and the rename: it is in use, put it back.
-        fs::rename(&trash, path).map_err(io_err("restore", path))?;
-        return Ok(None);
-    }
-    fs::remove_file(&trash).map_err(io_err("remove", &trash))?;
-    Ok(Some(len))
-}
 
 impl Repository {
     /// Removes chunks no committed generation references, abandoned generation folders and
@@ -149,108 +102,166 @@ impl Repository {
     }
 }
 
+/// Marks the chunks of every committed generation not in `seen` (adding them to it); returns
+/// how many generations were marked. Abandoned and live incomplete folders are reported
+/// through the callback.
+fn mark(
+    repo: &Repository,
+    seen: &mut HashSet<String>,
+    marked: &mut HashSet<ChunkDigest>,
+    mut incomplete: impl FnMut(
+        &crate::target::TargetKey,
+        &crate::repository::GenerationDir,
+    ) -> Result<()>,
+) -> Result<u64> {
+    let mut n = 0;
+    for key in repo.target_keys()? {
+        for g in repo.generation_dirs(&key)? {
+            if !g.committed {
+                incomplete(&key, &g)?;
+                continue;
+            }
+            if !seen.insert(g.prefix.clone()) {
+                continue;
+            }
+            let m = repo.manifest(&key, g.id)?;
+            for d in &m.disks {
+                let idx = repo.index_of(&key, &m, d.disk.key)?;
+                marked.extend(idx.stored_chunks().map(|(_, dg)| dg));
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -> Result<GcReport> {
-    let start = SystemTime::now();
-    let host = crate::lock::host_name();
+    let be = repo.backend().as_ref();
+    // Every time below is the store's: object times are compared with the time the store gives
+    // an object written now, so host clocks do not matter.
+    let start =
+        be.store_time()
+            .map_err(store_err(be, "read the clock of", crate::format::LOCKS_DIR))?;
+    let grace = opts.grace.max(MIN_GRACE);
     let mut report = GcReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
     let mut oldest_writer = start;
     let mut marked: HashSet<ChunkDigest> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut abandoned = Vec::new();
 
-    for key in repo.target_keys()? {
-        for g in repo.generation_dirs(&key)? {
-            let label = format!("{key}/{}", g.id.folder_name());
-            if !g.committed {
-                let live = repo.incomplete_writer(&g.path).and_then(|w| {
-                    let alive = if w.host == host {
-                        crate::lock::pid_alive(w.pid)
-                    } else {
-                        OffsetDateTime::now_utc() - w.started
-                            < time::Duration::try_from(crate::format::STALE_LOCK_AGE).expect("fits")
-                    };
-                    alive.then_some(w)
-                });
-                // A folder whose marker is not written yet belongs to a writer just starting.
-                let young = repo.incomplete_writer(&g.path).is_none()
-                    && mtime(&g.path)
-                        .map(|(t, _)| t + opts.grace > start)
-                        .unwrap_or(false);
-                match live {
-                    Some(w) => {
-                        oldest_writer = oldest_writer.min(SystemTime::from(w.started));
-                        report.incomplete_in_progress.push(label);
-                    }
-                    None if young => {
-                        oldest_writer =
-                            oldest_writer.min(mtime(&g.path).map(|(t, _)| t).unwrap_or(start));
-                        report.incomplete_in_progress.push(label);
-                    }
-                    None => abandoned.push((key.clone(), g.path.clone(), label)),
-                }
-                continue;
-            }
-            let m = Manifest::read(&g.path.join(MANIFEST_FILE), repo.codec())?;
-            for d in &m.disks {
-                let idx = repo.index_of(&key, &m, d.disk.key)?;
-                marked.extend(idx.stored_chunks().map(|(_, dg)| dg));
-            }
-            report.generations_marked += 1;
+    report.generations_marked = mark(repo, &mut seen, &mut marked, |key, g| {
+        let label = format!("{key}/{}", g.id.folder_name());
+        // A writer holds its target's lock (and renews it) from begin to commit or drop, and
+        // takes it before it creates the folder's first object; a folder whose target lock
+        // has no live holder is abandoned.
+        let locked = crate::lock::is_held(be, &format!("target-{key}"))?;
+        if locked {
+            let began = g
+                .marker
+                .as_ref()
+                .map(|m| m.modified)
+                .or_else(|| g.newest())
+                .unwrap_or(start);
+            oldest_writer = oldest_writer.min(began);
+            report.incomplete_in_progress.push(label);
+        } else {
+            abandoned.push((g.prefix.clone(), label));
         }
-    }
-    report.chunks_referenced = marked.len() as u64;
+        Ok(())
+    })?;
     let cutoff = oldest_writer
-        .checked_sub(opts.grace)
+        .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
     report.cutoff = Some(OffsetDateTime::from(cutoff));
 
+    // Phase one: find the candidates (unreferenced, older than the cutoff).
+    let mut candidates: Vec<(ChunkDigest, String)> = Vec::new();
     repo.chunk_store().scan(|entry| {
         match entry {
-            ChunkEntry::Chunk(d, path) => {
+            ChunkEntry::Chunk(d, info) => {
                 report.chunks_found += 1;
                 if marked.contains(&d) {
                     return Ok(());
                 }
-                if opts.dry_run {
-                    match mtime(&path) {
-                        Ok((t, len)) if t < cutoff => {
-                            report.chunks_removed += 1;
-                            report.bytes_removed += len;
-                        }
-                        Ok(_) => report.chunks_kept_recent += 1,
-                        Err(_) => {}
-                    }
-                    return Ok(());
-                }
-                match sweep_chunk(&path, cutoff, hooks)? {
-                    Some(len) => {
-                        report.chunks_removed += 1;
-                        report.bytes_removed += len;
-                    }
-                    None => report.chunks_kept_recent += 1,
+                if info.modified >= cutoff {
+                    report.chunks_kept_recent += 1;
+                } else {
+                    candidates.push((d, info.key));
                 }
             }
-            ChunkEntry::Temp(path) => {
-                let old = mtime(&path).map(|(t, _)| t < cutoff).unwrap_or(false);
-                if old && !opts.dry_run && fs::remove_file(&path).is_ok() {
-                    report.temp_files_removed += 1;
+            ChunkEntry::Temp(info) => {
+                if let Some(root) = be.local_root() {
+                    let path = root.join(&info.key);
+                    if info.modified < cutoff
+                        && !opts.dry_run
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        report.temp_files_removed += 1;
+                    }
                 }
             }
-            ChunkEntry::Foreign(path) => report.foreign_files.push(path),
+            ChunkEntry::Foreign(info) => report.foreign_files.push(be.display_path(&info.key)),
         }
         Ok(())
     })?;
 
-    for (key, path, label) in abandoned {
+    if let Some(h) = hooks.after_scan {
+        h();
+    }
+    // Phase two: list the generations again. One committed since the mark (a writer that
+    // ignored or lost the lock) is marked too, so none of its chunks is deleted.
+    report.generations_marked_late = mark(repo, &mut seen, &mut marked, |_, _| Ok(()))?;
+    report.generations_marked += report.generations_marked_late;
+    report.chunks_referenced = marked.len() as u64;
+    if report.generations_marked_late > 0 {
+        tracing::warn!(
+            late = report.generations_marked_late,
+            "generations were committed while gc ran; their chunks are kept"
+        );
+    }
+
+    for (d, key) in candidates {
+        if marked.contains(&d) {
+            continue;
+        }
+        if opts.dry_run {
+            if let Some(info) = be.head(&key).map_err(store_err(be, "stat", &key))? {
+                report.chunks_removed += 1;
+                report.bytes_removed += info.size;
+            }
+            continue;
+        }
+        // Deleted only if still older than the cutoff: a local touch since the scan (a
+        // backup re-using it) keeps it (see the module docs).
+        let freed = match be.local_root() {
+            Some(root) => {
+                let path = root.join(&key);
+                crate::storage::sweep_file(&path, cutoff, hooks).map_err(io_err("sweep", &path))?
+            }
+            None => be
+                .delete_if_older(&key, cutoff)
+                .map_err(store_err(be, "delete", &key))?,
+        };
+        match freed {
+            Some(len) => {
+                report.chunks_removed += 1;
+                report.bytes_removed += len;
+            }
+            None => report.chunks_kept_recent += 1,
+        }
+    }
+
+    if report.chunks_removed > 0 && !opts.dry_run {
+        repo.chunks_removed()?;
+    }
+    for (prefix, label) in abandoned {
         if !opts.dry_run {
-            repo.remove_generation_dir(&key, &path)?;
+            repo.remove_generation_dir(&prefix)?;
         }
         report.incomplete_removed.push(label);
-    }
-    if !opts.dry_run {
-        fsutil::sync_dir(repo.chunk_store().dir())?;
     }
     tracing::info!(
         removed = report.chunks_removed,
@@ -266,11 +277,11 @@ mod tests {
     use crate::blob::BlobKind;
     use crate::config::InitOptions;
     use crate::ingest::Area;
-    use crate::lock::TargetLock;
     use crate::manifest::{BackupMode, DiskDescriptor, GenerationStatus};
     use crate::source::MemorySource;
     use crate::target::{TargetIdentity, TargetKind};
     use std::cell::Cell;
+    use std::path::Path;
 
     const CS: u32 = 64 * 1024;
 
@@ -312,13 +323,7 @@ mod tests {
             i
         };
         let key = id.key().unwrap();
-        let tl = TargetLock::acquire(
-            &repo.locks_dir(),
-            repo.config().repository_id,
-            &key,
-            Duration::ZERO,
-        )
-        .unwrap();
+        let tl = repo.lock_target(&key, Duration::ZERO).unwrap();
         let w = repo
             .begin_generation(&lock, tl, id, BackupMode::Full, None)
             .unwrap();
@@ -394,6 +399,7 @@ mod tests {
         let hooks = SweepHooks {
             after_first_stat: Some(&hook),
             after_rename: None,
+            after_scan: None,
         };
         let r = run(
             &repo,
@@ -433,6 +439,7 @@ mod tests {
         let hooks = SweepHooks {
             after_first_stat: Some(&hook),
             after_rename: None,
+            after_scan: None,
         };
         let r = run(
             &repo,
@@ -470,6 +477,7 @@ mod tests {
         };
         let hooks = SweepHooks {
             after_first_stat: None,
+            after_scan: None,
             after_rename: Some(&hook),
         };
         let r = run(
@@ -560,5 +568,62 @@ mod tests {
             .check(&crate::CheckOptions { read_data: true })
             .unwrap()
             .ok());
+    }
+
+    #[test]
+    fn a_generation_committed_while_gc_runs_keeps_its_chunks() {
+        let (_d, repo) = repo();
+        let content = vec![9u8; CS as usize];
+        let (_, path) = orphan(&repo, &content);
+        let id = {
+            let mut i = TargetIdentity::new(TargetKind::Vm, "late");
+            i.instance_uuid = Some("late".into());
+            i
+        };
+        let key = id.key().unwrap();
+        let committed = Cell::new(None);
+        // Between gc's chunk listing (the chunk is an old, unreferenced candidate) and its
+        // second listing of generations, a backup that gc's lock did not keep out commits a
+        // generation using the chunk. The mtime is set old again, as on an object store
+        // (no touch): only the second listing can save the chunk.
+        let hook = || {
+            let lock = repo.lock_shared(Duration::ZERO).unwrap();
+            let tl = repo.lock_target(&key, Duration::ZERO).unwrap();
+            let w = repo
+                .begin_generation(&lock, tl, id.clone(), BackupMode::Full, None)
+                .unwrap();
+            w.ingest_disk(
+                DiskDescriptor::new(1, CS as u64),
+                None,
+                &[Area::new(0, CS as u64)],
+                &mut MemorySource::new(content.clone()),
+                &|_| {},
+            )
+            .unwrap();
+            committed.set(Some(
+                w.commit(GenerationStatus::Succeeded, Default::default())
+                    .unwrap(),
+            ));
+            set_old(&path);
+        };
+        let r = run(
+            &repo,
+            &GcOptions {
+                dry_run: false,
+                grace: Duration::from_secs(1),
+            },
+            &SweepHooks {
+                after_scan: Some(&hook),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.generations_marked_late, 1, "{r:#?}");
+        assert_eq!(r.chunks_removed, 0, "{r:#?}");
+        assert!(path.exists());
+        let mut rd = repo.disk_reader(&key, committed.get().unwrap(), 1).unwrap();
+        let mut buf = vec![0u8; CS as usize];
+        rd.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, content);
     }
 }

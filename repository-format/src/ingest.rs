@@ -95,6 +95,19 @@ impl IngestTuning {
     }
 }
 
+impl IngestTuning {
+    /// The same sizing with `writers` writer threads (chunk uploads in flight), buffers grown
+    /// to keep every writer busy.
+    pub fn with_writers(mut self, writers: usize) -> Self {
+        let writers = writers.max(1);
+        let extra = writers.saturating_sub(self.writers);
+        self.writers = writers;
+        // One more read buffer per extra writer keeps the workers fed while uploads wait.
+        self.buffers += extra;
+        self
+    }
+}
+
 impl Default for IngestTuning {
     fn default() -> Self {
         Self::for_chunk_size(crate::format::DEFAULT_CHUNK_SIZE)

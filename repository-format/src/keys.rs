@@ -1,24 +1,23 @@
 //! Key management of an encrypted repository: unlocking, and adding, re-wrapping, exporting,
 //! listing and removing key files.
 //!
-//! Every change is one atomic file operation (a new file created exclusively, a file replaced
-//! by rename, or one unlink), made under `locks/keys.lock`, so the repository always has at
+//! Every change is one atomic object operation (a new key file created conditionally, a file
+//! replaced atomically, or one delete), made under the `keys` lock, so the repository always has at
 //! least one complete key file: a new passphrase is a new file written before anything else
 //! changes, and the last key file that opens the repository's keys cannot be removed.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::error::{io_err, Error, Result};
-use crate::format::{KEYS_DIR, KEYS_LOCK, LOCKS_DIR, TEMP_PREFIX};
-use crate::fsutil;
+use crate::error::{read_object, store_err, Error, Result};
+use crate::format::{KEYS_DIR, TEMP_PREFIX};
 use crate::key::{Key, KeyFingerprint, Passphrase};
 use crate::key_file::{KdfParams, KeyFile, KeyId, KEY_FILE_LIMIT};
 use crate::repository::Repository;
+use crate::storage::Backend;
 
 /// One line of [`Repository::key_list`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,28 +35,32 @@ pub struct KeyInfo {
 
 /// A key file found in `keys/`: parsed and checked to belong to this repository and keys.
 struct Found {
+    key: String,
     path: PathBuf,
     file: KeyFile,
 }
 
 /// Reads every key file of the repository. Files that do not parse or belong elsewhere are
 /// returned as errors next to the good ones.
-fn scan(root: &Path, config: &Config, fp: &KeyFingerprint) -> Result<(Vec<Found>, Vec<Error>)> {
-    let dir = root.join(KEYS_DIR);
+fn scan(
+    backend: &dyn Backend,
+    config: &Config,
+    fp: &KeyFingerprint,
+) -> Result<(Vec<Found>, Vec<Error>)> {
+    let dir = format!("{KEYS_DIR}/");
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    let entries = match fsutil::list_dir(&dir) {
-        Ok(e) => e,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Vec::new()
-        }
-        Err(e) => return Err(e),
-    };
-    for (name, path) in entries {
+    let entries = backend
+        .list_dir(&dir)
+        .map_err(store_err(backend, "list", KEYS_DIR))?
+        .objects;
+    for o in entries {
+        let (name, key) = (o.name().to_string(), o.key.clone());
+        let path = backend.display_path(&key);
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        let file = match fsutil::read_limited(&path, KEY_FILE_LIMIT)
+        let file = match read_object(backend, &key, KEY_FILE_LIMIT)
             .and_then(|bytes| KeyFile::parse(&path, &bytes))
         {
             Ok(f) => f,
@@ -83,7 +86,7 @@ fn scan(root: &Path, config: &Config, fp: &KeyFingerprint) -> Result<(Vec<Found>
         };
         match reason {
             Some(reason) => bad.push(Error::KeyFile { path, reason }),
-            None => good.push(Found { path, file }),
+            None => good.push(Found { key, path, file }),
         }
     }
     good.sort_by(|a, b| a.file.id.cmp(&b.file.id));
@@ -92,22 +95,22 @@ fn scan(root: &Path, config: &Config, fp: &KeyFingerprint) -> Result<(Vec<Found>
 
 /// For `check`: how many good key files there are and what is wrong with the others.
 pub(crate) fn scan_for_check(
-    root: &Path,
+    backend: &dyn Backend,
     config: &Config,
     fp: &KeyFingerprint,
 ) -> Result<(usize, Vec<Error>)> {
-    let (good, bad) = scan(root, config, fp)?;
+    let (good, bad) = scan(backend, config, fp)?;
     Ok((good.len(), bad))
 }
 
 /// Unlocks the repository's keys with `passphrase`, trying every key file.
 pub(crate) fn unlock(
-    root: &Path,
+    backend: &dyn Backend,
     config: &Config,
     fp: &KeyFingerprint,
     passphrase: &Passphrase,
 ) -> Result<(Key, KeyId, KdfParams)> {
-    let (good, mut bad) = scan(root, config, fp)?;
+    let (good, mut bad) = scan(backend, config, fp)?;
     for f in &good {
         if let Some(key) = f.file.unwrap_key(&f.path, passphrase)? {
             return Ok((key, f.file.id.clone(), f.file.kdf_params()));
@@ -115,7 +118,7 @@ pub(crate) fn unlock(
     }
     if !good.is_empty() {
         return Err(Error::WrongPassphrase {
-            dir: root.join(KEYS_DIR),
+            dir: backend.display_path(KEYS_DIR),
             tried: good.len(),
         });
     }
@@ -123,34 +126,22 @@ pub(crate) fn unlock(
         return Err(bad.swap_remove(0));
     }
     Err(Error::KeyFile {
-        path: root.join(KEYS_DIR),
+        path: backend.display_path(KEYS_DIR),
         reason: "no key file: copy an exported key file to keys/<its id> (without a key file \
                  the repository cannot be read)"
             .into(),
     })
 }
 
-/// The exclusive lock serialising key changes; released on drop.
-struct KeysLock(fs::File);
+/// The lock serialising key changes.
+struct KeysLock(#[allow(dead_code)] crate::lock::KeysLock);
 
 impl KeysLock {
     fn take(repo: &Repository) -> Result<KeysLock> {
-        use fs2::FileExt;
-        let path = repo.root().join(LOCKS_DIR).join(KEYS_LOCK);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        f.lock_exclusive().map_err(io_err("lock", &path))?;
-        Ok(KeysLock(f))
-    }
-}
-
-impl Drop for KeysLock {
-    fn drop(&mut self) {
-        let _ = fs2::FileExt::unlock(&self.0);
+        Ok(KeysLock(crate::lock::KeysLock::acquire(
+            repo.backend(),
+            repo.lock_settings(),
+        )?))
     }
 }
 
@@ -163,7 +154,7 @@ impl Repository {
     /// The key file `current` opens (the passphrase is proven, not trusted).
     fn find_key_file(&self, current: &Passphrase) -> Result<Found> {
         let fp = self.keys_context()?;
-        let (good, _) = scan(self.root(), self.config(), fp)?;
+        let (good, _) = scan(self.backend().as_ref(), self.config(), fp)?;
         let tried = good.len();
         for f in good {
             if f.file.unwrap_key(&f.path, current)?.is_some() {
@@ -171,7 +162,7 @@ impl Repository {
             }
         }
         Err(Error::WrongPassphrase {
-            dir: self.root().join(KEYS_DIR),
+            dir: self.backend().display_path(KEYS_DIR),
             tried,
         })
     }
@@ -182,7 +173,7 @@ impl Repository {
     /// [`Error::NotEncrypted`], [`Error::Io`].
     pub fn key_list(&self) -> Result<Vec<KeyInfo>> {
         let fp = self.keys_context()?;
-        let (good, bad) = scan(self.root(), self.config(), fp)?;
+        let (good, bad) = scan(self.backend().as_ref(), self.config(), fp)?;
         for e in &bad {
             tracing::warn!(error = %e, "ignoring a file in keys/");
         }
@@ -216,7 +207,10 @@ impl Repository {
         let found = self.find_key_file(current)?;
         let id = KeyId::random()?;
         let file = self.wrap_master_key(id.clone(), new, &found.file)?;
-        fsutil::write_new_atomic(&self.root().join(KEYS_DIR), id.as_str(), &file.to_bytes())?;
+        let k = format!("{KEYS_DIR}/{}", id.as_str());
+        let be = self.backend().as_ref();
+        be.create_new(&k, &file.to_bytes())
+            .map_err(store_err(be, "create", &k))?;
         tracing::info!(key = %id, "key file added");
         Ok(id)
     }
@@ -241,7 +235,9 @@ impl Repository {
                 reason: "the rewritten key file does not open with the new passphrase".into(),
             });
         }
-        fsutil::write_atomic(&self.root().join(KEYS_DIR), id.as_str(), &bytes)?;
+        let be = self.backend().as_ref();
+        be.put(&found.key, &bytes)
+            .map_err(store_err(be, "replace", &found.key))?;
         tracing::info!(key = %id, "key file passphrase changed");
         Ok(id)
     }
@@ -264,7 +260,7 @@ impl Repository {
     pub fn key_remove(&self, id: &KeyId) -> Result<()> {
         let fp = self.keys_context()?;
         let _lock = KeysLock::take(self)?;
-        let (good, _) = scan(self.root(), self.config(), fp)?;
+        let (good, _) = scan(self.backend().as_ref(), self.config(), fp)?;
         let Some(target) = good.iter().find(|f| &f.file.id == id) else {
             return Err(Error::KeyNotFound(id.to_string()));
         };
@@ -274,8 +270,9 @@ impl Repository {
                 reason: "it is the repository's last key file (add another one first)".into(),
             });
         }
-        fs::remove_file(&target.path).map_err(io_err("remove", &target.path))?;
-        fsutil::sync_dir(&self.root().join(KEYS_DIR))?;
+        let be = self.backend().as_ref();
+        be.delete(&target.key)
+            .map_err(store_err(be, "remove", &target.key))?;
         tracing::info!(key = %id, "key file removed");
         Ok(())
     }

@@ -1,6 +1,10 @@
 //! The safekeeping repository: a verified, deduplicated chunk store for disk images.
 //!
-//! A repository is a folder (specified in `docs/repository-format.md`):
+//! A repository is a set of objects in a local folder or under a prefix of an S3-compatible
+//! bucket (specified in `docs/repository-format.md`; S3 in `docs/object-storage.md`), reached
+//! through one storage layer ([`storage::Backend`]: [`LocalBackend`], [`S3Backend`]). Open one
+//! with [`Repository::open`] (a folder) or [`Repository::open_location`] (a
+//! [`RepositoryLocation`], e.g. parsed from `s3://bucket/prefix`):
 //!
 //! ```text
 //! config                                   K blob: format version, id, chunk size, hash, compression, encryption
@@ -12,13 +16,17 @@
 //!     disk-<device key>.fidx               I blob: fixed index, one digest per chunk
 //!     metadata/<name>                      F blobs: vm config, .vmx, .nvram, ...
 //!     incomplete.json                      only while being written
-//! locks/                                   flock files and holder records
+//! locks/<name>/<run id>.claim|.alive      lock claims and heartbeats (any backend)
+//! cache-epoch                              S3: replaced when chunks are deleted (chunk cache)
 //! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
-//! catalog/                                 local sled cache of generation listings (not part of the format)
+//! catalog/                                 local sled cache of generation listings (not part of the format;
+//!                                          for S3 in the local cache folder)
 //! ```
 //!
-//! Every file is written once (temp file, fsync, rename, fsync of the folder) and verified on
-//! every read (CRC32 of the blob, SHA-256 of index lists and chunks).
+//! Every object is written once and atomically (locally: temp file, fsync, rename or link, fsync
+//! of the folder; on S3 one `PUT`); manifests, key files, the config and lock claims with a
+//! conditional create. Every read is verified (CRC32 of the blob, SHA-256 of index lists and
+//! chunks, and that the object is the one asked for).
 //!
 //! An encrypted repository ([`InitOptions::encryption`], [`Repository::init_with`] and
 //! [`Repository::open_with`] with a [`Passphrase`]) seals every blob but the config with
@@ -56,8 +64,10 @@
 pub mod blob;
 pub mod catalog;
 pub mod check;
+mod chunk_cache;
 pub mod chunk_store;
 pub mod config;
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod fixed_index;
@@ -75,6 +85,7 @@ pub mod reader;
 pub mod reindex;
 pub mod repository;
 pub mod source;
+pub mod storage;
 pub mod target;
 pub mod writer;
 
@@ -85,6 +96,7 @@ pub use check::{
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
+pub use copy::{CopyOptions, CopyReport};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;
@@ -103,5 +115,8 @@ pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
 pub use source::{FileSource, MemorySource};
+#[cfg(feature = "s3")]
+pub use storage::S3Backend;
+pub use storage::{Backend, LocalBackend, RepositoryLocation, S3Credentials, S3Location};
 pub use target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
 pub use writer::{GenerationWriter, WriterRecord};

@@ -1,25 +1,49 @@
-//! Repository and target locks.
+//! Repository, target and key-management locks, made of objects so they work on any backend:
+//! a local folder, a folder shared between hosts, or an S3 bucket. No `flock`, no shared file
+//! system semantics.
 //!
-//! Each lock is an OS advisory lock (`flock`) on a file in `locks/` plus a *holder record* (JSON:
-//! pid, host, command, since, mode) written next to it, so a waiter can name who holds it.
-//! The kernel drops a dead process's `flock`, so a crash never blocks others; the holder record
-//! it leaves behind is detected (dead pid on this host, or older than [`STALE_LOCK_AGE`] for
-//! another host), reported with `tracing::warn!` and in [`RepositoryLock::stale_records`], and
-//! removed. Records of *live* conflicting holders on other hosts are honoured even when the
-//! file system does not share `flock` between hosts.
+//! # Protocol
+//!
+//! A lock named `N` (`repository`, `target-<key>`, `keys`) is the set of objects under
+//! `locks/N/`. A holder has two:
+//!
+//! - `locks/N/<run id>.claim`: its record (pid, host, machine, run id, mode, command, since,
+//!   ttl), written once with a conditional create. Its store modification time is the claim's
+//!   position in line;
+//! - `locks/N/<run id>.alive`: a heartbeat the holder rewrites every `ttl / 3` from a
+//!   background thread.
+//!
+//! A record is **stale** when the newest of its two store times is older than its ttl, measured
+//! by the *store's* clock (so skewed host clocks do not matter), or at once when it names this
+//! machine and boot (same machine id, same boot id) and its pid is not running. Host names are
+//! never trusted for that: two hosts may share one.
+//!
+//! Taking the lock: list `locks/N/` (stale records are removed and reported); while a live
+//! conflicting record exists (exclusive conflicts with everything, shared with exclusive),
+//! wait. Then create the own claim and list again. If any other live conflicting claim is
+//! there, delete the own claim, wait a random moment and try again; otherwise the lock is held.
+//! Why no two runs hold conflicting locks: if run A's second listing did not show B's claim,
+//! that listing came before B's claim was visible, so before B's second listing, which
+//! therefore shows A's claim (created before A's listing), and B backs off. This needs a store
+//! whose listings show every object whose creation has completed (S3 and SeaweedFS are
+//! read-after-write consistent for listings), and holders that renew within their ttl. Claim
+//! times are deliberately not used to pick a winner: a store stamps an object when it receives
+//! it, which may be before it is visible, so "the earlier claim wins" can let both win.
 
-use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{io_err, Error, Result};
-use crate::format::STALE_LOCK_AGE;
-use crate::fsutil;
+use crate::error::{store_err, Error, Result};
+use crate::storage::{Backend, ObjectInfo};
 use crate::target::TargetKey;
+
+/// Default time after which a holder that stopped renewing its heartbeat is stale.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(300);
 
 /// Shared (backup, restore, check) or exclusive (gc, prune, reindex, delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,16 +55,16 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// Who holds (or held) a lock.
+/// Who holds (or held) a lock: the content of a claim object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     /// Process id.
     pub pid: u32,
-    /// Host name.
+    /// Host name (for people: never used to decide staleness, two hosts may share a name).
     pub host: String,
     /// Command line of the holder (safekeeping never takes secrets as arguments).
     pub command: String,
-    /// When the lock was taken.
+    /// When the lock was taken (holder's clock).
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
     /// Lock mode.
@@ -48,6 +72,16 @@ pub struct LockHolder {
     /// Set when the record is stale, saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<String>,
+    /// Unique id of the run holding the lock (the claim's object name).
+    #[serde(default)]
+    pub run_id: String,
+    /// Hash of the machine id and boot id: a dead pid only proves a record stale on the same
+    /// machine in the same boot.
+    #[serde(default)]
+    pub machine: String,
+    /// Seconds without a heartbeat after which the record is stale.
+    #[serde(default)]
+    pub ttl_seconds: u64,
 }
 
 impl std::fmt::Display for LockHolder {
@@ -72,18 +106,43 @@ impl std::fmt::Display for LockHolder {
 pub(crate) fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
+        .find_map(|p| std::fs::read_to_string(p).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// Whether `pid` is a running process on this host (Linux `/proc`; elsewhere assumed alive).
+/// A stable, non-secret name of this machine and boot: SHA-256 of the machine id and the boot
+/// id (the machine id itself should not be published). Empty when either is unknown, and then
+/// no record is ever judged by its pid.
+pub(crate) fn machine_identity() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let machine = read("/etc/machine-id").or_else(|| read("/var/lib/dbus/machine-id"));
+    let boot = read("/proc/sys/kernel/random/boot_id");
+    match (machine, boot) {
+        (Some(m), Some(b)) => {
+            let mut h = Sha256::new();
+            h.update(b"safekeeping machine v1\0");
+            h.update(m.as_bytes());
+            h.update(b"\0");
+            h.update(b.as_bytes());
+            hex::encode(&h.finalize()[..16])
+        }
+        _ => String::new(),
+    }
+}
+
+/// Whether `pid` is a running process on this machine (Linux `/proc`; elsewhere assumed alive).
 pub(crate) fn pid_alive(pid: u32) -> bool {
-    if !Path::new("/proc/self").exists() {
+    if !std::path::Path::new("/proc/self").exists() {
         return true;
     }
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn command_line() -> String {
@@ -95,143 +154,325 @@ fn command_line() -> String {
     s.chars().take(256).collect()
 }
 
-/// Classifies a record: `Some(reason)` if stale.
-pub(crate) fn staleness(h: &LockHolder, host: &str, now: OffsetDateTime) -> Option<String> {
-    if h.host == host {
-        if !pid_alive(h.pid) {
-            return Some(format!("process {} is not running on this host", h.pid));
-        }
-        return None;
+/// One record found under `locks/N/`.
+#[derive(Debug, Clone)]
+struct Found {
+    run_id: String,
+    claim: Option<ObjectInfo>,
+    alive: Option<ObjectInfo>,
+    holder: Option<LockHolder>,
+}
+
+impl Found {
+    /// The newest store time of the record's objects.
+    fn last_seen(&self) -> SystemTime {
+        [&self.claim, &self.alive]
+            .iter()
+            .filter_map(|o| o.as_ref().map(|o| o.modified))
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
-    let age = now - h.since;
-    if age > time::Duration::try_from(STALE_LOCK_AGE).expect("fits") {
+}
+
+/// Why a record is stale at store time `now`, or `None` if it is live.
+fn staleness(f: &Found, now: SystemTime, me: &str) -> Option<String> {
+    let Some(h) = &f.holder else {
+        // A claim still being written has no content yet on no backend (writes are atomic),
+        // so this is damage or a heartbeat without claim: stale once it is a minute old.
+        let age = now.duration_since(f.last_seen()).unwrap_or_default();
+        return (age > Duration::from_secs(60))
+            .then(|| format!("unreadable or orphaned for {} s", age.as_secs()));
+    };
+    if !me.is_empty() && h.machine == me && !pid_alive(h.pid) {
+        return Some(format!("process {} is not running on this host", h.pid));
+    }
+    let ttl = Duration::from_secs(h.ttl_seconds.max(1));
+    let quiet = now.duration_since(f.last_seen()).unwrap_or_default();
+    if quiet > ttl {
         return Some(format!(
-            "held for {} hours by another host, more than {} hours",
-            age.whole_hours(),
-            STALE_LOCK_AGE.as_secs() / 3600
+            "no heartbeat for {} s (expires after {} s without one)",
+            quiet.as_secs(),
+            ttl.as_secs()
         ));
     }
     None
 }
 
-/// The OS lock plus this holder's record; releases both on drop.
-#[derive(Debug)]
+fn conflicts(a: LockMode, b: LockMode) -> bool {
+    a == LockMode::Exclusive || b == LockMode::Exclusive
+}
+
+/// How a lock is configured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockSettings {
+    pub ttl: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_LOCK_TTL,
+        }
+    }
+}
+
+/// A held lock: its objects, the heartbeat thread, and the stale records it found. Dropping
+/// it stops the heartbeat and deletes the objects.
 struct Held {
-    file: File,
-    record: PathBuf,
+    backend: Arc<dyn Backend>,
+    claim_key: String,
+    alive_key: String,
     stale: Vec<LockHolder>,
+    stop: Option<mpsc::Sender<()>>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("claim", &self.claim_key)
+            .field("stale", &self.stale)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.record);
-        let _ = FileExt::unlock(&self.file);
+        drop(self.stop.take());
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        if let Err(e) = self.backend.delete(&self.claim_key) {
+            tracing::warn!(lock = %self.claim_key, error = %e, "could not remove lock claim; it goes stale after its ttl");
+        }
+        let _ = self.backend.delete(&self.alive_key);
     }
 }
 
-fn records(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, Option<LockHolder>)>> {
-    let mut out = Vec::new();
-    for (name, path) in fsutil::list_dir(dir)? {
-        if name.starts_with(prefix) && name.ends_with(".holder") {
-            let holder = fs::read(&path)
+fn records(backend: &dyn Backend, dir: &str) -> Result<Vec<Found>> {
+    let listed = backend.list(dir).map_err(store_err(backend, "list", dir))?;
+    let mut by_run: std::collections::BTreeMap<String, Found> = Default::default();
+    for o in listed {
+        let name = o.name().to_string();
+        let (run, is_claim) = if let Some(r) = name.strip_suffix(".claim") {
+            (r.to_string(), true)
+        } else if let Some(r) = name.strip_suffix(".alive") {
+            (r.to_string(), false)
+        } else {
+            continue;
+        };
+        let f = by_run.entry(run.clone()).or_insert_with(|| Found {
+            run_id: run,
+            claim: None,
+            alive: None,
+            holder: None,
+        });
+        if is_claim {
+            f.claim = Some(o);
+        } else {
+            f.alive = Some(o);
+        }
+    }
+    for f in by_run.values_mut() {
+        if let Some(c) = &f.claim {
+            f.holder = backend
+                .get(&c.key, 64 * 1024)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok());
-            out.push((path, holder));
         }
     }
-    Ok(out)
+    Ok(by_run.into_values().collect())
 }
 
-fn acquire(dir: &Path, name: &str, mode: LockMode, wait: Duration) -> Result<Held> {
-    let lock_path = dir.join(format!("{name}.lock"));
-    let record_prefix = format!("{name}.");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(io_err("open lock", &lock_path))?;
-    let host = host_name();
-    let deadline = Instant::now() + wait;
-    loop {
-        let got = match mode {
-            LockMode::Shared => FileExt::try_lock_shared(&file),
-            LockMode::Exclusive => FileExt::try_lock_exclusive(&file),
-        };
-        let now = OffsetDateTime::now_utc();
-        let mut blockers = Vec::new();
-        let mut stale = Vec::new();
-        if got.is_ok() {
-            // We hold the OS lock; look for records of holders the OS lock cannot see.
-            for (path, holder) in records(dir, &record_prefix)? {
-                let Some(mut h) = holder else {
-                    // A record still being written, or damaged: only stale if old.
-                    let old = fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60))
-                        .unwrap_or(false);
-                    if old {
-                        tracing::warn!(record = %path.display(), "removing unreadable lock record");
-                        let _ = fs::remove_file(&path);
-                    }
-                    continue;
-                };
-                if let Some(reason) = staleness(&h, &host, now) {
-                    tracing::warn!(lock = %lock_path.display(), holder = %h, %reason, "removing stale lock record");
+fn remove_record(backend: &dyn Backend, dir: &str, run: &str) {
+    let _ = backend.delete(&format!("{dir}{run}.claim"));
+    let _ = backend.delete(&format!("{dir}{run}.alive"));
+}
+
+/// Splits records into stale ones (removed, returned with the reason) and live ones.
+fn sweep_stale(
+    backend: &dyn Backend,
+    dir: &str,
+    found: Vec<Found>,
+    now: SystemTime,
+    me: &str,
+    own_run: &str,
+    stale: &mut Vec<LockHolder>,
+) -> Vec<Found> {
+    let mut live = Vec::new();
+    for f in found {
+        if f.run_id == own_run {
+            live.push(f);
+            continue;
+        }
+        match staleness(&f, now, me) {
+            Some(reason) => {
+                tracing::warn!(lock = %dir, run = %f.run_id, %reason, "removing stale lock record");
+                remove_record(backend, dir, &f.run_id);
+                if let Some(mut h) = f.holder {
                     h.stale = Some(reason);
-                    let _ = fs::remove_file(&path);
-                    stale.push(h);
-                } else if h.host != host
-                    && (mode == LockMode::Exclusive || h.mode == LockMode::Exclusive)
-                {
-                    blockers.push(h);
+                    if !stale.iter().any(|s| s.run_id == h.run_id) {
+                        stale.push(h);
+                    }
                 }
             }
-            if blockers.is_empty() {
-                let me = LockHolder {
-                    pid: std::process::id(),
-                    host: host.clone(),
-                    command: command_line(),
-                    since: now,
-                    mode,
-                    stale: None,
+            None => live.push(f),
+        }
+    }
+    live
+}
+
+fn acquire(
+    backend: &Arc<dyn Backend>,
+    name: &str,
+    mode: LockMode,
+    wait: Duration,
+    settings: LockSettings,
+) -> Result<Held> {
+    let dir = format!("{}/{name}/", crate::format::LOCKS_DIR);
+    let be: &dyn Backend = backend.as_ref();
+    let deadline = Instant::now() + wait;
+    let me = machine_identity();
+    // The store's clock, as an offset from ours (one probe object).
+    let store_now = {
+        let local = SystemTime::now();
+        let store = be
+            .store_time()
+            .map_err(store_err(be, "read the clock of", &dir))?;
+        move || match store.duration_since(local) {
+            Ok(ahead) => SystemTime::now() + ahead,
+            Err(e) => SystemTime::now() - e.duration(),
+        }
+    };
+    let mut stale = Vec::new();
+    loop {
+        let found = records(be, &dir)?;
+        let live = sweep_stale(be, &dir, found, store_now(), &me, "", &mut stale);
+        let blocked = live
+            .iter()
+            .any(|f| f.holder.as_ref().is_some_and(|h| conflicts(mode, h.mode)));
+        if !blocked {
+            let run_id = uuid::Uuid::new_v4().simple().to_string();
+            let holder = LockHolder {
+                pid: std::process::id(),
+                host: host_name(),
+                command: command_line(),
+                since: OffsetDateTime::now_utc(),
+                mode,
+                stale: None,
+                run_id: run_id.clone(),
+                machine: me.clone(),
+                ttl_seconds: settings.ttl.as_secs().max(1),
+            };
+            let claim_key = format!("{dir}{run_id}.claim");
+            let alive_key = format!("{dir}{run_id}.alive");
+            let json = serde_json::to_vec(&holder).expect("holder serialises");
+            be.create_new(&claim_key, &json)
+                .map_err(store_err(be, "create", &claim_key))?;
+            // Re-list: decide by the claims' store times (see the module docs).
+            let decided = (|| -> Result<bool> {
+                let found = records(be, &dir)?;
+                let Some(mine) = found
+                    .iter()
+                    .find(|f| f.run_id == run_id)
+                    .and_then(|f| f.claim.clone())
+                else {
+                    // Our claim vanished: someone judged it stale. Try again.
+                    return Ok(false);
                 };
-                let record_name = format!(
-                    "{record_prefix}{}.{}.holder",
-                    me.pid,
-                    uuid::Uuid::new_v4().simple()
-                );
-                let json = serde_json::to_vec(&me).expect("holder serialises");
-                fsutil::write_atomic(dir, &record_name, &json)?;
-                return Ok(Held {
-                    file,
-                    record: dir.join(record_name),
-                    stale,
-                });
+                let live = sweep_stale(be, &dir, found, mine.modified, &me, &run_id, &mut stale);
+                // Any other live conflicting claim, earlier or later: back off. (Ordering by
+                // claim times is not safe: a store stamps an object when it receives it, which
+                // can be before it becomes visible to listings.)
+                Ok(!live.iter().any(|f| {
+                    f.run_id != run_id && f.holder.as_ref().is_some_and(|h| conflicts(mode, h.mode))
+                }))
+            })();
+            match decided {
+                Ok(true) => {
+                    let (stop, heartbeat) = start_heartbeat(
+                        backend.clone(),
+                        alive_key.clone(),
+                        claim_key.clone(),
+                        settings.ttl,
+                    );
+                    return Ok(Held {
+                        backend: backend.clone(),
+                        claim_key,
+                        alive_key,
+                        stale,
+                        stop: Some(stop),
+                        heartbeat: Some(heartbeat),
+                    });
+                }
+                Ok(false) => remove_record(be, &dir, &run_id),
+                Err(e) => {
+                    remove_record(be, &dir, &run_id);
+                    return Err(e);
+                }
             }
-            let _ = FileExt::unlock(&file);
         }
         if Instant::now() >= deadline {
-            let mut holders: Vec<LockHolder> = if blockers.is_empty() {
-                records(dir, &record_prefix)?
-                    .into_iter()
-                    .filter_map(|(_, h)| h)
-                    .filter(|h| mode == LockMode::Exclusive || h.mode == LockMode::Exclusive)
-                    .collect()
-            } else {
-                blockers
-            };
-            for h in &mut holders {
-                h.stale = staleness(h, &host, now);
-            }
+            let now = store_now();
+            let mut holders: Vec<LockHolder> = records(be, &dir)?
+                .into_iter()
+                .filter_map(|f| {
+                    let reason = staleness(&f, now, &me);
+                    f.holder.map(|mut h| {
+                        h.stale = reason;
+                        h
+                    })
+                })
+                .filter(|h| conflicts(mode, h.mode))
+                .collect();
+            holders.sort_by_key(|h| h.since);
             return Err(Error::Locked {
-                lock: lock_path,
+                lock: be.display_path(dir.trim_end_matches('/')),
                 holders,
             });
         }
-        std::thread::sleep(Duration::from_millis(50).min(deadline - Instant::now()));
+        // A random pause, so two runs that backed off together do not meet again.
+        let jitter = Duration::from_millis(20 + u64::from(rand_u8()) * 2);
+        std::thread::sleep(jitter.min(deadline.saturating_duration_since(Instant::now())));
     }
+}
+
+fn rand_u8() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::getrandom(&mut b);
+    b[0]
+}
+
+/// Starts the thread that rewrites the heartbeat every `ttl / 3` until the sender is dropped.
+fn start_heartbeat(
+    backend: Arc<dyn Backend>,
+    alive_key: String,
+    claim_key: String,
+    ttl: Duration,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let beat = move || {
+        if let Err(e) = backend.put(&alive_key, b"alive") {
+            tracing::warn!(lock = %claim_key, error = %e, "could not renew the lock heartbeat");
+        }
+        // A claim removed by another run (this one was judged stale: paused, or cut off from
+        // the store for longer than its ttl) means the lock is no longer ours: say so loudly.
+        if let Ok(None) = backend.head(&claim_key) {
+            tracing::error!(lock = %claim_key, "this run's lock claim was removed by another run (judged stale); the lock is no longer held");
+        }
+    };
+    beat();
+    let period = (ttl / 3).max(Duration::from_millis(200));
+    let handle = std::thread::Builder::new()
+        .name("safekeeping-lock".into())
+        .spawn(move || loop {
+            match rx.recv_timeout(period) {
+                Err(mpsc::RecvTimeoutError::Timeout) => beat(),
+                _ => return,
+            }
+        })
+        .expect("spawn lock heartbeat thread");
+    (tx, handle)
 }
 
 /// A shared or exclusive lock on a repository; released on drop.
@@ -244,12 +485,13 @@ pub struct RepositoryLock {
 
 impl RepositoryLock {
     pub(crate) fn acquire(
-        locks_dir: &Path,
+        backend: &Arc<dyn Backend>,
         repository_id: uuid::Uuid,
         mode: LockMode,
         wait: Duration,
+        settings: LockSettings,
     ) -> Result<Self> {
-        let held = acquire(locks_dir, "repository", mode, wait)?;
+        let held = acquire(backend, "repository", mode, wait, settings)?;
         Ok(Self {
             mode,
             repository_id,
@@ -299,16 +541,18 @@ pub struct TargetLock {
 
 impl TargetLock {
     pub(crate) fn acquire(
-        locks_dir: &Path,
+        backend: &Arc<dyn Backend>,
         repository_id: uuid::Uuid,
         key: &TargetKey,
         wait: Duration,
+        settings: LockSettings,
     ) -> Result<Self> {
         let held = acquire(
-            locks_dir,
+            backend,
             &format!("target-{key}"),
             LockMode::Exclusive,
             wait,
+            settings,
         )?;
         Ok(Self {
             key: key.clone(),
@@ -330,4 +574,39 @@ impl TargetLock {
     pub fn stale_records(&self) -> &[LockHolder] {
         &self.held.stale
     }
+}
+
+/// The lock serialising key changes (`locks/keys/`); released on drop.
+#[derive(Debug)]
+pub(crate) struct KeysLock {
+    _held: Held,
+}
+
+impl KeysLock {
+    pub(crate) fn acquire(backend: &Arc<dyn Backend>, settings: LockSettings) -> Result<Self> {
+        Ok(Self {
+            _held: acquire(
+                backend,
+                "keys",
+                LockMode::Exclusive,
+                Duration::from_secs(60),
+                settings,
+            )?,
+        })
+    }
+}
+
+/// Whether a live (not stale) holder of the lock `name` exists: gc and reindex ask this about
+/// a target's lock before treating its incomplete generation as abandoned.
+pub(crate) fn is_held(backend: &dyn Backend, name: &str) -> Result<bool> {
+    let dir = format!("{}/{name}/", crate::format::LOCKS_DIR);
+    let found = records(backend, &dir)?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    let now = backend
+        .store_time()
+        .map_err(store_err(backend, "read the clock of", &dir))?;
+    let me = machine_identity();
+    Ok(found.iter().any(|f| staleness(f, now, &me).is_none()))
 }

@@ -11,7 +11,7 @@ use crate::target::{GenerationId, TargetIdentity};
 
 /// Version of the manifest schema.
 pub const MANIFEST_VERSION: u32 = 1;
-const MANIFEST_LIMIT: usize = 64 << 20;
+pub(crate) const MANIFEST_LIMIT: usize = 64 << 20;
 
 /// Full or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,11 +280,6 @@ impl Manifest {
             )));
         }
         Ok(m)
-    }
-
-    pub(crate) fn read(path: &Path, codec: &Codec) -> Result<Self> {
-        let bytes = crate::fsutil::read_limited(path, MANIFEST_LIMIT as u64)?;
-        Self::decode(path, &bytes, codec)
     }
 }
 

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::format::{DEFAULT_GC_GRACE, TEMP_PREFIX};
-use crate::fsutil;
 use crate::lock::RepositoryLock;
 use crate::repository::Repository;
 
@@ -37,32 +36,30 @@ impl Repository {
     pub fn reindex(&self, lock: &RepositoryLock) -> Result<ReindexReport> {
         lock.require(self.config().repository_id, "reindex", true)?;
         let mut report = ReindexReport::default();
-        let host = crate::lock::host_name();
         let old = SystemTime::now() - DEFAULT_GC_GRACE;
         for key in self.target_keys()? {
             report.targets += 1;
             for g in self.generation_dirs(&key)? {
                 if g.committed {
                     report.generations += 1;
-                    for (name, path) in fsutil::list_dir(&g.path)? {
-                        let stale = std::fs::metadata(&path)
-                            .and_then(|m| m.modified())
-                            .map(|t| t < old)
-                            .unwrap_or(false);
-                        if name.starts_with(TEMP_PREFIX)
-                            && stale
-                            && std::fs::remove_file(&path).is_ok()
-                        {
-                            report.temp_files_removed += 1;
+                    // Temporary files exist only in local folders (object stores have none).
+                    if let Some(root) = self.backend().local_root() {
+                        for o in &g.objects {
+                            if o.name().starts_with(TEMP_PREFIX)
+                                && o.modified < old
+                                && std::fs::remove_file(root.join(&o.key)).is_ok()
+                            {
+                                report.temp_files_removed += 1;
+                            }
                         }
                     }
                     continue;
                 }
-                let live = self.incomplete_writer(&g.path).is_some_and(|w| {
-                    w.host == host && crate::lock::pid_alive(w.pid) && w.pid != std::process::id()
-                });
+                // A writer holds its target's lock until it commits or gives up; one of
+                // this process (the caller's own writer) counts as live too.
+                let live = crate::lock::is_held(self.backend().as_ref(), &format!("target-{key}"))?;
                 if !live {
-                    self.remove_generation_dir(&key, &g.path)?;
+                    self.remove_generation_dir(&g.prefix)?;
                     report
                         .incomplete_removed
                         .push(format!("{key}/{}", g.id.folder_name()));

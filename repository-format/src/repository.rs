@@ -1,7 +1,7 @@
 //! Opening a repository and finding targets and generations in it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,23 +11,29 @@ use crate::blob::Codec;
 use crate::catalog::{manifest_stamp, Catalog, CatalogEntry};
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, EncryptionMode, InitOptions};
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, read_object, store_err, Error, Result};
 use crate::fixed_index::FixedIndex;
 use crate::format::{
     CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, KEYS_DIR, LOCKS_DIR, MANIFEST_FILE, TARGETS_DIR,
 };
-use crate::fsutil;
 use crate::key::{Key, KeyFingerprint, Passphrase};
 use crate::key_file::{KdfParams, KeyFile, KeyId};
-use crate::lock::{LockMode, RepositoryLock, TargetLock};
+use crate::lock::{LockMode, LockSettings, RepositoryLock, TargetLock};
 use crate::manifest::{BackupMode, DiskStats, GenerationStatus, Manifest};
 use crate::reader::DiskReader;
+use crate::storage::{Backend, LocalBackend, ObjectInfo, RepositoryLocation};
 use crate::target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
 
-/// An open repository. Cheap to clone; every clone refers to the same folder.
+/// An open repository. Cheap to clone; every clone refers to the same storage.
 #[derive(Debug, Clone)]
 pub struct Repository {
+    /// The local folder, or the display name (`s3://bucket/prefix`) of an object store.
     root: PathBuf,
+    backend: Arc<dyn Backend>,
+    location: RepositoryLocation,
+    lock_settings: LockSettings,
+    /// Chunk uploads in flight per disk ingest (object stores; local writes use 4).
+    upload_concurrency: usize,
     config: Config,
     codec: Codec,
     store: ChunkStore,
@@ -91,13 +97,30 @@ impl GenerationSummary {
     }
 }
 
-/// A generation folder found on disk.
+/// A generation folder found in the store.
 #[derive(Debug, Clone)]
 pub(crate) struct GenerationDir {
     pub id: GenerationId,
-    pub path: PathBuf,
+    /// Its key prefix, `targets/<key>/gen-NNNNNN/`.
+    pub prefix: String,
     pub committed: bool,
+    /// The manifest object, when committed.
+    pub manifest: Option<ObjectInfo>,
+    /// The `incomplete.json` marker, while being written.
+    pub marker: Option<ObjectInfo>,
+    /// Every object in the folder.
+    pub objects: Vec<ObjectInfo>,
 }
+
+impl GenerationDir {
+    /// The newest store time of its objects (`None` for an empty local folder).
+    pub fn newest(&self) -> Option<std::time::SystemTime> {
+        self.objects.iter().map(|o| o.modified).max()
+    }
+}
+
+/// Default number of chunk uploads in flight per disk ingest on an object store.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 16;
 
 impl Repository {
     /// Creates an unencrypted repository in `path` (which must not exist or be an empty
@@ -121,52 +144,97 @@ impl Repository {
         opts: &InitOptions,
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
-        let root = path.as_ref();
+        Self::init_location(
+            &RepositoryLocation::Local(path.as_ref().to_path_buf()),
+            opts,
+            passphrase,
+        )
+    }
+
+    /// Creates a repository at `location`: a local folder (as [`Repository::init_with`]) or
+    /// an S3 bucket prefix. The bucket is created if it does not exist; the prefix must hold
+    /// no objects. The config is written last, with a conditional create, so two `init`s
+    /// racing for one place cannot both succeed.
+    ///
+    /// # Errors
+    /// As [`Repository::init_with`]; [`Error::Io`] naming the bucket for connection,
+    /// permission and bucket-creation failures.
+    pub fn init_location(
+        location: &RepositoryLocation,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Repository> {
         opts.validate()?;
+        let root = PathBuf::from(location.display());
         let key = match (opts.encryption, passphrase) {
             (EncryptionMode::None, _) => None,
             (EncryptionMode::Aes256Gcm, None) => {
-                return Err(Error::PassphraseRequired {
-                    path: root.to_path_buf(),
-                })
+                return Err(Error::PassphraseRequired { path: root })
             }
             (EncryptionMode::Aes256Gcm, Some(p)) if p.is_empty() => {
                 return Err(Error::InvalidOption("the passphrase is empty".into()))
             }
             (EncryptionMode::Aes256Gcm, Some(_)) => Some(Key::generate()?),
         };
-        match fs::read_dir(root) {
-            Ok(mut rd) => {
-                if rd.next().is_some() {
-                    return Err(Error::NotEmpty {
-                        path: root.to_path_buf(),
-                    });
+        let backend: Arc<dyn Backend> = match location {
+            RepositoryLocation::Local(dir) => {
+                prepare_local_folder(dir)?;
+                Arc::new(LocalBackend::new(dir))
+            }
+            #[cfg(feature = "s3")]
+            RepositoryLocation::S3(s3) => {
+                let b = crate::storage::S3Backend::connect(s3).map_err(|source| Error::Io {
+                    op: "connect to",
+                    path: root.clone(),
+                    source,
+                })?;
+                b.ensure_bucket().map_err(|source| Error::Io {
+                    op: "prepare the bucket of",
+                    path: root.clone(),
+                    source,
+                })?;
+                let existing = b.list_dir("").map_err(|source| Error::Io {
+                    op: "list",
+                    path: root.clone(),
+                    source,
+                })?;
+                if !existing.dirs.is_empty() || !existing.objects.is_empty() {
+                    return Err(Error::NotEmpty { path: root });
                 }
+                Arc::new(b)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fsutil::create_dir_durable(root)?;
+            #[cfg(not(feature = "s3"))]
+            RepositoryLocation::S3(_) => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: this build has no S3 support (feature `s3` of repository-format)",
+                    root.display()
+                )))
             }
-            Err(e) => return Err(io_err("open", root)(e)),
-        }
-        for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
-            fs::create_dir(root.join(d)).map_err(io_err("create folder", root.join(d)))?;
-        }
+        };
         let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
         let mut unlocked_by = None;
         if let (Some(key), Some(pass)) = (&key, passphrase) {
-            let keys = root.join(KEYS_DIR);
-            fs::create_dir(&keys).map_err(io_err("create folder", &keys))?;
             let file = KeyFile::wrap(KeyId::random()?, config.repository_id, key, pass, opts.kdf)?;
-            fsutil::write_new_atomic(&keys, file.id.as_str(), &file.to_bytes())?;
+            let k = format!("{KEYS_DIR}/{}", file.id.as_str());
+            backend.create_new(&k, &file.to_bytes()).map_err(store_err(
+                backend.as_ref(),
+                "create",
+                &k,
+            ))?;
             unlocked_by = Some((file.id.clone(), opts.kdf));
         }
-        fsutil::sync_dir(root)?;
-        // The config goes last: a folder without it is not a repository.
-        config.write(root)?;
+        // The config goes last: a place without it is not a repository.
+        config.write(backend.as_ref())?;
         // Read back what was written; the key is the one just wrapped (deriving it again from
         // the passphrase would only cost another Argon2id run).
-        let config = Config::read(root)?;
-        Ok(Self::assemble(root.to_path_buf(), config, key, unlocked_by))
+        let config = Config::read(backend.as_ref())?;
+        Ok(Self::assemble(
+            location.clone(),
+            backend,
+            config,
+            key,
+            unlocked_by,
+        ))
     }
 
     /// Opens an existing unencrypted repository; an encrypted one needs
@@ -192,28 +260,60 @@ impl Repository {
         path: impl AsRef<Path>,
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
-        let root = path.as_ref().to_path_buf();
-        if !root.join(CONFIG_FILE).exists() {
-            return Err(Error::Config {
-                path: root.join(CONFIG_FILE),
-                reason: "not found: this folder is not a safekeeping repository".into(),
-            });
-        }
-        let config = Config::read(&root)?;
-        for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
-            if !root.join(d).is_dir() {
+        Self::open_location(
+            &RepositoryLocation::Local(path.as_ref().to_path_buf()),
+            passphrase,
+        )
+    }
+
+    /// Opens an existing repository at `location` (a local folder or an S3 bucket prefix);
+    /// an encrypted one is unlocked with `passphrase`.
+    ///
+    /// # Errors
+    /// As [`Repository::open_with`]; for S3, [`Error::Io`] naming the repository for
+    /// connection failures and refused credentials (`PermissionDenied`), [`Error::Config`]
+    /// when no config exists under the prefix.
+    pub fn open_location(
+        location: &RepositoryLocation,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Repository> {
+        let backend = location.backend()?;
+        let be = backend.as_ref();
+        let config_path = be.display_path(CONFIG_FILE);
+        let config = match Config::read(be) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::Config {
-                    path: root.join(d),
-                    reason: "folder missing: the repository is incomplete".into(),
-                });
+                    path: config_path,
+                    reason: format!(
+                        "not found: {} is not a safekeeping repository",
+                        location.display()
+                    ),
+                })
+            }
+            r => r?,
+        };
+        if let Some(root) = be.local_root() {
+            for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
+                if !root.join(d).is_dir() {
+                    return Err(Error::Config {
+                        path: root.join(d),
+                        reason: "folder missing: the repository is incomplete".into(),
+                    });
+                }
             }
         }
+        let has_keys = !be
+            .list_dir(&format!("{KEYS_DIR}/"))
+            .map_err(store_err(be, "list", KEYS_DIR))?
+            .objects
+            .is_empty()
+            || be.local_root().is_some_and(|r| r.join(KEYS_DIR).exists());
         let (key, unlocked_by) = match (&config.key_fingerprint, passphrase) {
             // A config edited to say "no encryption" must not make the next backup write
             // plain text: key files, or a passphrase the caller expects to need, say otherwise.
-            (None, _) if root.join(KEYS_DIR).exists() => {
+            (None, _) if has_keys => {
                 return Err(Error::Config {
-                    path: root.join(CONFIG_FILE),
+                    path: config_path,
                     reason: "says the repository is not encrypted, but it has a keys/ folder: \
                              refusing to open it (the config may have been altered)"
                         .into(),
@@ -221,7 +321,7 @@ impl Repository {
             }
             (None, Some(_)) => {
                 return Err(Error::Config {
-                    path: root.join(CONFIG_FILE),
+                    path: config_path,
                     reason: "the repository is not encrypted, but a passphrase was given: \
                              refusing to write unencrypted backups where encrypted ones are \
                              expected (remove the passphrase setting if this repository was \
@@ -230,38 +330,147 @@ impl Repository {
                 })
             }
             (None, None) => (None, None),
-            (Some(_), None) => return Err(Error::PassphraseRequired { path: root }),
+            (Some(_), None) => {
+                return Err(Error::PassphraseRequired {
+                    path: PathBuf::from(location.display()),
+                })
+            }
             (Some(fp), Some(p)) => {
-                let (key, id, kdf) = crate::keys::unlock(&root, &config, fp, p)?;
+                let (key, id, kdf) = crate::keys::unlock(be, &config, fp, p)?;
                 (Some(key), Some((id, kdf)))
             }
         };
-        Ok(Self::assemble(root, config, key, unlocked_by))
+        Ok(Self::assemble(
+            location.clone(),
+            backend,
+            config,
+            key,
+            unlocked_by,
+        ))
     }
 
     fn assemble(
-        root: PathBuf,
+        location: RepositoryLocation,
+        backend: Arc<dyn Backend>,
         config: Config,
         key: Option<Key>,
         unlocked_by: Option<(KeyId, KdfParams)>,
     ) -> Repository {
         let codec = Codec::new(config.compression_level, key);
-        let store = ChunkStore::new(root.join(CHUNKS_DIR), codec.clone(), config.chunk_size);
+        // Object stores: a local cache of known chunk ids saves a HEAD per chunk (see
+        // `chunk_cache`); a local folder answers a stat as fast as a cache would.
+        let chunk_cache = match &location {
+            RepositoryLocation::Local(_) => None,
+            RepositoryLocation::S3(s3) => s3
+                .cache_dir_for(&config.repository_id)
+                .and_then(|d| {
+                    crate::chunk_cache::ChunkCache::open(&d.join("known-chunks"), backend.clone())
+                })
+                .map(Arc::new),
+        };
+        let store = ChunkStore::new(
+            backend.clone(),
+            codec.clone(),
+            config.chunk_size,
+            chunk_cache,
+        );
         // The catalog caches target names and generation summaries in plain text: an
-        // encrypted repository goes without it.
-        let catalog = if config.encryption == EncryptionMode::None {
-            Catalog::open(&root).map(std::sync::Arc::new)
-        } else {
-            None
+        // encrypted repository goes without it. It is local: in the repository folder, or in
+        // the cache folder for an object store.
+        let catalog_dir = match &location {
+            RepositoryLocation::Local(p) => Some(p.join(crate::catalog::CATALOG_DIR)),
+            RepositoryLocation::S3(s3) => s3
+                .cache_dir_for(&config.repository_id)
+                .map(|d| d.join(crate::catalog::CATALOG_DIR)),
+        };
+        let catalog = match catalog_dir {
+            Some(dir) if config.encryption == EncryptionMode::None => {
+                Catalog::open(&dir).map(std::sync::Arc::new)
+            }
+            _ => None,
         };
         Repository {
-            root,
+            root: backend.display_path(""),
+            backend,
+            location,
+            lock_settings: LockSettings::default(),
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             config,
             codec,
             store,
             catalog,
             unlocked_by,
         }
+    }
+
+    /// How many chunk ids the local cache of an object store lists (validated against the
+    /// store's cache epoch first, rebuilt from a listing if stale); `None` without a cache
+    /// (local folders, or a cache another process holds).
+    pub fn cached_chunk_count(&self) -> Option<u64> {
+        self.store.cache().and_then(|c| c.len())
+    }
+
+    /// After chunks were deleted or moved: replaces the repository's cache epoch so every
+    /// host's chunk cache is rebuilt before it is trusted again.
+    pub(crate) fn chunks_removed(&self) -> Result<()> {
+        if self.backend.local_root().is_some() {
+            return Ok(());
+        }
+        crate::chunk_cache::bump_epoch(self.backend.as_ref()).map_err(store_err(
+            self.backend.as_ref(),
+            "write",
+            crate::chunk_cache::CACHE_EPOCH,
+        ))?;
+        if let Some(c) = self.store.cache() {
+            c.invalidate();
+        }
+        Ok(())
+    }
+
+    /// Where this repository lives.
+    pub fn location(&self) -> &RepositoryLocation {
+        &self.location
+    }
+
+    /// The storage backend (for tools that inspect objects; the repository's own rules for
+    /// writing them are in this crate).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Sets the time after which a lock holder of this handle that stopped renewing is
+    /// considered gone by others (default [`crate::lock::DEFAULT_LOCK_TTL`]); its heartbeat
+    /// is renewed every third of it.
+    pub fn set_lock_ttl(&mut self, ttl: Duration) {
+        self.lock_settings.ttl = ttl.max(Duration::from_secs(1));
+    }
+
+    /// Sets how many chunk uploads a disk ingest keeps in flight on an object store
+    /// (default [`DEFAULT_UPLOAD_CONCURRENCY`]); memory grows by one chunk per upload.
+    pub fn set_upload_concurrency(&mut self, n: usize) {
+        self.upload_concurrency = n.clamp(1, 256);
+    }
+
+    /// The writer threads an ingest uses: 4 for a local folder (fsync latency), the upload
+    /// concurrency for an object store, fewer for large chunks so that at most about 256 MiB
+    /// of blobs are in flight (16 at 1 to 8 MiB chunks, 8 at 16 MiB).
+    pub(crate) fn ingest_writers(&self) -> Option<usize> {
+        if self.backend.local_root().is_some() {
+            return None;
+        }
+        // Each writer holds one blob and the queue in front of them as many again: at most
+        // about 2 × 128 MiB of blobs in flight, whatever the chunk size.
+        let cap = ((128usize << 20) / self.config.chunk_size as usize).max(2);
+        Some(self.upload_concurrency.min(cap))
+    }
+
+    pub(crate) fn lock_settings(&self) -> LockSettings {
+        self.lock_settings
+    }
+
+    /// Reads an object of the repository, limited to `limit` bytes.
+    pub(crate) fn read_object(&self, key: &str, limit: u64) -> Result<Vec<u8>> {
+        read_object(self.backend.as_ref(), key, limit)
     }
 
     /// True for an encrypted repository.
@@ -308,7 +517,8 @@ impl Repository {
         }
     }
 
-    /// The repository folder.
+    /// The repository folder (for an object store, its display name `s3://bucket/prefix`,
+    /// which is no local path).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -327,20 +537,12 @@ impl Repository {
         &self.codec
     }
 
-    pub(crate) fn locks_dir(&self) -> PathBuf {
-        self.root.join(LOCKS_DIR)
+    pub(crate) fn target_prefix(&self, key: &TargetKey) -> String {
+        format!("{TARGETS_DIR}/{key}/")
     }
 
-    pub(crate) fn targets_dir(&self) -> PathBuf {
-        self.root.join(TARGETS_DIR)
-    }
-
-    pub(crate) fn target_dir(&self, key: &TargetKey) -> PathBuf {
-        self.targets_dir().join(key.as_str())
-    }
-
-    pub(crate) fn generation_dir(&self, key: &TargetKey, id: GenerationId) -> PathBuf {
-        self.target_dir(key).join(id.folder_name())
+    pub(crate) fn generation_prefix(&self, key: &TargetKey, id: GenerationId) -> String {
+        format!("{TARGETS_DIR}/{key}/{}/", id.folder_name())
     }
 
     /// Takes the shared lock (backup, restore, check), waiting up to `wait`.
@@ -349,10 +551,11 @@ impl Repository {
     /// [`Error::Locked`] naming the holders if it is not free in time.
     pub fn lock_shared(&self, wait: Duration) -> Result<RepositoryLock> {
         RepositoryLock::acquire(
-            &self.locks_dir(),
+            &self.backend,
             self.config.repository_id,
             LockMode::Shared,
             wait,
+            self.lock_settings,
         )
     }
 
@@ -362,10 +565,11 @@ impl Repository {
     /// [`Error::Locked`] naming the holders if it is not free in time.
     pub fn lock_exclusive(&self, wait: Duration) -> Result<RepositoryLock> {
         RepositoryLock::acquire(
-            &self.locks_dir(),
+            &self.backend,
             self.config.repository_id,
             LockMode::Exclusive,
             wait,
+            self.lock_settings,
         )
     }
 
@@ -374,32 +578,78 @@ impl Repository {
     /// # Errors
     /// [`Error::Locked`] naming the holder if it is not free in time.
     pub fn lock_target(&self, key: &TargetKey, wait: Duration) -> Result<TargetLock> {
-        TargetLock::acquire(&self.locks_dir(), self.config.repository_id, key, wait)
+        TargetLock::acquire(
+            &self.backend,
+            self.config.repository_id,
+            key,
+            wait,
+            self.lock_settings,
+        )
     }
 
-    /// Generation folders of a target, committed or not, sorted by id.
+    /// Generation folders of a target, committed or not, sorted by id, with their objects
+    /// (one recursive listing of the target).
     pub(crate) fn generation_dirs(&self, key: &TargetKey) -> Result<Vec<GenerationDir>> {
-        let mut out = Vec::new();
-        for (name, path) in fsutil::list_dir(&self.target_dir(key))? {
-            if let Some(id) = GenerationId::from_folder_name(&name) {
-                let committed = path.join(MANIFEST_FILE).exists();
-                out.push(GenerationDir {
+        let tprefix = self.target_prefix(key);
+        let be = self.backend.as_ref();
+        let mut by_id: std::collections::BTreeMap<GenerationId, GenerationDir> = Default::default();
+        fn add<'a>(
+            by_id: &'a mut std::collections::BTreeMap<GenerationId, GenerationDir>,
+            tprefix: &str,
+            name: &str,
+        ) -> Option<&'a mut GenerationDir> {
+            let id = GenerationId::from_folder_name(name)?;
+            Some(by_id.entry(id).or_insert_with(|| {
+                let prefix = format!("{tprefix}{name}/");
+                GenerationDir {
                     id,
-                    path,
-                    committed,
-                });
+                    prefix,
+                    committed: false,
+                    manifest: None,
+                    marker: None,
+                    objects: Vec::new(),
+                }
+            }))
+        }
+        // Empty local folders (a crash between mkdir and the marker) show only here.
+        if be.local_root().is_some() {
+            for name in be
+                .list_dir(&tprefix)
+                .map_err(store_err(be, "list", &tprefix))?
+                .dirs
+            {
+                add(&mut by_id, &tprefix, &name);
             }
         }
-        out.sort_by_key(|g| g.id);
-        Ok(out)
+        for o in be.list(&tprefix).map_err(store_err(be, "list", &tprefix))? {
+            let rest = &o.key[tprefix.len()..];
+            let Some((gname, inner)) = rest.split_once('/') else {
+                continue;
+            };
+            let Some(g) = add(&mut by_id, &tprefix, gname) else {
+                continue;
+            };
+            if inner == MANIFEST_FILE {
+                g.committed = true;
+                g.manifest = Some(o.clone());
+            } else if inner == INCOMPLETE_MARKER {
+                g.marker = Some(o.clone());
+            }
+            g.objects.push(o);
+        }
+        Ok(by_id.into_values().collect())
     }
 
     /// Keys of every target folder (invalid folder names are skipped; `check` reports them).
     pub fn target_keys(&self) -> Result<Vec<TargetKey>> {
-        Ok(fsutil::list_dir(&self.targets_dir())?
+        let p = format!("{TARGETS_DIR}/");
+        Ok(self
+            .backend
+            .list_dir(&p)
+            .map_err(store_err(self.backend.as_ref(), "list", &p))?
+            .dirs
             .into_iter()
-            .filter(|(_, p)| p.is_dir())
-            .filter_map(|(n, _)| TargetKey::new(n).ok())
+            .filter_map(|n| TargetKey::new(n).ok())
             .collect())
     }
 
@@ -439,9 +689,8 @@ impl Repository {
             if !g.committed {
                 continue;
             }
-            let path = g.path.join(MANIFEST_FILE);
             let ckey = format!("{key}/{}", g.id.folder_name());
-            let stamp = manifest_stamp(&path);
+            let stamp = g.manifest.as_ref().and_then(manifest_stamp);
             if let (Some(cat), Some(stamp)) = (&self.catalog, stamp) {
                 if let Some(e) = cat.get(&ckey, stamp).filter(|e| e.summary.id == g.id) {
                     out.push(e);
@@ -508,7 +757,13 @@ impl Repository {
     /// # Errors
     /// [`Error::TargetNotFound`] or [`Error::Io`].
     pub fn generations(&self, key: &TargetKey) -> Result<Vec<GenerationSummary>> {
-        if !self.target_dir(key).is_dir() {
+        let tprefix = self.target_prefix(key);
+        let listing = self.backend.list_dir(&tprefix).map_err(store_err(
+            self.backend.as_ref(),
+            "list",
+            &tprefix,
+        ))?;
+        if listing.dirs.is_empty() && listing.objects.is_empty() {
             return Err(Error::TargetNotFound(key.to_string()));
         }
         Ok(self
@@ -523,14 +778,18 @@ impl Repository {
     /// # Errors
     /// [`Error::GenerationNotFound`], or the manifest's damage naming its file.
     pub fn manifest(&self, key: &TargetKey, id: GenerationId) -> Result<Manifest> {
-        let path = self.generation_dir(key, id).join(MANIFEST_FILE);
-        if !path.exists() {
-            return Err(Error::GenerationNotFound {
-                target: key.to_string(),
-                generation: id.0,
-            });
-        }
-        let m = Manifest::read(&path, &self.codec)?;
+        let mkey = format!("{}{MANIFEST_FILE}", self.generation_prefix(key, id));
+        let path = self.backend.display_path(&mkey);
+        let bytes = match self.read_object(&mkey, crate::manifest::MANIFEST_LIMIT as u64) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::GenerationNotFound {
+                    target: key.to_string(),
+                    generation: id.0,
+                })
+            }
+            r => r?,
+        };
+        let m = Manifest::decode(&path, &bytes, &self.codec)?;
         if m.generation != id || m.repository_id != self.config.repository_id {
             return Err(Error::Manifest {
                 path,
@@ -570,8 +829,14 @@ impl Repository {
             generation: m.generation.0,
             disk,
         })?;
-        let path = self.generation_dir(key, m.generation).join(&rec.index_file);
-        let idx = FixedIndex::read(&path, &self.codec)?;
+        let ikey = format!(
+            "{}{}",
+            self.generation_prefix(key, m.generation),
+            rec.index_file
+        );
+        let path = self.backend.display_path(&ikey);
+        let bytes = self.read_object(&ikey, crate::fixed_index::INDEX_LIMIT as u64 + 4096)?;
+        let idx = FixedIndex::decode(&path, &bytes, &self.codec)?;
         if idx.size() != rec.disk.capacity {
             return Err(Error::Index {
                 path,
@@ -609,11 +874,14 @@ impl Repository {
         if !m.metadata_files.iter().any(|n| n == name) {
             return Err(Error::InvalidMetadataName(name.to_string()));
         }
-        let path = self
-            .generation_dir(key, id)
-            .join(crate::format::METADATA_DIR)
-            .join(self.metadata_file_name(name));
-        let bytes = fsutil::read_limited(&path, crate::writer::METADATA_LIMIT as u64 + 4096)?;
+        let mkey = format!(
+            "{}{}/{}",
+            self.generation_prefix(key, id),
+            crate::format::METADATA_DIR,
+            self.metadata_file_name(name)
+        );
+        let path = self.backend.display_path(&mkey);
+        let bytes = self.read_object(&mkey, crate::writer::METADATA_LIMIT as u64 + 4096)?;
         self.codec
             .decode(
                 crate::blob::BlobKind::Metadata,
@@ -672,36 +940,57 @@ impl Repository {
         id: GenerationId,
     ) -> Result<()> {
         lock.require(self.config.repository_id, "delete_generation", true)?;
-        let dir = self.generation_dir(key, id);
-        let manifest = dir.join(MANIFEST_FILE);
-        if !manifest.exists() {
+        let prefix = self.generation_prefix(key, id);
+        let mkey = format!("{prefix}{MANIFEST_FILE}");
+        let be = self.backend.as_ref();
+        if be
+            .head(&mkey)
+            .map_err(store_err(be, "stat", &mkey))?
+            .is_none()
+        {
             return Err(Error::GenerationNotFound {
                 target: key.to_string(),
                 generation: id.0,
             });
         }
-        fs::remove_file(&manifest).map_err(io_err("remove", &manifest))?;
-        fsutil::sync_dir(&dir)?;
+        // The manifest goes first: the generation stops existing in one step.
+        be.delete(&mkey).map_err(store_err(be, "remove", &mkey))?;
         if let Some(cat) = &self.catalog {
             cat.remove(&format!("{key}/{}", id.folder_name()));
         }
-        self.remove_generation_dir(key, &dir)
+        self.remove_generation_dir(&prefix)
     }
 
-    pub(crate) fn remove_generation_dir(&self, key: &TargetKey, dir: &Path) -> Result<()> {
-        fs::remove_dir_all(dir).map_err(io_err("remove", dir))?;
-        let tdir = self.target_dir(key);
-        fsutil::sync_dir(&tdir)?;
-        // Drop the target folder once it holds nothing.
-        if fsutil::list_dir(&tdir)?.is_empty() && fs::remove_dir(&tdir).is_ok() {
-            fsutil::sync_dir(&self.targets_dir())?;
+    /// Removes every object of a generation folder (the manifest, if any, must go first:
+    /// callers delete it before).
+    pub(crate) fn remove_generation_dir(&self, prefix: &str) -> Result<()> {
+        let be = self.backend.as_ref();
+        be.delete_prefix(prefix)
+            .map_err(store_err(be, "remove", prefix.trim_end_matches('/')))
+    }
+}
+
+/// Prepares a local folder for `init`: it must not exist or be empty; the top-level folders
+/// are made so a local repository looks as it always did.
+fn prepare_local_folder(root: &Path) -> Result<()> {
+    match std::fs::read_dir(root) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::NotEmpty {
+                    path: root.to_path_buf(),
+                });
+            }
         }
-        Ok(())
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(root).map_err(io_err("create folder", root))?;
+            if let Some(parent) = root.parent() {
+                crate::storage::sync_dir(parent).map_err(io_err("fsync folder", parent))?;
+            }
+        }
+        Err(e) => return Err(io_err("open", root)(e)),
     }
-
-    /// The writer record of an incomplete generation folder, if readable.
-    pub(crate) fn incomplete_writer(&self, dir: &Path) -> Option<crate::writer::WriterRecord> {
-        let bytes = fs::read(dir.join(INCOMPLETE_MARKER)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
+        std::fs::create_dir(root.join(d)).map_err(io_err("create folder", root.join(d)))?;
     }
+    crate::storage::sync_dir(root).map_err(io_err("fsync folder", root))
 }

@@ -1,7 +1,6 @@
 //! Writing one generation: metadata files, one fixed index per disk, then the manifest.
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -10,10 +9,9 @@ use time::OffsetDateTime;
 
 use crate::blob::BlobKind;
 use crate::digest::ChunkDigest;
-use crate::error::{io_err, Error, Result};
+use crate::error::{store_err, Error, Result};
 use crate::fixed_index::FixedIndex;
 use crate::format::{INCOMPLETE_MARKER, INDEX_EXTENSION, MANIFEST_FILE, METADATA_DIR};
-use crate::fsutil;
 use crate::ingest::{ingest, Area, DiskSource, IngestContext, IngestTuning};
 use crate::lock::TargetLock;
 use crate::manifest::{
@@ -68,7 +66,8 @@ pub struct GenerationWriter {
     identity: TargetIdentity,
     key: TargetKey,
     id: GenerationId,
-    dir: PathBuf,
+    /// `targets/<key>/gen-NNNNNN/`.
+    prefix: String,
     started: OffsetDateTime,
     mode: BackupMode,
     parent: Option<GenerationId>,
@@ -89,35 +88,42 @@ impl GenerationWriter {
         mode: BackupMode,
         parent: Option<GenerationId>,
     ) -> Result<Self> {
-        let tdir = repo.target_dir(&key);
-        fsutil::create_dir_durable(&tdir)?;
         let mut next = repo
             .generation_dirs(&key)?
             .last()
             .map(|g| g.id.0 + 1)
             .unwrap_or(1);
         let started = OffsetDateTime::now_utc();
-        let dir = loop {
-            let dir = tdir.join(GenerationId(next).folder_name());
-            match fs::create_dir(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
-                Err(e) => return Err(io_err("create folder", &dir)(e)),
-            }
-        };
         let record = WriterRecord {
             pid: std::process::id(),
             host: crate::lock::host_name(),
             started,
         };
-        let repo_chunk_size = repo.config().chunk_size;
-        let writer = Self {
+        let json = serde_json::to_vec_pretty(&record).expect("record serialises");
+        // Claim the number by creating its marker conditionally: if another writer got there
+        // first (it should hold the target lock, but the claim does not rely on that), take
+        // the next number.
+        let be = repo.backend().clone();
+        let prefix = loop {
+            let prefix = repo.generation_prefix(&key, GenerationId(next));
+            let marker = format!("{prefix}{INCOMPLETE_MARKER}");
+            match be.create_new(&marker, &json) {
+                Ok(()) => break prefix,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) => return Err(store_err(be.as_ref(), "create", &marker)(e)),
+            }
+        };
+        let mut tuning = IngestTuning::for_chunk_size(repo.config().chunk_size);
+        if let Some(writers) = repo.ingest_writers() {
+            tuning = tuning.with_writers(writers);
+        }
+        Ok(Self {
             repo,
             _target_lock: target_lock,
             identity,
             key,
             id: GenerationId(next),
-            dir: dir.clone(),
+            prefix,
             started,
             mode,
             parent,
@@ -125,13 +131,9 @@ impl GenerationWriter {
             metadata: Vec::new(),
             metadata_bytes: 0,
             known: Mutex::new(HashSet::new()),
-            tuning: IngestTuning::for_chunk_size(repo_chunk_size),
+            tuning,
             done: false,
-        };
-        let json = serde_json::to_vec_pretty(&record).expect("record serialises");
-        fsutil::write_atomic(&dir, INCOMPLETE_MARKER, &json)?;
-        fsutil::sync_dir(&tdir)?;
-        Ok(writer)
+        })
     }
 
     /// The number this generation will have.
@@ -167,10 +169,15 @@ impl GenerationWriter {
                 data.len()
             )));
         }
-        let mdir = self.dir.join(METADATA_DIR);
-        fsutil::create_dir_durable(&mdir)?;
         let blob = self.repo.codec().try_encode(BlobKind::Metadata, data)?;
-        fsutil::write_atomic(&mdir, &self.repo.metadata_file_name(name), &blob)?;
+        let mkey = format!(
+            "{}{METADATA_DIR}/{}",
+            self.prefix,
+            self.repo.metadata_file_name(name)
+        );
+        let be = self.repo.backend();
+        be.put(&mkey, &blob)
+            .map_err(store_err(be.as_ref(), "write", &mkey))?;
         self.metadata.push(name.to_string());
         self.metadata_bytes += data.len() as u64;
         Ok(())
@@ -319,7 +326,10 @@ impl GenerationWriter {
             .repo
             .codec()
             .try_encode(BlobKind::Index, &index.payload())?;
-        fsutil::write_atomic(&self.dir, &index_file, &blob)?;
+        let ikey = format!("{}{index_file}", self.prefix);
+        let be = self.repo.backend();
+        be.put(&ikey, &blob)
+            .map_err(store_err(be.as_ref(), "write", &ikey))?;
         Ok(DiskRecord {
             disk,
             index_file,
@@ -352,7 +362,7 @@ impl GenerationWriter {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .contains(&digest);
-                let there = known || self.repo.chunk_store().path(&digest).is_file();
+                let there = known || self.repo.chunk_store().exists_cached(&digest)?;
                 if there {
                     present.insert(digest);
                 } else {
@@ -372,14 +382,17 @@ impl GenerationWriter {
     fn check_referenced_chunks(&self, done: &[DiskRecord]) -> Result<()> {
         let mut seen = HashSet::new();
         for record in done {
-            let path = self.dir.join(&record.index_file);
-            let index = FixedIndex::read(&path, self.repo.codec())?;
+            let ikey = format!("{}{}", self.prefix, record.index_file);
+            let path = self.repo.backend().display_path(&ikey);
+            let bytes = self
+                .repo
+                .read_object(&ikey, crate::fixed_index::INDEX_LIMIT as u64 + 4096)?;
+            let index = FixedIndex::decode(&path, &bytes, self.repo.codec())?;
             for (slot, digest) in index.stored_chunks() {
                 if !seen.insert(digest) {
                     continue;
                 }
-                let chunk = self.repo.chunk_store().path(&digest);
-                if !chunk.is_file() {
+                if !self.repo.chunk_store().exists(&digest)? {
                     return Err(Error::Index {
                         path,
                         reason: format!(
@@ -393,6 +406,79 @@ impl GenerationWriter {
             }
         }
         Ok(())
+    }
+
+    /// Checks in the store every chunk this generation re-used only because the local chunk
+    /// cache listed it (object stores). One the store lacks fails the commit and leaves the
+    /// cache, so the next backup stores it again.
+    fn verify_cached_chunks(&self) -> Result<()> {
+        let store = self.repo.chunk_store();
+        let Some(cache) = store.cache() else {
+            return Ok(());
+        };
+        let todo: Vec<ChunkDigest> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|d| cache.vouched(d))
+            .copied()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let threads = 16.min(todo.len());
+        let per = todo.len().div_ceil(threads);
+        let results: Vec<Result<Vec<ChunkDigest>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut missing = Vec::new();
+                        for d in part {
+                            if !store.exists(d)? {
+                                missing.push(*d);
+                            }
+                        }
+                        Ok(missing)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Worker("a verifier panicked".into())))
+                })
+                .collect()
+        });
+        let mut missing = Vec::new();
+        for r in results {
+            missing.extend(r?);
+        }
+        if missing.is_empty() {
+            tracing::debug!(
+                chunks = todo.len(),
+                "chunks vouched for by the cache are in the store"
+            );
+            return Ok(());
+        }
+        for d in &missing {
+            cache.remove(d);
+        }
+        Err(Error::Io {
+            op: "verify",
+            path: store.path(&missing[0]),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} chunk(s) the local cache of known chunks listed are missing from the \
+                     store; the generation is not committed (the cache is corrected: the next \
+                     backup stores them again)",
+                    missing.len()
+                ),
+            ),
+        })
     }
 
     /// Commits the generation by writing its manifest; returns its number.
@@ -417,6 +503,7 @@ impl GenerationWriter {
         if failed {
             self.check_referenced_chunks(&done)?;
         }
+        self.verify_cached_chunks()?;
         // Declared order, then the order the ingests began (the caller's order when it ingests
         // one disk at a time).
         done.sort_by_key(|d| order.iter().position(|&k| k == d.disk.key));
@@ -445,11 +532,16 @@ impl GenerationWriter {
             extra,
         };
         let blob = manifest.encode(self.repo.codec())?;
-        fsutil::write_new_atomic(&self.dir, MANIFEST_FILE, &blob)?;
+        // The commit: a conditional create, never an overwrite (a hard link locally,
+        // `PUT If-None-Match: *` on S3). If a manifest exists, this generation is not ours.
+        let mkey = format!("{}{MANIFEST_FILE}", self.prefix);
+        let be = self.repo.backend().clone();
+        be.create_new(&mkey, &blob)
+            .map_err(store_err(be.as_ref(), "commit", &mkey))?;
         self.done = true;
-        let marker = self.dir.join(INCOMPLETE_MARKER);
-        fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
-        fsutil::sync_dir(&self.dir)?;
+        let marker = format!("{}{INCOMPLETE_MARKER}", self.prefix);
+        be.delete(&marker)
+            .map_err(store_err(be.as_ref(), "remove", &marker))?;
         tracing::info!(target_key = %self.key, generation = %self.id, "generation committed");
         Ok(self.id)
     }
@@ -461,7 +553,19 @@ impl Drop for GenerationWriter {
             return;
         }
         tracing::warn!(target_key = %self.key, generation = %self.id, "generation abandoned; removing its folder");
-        if let Err(e) = self.repo.remove_generation_dir(&self.key, &self.dir) {
+        // A folder that holds a manifest is a committed generation (one that another writer,
+        // ignoring the target lock, committed under this number): only the marker goes.
+        let be = self.repo.backend();
+        let committed = be
+            .head(&format!("{}{MANIFEST_FILE}", self.prefix))
+            .map(|m| m.is_some())
+            .unwrap_or(true);
+        if committed {
+            tracing::warn!(target_key = %self.key, generation = %self.id, "another writer committed this generation; leaving it");
+            let _ = be.delete(&format!("{}{INCOMPLETE_MARKER}", self.prefix));
+            return;
+        }
+        if let Err(e) = self.repo.remove_generation_dir(&self.prefix) {
             tracing::warn!(error = %e, "could not remove abandoned generation folder; gc will");
         }
     }

@@ -149,40 +149,103 @@ fn lock_held_by_another_process_and_its_crash() {
     );
 }
 
+fn write_claim(root: &std::path::Path, run: &str, h: &LockHolder) {
+    let dir = root.join("locks").join("repository");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{run}.claim")),
+        serde_json::to_vec(h).unwrap(),
+    )
+    .unwrap();
+}
+
+fn foreign_holder(host: &str, since: time::OffsetDateTime, ttl: u64) -> LockHolder {
+    LockHolder {
+        pid: 4_000_000,
+        host: host.into(),
+        command: "safekeeping gc".into(),
+        since,
+        mode: LockMode::Exclusive,
+        stale: None,
+        run_id: "0123456789abcdef0123456789abcdef".into(),
+        machine: "another-machine".into(),
+        ttl_seconds: ttl,
+    }
+}
+
 #[test]
-fn lock_from_another_live_host_blocks_until_stale() {
+fn lock_from_another_live_host_blocks_until_its_heartbeat_stops() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let write = |since: time::OffsetDateTime| {
-        let h = LockHolder {
-            pid: 1,
-            host: "other-host.example".into(),
-            command: "safekeeping gc".into(),
-            since,
-            mode: LockMode::Exclusive,
-            stale: None,
-        };
-        std::fs::write(
-            repo.root().join("locks").join("repository.1.abc.holder"),
-            serde_json::to_vec(&h).unwrap(),
-        )
-        .unwrap();
-    };
-    write(time::OffsetDateTime::now_utc());
+    let run = "0123456789abcdef0123456789abcdef";
+    // Taken 25 hours ago but still renewing: a long backup is not abandoned.
+    let h = foreign_holder(
+        "other-host.example",
+        time::OffsetDateTime::now_utc() - time::Duration::hours(25),
+        2,
+    );
+    write_claim(repo.root(), run, &h);
     let err = repo
-        .lock_shared(Duration::from_millis(100))
+        .lock_shared(Duration::from_millis(300))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("other-host.example") && err.contains("safekeeping gc"),
         "{err}"
     );
-    write(time::OffsetDateTime::now_utc() - time::Duration::hours(25));
+    // Its heartbeat stops: after its ttl (2 s, by the store's clock) it is stale.
+    std::thread::sleep(Duration::from_millis(2500));
     let l = repo.lock_shared(Duration::ZERO).unwrap();
     assert_eq!(l.stale_records().len(), 1);
     assert!(l.stale_records()[0]
         .stale
         .as_deref()
         .unwrap()
-        .contains("another host"));
+        .contains("no heartbeat"));
+    assert!(!repo
+        .root()
+        .join("locks/repository")
+        .join(format!("{run}.claim"))
+        .exists());
+}
+
+#[test]
+fn same_host_name_on_another_machine_is_not_judged_by_its_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let me = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    // Same host name, a pid that does not run here, but another machine: the record is live
+    // (the old rule deleted it, and both hosts then held the lock).
+    let h = foreign_holder(&me, time::OffsetDateTime::now_utc(), 300);
+    write_claim(repo.root(), "fedcba9876543210fedcba9876543210", &h);
+    assert!(matches!(
+        repo.lock_exclusive(Duration::from_millis(200)),
+        Err(Error::Locked { .. })
+    ));
+}
+
+#[test]
+fn racing_exclusive_lockers_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let inside = std::sync::atomic::AtomicUsize::new(0);
+    let entered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            let (repo, inside, entered) = (repo.clone(), &inside, &entered);
+            s.spawn(move || {
+                for _ in 0..8 {
+                    let _x = repo.lock_exclusive(Duration::from_secs(60)).unwrap();
+                    let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert_eq!(n, 0, "two exclusive holders at once");
+                    entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(entered.into_inner(), 48);
 }

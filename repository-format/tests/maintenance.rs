@@ -448,7 +448,7 @@ fn prune_then_gc_frees_only_unreferenced_chunks() {
     assert!(r.chunks_kept_recent > 0);
     // ...and frees them once they are older than the cutoff.
     let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
-    for e in walk(repo.chunk_store().dir()) {
+    for e in walk(&repo.chunk_store().dir()) {
         filetime::set_file_mtime(&e, old).unwrap();
     }
     let r = repo.gc(&x, &GcOptions::default()).unwrap();

@@ -1,0 +1,458 @@
+//! The local-folder backend: today's on-disk layout, one file per object.
+//!
+//! Writes go to a `.tmp-<random>` file in the destination folder, are fsynced, and are then
+//! renamed (replace) or hard-linked (conditional create: `link` fails if the name exists, which
+//! is atomic even on NFS) into place, and the folder is fsynced. Folders are created on demand
+//! and made durable in their parent.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{check_key, too_large, Backend, DirListing, ObjectInfo};
+use crate::format::TEMP_PREFIX;
+
+/// A repository in a local (or mounted) folder.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for the folder `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn dir_path(&self, prefix: &str) -> io::Result<PathBuf> {
+        let p = prefix.trim_end_matches('/');
+        if p.is_empty() {
+            return Ok(self.root.clone());
+        }
+        self.path(p)
+    }
+
+    /// Creates the folder of `path` (and its parents inside the root) durably.
+    fn ensure_parent(&self, path: &Path) -> io::Result<()> {
+        let Some(dir) = path.parent() else {
+            return Ok(());
+        };
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if dir != self.root {
+            self.ensure_parent(dir)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `data` to a fresh temporary file beside `target` and fsyncs it.
+    fn write_temp(target: &Path, data: &[u8]) -> io::Result<PathBuf> {
+        let dir = target.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn walk(&self, dir: &Path, key_prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = format!("{key_prefix}{name}");
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed since the listing (a concurrent gc or commit).
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                self.walk(&entry.path(), &format!("{key}/"), out)?;
+            } else {
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// fsync of a folder, so a rename or create in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Test hooks between the steps of [`sweep_file`].
+#[derive(Default)]
+pub(crate) struct SweepHooks<'a> {
+    pub after_first_stat: Option<&'a dyn Fn()>,
+    pub after_rename: Option<&'a dyn Fn()>,
+    /// Called by gc between listing the chunks and listing the generations again.
+    pub after_scan: Option<&'a dyn Fn()>,
+}
+
+/// Deletes `path` only if its mtime is older than `cutoff`, with a rename-recheck so that a
+/// touch racing with the sweep is never lost: stat; rename to a temporary name; stat again and
+/// rename back if it was touched meanwhile; else unlink. Returns the bytes freed.
+pub(crate) fn sweep_file(
+    path: &Path,
+    cutoff: SystemTime,
+    hooks: &SweepHooks<'_>,
+) -> io::Result<Option<u64>> {
+    let t = match fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if t >= cutoff {
+        return Ok(None);
+    }
+    if let Some(h) = hooks.after_first_stat {
+        h();
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let trash = dir.join(format!("{TEMP_PREFIX}gc-{}", uuid::Uuid::new_v4().simple()));
+    match fs::rename(path, &trash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if let Some(h) = hooks.after_rename {
+        h();
+    }
+    let m = fs::metadata(&trash)?;
+    if m.modified()? >= cutoff {
+        // Touched between the first stat and the rename: it is in use, put it back.
+        fs::rename(&trash, path)?;
+        return Ok(None);
+    }
+    fs::remove_file(&trash)?;
+    Ok(Some(m.len()))
+}
+
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn display_path(&self, key: &str) -> PathBuf {
+        if key.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(key)
+        }
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn create_new(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        let target = self.path(key)?;
+        self.ensure_parent(&target)?;
+        let tmp = Self::write_temp(&target, data)?;
+        let result = match fs::hard_link(&tmp, &target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
+            // File systems without hard links (some SMB and FUSE mounts): a rename that
+            // refuses to replace is just as exclusive.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Unsupported | ErrorKind::PermissionDenied
+                ) =>
+            {
+                rename_noreplace(&tmp, &target)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = fs::remove_file(&tmp);
+        result?;
+        sync_dir(target.parent().unwrap_or(&self.root))
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        let target = self.path(key)?;
+        self.ensure_parent(&target)?;
+        let tmp = Self::write_temp(&target, data)?;
+        if let Err(e) = fs::rename(&tmp, &target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(target.parent().unwrap_or(&self.root))
+    }
+
+    fn get(&self, key: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let path = self.path(key)?;
+        let f = File::open(&path)?;
+        let len = f.metadata()?.len();
+        if len > limit {
+            return Err(too_large(len, limit));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(limit + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > limit {
+            return Err(too_large(buf.len() as u64, limit));
+        }
+        Ok(buf)
+    }
+
+    fn head(&self, key: &str) -> io::Result<Option<ObjectInfo>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.len(),
+                modified: m.modified()?,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
+        let dir = self.dir_path(prefix)?;
+        let key_prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        let mut out = Vec::new();
+        self.walk(&dir, &key_prefix, &mut out)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn list_dir(&self, prefix: &str) -> io::Result<DirListing> {
+        let dir = self.dir_path(prefix)?;
+        let key_prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DirListing::default()),
+            Err(e) => return Err(e),
+        };
+        let mut out = DirListing::default();
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                out.dirs.push(name);
+            } else {
+                out.objects.push(ObjectInfo {
+                    key: format!("{key_prefix}{name}"),
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+        }
+        out.dirs.sort();
+        out.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn touch(&self, key: &str, min_len: u64) -> io::Result<bool> {
+        let path = self.path(key)?;
+        // Set-then-stat: what makes the rename-recheck sweep safe (see `sweep_file`).
+        match filetime::set_file_mtime(&path, filetime::FileTime::now()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len() >= min_len),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn delete_if_older(&self, key: &str, cutoff: SystemTime) -> io::Result<Option<u64>> {
+        sweep_file(&self.path(key)?, cutoff, &SweepHooks::default())
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> io::Result<()> {
+        let dir = self.dir_path(prefix)?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // Drop emptied parent folders below the top level (`targets/<key>` once its last
+        // generation goes), never the top-level folders themselves.
+        let mut parent = dir.parent();
+        while let Some(cur) = parent {
+            sync_dir(cur)?;
+            let deep = cur
+                .strip_prefix(&self.root)
+                .is_ok_and(|r| r.components().count() >= 2);
+            if !deep || fs::remove_dir(cur).is_err() {
+                break;
+            }
+            parent = cur.parent();
+        }
+        Ok(())
+    }
+
+    fn move_new(&self, from: &str, to: &str, _limit: u64) -> io::Result<()> {
+        let from_path = self.path(from)?;
+        let to_path = self.path(to)?;
+        if fs::symlink_metadata(&to_path).is_ok() {
+            return Err(io::Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists", to_path.display()),
+            ));
+        }
+        self.ensure_parent(&to_path)?;
+        rename_noreplace(&from_path, &to_path)?;
+        sync_dir(to_path.parent().unwrap_or(&self.root))?;
+        sync_dir(from_path.parent().unwrap_or(&self.root))
+    }
+
+    fn store_time(&self) -> io::Result<SystemTime> {
+        // The file system's clock is the host's (or the file server's, which sets mtimes on
+        // NFS): a probe file tells which.
+        let probe = self.root.join(crate::format::LOCKS_DIR).join(format!(
+            "{TEMP_PREFIX}clock-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        if let Some(dir) = probe.parent() {
+            if !dir.is_dir() {
+                return Ok(SystemTime::now());
+            }
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        let t = f.metadata()?.modified();
+        drop(f);
+        let _ = fs::remove_file(&probe);
+        t
+    }
+}
+
+/// Renames `from` to `to` only if `to` does not exist (Linux `renameat2(RENAME_NOREPLACE)`).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        nix::fcntl::renameat2(
+            None,
+            from,
+            None,
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(io::Error::from)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        if to.exists() {
+            return Err(io::Error::new(ErrorKind::AlreadyExists, "exists"));
+        }
+        fs::rename(from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_new_is_exclusive_and_put_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("r"));
+        b.create_new("a/b/c", b"one").unwrap();
+        let e = b.create_new("a/b/c", b"two").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(b.get("a/b/c", 10).unwrap(), b"one");
+        b.put("a/b/c", b"three").unwrap();
+        assert_eq!(b.get("a/b/c", 10).unwrap(), b"three");
+        assert_eq!(
+            b.get("a/b/c", 4).unwrap_err().kind(),
+            ErrorKind::FileTooLarge
+        );
+        assert_eq!(b.get("a/b/x", 4).unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(b.head("a/b/x").unwrap().is_none());
+        assert_eq!(b.head("a/b/c").unwrap().unwrap().size, 5);
+        let l = b.list_dir("a/").unwrap();
+        assert_eq!(l.dirs, vec!["b".to_string()]);
+        assert!(l.objects.is_empty());
+        let all = b.list("").unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].key, "a/b/c");
+        b.delete("a/b/c").unwrap();
+        b.delete("a/b/c").unwrap();
+        assert!(b.list("a/").unwrap().is_empty());
+        assert!(b.get("../x", 10).is_err());
+    }
+
+    #[test]
+    fn concurrent_creates_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let (b, wins) = (&b, &wins);
+                s.spawn(move || {
+                    if b.create_new("x/manifest", format!("{i}").as_bytes())
+                        .is_ok()
+                    {
+                        wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.into_inner(), 1);
+    }
+}
