@@ -47,11 +47,13 @@ impl VddkEndpoint {
     /// # Errors
     /// A missing `[vddk]` section, a library that cannot be loaded or initialised.
     pub fn new(config: &Config, vc: &Vcenter) -> Result<VddkEndpoint> {
+        // VDDK gets the same password as the SOAP session: never over plain http unless asked.
+        vim_client::check_url_security(&config.vcenter.url, config.vcenter.insecure)?;
         let v = config.vddk()?;
         let vddk = Vddk::load(&v.libdir)?;
         vddk.init(v.config.as_deref())?;
         let thumbprint = vc.client.server_thumbprints().map(|t| t.sha1);
-        Ok(VddkEndpoint {
+        let endpoint = VddkEndpoint {
             vddk,
             host: vc.host.clone(),
             port: vc.port,
@@ -59,7 +61,25 @@ impl VddkEndpoint {
             password: vc.password.clone(),
             thumbprint,
             transports: v.transports.clone(),
-        })
+        };
+        endpoint.clean_up_after_killed_runs();
+        Ok(endpoint)
+    }
+
+    /// `VixDiskLib_Cleanup` at start-up: a run that was killed may have left hot-added disks
+    /// and temporary state behind, which VMware documents cleaning up before new work. A
+    /// failure is logged, not fatal: it concerns what an earlier run left, not this one.
+    fn clean_up_after_killed_runs(&self) {
+        let server = self.with_login(ConnectParams::whole_server());
+        match self.vddk.cleanup(&server) {
+            Ok(r) if r.cleaned_up + r.remaining > 0 => tracing::info!(
+                cleaned_up = r.cleaned_up,
+                remaining = r.remaining,
+                "VDDK cleanup of earlier runs"
+            ),
+            Ok(_) | Err(vddk::Error::Unsupported { .. }) => {}
+            Err(e) => tracing::warn!("VDDK cleanup of earlier runs failed: {e}"),
+        }
     }
 
     fn params(&self, vm_moref: &str) -> ConnectParams {
@@ -90,8 +110,10 @@ impl VddkEndpoint {
             snapshot_moref: Some(snapshot_moref.to_string()),
             transports: self.transports.clone(),
         };
+        // PrepareForAccess/EndAccess around the session: vCenter blocks Storage vMotion of the
+        // VM while its disks are read.
         self.vddk
-            .connect(&self.params(vm_moref), &options)
+            .connect_with_access(&self.params(vm_moref), &options, vddk::ACCESS_IDENTITY)
             .map_err(|e| Error::vddk(format!("connect to {vm_moref} at {snapshot_moref}"), e))
     }
 
@@ -106,7 +128,7 @@ impl VddkEndpoint {
             transports: self.transports.clone(),
         };
         self.vddk
-            .connect(&self.params(vm_moref), &options)
+            .connect_with_access(&self.params(vm_moref), &options, vddk::ACCESS_IDENTITY)
             .map_err(|e| Error::vddk(format!("connect to {vm_moref} for writing"), e))
     }
 

@@ -78,7 +78,9 @@ impl Vcenter {
     pub async fn connect(config: &Config) -> Result<Vcenter> {
         let password = config.password()?;
         let (host, port) = host_port(&config.vcenter.url)?;
-        let options = ClientOptions::new(config.vcenter.url.clone(), tls_policy(config));
+        let mut options = ClientOptions::new(config.vcenter.url.clone(), tls_policy(config));
+        // A plain http:// URL would send the password in clear: only with `insecure = true`.
+        options.allow_http = config.vcenter.insecure;
         let client = Client::connect(&options).await?;
         client
             .login(&config.vcenter.user, &password)
