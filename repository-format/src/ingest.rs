@@ -114,6 +114,23 @@ impl Default for IngestTuning {
     }
 }
 
+/// The `(offset, length)` chunk reads an ingest of `areas` asks for, in order: every chunk slot
+/// the areas touch, the last chunk of the disk cut at `capacity`.
+///
+/// # Errors
+/// [`Error::OutOfRange`] for an area that extends past `capacity`.
+pub fn chunk_reads(areas: &[Area], capacity: u64, chunk_size: u32) -> Result<Vec<(u64, usize)>> {
+    let chunk = u64::from(chunk_size);
+    Ok(chunk_ranges(areas, capacity, chunk_size)?
+        .into_iter()
+        .flat_map(|(first, end)| first..end)
+        .map(|slot| {
+            let offset = slot * chunk;
+            (offset, (capacity - offset).min(chunk) as usize)
+        })
+        .collect())
+}
+
 /// Rounds areas out to chunk boundaries, merges overlaps and returns sorted chunk ranges
 /// `[first, end)`.
 ///
@@ -485,5 +502,38 @@ mod tuning_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_reads_tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn chunk_reads_covers_touched_chunks_and_cuts_the_last_one() {
+        // 2.5 chunks of 1 MiB; one area in chunk 0 and one spanning into the short tail.
+        let capacity = 2 * MIB + MIB / 2;
+        let areas = [Area::new(4096, 4096), Area::new(2 * MIB - 512, 1024)];
+        let plan = chunk_reads(&areas, capacity, MIB as u32).unwrap();
+        assert_eq!(
+            plan,
+            vec![
+                (0, MIB as usize),
+                (MIB, MIB as usize),
+                (2 * MIB, (MIB / 2) as usize)
+            ]
+        );
+    }
+
+    #[test]
+    fn chunk_reads_refuses_an_area_past_the_end() {
+        assert!(chunk_reads(&[Area::new(3 * MIB, 2 * MIB)], 4 * MIB, MIB as u32).is_err());
+    }
+
+    #[test]
+    fn chunk_reads_of_no_areas_reads_nothing() {
+        assert!(chunk_reads(&[], 4 * MIB, MIB as u32).unwrap().is_empty());
     }
 }

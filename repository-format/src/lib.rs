@@ -119,4 +119,4 @@ pub use source::{FileSource, MemorySource};
 pub use storage::S3Backend;
 pub use storage::{Backend, LocalBackend, RepositoryLocation, S3Credentials, S3Location};
 pub use target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
-pub use writer::{GenerationWriter, WriterRecord};
+pub use writer::{GenerationWriter, ReadPlan, WriterRecord};

@@ -51,6 +51,19 @@ struct Disks {
     failed: bool,
 }
 
+/// What one disk's ingest will read, decided before reading: see
+/// [`GenerationWriter::plan_reads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The areas to read: the changed ones plus the inherited chunks to heal.
+    pub areas: Vec<Area>,
+    /// How many inherited chunks were missing and are read again.
+    pub healed_chunks: usize,
+    /// The `(offset, length)` chunk reads the ingest asks for, in order (the last chunk of the
+    /// disk cut at its capacity).
+    pub reads: Vec<(u64, usize)>,
+}
+
 /// A generation being written. Commit it with [`GenerationWriter::commit`]; dropping it
 /// uncommitted removes its folder (a crash leaves the folder marked incomplete, and `gc` or
 /// `reindex` removes it). Either way only unreferenced chunks remain.
@@ -222,6 +235,19 @@ impl GenerationWriter {
         source: &mut dyn DiskSource,
         progress: &dyn Fn(u64),
     ) -> Result<DiskStats> {
+        self.ingest_with(disk, base, areas, true, source, progress)
+    }
+
+    /// Claims the disk key and ingests; `heal`: check inherited chunks and read missing ones.
+    fn ingest_with(
+        &self,
+        disk: DiskDescriptor,
+        base: Option<&FixedIndex>,
+        areas: &[Area],
+        heal: bool,
+        source: &mut dyn DiskSource,
+        progress: &dyn Fn(u64),
+    ) -> Result<DiskStats> {
         let key = disk.key;
         {
             let mut disks = self.lock_disks();
@@ -232,7 +258,7 @@ impl GenerationWriter {
                 disks.order.push(key);
             }
         }
-        let result = self.ingest_claimed(disk, base, areas, source, progress);
+        let result = self.ingest_claimed(disk, base, areas, heal, source, progress);
         let mut disks = self.lock_disks();
         match result {
             Ok(record) => {
@@ -248,6 +274,63 @@ impl GenerationWriter {
         }
     }
 
+    /// The plan of one disk's ingest, before any data is read: the areas it will read — the
+    /// given `areas` plus, for an incremental on `base`, every chunk it would inherit that is
+    /// missing from the repository (quarantined, lost), which it reads again to heal — and the
+    /// chunk reads that come out of them, in order. A source that reads ahead follows
+    /// [`ReadPlan::reads`]; [`GenerationWriter::ingest_planned_disk`] then asks for exactly
+    /// those, so read-ahead stays full while healing.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for an area past the end, [`Error::InvalidOption`] for a zero
+    /// capacity or chunk size, and store errors while checking inherited chunks.
+    pub fn plan_reads(
+        &self,
+        capacity: u64,
+        base: Option<&FixedIndex>,
+        areas: &[Area],
+    ) -> Result<ReadPlan> {
+        let chunk_size = self.repo.config().chunk_size;
+        let mut areas = areas.to_vec();
+        let mut healed_chunks = 0;
+        if let Some(b) = base.filter(|b| b.chunk_size() == chunk_size && b.size() == capacity) {
+            let missing = self.missing_inherited_chunks(&FixedIndex::derive(b), &areas)?;
+            healed_chunks = missing.len();
+            areas.extend(missing);
+        }
+        let reads = crate::ingest::chunk_reads(&areas, capacity, chunk_size)?;
+        Ok(ReadPlan {
+            areas,
+            healed_chunks,
+            reads,
+        })
+    }
+
+    /// [`GenerationWriter::ingest_disk`] with a plan from [`GenerationWriter::plan_reads`]:
+    /// reads exactly the plan's areas (inherited chunks were checked when planning, so they
+    /// are not checked again).
+    ///
+    /// # Errors
+    /// As [`GenerationWriter::ingest_disk`].
+    pub fn ingest_planned_disk(
+        &self,
+        disk: DiskDescriptor,
+        base: Option<&FixedIndex>,
+        plan: &ReadPlan,
+        source: &mut dyn DiskSource,
+        progress: &dyn Fn(u64),
+    ) -> Result<DiskStats> {
+        if plan.healed_chunks > 0 {
+            tracing::warn!(
+                disk = disk.key,
+                chunks = plan.healed_chunks,
+                "chunks this incremental would inherit are missing from the repository; \
+                 reading them again"
+            );
+        }
+        self.ingest_with(disk, base, &plan.areas, false, source, progress)
+    }
+
     fn lock_disks(&self) -> std::sync::MutexGuard<'_, Disks> {
         self.disks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -259,6 +342,7 @@ impl GenerationWriter {
         disk: DiskDescriptor,
         base: Option<&FixedIndex>,
         areas: &[Area],
+        heal: bool,
         source: &mut dyn DiskSource,
         progress: &dyn Fn(u64),
     ) -> Result<DiskRecord> {
@@ -308,7 +392,7 @@ impl GenerationWriter {
         // A chunk of the base that is no longer in the repository (quarantined by `check
         // --repair`, lost) is read again from the source instead, which heals it.
         let mut areas = areas.to_vec();
-        if base.is_some() {
+        if base.is_some() && heal {
             let missing = self.missing_inherited_chunks(&index, &areas)?;
             if !missing.is_empty() {
                 tracing::warn!(

@@ -618,3 +618,73 @@ fn incremental_reads_again_a_chunk_it_would_inherit_but_is_missing() {
     assert_eq!(restore(&repo, "vm", g1), data);
     assert!(repo.check(&CheckOptions { read_data: true }).unwrap().ok());
 }
+
+#[test]
+fn the_read_plan_includes_the_chunks_an_incremental_heals_and_the_ingest_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let data = disk_bytes(CS as usize * 8, 22);
+    let (g1, _) = backup(&repo, "vm", &data, None);
+    let lost = repo
+        .chunk_store()
+        .codec()
+        .chunk_id(&data[5 * CS as usize..6 * CS as usize]);
+    fs::remove_file(repo.chunk_store().path(&lost)).unwrap();
+    let key = repo.target_key(&identity("vm")).unwrap();
+    let base = repo.fixed_index(&key, g1, 2000).unwrap();
+    let lock = repo.lock_shared(Duration::ZERO).unwrap();
+    let w = repo
+        .begin_generation(
+            &lock,
+            repo.lock_target(&key, Duration::ZERO).unwrap(),
+            identity("vm"),
+            BackupMode::Incremental,
+            Some(g1),
+        )
+        .unwrap();
+    let capacity = data.len() as u64;
+    let plan = w
+        .plan_reads(capacity, Some(&base), &[Area::new(10, 10)])
+        .unwrap();
+    // The changed chunk 0 and the missing chunk 5, in disk order: what a read-ahead source
+    // is told to fetch.
+    assert_eq!(plan.healed_chunks, 1);
+    assert_eq!(
+        plan.reads,
+        vec![(0, CS as usize), (5 * CS as u64, CS as usize)]
+    );
+    // The ingest asks the source for exactly the planned reads.
+    struct Recording {
+        inner: MemorySource,
+        asked: Vec<(u64, usize)>,
+    }
+    impl DiskSource for Recording {
+        fn capacity(&self) -> u64 {
+            self.inner.capacity()
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+            self.asked.push((offset, buf.len()));
+            self.inner.read_at(offset, buf)
+        }
+    }
+    let mut source = Recording {
+        inner: MemorySource::new(data.clone()),
+        asked: Vec::new(),
+    };
+    let stats = w
+        .ingest_planned_disk(
+            DiskDescriptor::new(2000, capacity),
+            Some(&base),
+            &plan,
+            &mut source,
+            &|_| {},
+        )
+        .unwrap();
+    assert_eq!(source.asked, plan.reads);
+    assert_eq!(stats.read_bytes, 2 * CS as u64, "{stats:?}");
+    let g2 = w
+        .commit(GenerationStatus::Succeeded, Default::default())
+        .unwrap();
+    assert_eq!(restore(&repo, "vm", g2), data);
+    assert!(repo.chunk_store().path(&lost).is_file());
+}

@@ -361,19 +361,21 @@ pub async fn ingest_disk(
     let vddk = ctx.vddk.clone();
     let cancel = cancel.clone();
     let show = ctx.options.show_progress;
-    let chunk_size = ctx.repo.config().chunk_size;
     tokio::task::spawn_blocking(move || {
         // Released when this closure returns, after the connection is closed.
         let _permit = permit;
         let (conn, disk) = job.source.open(&vddk)?;
-        let reads = read_plan(&job.areas, job.descriptor.capacity, chunk_size)?;
-        let mut source = VddkSource::new(disk, cancel.clone()).with_read_ahead(reads, READ_AHEAD);
-        let to_read = changed_areas::total(&job.areas);
+        // One plan for both sides: the repository decides what it will read (changed areas
+        // plus inherited chunks it must heal), and VDDK reads ahead exactly that.
+        let plan = writer.plan_reads(job.descriptor.capacity, job.base.as_ref(), &job.areas)?;
+        let mut source =
+            VddkSource::new(disk, cancel.clone()).with_read_ahead(plan.reads.clone(), READ_AHEAD);
+        let to_read = changed_areas::total(&plan.areas);
         let progress = Progress::new(job.progress_label, to_read, !show);
-        let stats = writer.ingest_disk(
+        let stats = writer.ingest_planned_disk(
             job.descriptor,
             job.base.as_ref(),
-            &job.areas,
+            &plan,
             &mut source,
             &|n| progress.add(n),
         );
@@ -391,22 +393,6 @@ pub async fn ingest_disk(
     })
     .await
     .map_err(|e| Error::Other(format!("disk worker failed: {e}")))?
-}
-
-/// The `(offset, length)` reads the ingest will ask for, in order: every chunk slot that
-/// `areas` touch, the last chunk of the disk cut at `capacity`.
-fn read_plan(areas: &[Area], capacity: u64, chunk_size: u32) -> Result<Vec<(u64, usize)>> {
-    let chunk = u64::from(chunk_size);
-    Ok(
-        repository_format::ingest::chunk_ranges(areas, capacity, chunk_size)?
-            .into_iter()
-            .flat_map(|(first, end)| first..end)
-            .map(|slot| {
-                let offset = slot * chunk;
-                (offset, (capacity - offset).min(chunk) as usize)
-            })
-            .collect(),
-    )
 }
 
 #[cfg(test)]
@@ -465,34 +451,6 @@ mod tests {
             assert_eq!(plan.mode, DiskMode::Full, "{bad:?}");
             assert_eq!(plan.since_change_id, "*");
         }
-    }
-
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn read_plan_covers_touched_chunks_and_cuts_the_last_one() {
-        // 2.5 chunks of 1 MiB; one area in chunk 0 and one spanning into the short tail.
-        let capacity = 2 * MIB + MIB / 2;
-        let areas = [Area::new(4096, 4096), Area::new(2 * MIB - 512, 1024)];
-        let plan = read_plan(&areas, capacity, MIB as u32).unwrap();
-        assert_eq!(
-            plan,
-            vec![
-                (0, MIB as usize),
-                (MIB, MIB as usize),
-                (2 * MIB, (MIB / 2) as usize)
-            ]
-        );
-    }
-
-    #[test]
-    fn read_plan_refuses_an_area_past_the_end() {
-        assert!(read_plan(&[Area::new(3 * MIB, 2 * MIB)], 4 * MIB, MIB as u32).is_err());
-    }
-
-    #[test]
-    fn read_plan_of_no_areas_reads_nothing() {
-        assert!(read_plan(&[], 4 * MIB, MIB as u32).unwrap().is_empty());
     }
 
     #[test]
