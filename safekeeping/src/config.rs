@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use repository_format::{RepositoryLocation, S3Credentials};
 use serde::Deserialize;
 use thiserror::Error;
 use vim_client::Secret;
@@ -83,8 +84,40 @@ pub struct VddkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// Directory of the repository.
-    pub path: PathBuf,
+    /// Directory of a repository in a local (or mounted) folder.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `s3://BUCKET/PREFIX`: a repository in S3-compatible object storage (instead of `path`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// S3 endpoint of a non-AWS server (`https://s3.example.net:8333`); buckets are then
+    /// addressed by path.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region (default `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// AWS shared credentials file; without it, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` from the environment. Keys never go
+    /// into this file or onto the command line.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Profile (section) of `credentials_file` (default `default`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// PEM file of a private CA the S3 endpoint's certificate is verified against.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow a plain `http://` endpoint (the keys' signatures and the data, encrypted or not,
+    /// travel unprotected): an explicit opt-out, for loopback tests or a trusted link.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Local folder for the S3 repository's caches (default under `~/.cache/safekeeping`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Chunk uploads in flight to S3 (default 16).
+    #[serde(default)]
+    pub upload_concurrency: Option<usize>,
     /// File holding the passphrase of an encrypted repository (or
     /// `SAFEKEEPING_REPOSITORY_PASSPHRASE`; never on the command line).
     #[serde(default)]
@@ -199,6 +232,50 @@ pub fn default_path() -> PathBuf {
 }
 
 impl Config {
+    /// Where the repository lives: `[repository] path` (a folder) or `url` (`s3://...`, with
+    /// the S3 keys beside it); exactly one of the two.
+    ///
+    /// # Errors
+    /// Neither or both given, a malformed URL, S3 keys beside a folder.
+    pub fn repository_location(&self) -> Result<RepositoryLocation, String> {
+        let r = &self.repository;
+        match (&r.path, &r.url) {
+            (Some(p), None) => {
+                if r.endpoint.is_some() || r.credentials_file.is_some() || r.allow_http {
+                    return Err("endpoint, credentials_file and allow_http go with url = \"s3://...\", not with path".into());
+                }
+                Ok(RepositoryLocation::Local(p.clone()))
+            }
+            (None, Some(url)) => {
+                if !url.starts_with("s3://") {
+                    return Err(format!(
+                        "url `{url}` is not s3://BUCKET/PREFIX (a folder is given as path = ...)"
+                    ));
+                }
+                let mut location = RepositoryLocation::parse(url).map_err(|e| e.to_string())?;
+                if let RepositoryLocation::S3(s3) = &mut location {
+                    s3.endpoint = r.endpoint.clone();
+                    if let Some(region) = &r.region {
+                        s3.region = region.clone();
+                    }
+                    s3.credentials = match &r.credentials_file {
+                        Some(path) => S3Credentials::File {
+                            path: path.clone(),
+                            profile: r.profile.clone(),
+                        },
+                        None => S3Credentials::Environment,
+                    };
+                    s3.ca_file = r.ca_file.clone();
+                    s3.allow_http = r.allow_http;
+                    s3.cache_dir = r.cache_dir.clone();
+                }
+                Ok(location)
+            }
+            (None, None) => Err("needs path = \"/folder\" or url = \"s3://BUCKET/PREFIX\"".into()),
+            (Some(_), Some(_)) => Err("give path or url, not both".into()),
+        }
+    }
+
     /// Loads the configuration from `explicit` (the `--config` flag, which clap already
     /// fills from `SAFEKEEPING_CONFIG`) or from the XDG default.
     ///
@@ -266,7 +343,17 @@ impl Config {
                 fix(c);
             }
         }
-        fix(&mut self.repository.path);
+        for p in [
+            self.repository.path.as_mut(),
+            self.repository.credentials_file.as_mut(),
+            self.repository.ca_file.as_mut(),
+            self.repository.cache_dir.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         if let Some(p) = self.defaults.product_uuid_file.as_mut() {
             fix(p);
         }
@@ -297,6 +384,8 @@ impl Config {
                     .into(),
             ));
         }
+        self.repository_location()
+            .map_err(|e| invalid(format!("[repository]: {e}")))?;
         if let Some(t) = &self.vcenter.thumbprint_sha256 {
             if parse_thumbprint(t).is_none() {
                 return Err(invalid(format!(
@@ -456,6 +545,58 @@ path = "repo"
     }
 
     #[test]
+    fn a_repository_is_a_folder_or_an_s3_url_never_both() {
+        let c = Config::parse(&sample(""), Path::new("/etc/sk/c.toml")).unwrap();
+        assert!(matches!(
+            c.repository_location().unwrap(),
+            RepositoryLocation::Local(p) if p == Path::new("/etc/sk/repo")
+        ));
+        let s3 = sample("").replace(
+            "path = \"repo\"",
+            "url = \"s3://backups/site-a\"\nendpoint = \"https://s3.example.net:8333\"\n\
+             region = \"eu-1\"\ncredentials_file = \"creds\"\nprofile = \"proxy\"",
+        );
+        let c = Config::parse(&s3, Path::new("/etc/sk/c.toml")).unwrap();
+        let RepositoryLocation::S3(l) = c.repository_location().unwrap() else {
+            panic!("not S3");
+        };
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str()),
+            ("backups", "site-a")
+        );
+        assert_eq!(l.endpoint.as_deref(), Some("https://s3.example.net:8333"));
+        assert_eq!(l.region, "eu-1");
+        assert!(!l.allow_http);
+        assert_eq!(
+            l.credentials,
+            S3Credentials::File {
+                path: PathBuf::from("/etc/sk/creds"),
+                profile: Some("proxy".into())
+            }
+        );
+        for (bad, says) in [
+            (sample("").replace("path = \"repo\"", ""), "needs path"),
+            (
+                sample("").replace("path = \"repo\"", "path = \"repo\"\nurl = \"s3://b/p\""),
+                "not both",
+            ),
+            (
+                sample("").replace("path = \"repo\"", "url = \"/srv/repo\""),
+                "not s3://",
+            ),
+            (
+                sample("").replace("path = \"repo\"", "path = \"repo\"\nallow_http = true"),
+                "go with url",
+            ),
+        ] {
+            let e = Config::parse(&bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn parses_the_lab_format_and_resolves_relative_paths() {
         let c = Config::parse(
             &sample("[defaults]\nparallel = 3\n"),
@@ -463,7 +604,7 @@ path = "repo"
         )
         .unwrap();
         assert_eq!(c.vcenter.user, "user");
-        assert_eq!(c.repository.path, PathBuf::from("/etc/sk/repo"));
+        assert_eq!(c.repository.path, Some(PathBuf::from("/etc/sk/repo")));
         assert_eq!(
             c.vcenter.password_file.as_deref(),
             Some(Path::new("/etc/sk/pw"))

@@ -3,32 +3,52 @@
 
 use std::time::Duration;
 
-use repository_format::{GenerationId, Manifest, Repository, TargetKey, TargetKind, TargetSummary};
+use repository_format::{
+    GenerationId, Manifest, Repository, RepositoryLocation, TargetKey, TargetKind, TargetSummary,
+};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::target::{is_uuid, Target, VmSelector};
 
-/// Opens the repository at `[repository] path`.
+/// The configured repository's location (`[repository] path` or `url`).
 ///
 /// # Errors
-/// When it does not exist or is not a repository (the message suggests `repo init`).
+/// A configuration that names neither or both (caught when the configuration is loaded).
+pub fn location(config: &Config) -> Result<RepositoryLocation> {
+    config
+        .repository_location()
+        .map_err(|e| Error::Other(format!("[repository]: {e}")))
+}
+
+/// Opens the configured repository: a folder (`[repository] path`) or an S3 prefix
+/// (`[repository] url`).
+///
+/// # Errors
+/// When it does not exist or is not a repository (the message suggests `repo init`), or
+/// cannot be reached (S3 errors name the repository).
 pub fn open(config: &Config) -> Result<Repository> {
-    let path = &config.repository.path;
-    if !path.exists() {
-        return Err(Error::Other(format!(
-            "no repository at {}: run `safekeeping repo init` first",
-            path.display()
-        )));
+    let location = location(config)?;
+    if let RepositoryLocation::Local(path) = &location {
+        if !path.exists() {
+            return Err(Error::Other(format!(
+                "no repository at {}: run `safekeeping repo init` first",
+                path.display()
+            )));
+        }
     }
     let passphrase = config.passphrase()?;
-    Repository::open_with(path, passphrase.as_ref()).map_err(|e| match e {
+    let mut repo = Repository::open_location(&location, passphrase.as_ref()).map_err(|e| match e {
         repository_format::Error::PassphraseRequired { .. } => Error::Other(format!(
             "the repository at {} is encrypted: set SAFEKEEPING_PASSPHRASE (or SAFEKEEPING_REPOSITORY_PASSPHRASE), or name a file holding it with --passphrase-file or repository.passphrase_file in the configuration",
-            path.display()
+            location.display()
         )),
         other => other.into(),
-    })
+    })?;
+    if let Some(n) = config.repository.upload_concurrency {
+        repo.set_upload_concurrency(n);
+    }
+    Ok(repo)
 }
 
 /// How long to wait for locks.

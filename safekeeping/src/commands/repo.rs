@@ -32,10 +32,11 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         },
         ..InitOptions::default()
     };
-    let r = Repository::init_with(&config.repository.path, &opts, passphrase.as_ref())?;
+    let location = repo::location(config)?;
+    let r = Repository::init_location(&location, &opts, passphrase.as_ref())?;
     let c = r.config();
     let doc = json!({
-        "path": config.repository.path,
+        "path": location.display(),
         "repository_id": c.repository_id,
         "chunk_size": c.chunk_size,
         "compression_level": c.compression_level,
@@ -45,7 +46,7 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         "created {}repository {} at {} (chunk size {} KiB, zstd level {})\n",
         if r.is_encrypted() { "encrypted " } else { "" },
         c.repository_id,
-        config.repository.path.display(),
+        location.display(),
         c.chunk_size / 1024,
         c.compression_level
     );

@@ -132,7 +132,12 @@ pub fn config_toml(data: &[u8]) {
         assert!(parse_thumbprint(t).is_some());
     }
     assert!(c.defaults.parallel >= 1);
-    assert!(c.repository.path.is_absolute(), "{:?}", c.repository.path);
+    // An accepted configuration names exactly one repository location, and a folder is
+    // resolved against the configuration file's folder.
+    assert!(c.repository_location().is_ok());
+    if let Some(p) = &c.repository.path {
+        assert!(p.is_absolute(), "{p:?}");
+    }
     for p in [&c.vcenter.password_file, &c.vcenter.ca_file]
         .into_iter()
         .flatten()
