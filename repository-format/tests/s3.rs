@@ -626,7 +626,7 @@ fn a_volume_server_killed_during_a_backup_loses_nothing() {
 /// folder, at two upload concurrencies. Run by hand:
 /// `cargo test -p repository-format --test s3 -- --ignored --nocapture measure`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: run by hand (see the doc comment)"]
 fn measure_backup_and_restore_throughput() {
     let c = cluster_or_skip!();
     let size = CS as usize * 2048; // 128 MiB of mixed data
