@@ -1,0 +1,108 @@
+//! Repositories written by the previous release (format version 1, before the storage layer,
+//! lock objects and typed disk uuids) open, verify, restore byte for byte and take new
+//! generations with this one. The fixtures under `tests/fixtures/format-v1` were written by
+//! the code at commit f0ba30d: one plain and one encrypted repository (passphrase
+//! [`PASSPHRASE`]), target `fixture`, generation 1 full (6 chunks of 64 KiB, `disk_bytes(_, 5)`)
+//! and generation 2 incremental (chunk 3 replaced by `disk_bytes(64 KiB, 9)`), with
+//! `disk_uuid` and `disk_mode` in the disk record and a `vm.json` metadata file. They are
+//! copied before use, so the committed files are never changed.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use repository_format::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+fn open_fixture(kind: &str, dir: &Path) -> Repository {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/format-v1")
+        .join(kind);
+    let root = dir.join(kind);
+    copy_dir(&src, &root);
+    reopen(&root)
+}
+
+fn expected() -> (Vec<u8>, Vec<u8>) {
+    let g1 = disk_bytes(6 * CS as usize, 5);
+    let mut g2 = g1.clone();
+    g2[3 * CS as usize..4 * CS as usize].copy_from_slice(&disk_bytes(CS as usize, 9));
+    (g1, g2)
+}
+
+fn previous_release_repository_reads_and_grows(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = open_fixture(kind, dir.path());
+    assert_eq!(repo.config().format_version, 1);
+    assert_eq!(repo.is_encrypted(), kind == "encrypted");
+    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(report.ok(), "{:#?}", report.problems);
+
+    let key = repo.target_key(&identity("fixture")).unwrap();
+    let gens: Vec<u64> = repo
+        .generations(&key)
+        .unwrap()
+        .iter()
+        .map(|g| g.id.0)
+        .collect();
+    assert_eq!(gens, vec![1, 2]);
+    let (g1, g2) = expected();
+    assert_eq!(restore(&repo, "fixture", GenerationId(1)), g1);
+    assert_eq!(restore(&repo, "fixture", GenerationId(2)), g2);
+    // The disk uuid and mode the old release kept in the record's extra fields read as the
+    // typed fields, under the same JSON keys.
+    let m = repo.manifest(&key, GenerationId(2)).unwrap();
+    assert_eq!(
+        m.disks[0].disk.disk_uuid.as_deref(),
+        Some("6000c29f-fixture")
+    );
+    assert_eq!(m.disks[0].disk.disk_mode.as_deref(), Some("persistent"));
+    assert_eq!(m.disks[0].disk.change_id.as_deref(), Some("52 ff/2"));
+    assert_eq!(
+        repo.read_metadata(&key, GenerationId(1), "vm.json")
+            .unwrap(),
+        b"{\"name\":\"fixture\"}"
+    );
+
+    // This release adds an incremental on top of the old generations (its lock protocol
+    // works beside the old release's leftover lock files) and everything still verifies.
+    let mut g3 = g2.clone();
+    g3[..10].copy_from_slice(b"generation");
+    let (id, stats) = backup(
+        &repo,
+        "fixture",
+        &g3,
+        Some((GenerationId(2), &[Area::new(0, 10)])),
+    );
+    assert_eq!(id, GenerationId(3));
+    assert_eq!(stats.read_bytes, CS as u64, "{stats:?}");
+    assert_eq!(restore(&repo, "fixture", id), g3);
+    drop(repo);
+    let repo = reopen(&dir.path().join(kind));
+    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(report.ok(), "{:#?}", report.problems);
+    assert_eq!(restore(&repo, "fixture", GenerationId(1)), g1);
+}
+
+#[test]
+fn a_plain_repository_of_the_previous_release_reads_and_grows() {
+    previous_release_repository_reads_and_grows("plain");
+}
+
+#[test]
+fn an_encrypted_repository_of_the_previous_release_reads_and_grows() {
+    previous_release_repository_reads_and_grows("encrypted");
+}
