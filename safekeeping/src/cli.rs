@@ -57,6 +57,40 @@ pub enum Command {
     Gc,
     /// Write one disk of a generation to a sparse raw image file.
     Export(ExportArgs),
+    /// Check that this machine is ready for the first backup: configuration, repository,
+    /// vCenter login and privileges, VDDK, the machine's own uuid. Exit 0 only when all pass.
+    Doctor,
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (one per command) into a folder.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The same checks as `safekeeping doctor`.
+    Check,
+}
+
+/// `completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man`
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The folder to write `safekeeping.1`, `safekeeping-backup.1`, ... into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `repo` subcommands.
@@ -321,7 +355,13 @@ impl Command {
     /// Whether the command reads or writes disks through VDDK (and so needs the library path
     /// set before the process starts its threads).
     pub fn uses_vddk(&self) -> bool {
-        matches!(self, Command::Backup(_) | Command::Restore(_))
+        matches!(
+            self,
+            Command::Backup(_)
+                | Command::Restore(_)
+                | Command::Doctor
+                | Command::Config(ConfigCommand::Check)
+        )
     }
 }
 

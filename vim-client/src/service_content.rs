@@ -36,6 +36,8 @@ pub struct ServiceContent {
     pub virtual_disk_manager: Option<MoRef>,
     /// The first class disk manager (`VcenterVStorageObjectManager` on vCenter).
     pub vstorage_object_manager: Option<MoRef>,
+    /// The authorization manager (roles, permissions, privilege checks).
+    pub authorization_manager: Option<MoRef>,
     /// Product information.
     pub about: About,
     /// The whole `ServiceContent`, including what is not modelled.
@@ -70,6 +72,7 @@ impl ServiceContent {
             file_manager: optional("fileManager"),
             virtual_disk_manager: optional("virtualDiskManager"),
             vstorage_object_manager: optional("vStorageObjectManager"),
+            authorization_manager: optional("authorizationManager"),
             about: about.unwrap_or_default(),
             raw: e.clone(),
         })

@@ -4,6 +4,8 @@
 
 pub mod backup;
 pub mod check;
+pub mod docs;
+pub mod doctor;
 pub mod export;
 pub mod gc;
 pub mod key;
@@ -15,7 +17,7 @@ pub mod show;
 
 use crate::blocking::blocking;
 use crate::cancel::Cancel;
-use crate::cli::{Cli, Command, RepoCommand};
+use crate::cli::{Cli, Command, ConfigCommand, RepoCommand};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::Report;
@@ -26,6 +28,15 @@ use crate::report::Report;
 /// When the command cannot start (configuration, repository, vCenter unreachable). Failures
 /// of individual targets are in the report instead.
 pub async fn run(cli: Cli) -> Result<Report> {
+    // Commands that need no configuration, or (doctor) report a bad one as a finding.
+    match &cli.command {
+        Command::Doctor | Command::Config(ConfigCommand::Check) => {
+            return Ok(doctor::run(cli.config.as_deref()).await)
+        }
+        Command::Completions(a) => return docs::completions(a.shell),
+        Command::Man(a) => return docs::man_pages(&a.dir),
+        _ => {}
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(p) = cli.passphrase_file {
         config.repository.passphrase_file = Some(p);
@@ -58,9 +69,12 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc => gc::run(config),
         Command::Export(a) => export::run(config, &a),
-        Command::Backup(_) | Command::Restore(_) => {
-            Err(Error::Other("not a repository command".into()))
-        }
+        Command::Backup(_)
+        | Command::Restore(_)
+        | Command::Doctor
+        | Command::Config(_)
+        | Command::Completions(_)
+        | Command::Man(_) => Err(Error::Other("not a repository command".into())),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fcd;
 pub mod fcd_snapshot;
 pub mod inventory;
 pub mod metadata;
+pub mod privileges;
 pub mod resolve;
 pub mod selection;
 pub mod session;

@@ -201,6 +201,10 @@ enum Cmd {
         /// Areas per QueryChangedDiskAreas reply (0 = unlimited).
         #[arg(long)]
         max_changed_areas: Option<u32>,
+        /// Privilege ids HasPrivilegeOnEntities reports as not granted, comma-separated
+        /// (an empty value grants everything again).
+        #[arg(long, value_name = "PRIV,...")]
+        deny_privileges: Option<String>,
     },
 }
 
@@ -398,16 +402,24 @@ pub fn run(cli: Cli) -> Result<()> {
             dir,
             fail_quiesced_snapshots,
             max_changed_areas,
+            deny_privileges,
         } => {
             let dir = LabDir::new(&dir)?;
             let a = admin(&dir)?;
             let mut knobs = a.get("knobs", &[])?;
-            if fail_quiesced_snapshots.is_some() || max_changed_areas.is_some() {
+            if fail_quiesced_snapshots.is_some()
+                || max_changed_areas.is_some()
+                || deny_privileges.is_some()
+            {
                 if let Some(v) = fail_quiesced_snapshots {
                     knobs["fail_quiesced_snapshots"] = json!(v);
                 }
                 if let Some(v) = max_changed_areas {
                     knobs["max_changed_areas"] = json!(v);
+                }
+                if let Some(v) = &deny_privileges {
+                    let denied: Vec<&str> = v.split(',').filter(|p| !p.is_empty()).collect();
+                    knobs["denied_privileges"] = json!(denied);
                 }
                 knobs = a.post("knobs", &knobs)?;
             }

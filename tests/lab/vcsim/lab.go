@@ -48,6 +48,9 @@ type knobs struct {
 	// MaxChangedAreas caps the areas in one QueryChangedDiskAreas reply (vCenter returns
 	// partial results and the client asks again from startOffset+length).
 	MaxChangedAreas int `json:"max_changed_areas"`
+	// DeniedPrivileges are privilege ids HasPrivilegeOnEntities reports as not granted, so
+	// that tests can play a vCenter user whose role lacks them (vcsim grants everything).
+	DeniedPrivileges []string `json:"denied_privileges"`
 }
 
 // diskState is the lab's record of one VM disk: identity and change tracking.

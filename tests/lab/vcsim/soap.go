@@ -61,13 +61,17 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
 		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
-		*types.ListVStorageObjectsAttachedToTag, *types.AttachDisk_Task, *types.DetachDisk_Task:
+		*types.ListVStorageObjectsAttachedToTag, *types.AttachDisk_Task, *types.DetachDisk_Task,
+		*types.HasPrivilegeOnEntities:
 		if rec := l.probeSession(r); rec != nil {
 			copyRecorded(w, rec)
 			return
 		}
 	}
 	switch req := method.Body.(type) {
+	case *types.HasPrivilegeOnEntities:
+		writeResponse(w, "HasPrivilegeOnEntitiesResponse", l.hasPrivilegeOnEntities(req))
+		return
 	case *types.QueryChangedDiskAreas:
 		l.mu.Lock()
 		defer l.mu.Unlock()
