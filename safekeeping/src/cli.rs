@@ -37,7 +37,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Repository maintenance: init, reindex.
+    /// Repository maintenance: init, reindex, key.
     #[command(subcommand)]
     Repo(RepoCommand),
     /// Back up one or more targets.
@@ -54,7 +54,7 @@ pub enum Command {
     /// Forget generations by a retention policy.
     Prune(PruneArgs),
     /// Delete chunks no generation references.
-    Gc,
+    Gc(GcArgs),
     /// Write one disk of a generation to a sparse raw image file.
     Export(ExportArgs),
     /// Check that this machine is ready for the first backup: configuration, repository,
@@ -159,7 +159,7 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Targets: vm:NAME, vm:vm-123, vm:UUID, vm:DC/vm/folder/NAME, ivd:NAME, ivd:ID,
-    /// tag:[CATEGORY/]NAME.
+    /// vapp:NAME, tag:[CATEGORY/]NAME.
     #[arg(required_unless_present = "all", value_name = "TARGET")]
     pub targets: Vec<Target>,
     /// Back up every target of a kind (repeatable).
@@ -274,8 +274,13 @@ pub struct CheckArgs {
     pub repair: bool,
 }
 
-/// `prune`
+/// `prune`: at least one rule, so that a forgotten option is a usage error (exit 2), not a
+/// prune that keeps nothing or a run that fails like a broken repository.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("rule").required(true).multiple(true).args([
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "keep_within",
+])))]
 pub struct PruneArgs {
     /// Only this target (default: every target).
     #[arg(value_name = "TARGET")]
@@ -306,6 +311,14 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
+/// `gc`
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Count what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// `export`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -318,7 +331,8 @@ pub struct ExportArgs {
     /// Generation (default: the latest successful one).
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
-    /// The raw image file to write (sparse; must not exist).
+    /// The raw image file to write (sparse; must not exist), or `-` for the raw disk on stdout
+    /// (holes written as zeros), for example into `qemu-img convert` or `ssh`.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
 }

@@ -10,6 +10,7 @@ use safekeeping::report::Report;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let quiet = cli.quiet > 0;
     if cli.command.uses_vddk() {
         // VDDK finds its bundled libraries through LD_LIBRARY_PATH, which is read only at
         // process start: re-execute now, before any thread exists, if it is missing.
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(json, &e),
     };
-    report.print(json);
+    report.print(json, quiet);
     report.outcome.into()
 }
 
@@ -50,7 +51,7 @@ fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
     eprintln!("safekeeping: error: {message}");
     tracing::debug!("error details: {e:?}");
     if json {
-        Report::failed(&message).print(true);
+        Report::failed(&message).print(true, false);
     }
     ExitCode::from(1)
 }

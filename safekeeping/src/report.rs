@@ -14,6 +14,9 @@ pub struct Report {
     pub json: serde_json::Value,
     /// Human-readable text for stdout.
     pub text: String,
+    /// Whether stdout is free for the report: false when the command wrote its data there
+    /// (`export --output -`), where a report would corrupt the stream, even with `--json`.
+    pub printable: bool,
 }
 
 impl Report {
@@ -29,7 +32,14 @@ impl Report {
             outcome,
             json,
             text,
+            printable: true,
         }
+    }
+
+    /// The same report, never printed (its command's data went to stdout).
+    pub fn without_output(mut self) -> Report {
+        self.printable = false;
+        self
     }
 
     /// The report of a command that could not run at all.
@@ -41,8 +51,12 @@ impl Report {
         )
     }
 
-    /// Prints to stdout in the chosen form.
-    pub fn print(&self, json: bool) {
+    /// Prints to stdout in the chosen form. `quiet` (`-q`) prints nothing after a success, so
+    /// that cron, which mails any output, mails only failures.
+    pub fn print(&self, json: bool, quiet: bool) {
+        if !self.printable || (quiet && !json && self.outcome == Outcome::Success) {
+            return;
+        }
         if json {
             println!(
                 "{}",

@@ -1,5 +1,7 @@
 //! `export TARGET --disk N --output FILE`: one disk of a generation as a sparse raw image.
 
+use std::io::Write;
+
 use serde_json::json;
 
 use crate::cli::ExportArgs;
@@ -11,7 +13,8 @@ use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Exports a disk; only non-zero chunks are written, the rest stays holes.
+/// Exports a disk; only non-zero chunks are written, the rest stays holes. `--output -`
+/// writes the whole disk, holes as zeros, on stdout.
 ///
 /// # Errors
 /// Unknown target, generation or disk; damaged chunks (the partial file is removed);
@@ -31,13 +34,19 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
     })?;
     let _lock = r.lock_shared(repo::lock_wait(config))?;
     let reader = r.disk_reader(&summary.key, m.generation, disk.disk.key)?;
-    let mut image = SparseImage::create(&args.output, reader.capacity())?;
-    for chunk in reader.stream(crate::repo::read_threads()) {
-        let chunk = chunk?;
-        image.write_at(chunk.offset, &chunk.data)?;
-    }
-    let written = image.bytes_written();
-    image.commit()?;
+    let to_stdout = args.output.as_os_str() == "-";
+    let written = if to_stdout {
+        write_stream(&reader, std::io::stdout().lock())?
+    } else {
+        let mut image = SparseImage::create(&args.output, reader.capacity())?;
+        for chunk in reader.stream(crate::repo::read_threads()) {
+            let chunk = chunk?;
+            image.write_at(chunk.offset, &chunk.data)?;
+        }
+        let written = image.bytes_written();
+        image.commit()?;
+        written
+    };
     let doc = json!({
         "target": args.target.to_string(),
         "generation": m.generation.0,
@@ -47,6 +56,16 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
         "bytes_written": written,
         "output": args.output,
     });
+    if to_stdout {
+        // stdout carries the disk: the summary goes to the log, and no report is printed.
+        tracing::info!(
+            disk = args.disk,
+            generation = m.generation.0,
+            bytes = disk.disk.capacity,
+            "exported the disk to stdout"
+        );
+        return Ok(Report::new(Outcome::Success, &doc, String::new()).without_output());
+    }
     let text = format!(
         "exported disk {} ({}) of generation {} to {}: {} of data, the rest sparse\n",
         args.disk,
@@ -56,4 +75,32 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
         human_bytes(written)
     );
     Ok(Report::new(Outcome::Success, &doc, text))
+}
+
+/// Writes the disk in order on `out`, zeros where no chunk is stored; returns the bytes of
+/// stored data. Every chunk is verified before a byte of it is written, and a damaged one stops
+/// the stream with an error (the reader of the pipe sees a short disk and our exit code 1).
+fn write_stream(reader: &repository_format::DiskReader, mut out: impl Write) -> Result<u64> {
+    let stdout_err = |e| Error::io("writing the disk to stdout", e);
+    let zeros = vec![0u8; 1 << 20];
+    let mut position = 0u64;
+    let mut written = 0u64;
+    let fill = |out: &mut dyn Write, position: &mut u64, to: u64| -> Result<()> {
+        while *position < to {
+            let n = (to - *position).min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..n]).map_err(stdout_err)?;
+            *position += n as u64;
+        }
+        Ok(())
+    };
+    for chunk in reader.stream(crate::repo::read_threads()) {
+        let chunk = chunk?;
+        fill(&mut out, &mut position, chunk.offset)?;
+        out.write_all(&chunk.data).map_err(stdout_err)?;
+        position += chunk.data.len() as u64;
+        written += chunk.data.len() as u64;
+    }
+    fill(&mut out, &mut position, reader.capacity())?;
+    out.flush().map_err(stdout_err)?;
+    Ok(written)
 }

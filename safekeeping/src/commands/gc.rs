@@ -9,16 +9,22 @@ use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Collects garbage under the exclusive lock.
+/// Collects garbage under the exclusive lock; `dry_run` counts what would go and removes
+/// nothing.
 ///
 /// # Errors
 /// Lock timeouts, repository errors.
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config, dry_run: bool) -> Result<Report> {
     let r = repo::open(config)?;
     let lock = r.lock_exclusive(repo::lock_wait(config))?;
-    let report = r.gc(&lock, &GcOptions::default())?;
+    let options = GcOptions {
+        dry_run,
+        ..GcOptions::default()
+    };
+    let report = r.gc(&lock, &options)?;
     let text = format!(
-        "removed {} of {} chunks ({}); {} unreferenced chunks kept as too recent\n",
+        "{} {} of {} chunks ({}); {} unreferenced chunks kept as too recent\n",
+        if dry_run { "would remove" } else { "removed" },
         report.chunks_removed,
         report.chunks_found,
         human_bytes(report.bytes_removed),

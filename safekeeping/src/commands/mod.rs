@@ -67,7 +67,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Show(a) => show::run(config, &a.target, a.generation),
         Command::Check(a) => check::run(config, a),
         Command::Prune(a) => prune::run(config, &a),
-        Command::Gc => gc::run(config),
+        Command::Gc(a) => gc::run(config, a.dry_run),
         Command::Export(a) => export::run(config, &a),
         Command::Backup(_)
         | Command::Restore(_)

@@ -1,0 +1,74 @@
+//! What an admin scripting safekeeping relies on: `-q` prints nothing after a success (cron
+//! mails any output) and everything after a failure; `prune` without a rule is a usage error
+//! (exit 2); `export --output -` streams the raw disk on stdout (holes as zeros) and creates no
+//! file named `-`; `gc --dry-run` counts and removes nothing.
+
+use safekeeping_e2e::{sha256_file, Lab};
+
+fn chunk_files(dir: &std::path::Path) -> usize {
+    fn walk(d: &std::path::Path, n: &mut usize) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&dir.join("chunks"), &mut n);
+    n
+}
+
+#[test]
+fn quiet_runs_stream_exports_and_usage_errors_behave_as_scripts_expect() {
+    let lab = Lab::up();
+    lab.create_vm("web01", &["64M"], &[]);
+    lab.guest_write("web01", 0, "1M", "3M", Some(7));
+    lab.guest_write("web01", 0, "40M", "2M", Some(8));
+    lab.sk(&["repo", "init"]).ok();
+
+    // -q after a success: not a byte on stdout or stderr.
+    let r = lab.sk(&["-q", "backup", "vm:web01"]).ok();
+    assert_eq!(r.stdout, "", "stdout of a quiet successful backup");
+    assert_eq!(r.stderr, "", "stderr of a quiet successful backup");
+    // ... while --json still prints its document.
+    lab.guest_write("web01", 0, "10M", "1M", Some(9));
+    let j = lab.sk(&["-q", "--json", "backup", "vm:web01"]).ok().json();
+    assert_eq!(j["exit_code"], 0);
+    // -q after a failure: the failure is reported.
+    let r = lab.sk(&["-q", "backup", "vm:no-such-vm"]).expect_code(1);
+    assert!(r.all_output().contains("no-such-vm"), "{}", r.all_output());
+
+    // prune without a rule: a usage error naming the rules.
+    let r = lab.sk(&["prune"]).expect_code(2);
+    assert!(r.stderr.contains("--keep-last"), "{}", r.stderr);
+
+    // export to stdout: the whole disk, byte for byte, holes as zeros, nothing else on stdout.
+    let r = std::process::Command::new(safekeeping_e2e::binary("safekeeping"))
+        .arg("--config")
+        .arg(lab.config())
+        .args(["export", "vm:web01", "--disk", "0", "--output", "-"])
+        .current_dir(lab.dir())
+        .env_remove("SAFEKEEPING_CONFIG")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(r.stdout.len(), 64 << 20);
+    let streamed = lab.dir().join("streamed.raw");
+    std::fs::write(&streamed, &r.stdout).unwrap();
+    assert_eq!(sha256_file(&streamed), lab.digest("web01", 0));
+    assert!(
+        !lab.dir().join("-").exists(),
+        "a file named `-` was written"
+    );
+
+    // gc --dry-run after a prune: a dry run by its report, and no chunk file goes.
+    lab.sk(&["prune", "--keep-last", "1"]).ok();
+    let repo = lab.dir().join("repo");
+    let before = chunk_files(&repo);
+    let j = lab.sk(&["--json", "gc", "--dry-run"]).ok().json();
+    assert_eq!(j["dry_run"], true, "{j:#}");
+    assert_eq!(chunk_files(&repo), before);
+}
