@@ -181,6 +181,11 @@ pub struct BackupArgs {
     /// (default from the configuration, `max_vddk_connections`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections: Option<u16>,
+    /// After the run, write Prometheus metrics (this run per target, and the newest
+    /// successful generation of every target in the repository) to this file, replaced
+    /// atomically: for node_exporter's textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub use crate::restore::RestoreMode;

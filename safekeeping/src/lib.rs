@@ -28,7 +28,7 @@
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
 //!   [`format`], [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
-//!   [`mapping`], [`stored`]; they import only each other.
+//!   [`mapping`], [`stored`], [`metrics`]; they import only each other.
 #![warn(missing_docs)]
 
 pub mod backup;
@@ -43,6 +43,7 @@ pub mod error;
 pub mod format;
 pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod outcome;
 pub mod progress;
 pub mod repo;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use crate::backup::BackupOptions;
 use crate::cancel::Cancel;
@@ -10,6 +11,7 @@ use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::format::human_bytes;
+use crate::metrics;
 use crate::outcome::Outcome;
 use crate::report::Report;
 
@@ -39,11 +41,34 @@ pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions 
 /// When the run cannot start: repository missing or locked, vCenter unreachable or refusing
 /// the login, VDDK not loadable. Target failures are in the report.
 pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let metrics_file = args.metrics_file.clone();
     let options = options(&config, args, quiet);
-    let run = crate::backup::run(Arc::new(config), options, cancel).await?;
+    let config = Arc::new(config);
+    let run = crate::backup::run(config.clone(), options, cancel).await;
+    if let Some(path) = &metrics_file {
+        let targets = run.as_ref().map(|r| target_runs(&r.targets));
+        let exit_code = match &run {
+            Ok(r) => outcome_of(&r.targets).code(),
+            Err(_) => Outcome::Failure.code(),
+        };
+        let m = metrics::BackupMetrics {
+            started,
+            duration: clock.elapsed(),
+            exit_code,
+            targets: targets.unwrap_or_default(),
+            repository: repository_history(&config).await,
+        };
+        // Monitoring must not change the backup's result: a write failure is logged loudly,
+        // and the stale file's run timestamp shows it on the dashboard.
+        if let Err(e) = metrics::write(path, &m) {
+            tracing::error!("cannot write the metrics file {}: {e}", path.display());
+        }
+    }
+    let run = run?;
     let results = &run.targets;
-    let ok = results.iter().filter(|r| r.succeeded()).count();
-    let outcome = Outcome::from_counts(ok, results.len() - ok);
+    let outcome = outcome_of(results);
     let mut text = String::new();
     for r in results {
         match (&r.error, r.generation) {
@@ -82,4 +107,56 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
         let _ = writeln!(text, "{}: skipped ({})", s.target, s.reason);
     }
     Ok(Report::new(outcome, &run, text))
+}
+
+fn outcome_of(results: &[crate::backup::TargetResult]) -> Outcome {
+    let ok = results.iter().filter(|r| r.succeeded()).count();
+    Outcome::from_counts(ok, results.len() - ok)
+}
+
+fn target_runs(results: &[crate::backup::TargetResult]) -> Vec<metrics::TargetRun> {
+    results
+        .iter()
+        .map(|r| metrics::TargetRun {
+            target: r.target.clone(),
+            succeeded: r.succeeded(),
+            generation: r.generation,
+            bytes_read: r.bytes_read,
+            bytes_new: r.bytes_new,
+        })
+        .collect()
+}
+
+/// Every target in the repository with its newest successful generation's time, or `None`
+/// (logged) when the repository cannot be read now.
+async fn repository_history(config: &Arc<Config>) -> Option<Vec<metrics::TargetHistory>> {
+    let config = config.clone();
+    let result = crate::blocking::blocking(move || {
+        let r = crate::repo::open(&config)?;
+        let mut out = Vec::new();
+        for t in r.targets()? {
+            let last_success = match t.latest_successful {
+                Some(id) => r
+                    .generations(&t.key)?
+                    .into_iter()
+                    .find(|g| g.id == id)
+                    .map(|g| g.time.unix_timestamp()),
+                None => None,
+            };
+            out.push(metrics::TargetHistory {
+                target: format!("{}:{}", t.kind.prefix(), t.name),
+                generations: t.generations,
+                last_success,
+            });
+        }
+        Ok(out)
+    })
+    .await;
+    match result {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("metrics: cannot read the repository's targets: {e}");
+            None
+        }
+    }
 }

@@ -72,3 +72,96 @@ fn quiet_runs_stream_exports_and_usage_errors_behave_as_scripts_expect() {
     assert_eq!(j["dry_run"], true, "{j:#}");
     assert_eq!(chunk_files(&repo), before);
 }
+
+/// The value of `name{target="…"}` (or the unlabelled `name`) in a parsed metrics file.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, target: Option<&str>) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("target") == target)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name} is not a gauge: {other:?}"),
+        })
+}
+
+fn scrape(path: &std::path::Path) -> prometheus_parse::Scrape {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("metrics file parses as Prometheus text")
+}
+
+#[test]
+fn metrics_file_tells_a_monitoring_system_what_the_run_did_and_when_each_target_last_succeeded() {
+    let lab = Lab::up();
+    lab.create_vm("web01", &["16M"], &[]);
+    lab.guest_write("web01", 0, "0", "2M", Some(3));
+    lab.sk(&["repo", "init"]).ok();
+    let metrics = lab.dir().join("safekeeping.prom");
+    let m = metrics.to_str().unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+
+    lab.sk(&["-q", "backup", "vm:web01", "--metrics-file", m])
+        .ok();
+    let s = scrape(&metrics);
+    assert_eq!(
+        sample(&s, "safekeeping_backup_run_exit_code", None),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&s, "safekeeping_backup_target_success", Some("vm:web01")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "safekeeping_backup_target_generation", Some("vm:web01")),
+        Some(1.0)
+    );
+    assert!(
+        sample(&s, "safekeeping_backup_target_read_bytes", Some("vm:web01")).unwrap() >= 2097152.0
+    );
+    let last = sample(
+        &s,
+        "safekeeping_target_last_success_timestamp_seconds",
+        Some("vm:web01"),
+    )
+    .unwrap();
+    assert!(
+        last >= before - 5.0,
+        "last success {last} before the run started {before}"
+    );
+
+    // A run that fails: its own outcome is recorded, and web01's last success still shows.
+    lab.sk(&["backup", "vm:no-such-vm", "--metrics-file", m])
+        .expect_code(1);
+    let s = scrape(&metrics);
+    assert_eq!(
+        sample(&s, "safekeeping_backup_run_exit_code", None),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "safekeeping_backup_target_success", Some("vm:web01")),
+        None
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "safekeeping_target_last_success_timestamp_seconds",
+            Some("vm:web01")
+        ),
+        Some(last)
+    );
+    assert_eq!(
+        sample(&s, "safekeeping_repository_targets", None),
+        Some(1.0)
+    );
+    // Replaced atomically: no temporary file is left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(lab.dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
