@@ -96,7 +96,7 @@ pub use check::{
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
-pub use copy::{CopyOptions, CopyReport};
+pub use copy::{CopiedSet, CopyOptions, CopyProgress, CopyReport, GenerationCopy};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;

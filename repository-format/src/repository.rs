@@ -164,6 +164,40 @@ impl Repository {
         opts: &InitOptions,
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
+        Self::init_location_keyed(location, opts, passphrase, None)
+    }
+
+    /// Creates a repository at `location` with the key material of `keys_from` (its chunk-id
+    /// key and data key, wrapped here under `passphrase` in this repository's own key file),
+    /// its chunk size and its encryption mode, so that chunks, target folders and metadata
+    /// names are the same in both and [`Repository::copy_to`] moves chunk blobs as they are.
+    /// The new repository has its own id, config and key files; `opts` gives the compression
+    /// level and the key file's KDF parameters. An unencrypted `keys_from` makes an
+    /// unencrypted repository (plain SHA-256 ids are already shared).
+    ///
+    /// # Errors
+    /// As [`Repository::init_location`].
+    pub fn init_location_sharing_keys(
+        location: &RepositoryLocation,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+        keys_from: &Repository,
+    ) -> Result<Repository> {
+        let opts = InitOptions {
+            chunk_size: keys_from.config.chunk_size,
+            encryption: keys_from.config.encryption,
+            ..opts.clone()
+        };
+        Self::init_location_keyed(location, &opts, passphrase, keys_from.codec().key())
+    }
+
+    /// [`Repository::init_location`] with the master keys given (`Some`) or generated.
+    fn init_location_keyed(
+        location: &RepositoryLocation,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+        shared_key: Option<&Key>,
+    ) -> Result<Repository> {
         opts.validate()?;
         let root = PathBuf::from(location.display());
         let key = match (opts.encryption, passphrase) {
@@ -174,7 +208,10 @@ impl Repository {
             (EncryptionMode::Aes256Gcm, Some(p)) if p.is_empty() => {
                 return Err(Error::InvalidOption("the passphrase is empty".into()))
             }
-            (EncryptionMode::Aes256Gcm, Some(_)) => Some(Key::generate()?),
+            (EncryptionMode::Aes256Gcm, Some(_)) => match shared_key {
+                Some(k) => Some(k.clone()),
+                None => Some(Key::generate()?),
+            },
         };
         let backend: Arc<dyn Backend> = match location {
             RepositoryLocation::Local(dir) => {

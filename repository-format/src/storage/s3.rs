@@ -128,7 +128,7 @@ impl S3Backend {
                 base: 2.0,
             },
             max_retries: location.max_retries,
-            retry_timeout: Duration::from_secs(180),
+            retry_timeout: location.retry_timeout,
         };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&location.bucket)

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod export;
 pub mod gc;
 pub mod key;
@@ -27,6 +28,11 @@ use crate::report::Report;
 /// of individual targets are in the report instead.
 pub async fn run(cli: Cli) -> Result<Report> {
     let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(name) = &cli.repo {
+        config
+            .select(name)
+            .map_err(|e| Error::Other(format!("--repo: {e}")))?;
+    }
     if let Some(p) = cli.passphrase_file {
         config.repository.passphrase_file = Some(p);
     }
@@ -39,6 +45,10 @@ pub async fn run(cli: Cli) -> Result<Report> {
     match cli.command {
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Copy(args) => {
+            let quiet = cli.quiet > 0;
+            blocking(move || copy::run(&config, &args, quiet)).await
+        }
         other => blocking(move || run_repository_command(&config, other)).await,
     }
 }
@@ -49,6 +59,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Repo(RepoCommand::Init(a)) => repo::init(
             config,
             a.encrypt || a.encryption == Some(repository_format::EncryptionMode::Aes256Gcm),
+            a.copy_key_from.as_deref(),
         ),
         Command::Repo(RepoCommand::Key(k)) => key::run(config, &k),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
@@ -58,7 +69,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc => gc::run(config),
         Command::Export(a) => export::run(config, &a),
-        Command::Backup(_) | Command::Restore(_) => {
+        Command::Backup(_) | Command::Restore(_) | Command::Copy(_) => {
             Err(Error::Other("not a repository command".into()))
         }
     }

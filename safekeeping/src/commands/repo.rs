@@ -9,11 +9,26 @@ use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Creates the repository at the configured path.
+/// Creates the repository at the configured path; with `copy_key_from`, with the key
+/// material, chunk size and encryption of that configured repository.
 ///
 /// # Errors
-/// When the folder exists and is not empty, or cannot be written.
-pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
+/// When the folder exists and is not empty, or cannot be written; an unknown
+/// `copy_key_from` name, or that repository cannot be opened.
+pub fn init(config: &Config, encrypt: bool, copy_key_from: Option<&str>) -> Result<Report> {
+    let keys_from = match copy_key_from {
+        Some(name) => {
+            let other = config
+                .named(name)
+                .map_err(|e| Error::Other(format!("--copy-key-from: {e}")))?;
+            let r = repo::open(&other).map_err(|e| {
+                Error::Other(format!("--copy-key-from {}: {e}", other.repository_label()))
+            })?;
+            Some(r)
+        }
+        None => None,
+    };
+    let encrypt = encrypt || keys_from.as_ref().is_some_and(Repository::is_encrypted);
     let passphrase = if encrypt {
         Some(config.passphrase()?.ok_or_else(|| {
             Error::Other(
@@ -33,7 +48,12 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         ..InitOptions::default()
     };
     let location = repo::location(config)?;
-    let r = Repository::init_location(&location, &opts, passphrase.as_ref())?;
+    let r = match &keys_from {
+        Some(from) => {
+            Repository::init_location_sharing_keys(&location, &opts, passphrase.as_ref(), from)?
+        }
+        None => Repository::init_location(&location, &opts, passphrase.as_ref())?,
+    };
     let c = r.config();
     let doc = json!({
         "path": location.display(),
@@ -41,8 +61,10 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         "chunk_size": c.chunk_size,
         "compression_level": c.compression_level,
         "encrypted": r.is_encrypted(),
+        "key_fingerprint": r.key_fingerprint(),
+        "keys_from": copy_key_from,
     });
-    let text = format!(
+    let mut text = format!(
         "created {}repository {} at {} (chunk size {} KiB, zstd level {})\n",
         if r.is_encrypted() { "encrypted " } else { "" },
         c.repository_id,
@@ -50,6 +72,11 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         c.chunk_size / 1024,
         c.compression_level
     );
+    if let Some(name) = copy_key_from {
+        text.push_str(&format!(
+            "with the key material of repository {name}: copies between the two send chunks as they are\n"
+        ));
+    }
     Ok(Report::new(Outcome::Success, &doc, text))
 }
 
