@@ -12,6 +12,9 @@
 //!   (`"copied_from": {"repository_id", "target", "generation"}` in its manifest) and is skipped
 //!   the next time; chunks already in the destination are not sent again. An interrupted copy
 //!   leaves at most unreferenced chunks and an abandoned generation folder (removed by gc).
+//! - **Numbers**: a copied generation keeps its source number when the destination has no
+//!   generation of that number, so copying older generations after newer ones does not make
+//!   an older one the newest; otherwise it gets the next number after the destination's last.
 //! - **Plan, then copy**: [`Repository::copies_in`] says which source generations a
 //!   destination already holds; [`Repository::copy_generation_to`] copies one generation, so a
 //!   caller can report (and fail) generation by generation. [`Repository::copy_to`] does both.
@@ -250,12 +253,17 @@ impl Repository {
         let dlock = dest.lock_target(&dkey, std::time::Duration::from_secs(600))?;
         let dbe = dest.backend().clone();
         // Claim a generation number in the destination first (as a writer does): while the
-        // claim exists and the target lock is held, gc keeps every chunk newer than it.
-        let mut next = dest
-            .generation_dirs(&dkey)?
-            .last()
-            .map(|g| g.id.0 + 1)
-            .unwrap_or(1);
+        // claim exists and the target lock is held, gc keeps every chunk newer than it. The
+        // source's number when it is free, so that generations copied in any order keep their
+        // order (an older generation copied later must not become the newest); else the next
+        // after the last.
+        let dirs = dest.generation_dirs(&dkey)?;
+        let after_last = dirs.last().map(|g| g.id.0 + 1).unwrap_or(1);
+        let mut next = if dirs.iter().any(|g| g.id == id) {
+            after_last
+        } else {
+            id.0
+        };
         let marker = serde_json::to_vec_pretty(&crate::writer::WriterRecord {
             pid: std::process::id(),
             host: crate::lock::host_name(),
@@ -267,7 +275,9 @@ impl Repository {
             let mk = format!("{prefix}{INCOMPLETE_MARKER}");
             match dbe.create_new(&mk, &marker) {
                 Ok(()) => break prefix,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    next = (next + 1).max(after_last)
+                }
                 Err(e) => return Err(store_err(dbe.as_ref(), "create", &mk)(e)),
             }
         };

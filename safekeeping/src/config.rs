@@ -767,6 +767,143 @@ path = "repo"
     }
 
     #[test]
+    fn named_repositories_are_selected_by_name_and_unknown_names_list_the_known_ones() {
+        let text = sample(
+            "[repositories.offsite]\nurl = \"s3://vault/site-a\"\n\
+             endpoint = \"https://s3.example.net\"\npassphrase_file = \"offsite-pass\"\n\
+             lock_ttl_seconds = 600\n\
+             [repositories.spare]\npath = \"spare\"\n",
+        );
+        let c = Config::parse(&text, Path::new("/etc/sk/c.toml")).unwrap();
+        assert_eq!(c.repository_label(), "[repository]");
+        assert!(matches!(
+            c.repository_location().unwrap(),
+            RepositoryLocation::Local(_)
+        ));
+        let mut picked = c.clone();
+        picked.select("offsite").unwrap();
+        assert_eq!(picked.repository_label(), "[repositories.offsite]");
+        let RepositoryLocation::S3(l) = picked.repository_location().unwrap() else {
+            panic!("offsite is not S3");
+        };
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("vault", "site-a"));
+        assert_eq!(picked.repository.lock_ttl(), Some(Duration::from_secs(600)));
+        // Relative paths of named tables are resolved like [repository]'s.
+        assert_eq!(
+            picked.repository.passphrase_file.as_deref(),
+            Some(Path::new("/etc/sk/offsite-pass"))
+        );
+        let spare = c.named("spare").unwrap();
+        assert!(matches!(
+            spare.repository_location().unwrap(),
+            RepositoryLocation::Local(p) if p == Path::new("/etc/sk/spare")
+        ));
+        // The original is untouched by `named`.
+        assert_eq!(
+            c.repository.path.as_deref(),
+            Some(Path::new("/etc/sk/repo"))
+        );
+        let e = c.clone().select("ofsite").unwrap_err().to_string();
+        assert!(
+            e.contains("`ofsite`") && e.contains("offsite, spare"),
+            "{e}"
+        );
+        let none = Config::parse(&sample(""), Path::new("c.toml")).unwrap();
+        let e = none.named("x").unwrap_err().to_string();
+        assert!(e.contains("no [repositories.NAME]"), "{e}");
+        // A broken named table fails the whole file, naming the table.
+        let bad = sample("[repositories.broken]\npath = \"a\"\nurl = \"s3://b/p\"\n");
+        let e = Config::parse(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[repositories.broken]") && e.contains("not both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secondary_repository_reads_its_own_passphrase_file_before_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = sample("[repositories.dest]\npath = \"d\"\npassphrase_file = \"dest-pass\"\n");
+        let c = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let dest = c.named("dest").unwrap();
+        // The file is consulted whatever SAFEKEEPING_PASSPHRASE says (that variable belongs to
+        // the current repository): a missing file is an error naming it.
+        let e = dest.passphrase().unwrap_err().to_string();
+        assert!(e.contains("dest-pass"), "{e}");
+        std::fs::write(dir.path().join("dest-pass"), "dest secret\n").unwrap();
+        assert!(dest.passphrase().unwrap().is_some());
+    }
+
+    #[test]
+    fn repository_knobs_are_range_checked_and_reach_the_location() {
+        let s3 = |knobs: &str| {
+            sample("").replace(
+                "path = \"repo\"",
+                &format!("url = \"s3://bkt/p\"\nendpoint = \"https://s3.example.net\"\n{knobs}"),
+            )
+        };
+        let c = Config::parse(
+            &s3("max_retries = 3\nretry_timeout_seconds = 30\nupload_concurrency = 32\nlock_ttl_seconds = 120"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let RepositoryLocation::S3(l) = c.repository_location().unwrap() else {
+            panic!("not S3");
+        };
+        assert_eq!(l.max_retries, 3);
+        assert_eq!(l.retry_timeout, Duration::from_secs(30));
+        assert_eq!(c.repository.upload_concurrency, Some(32));
+        assert_eq!(c.repository.lock_ttl(), Some(Duration::from_secs(120)));
+        // Defaults when unset.
+        let c = Config::parse(&s3(""), Path::new("c.toml")).unwrap();
+        let RepositoryLocation::S3(l) = c.repository_location().unwrap() else {
+            panic!("not S3");
+        };
+        assert_eq!(
+            l.max_retries,
+            repository_format::storage::location::DEFAULT_MAX_RETRIES
+        );
+        assert_eq!(c.repository.lock_ttl(), None);
+        for (knob, says) in [
+            (
+                "upload_concurrency = 0",
+                "upload_concurrency = 0 is outside 1..=256",
+            ),
+            ("upload_concurrency = 10000", "upload_concurrency = 10000"),
+            (
+                "max_retries = 1000",
+                "max_retries = 1000 is outside 0..=100",
+            ),
+            (
+                "retry_timeout_seconds = 0",
+                "retry_timeout_seconds = 0 is outside 1..=3600 seconds",
+            ),
+            (
+                "lock_ttl_seconds = 5",
+                "lock_ttl_seconds = 5 is outside 30..=86400 seconds",
+            ),
+            ("lock_ttl_seconds = 999999", "lock_ttl_seconds = 999999"),
+        ] {
+            let e = Config::parse(&s3(knob), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("[repository]") && e.contains(says),
+                "{knob}: {e}"
+            );
+        }
+        // S3-only knobs beside a folder are a mistake, said so; the lock lifetime is not.
+        let e = Config::parse(&sample("max_retries = 2"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("go with url"), "{e}");
+        let c = Config::parse(&sample("lock_ttl_seconds = 60"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.repository.lock_ttl(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
     fn parses_the_lab_format_and_resolves_relative_paths() {
         let c = Config::parse(
             &sample("[defaults]\nparallel = 3\n"),
