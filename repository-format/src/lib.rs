@@ -80,6 +80,7 @@ pub mod key_file;
 mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod object_lock;
 pub mod prune;
 pub mod reader;
 pub mod reindex;

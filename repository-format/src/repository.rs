@@ -20,6 +20,7 @@ use crate::key::{Key, KeyFingerprint, Passphrase};
 use crate::key_file::{KdfParams, KeyFile, KeyId};
 use crate::lock::{LockMode, LockSettings, RepositoryLock, TargetLock};
 use crate::manifest::{BackupMode, DiskStats, GenerationStatus, Manifest};
+use crate::object_lock::OBJECT_LOCK_DAYS;
 use crate::reader::DiskReader;
 use crate::storage::{Backend, LocalBackend, ObjectInfo, RepositoryLocation};
 use crate::target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
@@ -248,20 +249,40 @@ impl Repository {
                 )))
             }
         };
-        let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let mut config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let object_lock_days = match location {
+            RepositoryLocation::S3(s3) => s3.object_lock_days,
+            RepositoryLocation::Local(_) => None,
+        };
+        if let Some(days) = object_lock_days {
+            // Every later open takes the lock from here (crate::object_lock).
+            config.extra.insert(OBJECT_LOCK_DAYS.into(), days.into());
+        }
+        // The first retained write tells whether the bucket has object lock enabled.
+        let refused = |e: Error| match (object_lock_days, e) {
+            (Some(_), Error::Io { source, path, .. })
+                if source.kind() != std::io::ErrorKind::PermissionDenied =>
+            {
+                Error::InvalidOption(format!(
+                    "{}: the store refused a write with an object lock retention ({source}): \
+                     the bucket needs object lock enabled",
+                    path.display()
+                ))
+            }
+            (_, e) => e,
+        };
         let mut unlocked_by = None;
         if let (Some(key), Some(pass)) = (&key, passphrase) {
             let file = KeyFile::wrap(KeyId::random()?, config.repository_id, key, pass, opts.kdf)?;
             let k = format!("{KEYS_DIR}/{}", file.id.as_str());
-            backend.create_new(&k, &file.to_bytes()).map_err(store_err(
-                backend.as_ref(),
-                "create",
-                &k,
-            ))?;
+            backend
+                .create_new(&k, &file.to_bytes())
+                .map_err(store_err(backend.as_ref(), "create", &k))
+                .map_err(refused)?;
             unlocked_by = Some((file.id.clone(), opts.kdf));
         }
         // The config goes last: a place without it is not a repository.
-        config.write(backend.as_ref())?;
+        config.write(backend.as_ref()).map_err(refused)?;
         // Read back what was written; the key is the one just wrapped (deriving it again from
         // the passphrase would only cost another Argon2id run).
         let config = Config::read(backend.as_ref())?;
@@ -329,6 +350,10 @@ impl Repository {
             }
             r => r?,
         };
+        // A repository initialised with object lock keeps writing with it.
+        let (location, backend) =
+            crate::object_lock::with_recorded_lock(location, backend, &config)?;
+        let (location, be) = (&location, backend.as_ref());
         if let Some(root) = be.local_root() {
             for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
                 if !root.join(d).is_dir() {

@@ -149,6 +149,10 @@ pub struct InitArgs {
     /// passphrase, so `copy` between the two sends chunks as they are.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["encrypt", "encryption"])]
     pub copy_key_from: Option<String>,
+    /// S3 only: write every object with a COMPLIANCE object lock retention of N days (the
+    /// bucket must exist with object lock enabled); prune and gc keep what is still locked.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub object_lock_days: Option<u32>,
 }
 
 /// `backup`

@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_RETRIES: usize = 10;
 pub const DEFAULT_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A repository's place.
+// One value per opened repository: its size does not matter, and boxing the S3 side would
+// only make every caller's pattern longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryLocation {
     /// A local (or mounted) folder.
@@ -112,6 +115,11 @@ pub struct S3Location {
     /// How long one request may keep being retried before its error is final
     /// ([`DEFAULT_RETRY_TIMEOUT`]).
     pub retry_timeout: std::time::Duration,
+    /// S3 object lock: write every object but lock records and markers with a
+    /// `COMPLIANCE` retention of this many days (the bucket must have object lock enabled),
+    /// and refuse to delete one before its retention ends. Recorded in the repository's
+    /// config by `init`, and taken from there when a repository is opened.
+    pub object_lock_days: Option<u32>,
 }
 
 impl S3Location {
@@ -128,6 +136,7 @@ impl S3Location {
             cache_dir: None,
             max_retries: DEFAULT_MAX_RETRIES,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            object_lock_days: None,
         }
     }
 

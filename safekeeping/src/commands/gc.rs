@@ -17,12 +17,18 @@ pub fn run(config: &Config) -> Result<Report> {
     let r = repo::open(config)?;
     let lock = r.lock_exclusive(repo::lock_wait(config))?;
     let report = r.gc(&lock, &GcOptions::default())?;
-    let text = format!(
+    let mut text = format!(
         "removed {} of {} chunks ({}); {} unreferenced chunks kept as too recent\n",
         report.chunks_removed,
         report.chunks_found,
         human_bytes(report.bytes_removed),
         report.chunks_kept_recent
     );
+    if report.chunks_kept_locked > 0 {
+        text.push_str(&format!(
+            "{} unreferenced chunks kept: still under object lock (a later gc removes them)\n",
+            report.chunks_kept_locked
+        ));
+    }
     Ok(Report::new(Outcome::Success, &report, text))
 }
