@@ -2,26 +2,39 @@
 //! another, …): only the chunks the destination lacks travel, every chunk is verified on the
 //! way, and a generation is committed in the destination only once all its chunks are there.
 //!
-//! - **Same key material** (both unencrypted, or both encrypted with the same master keys): chunk
-//!   ids are the same, so a chunk blob travels as it is, after it was decoded and its id checked
-//!   with the source's keys.
+//! - **Same key material** (both unencrypted, or both encrypted with the same master keys, e.g.
+//!   a destination created with [`Repository::init_location_sharing_keys`]): chunk ids are the
+//!   same, so a chunk blob travels as it is, after it was decoded and its id checked with the
+//!   source's keys.
 //! - **Different keys**: each chunk is decoded, re-identified and re-encoded with the
 //!   destination's keys, and the index is rewritten with the new ids.
 //! - **Resumable**: a copied generation records where it came from
 //!   (`"copied_from": {"repository_id", "target", "generation"}` in its manifest) and is skipped
 //!   the next time; chunks already in the destination are not sent again. An interrupted copy
 //!   leaves at most unreferenced chunks and an abandoned generation folder (removed by gc).
+//! - **Numbers**: a copied generation keeps its source number when the destination has no
+//!   generation of that number, so copying older generations after newer ones does not make
+//!   an older one the newest; otherwise it gets the next number after the destination's last.
+//! - **Plan, then copy**: [`Repository::copies_in`] says which source generations a
+//!   destination already holds; [`Repository::copy_generation_to`] copies one generation, so a
+//!   caller can report (and fail) generation by generation. [`Repository::copy_to`] does both.
+//!
+//! Presence in the destination is always asked of the store itself (a `HEAD`, or a stat that
+//! also refreshes the modification time locally), never answered by the destination's chunk
+//! cache alone: a copy must not commit a generation whose chunk was deleted behind the cache.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::blob::BlobKind;
-use crate::chunk_store::ChunkStore;
+use crate::chunk_store::{ChunkFault, ChunkStore};
 use crate::digest::ChunkDigest;
-use crate::error::{store_err, Error, Result};
+use crate::error::{store_err, ChunkError, ChunkUse, Error, Result};
 use crate::fixed_index::FixedIndex;
-use crate::format::{INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_DIR};
+use crate::format::{BLOB_HEADER_LEN, INCOMPLETE_MARKER, MANIFEST_FILE, METADATA_DIR};
 use crate::lock::RepositoryLock;
 use crate::repository::Repository;
 use crate::target::{GenerationId, TargetKey};
@@ -49,9 +62,74 @@ pub struct CopyReport {
     pub bytes_sent: u64,
     /// Chunks the destination already had.
     pub chunks_present: u64,
+    /// True when both repositories have the same key material, so chunk blobs travelled as
+    /// they are (same ids, same bytes); false when they were re-encoded for the destination.
+    pub as_is: bool,
+}
+
+/// One generation copied by [`Repository::copy_generation_to`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GenerationCopy {
+    /// The source target.
+    pub source_target: TargetKey,
+    /// The source generation.
+    pub source_generation: GenerationId,
+    /// The target's key in the destination (differs when the keys differ).
+    pub target: TargetKey,
+    /// The generation's number in the destination.
+    pub generation: GenerationId,
+    /// Chunks sent.
+    pub chunks_sent: u64,
+    /// Bytes of chunk blobs sent.
+    pub bytes_sent: u64,
+    /// Chunks the destination already had.
+    pub chunks_present: u64,
+    /// Chunk blobs travelled unchanged (same key material).
+    pub as_is: bool,
+}
+
+/// What a copy of one generation reports while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyProgress {
+    /// The generation's indexes are read: `bytes` of stored (non-zero) disk data to go through.
+    Started {
+        /// Disk bytes the stored chunks cover.
+        bytes: u64,
+    },
+    /// A chunk covering `bytes` of disk is in the destination (sent or already there).
+    Chunk {
+        /// Disk bytes the chunk covers.
+        bytes: u64,
+    },
+}
+
+/// The source generations a destination already holds a copy of.
+#[derive(Debug, Clone, Default)]
+pub struct CopiedSet(HashSet<(String, u64)>);
+
+impl CopiedSet {
+    /// Whether generation `id` of source target `key` has been copied already.
+    pub fn contains(&self, key: &TargetKey, id: GenerationId) -> bool {
+        self.0.contains(&(key.to_string(), id.0))
+    }
 }
 
 const COPIED_FROM: &str = "copied_from";
+
+/// One distinct chunk of a generation to bring into the destination.
+struct ChunkJob {
+    digest: ChunkDigest,
+    expected: usize,
+    used_by: ChunkUse,
+}
+
+/// Counters the copy workers share.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    bytes: AtomicU64,
+    present: AtomicU64,
+}
 
 impl Repository {
     /// Copies committed generations of this repository into `dest`. Holds the caller's shared
@@ -69,37 +147,11 @@ impl Repository {
         dest_lock: &RepositoryLock,
         opts: &CopyOptions,
     ) -> Result<CopyReport> {
-        src_lock.require(self.config().repository_id, "copy", false)?;
-        dest_lock.require(dest.config().repository_id, "copy", false)?;
-        if self.config().chunk_size != dest.config().chunk_size {
-            return Err(Error::InvalidOption(format!(
-                "the repositories have different chunk sizes ({} and {}): a copy would need \
-                 to cut every disk again",
-                self.config().chunk_size,
-                dest.config().chunk_size
-            )));
-        }
-        let same_keys = self.key_fingerprint() == dest.key_fingerprint();
-        let mut report = CopyReport::default();
-        // Generations already copied, by (source target, source generation).
-        let mut done: HashSet<(String, u64)> = HashSet::new();
-        for key in dest.target_keys()? {
-            for g in dest.generations(&key).unwrap_or_default() {
-                if let Ok(m) = dest.manifest(&key, g.id) {
-                    if let Some(from) = m.extra.get(COPIED_FROM) {
-                        let same_repo = from["repository_id"].as_str()
-                            == Some(self.config().repository_id.to_string().as_str());
-                        if let (true, Some(t), Some(n)) = (
-                            same_repo,
-                            from["target"].as_str(),
-                            from["generation"].as_u64(),
-                        ) {
-                            done.insert((t.to_string(), n));
-                        }
-                    }
-                }
-            }
-        }
+        let done = self.copies_in(dest)?;
+        let mut report = CopyReport {
+            as_is: self.same_key_material(dest),
+            ..CopyReport::default()
+        };
         let targets = if opts.targets.is_empty() {
             self.target_keys()?
         } else {
@@ -110,38 +162,108 @@ impl Repository {
                 if opts.only_succeeded && g.status != crate::manifest::GenerationStatus::Succeeded {
                     continue;
                 }
-                if done.contains(&(key.to_string(), g.id.0)) {
+                if done.contains(&key, g.id) {
                     report.already_there += 1;
                     continue;
                 }
-                let (dkey, did) = self.copy_generation(dest, &key, g.id, same_keys, &mut report)?;
-                report
-                    .copied
-                    .push((key.to_string(), g.id.0, dkey.to_string(), did.0));
+                let c =
+                    self.copy_generation_to(src_lock, dest, dest_lock, &key, g.id, &mut |_| {})?;
+                report.chunks_sent += c.chunks_sent;
+                report.bytes_sent += c.bytes_sent;
+                report.chunks_present += c.chunks_present;
+                report.copied.push((
+                    key.to_string(),
+                    g.id.0,
+                    c.target.to_string(),
+                    c.generation.0,
+                ));
             }
         }
         Ok(report)
     }
 
-    fn copy_generation(
+    /// Whether chunk blobs of this repository are valid, with the same ids, in `dest`: both
+    /// unencrypted, or both encrypted with the same master keys.
+    pub fn same_key_material(&self, dest: &Repository) -> bool {
+        self.key_fingerprint() == dest.key_fingerprint()
+    }
+
+    /// The generations of this repository that `dest` holds a copy of (by the `copied_from`
+    /// record of its manifests). Reads every manifest of `dest`.
+    ///
+    /// # Errors
+    /// Storage errors listing `dest`.
+    pub fn copies_in(&self, dest: &Repository) -> Result<CopiedSet> {
+        let me = self.config().repository_id.to_string();
+        let mut done = HashSet::new();
+        for key in dest.target_keys()? {
+            for g in dest.generations(&key)? {
+                // A manifest that cannot be read is not a copy we can rely on: copy again.
+                let Ok(m) = dest.manifest(&key, g.id) else {
+                    continue;
+                };
+                let Some(from) = m.extra.get(COPIED_FROM) else {
+                    continue;
+                };
+                if let (true, Some(t), Some(n)) = (
+                    from["repository_id"].as_str() == Some(me.as_str()),
+                    from["target"].as_str(),
+                    from["generation"].as_u64(),
+                ) {
+                    done.insert((t.to_string(), n));
+                }
+            }
+        }
+        Ok(CopiedSet(done))
+    }
+
+    /// Copies generation `id` of target `key` into `dest` and commits it there; `progress`
+    /// hears about every chunk. Does not look whether `dest` has it already (see
+    /// [`Repository::copies_in`]).
+    ///
+    /// # Errors
+    /// As [`Repository::copy_to`]; nothing of the generation is committed on error.
+    pub fn copy_generation_to(
         &self,
+        src_lock: &RepositoryLock,
         dest: &Repository,
+        dest_lock: &RepositoryLock,
         key: &TargetKey,
         id: GenerationId,
-        same_keys: bool,
-        report: &mut CopyReport,
-    ) -> Result<(TargetKey, GenerationId)> {
+        progress: &mut (dyn FnMut(CopyProgress) + Send),
+    ) -> Result<GenerationCopy> {
+        src_lock.require(self.config().repository_id, "copy", false)?;
+        dest_lock.require(dest.config().repository_id, "copy", false)?;
+        if self.config().repository_id == dest.config().repository_id {
+            return Err(Error::InvalidOption(
+                "source and destination are the same repository".into(),
+            ));
+        }
+        if self.config().chunk_size != dest.config().chunk_size {
+            return Err(Error::InvalidOption(format!(
+                "the repositories have different chunk sizes ({} and {}): a copy would need \
+                 to cut every disk again",
+                self.config().chunk_size,
+                dest.config().chunk_size
+            )));
+        }
+        let same_keys = self.same_key_material(dest);
         let m = self.manifest(key, id)?;
         let dkey = dest.target_key(&m.target)?;
         let dlock = dest.lock_target(&dkey, std::time::Duration::from_secs(600))?;
         let dbe = dest.backend().clone();
         // Claim a generation number in the destination first (as a writer does): while the
-        // claim exists and the target lock is held, gc keeps every chunk newer than it.
-        let mut next = dest
-            .generation_dirs(&dkey)?
-            .last()
-            .map(|g| g.id.0 + 1)
-            .unwrap_or(1);
+        // claim exists and the target lock is held, gc keeps every chunk newer than it. The
+        // source's number when it is free, so that generations copied in any order keep their
+        // order (an older generation copied later must not become the newest); else the next
+        // after the last.
+        let dirs = dest.generation_dirs(&dkey)?;
+        let after_last = dirs.last().map(|g| g.id.0 + 1).unwrap_or(1);
+        let mut next = if dirs.iter().any(|g| g.id == id) {
+            after_last
+        } else {
+            id.0
+        };
         let marker = serde_json::to_vec_pretty(&crate::writer::WriterRecord {
             pid: std::process::id(),
             host: crate::lock::host_name(),
@@ -153,36 +275,50 @@ impl Repository {
             let mk = format!("{prefix}{INCOMPLETE_MARKER}");
             match dbe.create_new(&mk, &marker) {
                 Ok(()) => break prefix,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    next = (next + 1).max(after_last)
+                }
                 Err(e) => return Err(store_err(dbe.as_ref(), "create", &mk)(e)),
             }
         };
         let did = GenerationId(next);
+        let tally = Tally::default();
         let result = (|| -> Result<()> {
-            // Chunks first: every index's chunks must be in the destination before the manifest.
-            let mut translated: HashMap<ChunkDigest, ChunkDigest> = HashMap::new();
-            let mut indexes: Vec<(String, Vec<u8>)> = Vec::new();
+            // Every index first: the progress total, and the distinct chunks to bring over.
+            let mut sources = Vec::with_capacity(m.disks.len());
             for d in &m.disks {
-                let idx = self.index_of(key, &m, d.disk.key)?;
-                let mut out = FixedIndex::derive(&idx);
+                sources.push(self.index_of(key, &m, d.disk.key)?);
+            }
+            let mut jobs = Vec::new();
+            let mut seen = HashSet::new();
+            let mut total = 0u64;
+            for (d, idx) in m.disks.iter().zip(&sources) {
                 for (slot, digest) in idx.stored_chunks() {
-                    let new = match translated.get(&digest) {
-                        Some(n) => *n,
-                        None => {
-                            let used_by = crate::error::ChunkUse {
+                    let (offset, expected) = idx.chunk_range(slot);
+                    total += expected as u64;
+                    if seen.insert(digest) {
+                        jobs.push(ChunkJob {
+                            digest,
+                            expected,
+                            used_by: ChunkUse {
                                 target: key.to_string(),
                                 generation: id.0,
                                 disk: d.disk.key,
-                                offset: idx.chunk_range(slot).0,
-                            };
-                            let expected = idx.chunk_range(slot).1;
-                            let n = self
-                                .copy_chunk(dest, digest, expected, used_by, same_keys, report)?;
-                            translated.insert(digest, n);
-                            n
-                        }
-                    };
-                    out.set(slot, Some(new));
+                                offset,
+                            },
+                        });
+                    }
+                }
+            }
+            progress(CopyProgress::Started { bytes: total });
+            // Chunks before anything else: every index's chunks must be in the destination
+            // before the manifest.
+            let translated = self.copy_chunks(dest, &jobs, same_keys, &tally, progress)?;
+            let mut indexes: Vec<(String, Vec<u8>)> = Vec::new();
+            for (d, idx) in m.disks.iter().zip(&sources) {
+                let mut out = FixedIndex::derive(idx);
+                for (slot, digest) in idx.stored_chunks() {
+                    out.set(slot, Some(translated[&digest]));
                 }
                 let blob = dest.codec().try_encode(BlobKind::Index, &out.payload())?;
                 indexes.push((d.index_file.clone(), blob));
@@ -232,7 +368,16 @@ impl Repository {
                     .map_err(store_err(dbe.as_ref(), "remove", &mk))?;
                 drop(dlock);
                 tracing::info!(target_key = %key, generation = %id, dest_generation = %did, "generation copied");
-                Ok((dkey, did))
+                Ok(GenerationCopy {
+                    source_target: key.clone(),
+                    source_generation: id,
+                    target: dkey,
+                    generation: did,
+                    chunks_sent: tally.sent.into_inner(),
+                    bytes_sent: tally.bytes.into_inner(),
+                    chunks_present: tally.present.into_inner(),
+                    as_is: same_keys,
+                })
             }
             Err(e) => {
                 let committed = dbe
@@ -247,29 +392,77 @@ impl Repository {
         }
     }
 
-    /// Makes the chunk `digest` (`expected` bytes, used at `used_by`) present in `dest`;
-    /// returns its id there.
+    /// Brings every chunk of `jobs` into `dest` with as many requests in flight as the
+    /// destination's upload concurrency (4 for a folder); returns each source id's id in
+    /// `dest`. The first error stops the workers.
+    fn copy_chunks(
+        &self,
+        dest: &Repository,
+        jobs: &[ChunkJob],
+        same_keys: bool,
+        tally: &Tally,
+        progress: &mut (dyn FnMut(CopyProgress) + Send),
+    ) -> Result<HashMap<ChunkDigest, ChunkDigest>> {
+        let workers = dest
+            .ingest_writers()
+            .unwrap_or(4)
+            .clamp(1, jobs.len().max(1));
+        let next = AtomicU64::new(0);
+        let failed = AtomicBool::new(false);
+        let out = Mutex::new(HashMap::with_capacity(jobs.len()));
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let progress = Mutex::new(progress);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    if failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(job) = jobs.get(i) else { return };
+                    match self.copy_chunk(dest, job, same_keys, tally) {
+                        Ok(new) => {
+                            out.lock().expect("map lock").insert(job.digest, new);
+                            (progress.lock().expect("progress lock"))(CopyProgress::Chunk {
+                                bytes: job.expected as u64,
+                            });
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().expect("error lock").get_or_insert(e);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().expect("error lock") {
+            return Err(e);
+        }
+        Ok(out.into_inner().expect("map lock"))
+    }
+
+    /// Makes the chunk `job.digest` present in `dest`; returns its id there.
     fn copy_chunk(
         &self,
         dest: &Repository,
-        digest: ChunkDigest,
-        expected: usize,
-        used_by: crate::error::ChunkUse,
+        job: &ChunkJob,
         same_keys: bool,
-        report: &mut CopyReport,
+        tally: &Tally,
     ) -> Result<ChunkDigest> {
+        let digest = job.digest;
         let dstore = dest.chunk_store();
-        if same_keys && dstore.touch(&digest)? {
-            report.chunks_present += 1;
+        if same_keys && stored_in(dest, &digest)? {
+            tally.present.fetch_add(1, Ordering::Relaxed);
             return Ok(digest);
         }
         let key = ChunkStore::key(&digest);
         let be = self.backend().as_ref();
-        let fail = |reason: crate::chunk_store::ChunkFault| {
-            Error::Chunk(Box::new(crate::error::ChunkError {
+        let fail = |reason: ChunkFault| {
+            Error::Chunk(Box::new(ChunkError {
                 digest,
                 path: be.display_path(&key),
-                used_by: used_by.clone(),
+                used_by: job.used_by.clone(),
                 reason,
             }))
         };
@@ -278,37 +471,58 @@ impl Repository {
         let raw = match be.get(&key, limit) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(fail(crate::chunk_store::ChunkFault::Missing))
+                return Err(fail(ChunkFault::Missing))
             }
             Err(e) => return Err(store_err(be, "read", &key)(e)),
         };
         let data = self
             .codec()
             .decode(BlobKind::Chunk, &raw, self.config().chunk_size as usize)
-            .map_err(|e| fail(crate::chunk_store::ChunkFault::Blob(e)))?;
-        if data.len() != expected {
-            return Err(fail(crate::chunk_store::ChunkFault::Length {
+            .map_err(|e| fail(ChunkFault::Blob(e)))?;
+        if data.len() != job.expected {
+            return Err(fail(ChunkFault::Length {
                 actual: data.len(),
-                expected,
+                expected: job.expected,
             }));
         }
         let actual = self.codec().chunk_id(&data);
         if actual != digest {
-            return Err(fail(crate::chunk_store::ChunkFault::DigestMismatch(actual)));
+            return Err(fail(ChunkFault::DigestMismatch(actual)));
         }
         if same_keys {
-            report.bytes_sent += dstore.insert(&digest, &raw)?;
-            report.chunks_sent += 1;
+            tally
+                .bytes
+                .fetch_add(dstore.insert(&digest, &raw)?, Ordering::Relaxed);
+            tally.sent.fetch_add(1, Ordering::Relaxed);
             return Ok(digest);
         }
         let new = dest.codec().chunk_id(&data);
-        if dstore.touch(&new)? {
-            report.chunks_present += 1;
+        if stored_in(dest, &new)? {
+            tally.present.fetch_add(1, Ordering::Relaxed);
             return Ok(new);
         }
         let blob = dest.codec().try_encode(BlobKind::Chunk, &data)?;
-        report.bytes_sent += dstore.insert(&new, &blob)?;
-        report.chunks_sent += 1;
+        tally
+            .bytes
+            .fetch_add(dstore.insert(&new, &blob)?, Ordering::Relaxed);
+        tally.sent.fetch_add(1, Ordering::Relaxed);
         Ok(new)
     }
+}
+
+/// Whether `dest` stores the chunk, asked of the store (a `HEAD`; locally a stat that also
+/// refreshes the modification time, which keeps a concurrent local gc off it), never of the
+/// chunk cache alone. A chunk found is added to the cache.
+fn stored_in(dest: &Repository, digest: &ChunkDigest) -> Result<bool> {
+    let key = ChunkStore::key(digest);
+    let be = dest.backend();
+    let present =
+        be.touch(&key, BLOB_HEADER_LEN as u64)
+            .map_err(store_err(be.as_ref(), "touch", &key))?;
+    if present {
+        if let Some(c) = dest.chunk_store().cache() {
+            c.add(digest);
+        }
+    }
+    Ok(present)
 }

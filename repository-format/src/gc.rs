@@ -84,6 +84,10 @@ pub struct GcReport {
     /// anything was deleted.
     #[serde(default)]
     pub generations_marked_late: u64,
+    /// Unreferenced chunks kept because the S3 object lock still retains them (see
+    /// [`crate::object_lock`]); a later gc removes them.
+    #[serde(default)]
+    pub chunks_kept_locked: u64,
 }
 
 /// Smallest grace applied, whatever the options say (file timestamp granularity).
@@ -229,6 +233,10 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
         }
         if opts.dry_run {
             if let Some(info) = be.head(&key).map_err(store_err(be, "stat", &key))? {
+                if be.locked_until(&info).is_some() {
+                    report.chunks_kept_locked += 1;
+                    continue;
+                }
                 report.chunks_removed += 1;
                 report.bytes_removed += info.size;
             }
@@ -250,7 +258,19 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
                 report.chunks_removed += 1;
                 report.bytes_removed += len;
             }
-            None => report.chunks_kept_recent += 1,
+            None => {
+                // Kept by the backend: too recent, or (S3) under object lock.
+                let locked = be.object_lock().is_some()
+                    && be
+                        .head(&key)
+                        .map_err(store_err(be, "stat", &key))?
+                        .is_some_and(|i| be.locked_until(&i).is_some());
+                if locked {
+                    report.chunks_kept_locked += 1;
+                } else {
+                    report.chunks_kept_recent += 1;
+                }
+            }
         }
     }
 

@@ -80,6 +80,7 @@ pub mod key_file;
 mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod object_lock;
 pub mod prune;
 pub mod reader;
 pub mod reindex;
@@ -96,7 +97,7 @@ pub use check::{
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
-pub use copy::{CopyOptions, CopyReport};
+pub use copy::{CopiedSet, CopyOptions, CopyProgress, CopyReport, GenerationCopy};
 pub use digest::ChunkDigest;
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;

@@ -212,7 +212,19 @@ impl Repository {
         };
         for key in keys {
             let gens = self.generations(&key)?;
-            let plan = plan_target(&key, &gens, policy, now);
+            let mut plan = plan_target(&key, &gens, policy, now);
+            // The S3 object lock outranks the policy: a generation it still retains stays.
+            for d in plan.generations.iter_mut().filter(|d| !d.keep) {
+                if let Some(until) = self.generation_locked_until(&key, d.id)? {
+                    d.keep = true;
+                    d.reasons.push(format!(
+                        "object lock until {}",
+                        until
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    ));
+                }
+            }
             for d in plan.generations.iter().filter(|d| !d.keep) {
                 if !dry_run {
                     self.delete_generation(lock, &key, d.id)?;

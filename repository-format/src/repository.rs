@@ -20,6 +20,7 @@ use crate::key::{Key, KeyFingerprint, Passphrase};
 use crate::key_file::{KdfParams, KeyFile, KeyId};
 use crate::lock::{LockMode, LockSettings, RepositoryLock, TargetLock};
 use crate::manifest::{BackupMode, DiskStats, GenerationStatus, Manifest};
+use crate::object_lock::OBJECT_LOCK_DAYS;
 use crate::reader::DiskReader;
 use crate::storage::{Backend, LocalBackend, ObjectInfo, RepositoryLocation};
 use crate::target::{GenerationId, TargetIdentity, TargetKey, TargetKind};
@@ -164,6 +165,40 @@ impl Repository {
         opts: &InitOptions,
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
+        Self::init_location_keyed(location, opts, passphrase, None)
+    }
+
+    /// Creates a repository at `location` with the key material of `keys_from` (its chunk-id
+    /// key and data key, wrapped here under `passphrase` in this repository's own key file),
+    /// its chunk size and its encryption mode, so that chunks, target folders and metadata
+    /// names are the same in both and [`Repository::copy_to`] moves chunk blobs as they are.
+    /// The new repository has its own id, config and key files; `opts` gives the compression
+    /// level and the key file's KDF parameters. An unencrypted `keys_from` makes an
+    /// unencrypted repository (plain SHA-256 ids are already shared).
+    ///
+    /// # Errors
+    /// As [`Repository::init_location`].
+    pub fn init_location_sharing_keys(
+        location: &RepositoryLocation,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+        keys_from: &Repository,
+    ) -> Result<Repository> {
+        let opts = InitOptions {
+            chunk_size: keys_from.config.chunk_size,
+            encryption: keys_from.config.encryption,
+            ..opts.clone()
+        };
+        Self::init_location_keyed(location, &opts, passphrase, keys_from.codec().key())
+    }
+
+    /// [`Repository::init_location`] with the master keys given (`Some`) or generated.
+    fn init_location_keyed(
+        location: &RepositoryLocation,
+        opts: &InitOptions,
+        passphrase: Option<&Passphrase>,
+        shared_key: Option<&Key>,
+    ) -> Result<Repository> {
         opts.validate()?;
         let root = PathBuf::from(location.display());
         let key = match (opts.encryption, passphrase) {
@@ -174,7 +209,10 @@ impl Repository {
             (EncryptionMode::Aes256Gcm, Some(p)) if p.is_empty() => {
                 return Err(Error::InvalidOption("the passphrase is empty".into()))
             }
-            (EncryptionMode::Aes256Gcm, Some(_)) => Some(Key::generate()?),
+            (EncryptionMode::Aes256Gcm, Some(_)) => match shared_key {
+                Some(k) => Some(k.clone()),
+                None => Some(Key::generate()?),
+            },
         };
         let backend: Arc<dyn Backend> = match location {
             RepositoryLocation::Local(dir) => {
@@ -211,20 +249,40 @@ impl Repository {
                 )))
             }
         };
-        let config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let mut config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let object_lock_days = match location {
+            RepositoryLocation::S3(s3) => s3.object_lock_days,
+            RepositoryLocation::Local(_) => None,
+        };
+        if let Some(days) = object_lock_days {
+            // Every later open takes the lock from here (crate::object_lock).
+            config.extra.insert(OBJECT_LOCK_DAYS.into(), days.into());
+        }
+        // The first retained write tells whether the bucket has object lock enabled.
+        let refused = |e: Error| match (object_lock_days, e) {
+            (Some(_), Error::Io { source, path, .. })
+                if source.kind() != std::io::ErrorKind::PermissionDenied =>
+            {
+                Error::InvalidOption(format!(
+                    "{}: the store refused a write with an object lock retention ({source}): \
+                     the bucket needs object lock enabled",
+                    path.display()
+                ))
+            }
+            (_, e) => e,
+        };
         let mut unlocked_by = None;
         if let (Some(key), Some(pass)) = (&key, passphrase) {
             let file = KeyFile::wrap(KeyId::random()?, config.repository_id, key, pass, opts.kdf)?;
             let k = format!("{KEYS_DIR}/{}", file.id.as_str());
-            backend.create_new(&k, &file.to_bytes()).map_err(store_err(
-                backend.as_ref(),
-                "create",
-                &k,
-            ))?;
+            backend
+                .create_new(&k, &file.to_bytes())
+                .map_err(store_err(backend.as_ref(), "create", &k))
+                .map_err(refused)?;
             unlocked_by = Some((file.id.clone(), opts.kdf));
         }
         // The config goes last: a place without it is not a repository.
-        config.write(backend.as_ref())?;
+        config.write(backend.as_ref()).map_err(refused)?;
         // Read back what was written; the key is the one just wrapped (deriving it again from
         // the passphrase would only cost another Argon2id run).
         let config = Config::read(backend.as_ref())?;
@@ -292,6 +350,10 @@ impl Repository {
             }
             r => r?,
         };
+        // A repository initialised with object lock keeps writing with it.
+        let (location, backend) =
+            crate::object_lock::with_recorded_lock(location, backend, &config)?;
+        let (location, be) = (&location, backend.as_ref());
         if let Some(root) = be.local_root() {
             for d in [CHUNKS_DIR, TARGETS_DIR, LOCKS_DIR] {
                 if !root.join(d).is_dir() {

@@ -155,6 +155,24 @@ pub trait Backend: Send + Sync + fmt::Debug {
         }
     }
 
+    /// The object lock of this store: every object [`is_retained`] names is written with a
+    /// compliance-mode retention of this long (plus up to [`RETENTION_MARGIN`]); `None`
+    /// without object lock (and always for a local folder).
+    fn object_lock(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Until when the object `info` describes cannot be deleted because of the object lock
+    /// (measured from its store modification time); `None` when it can be.
+    fn locked_until(&self, info: &ObjectInfo) -> Option<SystemTime> {
+        let days = self.object_lock()?;
+        if !is_retained(&info.key) {
+            return None;
+        }
+        let until = info.modified + days + RETENTION_MARGIN;
+        (until > SystemTime::now()).then_some(until)
+    }
+
     /// Removes every object under `prefix` (and, locally, the emptied folders).
     ///
     /// # Errors
@@ -188,6 +206,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let _ = self.delete(&key);
         t.ok_or_else(|| io::Error::new(ErrorKind::NotFound, "clock probe vanished"))
     }
+}
+
+/// How much longer than the configured lock an object may be retained: the retention date
+/// sent with a write is fixed for up to an hour (see the S3 backend), and a host's clock may
+/// be a little ahead of the store's. Deletions are refused for this much longer too.
+pub const RETENTION_MARGIN: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Whether an object is written with the object lock's retention: everything but the objects
+/// that must be deleted or replaced while a run goes on (lock claims and heartbeats, the
+/// in-progress marker of a generation, the chunk cache epoch, temporary files).
+pub fn is_retained(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    !(key.starts_with(&format!("{}/", crate::format::LOCKS_DIR))
+        || key == crate::chunk_cache::CACHE_EPOCH
+        || name == crate::format::INCOMPLETE_MARKER
+        || name.starts_with(crate::format::TEMP_PREFIX))
 }
 
 /// Refuses keys that could name something outside the repository.

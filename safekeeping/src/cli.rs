@@ -20,6 +20,10 @@ pub struct Cli {
     /// `SAFEKEEPING_PASSPHRASE` takes precedence). Never the passphrase itself.
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Use the repository `[repositories.NAME]` of the configuration instead of
+    /// `[repository]`, for any command.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub repo: Option<String>,
     /// Also write log lines to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -68,6 +72,9 @@ pub enum Command {
     /// Write the manual pages (one per command) into a folder.
     #[command(hide = true)]
     Man(ManArgs),
+    /// Copy generations into another configured repository (`[repositories.NAME]`): only the
+    /// chunks it lacks travel, each verified; an interrupted copy resumes.
+    Copy(CopyArgs),
 }
 
 /// `config` subcommands.
@@ -91,6 +98,24 @@ pub struct ManArgs {
     /// The folder to write `safekeeping.1`, `safekeeping-backup.1`, ... into.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `copy`
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The destination: a repository named in the configuration (`[repositories.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// Targets to copy (vm:, ivd: or vapp:, as `list` shows them); default: every target.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<Target>,
+    /// Copy this generation (needs exactly one TARGET); default: the newest successful
+    /// generation of each target.
+    #[arg(long, value_name = "N", conflicts_with = "all_generations")]
+    pub generation: Option<u64>,
+    /// Copy every committed generation of each target.
+    #[arg(long)]
+    pub all_generations: bool,
 }
 
 /// `repo` subcommands.
@@ -153,6 +178,15 @@ pub struct InitArgs {
     /// Encryption: `none` or `aes-256-gcm` (the same as --encrypt).
     #[arg(long, value_name = "MODE", conflicts_with = "encrypt")]
     pub encryption: Option<repository_format::EncryptionMode>,
+    /// Give the new repository the key material (chunk-id and encryption keys), chunk size
+    /// and encryption of the configured repository NAME, wrapped under this repository's own
+    /// passphrase, so `copy` between the two sends chunks as they are.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["encrypt", "encryption"])]
+    pub copy_key_from: Option<String>,
+    /// S3 only: write every object with a COMPLIANCE object lock retention of N days (the
+    /// bucket must exist with object lock enabled); prune and gc keep what is still locked.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub object_lock_days: Option<u32>,
 }
 
 /// `backup`
@@ -431,6 +465,47 @@ mod tests {
             Cli::try_parse_from(["safekeeping", "restore", "vm:a", "--max-connections", "0"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn copy_and_repo_arguments() {
+        let cli = Cli::try_parse_from([
+            "safekeeping",
+            "copy",
+            "--to",
+            "offsite",
+            "vm:web01",
+            "--repo",
+            "site-a",
+        ])
+        .unwrap();
+        assert_eq!(cli.repo.as_deref(), Some("site-a"));
+        let Command::Copy(c) = cli.command else {
+            panic!("not copy")
+        };
+        assert_eq!(c.to, "offsite");
+        assert_eq!(c.targets.len(), 1);
+        assert!(!c.all_generations && c.generation.is_none());
+        assert!(Cli::try_parse_from(["safekeeping", "copy", "vm:a"]).is_err());
+        assert!(Cli::try_parse_from([
+            "safekeeping",
+            "copy",
+            "--to",
+            "x",
+            "--generation",
+            "2",
+            "--all-generations"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "safekeeping",
+            "repo",
+            "init",
+            "--encrypt",
+            "--copy-key-from",
+            "x"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! The password is never in the file itself nor on the command line: it comes from
 //! `SAFEKEEPING_PASSWORD` or from `vcenter.password_file`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use repository_format::{RepositoryLocation, S3Credentials};
 use serde::Deserialize;
@@ -30,11 +32,26 @@ pub struct Config {
     /// Where VDDK is; needed by backup and restore only.
     #[serde(default)]
     pub vddk: Option<VddkConfig>,
-    /// Where the repository is.
+    /// Where the repository is: the one every command uses unless `--repo NAME` picks one of
+    /// [`Config::repositories`] (then this field holds that one, see [`Config::select`]).
     pub repository: RepositoryConfig,
+    /// Further repositories by name (`[repositories.NAME]`, the same keys as `[repository]`):
+    /// `--repo NAME` makes a command use one, `copy --to NAME` copies into one.
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositoryConfig>,
     /// Defaults for options that the command line may override.
     #[serde(default)]
     pub defaults: Defaults,
+    /// The name of the repository in [`Config::repository`] when it came from
+    /// `[repositories.NAME]`; `None` for `[repository]`.
+    #[serde(skip)]
+    pub repository_name: Option<String>,
+    /// Set on the configuration of a second repository a command opens beside the current
+    /// one (the destination of `copy`, the key source of `repo init --copy-key-from`): its
+    /// own `passphrase_file` then wins over `SAFEKEEPING_PASSPHRASE`, which is the current
+    /// repository's.
+    #[serde(skip)]
+    secondary: bool,
 }
 
 /// `[vcenter]`
@@ -115,9 +132,21 @@ pub struct RepositoryConfig {
     /// Local folder for the S3 repository's caches (default under `~/.cache/safekeeping`).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// Chunk uploads in flight to S3 (default 16).
+    /// Chunk uploads in flight to S3 (default 16; 1 to 256).
     #[serde(default)]
     pub upload_concurrency: Option<usize>,
+    /// S3: retries of a request that failed with a 5xx, a timeout or a reset connection
+    /// (default 10; 0 to 100).
+    #[serde(default)]
+    pub max_retries: Option<usize>,
+    /// S3: how long one request may keep being retried, in seconds (default 180; 1 to 3600).
+    #[serde(default)]
+    pub retry_timeout_seconds: Option<u64>,
+    /// Lock lifetime in seconds: a holder renews its lock every third of it, and a lock not
+    /// renewed for this long is stale (default 300; 30 to 86400). Every host using the
+    /// repository should use the same value.
+    #[serde(default)]
+    pub lock_ttl_seconds: Option<u64>,
     /// File holding the passphrase of an encrypted repository (or
     /// `SAFEKEEPING_REPOSITORY_PASSPHRASE`; never on the command line).
     #[serde(default)]
@@ -231,18 +260,33 @@ pub fn default_path() -> PathBuf {
     base.join("safekeeping").join("config.toml")
 }
 
-impl Config {
-    /// Where the repository lives: `[repository] path` (a folder) or `url` (`s3://...`, with
-    /// the S3 keys beside it); exactly one of the two.
+/// Bounds of the `[repository]` knobs: beyond them a value is a typo, not a choice.
+const UPLOAD_CONCURRENCY_RANGE: std::ops::RangeInclusive<usize> = 1..=256;
+const MAX_RETRIES_RANGE: std::ops::RangeInclusive<usize> = 0..=100;
+const RETRY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Below 30 s a heartbeat (every third) can be late on a slow store and another host would
+/// take the lock of a live holder; above a day a crashed holder blocks everyone for too long.
+const LOCK_TTL_RANGE: std::ops::RangeInclusive<u64> = 30..=86_400;
+
+impl RepositoryConfig {
+    /// Where this repository lives: `path` (a folder) or `url` (`s3://...`, with the S3 keys
+    /// beside it); exactly one of the two. The knobs are checked here too.
     ///
     /// # Errors
-    /// Neither or both given, a malformed URL, S3 keys beside a folder.
-    pub fn repository_location(&self) -> Result<RepositoryLocation, String> {
-        let r = &self.repository;
+    /// Neither or both given, a malformed URL, S3 keys beside a folder, a knob out of range.
+    pub fn location(&self) -> Result<RepositoryLocation, String> {
+        let r = self;
+        r.check_knobs()?;
         match (&r.path, &r.url) {
             (Some(p), None) => {
                 if r.endpoint.is_some() || r.credentials_file.is_some() || r.allow_http {
                     return Err("endpoint, credentials_file and allow_http go with url = \"s3://...\", not with path".into());
+                }
+                if r.max_retries.is_some()
+                    || r.retry_timeout_seconds.is_some()
+                    || r.upload_concurrency.is_some()
+                {
+                    return Err("max_retries, retry_timeout_seconds and upload_concurrency go with url = \"s3://...\", not with path".into());
                 }
                 Ok(RepositoryLocation::Local(p.clone()))
             }
@@ -268,12 +312,129 @@ impl Config {
                     s3.ca_file = r.ca_file.clone();
                     s3.allow_http = r.allow_http;
                     s3.cache_dir = r.cache_dir.clone();
+                    if let Some(n) = r.max_retries {
+                        s3.max_retries = n;
+                    }
+                    if let Some(t) = r.retry_timeout_seconds {
+                        s3.retry_timeout = Duration::from_secs(t);
+                    }
                 }
                 Ok(location)
             }
             (None, None) => Err("needs path = \"/folder\" or url = \"s3://BUCKET/PREFIX\"".into()),
             (Some(_), Some(_)) => Err("give path or url, not both".into()),
         }
+    }
+
+    /// The lock lifetime, when configured.
+    pub fn lock_ttl(&self) -> Option<Duration> {
+        self.lock_ttl_seconds.map(Duration::from_secs)
+    }
+
+    fn check_knobs(&self) -> Result<(), String> {
+        fn within<T: PartialOrd + std::fmt::Display>(
+            name: &str,
+            value: Option<T>,
+            range: &std::ops::RangeInclusive<T>,
+            unit: &str,
+        ) -> Result<(), String> {
+            match value {
+                Some(v) if !range.contains(&v) => Err(format!(
+                    "{name} = {v} is outside {}..={}{unit}",
+                    range.start(),
+                    range.end()
+                )),
+                _ => Ok(()),
+            }
+        }
+        within(
+            "upload_concurrency",
+            self.upload_concurrency,
+            &UPLOAD_CONCURRENCY_RANGE,
+            "",
+        )?;
+        within("max_retries", self.max_retries, &MAX_RETRIES_RANGE, "")?;
+        within(
+            "retry_timeout_seconds",
+            self.retry_timeout_seconds,
+            &RETRY_TIMEOUT_RANGE,
+            " seconds",
+        )?;
+        within(
+            "lock_ttl_seconds",
+            self.lock_ttl_seconds,
+            &LOCK_TTL_RANGE,
+            " seconds",
+        )
+    }
+}
+
+/// What can go wrong picking a named repository.
+#[derive(Debug, Error)]
+#[error("no repository named `{name}` in the configuration: {}", describe_names(.known))]
+pub struct UnknownRepository {
+    /// The name asked for.
+    pub name: String,
+    /// The names configured (`[repositories.NAME]`).
+    pub known: Vec<String>,
+}
+
+fn describe_names(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no [repositories.NAME] tables, only [repository]".into()
+    } else {
+        format!("the configured names are {}", known.join(", "))
+    }
+}
+
+impl Config {
+    /// Where the repository lives: `[repository] path` (a folder) or `url` (`s3://...`, with
+    /// the S3 keys beside it); exactly one of the two.
+    ///
+    /// # Errors
+    /// Neither or both given, a malformed URL, S3 keys beside a folder.
+    pub fn repository_location(&self) -> Result<RepositoryLocation, String> {
+        self.repository.location()
+    }
+
+    /// How the current repository is named in messages: `[repository]` or
+    /// `[repositories.NAME]`.
+    pub fn repository_label(&self) -> String {
+        match &self.repository_name {
+            Some(n) => format!("[repositories.{n}]"),
+            None => "[repository]".into(),
+        }
+    }
+
+    /// Makes `[repositories.NAME]` the repository every command uses (`--repo NAME`).
+    ///
+    /// # Errors
+    /// [`UnknownRepository`] listing the configured names.
+    pub fn select(&mut self, name: &str) -> Result<(), UnknownRepository> {
+        let chosen = self
+            .repositories
+            .get(name)
+            .ok_or_else(|| UnknownRepository {
+                name: name.to_string(),
+                known: self.repositories.keys().cloned().collect(),
+            })?
+            .clone();
+        self.repository = chosen;
+        self.repository_name = Some(name.to_string());
+        Ok(())
+    }
+
+    /// This configuration with `[repositories.NAME]` as its repository, for a second
+    /// repository beside the current one (its own `passphrase_file` comes before
+    /// `SAFEKEEPING_PASSPHRASE`).
+    ///
+    /// # Errors
+    /// [`UnknownRepository`] listing the configured names.
+    pub fn named(&self, name: &str) -> Result<Config, UnknownRepository> {
+        let mut other = self.clone();
+        other.select(name)?;
+        other.secondary = true;
+        Ok(other)
     }
 
     /// Loads the configuration from `explicit` (the `--config` flag, which clap already
@@ -343,21 +504,21 @@ impl Config {
                 fix(c);
             }
         }
-        for p in [
-            self.repository.path.as_mut(),
-            self.repository.credentials_file.as_mut(),
-            self.repository.ca_file.as_mut(),
-            self.repository.cache_dir.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            fix(p);
+        for r in std::iter::once(&mut self.repository).chain(self.repositories.values_mut()) {
+            for p in [
+                r.path.as_mut(),
+                r.credentials_file.as_mut(),
+                r.ca_file.as_mut(),
+                r.cache_dir.as_mut(),
+                r.passphrase_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
         }
         if let Some(p) = self.defaults.product_uuid_file.as_mut() {
-            fix(p);
-        }
-        if let Some(p) = self.repository.passphrase_file.as_mut() {
             fix(p);
         }
     }
@@ -386,6 +547,10 @@ impl Config {
         }
         self.repository_location()
             .map_err(|e| invalid(format!("[repository]: {e}")))?;
+        for (name, r) in &self.repositories {
+            r.location()
+                .map_err(|e| invalid(format!("[repositories.{name}]: {e}")))?;
+        }
         if let Some(t) = &self.vcenter.thumbprint_sha256 {
             if parse_thumbprint(t).is_none() {
                 return Err(invalid(format!(
@@ -457,12 +622,17 @@ impl Config {
 impl Config {
     /// The repository passphrase, if one is configured (`SAFEKEEPING_REPOSITORY_PASSPHRASE`,
     /// then `repository.passphrase_file`, which gets the same permission check as the
-    /// password file).
+    /// password file). For a second repository (see [`Config::named`]) its own
+    /// `passphrase_file` comes first: the environment variable is the current repository's.
     ///
     /// # Errors
     /// [`ConfigError::PasswordFile`] when the file cannot be read or is empty.
     pub fn passphrase(&self) -> Result<Option<repository_format::Passphrase>, ConfigError> {
-        for var in [PASSPHRASE_ENV, PASSPHRASE_ENV_SHORT] {
+        let from_env_first = !(self.secondary && self.repository.passphrase_file.is_some());
+        for var in [PASSPHRASE_ENV, PASSPHRASE_ENV_SHORT]
+            .into_iter()
+            .filter(|_| from_env_first)
+        {
             if let Ok(p) = std::env::var(var) {
                 if !p.is_empty() {
                     return Ok(Some(repository_format::Passphrase::from(p)));
@@ -594,6 +764,143 @@ path = "repo"
                 .to_string();
             assert!(e.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn named_repositories_are_selected_by_name_and_unknown_names_list_the_known_ones() {
+        let text = sample(
+            "[repositories.offsite]\nurl = \"s3://vault/site-a\"\n\
+             endpoint = \"https://s3.example.net\"\npassphrase_file = \"offsite-pass\"\n\
+             lock_ttl_seconds = 600\n\
+             [repositories.spare]\npath = \"spare\"\n",
+        );
+        let c = Config::parse(&text, Path::new("/etc/sk/c.toml")).unwrap();
+        assert_eq!(c.repository_label(), "[repository]");
+        assert!(matches!(
+            c.repository_location().unwrap(),
+            RepositoryLocation::Local(_)
+        ));
+        let mut picked = c.clone();
+        picked.select("offsite").unwrap();
+        assert_eq!(picked.repository_label(), "[repositories.offsite]");
+        let RepositoryLocation::S3(l) = picked.repository_location().unwrap() else {
+            panic!("offsite is not S3");
+        };
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("vault", "site-a"));
+        assert_eq!(picked.repository.lock_ttl(), Some(Duration::from_secs(600)));
+        // Relative paths of named tables are resolved like [repository]'s.
+        assert_eq!(
+            picked.repository.passphrase_file.as_deref(),
+            Some(Path::new("/etc/sk/offsite-pass"))
+        );
+        let spare = c.named("spare").unwrap();
+        assert!(matches!(
+            spare.repository_location().unwrap(),
+            RepositoryLocation::Local(p) if p == Path::new("/etc/sk/spare")
+        ));
+        // The original is untouched by `named`.
+        assert_eq!(
+            c.repository.path.as_deref(),
+            Some(Path::new("/etc/sk/repo"))
+        );
+        let e = c.clone().select("ofsite").unwrap_err().to_string();
+        assert!(
+            e.contains("`ofsite`") && e.contains("offsite, spare"),
+            "{e}"
+        );
+        let none = Config::parse(&sample(""), Path::new("c.toml")).unwrap();
+        let e = none.named("x").unwrap_err().to_string();
+        assert!(e.contains("no [repositories.NAME]"), "{e}");
+        // A broken named table fails the whole file, naming the table.
+        let bad = sample("[repositories.broken]\npath = \"a\"\nurl = \"s3://b/p\"\n");
+        let e = Config::parse(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[repositories.broken]") && e.contains("not both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secondary_repository_reads_its_own_passphrase_file_before_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = sample("[repositories.dest]\npath = \"d\"\npassphrase_file = \"dest-pass\"\n");
+        let c = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+        let dest = c.named("dest").unwrap();
+        // The file is consulted whatever SAFEKEEPING_PASSPHRASE says (that variable belongs to
+        // the current repository): a missing file is an error naming it.
+        let e = dest.passphrase().unwrap_err().to_string();
+        assert!(e.contains("dest-pass"), "{e}");
+        std::fs::write(dir.path().join("dest-pass"), "dest secret\n").unwrap();
+        assert!(dest.passphrase().unwrap().is_some());
+    }
+
+    #[test]
+    fn repository_knobs_are_range_checked_and_reach_the_location() {
+        let s3 = |knobs: &str| {
+            sample("").replace(
+                "path = \"repo\"",
+                &format!("url = \"s3://bkt/p\"\nendpoint = \"https://s3.example.net\"\n{knobs}"),
+            )
+        };
+        let c = Config::parse(
+            &s3("max_retries = 3\nretry_timeout_seconds = 30\nupload_concurrency = 32\nlock_ttl_seconds = 120"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let RepositoryLocation::S3(l) = c.repository_location().unwrap() else {
+            panic!("not S3");
+        };
+        assert_eq!(l.max_retries, 3);
+        assert_eq!(l.retry_timeout, Duration::from_secs(30));
+        assert_eq!(c.repository.upload_concurrency, Some(32));
+        assert_eq!(c.repository.lock_ttl(), Some(Duration::from_secs(120)));
+        // Defaults when unset.
+        let c = Config::parse(&s3(""), Path::new("c.toml")).unwrap();
+        let RepositoryLocation::S3(l) = c.repository_location().unwrap() else {
+            panic!("not S3");
+        };
+        assert_eq!(
+            l.max_retries,
+            repository_format::storage::location::DEFAULT_MAX_RETRIES
+        );
+        assert_eq!(c.repository.lock_ttl(), None);
+        for (knob, says) in [
+            (
+                "upload_concurrency = 0",
+                "upload_concurrency = 0 is outside 1..=256",
+            ),
+            ("upload_concurrency = 10000", "upload_concurrency = 10000"),
+            (
+                "max_retries = 1000",
+                "max_retries = 1000 is outside 0..=100",
+            ),
+            (
+                "retry_timeout_seconds = 0",
+                "retry_timeout_seconds = 0 is outside 1..=3600 seconds",
+            ),
+            (
+                "lock_ttl_seconds = 5",
+                "lock_ttl_seconds = 5 is outside 30..=86400 seconds",
+            ),
+            ("lock_ttl_seconds = 999999", "lock_ttl_seconds = 999999"),
+        ] {
+            let e = Config::parse(&s3(knob), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("[repository]") && e.contains(says),
+                "{knob}: {e}"
+            );
+        }
+        // S3-only knobs beside a folder are a mistake, said so; the lock lifetime is not.
+        let e = Config::parse(&sample("max_retries = 2"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("go with url"), "{e}");
+        let c = Config::parse(&sample("lock_ttl_seconds = 60"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.repository.lock_ttl(), Some(Duration::from_secs(60)));
     }
 
     #[test]

@@ -72,10 +72,19 @@ pub struct Diagnosis {
     pub ready: bool,
 }
 
-/// Runs every check against the configuration at `config_path` (else the default places).
-pub async fn diagnose(config_path: Option<&Path>) -> Diagnosis {
+/// Runs every check against the configuration at `config_path` (else the default places),
+/// with the named repository `repo` (`--repo NAME`) instead of `[repository]` when given.
+pub async fn diagnose(config_path: Option<&Path>, repo: Option<&str>) -> Diagnosis {
     let mut checks = Vec::new();
-    match Config::load(config_path) {
+    let loaded = Config::load(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| {
+            if let Some(name) = repo {
+                c.select(name).map_err(|e| format!("--repo: {e}"))?;
+            }
+            Ok(c)
+        });
+    match loaded {
         Ok(config) => {
             checks.push(Check::ok("configuration", config_source(config_path)));
             checks.push(repository(&config).await);
@@ -85,7 +94,7 @@ pub async fn diagnose(config_path: Option<&Path>) -> Diagnosis {
         }
         Err(e) => checks.push(Check::failed(
             "configuration",
-            e.to_string(),
+            e,
             "write the configuration as docs/user-guide.md (\"Configuration\") describes",
         )),
     }

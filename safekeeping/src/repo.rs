@@ -18,7 +18,7 @@ use crate::target::{is_uuid, Target, VmSelector};
 pub fn location(config: &Config) -> Result<RepositoryLocation> {
     config
         .repository_location()
-        .map_err(|e| Error::Other(format!("[repository]: {e}")))
+        .map_err(|e| Error::Other(format!("{}: {e}", config.repository_label())))
 }
 
 /// Opens the configured repository: a folder (`[repository] path`) or an S3 prefix
@@ -47,6 +47,9 @@ pub fn open(config: &Config) -> Result<Repository> {
     })?;
     if let Some(n) = config.repository.upload_concurrency {
         repo.set_upload_concurrency(n);
+    }
+    if let Some(ttl) = config.repository.lock_ttl() {
+        repo.set_lock_ttl(ttl);
     }
     Ok(repo)
 }

@@ -18,8 +18,13 @@ use super::{Backend, LocalBackend};
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Default number of attempts after the first for a failed request (5xx, timeouts, resets).
 pub const DEFAULT_MAX_RETRIES: usize = 10;
+/// Default time one request may keep being retried: 3 minutes.
+pub const DEFAULT_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A repository's place.
+// One value per opened repository: its size does not matter, and boxing the S3 side would
+// only make every caller's pattern longer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepositoryLocation {
     /// A local (or mounted) folder.
@@ -105,8 +110,16 @@ pub struct S3Location {
     /// `$XDG_CACHE_HOME/safekeeping/<repository id>` or `~/.cache/safekeeping/<repository id>`.
     pub cache_dir: Option<PathBuf>,
     /// Retries after the first attempt of a request that failed with a 5xx, a timeout or a
-    /// reset connection (exponential backoff, at most 3 minutes per request).
+    /// reset connection (exponential backoff from 100 ms to 15 s, within `retry_timeout`).
     pub max_retries: usize,
+    /// How long one request may keep being retried before its error is final
+    /// ([`DEFAULT_RETRY_TIMEOUT`]).
+    pub retry_timeout: std::time::Duration,
+    /// S3 object lock: write every object but lock records and markers with a
+    /// `COMPLIANCE` retention of this many days (the bucket must have object lock enabled),
+    /// and refuse to delete one before its retention ends. Recorded in the repository's
+    /// config by `init`, and taken from there when a repository is opened.
+    pub object_lock_days: Option<u32>,
 }
 
 impl S3Location {
@@ -122,6 +135,8 @@ impl S3Location {
             allow_http: false,
             cache_dir: None,
             max_retries: DEFAULT_MAX_RETRIES,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            object_lock_days: None,
         }
     }
 

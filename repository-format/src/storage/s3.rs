@@ -34,7 +34,24 @@ pub struct S3Backend {
     /// An HTTP client with the same TLS settings, for the one request object_store has no call
     /// for (CreateBucket, sent to a URL object_store's signer presigns).
     http: reqwest::Client,
+    /// With object lock: the client that writes retained objects.
+    locked: Option<std::sync::Mutex<LockedClient>>,
+    /// The client options (TLS, timeouts) every client of this backend is made with.
+    client_options: ClientOptions,
 }
+
+/// A client whose every request carries (signed) `x-amz-object-lock-mode: COMPLIANCE` and
+/// `x-amz-object-lock-retain-until-date` headers. object_store takes extra headers only per
+/// client, so the date is fixed when the client is made; it is made again after an hour,
+/// and the date is "made + days + 1 hour", so every object is retained at least the
+/// configured days from its write and at most an hour more.
+struct LockedClient {
+    store: Arc<AmazonS3>,
+    made: std::time::Instant,
+}
+
+/// How long a [`LockedClient`] (and its retention date) is used.
+const LOCKED_CLIENT_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for S3Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,38 +138,7 @@ impl S3Backend {
                 ));
             }
         }
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(15),
-                base: 2.0,
-            },
-            max_retries: location.max_retries,
-            retry_timeout: Duration::from_secs(180),
-        };
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&location.bucket)
-            .with_region(&location.region)
-            .with_access_key_id(creds.access_key_id.as_str())
-            .with_secret_access_key(creds.secret_access_key.as_str())
-            .with_client_options(client)
-            .with_retry(retry);
-        if let Some(token) = &creds.session_token {
-            builder = builder.with_token(token.as_str());
-        }
-        builder = match &location.endpoint {
-            // Custom endpoints (SeaweedFS, Garage, Ceph RGW, MinIO) address buckets by path.
-            Some(ep) => builder
-                .with_endpoint(ep)
-                .with_virtual_hosted_style_request(false),
-            None => builder.with_virtual_hosted_style_request(true),
-        };
-        let store = builder.build().map_err(|e| {
-            io::Error::new(
-                ErrorKind::InvalidInput,
-                format!("repository {}: {e}", location.display()),
-            )
-        })?;
+        let store = build_store(location, &creds, client.clone(), false)?;
         drop(creds);
         let http = http
             .build()
@@ -169,7 +155,59 @@ impl S3Backend {
                 format!("{prefix}/")
             },
             http,
+            locked: match location.object_lock_days {
+                Some(days) => Some(std::sync::Mutex::new(LockedClient {
+                    store: Arc::new(locked_store(location, client.clone(), days)?),
+                    made: std::time::Instant::now(),
+                })),
+                None => None,
+            },
+            client_options: client,
         })
+    }
+
+    /// The client to write `key` with: the object-lock one for retained objects.
+    fn writer_for(&self, key: &str) -> io::Result<Arc<AmazonS3>> {
+        let (Some(locked), Some(days)) = (&self.locked, self.location.object_lock_days) else {
+            return Ok(self.store.clone());
+        };
+        if !super::is_retained(key) {
+            return Ok(self.store.clone());
+        }
+        let mut l = locked
+            .lock()
+            .map_err(|_| io::Error::other("object lock client poisoned"))?;
+        if l.made.elapsed() > LOCKED_CLIENT_LIFETIME {
+            l.store = Arc::new(locked_store(
+                &self.location,
+                self.client_options.clone(),
+                days,
+            )?);
+            l.made = std::time::Instant::now();
+        }
+        Ok(l.store.clone())
+    }
+
+    /// Refuses to delete `key` while the object lock retains it.
+    fn check_unlocked(&self, key: &str) -> io::Result<()> {
+        if self.location.object_lock_days.is_none() || !super::is_retained(key) {
+            return Ok(());
+        }
+        if let Some(info) = self.head(key)? {
+            if let Some(until) = self.locked_until(&info) {
+                return Err(io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "{}/{key} is under object lock until {} and cannot be deleted before",
+                        self.location.display().trim_end_matches('/'),
+                        time::OffsetDateTime::from(until)
+                            .replace_nanosecond(0)
+                            .unwrap_or(time::OffsetDateTime::from(until))
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The location this backend was made from (credentials redacted in its Debug output).
@@ -237,6 +275,17 @@ impl S3Backend {
         let status = self.bucket_request(object_store::signer::Method::HEAD);
         match status.map_err(bucket_err)? {
             (200, _) => return Ok(()),
+            (404, _) if self.location.object_lock_days.is_some() => {
+                // object_store's presigned requests carry no extra headers, so the bucket
+                // cannot be created with object lock enabled from here; a bucket without it
+                // would refuse every retained write.
+                return Err(io::Error::new(
+                    ErrorKind::NotFound,
+                    "the bucket does not exist: with object lock, create it with object lock \
+                     enabled first (aws s3api create-bucket --object-lock-enabled-for-bucket, \
+                     mc mb --with-lock, or your store's equivalent)",
+                ));
+            }
             (404, _) => {}
             (code, body) => {
                 return Err(bucket_err(status_error(code, &body)));
@@ -276,6 +325,75 @@ impl S3Backend {
     }
 }
 
+/// An object_store S3 client for `location` with these client options (and, with
+/// `checksum`, a SHA-256 checksum header on every upload).
+fn build_store(
+    location: &S3Location,
+    creds: &ResolvedCredentials,
+    client: ClientOptions,
+    checksum: bool,
+) -> io::Result<AmazonS3> {
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: location.max_retries,
+        retry_timeout: location.retry_timeout,
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&location.bucket)
+        .with_region(&location.region)
+        .with_access_key_id(creds.access_key_id.as_str())
+        .with_secret_access_key(creds.secret_access_key.as_str())
+        .with_client_options(client)
+        .with_retry(retry);
+    if checksum {
+        builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+    }
+    if let Some(token) = &creds.session_token {
+        builder = builder.with_token(token.as_str());
+    }
+    builder = match &location.endpoint {
+        // Custom endpoints (SeaweedFS, Garage, Ceph RGW, MinIO) address buckets by path.
+        Some(ep) => builder
+            .with_endpoint(ep)
+            .with_virtual_hosted_style_request(false),
+        None => builder.with_virtual_hosted_style_request(true),
+    };
+    builder.build().map_err(|e| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("repository {}: {e}", location.display()),
+        )
+    })
+}
+
+/// The object-lock client: object_store signs default headers like its own, so the
+/// retention headers are part of the SigV4 signature. AWS wants a checksum of the body with a
+/// retention (Content-MD5 or `x-amz-checksum-*`): SHA-256.
+fn locked_store(location: &S3Location, client: ClientOptions, days: u32) -> io::Result<AmazonS3> {
+    let now = time::OffsetDateTime::now_utc();
+    let until = now.replace_nanosecond(0).unwrap_or(now)
+        + time::Duration::days(i64::from(days))
+        + LOCKED_CLIENT_LIFETIME;
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(io::Error::other)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-amz-object-lock-mode",
+        reqwest::header::HeaderValue::from_static("COMPLIANCE"),
+    );
+    headers.insert(
+        "x-amz-object-lock-retain-until-date",
+        reqwest::header::HeaderValue::from_str(&until).map_err(io::Error::other)?,
+    );
+    let creds = location.resolve_credentials()?;
+    build_store(location, &creds, client.with_default_headers(headers), true)
+}
+
 /// An error for an unexpected HTTP status of a bucket request.
 fn status_error(code: u16, body: &str) -> io::Error {
     let kind = match code {
@@ -296,6 +414,39 @@ impl Backend for S3Backend {
         self.location.display()
     }
 
+    fn object_lock(&self) -> Option<Duration> {
+        self.lock_duration()
+    }
+
+    fn delete_if_older(&self, key: &str, cutoff: SystemTime) -> io::Result<Option<u64>> {
+        match self.head(key)? {
+            Some(i) if i.modified < cutoff && self.locked_until(&i).is_none() => {
+                self.delete(key)?;
+                Ok(Some(i.size))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> io::Result<()> {
+        let mut kept = 0usize;
+        for o in self.list(prefix)? {
+            if self.locked_until(&o).is_some() {
+                kept += 1;
+                continue;
+            }
+            self.delete(&o.key)?;
+        }
+        if kept > 0 {
+            tracing::info!(
+                prefix,
+                kept,
+                "objects under object lock left in place until their retention ends"
+            );
+        }
+        Ok(())
+    }
+
     fn display_path(&self, key: &str) -> PathBuf {
         let base = self.location.display();
         if key.is_empty() {
@@ -307,7 +458,7 @@ impl Backend for S3Backend {
 
     fn create_new(&self, key: &str, data: &[u8]) -> io::Result<()> {
         let path = self.obj_path(key)?;
-        let store = self.store.clone();
+        let store = self.writer_for(key)?;
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -337,7 +488,7 @@ impl Backend for S3Backend {
 
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()> {
         let path = self.obj_path(key)?;
-        let store = self.store.clone();
+        let store = self.writer_for(key)?;
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
         self.run(async move { store.put(&path, payload).await.map(|_| ()).map_err(map_err) })
     }
@@ -415,6 +566,9 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
+        // A plain DELETE of a locked object would succeed (a delete marker hides the retained
+        // version), so the repository would lose sight of it: refused here instead.
+        self.check_unlocked(key)?;
         let path = self.obj_path(key)?;
         let store = self.store.clone();
         self.run(async move {
@@ -423,6 +577,14 @@ impl Backend for S3Backend {
                 Err(e) => Err(map_err(e)),
             }
         })
+    }
+}
+
+impl S3Backend {
+    fn lock_duration(&self) -> Option<Duration> {
+        self.location
+            .object_lock_days
+            .map(|d| Duration::from_secs(u64::from(d) * 86_400))
     }
 }
 

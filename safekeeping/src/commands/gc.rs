@@ -22,7 +22,7 @@ pub fn run(config: &Config, dry_run: bool) -> Result<Report> {
         ..GcOptions::default()
     };
     let report = r.gc(&lock, &options)?;
-    let text = format!(
+    let mut text = format!(
         "{} {} of {} chunks ({}); {} unreferenced chunks kept as too recent\n",
         if dry_run { "would remove" } else { "removed" },
         report.chunks_removed,
@@ -30,5 +30,11 @@ pub fn run(config: &Config, dry_run: bool) -> Result<Report> {
         human_bytes(report.bytes_removed),
         report.chunks_kept_recent
     );
+    if report.chunks_kept_locked > 0 {
+        text.push_str(&format!(
+            "{} unreferenced chunks kept: still under object lock (a later gc removes them)\n",
+            report.chunks_kept_locked
+        ));
+    }
     Ok(Report::new(Outcome::Success, &report, text))
 }

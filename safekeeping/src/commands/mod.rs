@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod docs;
 pub mod doctor;
 pub mod export;
@@ -31,13 +32,18 @@ pub async fn run(cli: Cli) -> Result<Report> {
     // Commands that need no configuration, or (doctor) report a bad one as a finding.
     match &cli.command {
         Command::Doctor | Command::Config(ConfigCommand::Check) => {
-            return Ok(doctor::run(cli.config.as_deref()).await)
+            return Ok(doctor::run(cli.config.as_deref(), cli.repo.as_deref()).await)
         }
         Command::Completions(a) => return docs::completions(a.shell),
         Command::Man(a) => return docs::man_pages(&a.dir),
         _ => {}
     }
     let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(name) = &cli.repo {
+        config
+            .select(name)
+            .map_err(|e| Error::Other(format!("--repo: {e}")))?;
+    }
     if let Some(p) = cli.passphrase_file {
         config.repository.passphrase_file = Some(p);
     }
@@ -50,6 +56,10 @@ pub async fn run(cli: Cli) -> Result<Report> {
     match cli.command {
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Copy(args) => {
+            let quiet = cli.quiet > 0;
+            blocking(move || copy::run(&config, &args, quiet)).await
+        }
         other => blocking(move || run_repository_command(&config, other)).await,
     }
 }
@@ -60,6 +70,8 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Repo(RepoCommand::Init(a)) => repo::init(
             config,
             a.encrypt || a.encryption == Some(repository_format::EncryptionMode::Aes256Gcm),
+            a.copy_key_from.as_deref(),
+            a.object_lock_days,
         ),
         Command::Repo(RepoCommand::Key(k)) => key::run(config, &k),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
@@ -71,6 +83,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Export(a) => export::run(config, &a),
         Command::Backup(_)
         | Command::Restore(_)
+        | Command::Copy(_)
         | Command::Doctor
         | Command::Config(_)
         | Command::Completions(_)

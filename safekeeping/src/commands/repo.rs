@@ -1,6 +1,6 @@
 //! `repo init` and `repo reindex`.
 
-use repository_format::{EncryptionMode, InitOptions, Repository};
+use repository_format::{EncryptionMode, InitOptions, Repository, RepositoryLocation};
 use serde_json::json;
 
 use crate::config::Config;
@@ -9,11 +9,32 @@ use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Creates the repository at the configured path.
+/// Creates the repository at the configured path; with `copy_key_from`, with the key
+/// material, chunk size and encryption of that configured repository; with
+/// `object_lock_days`, under S3 object lock.
 ///
 /// # Errors
-/// When the folder exists and is not empty, or cannot be written.
-pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
+/// When the folder exists and is not empty, or cannot be written; an unknown
+/// `copy_key_from` name, or that repository cannot be opened.
+pub fn init(
+    config: &Config,
+    encrypt: bool,
+    copy_key_from: Option<&str>,
+    object_lock_days: Option<u32>,
+) -> Result<Report> {
+    let keys_from = match copy_key_from {
+        Some(name) => {
+            let other = config
+                .named(name)
+                .map_err(|e| Error::Other(format!("--copy-key-from: {e}")))?;
+            let r = repo::open(&other).map_err(|e| {
+                Error::Other(format!("--copy-key-from {}: {e}", other.repository_label()))
+            })?;
+            Some(r)
+        }
+        None => None,
+    };
+    let encrypt = encrypt || keys_from.as_ref().is_some_and(Repository::is_encrypted);
     let passphrase = if encrypt {
         Some(config.passphrase()?.ok_or_else(|| {
             Error::Other(
@@ -32,8 +53,24 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         },
         ..InitOptions::default()
     };
-    let location = repo::location(config)?;
-    let r = Repository::init_location(&location, &opts, passphrase.as_ref())?;
+    let mut location = repo::location(config)?;
+    if let Some(days) = object_lock_days {
+        match &mut location {
+            RepositoryLocation::S3(s3) => s3.object_lock_days = Some(days),
+            RepositoryLocation::Local(p) => {
+                return Err(Error::Other(format!(
+                    "--object-lock-days needs a repository in S3 object storage; {} is a folder",
+                    p.display()
+                )))
+            }
+        }
+    }
+    let r = match &keys_from {
+        Some(from) => {
+            Repository::init_location_sharing_keys(&location, &opts, passphrase.as_ref(), from)?
+        }
+        None => Repository::init_location(&location, &opts, passphrase.as_ref())?,
+    };
     let c = r.config();
     let doc = json!({
         "path": location.display(),
@@ -41,8 +78,11 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         "chunk_size": c.chunk_size,
         "compression_level": c.compression_level,
         "encrypted": r.is_encrypted(),
+        "key_fingerprint": r.key_fingerprint(),
+        "keys_from": copy_key_from,
+        "object_lock_days": r.object_lock_days(),
     });
-    let text = format!(
+    let mut text = format!(
         "created {}repository {} at {} (chunk size {} KiB, zstd level {})\n",
         if r.is_encrypted() { "encrypted " } else { "" },
         c.repository_id,
@@ -50,6 +90,16 @@ pub fn init(config: &Config, encrypt: bool) -> Result<Report> {
         c.chunk_size / 1024,
         c.compression_level
     );
+    if let Some(days) = r.object_lock_days() {
+        text.push_str(&format!(
+            "every object is written under S3 object lock (compliance mode) for {days} days\n"
+        ));
+    }
+    if let Some(name) = copy_key_from {
+        text.push_str(&format!(
+            "with the key material of repository {name}: copies between the two send chunks as they are\n"
+        ));
+    }
     Ok(Report::new(Outcome::Success, &doc, text))
 }
 
