@@ -16,5 +16,6 @@ pub mod selection;
 pub mod session;
 pub mod snapshot;
 pub mod snapshot_name;
+pub mod snapshot_owner;
 
 pub use session::Vcenter;
