@@ -230,7 +230,7 @@ pub fn judge(judge: &Judge, description: &str, named_like_ours: bool, created: &
             true,
         ),
         Marking::Ours(owner) => Verdict::Remove(format!(
-            "left by run {} on {}, which no longer holds this repository's lock",
+            "left by an earlier run {} on {}, which has ended (it holds no live lock of this repository)",
             owner.run, owner.host
         )),
         Marking::PreviousRelease => {
