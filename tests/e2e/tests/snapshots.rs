@@ -5,7 +5,8 @@
 //! repository runs, and both restore to the VM's content; hand-made snapshots named like ours
 //! survive every backup. Two backups of one VM into one repository run one after the other: the
 //! second waits for the target lock, which the first holds until its snapshot is gone, and both
-//! succeed.
+//! succeed. A first class disk's backup deletes only the snapshot this repository's ended run
+//! left, and leaves another repository's, a newer release's and hand-made ones.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use safekeeping_e2e::{binary, Lab, Run};
-use vim_client::{Client, ClientOptions, MoRef, Secret, SnapshotTree, Tls};
+use vim_client::{Client, ClientOptions, MoRef, Provisioning, Secret, SnapshotTree, Tls};
 
 /// A snapshot named exactly like ours, taken by hand with a description of its own.
 const HAND_MADE: &str = "safekeeping-20240101T120000Z";
@@ -327,4 +328,94 @@ async fn two_backups_of_one_vm_into_one_repository_run_one_after_the_other() {
     ])
     .ok();
     assert_eq!(lab.digest("db01-g1", 0), digest);
+}
+
+/// The description a run of this release writes (see `vsphere/snapshot_owner.rs`).
+fn owned(run: &str, repository: &str) -> String {
+    format!("{PREVIOUS_RELEASE_DESCRIPTION} [safekeeping v2 run={run} repository={repository} host=backup01]")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_class_disk_backup_deletes_only_this_repositorys_ended_snapshots() {
+    let lab = Lab::up();
+    let id_a = init(&lab, &lab.config());
+    let other = lab.config_variant("other-repo.toml", "/repo\"", "/repo-other\"");
+    let id_other = init(&lab, &other);
+    let c = client(&lab).await;
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.dir().join("lab.json")).unwrap()).unwrap();
+    let ds = MoRef::new(
+        "Datastore",
+        json["datastore_morefs"]["datastore1"].as_str().unwrap(),
+    );
+    let disk = c
+        .fcd_create("data7", &ds, 8, None, Provisioning::Thin)
+        .await
+        .unwrap();
+    let path = disk.file_path.clone().unwrap();
+    lab.lab(&[
+        "guest-write",
+        "--path",
+        &path,
+        "--offset",
+        "0",
+        "--len",
+        "1048576",
+        "--seed",
+        "5",
+    ])
+    .ok();
+    // A run of repository A that ended (no lock record: its run id was never live) left one.
+    let ended = "0123456789abcdef0123456789abcdef";
+    let kept = [
+        // A run of the other repository, ended or not: that repository's business.
+        owned(ended, &id_other),
+        // A newer release's record.
+        owned(ended, &id_a).replace(" v2 ", " v3 "),
+        // Hand-made, and the previous release's description on a snapshot taken just now.
+        "before resizing, by hand".to_string(),
+        PREVIOUS_RELEASE_DESCRIPTION.to_string(),
+    ];
+    let leftover = c
+        .fcd_create_snapshot(&disk.id, &ds, &owned(ended, &id_a))
+        .await
+        .unwrap();
+    let mut kept_ids = Vec::new();
+    for d in &kept {
+        kept_ids.push(c.fcd_create_snapshot(&disk.id, &ds, d).await.unwrap());
+    }
+    let of_other_repository = kept_ids[0].clone();
+    kept_ids.sort();
+
+    let target = format!("ivd:{}", disk.id);
+    let r = lab.sk(&["--json", "backup", &target]);
+    assert_eq!(succeeded(&r), 1);
+    assert!(
+        r.stderr.contains(&leftover) && r.stderr.contains("left by an earlier run"),
+        "{}",
+        r.stderr
+    );
+    let mut left: Vec<String> = c
+        .fcd_snapshots(&disk.id, &ds)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, kept_ids, "{}", r.stderr);
+
+    // The other repository's backup deletes the snapshot its own ended run left, and no other.
+    let r = lab.sk_with(&["--json", "backup", &target], &other, &[]);
+    assert_eq!(succeeded(&r), 1);
+    let mut left: Vec<String> = c
+        .fcd_snapshots(&disk.id, &ds)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    left.sort();
+    kept_ids.retain(|id| id != &of_other_repository);
+    assert_eq!(left, kept_ids, "{}", r.stderr);
 }
