@@ -339,7 +339,7 @@ mod tests {
             &d.replace("]", " extra=1]"),
             &d.replace(" [safekeeping", " [other"),
             &d.replace("in progress", "in  progress"),
-            &d.trim_end_matches(']').to_string(),
+            d.trim_end_matches(']'),
         ] {
             assert_eq!(parse(foreign), Marking::NotOurs, "{foreign:?}");
         }
