@@ -134,9 +134,18 @@ where
         match judge(&judge_by, &s.description, true, &s.create_time) {
             Verdict::Remove(why) => {
                 tracing::warn!(ivd = %disk, snapshot = %s.id, "deleting a leftover snapshot: {why}");
-                api.delete_snapshot(&vc.client, disk, datastore, &s.id)
-                    .await?;
-                removed.push(s.id);
+                match api
+                    .delete_snapshot(&vc.client, disk, datastore, &s.id)
+                    .await
+                {
+                    Ok(()) => removed.push(s.id),
+                    // Another backup (into another repository, or of the previous release)
+                    // deleted it first: what we wanted.
+                    Err(e) if e.is_fault(&vim_client::FaultKind::NotFound) => {
+                        tracing::info!(ivd = %disk, snapshot = %s.id, "the leftover snapshot was already deleted");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Verdict::Keep { why, warn: true } => {
                 tracing::warn!(ivd = %disk, snapshot = %s.id, "leaving snapshot: {why}");

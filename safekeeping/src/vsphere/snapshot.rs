@@ -159,8 +159,15 @@ pub async fn remove_leftovers(
         match judge(judge_by, &s.description, is_ours(&s.name), &s.create_time) {
             Verdict::Remove(why) => {
                 tracing::warn!(vm = %vm.value, snapshot = %s.name, "removing a leftover snapshot: {why}");
-                vc.client.remove_snapshot(&s.snapshot, true).await?;
-                removed.push(s.name.clone());
+                match vc.client.remove_snapshot(&s.snapshot, true).await {
+                    Ok(()) => removed.push(s.name.clone()),
+                    // Another backup (into another repository, or of the previous release)
+                    // removed it first: what we wanted.
+                    Err(e) if e.is_fault(&vim_client::FaultKind::ManagedObjectNotFound) => {
+                        tracing::info!(vm = %vm.value, snapshot = %s.name, "the leftover snapshot was already removed");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Verdict::Keep { why, warn: true } => {
                 tracing::warn!(vm = %vm.value, snapshot = %s.name, "leaving snapshot: {why}");
