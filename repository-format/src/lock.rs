@@ -220,6 +220,7 @@ impl Default for LockSettings {
 /// it stops the heartbeat and deletes the objects.
 struct Held {
     backend: Arc<dyn Backend>,
+    run_id: String,
     claim_key: String,
     alive_key: String,
     stale: Vec<LockHolder>,
@@ -398,6 +399,7 @@ fn acquire(
                     );
                     return Ok(Held {
                         backend: backend.clone(),
+                        run_id,
                         claim_key,
                         alive_key,
                         stale,
@@ -504,6 +506,13 @@ impl RepositoryLock {
         self.mode
     }
 
+    /// The id of the run holding this lock (its claim's name): a backup writes it into the
+    /// description of the snapshots it takes, so that a later run can tell whether the run
+    /// that took a snapshot still holds this repository's lock ([`crate::Repository::live_runs`]).
+    pub fn run_id(&self) -> &str {
+        &self.held.run_id
+    }
+
     /// Stale holder records found (and removed) when this lock was taken.
     pub fn stale_records(&self) -> &[LockHolder] {
         &self.held.stale
@@ -536,7 +545,8 @@ impl RepositoryLock {
 pub struct TargetLock {
     key: TargetKey,
     repository_id: uuid::Uuid,
-    held: Held,
+    // Shared by [`TargetLock::share`]: the lock is released when the last share is dropped.
+    held: Arc<Held>,
 }
 
 impl TargetLock {
@@ -557,8 +567,20 @@ impl TargetLock {
         Ok(Self {
             key: key.clone(),
             repository_id,
-            held,
+            held: Arc::new(held),
         })
+    }
+
+    /// A second handle on the same held lock; the lock is released when the last handle is
+    /// dropped. A backup hands one to the generation writer (which drops it at commit) and
+    /// keeps the other until its snapshot is removed, so that no other backup of the target
+    /// starts while that snapshot still exists.
+    pub fn share(&self) -> TargetLock {
+        TargetLock {
+            key: self.key.clone(),
+            repository_id: self.repository_id,
+            held: self.held.clone(),
+        }
     }
 
     /// The target this lock is for.
@@ -609,4 +631,23 @@ pub(crate) fn is_held(backend: &dyn Backend, name: &str) -> Result<bool> {
         .map_err(store_err(backend, "read the clock of", &dir))?;
     let me = machine_identity();
     Ok(found.iter().any(|f| staleness(f, now, &me).is_none()))
+}
+
+/// The live (not stale) holders of the lock `name`: what [`crate::Repository::live_runs`]
+/// answers for the repository lock.
+pub(crate) fn live_holders(backend: &dyn Backend, name: &str) -> Result<Vec<LockHolder>> {
+    let dir = format!("{}/{name}/", crate::format::LOCKS_DIR);
+    let found = records(backend, &dir)?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = backend
+        .store_time()
+        .map_err(store_err(backend, "read the clock of", &dir))?;
+    let me = machine_identity();
+    Ok(found
+        .into_iter()
+        .filter(|f| staleness(f, now, &me).is_none())
+        .filter_map(|f| f.holder)
+        .collect())
 }

@@ -649,6 +649,16 @@ impl Repository {
         )
     }
 
+    /// The runs that hold a live (not stale) record of this repository's lock, shared or
+    /// exclusive. A run missing here has ended: its record was released, or it stopped
+    /// renewing it for longer than its ttl, or its process is gone from this machine.
+    ///
+    /// # Errors
+    /// Storage errors listing `locks/repository/`.
+    pub fn live_runs(&self) -> Result<Vec<crate::LockHolder>> {
+        crate::lock::live_holders(self.backend.as_ref(), "repository")
+    }
+
     /// Generation folders of a target, committed or not, sorted by id, with their objects
     /// (one recursive listing of the target).
     pub(crate) fn generation_dirs(&self, key: &TargetKey) -> Result<Vec<GenerationDir>> {

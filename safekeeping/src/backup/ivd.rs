@@ -1,7 +1,8 @@
 //! Backup of one first class disk (`ivd:ID` or `ivd:NAME`): find the disk, take the target's
-//! lock, delete leftover snapshots of ours, snapshot the disk, ask for its changed areas (`*`
-//! for a full, the previous generation's change id for an incremental), read the snapshot
-//! through VDDK (vStorageObject connection), commit, and delete the snapshot on every path.
+//! lock, delete the leftover snapshots of this repository's ended runs, snapshot the disk, ask
+//! for its changed areas (`*` for a full, the previous generation's change id for an
+//! incremental), read the snapshot through VDDK (vStorageObject connection), commit, delete the
+//! snapshot on every path, and only then release the target's lock.
 //!
 //! A first class disk attached to a VM is also one of that VM's disks, so `vm:` and `ivd:`
 //! backups both read it; its data is stored once at the chunk level (identical chunks
@@ -20,7 +21,8 @@ use crate::backup::disk::{
     SnapshotDisk,
 };
 use crate::backup::{
-    latest_manifest, lock_target, with_snapshot_removed, BackupContext, TargetResult,
+    latest_manifest, leftover_judge, lock_target, with_snapshot_removed, BackupContext,
+    TargetResult,
 };
 use crate::blocking::blocking;
 use crate::error::{Error, Result};
@@ -66,7 +68,8 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
     let key = ctx.repo.target_key(&identity)?;
 
     let target_lock = lock_target(ctx, &key).await?;
-    let removed = remove_leftovers(vc, &api, &id, &disk.datastore).await?;
+    // Listed after the lock; the live runs are read after the list (see `remove_leftovers`).
+    let removed = remove_leftovers(vc, &api, &id, &disk.datastore, || leftover_judge(ctx)).await?;
     if !removed.is_empty() {
         tracing::warn!(ivd = %id, "deleted {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
     }
@@ -76,7 +79,8 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
         return Err(Error::Interrupted);
     }
 
-    let snapshot = FcdSnapshotGuard::create(vc, &api, &id, &disk.datastore).await?;
+    let snapshot =
+        FcdSnapshotGuard::create(vc, &api, &id, &disk.datastore, &ctx.snapshot_owner).await?;
     let outcome = with_snapshot(
         ctx,
         Prepared {
@@ -88,11 +92,14 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
             metadata,
         },
         &snapshot,
-        target_lock,
+        // The writer's share goes at commit; this one keeps the next backup of the disk into
+        // this repository waiting until the snapshot is deleted.
+        target_lock.share(),
         result,
     )
     .await;
     let removal = snapshot.remove().await;
+    drop(target_lock);
     with_snapshot_removed(outcome, removal, result.generation)
 }
 

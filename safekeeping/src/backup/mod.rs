@@ -5,13 +5,22 @@
 //! once, every disk of the run within one limit of `max_connections` VDDK connections). Each
 //! target kind has its own file, which reads top to bottom as the data flow:
 //! - [`vm`]: resolve → lock → leftover snapshots → CBT on → snapshot → metadata → per disk
-//!   ([`disk`]) → commit → snapshot removed;
+//!   ([`disk`]) → commit → snapshot removed → lock released;
 //! - [`ivd`]: the same for a first class disk and its own snapshots;
 //! - [`vapp`]: every child as a `vm` target, then the vApp's own generation.
 //!
 //! [`disk`] is the one per-disk step every kind shares: full or incremental and why, the
 //! changed areas (a change id vCenter refuses becomes a full read), and the VDDK reads into the
 //! repository's ingest.
+//!
+//! # Snapshot ownership
+//!
+//! A run records itself as the owner of every snapshot it takes ([`BackupContext::snapshot_owner`]:
+//! its repository lock's run id, the repository id, the host). A target's lock is taken before
+//! its snapshots are read and held until its own snapshot is removed (past the commit, which
+//! releases the writer's share of it), so a second backup of the target into the same
+//! repository waits, and never sees the first one's snapshot. Leftovers are judged by
+//! [`crate::vsphere::snapshot_owner::judge`] against the live runs read after the snapshots.
 
 pub mod disk;
 pub mod ivd;
@@ -32,6 +41,7 @@ use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
 use crate::target::Target;
 use crate::vsphere::selection::{self, Skipped, TargetKindArg};
+use crate::vsphere::snapshot_owner::{self, Judge, SnapshotOwner};
 use crate::vsphere::Vcenter;
 
 pub use disk::DiskMode;
@@ -74,6 +84,9 @@ pub struct BackupContext {
     pub repo: Repository,
     /// The shared repository lock, held for the whole run.
     pub lock: Arc<RepositoryLock>,
+    /// The owner written into the description of every snapshot this run takes: the
+    /// repository lock's run id, so that while the lock is held, no other run removes them.
+    pub snapshot_owner: SnapshotOwner,
     /// Stop requests.
     pub cancel: Cancel,
     /// Options.
@@ -231,12 +244,18 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
         max_connections = options.max_connections,
         "targets and VDDK connections at once"
     );
+    let snapshot_owner = SnapshotOwner::new(
+        lock.run_id(),
+        repo.config().repository_id,
+        &snapshot_owner::host_name(),
+    );
     let ctx = Arc::new(BackupContext {
         config,
         vc: vc.clone(),
         vddk,
         repo,
         lock: Arc::new(lock),
+        snapshot_owner,
         cancel,
         vddk_connections: Arc::new(Semaphore::new(options.max_connections.max(1))),
         options,
@@ -288,6 +307,21 @@ pub(crate) async fn lock_target(
             .map_err(|e| Error::from_lock(format!("target {key}"), wait.as_secs(), e))
     })
     .await
+}
+
+/// What decides which of a target's snapshots are leftovers to remove: the runs that hold a
+/// live record of this repository's lock. Ask for it only after the target's lock was taken
+/// and its snapshots were read: a run whose snapshot is in that list and that still runs held
+/// the repository lock before taking the snapshot, so it shows here.
+pub(crate) async fn leftover_judge(ctx: &BackupContext) -> Result<Judge> {
+    let repo = ctx.repo.clone();
+    let live = blocking(move || Ok(repo.live_runs()?)).await?;
+    Ok(Judge {
+        repository: ctx.repo.config().repository_id,
+        own_run: ctx.snapshot_owner.run.clone(),
+        live_runs: live.into_iter().map(|h| h.run_id).collect(),
+        now: time::OffsetDateTime::now_utc(),
+    })
 }
 
 /// The manifest of the target's latest successful generation, if it has one.

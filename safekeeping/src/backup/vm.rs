@@ -1,8 +1,9 @@
 //! Backup of one VM (`vm:` targets, and each child of a `vapp:`), top to bottom: resolve the
-//! VM, take the target's lock, remove leftover snapshots, switch CBT on if needed, snapshot,
-//! save the metadata, plan and read each disk ([`crate::backup::disk`]: full or incremental and
-//! why, changed areas, VDDK reads into the generation), commit, and remove the snapshot on
-//! every path.
+//! VM, take the target's lock, read the VM again, remove the leftover snapshots of this
+//! repository's ended runs, switch CBT on if needed, snapshot, save the metadata, plan and read
+//! each disk ([`crate::backup::disk`]: full or incremental and why, changed areas, VDDK reads
+//! into the generation), commit, remove the snapshot on every path, and only then release the
+//! target's lock.
 
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ use crate::backup::disk::{
     SnapshotDisk,
 };
 use crate::backup::{
-    latest_manifest, lock_target, with_snapshot_removed, BackupContext, TargetResult,
+    latest_manifest, leftover_judge, lock_target, with_snapshot_removed, BackupContext,
+    TargetResult,
 };
 use crate::blocking::blocking;
 use crate::cancel::first_failure;
@@ -50,10 +52,7 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     tracing::info!(vm = %resolved.name, moref = %resolved.moref.value, "starting backup");
     result.vm = Some(resolved.name.clone());
     let info = vc.client.vm_info(&resolved.moref).await?;
-    let config = info
-        .config
-        .clone()
-        .ok_or_else(|| Error::Other(format!("VM {} has no configuration yet", info.name)))?;
+    let config = configuration(&info)?;
     let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());
     identity.moref = Some(info.moref.value.clone());
     identity.bios_uuid = Some(config.uuid.to_ascii_lowercase()).filter(|u| !u.is_empty());
@@ -71,8 +70,13 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let key = ctx.repo.target_key(&identity)?;
 
     let target_lock = lock_target(ctx, &key).await?;
-
-    let removed = remove_leftovers(vc, &info.moref, &info.snapshots).await?;
+    // Read the VM again now that the lock is held: a backup of it that held the lock until now
+    // has changed it (its snapshot removed, CBT switched on), and the snapshot list must be
+    // read after the lock, or it lists that backup's snapshot as a leftover.
+    let info = vc.client.vm_info(&resolved.moref).await?;
+    let config = configuration(&info)?;
+    let judge_by = leftover_judge(ctx).await?;
+    let removed = remove_leftovers(vc, &info.moref, &info.snapshots, &judge_by).await?;
     if !removed.is_empty() {
         tracing::warn!(vm = %info.name, "removed {} leftover snapshot(s): {}", removed.len(), removed.join(", "));
     }
@@ -95,10 +99,22 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     // Quiescing needs VMware Tools running in the guest: only for a powered-on VM.
     let quiesce =
         ctx.options.quiesce && prepared.info.power_state == vim_client::PowerState::PoweredOn;
-    let snapshot = SnapshotGuard::create(vc, &prepared.info.moref, quiesce).await?;
-    let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock, result).await;
+    let snapshot =
+        SnapshotGuard::create(vc, &prepared.info.moref, quiesce, &ctx.snapshot_owner).await?;
+    // The generation writer gets a share of the target's lock and releases it at commit; this
+    // one keeps the lock until the snapshot is gone, so the next backup of the VM into this
+    // repository starts only then.
+    let outcome = with_snapshot(ctx, &prepared, &snapshot, target_lock.share(), result).await;
     let removal = snapshot.remove().await;
+    drop(target_lock);
     with_snapshot_removed(outcome, removal, result.generation)
+}
+
+/// The VM's configuration, which a VM being created does not have yet.
+fn configuration(info: &VmInfo) -> Result<VmConfig> {
+    info.config
+        .clone()
+        .ok_or_else(|| Error::Other(format!("VM {} has no configuration yet", info.name)))
 }
 
 fn provisioning(thin: Option<bool>, eager: Option<bool>) -> Provisioning {

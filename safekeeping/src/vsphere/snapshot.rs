@@ -1,13 +1,16 @@
 //! Step 3 of a backup: the `safekeeping-<UTC>` snapshot that freezes the disks while they are
 //! read, removed on every path: success, error, Ctrl-C and SIGTERM (the backup awaits
 //! [`SnapshotGuard::remove`] on all of them), and as a last resort from `Drop` after a panic.
+//! Its description records its owner (run, repository, host: [`crate::vsphere::snapshot_owner`]).
 //! A snapshot left by a killed run is found and removed by [`remove_leftovers`] at the next
-//! backup of the VM.
+//! backup of the VM into the same repository, once that run provably ended; snapshots of other
+//! runs, other repositories and other tools are left alone.
 
 use vim_client::{MoRef, SnapshotInfo, VmConfig};
 
 use crate::error::{Error, Result};
 use crate::vsphere::snapshot_name::{is_ours, snapshot_name};
+use crate::vsphere::snapshot_owner::{judge, Judge, SnapshotOwner, Verdict};
 use crate::vsphere::Vcenter;
 
 /// A snapshot safekeeping created and still has to remove.
@@ -21,19 +24,23 @@ pub struct SnapshotGuard {
     armed: bool,
 }
 
-const DESCRIPTION: &str = "safekeeping backup in progress; removed when the backup ends";
-
 impl SnapshotGuard {
-    /// Creates the snapshot (memory off). With `quiesce`, a failed quiesced snapshot is retried
-    /// once without quiescing, with a warning.
+    /// Creates the snapshot (memory off), described with its `owner`. With `quiesce`, a failed
+    /// quiesced snapshot is retried once without quiescing, with a warning.
     ///
     /// # Errors
     /// The fault of the (last) CreateSnapshot_Task.
-    pub async fn create(vc: &Vcenter, vm: &MoRef, quiesce: bool) -> Result<SnapshotGuard> {
+    pub async fn create(
+        vc: &Vcenter,
+        vm: &MoRef,
+        quiesce: bool,
+        owner: &SnapshotOwner,
+    ) -> Result<SnapshotGuard> {
         let name = snapshot_name(time::OffsetDateTime::now_utc());
+        let description = owner.description();
         let c = &vc.client;
         let (snapshot, quiesced) = match c
-            .create_snapshot(vm, &name, DESCRIPTION, false, quiesce)
+            .create_snapshot(vm, &name, &description, false, quiesce)
             .await
         {
             Ok(s) => (s, quiesce),
@@ -43,7 +50,7 @@ impl SnapshotGuard {
                     "quiesced snapshot failed ({e}); retrying once without quiescing"
                 );
                 (
-                    c.create_snapshot(vm, &name, DESCRIPTION, false, false)
+                    c.create_snapshot(vm, &name, &description, false, false)
                         .await?,
                     false,
                 )
@@ -87,8 +94,8 @@ impl SnapshotGuard {
     /// Removes the snapshot (consolidating the disks).
     ///
     /// # Errors
-    /// The fault of RemoveSnapshot_Task; the snapshot is then left for the next backup's
-    /// leftover cleanup, and the error says so.
+    /// The fault of RemoveSnapshot_Task; the snapshot is then left for the leftover cleanup of
+    /// the next backup into the same repository, and the error says so.
     pub async fn remove(mut self) -> Result<()> {
         self.armed = false;
         self.vc
@@ -97,7 +104,7 @@ impl SnapshotGuard {
             .await
             .map_err(|e| {
                 Error::Other(format!(
-                    "could not remove snapshot {} ({}) of {}: {e}; the next backup of this VM removes it",
+                    "could not remove snapshot {} ({}) of {}: {e}; the next backup of this VM into this repository removes it",
                     self.name, self.snapshot.value, self.vm.value
                 ))
             })?;
@@ -132,7 +139,12 @@ impl Drop for SnapshotGuard {
     }
 }
 
-/// Removes `safekeeping-*` snapshots left by runs that were killed, returning their names.
+/// Removes the snapshots of `vm` that runs into this repository left behind and that
+/// provably ended (see [`judge`]), returning their names; every other snapshot stays, and
+/// one that looks like ours but stays is logged with why.
+///
+/// `snapshots` must be read after the target's lock was taken, and `judge` after `snapshots`
+/// (so that every run whose snapshot is listed and still runs is among its live runs).
 ///
 /// # Errors
 /// vCenter errors.
@@ -140,13 +152,29 @@ pub async fn remove_leftovers(
     vc: &Vcenter,
     vm: &MoRef,
     snapshots: &SnapshotInfo,
+    judge_by: &Judge,
 ) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for s in snapshots.all() {
-        if is_ours(&s.name) {
-            tracing::warn!(vm = %vm.value, snapshot = %s.name, "removing a snapshot left by an earlier, interrupted run");
-            vc.client.remove_snapshot(&s.snapshot, true).await?;
-            removed.push(s.name.clone());
+        match judge(judge_by, &s.description, is_ours(&s.name), &s.create_time) {
+            Verdict::Remove(why) => {
+                tracing::warn!(vm = %vm.value, snapshot = %s.name, "removing a leftover snapshot: {why}");
+                match vc.client.remove_snapshot(&s.snapshot, true).await {
+                    Ok(()) => removed.push(s.name.clone()),
+                    // Another backup (into another repository, or of the previous release)
+                    // removed it first: what we wanted.
+                    Err(e) if e.is_fault(&vim_client::FaultKind::ManagedObjectNotFound) => {
+                        tracing::info!(vm = %vm.value, snapshot = %s.name, "the leftover snapshot was already removed");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Verdict::Keep { why, warn: true } => {
+                tracing::warn!(vm = %vm.value, snapshot = %s.name, "leaving snapshot: {why}");
+            }
+            Verdict::Keep { why, warn: false } => {
+                tracing::debug!(vm = %vm.value, snapshot = %s.name, "leaving snapshot: {why}");
+            }
         }
     }
     Ok(removed)

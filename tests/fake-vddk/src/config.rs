@@ -34,6 +34,8 @@ pub struct FakeConfig {
     pub fail_wait: bool,
     /// VDDK's `tmpDirectory`: where the fake keeps the markers VixDiskLib_Cleanup looks for.
     pub tmp_directory: Option<PathBuf>,
+    /// `fake.hold_open`: Open waits while this file exists (see `hold.rs`).
+    pub hold_open: Option<PathBuf>,
 }
 
 impl FakeConfig {
@@ -101,6 +103,7 @@ impl FakeConfig {
                     }
                     "fake.async_inline" => c.async_inline = value == "true",
                     "fake.fail_wait" => c.fail_wait = value == "true",
+                    "fake.hold_open" => c.hold_open = Some(PathBuf::from(value)),
                     "fake.async_threads" => {
                         c.async_threads = usize::try_from(num(value)?)
                             .map_err(|_| format!("line {}: too many threads", n + 1))?
@@ -188,6 +191,13 @@ fn sector_range(key: &str, value: &str, n: usize) -> Result<(u64, u64), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_open_names_a_gate_file() {
+        let c = FakeConfig::parse("fake.hold_open = \"/tmp/lab/gate\"\n").unwrap();
+        assert_eq!(c.hold_open, Some(PathBuf::from("/tmp/lab/gate")));
+        assert_eq!(FakeConfig::parse("").unwrap().hold_open, None);
+    }
 
     #[test]
     fn parses_keys_comments_and_quotes() {

@@ -15,7 +15,7 @@ use crate::config::FakeConfig;
 use crate::connection::{opt_str, FakeConnection, Params};
 use crate::descriptor::{geometry, Descriptor};
 use crate::disk::{FakeDisk, SECTOR};
-use crate::{errors, guarded, logging, params_state, stats, tmp_state};
+use crate::{errors, guarded, hold, logging, params_state, stats, tmp_state};
 
 /// State set by InitEx and cleared by Exit.
 struct Global {
@@ -481,6 +481,9 @@ pub unsafe extern "C" fn VixDiskLib_Open(
         if let Err(e) = conn.params.authenticate(&config) {
             logging::message(true, &format!("Cannot open {given}: {e}"));
             return ERR_FAIL;
+        }
+        if let Some(gate) = &config.hold_open {
+            hold::while_present(gate, &format!("Open {given}"));
         }
         let Some(transport) = choose_transport(conn, &config) else {
             logging::message(true, "Cannot use any of the requested transport modes");

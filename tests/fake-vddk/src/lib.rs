@@ -16,6 +16,7 @@ mod disk;
 mod errors;
 mod exports;
 mod guarded;
+mod hold;
 mod logging;
 mod params_state;
 mod stats;
