@@ -250,6 +250,7 @@ pub async fn read_disk(
         reason: d.plan.reason,
         bytes_read: stats.read_bytes,
         bytes_new: stats.new_bytes,
+        bytes_stored: stats.stored_bytes,
         change_id,
     })
 }

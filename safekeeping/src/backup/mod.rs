@@ -115,6 +115,8 @@ pub struct DiskResult {
     pub bytes_read: u64,
     /// Bytes of new chunk data (before compression).
     pub bytes_new: u64,
+    /// What the new chunks took in the repository (compressed, and encrypted if so).
+    pub bytes_stored: u64,
     /// Change id recorded for the next incremental.
     pub change_id: Option<String>,
 }
@@ -136,6 +138,16 @@ pub struct TargetResult {
     pub bytes_read: u64,
     /// Bytes of new chunk data.
     pub bytes_new: u64,
+    /// What the new chunks took in the repository (compressed, and encrypted if so).
+    pub bytes_stored: u64,
+    /// When the target's backup started (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub started: time::OffsetDateTime,
+    /// When it ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished: Option<time::OffsetDateTime>,
+    /// How long it took, in seconds.
+    pub duration_seconds: f64,
     /// Per disk.
     pub disks: Vec<DiskResult>,
     /// What went wrong.
@@ -153,6 +165,10 @@ impl TargetResult {
             status: "failed",
             bytes_read: 0,
             bytes_new: 0,
+            bytes_stored: 0,
+            started: time::OffsetDateTime::now_utc(),
+            finished: None,
+            duration_seconds: 0.0,
             disks: Vec::new(),
             error: None,
         }
@@ -167,11 +183,15 @@ impl TargetResult {
     pub(crate) fn add_disk(&mut self, disk: DiskResult) {
         self.bytes_read += disk.bytes_read;
         self.bytes_new += disk.bytes_new;
+        self.bytes_stored += disk.bytes_stored;
         self.disks.push(disk);
     }
 
     /// Records how the run ended, and logs it.
     pub(crate) fn conclude(mut self, target: &Target, outcome: Result<()>) -> TargetResult {
+        let finished = time::OffsetDateTime::now_utc();
+        self.duration_seconds = (finished - self.started).as_seconds_f64().max(0.0);
+        self.finished = Some(finished);
         match outcome {
             Ok(()) => {
                 self.status = "succeeded";

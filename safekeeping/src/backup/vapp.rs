@@ -55,6 +55,7 @@ async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) ->
     for ((vm, entity), child) in order.into_iter().zip(results) {
         result.bytes_read += child.bytes_read;
         result.bytes_new += child.bytes_new;
+        result.bytes_stored += child.bytes_stored;
         let child_name = child.vm.clone().unwrap_or_else(|| vm.value.clone());
         match (child.succeeded(), child.generation) {
             (true, Some(generation)) => {

@@ -37,6 +37,25 @@ fn quiet_runs_stream_exports_and_usage_errors_behave_as_scripts_expect() {
     lab.guest_write("web01", 0, "10M", "1M", Some(9));
     let j = lab.sk(&["-q", "--json", "backup", "vm:web01"]).ok().json();
     assert_eq!(j["exit_code"], 0);
+    // The run in figures: times, duration, bytes read/new/stored and the reduction.
+    for key in ["started", "finished"] {
+        assert!(j[key].as_str().is_some_and(|t| t.ends_with('Z')), "{key}: {j:#}");
+        assert!(j["targets"][0][key].as_str().is_some(), "targets[0].{key}: {j:#}");
+    }
+    assert!(j["duration_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["targets_succeeded"], 1);
+    let (read, new, stored) = (
+        j["bytes_read"].as_u64().unwrap(),
+        j["bytes_new"].as_u64().unwrap(),
+        j["bytes_stored"].as_u64().unwrap(),
+    );
+    // 1 MiB of incompressible guest data changed: read at least that, and stored it with no
+    // more than the chunk's framing on top.
+    assert!(read >= 1 << 20 && new > 0, "{j:#}");
+    assert!(stored >= new && stored <= new + 4096, "{j:#}");
+    assert_eq!(j["targets"][0]["bytes_stored"].as_u64(), Some(stored));
+    let ratio = j["reduction_ratio"].as_f64().unwrap();
+    assert!((ratio - read as f64 / stored as f64).abs() < 1e-9, "{j:#}");
     // -q after a failure: the failure is reported.
     let r = lab.sk(&["-q", "backup", "vm:no-such-vm"]).expect_code(1);
     assert!(r.all_output().contains("no-such-vm"), "{}", r.all_output());
