@@ -69,7 +69,7 @@ impl Repository {
         dest_lock: &RepositoryLock,
         opts: &CopyOptions,
     ) -> Result<CopyReport> {
-        src_lock.require(self.config().repository_id, "copy", false)?;
+        src_lock.require_for_reading(self.config().repository_id, "copy")?;
         dest_lock.require(dest.config().repository_id, "copy", false)?;
         if self.config().chunk_size != dest.config().chunk_size {
             return Err(Error::InvalidOption(format!(
@@ -137,11 +137,10 @@ impl Repository {
         let dbe = dest.backend().clone();
         // Claim a generation number in the destination first (as a writer does): while the
         // claim exists and the target lock is held, gc keeps every chunk newer than it.
-        let mut next = dest
-            .generation_dirs(&dkey)?
-            .last()
-            .map(|g| g.id.0 + 1)
-            .unwrap_or(1);
+        let mut next = match dest.generation_dirs(&dkey)?.last() {
+            Some(g) => g.id.next(&dkey)?.0,
+            None => 1,
+        };
         let marker = serde_json::to_vec_pretty(&crate::writer::WriterRecord {
             pid: std::process::id(),
             host: crate::lock::host_name(),
@@ -153,7 +152,9 @@ impl Repository {
             let mk = format!("{prefix}{INCOMPLETE_MARKER}");
             match dbe.create_new(&mk, &marker) {
                 Ok(()) => break prefix,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    next = GenerationId(next).next(&dkey)?.0
+                }
                 Err(e) => return Err(store_err(dbe.as_ref(), "create", &mk)(e)),
             }
         };
@@ -161,7 +162,7 @@ impl Repository {
         let result = (|| -> Result<()> {
             // Chunks first: every index's chunks must be in the destination before the manifest.
             let mut translated: HashMap<ChunkDigest, ChunkDigest> = HashMap::new();
-            let mut indexes: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut indexes: Vec<(String, Vec<u8>, uuid::Uuid)> = Vec::new();
             for d in &m.disks {
                 let idx = self.index_of(key, &m, d.disk.key)?;
                 let mut out = FixedIndex::derive(&idx);
@@ -184,8 +185,15 @@ impl Repository {
                     };
                     out.set(slot, Some(new));
                 }
-                let blob = dest.codec().try_encode(BlobKind::Index, &out.payload())?;
-                indexes.push((d.index_file.clone(), blob));
+                // Bound to its place in the destination (target folder and generation
+                // differ); the manifest records the new index's identity below.
+                out.bind(crate::fixed_index::IndexBinding::new(
+                    dkey.clone(),
+                    did,
+                    d.disk.key,
+                ));
+                let blob = out.try_encode(dest.codec())?;
+                indexes.push((d.index_file.clone(), blob, out.uuid()));
             }
             for name in &m.metadata_files {
                 let data = self.read_metadata(key, id, name)?;
@@ -194,12 +202,15 @@ impl Repository {
                 dbe.put(&k, &blob)
                     .map_err(store_err(dbe.as_ref(), "write", &k))?;
             }
-            for (file, blob) in &indexes {
+            for (file, blob, _) in &indexes {
                 let k = format!("{prefix}{file}");
                 dbe.put(&k, blob)
                     .map_err(store_err(dbe.as_ref(), "write", &k))?;
             }
             let mut dm = m.clone();
+            for (rec, (_, blob, id)) in dm.disks.iter_mut().zip(&indexes) {
+                rec.set_index_identity(*id, blob);
+            }
             dm.repository_id = dest.config().repository_id;
             dm.generation = did;
             // The parent is a generation of the source; in the destination it has another
