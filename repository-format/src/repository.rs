@@ -931,9 +931,16 @@ impl Repository {
             )
         };
         let idx = match (decoded, recorded) {
-            (Err(e), Some((want, have))) if *want != have => {
-                return Err(bad(not_recorded(format!("replaced or damaged ({e})"))))
-            }
+            // Encrypted: another place's index does not even authenticate here.
+            (
+                Err(
+                    e @ Error::Blob {
+                        reason: crate::blob::BlobError::Authentication,
+                        ..
+                    },
+                ),
+                Some((want, have)),
+            ) if *want != have => return Err(bad(not_recorded(format!("replaced ({e})")))),
             (Err(e), _) => return Err(e),
             (Ok(idx), Some((want, have))) if *want != have => {
                 let found = match idx.binding() {
