@@ -266,6 +266,22 @@ impl Codec {
     /// # Errors
     /// [`crate::Error::Random`] if no nonce can be drawn (encrypted repositories only).
     pub fn try_encode(&self, kind: BlobKind, data: &[u8]) -> crate::Result<Vec<u8>> {
+        self.try_encode_bound(kind, data, &[])
+    }
+
+    /// Encodes `data` as a blob of `kind` bound to `place`: when encrypted, `place` is
+    /// appended to the associated data, so the blob authenticates only where the reader
+    /// expects it (an index moved to another generation, target or disk fails
+    /// authentication). `place` is not stored; without a key it changes nothing.
+    ///
+    /// # Errors
+    /// [`crate::Error::Random`] if no nonce can be drawn (encrypted repositories only).
+    pub fn try_encode_bound(
+        &self,
+        kind: BlobKind,
+        data: &[u8],
+        place: &[u8],
+    ) -> crate::Result<Vec<u8>> {
         let z = if self.level != 0 {
             zstd::bulk::compress(data, self.level)
                 .ok()
@@ -273,7 +289,7 @@ impl Codec {
         } else {
             None
         };
-        self.finish(kind, z.as_deref(), data)
+        self.finish(kind, z.as_deref(), data, place)
     }
 
     /// Encodes with a caller-owned compressor (the ingest keeps one per worker thread).
@@ -294,7 +310,7 @@ impl Codec {
         } else {
             None
         };
-        self.finish(kind, z.as_deref(), data)
+        self.finish(kind, z.as_deref(), data, &[])
     }
 
     /// Assembles the blob from the compressed form (if kept) or the data, encrypting if keyed.
@@ -303,6 +319,7 @@ impl Codec {
         kind: BlobKind,
         compressed: Option<&[u8]>,
         data: &[u8],
+        place: &[u8],
     ) -> crate::Result<Vec<u8>> {
         let Some(key) = &self.key else {
             return Ok(match compressed {
@@ -320,7 +337,7 @@ impl Codec {
         out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&payload_len.to_le_bytes());
-        let aad = associated_data(kind, encoding, payload_len);
+        let aad = associated_data(kind, encoding, payload_len, place);
         key.seal_into(&aad, inner, &mut out)?;
         let crc = crc32fast::hash(&out[BLOB_HEADER_LEN..]);
         out[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -331,6 +348,18 @@ impl Codec {
     /// authenticating it); `limit` bounds the decoded size (a zstd bomb or a damaged length
     /// field cannot exhaust memory).
     pub fn decode(&self, kind: BlobKind, bytes: &[u8], limit: usize) -> Result<Vec<u8>, BlobError> {
+        self.decode_bound(kind, bytes, limit, &[])
+    }
+
+    /// [`Codec::decode`] of a blob written by [`Codec::try_encode_bound`] for `place`: an
+    /// encrypted blob written for another place fails authentication.
+    pub fn decode_bound(
+        &self,
+        kind: BlobKind,
+        bytes: &[u8],
+        limit: usize,
+        place: &[u8],
+    ) -> Result<Vec<u8>, BlobError> {
         let payload = check(kind, bytes)?;
         let header = parse_header(bytes)?;
         match (&self.key, header.encoding) {
@@ -349,7 +378,7 @@ impl Codec {
                 if payload.len() > limit + NONCE_LEN + TAG_LEN {
                     return Err(BlobError::TooLarge { limit });
                 }
-                let aad = associated_data(kind, e, header.payload_len);
+                let aad = associated_data(kind, e, header.payload_len, place);
                 let inner = key.open(&aad, payload).ok_or(BlobError::Authentication)?;
                 if e == Encoding::EncryptedZstd {
                     decompress(&inner, limit)
@@ -361,11 +390,14 @@ impl Codec {
     }
 }
 
-/// The header fields an encrypted payload is bound to: magic (kind, encoding), flags, length.
-fn associated_data(kind: BlobKind, encoding: Encoding, payload_len: u64) -> [u8; 20] {
-    let mut aad = [0u8; 20];
+/// The header fields an encrypted payload is bound to: magic (kind, encoding), flags, length;
+/// then the place the blob belongs to, if it is bound to one (empty otherwise, which leaves
+/// the associated data of unbound blobs as format version 1 wrote it).
+fn associated_data(kind: BlobKind, encoding: Encoding, payload_len: u64, place: &[u8]) -> Vec<u8> {
+    let mut aad = vec![0u8; 20];
     aad[..8].copy_from_slice(&magic(kind, encoding));
     aad[12..].copy_from_slice(&payload_len.to_le_bytes());
+    aad.extend_from_slice(place);
     aad
 }
 

@@ -23,7 +23,7 @@ use crate::format::{
     TARGETS_DIR, TEMP_PREFIX,
 };
 use crate::lock::RepositoryLock;
-use crate::manifest::Manifest;
+use crate::manifest::{DiskRecord, Manifest};
 use crate::repository::Repository;
 use crate::target::{GenerationId, TargetKey};
 
@@ -59,6 +59,26 @@ pub struct QuarantinedChunk {
     pub used_by: Vec<ChunkUse>,
 }
 
+/// A damaged or misplaced index that [`Repository::check_and_repair`] moved out of its
+/// generation folder. The generation cannot be restored any more (it fails naming the missing
+/// index), the next backup of its target reads that disk in full, and `gc` refuses to run until
+/// the generation is deleted (its mark would be incomplete).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantinedIndex {
+    /// Where it was (`targets/<key>/gen-NNNNNN/disk-<key>.fidx`).
+    pub path: PathBuf,
+    /// Where it is now (`quarantine/targets/<key>/gen-NNNNNN/disk-<key>.fidx`).
+    pub quarantine_path: PathBuf,
+    /// What was wrong with it.
+    pub fault: String,
+    /// Target folder name.
+    pub target: String,
+    /// Generation number.
+    pub generation: u64,
+    /// Disk (device key).
+    pub disk: i32,
+}
+
 /// A generation that references a quarantined chunk, and so cannot be restored (or exported)
 /// until the chunk is stored again.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -76,7 +96,9 @@ pub const REPAIR_NOTE: &str = "damaged chunks were moved to quarantine/; the gen
     use them stay damaged (their indexes still name the chunks) until a backup reads the same \
     data again: the next backup of each affected target, full or incremental (an incremental \
     reads again every chunk it would inherit that is missing), stores each chunk anew under the \
-    same name, which heals every generation that uses it";
+    same name, which heals every generation that uses it. A quarantined index cannot be \
+    rebuilt: its generation stays damaged until it is deleted, and the next backup of its \
+    target reads that disk in full";
 
 /// Kind of damage found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -152,8 +174,12 @@ pub struct CheckReport {
     /// Damaged chunks moved to `quarantine/` by this repair.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<QuarantinedChunk>,
-    /// Generations that use a chunk quarantined by this repair: still damaged until the next
-    /// backup of their target stores the chunk again.
+    /// Damaged (or misplaced) indexes moved to `quarantine/` by this repair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined_indexes: Vec<QuarantinedIndex>,
+    /// Generations that use a chunk quarantined by this repair (still damaged until the next
+    /// backup of their target stores the chunk again), or whose index it quarantined (damaged
+    /// until deleted: an index cannot be rebuilt).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged_generations: Vec<DamagedGeneration>,
     /// [`REPAIR_NOTE`] when something was quarantined.
@@ -235,6 +261,26 @@ impl Repository {
         self.run_check(true, true)
     }
 
+    /// Moves the index object `ikey` (`targets/<key>/gen-NNNNNN/<file>`) to
+    /// `quarantine/<ikey>` (or `<ikey>.N` if that name is taken); returns the new path.
+    fn quarantine_index(&self, ikey: &str) -> Result<PathBuf> {
+        let be = self.backend().as_ref();
+        let mut n = 0u32;
+        loop {
+            let to = if n == 0 {
+                format!("{QUARANTINE_DIR}/{ikey}")
+            } else {
+                format!("{QUARANTINE_DIR}/{ikey}.{n}")
+            };
+            // A damaged index may be larger than a good one; allow for that when copying.
+            match be.move_new(ikey, &to, 2 * crate::fixed_index::INDEX_LIMIT as u64) {
+                Ok(()) => return Ok(be.display_path(&to)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+                Err(e) => return Err(crate::error::store_err(be, "move to quarantine", ikey)(e)),
+            }
+        }
+    }
+
     /// One level of the store under `prefix`: folders and objects, sorted by name.
     fn entries(&self, prefix: &str) -> Result<Vec<Entry>> {
         let be = self.backend().as_ref();
@@ -272,8 +318,10 @@ impl Repository {
         };
         // digest -> expected content length
         let mut referenced: HashMap<ChunkDigest, usize> = HashMap::new();
-        // (target, generation, disk, index path) of every readable index, for the second pass
-        let mut indexes: Vec<(TargetKey, GenerationId, i32, PathBuf)> = Vec::new();
+        // (target, generation, disk record) of every readable index, for the second pass
+        let mut indexes: Vec<(TargetKey, GenerationId, DiskRecord)> = Vec::new();
+        // (target, generation) -> disks whose index a repair quarantined
+        let mut damaged_indexes: HashMap<(String, u64), HashSet<i32>> = HashMap::new();
         let mut ctx = Ctx {
             report: &mut report,
         };
@@ -382,14 +430,11 @@ impl Repository {
                         continue;
                     }
                 };
-                if m.generation != id || m.repository_id != self.config().repository_id {
+                if let Some(reason) = self.manifest_misplaced(&key, id, &m) {
                     ctx.problem(
                         ProblemKind::DamagedManifest,
                         mpath.clone(),
-                        format!(
-                            "records generation {} of repository {}",
-                            m.generation, m.repository_id
-                        ),
+                        reason,
                         at(None),
                     );
                 }
@@ -402,10 +447,9 @@ impl Repository {
                 .into();
                 for d in &m.disks {
                     known_files.insert(d.index_file.clone());
-                    let ipath = self
-                        .backend()
-                        .display_path(&format!("{gkey}/{}", d.index_file));
-                    match self.index_of(&key, &m, d.disk.key) {
+                    let ikey = format!("{gkey}/{}", d.index_file);
+                    let ipath = self.backend().display_path(&ikey);
+                    match self.read_index(&key, id, d) {
                         Ok(idx) if idx.chunk_size() != m.chunk_size => ctx.problem(
                             ProblemKind::DamagedIndex,
                             ipath,
@@ -421,14 +465,54 @@ impl Repository {
                             for (slot, dg) in idx.stored_chunks() {
                                 referenced.insert(dg, idx.chunk_range(slot).1);
                             }
-                            indexes.push((key.clone(), id, d.disk.key, ipath));
+                            indexes.push((key.clone(), id, d.clone()));
                         }
-                        Err(e) => ctx.problem(
-                            ProblemKind::DamagedIndex,
-                            ipath,
-                            e.to_string(),
-                            at(Some(d.disk.key)),
-                        ),
+                        Err(e) => {
+                            let mut detail = e.to_string();
+                            // Content that is wrong (damaged, or another place's index) is
+                            // moved aside by a repair, like a damaged chunk: the generation
+                            // stays damaged and says so, instead of failing in other ways.
+                            // An I/O error may pass, and a missing file has nothing to move.
+                            let content =
+                                matches!(e, crate::Error::Blob { .. } | crate::Error::Index { .. });
+                            if repair && content {
+                                match self.quarantine_index(&ikey) {
+                                    Ok(to) => {
+                                        let _ = write!(
+                                            detail,
+                                            "; moved to {}: generation {} of {key} cannot be \
+                                             restored until it is deleted",
+                                            to.display(),
+                                            id
+                                        );
+                                        damaged_indexes
+                                            .entry((key.to_string(), id.0))
+                                            .or_default()
+                                            .insert(d.disk.key);
+                                        ctx.report.quarantined_indexes.push(QuarantinedIndex {
+                                            path: ipath.clone(),
+                                            quarantine_path: to,
+                                            fault: e.to_string(),
+                                            target: key.to_string(),
+                                            generation: id.0,
+                                            disk: d.disk.key,
+                                        });
+                                    }
+                                    Err(qe) => {
+                                        let _ = write!(
+                                            detail,
+                                            "; could not be moved to quarantine: {qe}"
+                                        );
+                                    }
+                                }
+                            }
+                            ctx.problem(
+                                ProblemKind::DamagedIndex,
+                                ipath,
+                                detail,
+                                at(Some(d.disk.key)),
+                            )
+                        }
                     }
                 }
                 let fingerprint = self.key_fingerprint().map(|f| f.0.as_str());
@@ -593,10 +677,11 @@ impl Repository {
         if !bad.is_empty() {
             // Second pass: name every place each bad chunk is used.
             let mut uses: HashMap<ChunkDigest, Vec<ChunkUse>> = HashMap::new();
-            for (key, id, disk, path) in &indexes {
-                let Ok(idx) = crate::fixed_index::FixedIndex::read(path, self.codec()) else {
+            for (key, id, rec) in &indexes {
+                let Ok(idx) = self.read_index(key, *id, rec) else {
                     continue;
                 };
+                let disk = &rec.disk.key;
                 for (slot, d) in idx.stored_chunks() {
                     if bad.contains_key(&d) {
                         uses.entry(d).or_default().push(ChunkUse {
@@ -610,7 +695,7 @@ impl Repository {
             }
             let mut bad: Vec<_> = bad.into_iter().collect();
             bad.sort_by_key(|(d, _)| *d);
-            let mut damaged: HashMap<(String, u64), HashSet<i32>> = HashMap::new();
+            let mut damaged = std::mem::take(&mut damaged_indexes);
             for (d, (kind, detail, content)) in bad {
                 let path = self.chunk_store().path(&d);
                 let used_by = uses.remove(&d).unwrap_or_default();
@@ -662,7 +747,10 @@ impl Repository {
                     used_by,
                 });
             }
-            let mut damaged: Vec<DamagedGeneration> = damaged
+            damaged_indexes = damaged;
+        }
+        if !damaged_indexes.is_empty() {
+            let mut damaged: Vec<DamagedGeneration> = damaged_indexes
                 .into_iter()
                 .map(|((target, generation), disks)| {
                     let mut disks: Vec<i32> = disks.into_iter().collect();
@@ -676,7 +764,7 @@ impl Repository {
                 .collect();
             damaged.sort();
             ctx.report.damaged_generations = damaged;
-            if !ctx.report.quarantined.is_empty() {
+            if !ctx.report.quarantined.is_empty() || !ctx.report.quarantined_indexes.is_empty() {
                 ctx.report.repair_note = Some(REPAIR_NOTE.to_string());
             }
         }

@@ -166,10 +166,11 @@ impl Config {
             path: path.clone(),
             reason,
         };
-        if cfg.format_version != FORMAT_VERSION {
+        if !(format::OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&cfg.format_version) {
             return Err(bad(format!(
-                "format version {} is not supported (this version reads {FORMAT_VERSION})",
-                cfg.format_version
+                "format version {} is not supported (this version reads {}..={FORMAT_VERSION})",
+                cfg.format_version,
+                format::OLDEST_FORMAT_VERSION,
             )));
         }
         validate_chunk_size(cfg.chunk_size).map_err(|e| bad(e.to_string()))?;

@@ -232,7 +232,7 @@ impl Repository {
         id: GenerationId,
         progress: &mut (dyn FnMut(CopyProgress) + Send),
     ) -> Result<GenerationCopy> {
-        src_lock.require(self.config().repository_id, "copy", false)?;
+        src_lock.require_for_reading(self.config().repository_id, "copy")?;
         dest_lock.require(dest.config().repository_id, "copy", false)?;
         if self.config().repository_id == dest.config().repository_id {
             return Err(Error::InvalidOption(
@@ -258,7 +258,11 @@ impl Repository {
         // order (an older generation copied later must not become the newest); else the next
         // after the last.
         let dirs = dest.generation_dirs(&dkey)?;
-        let after_last = dirs.last().map(|g| g.id.0 + 1).unwrap_or(1);
+        // Checked: a planted `gen-18446744073709551615` must be an error, not a wrap.
+        let after_last = match dirs.last() {
+            Some(g) => g.id.next(&dkey)?.0,
+            None => 1,
+        };
         let mut next = if dirs.iter().any(|g| g.id == id) {
             after_last
         } else {
@@ -276,7 +280,7 @@ impl Repository {
             match dbe.create_new(&mk, &marker) {
                 Ok(()) => break prefix,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    next = (next + 1).max(after_last)
+                    next = GenerationId(next).next(&dkey)?.0.max(after_last)
                 }
                 Err(e) => return Err(store_err(dbe.as_ref(), "create", &mk)(e)),
             }
@@ -314,14 +318,21 @@ impl Repository {
             // Chunks before anything else: every index's chunks must be in the destination
             // before the manifest.
             let translated = self.copy_chunks(dest, &jobs, same_keys, &tally, progress)?;
-            let mut indexes: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut indexes: Vec<(String, Vec<u8>, uuid::Uuid)> = Vec::new();
             for (d, idx) in m.disks.iter().zip(&sources) {
                 let mut out = FixedIndex::derive(idx);
                 for (slot, digest) in idx.stored_chunks() {
                     out.set(slot, Some(translated[&digest]));
                 }
-                let blob = dest.codec().try_encode(BlobKind::Index, &out.payload())?;
-                indexes.push((d.index_file.clone(), blob));
+                // Bound to its place in the destination (target folder and generation
+                // differ); the manifest records the new index's identity below.
+                out.bind(crate::fixed_index::IndexBinding::new(
+                    dkey.clone(),
+                    did,
+                    d.disk.key,
+                ));
+                let blob = out.try_encode(dest.codec())?;
+                indexes.push((d.index_file.clone(), blob, out.uuid()));
             }
             for name in &m.metadata_files {
                 let data = self.read_metadata(key, id, name)?;
@@ -330,12 +341,15 @@ impl Repository {
                 dbe.put(&k, &blob)
                     .map_err(store_err(dbe.as_ref(), "write", &k))?;
             }
-            for (file, blob) in &indexes {
+            for (file, blob, _) in &indexes {
                 let k = format!("{prefix}{file}");
                 dbe.put(&k, blob)
                     .map_err(store_err(dbe.as_ref(), "write", &k))?;
             }
             let mut dm = m.clone();
+            for (rec, (_, blob, id)) in dm.disks.iter_mut().zip(&indexes) {
+                rec.set_index_identity(*id, blob);
+            }
             dm.repository_id = dest.config().repository_id;
             dm.generation = did;
             // The parent is a generation of the source; in the destination it has another

@@ -270,6 +270,15 @@ pub enum Error {
     /// A worker thread of the ingest pipeline panicked (a bug).
     #[error("ingest worker failed: {0}")]
     Worker(String),
+    /// No generation number is left after the target's highest one (a folder such as
+    /// `gen-18446744073709551615`, which safekeeping never writes, was planted or damaged).
+    #[error("target {target}: no generation number follows {folder} (the highest possible); that folder was not written by safekeeping: move it out of the repository and run check")]
+    GenerationLimit {
+        /// Target key.
+        target: String,
+        /// The folder with the highest number.
+        folder: String,
+    },
 }
 
 fn format_holders(holders: &[LockHolder]) -> String {

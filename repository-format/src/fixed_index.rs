@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! payload offset  size  field
-//!              0     8  "SKFIDX01"
+//!              0     8  "SKFIDX02" ("SKFIDX01": a legacy index, see below)
 //!              8    16  index uuid
 //!             24     8  creation time, Unix seconds, i64 LE
 //!             32     8  logical size in bytes, u64 LE
@@ -10,8 +10,18 @@
 //!             44     4  flags, 0
 //!             48    32  SHA-256 over the digest list that follows
 //!             80     8  chunk count = ceil(size / chunk size), u64 LE
-//!             88  32*n  digests; all-zero = the chunk is all zeros and not stored
+//!             88     8  generation the index belongs to, u64 LE          (version 2 only)
+//!             96     4  disk (device key) it belongs to, i32 LE          (version 2 only)
+//!            100     2  length t of the target key, u16 LE (1..=200)     (version 2 only)
+//!            102     t  target key (the target's folder name), ASCII     (version 2 only)
+//!        88 / 102+t  32*n  digests; all-zero = the chunk is all zeros and not stored
 //! ```
+//!
+//! A version-2 index names its place ([`IndexBinding`]): a copy of it in another generation,
+//! target or disk is detected on read. In an encrypted repository the place is also part of
+//! the blob's associated data ([`IndexBinding::associated_data`]), so the index does not even
+//! decrypt elsewhere. Version-1 indexes (written by format version 1) have no binding: they are
+//! read as legacy, unbound indexes.
 
 use std::path::Path;
 
@@ -21,7 +31,49 @@ use crate::blob::{BlobKind, Codec};
 use crate::config::validate_chunk_size;
 use crate::digest::ChunkDigest;
 use crate::error::{Error, Result};
-use crate::format::{INDEX_HEADER_LEN, INDEX_MAGIC};
+use crate::format::{INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_MAGIC_V2, INDEX_V2_FIXED_LEN};
+use crate::target::{GenerationId, TargetKey};
+
+/// Where an index belongs: the target folder, generation and disk it was written for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexBinding {
+    /// The target's folder name (keyed in an encrypted repository).
+    pub target: TargetKey,
+    /// The generation.
+    pub generation: GenerationId,
+    /// The disk's device key.
+    pub disk: i32,
+}
+
+impl IndexBinding {
+    /// The place an index belongs to.
+    pub fn new(target: TargetKey, generation: GenerationId, disk: i32) -> Self {
+        Self {
+            target,
+            generation,
+            disk,
+        }
+    }
+
+    /// The bytes appended to the associated data of the index blob in an encrypted repository.
+    pub fn associated_data(&self) -> Vec<u8> {
+        format!(
+            "safekeeping index v2\0{}\0{}\0{}",
+            self.target, self.generation.0, self.disk
+        )
+        .into_bytes()
+    }
+}
+
+impl std::fmt::Display for IndexBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "target {} generation {} disk {}",
+            self.target, self.generation, self.disk
+        )
+    }
+}
 
 /// Largest decoded index accepted (128 M chunks: 128 TiB at 1 MiB chunks).
 pub(crate) const INDEX_LIMIT: usize = INDEX_HEADER_LEN + 32 * (128 << 20);
@@ -34,6 +86,8 @@ pub struct FixedIndex {
     size: u64,
     chunk_size: u32,
     digests: Vec<ChunkDigest>,
+    /// Where it belongs; `None` for a legacy (version-1) index.
+    binding: Option<IndexBinding>,
 }
 
 impl FixedIndex {
@@ -55,16 +109,29 @@ impl FixedIndex {
             size,
             chunk_size,
             digests: vec![ChunkDigest::ZERO_MARKER; count as usize],
+            binding: None,
         })
     }
 
-    /// A copy of `base` with a new uuid and creation time: the start of an incremental index.
+    /// A copy of `base` with a new uuid and creation time and no binding: the start of an
+    /// incremental index (bound to its own place when it is written).
     pub fn derive(base: &FixedIndex) -> Self {
         Self {
             uuid: uuid::Uuid::new_v4(),
             created: time::OffsetDateTime::now_utc().unix_timestamp(),
+            binding: None,
             ..base.clone()
         }
+    }
+
+    /// Binds the index to its place: it is then encoded as a version-2 index naming it.
+    pub fn bind(&mut self, binding: IndexBinding) {
+        self.binding = Some(binding);
+    }
+
+    /// Where the index belongs; `None` for a legacy (version-1) index.
+    pub fn binding(&self) -> Option<&IndexBinding> {
+        self.binding.as_ref()
     }
 
     /// Index uuid.
@@ -135,14 +202,33 @@ impl FixedIndex {
     /// Only if the operating system's random generator fails while encrypting; the writer
     /// uses [`FixedIndex::payload`] with [`Codec::try_encode`] instead.
     pub fn encode(&self, codec: &Codec) -> Vec<u8> {
-        codec.encode(BlobKind::Index, &self.payload())
+        self.try_encode(codec)
+            .expect("operating system random generator failed")
+    }
+
+    /// Serialises into an index blob; a bound index is bound in the blob's associated data
+    /// too (encrypted repositories).
+    ///
+    /// # Errors
+    /// [`Error::Random`] if no nonce can be drawn (encrypted repositories only).
+    pub fn try_encode(&self, codec: &Codec) -> Result<Vec<u8>> {
+        let place = self
+            .binding
+            .as_ref()
+            .map(IndexBinding::associated_data)
+            .unwrap_or_default();
+        codec.try_encode_bound(BlobKind::Index, &self.payload(), &place)
     }
 
     /// The payload of the index blob (header and digest list, before compression or
-    /// encryption).
+    /// encryption): version 2 for a bound index, version 1 (legacy) otherwise.
     pub fn payload(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(INDEX_HEADER_LEN + 32 * self.digests.len());
-        p.extend_from_slice(&INDEX_MAGIC);
+        let mut p = Vec::with_capacity(INDEX_V2_FIXED_LEN + 200 + 32 * self.digests.len());
+        p.extend_from_slice(if self.binding.is_some() {
+            &INDEX_MAGIC_V2
+        } else {
+            &INDEX_MAGIC
+        });
         p.extend_from_slice(self.uuid.as_bytes());
         p.extend_from_slice(&self.created.to_le_bytes());
         p.extend_from_slice(&self.size.to_le_bytes());
@@ -150,6 +236,14 @@ impl FixedIndex {
         p.extend_from_slice(&0u32.to_le_bytes());
         p.extend_from_slice(&Self::list_hash(&self.digests));
         p.extend_from_slice(&(self.digests.len() as u64).to_le_bytes());
+        if let Some(b) = &self.binding {
+            let t = b.target.as_str().as_bytes();
+            p.extend_from_slice(&b.generation.0.to_le_bytes());
+            p.extend_from_slice(&b.disk.to_le_bytes());
+            // Target keys are at most 200 bytes (`TargetKey::new`).
+            p.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            p.extend_from_slice(t);
+        }
         for d in &self.digests {
             p.extend_from_slice(&d.0);
         }
@@ -161,8 +255,25 @@ impl FixedIndex {
     /// # Errors
     /// [`Error::Blob`] for envelope damage, [`Error::Index`] for inconsistent content.
     pub fn decode(path: &Path, bytes: &[u8], codec: &Codec) -> Result<Self> {
+        Self::decode_at(path, bytes, codec, None)
+    }
+
+    /// Parses and verifies an index blob expected to belong to `place`: in an encrypted
+    /// repository the blob must authenticate for that place. (Whether the binding in the
+    /// header names `place` is the caller's check: [`FixedIndex::binding`].) A legacy index
+    /// is decoded without a place; `place` = `None` decodes without one too.
+    ///
+    /// # Errors
+    /// As [`FixedIndex::decode`].
+    pub fn decode_at(
+        path: &Path,
+        bytes: &[u8],
+        codec: &Codec,
+        place: Option<&IndexBinding>,
+    ) -> Result<Self> {
+        let aad = place.map(IndexBinding::associated_data).unwrap_or_default();
         let p = codec
-            .decode(BlobKind::Index, bytes, INDEX_LIMIT)
+            .decode_bound(BlobKind::Index, bytes, INDEX_LIMIT, &aad)
             .map_err(|reason| Error::Blob {
                 path: path.to_path_buf(),
                 reason,
@@ -174,9 +285,13 @@ impl FixedIndex {
         if p.len() < INDEX_HEADER_LEN {
             return Err(bad(format!("header truncated ({} bytes)", p.len())));
         }
-        if p[..8] != INDEX_MAGIC {
+        let bound = if p[..8] == INDEX_MAGIC_V2 {
+            true
+        } else if p[..8] == INDEX_MAGIC {
+            false
+        } else {
             return Err(bad("wrong index magic".into()));
-        }
+        };
         let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().expect("8 bytes"));
         let uuid = uuid::Uuid::from_slice(&p[8..24]).expect("16 bytes");
         let created = u64_at(24) as i64;
@@ -194,7 +309,41 @@ impl FixedIndex {
                 "{count} chunks do not cover {size} bytes in chunks of {chunk_size}"
             )));
         }
-        let body = &p[INDEX_HEADER_LEN..];
+        let (binding, body_start) = if bound {
+            if p.len() < INDEX_V2_FIXED_LEN {
+                return Err(bad(format!("header truncated ({} bytes)", p.len())));
+            }
+            let generation = GenerationId(u64_at(INDEX_HEADER_LEN));
+            let disk = i32::from_le_bytes(
+                p[INDEX_HEADER_LEN + 8..INDEX_HEADER_LEN + 12]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            let tlen = u16::from_le_bytes(
+                p[INDEX_HEADER_LEN + 12..INDEX_V2_FIXED_LEN]
+                    .try_into()
+                    .expect("2 bytes"),
+            ) as usize;
+            let end = INDEX_V2_FIXED_LEN + tlen;
+            if p.len() < end {
+                return Err(bad(format!("header truncated ({} bytes)", p.len())));
+            }
+            let target = std::str::from_utf8(&p[INDEX_V2_FIXED_LEN..end])
+                .ok()
+                .and_then(|t| TargetKey::new(t).ok())
+                .ok_or_else(|| bad("the target key in the header is not a valid key".into()))?;
+            (
+                Some(IndexBinding {
+                    target,
+                    generation,
+                    disk,
+                }),
+                end,
+            )
+        } else {
+            (None, INDEX_HEADER_LEN)
+        };
+        let body = &p[body_start..];
         if body.len() as u64 != count * 32 {
             return Err(bad(format!(
                 "digest list has {} bytes, expected {}",
@@ -217,6 +366,7 @@ impl FixedIndex {
             size,
             chunk_size,
             digests,
+            binding,
         })
     }
 

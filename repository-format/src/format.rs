@@ -2,8 +2,16 @@
 //!
 //! The layout is specified in `docs/repository-format.md`; this module is its source of truth.
 
-/// Version of the repository format written by this crate (stored in `config`).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the repository format written by this crate into a new repository's `config`.
+///
+/// Version 2 adds the binding of every index to its place (version-2 index header, the index's
+/// SHA-256 and id in the manifest, the place in the associated data of an encrypted index).
+/// A version-1 repository stays version 1 in its `config` (the config is written once); this
+/// crate reads it, treats its old indexes as legacy and unbound, and writes bound indexes into
+/// its new generations.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest repository format version this crate opens.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Smallest chunk size a repository may use (64 KiB).
 pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
@@ -17,10 +25,18 @@ pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 /// Length of a blob header: magic (8), CRC32 (4), flags (4), payload length (8).
 pub const BLOB_HEADER_LEN: usize = 24;
 
-/// Length of the fixed index header inside its blob payload.
+/// Length of the version-1 fixed index header inside its blob payload (also the common part
+/// every index version starts with).
 pub const INDEX_HEADER_LEN: usize = 8 + 16 + 8 + 8 + 4 + 4 + 32 + 8;
-/// Magic at the start of a fixed index payload (inside the blob).
+/// Magic at the start of a version-1 fixed index payload (inside the blob): written by format
+/// version 1, read as a legacy index that is not bound to its place.
 pub const INDEX_MAGIC: [u8; 8] = *b"SKFIDX01";
+/// Magic at the start of a version-2 fixed index payload: the header also names the target,
+/// generation and disk the index belongs to (see `fixed_index`).
+pub const INDEX_MAGIC_V2: [u8; 8] = *b"SKFIDX02";
+/// Length of the version-2 header before the target key: the version-1 header, then the
+/// generation (8), the disk key (4) and the target key's length (2).
+pub const INDEX_V2_FIXED_LEN: usize = INDEX_HEADER_LEN + 8 + 4 + 2;
 
 /// Name of the configuration file at the repository root.
 pub const CONFIG_FILE: &str = "config";

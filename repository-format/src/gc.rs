@@ -88,6 +88,15 @@ pub struct GcReport {
     /// [`crate::object_lock`]); a later gc removes them.
     #[serde(default)]
     pub chunks_kept_locked: u64,
+    /// The grace subtracted from the cutoff, in seconds: 0 when gc held the exclusive lock
+    /// and saw no live lock holder and no running writer (then unreferenced chunks older than
+    /// its start went at once), else the configured grace.
+    #[serde(default)]
+    pub grace_seconds: u64,
+    /// Live holders of other locks seen by a gc under the exclusive lock (their presence
+    /// keeps the grace).
+    #[serde(default)]
+    pub live_lock_holders: u64,
 }
 
 /// Smallest grace applied, whatever the options say (file timestamp granularity).
@@ -102,7 +111,7 @@ impl Repository {
     /// aborts before anything is deleted (the mark would be incomplete), naming the file.
     pub fn gc(&self, lock: &RepositoryLock, opts: &GcOptions) -> Result<GcReport> {
         lock.require(self.config().repository_id, "gc", true)?;
-        run(self, opts, &SweepHooks::default())
+        run_exclusive(self, opts, &SweepHooks::default(), Some(lock.run_id()))
     }
 }
 
@@ -139,7 +148,22 @@ fn mark(
     Ok(n)
 }
 
+/// gc as if no lock were held: the grace always applies (the tests drive the sweep's
+/// interleavings through this).
+#[cfg(test)]
 pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -> Result<GcReport> {
+    run_exclusive(repo, opts, hooks, None)
+}
+
+/// gc; `exclusive` is the run id of the exclusive repository lock the caller holds. Holding
+/// it, and seeing no other live lock holder and no running writer, gc applies no grace: no
+/// writer it can see is alive, so a failed backup's chunks go at once.
+pub(crate) fn run_exclusive(
+    repo: &Repository,
+    opts: &GcOptions,
+    hooks: &SweepHooks<'_>,
+    exclusive: Option<&str>,
+) -> Result<GcReport> {
     let be = repo.backend().as_ref();
     // Every time below is the store's: object times are compared with the time the store gives
     // an object written now, so host clocks do not matter.
@@ -176,6 +200,27 @@ pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -
         }
         Ok(())
     })?;
+    // The grace protects writers gc cannot see (a run that ignored or lost its lock, coarse
+    // timestamps). Under the exclusive lock, with no other live lock holder and no running
+    // writer, no writer is alive that it could protect from: chunks older than gc's start go
+    // now, so the space a failed backup left behind is freed by the next gc.
+    let grace = match exclusive {
+        Some(own) if report.incomplete_in_progress.is_empty() => {
+            let others = crate::lock::other_live_holders(be, own)?;
+            report.live_lock_holders = others.len() as u64;
+            if others.is_empty() {
+                Duration::ZERO
+            } else {
+                tracing::info!(
+                    holders = %others.join("; "),
+                    "live lock holders: unreferenced chunks newer than the grace are kept"
+                );
+                grace
+            }
+        }
+        _ => grace,
+    };
+    report.grace_seconds = grace.as_secs();
     let cutoff = oldest_writer
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);

@@ -82,6 +82,17 @@ impl std::fmt::Display for KeyId {
     }
 }
 
+/// Most memory a key file may ask the key derivation for (2 GiB, RFC 9106's first
+/// recommended setting); checked before any is allocated, so a planted key file cannot make
+/// `open` exhaust the machine.
+pub const MAX_KDF_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// Most passes a key file may ask for.
+pub const MAX_KDF_ITERATIONS: u32 = 16;
+/// Most work (memory in KiB × passes) a key file may ask for: 4 GiB-passes, 21 times the
+/// default (64 MiB × 3), seconds to a minute of one core; a planted file cannot make every
+/// `open` spin for hours.
+pub const MAX_KDF_COST_KIB: u64 = 4 * 1024 * 1024;
+
 /// Argon2id parameters of a key file (the salt is generated per key file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {
@@ -127,15 +138,25 @@ impl KdfParams {
                 self.parallelism
             ));
         }
-        if self.memory_kib < 8 * self.parallelism || self.memory_kib > 4 * 1024 * 1024 {
+        if self.memory_kib < 8 * self.parallelism || self.memory_kib > MAX_KDF_MEMORY_KIB {
             return bad(format!(
-                "memory {} KiB is outside {}..=4194304",
+                "memory {} KiB is outside {}..={MAX_KDF_MEMORY_KIB}",
                 self.memory_kib,
                 8 * self.parallelism
             ));
         }
-        if !(1..=64).contains(&self.iterations) {
-            return bad(format!("{} iterations is outside 1..=64", self.iterations));
+        if !(1..=MAX_KDF_ITERATIONS).contains(&self.iterations) {
+            return bad(format!(
+                "{} iterations is outside 1..={MAX_KDF_ITERATIONS}",
+                self.iterations
+            ));
+        }
+        let cost = u64::from(self.memory_kib) * u64::from(self.iterations);
+        if cost > MAX_KDF_COST_KIB {
+            return bad(format!(
+                "memory × iterations = {cost} KiB is above {MAX_KDF_COST_KIB} (about a minute \
+                 of one core per try)"
+            ));
         }
         Ok(())
     }
@@ -324,6 +345,12 @@ impl KeyFile {
                 ),
             });
         }
+        // Refused here, before anything is derived: a planted file with huge parameters is
+        // damage to report and skip, not work to do.
+        f.kdf.params.validate().map_err(|e| Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Ok(f)
     }
 }

@@ -110,16 +110,33 @@ pub(crate) fn unlock(
     fp: &KeyFingerprint,
     passphrase: &Passphrase,
 ) -> Result<(Key, KeyId, KdfParams)> {
-    let (good, mut bad) = scan(backend, config, fp)?;
+    let (mut good, mut bad) = scan(backend, config, fp)?;
+    for e in &bad {
+        tracing::warn!(error = %e, "skipping a key file that is not one of this repository's");
+    }
+    // Cheapest derivation first: a planted file with costly (but allowed) parameters does not
+    // delay the files that open.
+    good.sort_by_key(|f| {
+        let p = f.file.kdf_params();
+        u64::from(p.memory_kib) * u64::from(p.iterations)
+    });
+    let mut tried = 0;
     for f in &good {
-        if let Some(key) = f.file.unwrap_key(&f.path, passphrase)? {
-            return Ok((key, f.file.id.clone(), f.file.kdf_params()));
+        // One damaged or planted file (a bad nonce, keys that are not the ones it names) must
+        // not keep the others from opening the repository: report it and go on.
+        match f.file.unwrap_key(&f.path, passphrase) {
+            Ok(Some(key)) => return Ok((key, f.file.id.clone(), f.file.kdf_params())),
+            Ok(None) => tried += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a damaged key file");
+                bad.push(e);
+            }
         }
     }
-    if !good.is_empty() {
+    if tried > 0 {
         return Err(Error::WrongPassphrase {
             dir: backend.display_path(KEYS_DIR),
-            tried: good.len(),
+            tried,
         });
     }
     if !bad.is_empty() {

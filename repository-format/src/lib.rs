@@ -19,6 +19,7 @@
 //! locks/<name>/<run id>.claim|.alive      lock claims and heartbeats (any backend)
 //! cache-epoch                              S3: replaced when chunks are deleted (chunk cache)
 //! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
+//! quarantine/targets/<key>/gen-NNNNNN/…    damaged or misplaced indexes moved aside by it
 //! catalog/                                 local sled cache of generation listings (not part of the format;
 //!                                          for S3 in the local cache folder)
 //! ```
@@ -26,7 +27,9 @@
 //! Every object is written once and atomically (locally: temp file, fsync, rename or link, fsync
 //! of the folder; on S3 one `PUT`); manifests, key files, the config and lock claims with a
 //! conditional create. Every read is verified (CRC32 of the blob, SHA-256 of index lists and
-//! chunks, and that the object is the one asked for).
+//! chunks, and that the object is the one asked for: a chunk's content hashes to its name, a
+//! manifest names its folder's target and generation, an index is the one its manifest
+//! recorded and names its place — [`fixed_index::IndexBinding`]).
 //!
 //! An encrypted repository ([`InitOptions::encryption`], [`Repository::init_with`] and
 //! [`Repository::open_with`] with a [`Passphrase`]) seals every blob but the config with

@@ -478,11 +478,18 @@ fn start_heartbeat(
 }
 
 /// A shared or exclusive lock on a repository; released on drop.
+///
+/// A reader of a repository that cannot be written (a read-only mount, a snapshot of the
+/// backup volume, read-only credentials) gets a shared lock that is **not held**
+/// ([`RepositoryLock::is_held`]; see [`crate::Repository::lock_shared_for_reading`]): no lock
+/// object could be written there. It lets restore, export and check read; nothing that writes
+/// accepts it.
 #[derive(Debug)]
 pub struct RepositoryLock {
     mode: LockMode,
     repository_id: uuid::Uuid,
-    held: Held,
+    /// `Err`: not held, because the repository cannot be written (the reason).
+    held: std::result::Result<Held, String>,
 }
 
 impl RepositoryLock {
@@ -497,8 +504,29 @@ impl RepositoryLock {
         Ok(Self {
             mode,
             repository_id,
-            held,
+            held: Ok(held),
         })
+    }
+
+    /// A shared lock that is not held: the repository cannot be written, so no lock object
+    /// can be recorded there (`reason` says why).
+    pub(crate) fn not_held(repository_id: uuid::Uuid, reason: String) -> Self {
+        Self {
+            mode: LockMode::Shared,
+            repository_id,
+            held: Err(reason),
+        }
+    }
+
+    /// False for the lock of a read-only repository, which could not be recorded: others
+    /// (a gc, prune or delete elsewhere) do not see this reader.
+    pub fn is_held(&self) -> bool {
+        self.held.is_ok()
+    }
+
+    /// Why the lock is not held (a read-only repository), if it is not.
+    pub fn not_held_reason(&self) -> Option<&str> {
+        self.held.as_ref().err().map(String::as_str)
     }
 
     /// The mode held.
@@ -509,25 +537,50 @@ impl RepositoryLock {
     /// The id of the run holding this lock (its claim's name): a backup writes it into the
     /// description of the snapshots it takes, so that a later run can tell whether the run
     /// that took a snapshot still holds this repository's lock ([`crate::Repository::live_runs`]).
+    /// Empty when the lock is not held (a read-only repository).
     pub fn run_id(&self) -> &str {
-        &self.held.run_id
+        match &self.held {
+            Ok(h) => &h.run_id,
+            Err(_) => "",
+        }
     }
 
     /// Stale holder records found (and removed) when this lock was taken.
     pub fn stale_records(&self) -> &[LockHolder] {
-        &self.held.stale
+        match &self.held {
+            Ok(h) => &h.stale,
+            Err(_) => &[],
+        }
     }
 
+    /// Checks that this is a lock of `repository_id`, held or not: enough for reading.
+    pub(crate) fn require_for_reading(
+        &self,
+        repository_id: uuid::Uuid,
+        operation: &'static str,
+    ) -> Result<()> {
+        if self.repository_id != repository_id {
+            return Err(Error::LockRequired {
+                operation,
+                needed: "a lock of this repository",
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that this is a held lock of `repository_id`, exclusive if `exclusive`: what
+    /// every operation that writes needs.
     pub(crate) fn require(
         &self,
         repository_id: uuid::Uuid,
         operation: &'static str,
         exclusive: bool,
     ) -> Result<()> {
-        if self.repository_id != repository_id {
+        self.require_for_reading(repository_id, operation)?;
+        if self.held.is_err() {
             return Err(Error::LockRequired {
                 operation,
-                needed: "a lock of this repository",
+                needed: "a lock recorded in the repository (it is read-only here)",
             });
         }
         if exclusive && self.mode != LockMode::Exclusive {
@@ -616,6 +669,42 @@ impl KeysLock {
             )?,
         })
     }
+}
+
+/// The live (not stale) holders of every lock of the repository (`locks/**`) except the run
+/// `own_run`: gc, holding the exclusive lock, asks whether any writer it can see is alive.
+/// Records are described as `<lock>/<run id>` (with the holder when it is readable).
+pub(crate) fn other_live_holders(backend: &dyn Backend, own_run: &str) -> Result<Vec<String>> {
+    let dir = format!("{}/", crate::format::LOCKS_DIR);
+    let found = records(backend, &dir)?;
+    if found.iter().all(|f| f.run_id == own_run) {
+        return Ok(Vec::new());
+    }
+    let now = backend
+        .store_time()
+        .map_err(store_err(backend, "read the clock of", &dir))?;
+    let me = machine_identity();
+    Ok(found
+        .iter()
+        .filter(|f| f.run_id != own_run && staleness(f, now, &me).is_none())
+        .map(|f| {
+            let lock = f
+                .claim
+                .as_ref()
+                .or(f.alive.as_ref())
+                .map(|o| {
+                    o.key
+                        .rsplit_once('/')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            match &f.holder {
+                Some(h) => format!("{lock}/{}: {h}", f.run_id),
+                None => format!("{lock}/{}", f.run_id),
+            }
+        })
+        .collect())
 }
 
 /// Whether a live (not stale) holder of the lock `name` exists: gc and reindex ask this about

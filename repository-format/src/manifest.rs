@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::blob::{BlobKind, Codec};
@@ -172,8 +173,30 @@ pub struct DiskRecord {
     pub disk: DiskDescriptor,
     /// File name of the disk's fixed index in the generation folder.
     pub index_file: String,
+    /// SHA-256 (hex) of the index file as stored: the index this generation was committed
+    /// with. `None` in generations written by format version 1 (legacy, unbound indexes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_sha256: Option<String>,
+    /// The uuid in the index's header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_id: Option<uuid::Uuid>,
     /// Ingest statistics.
     pub stats: DiskStats,
+}
+
+impl DiskRecord {
+    /// Records the identity of the index file written for this disk: its uuid and the SHA-256
+    /// of `blob`, the file's bytes.
+    pub fn set_index_identity(&mut self, index_id: uuid::Uuid, blob: &[u8]) {
+        self.index_id = Some(index_id);
+        self.index_sha256 = Some(hex::encode(Sha256::digest(blob)));
+    }
+
+    /// Whether the generation recorded which index it was committed with (false for legacy
+    /// generations of format version 1).
+    pub fn index_is_bound(&self) -> bool {
+        self.index_sha256.is_some() || self.index_id.is_some()
+    }
 }
 
 /// Totals over a generation.
@@ -267,6 +290,14 @@ impl Manifest {
             if !keys.insert(d.disk.key) {
                 return Err(bad(format!("disk {} is listed twice", d.disk.key)));
             }
+            if let Some(h) = &d.index_sha256 {
+                if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(bad(format!(
+                        "disk {}: index_sha256 {h:?} is not 64 lower-case hex digits",
+                        d.disk.key
+                    )));
+                }
+            }
             if !is_plain_file_name(&d.index_file) {
                 return Err(bad(format!(
                     "index file name {:?} is not a plain file name",
@@ -314,6 +345,8 @@ mod tests {
             disks: vec![DiskRecord {
                 disk,
                 index_file: "disk-2000.fidx".into(),
+                index_sha256: None,
+                index_id: None,
                 stats: DiskStats::default(),
             }],
             metadata_files: vec!["vm.xml".into()],

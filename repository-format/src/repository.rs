@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::blob::Codec;
@@ -12,14 +13,14 @@ use crate::catalog::{manifest_stamp, Catalog, CatalogEntry};
 use crate::chunk_store::ChunkStore;
 use crate::config::{Config, EncryptionMode, InitOptions};
 use crate::error::{io_err, read_object, store_err, Error, Result};
-use crate::fixed_index::FixedIndex;
+use crate::fixed_index::{FixedIndex, IndexBinding};
 use crate::format::{
     CHUNKS_DIR, CONFIG_FILE, INCOMPLETE_MARKER, KEYS_DIR, LOCKS_DIR, MANIFEST_FILE, TARGETS_DIR,
 };
 use crate::key::{Key, KeyFingerprint, Passphrase};
 use crate::key_file::{KdfParams, KeyFile, KeyId};
 use crate::lock::{LockMode, LockSettings, RepositoryLock, TargetLock};
-use crate::manifest::{BackupMode, DiskStats, GenerationStatus, Manifest};
+use crate::manifest::{BackupMode, DiskRecord, DiskStats, GenerationStatus, Manifest};
 use crate::object_lock::OBJECT_LOCK_DAYS;
 use crate::reader::DiskReader;
 use crate::storage::{Backend, LocalBackend, ObjectInfo, RepositoryLocation};
@@ -621,6 +622,37 @@ impl Repository {
         )
     }
 
+    /// Takes the shared lock for a command that only reads (restore, export, check without
+    /// repair), waiting up to `wait`. On a repository that cannot be written — a read-only
+    /// mount, a snapshot of the backup volume, read-only credentials — no lock can be recorded:
+    /// it then returns a lock that is not held ([`RepositoryLock::is_held`]) and logs a
+    /// warning, and the caller reads without one (a gc, prune or delete elsewhere does not see
+    /// it; on a read-only copy none can run). Nothing that writes accepts such a lock.
+    ///
+    /// # Errors
+    /// As [`Repository::lock_shared`], except a store that refuses the lock's write as
+    /// read-only (`ReadOnlyFilesystem`) or not permitted (`PermissionDenied`).
+    pub fn lock_shared_for_reading(&self, wait: Duration) -> Result<RepositoryLock> {
+        match self.lock_shared(wait) {
+            Err(Error::Io { op, path, source })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                let reason = format!("{op} {}: {source}", path.display());
+                tracing::warn!(
+                    repository = %self.root.display(),
+                    error = %reason,
+                    "could not lock the repository (it cannot be written here); reading it \
+                     without a lock"
+                );
+                Ok(RepositoryLock::not_held(self.config.repository_id, reason))
+            }
+            r => r,
+        }
+    }
+
     /// Takes the exclusive lock (gc, prune, reindex, delete), waiting up to `wait`.
     ///
     /// # Errors
@@ -862,16 +894,36 @@ impl Repository {
             r => r?,
         };
         let m = Manifest::decode(&path, &bytes, &self.codec)?;
-        if m.generation != id || m.repository_id != self.config.repository_id {
-            return Err(Error::Manifest {
-                path,
-                reason: format!(
-                    "records generation {} of repository {}, expected generation {id} of {}",
-                    m.generation, m.repository_id, self.config.repository_id
-                ),
-            });
+        if let Some(reason) = self.manifest_misplaced(key, id, &m) {
+            return Err(Error::Manifest { path, reason });
         }
         Ok(m)
+    }
+
+    /// Why manifest `m`, read from the folder of generation `id` of target `key`, does not
+    /// belong there (another generation, repository or target), or `None` if it does. A
+    /// manifest copied into another folder would otherwise restore another target's data.
+    pub(crate) fn manifest_misplaced(
+        &self,
+        key: &TargetKey,
+        id: GenerationId,
+        m: &Manifest,
+    ) -> Option<String> {
+        if m.generation != id || m.repository_id != self.config.repository_id {
+            return Some(format!(
+                "records generation {} of repository {}, expected generation {id} of {}",
+                m.generation, m.repository_id, self.config.repository_id
+            ));
+        }
+        match self.target_key(&m.target) {
+            Ok(k) if &k == key => None,
+            Ok(k) => Some(format!(
+                "records target {:?} (folder {k}) but lies in folder {key}: it was moved or \
+                 copied here",
+                m.target.name
+            )),
+            Err(e) => Some(format!("records a target without a usable key: {e}")),
+        }
     }
 
     /// The newest generation with status `succeeded` (the parent for the next incremental).
@@ -901,23 +953,104 @@ impl Repository {
             generation: m.generation.0,
             disk,
         })?;
+        self.read_index(key, m.generation, rec)
+    }
+
+    /// Reads the index of disk record `rec` of generation `generation` of target `key`, and
+    /// verifies that it is the index that generation was committed with and belongs there:
+    /// the SHA-256 and uuid the manifest recorded, the place in its header (and, encrypted, in
+    /// the blob's associated data), and the disk's size. A generation written by format
+    /// version 1 recorded no identity: its legacy index is accepted unbound (size only); a
+    /// bound index found there must still name this place.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (a missing file: `NotFound`), [`Error::Blob`] for envelope damage,
+    /// [`Error::Index`] naming the file for an index that is damaged, not the one recorded,
+    /// or another place's.
+    pub(crate) fn read_index(
+        &self,
+        key: &TargetKey,
+        generation: GenerationId,
+        rec: &DiskRecord,
+    ) -> Result<FixedIndex> {
         let ikey = format!(
             "{}{}",
-            self.generation_prefix(key, m.generation),
+            self.generation_prefix(key, generation),
             rec.index_file
         );
         let path = self.backend.display_path(&ikey);
         let bytes = self.read_object(&ikey, crate::fixed_index::INDEX_LIMIT as u64 + 4096)?;
-        let idx = FixedIndex::decode(&path, &bytes, &self.codec)?;
-        if idx.size() != rec.disk.capacity {
-            return Err(Error::Index {
-                path,
-                reason: format!(
-                    "covers {} bytes but the manifest says the disk has {}",
-                    idx.size(),
-                    rec.disk.capacity
+        let place = IndexBinding::new(key.clone(), generation, rec.disk.key);
+        let bad = |reason: String| Error::Index {
+            path: path.clone(),
+            reason,
+        };
+        let decoded = FixedIndex::decode_at(
+            &path,
+            &bytes,
+            &self.codec,
+            rec.index_is_bound().then_some(&place),
+        );
+        let recorded = rec
+            .index_sha256
+            .as_ref()
+            .map(|want| (want, hex::encode(Sha256::digest(&bytes))));
+        let not_recorded = |found: String| {
+            format!(
+                "is not the index generation {generation} was committed with for disk {} (its \
+                 SHA-256 is not the one the manifest recorded): {found}",
+                rec.disk.key
+            )
+        };
+        let idx = match (decoded, recorded) {
+            // Encrypted: another place's index does not even authenticate here.
+            (
+                Err(
+                    e @ Error::Blob {
+                        reason: crate::blob::BlobError::Authentication,
+                        ..
+                    },
                 ),
-            });
+                Some((want, have)),
+            ) if *want != have => return Err(bad(not_recorded(format!("replaced ({e})")))),
+            (Err(e), _) => return Err(e),
+            (Ok(idx), Some((want, have))) if *want != have => {
+                let found = match idx.binding() {
+                    Some(b) if b != &place => format!("it was copied here from {b}"),
+                    Some(_) => "it was rewritten".to_string(),
+                    None => "a legacy index without a place was put here".to_string(),
+                };
+                return Err(bad(not_recorded(found)));
+            }
+            (Ok(idx), _) => idx,
+        };
+        match idx.binding() {
+            Some(b) if b != &place => {
+                return Err(bad(format!(
+                    "belongs to {b}, not to {place}: it was copied here"
+                )))
+            }
+            None if rec.index_is_bound() => {
+                return Err(bad(format!(
+                    "is a legacy index without a place, but generation {generation} was \
+                     committed with a bound one"
+                )))
+            }
+            _ => {}
+        }
+        if let Some(id) = rec.index_id.filter(|id| *id != idx.uuid()) {
+            return Err(bad(format!(
+                "has id {}, but generation {generation} recorded {id} for disk {}",
+                idx.uuid(),
+                rec.disk.key
+            )));
+        }
+        if idx.size() != rec.disk.capacity {
+            return Err(bad(format!(
+                "covers {} bytes but the manifest says the disk has {}",
+                idx.size(),
+                rec.disk.capacity
+            )));
         }
         Ok(idx)
     }

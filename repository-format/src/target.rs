@@ -161,6 +161,20 @@ impl GenerationId {
         format!("{}{:06}", crate::format::GENERATION_PREFIX, self.0)
     }
 
+    /// The number after this one.
+    ///
+    /// # Errors
+    /// [`Error::GenerationLimit`] after `u64::MAX` (only a planted or damaged folder has it).
+    pub fn next(self, target: &TargetKey) -> Result<GenerationId> {
+        self.0
+            .checked_add(1)
+            .map(GenerationId)
+            .ok_or_else(|| Error::GenerationLimit {
+                target: target.to_string(),
+                folder: self.folder_name(),
+            })
+    }
+
     /// Parses a folder name made by [`GenerationId::folder_name`].
     pub fn from_folder_name(name: &str) -> Option<Self> {
         let digits = name.strip_prefix(crate::format::GENERATION_PREFIX)?;

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::blob::BlobKind;
 use crate::digest::ChunkDigest;
 use crate::error::{store_err, Error, Result};
-use crate::fixed_index::FixedIndex;
+use crate::fixed_index::{FixedIndex, IndexBinding};
 use crate::format::{INCOMPLETE_MARKER, INDEX_EXTENSION, MANIFEST_FILE, METADATA_DIR};
 use crate::ingest::{ingest, Area, DiskSource, IngestContext, IngestTuning};
 use crate::lock::TargetLock;
@@ -101,11 +101,12 @@ impl GenerationWriter {
         mode: BackupMode,
         parent: Option<GenerationId>,
     ) -> Result<Self> {
-        let mut next = repo
-            .generation_dirs(&key)?
-            .last()
-            .map(|g| g.id.0 + 1)
-            .unwrap_or(1);
+        // The highest number of any folder plus one; a planted `gen-18446744073709551615`
+        // is an error, not a wrap to 0 (or a panic).
+        let mut next = match repo.generation_dirs(&key)?.last() {
+            Some(g) => g.id.next(&key)?,
+            None => GenerationId(1),
+        };
         let started = OffsetDateTime::now_utc();
         let record = WriterRecord {
             pid: std::process::id(),
@@ -118,11 +119,13 @@ impl GenerationWriter {
         // the next number.
         let be = repo.backend().clone();
         let prefix = loop {
-            let prefix = repo.generation_prefix(&key, GenerationId(next));
+            let prefix = repo.generation_prefix(&key, next);
             let marker = format!("{prefix}{INCOMPLETE_MARKER}");
             match be.create_new(&marker, &json) {
                 Ok(()) => break prefix,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    next = next.next(&key)?
+                }
                 Err(e) => return Err(store_err(be.as_ref(), "create", &marker)(e)),
             }
         };
@@ -135,7 +138,7 @@ impl GenerationWriter {
             _target_lock: target_lock,
             identity,
             key,
-            id: GenerationId(next),
+            id: next,
             prefix,
             started,
             mode,
@@ -406,19 +409,23 @@ impl GenerationWriter {
         }
         let stats = ingest(&ctx, &mut index, &areas, source, progress)?;
         let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
-        let blob = self
-            .repo
-            .codec()
-            .try_encode(BlobKind::Index, &index.payload())?;
+        // The index names its place, and the manifest records which index it is: a copy of
+        // another generation's index put here is found on every read.
+        index.bind(IndexBinding::new(self.key.clone(), self.id, disk.key));
+        let blob = index.try_encode(self.repo.codec())?;
         let ikey = format!("{}{index_file}", self.prefix);
         let be = self.repo.backend();
         be.put(&ikey, &blob)
             .map_err(store_err(be.as_ref(), "write", &ikey))?;
-        Ok(DiskRecord {
+        let mut record = DiskRecord {
             disk,
             index_file,
+            index_sha256: None,
+            index_id: None,
             stats,
-        })
+        };
+        record.set_index_identity(index.uuid(), &blob);
+        Ok(record)
     }
 
     /// The chunk ranges the new index would take from its base without reading (outside
@@ -466,12 +473,11 @@ impl GenerationWriter {
     fn check_referenced_chunks(&self, done: &[DiskRecord]) -> Result<()> {
         let mut seen = HashSet::new();
         for record in done {
-            let ikey = format!("{}{}", self.prefix, record.index_file);
-            let path = self.repo.backend().display_path(&ikey);
-            let bytes = self
+            let path = self
                 .repo
-                .read_object(&ikey, crate::fixed_index::INDEX_LIMIT as u64 + 4096)?;
-            let index = FixedIndex::decode(&path, &bytes, self.repo.codec())?;
+                .backend()
+                .display_path(&format!("{}{}", self.prefix, record.index_file));
+            let index = self.repo.read_index(&self.key, self.id, record)?;
             for (slot, digest) in index.stored_chunks() {
                 if !seen.insert(digest) {
                     continue;

@@ -259,8 +259,10 @@ fn repair_of_a_clean_repository_changes_nothing() {
     assert_eq!(restore(&repo, "web", g1), data);
 }
 
+/// A missing chunk has nothing to move: reported only. A damaged index is quarantined (issue
+/// #11 item 15) and its generation reported damaged; nothing else moves.
 #[test]
-fn missing_chunks_and_damaged_indexes_are_reported_not_moved() {
+fn missing_chunks_are_reported_and_damaged_indexes_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
     let data = disk_bytes(CS as usize * 8, 5);
@@ -291,7 +293,31 @@ fn missing_chunks_and_damaged_indexes_are_reported_not_moved() {
         vec![ProblemKind::DamagedIndex, ProblemKind::MissingChunk],
         "{r:#?}"
     );
-    assert!(r.quarantined.is_empty() && r.damaged_generations.is_empty());
-    assert!(r.repair_note.is_none());
-    assert_eq!(snapshot(repo.root()), before, "nothing moved");
+    assert!(r.quarantined.is_empty(), "{r:#?}");
+    assert_eq!(r.quarantined_indexes.len(), 1, "{r:#?}");
+    let q = &r.quarantined_indexes[0];
+    assert_eq!((&q.path, q.generation, q.disk), (&fidx, g2.0, 2000));
+    assert_eq!(
+        r.damaged_generations,
+        vec![DamagedGeneration {
+            target: db.to_string(),
+            generation: g2.0,
+            disks: vec![2000]
+        }]
+    );
+    assert!(r.repair_note.is_some());
+    assert_eq!(
+        fs::read(&q.quarantine_path).unwrap(),
+        bytes[..bytes.len() / 2]
+    );
+    // Nothing else moved: the index left its folder, the quarantine folder appeared.
+    let after = snapshot(repo.root());
+    let rel = |p: &Path| p.strip_prefix(repo.root()).unwrap().to_path_buf();
+    for (p, v) in &before {
+        if *p != rel(&fidx) && !p.starts_with(rel(fidx.parent().unwrap())) {
+            assert_eq!(after.get(p), Some(v), "{}", p.display());
+        }
+    }
+    assert!(!after.contains_key(&rel(&fidx)));
+    assert!(after.contains_key(&rel(&q.quarantine_path)));
 }

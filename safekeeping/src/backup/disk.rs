@@ -1,7 +1,10 @@
 //! The per-disk step every target kind shares, in the order it runs:
 //! 1. [`plan_disk`]: full or incremental, with the reason said out loud (incremental only when
 //!    the previous successful generation has this disk, with the same capacity and uuid, and a
-//!    change id to ask CBT from);
+//!    change id to ask CBT from); then [`verify_base`]: the previous generation's index of the
+//!    disk must read and verify (it is the one that generation committed, and belongs there),
+//!    or the disk is read in full — a damaged or swapped base never blocks a backup, and is
+//!    never built upon;
 //! 2. [`changed_areas`]: what to read — every allocated area (`*`) for a full, the areas
 //!    changed since the previous change id otherwise; a change id vCenter refuses (CBT reset,
 //!    disk moved) turns this disk into a full read, the only safe answer;
@@ -73,6 +76,7 @@ impl DiskPlan {
             mode: DiskMode::Full,
             reason,
             since_change_id: "*".into(),
+            base: None,
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct DiskPlan {
     pub reason: String,
     /// What to pass to QueryChangedDiskAreas: `*` or the previous change id.
     pub since_change_id: String,
+    /// For an incremental: the previous generation's index of this disk, verified by
+    /// [`verify_base`] (the ingest starts from it).
+    #[serde(skip)]
+    pub base: Option<Arc<FixedIndex>>,
 }
 
 /// Facts the decision is based on.
@@ -137,11 +145,61 @@ pub fn plan_disk(f: &DiskFacts<'_>) -> DiskPlan {
                 prev.generation
             ),
             since_change_id: id.to_string(),
+            base: None,
         },
         _ => full(format!(
             "generation {} recorded no change id for this disk",
             prev.generation
         )),
+    }
+}
+
+/// Step 1b: for an incremental `plan`, reads and verifies its base — the index of disk
+/// `disk_key` in generation `previous.generation` of `target` — and keeps it in the plan. A
+/// base that cannot be read or verified (damaged, missing, copied from elsewhere, not the one
+/// that generation committed) turns the plan into a full read of this disk, said in the log
+/// (a warning naming the file) and in the plan's reason: the backup goes on and commits, and
+/// nothing is built on a base that cannot be trusted. `what` names the disk in the log.
+pub async fn verify_base(
+    ctx: &BackupContext,
+    plan: &mut DiskPlan,
+    target: &TargetKey,
+    previous: Option<&PreviousDisk>,
+    disk_key: i32,
+    what: &str,
+) {
+    let Some(prev) = previous.filter(|_| plan.mode == DiskMode::Incremental) else {
+        return;
+    };
+    let repo = ctx.repo.clone();
+    let target = target.clone();
+    let generation = GenerationId(prev.generation);
+    let loaded = blocking(move || Ok(repo.fixed_index(&target, generation, disk_key)?))
+        .await
+        .map_err(|e| e.to_string());
+    apply_base(plan, prev.generation, loaded, what);
+}
+
+/// [`verify_base`] once the base was read: keeps it, or makes the plan a full read and says
+/// why.
+fn apply_base(
+    plan: &mut DiskPlan,
+    generation: u64,
+    loaded: std::result::Result<FixedIndex, String>,
+    what: &str,
+) {
+    match loaded {
+        Ok(index) => plan.base = Some(Arc::new(index)),
+        Err(e) => {
+            tracing::warn!(
+                disk = %what,
+                "the index of generation {generation} cannot be the base of an incremental \
+                 ({e}); reading this disk in full"
+            );
+            *plan = DiskPlan::full(format!(
+                "the index of generation {generation} cannot be used as the base: {e}"
+            ));
+        }
     }
 }
 
@@ -217,11 +275,31 @@ pub async fn read_disk(
         changed_areas::total(&d.areas)
     );
     let key = d.descriptor.key;
-    let base = match (d.plan.mode, previous) {
-        (DiskMode::Incremental, Some((target, g))) => {
+    let mut d = d;
+    let base = match (d.plan.mode, d.plan.base.clone(), previous) {
+        (DiskMode::Incremental, Some(base), _) => Some(base),
+        // Not verified when planned (a caller that skipped `verify_base`): read it now. One
+        // that fails here cannot turn into a full read of the allocated areas any more (they
+        // were asked for the incremental), so the whole disk is read: slower, never wrong.
+        (DiskMode::Incremental, None, Some((target, g))) => {
             let repo = ctx.repo.clone();
             let target = target.clone();
-            Some(blocking(move || Ok(repo.fixed_index(&target, g, key)?)).await?)
+            match blocking(move || Ok(repo.fixed_index(&target, g, key)?)).await {
+                Ok(b) => Some(Arc::new(b)),
+                Err(e) => {
+                    tracing::warn!(
+                        disk = %progress_label,
+                        "the index of generation {g} cannot be the base of an incremental \
+                         ({e}); reading the whole disk"
+                    );
+                    d.plan = DiskPlan::full(format!(
+                        "the index of generation {g} cannot be used as the base: {e}"
+                    ));
+                    d.areas = vec![Area::new(0, d.descriptor.capacity)];
+                    d.descriptor.change_id_used = None;
+                    None
+                }
+            }
         }
         _ => None,
     };
@@ -330,7 +408,7 @@ pub struct DiskIngest {
     /// The disk as the manifest records it (its capacity bounds the reads).
     pub descriptor: DiskDescriptor,
     /// The previous generation's index of this disk, for an incremental.
-    pub base: Option<FixedIndex>,
+    pub base: Option<Arc<FixedIndex>>,
     /// The areas to read (all allocated areas for a full, the changed ones otherwise).
     pub areas: Vec<Area>,
     /// The progress bar's label.
@@ -368,14 +446,14 @@ pub async fn ingest_disk(
         let (conn, disk) = job.source.open(&vddk)?;
         // One plan for both sides: the repository decides what it will read (changed areas
         // plus inherited chunks it must heal), and VDDK reads ahead exactly that.
-        let plan = writer.plan_reads(job.descriptor.capacity, job.base.as_ref(), &job.areas)?;
+        let plan = writer.plan_reads(job.descriptor.capacity, job.base.as_deref(), &job.areas)?;
         let mut source =
             VddkSource::new(disk, cancel.clone()).with_read_ahead(plan.reads.clone(), READ_AHEAD);
         let to_read = changed_areas::total(&plan.areas);
         let progress = Progress::new(job.progress_label, to_read, !show);
         let stats = writer.ingest_planned_disk(
             job.descriptor,
-            job.base.as_ref(),
+            job.base.as_deref(),
             &plan,
             &mut source,
             &|n| progress.add(n),
@@ -407,6 +485,34 @@ mod tests {
             change_id: change_id.map(str::to_string),
             disk_uuid: Some("6000C29a".into()),
         }
+    }
+
+    /// A base index that cannot be read or verified makes the disk a full read (`*`), says
+    /// why, and drops the base; a verified one is kept for the ingest.
+    #[test]
+    fn an_unusable_base_makes_the_disk_a_full_read() {
+        let p = prev(100, Some("52 aa/3"));
+        let mut plan = plan_disk(&facts(Some(&p)));
+        assert_eq!(plan.mode, DiskMode::Incremental);
+        apply_base(
+            &mut plan,
+            4,
+            Err("index /r/disk-2000.fidx: CRC32 mismatch".into()),
+            "web01 Hard disk 1",
+        );
+        assert_eq!(plan.mode, DiskMode::Full);
+        assert_eq!(plan.since_change_id, "*");
+        assert!(plan.base.is_none());
+        assert!(
+            plan.reason.contains("generation 4") && plan.reason.contains("disk-2000.fidx"),
+            "{}",
+            plan.reason
+        );
+        let mut plan = plan_disk(&facts(Some(&p)));
+        let index = FixedIndex::new(100 << 16, 1 << 16).unwrap();
+        apply_base(&mut plan, 4, Ok(index.clone()), "web01 Hard disk 1");
+        assert_eq!(plan.mode, DiskMode::Incremental);
+        assert_eq!(plan.base.as_deref(), Some(&index));
     }
 
     fn facts(previous: Option<&PreviousDisk>) -> DiskFacts<'_> {

@@ -139,8 +139,17 @@ async fn with_snapshot(
         disk_uuid: Some(id),
         previous: previous.as_ref(),
     });
-    tracing::info!(ivd = %id, mode = ?plan.mode, "{}", plan.reason);
     let what = format!("ivd {}", disk.object.name);
+    disk::verify_base(
+        ctx,
+        &mut plan,
+        &p.key,
+        previous.as_ref(),
+        IVD_DISK_KEY,
+        &what,
+    )
+    .await;
+    tracing::info!(ivd = %id, mode = ?plan.mode, "{}", plan.reason);
     let areas = disk::changed_areas(&mut plan, &what, |since| async move {
         api.changed_areas(
             &vc.client,

@@ -161,6 +161,7 @@ async fn with_snapshot(
             disk_uuid: vdisk.backing.uuid.as_deref(),
             previous: previous.as_ref(),
         });
+        disk::verify_base(ctx, &mut plan, &p.key, previous.as_ref(), device.key, &what).await;
         tracing::info!(vm = %p.info.name, disk = %label, mode = ?plan.mode, "{}", plan.reason);
         if let Some(mode) = vdisk
             .backing

@@ -26,7 +26,8 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         let lock = r.lock_exclusive(repo::lock_wait(config))?;
         r.check_and_repair(&lock)?
     } else {
-        let _lock = r.lock_shared(repo::lock_wait(config))?;
+        // Works on a read-only repository too (without a recorded lock; the library warns).
+        let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
         r.check(&CheckOptions { read_data })?
     };
     let mut text = String::new();
@@ -64,12 +65,37 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
             q.quarantine_path.display()
         );
     }
-    for g in &report.damaged_generations {
-        let disks: Vec<String> = g.disks.iter().map(|d| d.to_string()).collect();
+    for q in &report.quarantined_indexes {
         let _ = writeln!(
             text,
-            "STILL DAMAGED: target {} generation {} (disk {}) until a full backup of the target \
-             stores the quarantined data again",
+            "QUARANTINED: index of target {} generation {} disk {} ({}) moved to {}",
+            q.target,
+            q.generation,
+            q.disk,
+            q.fault,
+            q.quarantine_path.display()
+        );
+        tracing::warn!(
+            "check --repair: index {} moved to {}",
+            q.path.display(),
+            q.quarantine_path.display()
+        );
+    }
+    for g in &report.damaged_generations {
+        let disks: Vec<String> = g.disks.iter().map(|d| d.to_string()).collect();
+        let index_lost = report
+            .quarantined_indexes
+            .iter()
+            .any(|q| q.target == g.target && q.generation == g.generation);
+        let until = if index_lost {
+            "until it is deleted (an index cannot be rebuilt; the next backup of the target reads \
+             the disk in full)"
+        } else {
+            "until a full backup of the target stores the quarantined data again"
+        };
+        let _ = writeln!(
+            text,
+            "STILL DAMAGED: target {} generation {} (disk {}) {until}",
             g.target,
             g.generation,
             disks.join(", ")
@@ -94,8 +120,9 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         if args.repair {
             let _ = writeln!(
                 text,
-                "{} damaged chunks quarantined",
-                report.quarantined.len()
+                "{} damaged chunks and {} damaged indexes quarantined",
+                report.quarantined.len(),
+                report.quarantined_indexes.len()
             );
         }
         Outcome::Failure

@@ -32,7 +32,8 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
             args.disk
         ))
     })?;
-    let _lock = r.lock_shared(repo::lock_wait(config))?;
+    // Works on a read-only repository too (without a recorded lock; the library warns).
+    let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
     let reader = r.disk_reader(&summary.key, m.generation, disk.disk.key)?;
     let to_stdout = args.output.as_os_str() == "-";
     let written = if to_stdout {

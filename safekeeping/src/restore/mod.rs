@@ -80,8 +80,10 @@ pub(crate) fn open_shared(
 ) -> Result<(Repository, RepositoryLock)> {
     let repo = crate::repo::open(config)?;
     let wait = options.lock_wait;
+    // A read-only repository (a snapshot, an offsite copy mounted read-only) restores without
+    // a recorded lock; the library warns.
     let lock = repo
-        .lock_shared(wait)
+        .lock_shared_for_reading(wait)
         .map_err(|e| Error::from_lock("the repository".into(), wait.as_secs(), e))?;
     Ok((repo, lock))
 }

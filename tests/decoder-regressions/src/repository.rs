@@ -160,7 +160,15 @@ pub fn fixed_index(data: &[u8]) {
         1 => codec.encode(BlobKind::Index, bytes),
         2 => codec.encode(BlobKind::Index, &with_list_hash(bytes)),
         _ => {
-            let idx = index_from(bytes);
+            let mut idx = index_from(bytes);
+            // Half of them bound to a place (version 2 header), half legacy (version 1).
+            if bytes.first().is_some_and(|b| b % 2 == 1) {
+                idx.bind(repository_format::fixed_index::IndexBinding::new(
+                    TargetKey::new("vm-fuzz").expect("valid key"),
+                    GenerationId(u64::from(bytes[0])),
+                    i32::from(bytes[0]) - 100,
+                ));
+            }
             let encoded = idx.encode(&codec);
             let back = FixedIndex::decode(path, &encoded, &codec)
                 .unwrap_or_else(|e| panic!("a fresh index does not decode: {e}"));
@@ -246,6 +254,12 @@ pub fn manifest(data: &[u8]) {
                         repo.config().repository_id.to_string().into(),
                     );
                     map.insert("generation".into(), 1.into());
+                    // The folder's target (`vm-fuzz`): a manifest of another target is
+                    // refused, so the accepted path needs this one.
+                    map.insert(
+                        "target".into(),
+                        serde_json::json!({ "kind": "vm", "name": "fuzz" }),
+                    );
                     serde_json::to_vec(&map).expect("json")
                 }
                 _ => bytes.to_vec(),
