@@ -39,8 +39,14 @@ fn quiet_runs_stream_exports_and_usage_errors_behave_as_scripts_expect() {
     assert_eq!(j["exit_code"], 0);
     // The run in figures: times, duration, bytes read/new/stored and the reduction.
     for key in ["started", "finished"] {
-        assert!(j[key].as_str().is_some_and(|t| t.ends_with('Z')), "{key}: {j:#}");
-        assert!(j["targets"][0][key].as_str().is_some(), "targets[0].{key}: {j:#}");
+        assert!(
+            j[key].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{key}: {j:#}"
+        );
+        assert!(
+            j["targets"][0][key].as_str().is_some(),
+            "targets[0].{key}: {j:#}"
+        );
     }
     assert!(j["duration_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(j["targets_succeeded"], 1);
