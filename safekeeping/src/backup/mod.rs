@@ -39,6 +39,7 @@ use crate::cancel::Cancel;
 use crate::config::{Config, FcdApiChoice};
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
+use crate::progress::RunProgress;
 use crate::target::Target;
 use crate::vsphere::selection::{self, Skipped, TargetKindArg};
 use crate::vsphere::snapshot_owner::{self, Judge, SnapshotOwner};
@@ -283,15 +284,24 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
     // Targets run concurrently on this task (vCenter calls are async, disk I/O runs on
     // blocking threads); the gate bounds how many are in flight.
     let gate = Arc::new(Semaphore::new(ctx.options.parallel.max(1)));
+    let overall = Arc::new(RunProgress::new(
+        "backup",
+        selection.targets.len(),
+        !ctx.options.show_progress,
+    ));
     let runs = selection.targets.into_iter().map(|target| {
         let ctx = ctx.clone();
         let gate = gate.clone();
+        let overall = overall.clone();
         async move {
             let _permit = gate.acquire_owned().await;
-            backup_target(ctx, target).await
+            let result = backup_target(ctx, target).await;
+            overall.target_done();
+            result
         }
     });
     let targets: Vec<TargetResult> = futures_util::future::join_all(runs).await;
+    overall.finish();
     vc.logout().await;
     Ok(BackupRun {
         targets,
