@@ -87,6 +87,7 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
         "offsite",
         "lock_ttl_seconds = 120",
     ));
+    cfg_text.push_str(&s3_table(&lab, "locked", "locked", ""));
     cfg_text.push_str(&s3_table(
         &lab,
         "vault",
@@ -122,7 +123,9 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
     // An unknown name: exit 1, the configured names listed.
     let r = sk(&["--repo", "ofsite", "list"]).expect_code(1);
     assert!(
-        r.stderr.contains("`ofsite`") && r.stderr.contains("mirror, offsite, sealed, twin, vault"),
+        r.stderr.contains("`ofsite`")
+            && r.stderr
+                .contains("locked, mirror, offsite, sealed, twin, vault"),
         "{}",
         r.stderr
     );
@@ -293,6 +296,28 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
         );
     }
     sk(&["--repo", "twin", "check", "--read-data"]).ok();
+    // --- Object lock needs S3, and a bucket with object lock enabled (the lab's has none).
+    let r = sk(&["repo", "init", "--object-lock-days", "7"]).expect_code(1);
+    assert!(
+        r.stderr.contains("needs a repository in S3"),
+        "{}",
+        r.stderr
+    );
+    let r = sk(&[
+        "--repo",
+        "locked",
+        "repo",
+        "init",
+        "--object-lock-days",
+        "7",
+    ])
+    .expect_code(1);
+    assert!(
+        r.stderr.contains("needs object lock enabled"),
+        "{}",
+        r.stderr
+    );
+
     // Twin opens with its own passphrase only.
     let r = lab.sk_with(
         &["--repo", "twin", "list"],
