@@ -379,6 +379,8 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
         "{}",
         r.stderr
     );
+    let r = sk(&["--repo", "offsite", "repo", "refresh-lock"]).expect_code(1);
+    assert!(r.stderr.contains("has no object lock"), "{}", r.stderr);
 
     // Twin opens with its own passphrase only.
     let r = lab.sk_with(
