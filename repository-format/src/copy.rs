@@ -13,8 +13,10 @@
 //!   the next time; chunks already in the destination are not sent again. An interrupted copy
 //!   leaves at most unreferenced chunks and an abandoned generation folder (removed by gc).
 //! - **Numbers**: a copied generation keeps its source number when the destination has no
-//!   generation of that number, so copying older generations after newer ones does not make
-//!   an older one the newest; otherwise it gets the next number after the destination's last.
+//!   committed generation of that number (the folder of an interrupted copy is cleared and
+//!   reused), so copying older generations after newer ones does not make an older one the
+//!   newest; otherwise it gets the next number after the destination's last, with a warning
+//!   when that is above newer generations.
 //! - **Plan, then copy**: [`Repository::copies_in`] says which source generations a
 //!   destination already holds; [`Repository::copy_generation_to`] copies one generation, so a
 //!   caller can report (and fail) generation by generation. [`Repository::copy_to`] does both.
@@ -263,10 +265,16 @@ impl Repository {
             Some(g) => g.id.next(&dkey)?.0,
             None => 1,
         };
-        let mut next = if dirs.iter().any(|g| g.id == id) {
-            after_last
-        } else {
-            id.0
+        let mut next = match dirs.iter().find(|g| g.id == id) {
+            None => id.0,
+            // Under the target lock no writer is in a folder without a manifest (writers hold
+            // it from their first object to their commit): an interrupted copy or backup left
+            // it. Cleared and taken again, so a retried copy keeps the source's number.
+            Some(g) if !g.committed => {
+                dest.remove_generation_dir(&g.prefix)?;
+                id.0
+            }
+            Some(_) => after_last,
         };
         let marker = serde_json::to_vec_pretty(&crate::writer::WriterRecord {
             pid: std::process::id(),
@@ -286,6 +294,25 @@ impl Repository {
             }
         };
         let did = GenerationId(next);
+        if did != id {
+            let newer: Vec<u64> = dest
+                .generations(&dkey)?
+                .iter()
+                .filter(|g| g.time > m.started)
+                .map(|g| g.id.0)
+                .collect();
+            if !newer.is_empty() {
+                tracing::warn!(
+                    target_key = %key,
+                    generation = %id,
+                    dest_generation = %did,
+                    ?newer,
+                    "the destination already has a generation {id} of its own: this copy gets \
+                     number {did}, above generations that are newer than it (restore without \
+                     --generation picks the highest number)"
+                );
+            }
+        }
         let tally = Tally::default();
         let result = (|| -> Result<()> {
             // Every index first: the progress total, and the distinct chunks to bring over.

@@ -114,6 +114,7 @@ pub use manifest::{
     BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
     Provisioning,
 };
+pub use object_lock::RefreshReport;
 pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePlan};
 pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;

@@ -81,3 +81,189 @@ impl Repository {
             .map(OffsetDateTime::from))
     }
 }
+
+/// What [`Repository::refresh_object_lock`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshReport {
+    /// Objects (config, key files, manifests, indexes, metadata, chunks) whose retention
+    /// ended too soon and that were written again (or would be, in a dry run).
+    pub objects_rewritten: u64,
+    /// Of those, chunks.
+    pub chunks_rewritten: u64,
+    /// Bytes written again.
+    pub bytes_rewritten: u64,
+    /// Objects whose retention already lasts long enough.
+    pub objects_kept: u64,
+    /// Nothing was written.
+    pub dry_run: bool,
+}
+
+impl Repository {
+    /// Extends the object lock of everything the committed generations use (and the config
+    /// and key files) whose retention ends within `within`: each such object is read,
+    /// verified (chunks: envelope, length and id; the rest: its blob envelope or format), and
+    /// written again with the same bytes, which makes a new version retained for the full
+    /// period. Object stores offer `PutObjectRetention` for this, but `object_store` has no
+    /// call for it; a rewrite costs one GET and one PUT per object, once per `within`.
+    /// Deduplicated chunks are what needs this: a chunk keeps the retention of its first
+    /// write while every later backup re-uses it. Holds the caller's shared lock (backups may
+    /// run meanwhile; gc, which deletes, may not).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] without object lock; a damaged object (named) stops the
+    /// refresh; storage errors.
+    pub fn refresh_object_lock(
+        &self,
+        lock: &crate::lock::RepositoryLock,
+        within: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<RefreshReport> {
+        use crate::blob::BlobKind;
+        use crate::chunk_store::{ChunkFault, ChunkStore};
+        use crate::error::{ChunkError, ChunkUse, Error};
+        use crate::format::{CONFIG_FILE, INDEX_EXTENSION, KEYS_DIR, METADATA_DIR};
+        use crate::storage::ObjectInfo;
+
+        lock.require(self.config().repository_id, "refresh_object_lock", false)?;
+        let be = self.backend().as_ref();
+        if be.object_lock().is_none() {
+            return Err(Error::InvalidOption(format!(
+                "{} has no object lock (repo init --object-lock-days)",
+                self.location().display()
+            )));
+        }
+        let horizon = std::time::SystemTime::now() + within;
+        let mut report = RefreshReport {
+            dry_run,
+            ..RefreshReport::default()
+        };
+        // Whether `info` needs a rewrite: retained, and its retention ends before the horizon.
+        let due = |info: &ObjectInfo| -> bool {
+            crate::storage::is_retained(&info.key)
+                && be.locked_until(info).is_none_or(|until| until < horizon)
+        };
+        let rewrite = |key: &str, data: &[u8], chunk: bool, report: &mut RefreshReport| {
+            report.objects_rewritten += 1;
+            report.bytes_rewritten += data.len() as u64;
+            if chunk {
+                report.chunks_rewritten += 1;
+            }
+            if dry_run {
+                return Ok(());
+            }
+            be.put(key, data).map_err(store_err(be, "rewrite", key))
+        };
+        let read = |info: &ObjectInfo| crate::error::read_object(be, &info.key, info.size);
+
+        // The config and key files: without them nothing opens.
+        let mut roots: Vec<ObjectInfo> = be
+            .head(CONFIG_FILE)
+            .map_err(store_err(be, "stat", CONFIG_FILE))?
+            .into_iter()
+            .collect();
+        roots.extend(
+            be.list(&format!("{KEYS_DIR}/"))
+                .map_err(store_err(be, "list", KEYS_DIR))?,
+        );
+        for info in roots {
+            if !due(&info) {
+                report.objects_kept += 1;
+                continue;
+            }
+            let data = read(&info)?;
+            if info.key == CONFIG_FILE {
+                // Read and checked the way every open reads it.
+                Config::read(be)?;
+            } else {
+                crate::key_file::KeyFile::parse(&be.display_path(&info.key), &data)?;
+            }
+            rewrite(&info.key, &data, false, &mut report)?;
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        for key in self.target_keys()? {
+            for g in self.generations(&key)? {
+                let m = self.manifest(&key, g.id)?;
+                let prefix = self.generation_prefix(&key, g.id);
+                for info in be.list(&prefix).map_err(store_err(be, "list", &prefix))? {
+                    if !due(&info) {
+                        report.objects_kept += 1;
+                        continue;
+                    }
+                    let name = &info.key[prefix.len()..];
+                    let (kind, limit) = if name == MANIFEST_FILE {
+                        (BlobKind::Manifest, crate::manifest::MANIFEST_LIMIT)
+                    } else if name.starts_with(&format!("{METADATA_DIR}/")) {
+                        (BlobKind::Metadata, crate::writer::METADATA_LIMIT)
+                    } else if name.ends_with(&format!(".{INDEX_EXTENSION}")) {
+                        (BlobKind::Index, crate::fixed_index::INDEX_LIMIT)
+                    } else {
+                        // Nothing else belongs in a committed generation folder.
+                        report.objects_kept += 1;
+                        continue;
+                    };
+                    let data = read(&info)?;
+                    self.codec()
+                        .decode(kind, &data, limit)
+                        .map_err(|e| Error::Blob {
+                            path: be.display_path(&info.key),
+                            reason: e,
+                        })?;
+                    rewrite(&info.key, &data, false, &mut report)?;
+                }
+                for d in &m.disks {
+                    let idx = self.index_of(&key, &m, d.disk.key)?;
+                    for (slot, digest) in idx.stored_chunks() {
+                        if !seen.insert(digest) {
+                            continue;
+                        }
+                        let ck = ChunkStore::key(&digest);
+                        let (offset, expected) = idx.chunk_range(slot);
+                        let fail = |reason: ChunkFault| {
+                            Error::Chunk(Box::new(ChunkError {
+                                digest,
+                                path: be.display_path(&ck),
+                                used_by: ChunkUse {
+                                    target: key.to_string(),
+                                    generation: g.id.0,
+                                    disk: d.disk.key,
+                                    offset,
+                                },
+                                reason,
+                            }))
+                        };
+                        let Some(info) = be.head(&ck).map_err(store_err(be, "stat", &ck))? else {
+                            return Err(fail(ChunkFault::Missing));
+                        };
+                        if !due(&info) {
+                            report.objects_kept += 1;
+                            continue;
+                        }
+                        let raw = read(&info)?;
+                        let data = self
+                            .codec()
+                            .decode(BlobKind::Chunk, &raw, self.config().chunk_size as usize)
+                            .map_err(|e| fail(ChunkFault::Blob(e)))?;
+                        if data.len() != expected {
+                            return Err(fail(ChunkFault::Length {
+                                actual: data.len(),
+                                expected,
+                            }));
+                        }
+                        let actual = self.codec().chunk_id(&data);
+                        if actual != digest {
+                            return Err(fail(ChunkFault::DigestMismatch(actual)));
+                        }
+                        rewrite(&ck, &raw, true, &mut report)?;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            rewritten = report.objects_rewritten,
+            kept = report.objects_kept,
+            "object lock refreshed"
+        );
+        Ok(report)
+    }
+}

@@ -259,10 +259,12 @@ impl Repository {
             // Every later open takes the lock from here (crate::object_lock).
             config.extra.insert(OBJECT_LOCK_DAYS.into(), days.into());
         }
-        // The first retained write tells whether the bucket has object lock enabled.
+        // The first retained write tells whether the bucket has object lock enabled: stores
+        // answer 400 InvalidRequest (AWS: "Bucket is missing Object Lock Configuration").
         let refused = |e: Error| match (object_lock_days, e) {
             (Some(_), Error::Io { source, path, .. })
-                if source.kind() != std::io::ErrorKind::PermissionDenied =>
+                if format!("{source} {source:?}").contains("InvalidRequest")
+                    || format!("{source}").contains("Object Lock") =>
             {
                 Error::InvalidOption(format!(
                     "{}: the store refused a write with an object lock retention ({source}): \

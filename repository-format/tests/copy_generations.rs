@@ -76,6 +76,23 @@ fn copied_generations_keep_their_numbers_so_the_newest_stays_newest() {
     let done = src.copies_in(&dest).unwrap();
     assert!(done.contains(&key, g1) && done.contains(&key, g2));
 
+    // An interrupted copy (no manifest: nothing committed) is cleared and done again under
+    // the same number, sending only what is missing.
+    let (c3, _, _) = {
+        let gen_dir = dir
+            .path()
+            .join("dest/repo/targets")
+            .join(key.to_string())
+            .join(g1.folder_name());
+        std::fs::remove_file(gen_dir.join("manifest")).unwrap();
+        std::fs::write(gen_dir.join("incomplete.json"), b"{}").unwrap();
+        assert_eq!(dest.latest_successful(&key).unwrap().unwrap().id, g2);
+        copy_one(&src, &dest, "v", g1).unwrap()
+    };
+    assert_eq!(c3.generation, g1, "{c3:?}");
+    assert_eq!(c3.chunks_sent, 0, "{c3:?}");
+    assert_eq!(restore(&dest, "v", g1), old);
+
     // A number the destination already uses (its own backup) is not taken over.
     let other = repo(&dir.path().join("other"));
     let (o1, _) = backup(&other, "v", &new, None);

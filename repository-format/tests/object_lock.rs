@@ -146,7 +146,11 @@ fn an_object_locked_repository_keeps_what_the_lock_retains() {
             "{k}: retained until {until}"
         );
     }
+    let chunk_key = format!("{p}/{}", ChunkStore::key(&chunk));
+    let (_, first_until) = retention(&rt, &c, &bucket, &chunk_key);
     drop(repo);
+    // (A later handle's retention date is later: its client is made later.)
+    std::thread::sleep(Duration::from_secs(2));
 
     // Opened again without saying so, it still writes with the lock (from its config), and
     // lock records carry none (they are deleted all the time).
@@ -167,6 +171,41 @@ fn an_object_locked_repository_keeps_what_the_lock_retains() {
         let (mode, _) = retention(&rt, &c, &bucket, &format!("{p}/{}", claim.key));
         assert_eq!(mode, None, "{}", claim.key);
     }
+
+    // Refreshing the lock: nothing is due within the hour (a dry run says so); with a horizon
+    // beyond every retention, every object the generations use is written again, verified,
+    // and its store retention moves later.
+    {
+        let shared = repo.lock_shared(Duration::ZERO).unwrap();
+        let r = repo
+            .refresh_object_lock(&shared, Duration::from_secs(3600), true)
+            .unwrap();
+        assert_eq!(r.objects_rewritten, 0, "{r:?}");
+        assert!(r.objects_kept > 0, "{r:?}");
+        let r = repo
+            .refresh_object_lock(&shared, Duration::from_secs(3 * 86_400), false)
+            .unwrap();
+        let distinct: std::collections::HashSet<_> = [g1, g2]
+            .iter()
+            .flat_map(|g| {
+                repo.fixed_index(&key, *g, 2000)
+                    .unwrap()
+                    .stored_chunks()
+                    .map(|(_, d)| d)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(r.chunks_rewritten, distinct.len() as u64, "{r:?}");
+        // The config, the two manifests and indexes too.
+        assert!(r.objects_rewritten >= r.chunks_rewritten + 5, "{r:?}");
+        let (mode, until) = retention(&rt, &c, &bucket, &chunk_key);
+        assert_eq!(mode.as_deref(), Some("COMPLIANCE"));
+        assert!(
+            until.unwrap() > first_until.unwrap(),
+            "{until:?} {first_until:?}"
+        );
+    }
+    assert_eq!(restore(&repo, "l", g1), data);
 
     // prune keeps the generation the policy would drop, saying why; deleting it is refused.
     let x = repo.lock_exclusive(Duration::ZERO).unwrap();

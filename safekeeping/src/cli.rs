@@ -128,6 +128,21 @@ pub enum RepoCommand {
     /// Key files of an encrypted repository: list, add, passwd, export, remove.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// S3 object lock: write again (same bytes, new retention) every object the generations
+    /// use whose retention ends soon, so re-used chunks stay locked (run it regularly).
+    RefreshLock(RefreshLockArgs),
+}
+
+/// `repo refresh-lock`
+#[derive(Debug, Args)]
+pub struct RefreshLockArgs {
+    /// Refresh what is retained for less than this many more days (default: half the
+    /// repository's object lock days, at least 1).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub within_days: Option<u32>,
+    /// Only count what would be written again.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `repo key` subcommands. The current passphrase comes from `SAFEKEEPING_PASSPHRASE` or the

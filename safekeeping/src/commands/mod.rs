@@ -75,6 +75,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         ),
         Command::Repo(RepoCommand::Key(k)) => key::run(config, &k),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),
+        Command::Repo(RepoCommand::RefreshLock(a)) => repo::refresh_lock(config, &a),
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),
         Command::Check(a) => check::run(config, a),

@@ -120,3 +120,33 @@ pub fn reindex(config: &Config) -> Result<Report> {
     );
     Ok(Report::new(Outcome::Success, &report, text))
 }
+
+/// Extends the S3 object lock of what the generations use (`repo refresh-lock`).
+///
+/// # Errors
+/// A repository without object lock, a damaged object (named), storage errors.
+pub fn refresh_lock(config: &Config, args: &crate::cli::RefreshLockArgs) -> Result<Report> {
+    let r = repo::open(config)?;
+    let days = r.object_lock_days().ok_or_else(|| {
+        Error::Other(format!(
+            "{} has no object lock (it is set by repo init --object-lock-days)",
+            r.location().display()
+        ))
+    })?;
+    let within = args.within_days.unwrap_or((days / 2).max(1));
+    let lock = r.lock_shared(repo::lock_wait(config))?;
+    let report = r.refresh_object_lock(
+        &lock,
+        std::time::Duration::from_secs(u64::from(within) * 86_400),
+        args.dry_run,
+    )?;
+    let text = format!(
+        "{} {} objects ({} chunks, {}) retained for less than {within} more days; {} locked long enough\n",
+        if args.dry_run { "would write again" } else { "wrote again" },
+        report.objects_rewritten,
+        report.chunks_rewritten,
+        crate::format::human_bytes(report.bytes_rewritten),
+        report.objects_kept
+    );
+    Ok(Report::new(Outcome::Success, &report, text))
+}

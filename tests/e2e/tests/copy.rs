@@ -10,6 +10,8 @@
 //!   byte; bucket → encrypted folder likewise, and after the copy's manifest and one chunk are
 //!   removed from the destination (an interrupted copy), the next copy commits the generation
 //!   again sending exactly that one chunk;
+//! - a copy killed (SIGKILL) in the middle is finished by the next one, which sends only what
+//!   had not arrived, under the same generation number;
 //! - `repo init --copy-key-from` makes a repository with the same key material: the copy says
 //!   "as is" and every chunk object in the destination is byte-identical to the source's.
 
@@ -87,6 +89,7 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
         "offsite",
         "lock_ttl_seconds = 120",
     ));
+    cfg_text.push_str(&s3_table(&lab, "locked", "locked", ""));
     cfg_text.push_str(&s3_table(
         &lab,
         "vault",
@@ -122,7 +125,9 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
     // An unknown name: exit 1, the configured names listed.
     let r = sk(&["--repo", "ofsite", "list"]).expect_code(1);
     assert!(
-        r.stderr.contains("`ofsite`") && r.stderr.contains("mirror, offsite, sealed, twin, vault"),
+        r.stderr.contains("`ofsite`")
+            && r.stderr
+                .contains("locked, mirror, offsite, sealed, twin, vault"),
         "{}",
         r.stderr
     );
@@ -193,6 +198,66 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
     ])
     .ok();
     assert_eq!(lab.digests("from-offsite", 2), newest);
+
+    // --- A': a copy into the bucket killed in the middle: the next one finishes it, sending
+    // only what had not arrived, and keeps the generation number.
+    lab.create_vm("cp-big", &["96M"], &["VM Network"]);
+    lab.guest_write("cp-big", 0, "0", "96M", Some(64));
+    let big = lab.digests("cp-big", 1);
+    sk(&["backup", "vm:cp-big"]).ok();
+    let mut child = std::process::Command::new(safekeeping_e2e::binary("safekeeping"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["copy", "--to", "offsite", "vm:cp-big"])
+        .env_remove("SAFEKEEPING_PASSPHRASE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        // The progress lines (one per tenth, stderr not a terminal): kill at the first.
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("% (") {
+                break;
+            }
+        }
+        assert!(
+            seen.contains("% ("),
+            "no progress before the copy ended:\n{seen}"
+        );
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the copy finished before it was killed");
+    let j = copied(&sk(&["--json", "copy", "--to", "offsite", "vm:cp-big"]).ok());
+    assert_eq!(j["copied"], 1, "{j}");
+    let g = &j["generations"][0];
+    assert_eq!(g["dest_generation"], g["generation"], "{j}");
+    let (sent, present) = (
+        j["chunks_sent"].as_u64().unwrap(),
+        j["chunks_present"].as_u64().unwrap(),
+    );
+    assert!(
+        present > 0,
+        "what arrived before the kill is not sent again: {j}"
+    );
+    assert!(sent > 0, "the kill came after everything was sent: {j}");
+    sk(&[
+        "--repo",
+        "offsite",
+        "restore",
+        "vm:cp-big",
+        "--name",
+        "big-back",
+    ])
+    .ok();
+    assert_eq!(lab.digests("big-back", 1), big);
 
     // --- B: encrypted folder → encrypted bucket with other keys: re-encrypted. The
     // environment's passphrase is the source's; the destination reads its own file.
@@ -293,6 +358,30 @@ fn named_repositories_and_copies_between_folders_and_buckets() {
         );
     }
     sk(&["--repo", "twin", "check", "--read-data"]).ok();
+    // --- Object lock needs S3, and a bucket with object lock enabled (the lab's has none).
+    let r = sk(&["repo", "init", "--object-lock-days", "7"]).expect_code(1);
+    assert!(
+        r.stderr.contains("needs a repository in S3"),
+        "{}",
+        r.stderr
+    );
+    let r = sk(&[
+        "--repo",
+        "locked",
+        "repo",
+        "init",
+        "--object-lock-days",
+        "7",
+    ])
+    .expect_code(1);
+    assert!(
+        r.stderr.contains("needs object lock enabled"),
+        "{}",
+        r.stderr
+    );
+    let r = sk(&["--repo", "offsite", "repo", "refresh-lock"]).expect_code(1);
+    assert!(r.stderr.contains("has no object lock"), "{}", r.stderr);
+
     // Twin opens with its own passphrase only.
     let r = lab.sk_with(
         &["--repo", "twin", "list"],
