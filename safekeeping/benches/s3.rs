@@ -43,7 +43,7 @@ use common::guest_image::fill_guest;
 use common::timing::{children_cpu_secs, mb_s, phase, process_cpu_secs, run, BoxResult};
 
 /// Layout seed of the guest image.
-const SEED: u64 = 0x5AFE_53;
+const SEED: u64 = 0x005A_FE53;
 
 fn main() -> BoxResult<()> {
     if std::env::args().any(|a| a == "--list") {

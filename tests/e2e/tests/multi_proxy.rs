@@ -16,7 +16,7 @@
 //! lock ttl instead (repository-format/tests/s3.rs `a_lock_whose_heartbeat_stops_expires`
 //! covers that, the CLI has no ttl setting yet).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use safekeeping_e2e::{wait_run, Lab};
@@ -32,7 +32,7 @@ fn proxy_config(lab: &Lab, name: &str) -> PathBuf {
 }
 
 /// `config` with another lock wait (the lab writes `lock_wait_seconds = 60`).
-fn with_lock_wait(config: &PathBuf, name: &str, seconds: u64) -> PathBuf {
+fn with_lock_wait(config: &Path, name: &str, seconds: u64) -> PathBuf {
     let text = std::fs::read_to_string(config).unwrap();
     assert!(text.contains("lock_wait_seconds = 60"), "{text}");
     let p = config.with_file_name(name);
@@ -48,7 +48,7 @@ fn with_lock_wait(config: &PathBuf, name: &str, seconds: u64) -> PathBuf {
 }
 
 /// `check --read-data` through `config` finds no problem.
-fn check_clean(lab: &Lab, config: &PathBuf) -> serde_json::Value {
+fn check_clean(lab: &Lab, config: &Path) -> serde_json::Value {
     let r = lab.sk_with(&["--json", "check", "--read-data"], config, &[]);
     let j = r.json();
     assert_eq!(r.code, 0, "{j}\n{}", r.stderr);
@@ -57,7 +57,7 @@ fn check_clean(lab: &Lab, config: &PathBuf) -> serde_json::Value {
 }
 
 /// Restores generation `g` of `vm` through `config` as a new VM and returns its disk digests.
-fn restored_digests(lab: &Lab, config: &PathBuf, vm: &str, g: u64, disks: usize) -> Vec<String> {
+fn restored_digests(lab: &Lab, config: &Path, vm: &str, g: u64, disks: usize) -> Vec<String> {
     let name = format!(
         "{vm}-g{g}-{}",
         config.file_stem().unwrap().to_string_lossy()
@@ -181,7 +181,7 @@ fn proxy_1_backing_up_x(lab: &Lab) -> (PathBuf, PathBuf, std::process::Child, Ve
 fn a_second_proxy_on_the_same_vm_fails_clearly_when_its_lock_wait_runs_out() {
     let lab = Lab::up();
     let _cluster = lab.s3_up();
-    let (proxy1, proxy2, mut first, digests) = proxy_1_backing_up_x(&lab);
+    let (_proxy1, proxy2, mut first, digests) = proxy_1_backing_up_x(&lab);
     let first_pid = first.id();
     let impatient = with_lock_wait(&proxy2, "proxy-2-impatient.toml", 1);
 
