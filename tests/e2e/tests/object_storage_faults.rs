@@ -138,9 +138,11 @@ fn the_gateway_killed_mid_backup_fails_cleanly_and_the_next_backup_succeeds() {
     let j = r.json();
     let err = j["targets"][0]["error"].as_str().unwrap_or_default();
     assert!(err.contains(&url), "the error names the repository: {j}");
+    // The S3 client's own account of its retries (object_store: "after N retries").
+    assert!(err.contains("retries"), "the request was retried: {j}");
     assert!(j["targets"][0]["generation"].is_null(), "{j}");
     assert!(lab.snapshots("g").is_empty(), "no snapshot left");
-    eprintln!("the backup failed {failed_after:?} after the gateway was killed");
+    eprintln!("the backup failed {failed_after:?} after the gateway was killed: {err}");
 
     lab.lab(&["s3", "restart", "--gateway"]).ok();
     assert_eq!(
