@@ -5,9 +5,10 @@
 //! - two proxies back up different VMs (with shared data, so their chunks meet) while a third
 //!   runs `gc` and `prune` of an unrelated target; afterwards `check --read-data` is clean and
 //!   every generation restores byte for byte, from either proxy;
-//! - two proxies back up the same VM: the second waits for the first's target lock and then
-//!   makes its own generation, or, with a short lock wait, fails naming the holder; never a
-//!   corrupt or half-committed generation, never a snapshot left;
+//! - two proxies back up the same VM: with a short lock wait the second fails naming the
+//!   holder, with a long one it waits for the first's target lock and then makes its own
+//!   generation (ignored until the backup holds that lock until its snapshot is removed);
+//!   never a corrupt or half-committed generation, never a snapshot left;
 //! - a holder killed with SIGKILL leaves lock records that the next run judges stale (the
 //!   holder's pid is gone on this machine) and goes on; the killed run committed nothing.
 //!
