@@ -29,7 +29,12 @@ use std::time::Instant;
 mod mixed_image;
 use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION, SEED};
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+mod common {
+    // Shared with the s3 benchmark, which uses more of it.
+    #[allow(dead_code)]
+    pub mod timing;
+}
+use common::timing::{mb_s, phase, run, BoxResult};
 
 const PIECE: u64 = 4 << 20;
 
@@ -38,40 +43,6 @@ fn fill_image(flat: &Path, size: u64) -> BoxResult<u64> {
     let f = fs::OpenOptions::new().read(true).write(true).open(flat)?;
     let counts = fill_mixed(&f, size)?;
     Ok((counts[1] + counts[2] + counts[3]) * REGION)
-}
-
-fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
-    let t = Instant::now();
-    let out = cmd.output()?;
-    let secs = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(format!(
-            "{:?} failed: {}{}",
-            cmd,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
-/// Seconds between the log lines containing `from` and `to` (RFC 3339 timestamps at the start).
-fn phase(log: &str, from: &str, to: &str) -> Option<f64> {
-    let at = |needle: &str| {
-        log.lines().find(|l| l.contains(needle)).and_then(|l| {
-            let ts = l.split_whitespace().next()?;
-            let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                .ok()?;
-            Some(t)
-        })
-    };
-    let (a, b) = (at(from)?, at(to)?);
-    Some((b - a).as_seconds_f64())
-}
-
-fn mb_s(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / 1e6 / secs
 }
 
 fn main() -> BoxResult<()> {

@@ -271,6 +271,91 @@ impl Lab {
             .expect("spawn safekeeping")
     }
 
+    /// A `safekeeping` process started in the background with configuration `config`
+    /// (stdout and stderr piped): one backup proxy among several.
+    pub fn sk_spawn_with(&self, args: &[&str], config: &Path) -> std::process::Child {
+        Command::new(&self.sk_bin)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("SAFEKEEPING_PASSWORD")
+            .env_remove("SAFEKEEPING_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn safekeeping")
+    }
+
+    /// Starts the lab's SeaweedFS cluster (`safekeeping-lab s3 up`); it stops when the
+    /// returned guard is dropped, however the test ends.
+    pub fn s3_up(&self) -> S3Cluster<'_> {
+        self.lab(&["s3", "up"]).ok();
+        S3Cluster(self)
+    }
+
+    /// The lab's configuration with its `[repository]` section replaced by the S3 one that
+    /// `safekeeping-lab s3 up` wrote, using credentials profile `profile`, plus `extra` lines
+    /// inside `[repository]` (say `cache_dir = "..."`), written to `DIR/name`.
+    pub fn s3_config(&self, name: &str, profile: &str, extra: &str) -> PathBuf {
+        let base = std::fs::read_to_string(self.config()).expect("read safekeeping.toml");
+        let s3 = std::fs::read_to_string(self.dir().join("s3-repository.toml"))
+            .expect("read s3-repository.toml (is the S3 lab up?)");
+        let s3 = s3.replace("profile = \"lab\"", &format!("profile = \"{profile}\""));
+        let mut out = String::new();
+        let mut in_repository = false;
+        for line in base.lines() {
+            if line.trim_start().starts_with('[') {
+                in_repository = line.trim() == "[repository]";
+                if in_repository {
+                    out.push_str(&s3);
+                    out.push('\n');
+                    out.push_str(extra);
+                    out.push('\n');
+                    continue;
+                }
+            }
+            if !in_repository {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let path = self.dir().join(name);
+        std::fs::write(&path, out).expect("write S3 configuration");
+        path
+    }
+
+    /// `DIR/s3.json`, the S3 lab's state (endpoint, bucket, processes).
+    pub fn s3_state(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir().join("s3.json")).expect("read s3.json");
+        serde_json::from_str(&text).expect("s3.json is JSON")
+    }
+
+    /// Committed generation numbers of VM `vm` in the repository `config` names.
+    pub fn generations_with(&self, config: &Path, vm: &str) -> Vec<u64> {
+        let j = self.sk_with(&["--json", "list"], config, &[]).ok().json();
+        j["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["name"] == vm)
+            .flat_map(|t| t["generations"].as_array().cloned().unwrap_or_default())
+            .filter_map(|g| g["id"].as_u64())
+            .collect()
+    }
+
+    /// Waits up to `timeout` until VM `vm` has a snapshot (a backup is past its target lock
+    /// and its snapshot, so in its data phase); whether it did.
+    pub fn wait_for_snapshot(&self, vm: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if !self.snapshots(vm).is_empty() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Lines of `DIR/vddk-stats.jsonl`, parsed.
     pub fn vddk_stats(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.dir().join("vddk-stats.jsonl")).unwrap_or_default();
@@ -290,6 +375,24 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// The lab's SeaweedFS cluster (from [`Lab::s3_up`]), stopped when dropped.
+pub struct S3Cluster<'a>(&'a Lab);
+
+impl Drop for S3Cluster<'_> {
+    fn drop(&mut self) {
+        let r = self.0.lab(&["s3", "down"]);
+        if r.code != 0 {
+            eprintln!("s3 down failed: {}", r.stderr);
+        }
+    }
+}
+
+/// Waits for a spawned `safekeeping` and returns what it printed, as a [`Run`].
+pub fn wait_run(command: &str, child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("wait for safekeeping");
+    Run::from_output(command.to_string(), out)
 }
 
 /// Sends `signal` (`INT` for Ctrl-C, `TERM`) to a `safekeeping` started with

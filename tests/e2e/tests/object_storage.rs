@@ -4,52 +4,13 @@
 //! incremental, `list`, `check --read-data` and a restore by digest all go through it; an
 //! identity without write permission fails the backup clearly, naming the repository.
 
-use std::path::PathBuf;
-
 use safekeeping_e2e::Lab;
-
-/// Stops the S3 cluster when the test ends, however it ends.
-struct S3Cluster<'a>(&'a Lab);
-
-impl Drop for S3Cluster<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.lab(&["s3", "down"]);
-    }
-}
-
-/// The lab's configuration with its `[repository]` section replaced by the S3 one
-/// `safekeeping-lab s3 up` wrote, using credentials profile `profile`.
-fn s3_config(lab: &Lab, name: &str, profile: &str) -> PathBuf {
-    let base = std::fs::read_to_string(lab.config()).unwrap();
-    let s3 = std::fs::read_to_string(lab.dir().join("s3-repository.toml")).unwrap();
-    let s3 = s3.replace("profile = \"lab\"", &format!("profile = \"{profile}\""));
-    let mut out = String::new();
-    let mut in_repository = false;
-    for line in base.lines() {
-        if line.trim_start().starts_with('[') {
-            in_repository = line.trim() == "[repository]";
-            if in_repository {
-                out.push_str(&s3);
-                out.push('\n');
-                continue;
-            }
-        }
-        if !in_repository {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    let path = lab.dir().join(name);
-    std::fs::write(&path, out).unwrap();
-    path
-}
 
 #[test]
 fn a_vm_backs_up_to_and_restores_from_object_storage() {
     let lab = Lab::up();
-    lab.lab(&["s3", "up"]).ok();
-    let _cluster = S3Cluster(&lab);
-    let cfg = s3_config(&lab, "s3.toml", "lab");
+    let _cluster = lab.s3_up();
+    let cfg = lab.s3_config("s3.toml", "lab", "");
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("url = \"s3://"), "{text}");
     assert!(!text.contains("\npath = "), "{text}");
@@ -80,7 +41,7 @@ fn a_vm_backs_up_to_and_restores_from_object_storage() {
 
     // An identity that may only read cannot back up: a clear error naming the repository,
     // exit 1, and no snapshot left on the VM.
-    let ro = s3_config(&lab, "s3-readonly.toml", "lab-readonly");
+    let ro = lab.s3_config("s3-readonly.toml", "lab-readonly", "");
     let r = lab.sk_with(&["backup", "vm:s3-vm"], &ro, &[]);
     assert_ne!(r.code, 0, "{}", r.all_output());
     assert!(r.all_output().contains("s3://"), "{}", r.all_output());

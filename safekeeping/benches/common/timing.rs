@@ -1,0 +1,80 @@
+//! What the end-to-end benchmarks share: running a step as a process and timing it, and
+//! reading phase durations from safekeeping's log.
+
+use std::process::Command;
+use std::time::Instant;
+
+/// The benchmarks' error type: any error, printed.
+pub type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Runs `cmd` to completion; its wall time in seconds and its stdout, or an error with its
+/// output when it fails.
+pub fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
+    let t = Instant::now();
+    let out = cmd.output()?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Seconds between the log lines containing `from` and `to` (RFC 3339 timestamps at the start).
+pub fn phase(log: &str, from: &str, to: &str) -> Option<f64> {
+    let at = |needle: &str| {
+        log.lines().find(|l| l.contains(needle)).and_then(|l| {
+            let ts = l.split_whitespace().next()?;
+            let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+            Some(t)
+        })
+    };
+    let (a, b) = (at(from)?, at(to)?);
+    Some((b - a).as_seconds_f64())
+}
+
+/// Megabytes (10^6) per second.
+pub fn mb_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+/// CPU seconds (user + system) from fields 14 and 15 of a `/proc/.../stat` line (and 16, 17,
+/// the waited-for children's, with `children`), at Linux's 100 ticks per second.
+fn stat_cpu_secs(stat: &str, children: bool) -> Option<f64> {
+    // The command name (field 2) may hold spaces; count fields after its closing parenthesis.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so field N is fields[N - 3].
+    let tick = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let mut ticks = tick(14)? + tick(15)?;
+    if children {
+        ticks += tick(16)? + tick(17)?;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds used by the children this process has waited for (each benchmark step is one):
+/// the difference around a step is that step's CPU time.
+pub fn children_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let own = stat_cpu_secs(&s, false)?;
+            Some(stat_cpu_secs(&s, true)? - own)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds used so far by process `pid` (all its threads), 0 when it is gone.
+pub fn process_cpu_secs(pid: u64) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_secs(&s, false))
+        .unwrap_or(0.0)
+}
