@@ -7,7 +7,7 @@
 //!   every generation restores byte for byte, from either proxy;
 //! - two proxies back up the same VM: with a short lock wait the second fails naming the
 //!   holder, with a long one it waits for the first's target lock and then makes its own
-//!   generation (ignored until the backup holds that lock until its snapshot is removed);
+//!   generation (the backup holds that lock until its snapshot is removed);
 //!   never a corrupt or half-committed generation, never a snapshot left;
 //! - a holder killed with SIGKILL leaves lock records that the next run judges stale (the
 //!   holder's pid is gone on this machine) and goes on; the killed run committed nothing.
@@ -211,10 +211,6 @@ fn a_second_proxy_on_the_same_vm_fails_clearly_when_its_lock_wait_runs_out() {
 }
 
 #[test]
-#[ignore = "fails today: the backup releases the target lock at commit, before it removes its \
-            snapshot, and lists leftover snapshots before taking the lock, so the waiting proxy \
-            removes (or fails on) the first proxy's snapshot; the lock order is engineer (b)'s \
-            change (issue #12 report)"]
 fn a_second_proxy_on_the_same_vm_waits_for_the_first_and_backs_up_after_it() {
     let lab = Lab::up();
     let _cluster = lab.s3_up();
