@@ -278,6 +278,20 @@ fn no_write_permission_and_wrong_credentials_fail_clearly_naming_the_repository(
     let r = lab.sk_with(&["gc"], &readonly, &[]);
     expect_clear_failure(&r, "gc without write permission");
     lab.sk_with(&["list"], &readonly, &[]).ok();
+    // Reading commands work without a lock they cannot record (issue 11, item 16), and say so.
+    let r = lab.sk_with(&["check", "--read-data"], &readonly, &[]).ok();
+    assert!(
+        r.all_output().contains("could not lock"),
+        "check with a read-only identity should warn that it could not lock: {}",
+        r.all_output()
+    );
+    lab.sk_with(
+        &["restore", "vm:p", "--generation", "1", "--name", "p-readonly"],
+        &readonly,
+        &[],
+    )
+    .ok();
+    assert_eq!(lab.digests("p-readonly", 1), gen1);
 
     // Wrong credentials: nothing works, every command says which repository refused them.
     for (cfg_bad, what) in [
