@@ -53,7 +53,7 @@ pub enum Command {
     /// Show one generation: disks, sizes, change ids, VM metadata.
     Show(ShowArgs),
     /// Verify the repository (add --read-data to read and hash every chunk, --repair to move
-    /// damaged chunks to quarantine/ so the next full backup stores them again).
+    /// damaged chunks to quarantine/ so the next backup, full or incremental, stores them again).
     Check(CheckArgs),
     /// Forget generations by a retention policy.
     Prune(PruneArgs),
@@ -322,7 +322,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub read_data: bool,
     /// Also move every chunk whose content is damaged to quarantine/ (implies --read-data;
-    /// takes the exclusive repository lock), so the next full backup of the same data stores
+    /// takes the exclusive repository lock), so the next backup (full or incremental) of the same data stores
     /// it again and heals every generation that uses it.
     #[arg(long)]
     pub repair: bool,

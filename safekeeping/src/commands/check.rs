@@ -1,12 +1,14 @@
 //! `check [--read-data] [--repair]`: verify the repository; exit 1 when anything is damaged.
 //!
 //! `--repair` (implies `--read-data`, takes the exclusive lock) moves damaged chunks to
-//! `quarantine/`, so the next full backup of the same data stores them again. It still exits 1
+//! `quarantine/`, so the next backup (full or incremental) of the same data stores them again. It still exits 1
 //! when it found damage: the generations using a quarantined chunk stay damaged until then.
 
 use std::fmt::Write as _;
 
-use repository_format::CheckOptions;
+use std::collections::HashMap;
+
+use repository_format::{CheckOptions, GenerationId, Problem, ProblemKind, Repository, TargetKey};
 
 use crate::cli::CheckArgs;
 use crate::config::Config;
@@ -47,9 +49,11 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
             String::new()
         }
     );
+    let names = Names::of(&r);
     for p in &report.problems {
-        let _ = writeln!(text, "PROBLEM: {p:?}");
-        tracing::error!("check: {p:?}");
+        let line = names.describe(&r, p);
+        let _ = writeln!(text, "PROBLEM: {line}");
+        tracing::error!("check: {line}");
     }
     for q in &report.quarantined {
         let _ = writeln!(
@@ -68,10 +72,10 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
     for q in &report.quarantined_indexes {
         let _ = writeln!(
             text,
-            "QUARANTINED: index of target {} generation {} disk {} ({}) moved to {}",
-            q.target,
+            "QUARANTINED: index of {} generation {} {} ({}) moved to {}",
+            names.target(&q.target),
             q.generation,
-            q.disk,
+            names.disk(&r, &q.target, q.generation, q.disk),
             q.fault,
             q.quarantine_path.display()
         );
@@ -82,7 +86,11 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         );
     }
     for g in &report.damaged_generations {
-        let disks: Vec<String> = g.disks.iter().map(|d| d.to_string()).collect();
+        let disks: Vec<String> = g
+            .disks
+            .iter()
+            .map(|d| names.disk(&r, &g.target, g.generation, *d))
+            .collect();
         let index_lost = report
             .quarantined_indexes
             .iter()
@@ -91,12 +99,13 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
             "until it is deleted (an index cannot be rebuilt; the next backup of the target reads \
              the disk in full)"
         } else {
-            "until a full backup of the target stores the quarantined data again"
+            "until the next backup of the target (full or incremental) stores the quarantined \
+             data again"
         };
         let _ = writeln!(
             text,
-            "STILL DAMAGED: target {} generation {} (disk {}) {until}",
-            g.target,
+            "STILL DAMAGED: {} generation {} ({}) {until}",
+            names.target(&g.target),
             g.generation,
             disks.join(", ")
         );
@@ -128,4 +137,97 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         Outcome::Failure
     };
     Ok(Report::new(outcome, &report, text))
+}
+
+/// Names for people: a target as `vm:web01` (not its folder key), a disk by its position in the
+/// VM as `show` and `export --disk` count it (the device key beside it).
+struct Names {
+    targets: HashMap<String, (String, TargetKey)>,
+}
+
+impl Names {
+    fn of(r: &Repository) -> Names {
+        let targets = r
+            .targets()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                (
+                    t.key.to_string(),
+                    (format!("{}:{}", t.kind.prefix(), t.name), t.key),
+                )
+            })
+            .collect();
+        Names { targets }
+    }
+
+    /// `vm:web01`, or the folder key when the target's name cannot be read.
+    fn target(&self, key: &str) -> String {
+        self.targets
+            .get(key)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| format!("target {key}"))
+    }
+
+    /// `disk 1 (device 2001)`, or `device 2001` when the manifest cannot say its position.
+    fn disk(&self, r: &Repository, target: &str, generation: u64, device: i32) -> String {
+        let position = self.targets.get(target).and_then(|(_, key)| {
+            let m = r.manifest(key, GenerationId(generation)).ok()?;
+            m.disks.iter().position(|d| d.disk.key == device)
+        });
+        match position {
+            Some(i) => format!("disk {i} (device {device})"),
+            None => format!("device {device}"),
+        }
+    }
+
+    /// One problem as a sentence: what, where, why, which file.
+    fn describe(&self, r: &Repository, p: &Problem) -> String {
+        let what = match p.kind {
+            ProblemKind::DamagedManifest => "damaged manifest",
+            ProblemKind::DamagedIndex => "damaged index",
+            ProblemKind::DamagedMetadata => "damaged metadata",
+            ProblemKind::MissingChunk => "missing chunk",
+            ProblemKind::DamagedChunk => "damaged chunk",
+            ProblemKind::ForeignFile => "foreign file",
+            ProblemKind::DamagedKeyFile => "damaged key file",
+        };
+        let mut where_ = Vec::new();
+        if let Some(t) = &p.target {
+            where_.push(self.target(t));
+            if let Some(g) = p.generation {
+                where_.push(format!("generation {g}"));
+                if let Some(d) = p.disk {
+                    where_.push(self.disk(r, t, g, d));
+                }
+            }
+        }
+        let mut line = what.to_string();
+        if !where_.is_empty() {
+            line.push_str(" in ");
+            line.push_str(&where_.join(" "));
+        }
+        let uses = p.used_by.len();
+        if uses > 0 {
+            let first = &p.used_by[0];
+            let _ = write!(
+                line,
+                ", used by {} at offset {} of {}{}",
+                self.target(&first.target),
+                crate::format::human_bytes(first.offset),
+                self.disk(r, &first.target, first.generation, first.disk),
+                if uses > 1 {
+                    format!(
+                        " generation {} and {} more places",
+                        first.generation,
+                        uses - 1
+                    )
+                } else {
+                    format!(" generation {}", first.generation)
+                }
+            );
+        }
+        let _ = write!(line, ": {} ({})", p.detail, p.path.display());
+        line
+    }
 }

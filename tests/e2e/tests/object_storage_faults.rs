@@ -286,7 +286,14 @@ fn no_write_permission_and_wrong_credentials_fail_clearly_naming_the_repository(
         r.all_output()
     );
     lab.sk_with(
-        &["restore", "vm:p", "--generation", "1", "--name", "p-readonly"],
+        &[
+            "restore",
+            "vm:p",
+            "--generation",
+            "1",
+            "--name",
+            "p-readonly",
+        ],
         &readonly,
         &[],
     )

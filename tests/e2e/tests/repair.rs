@@ -78,7 +78,14 @@ fn repair_quarantines_a_damaged_chunk_and_the_next_backup_heals_it() {
     // A second repair has nothing left to move: the chunk is missing now.
     let r = lab.sk(&["check", "--repair"]);
     assert_eq!(r.code, 1, "{}", r.all_output());
-    assert!(r.stdout.contains("MissingChunk"), "{}", r.stdout);
+    // Said for people: the kind in words, the VM by name, the disk by its position.
+    assert!(
+        r.stdout.contains("PROBLEM: missing chunk, used by vm:")
+            && r.stdout.contains("at offset 0 B of disk 0 (device")
+            && !r.stdout.contains("Problem {"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains("1 files kept in quarantine/"),
         "{}",
