@@ -244,6 +244,14 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The repository passphrase file could not be read.
+    #[error("cannot read the repository passphrase file {path}: {source}")]
+    PassphraseFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The `[vddk]` section is missing but the command needs VDDK.
     #[error("the configuration has no [vddk] section, which backup and restore need")]
     NoVddk,
@@ -626,7 +634,7 @@ impl Config {
     /// `passphrase_file` comes first: the environment variable is the current repository's.
     ///
     /// # Errors
-    /// [`ConfigError::PasswordFile`] when the file cannot be read or is empty.
+    /// [`ConfigError::PassphraseFile`] when the file cannot be read or is empty.
     pub fn passphrase(&self) -> Result<Option<repository_format::Passphrase>, ConfigError> {
         let from_env_first = !(self.secondary && self.repository.passphrase_file.is_some());
         for var in [PASSPHRASE_ENV, PASSPHRASE_ENV_SHORT]
@@ -642,14 +650,14 @@ impl Config {
         let Some(path) = &self.repository.passphrase_file else {
             return Ok(None);
         };
-        let meta = std::fs::metadata(path).map_err(|source| ConfigError::PasswordFile {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::PassphraseFile {
             path: path.clone(),
             source,
         })?;
         warn_if_shared(path, &meta);
         repository_format::Passphrase::read_file(path)
             .map(Some)
-            .map_err(|e| ConfigError::PasswordFile {
+            .map_err(|e| ConfigError::PassphraseFile {
                 path: path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
             })

@@ -3,7 +3,12 @@
 
 use time::OffsetDateTime;
 
-/// `1.5 GiB`
+/// `1 target`, `2 targets`: a count with its noun in the right number.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Bytes in binary units for people (`1.5 GiB`).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

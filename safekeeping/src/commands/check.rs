@@ -13,6 +13,7 @@ use repository_format::{CheckOptions, GenerationId, Problem, ProblemKind, Reposi
 use crate::cli::CheckArgs;
 use crate::config::Config;
 use crate::error::Result;
+use crate::format::count;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
@@ -35,15 +36,16 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{} targets, {} generations, {} indexes, {} chunks referenced{}",
-        report.targets,
-        report.generations,
-        report.indexes,
-        report.chunks_referenced,
+        "{}, {}, {}, {} referenced{}",
+        count(report.targets, "target", "targets"),
+        count(report.generations, "generation", "generations"),
+        count(report.indexes, "index", "indexes"),
+        count(report.chunks_referenced, "chunk", "chunks"),
         if read_data {
             format!(
-                ", {} chunks ({} bytes) read and verified",
-                report.chunks_verified, report.bytes_verified
+                ", {} ({}) read and verified",
+                count(report.chunks_verified, "chunk", "chunks"),
+                crate::format::human_bytes(report.bytes_verified)
             )
         } else {
             String::new()

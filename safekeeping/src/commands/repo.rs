@@ -54,6 +54,15 @@ pub fn init(
         ..InitOptions::default()
     };
     let mut location = repo::location(config)?;
+    if let RepositoryLocation::Local(p) = &location {
+        // A second `repo init` is a no-op request, not a damaged folder: say what is there.
+        if p.join("config").is_file() {
+            return Err(Error::Other(format!(
+                "a repository already exists at {}: nothing to create (`safekeeping list` shows what it holds)",
+                p.display()
+            )));
+        }
+    }
     if let Some(days) = object_lock_days {
         match &mut location {
             RepositoryLocation::S3(s3) => s3.object_lock_days = Some(days),
@@ -112,11 +121,19 @@ pub fn reindex(config: &Config) -> Result<Report> {
     let lock = r.lock_exclusive(repo::lock_wait(config))?;
     let report = r.reindex(&lock)?;
     let text = format!(
-        "{} targets, {} generations; removed {} abandoned generation folders and {} temporary files\n",
-        report.targets,
-        report.generations,
-        report.incomplete_removed.len(),
-        report.temp_files_removed
+        "{}, {}; removed {} and {}\n",
+        crate::format::count(report.targets as u64, "target", "targets"),
+        crate::format::count(report.generations as u64, "generation", "generations"),
+        crate::format::count(
+            report.incomplete_removed.len() as u64,
+            "abandoned generation folder",
+            "abandoned generation folders"
+        ),
+        crate::format::count(
+            report.temp_files_removed as u64,
+            "temporary file",
+            "temporary files"
+        )
     );
     Ok(Report::new(Outcome::Success, &report, text))
 }

@@ -190,3 +190,40 @@ fn metrics_file_tells_a_monitoring_system_what_the_run_did_and_when_each_target_
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn small_messages_say_what_is_meant() {
+    let lab = Lab::up();
+    lab.create_vm("one", &["8M"], &[]);
+    lab.sk(&["repo", "init"]).ok();
+    // A second init: the repository is there, not "a folder that is not empty".
+    let r = lab.sk(&["repo", "init"]).expect_code(1);
+    assert!(
+        r.stderr.contains("a repository already exists at"),
+        "{}",
+        r.stderr
+    );
+    lab.sk(&["backup", "vm:one"]).ok();
+    // One of each: no "1 targets".
+    let r = lab.sk(&["check"]).ok();
+    assert!(
+        r.stdout.starts_with("1 target, 1 generation, 1 index, "),
+        "{}",
+        r.stdout
+    );
+    // A missing passphrase file is called what it is, not a password file.
+    let cfg = lab.config_variant(
+        "with-passphrase.toml",
+        "[repository]\n",
+        "[repository]\npassphrase_file = \"/nonexistent/passphrase\"\n",
+    );
+    let r = lab
+        .sk_with(&["repo", "init", "--encrypt"], &cfg, &[])
+        .expect_code(1);
+    assert!(
+        r.stderr
+            .contains("cannot read the repository passphrase file /nonexistent/passphrase"),
+        "{}",
+        r.stderr
+    );
+}
