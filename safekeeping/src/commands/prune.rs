@@ -52,9 +52,22 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
         time::OffsetDateTime::now_utc(),
         args.dry_run,
     )?;
+    // People and scripts see targets as `vm:web01`, with the folder key beside it in JSON.
+    let names: std::collections::HashMap<String, String> = r
+        .targets()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key.to_string(), format!("{}:{}", t.kind.prefix(), t.name)))
+        .collect();
+    let name = |key: &repository_format::TargetKey| {
+        names
+            .get(key.as_str())
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    };
     let mut text = String::new();
     for t in &report.targets {
-        let _ = writeln!(text, "{}:", t.target);
+        let _ = writeln!(text, "{}:", name(&t.target));
         for g in &t.generations {
             let _ = writeln!(
                 text,
@@ -73,13 +86,32 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
     }
     let _ = writeln!(
         text,
-        "{} generations {}; run `safekeeping gc` to free their chunks",
-        report.removed.len(),
+        "{} {}; run `safekeeping gc` to free their chunks",
+        crate::format::count(report.removed.len() as u64, "generation", "generations"),
         if args.dry_run {
             "would be removed"
         } else {
             "removed"
         }
     );
-    Ok(Report::new(Outcome::Success, &report, text))
+    let doc = serde_json::json!({
+        "dry_run": report.dry_run,
+        "targets": report.targets.iter().map(|t| serde_json::json!({
+            "target": name(&t.target),
+            "key": t.target,
+            "generations": t.generations.iter().map(|g| serde_json::json!({
+                "generation": g.id.0,
+                "time": g.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "status": g.status,
+                "keep": g.keep,
+                "reasons": g.reasons,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "removed": report.removed.iter().map(|(key, id)| serde_json::json!({
+            "target": name(key),
+            "key": key,
+            "generation": id.0,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(Report::new(Outcome::Success, &doc, text))
 }

@@ -90,7 +90,13 @@ fn quiet_runs_stream_exports_and_usage_errors_behave_as_scripts_expect() {
     );
 
     // gc --dry-run after a prune: a dry run by its report, and no chunk file goes.
-    lab.sk(&["prune", "--keep-last", "1"]).ok();
+    let j = lab.sk(&["--json", "prune", "--keep-last", "1"]).ok().json();
+    // Objects named like everywhere else (vm:NAME, folder key beside it), not positional arrays.
+    assert_eq!(j["targets"][0]["target"], "vm:web01", "{j:#}");
+    assert!(j["targets"][0]["key"].is_string(), "{j:#}");
+    assert_eq!(j["targets"][0]["generations"][0]["keep"], true, "{j:#}");
+    assert_eq!(j["removed"][0]["target"], "vm:web01", "{j:#}");
+    assert_eq!(j["removed"][0]["generation"], 1, "{j:#}");
     let repo = lab.dir().join("repo");
     let before = chunk_files(&repo);
     let j = lab.sk(&["--json", "gc", "--dry-run"]).ok().json();
