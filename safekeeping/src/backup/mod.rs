@@ -27,6 +27,7 @@ pub mod ivd;
 pub mod vapp;
 pub mod vm;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,9 @@ use crate::cancel::Cancel;
 use crate::config::{Config, FcdApiChoice};
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
+use crate::excluded_disk::ExcludedDisk;
 use crate::target::Target;
+use crate::target_settings::QuiesceMode;
 use crate::vsphere::selection::{self, Skipped, TargetKindArg};
 use crate::vsphere::snapshot_owner::{self, Judge, SnapshotOwner};
 use crate::vsphere::Vcenter;
@@ -58,8 +61,10 @@ pub struct BackupOptions {
     pub exclude: Vec<Target>,
     /// Read every disk in full.
     pub full: bool,
-    /// Quiesce the guest.
-    pub quiesce: bool,
+    /// Quiesce the guest (`None`: as the target's configuration says, else `try`).
+    pub quiesce: Option<QuiesceMode>,
+    /// Disk positions to leave out (`--exclude-disk`; only with exactly one `vm:` target).
+    pub exclude_disks: Vec<usize>,
     /// Progress bars allowed (not `-q`).
     pub show_progress: bool,
     /// Targets backed up at the same time (at least 1).
@@ -91,6 +96,9 @@ pub struct BackupContext {
     pub cancel: Cancel,
     /// Options.
     pub options: BackupOptions,
+    /// For each `[targets."tag:…"]` section of the configuration, the morefs of the VMs that
+    /// carry that tag now (read once per run).
+    pub tag_members: HashMap<String, HashSet<String>>,
     /// One permit per VDDK connection the run may open (`max_connections`): a disk holds one
     /// from before it connects until after it disconnects.
     pub vddk_connections: Arc<Semaphore>,
@@ -138,6 +146,17 @@ pub struct TargetResult {
     pub bytes_new: u64,
     /// Per disk.
     pub disks: Vec<DiskResult>,
+    /// Disks left out (independent, or excluded), each with its note.
+    pub excluded_disks: Vec<ExcludedDisk>,
+    /// The quiesce mode asked for (VM targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesce: Option<QuiesceMode>,
+    /// Whether the snapshot quiesced the guest (VM targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesced: Option<bool>,
+    /// Why quiescing failed when `quiesce = try` fell back to a snapshot without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesce_fallback: Option<String>,
     /// What went wrong.
     pub error: Option<String>,
 }
@@ -154,6 +173,10 @@ impl TargetResult {
             bytes_read: 0,
             bytes_new: 0,
             disks: Vec::new(),
+            excluded_disks: Vec::new(),
+            quiesce: None,
+            quiesced: None,
+            quiesce_fallback: None,
             error: None,
         }
     }
@@ -232,6 +255,7 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
             return Err(e);
         }
     };
+    let tag_members = tag_members(&vc, &config).await;
     let vddk = match VddkEndpoint::load(&config, &vc).await {
         Ok(v) => v,
         Err(e) => {
@@ -257,6 +281,7 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
         lock: Arc::new(lock),
         snapshot_owner,
         cancel,
+        tag_members,
         vddk_connections: Arc::new(Semaphore::new(options.max_connections.max(1))),
         options,
     });
@@ -277,6 +302,26 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
         targets,
         skipped: selection.skipped,
     })
+}
+
+/// The VMs carrying each tag that has a `[targets."tag:…"]` section. A tag vCenter does not
+/// know is logged and matches no VM: one configuration may serve several vCenters.
+async fn tag_members(vc: &Vcenter, config: &Config) -> HashMap<String, HashSet<String>> {
+    let mut out = HashMap::new();
+    for key in config.targets.keys() {
+        let Ok(Target::Tag(tag)) = key.parse::<Target>() else {
+            continue;
+        };
+        match selection::tagged_vms(vc, &tag).await {
+            Ok(vms) => {
+                out.insert(tag, vms);
+            }
+            Err(e) => {
+                tracing::warn!("[targets.\"{key}\"] applies to no VM: {e}");
+            }
+        }
+    }
+    out
 }
 
 /// Backs up one target of any kind; never fails, the result says what happened.

@@ -98,3 +98,12 @@ pub(crate) fn max_connections(arg: Option<u16>, config: &Config) -> usize {
         .unwrap_or(config.defaults.max_vddk_connections)
         .max(1)
 }
+
+/// `--transport MODES` replaces `[vddk] transports` for this run (checked by clap); VDDK then
+/// tries these modes in this order for every disk.
+pub(crate) fn override_transports(config: &mut Config, transport: Option<&str>) {
+    if let (Some(t), Some(v)) = (transport, config.vddk.as_mut()) {
+        tracing::info!(transports = t, "--transport overrides [vddk] transports");
+        v.transports = Some(t.to_string());
+    }
+}

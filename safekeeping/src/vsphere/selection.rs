@@ -236,6 +236,21 @@ pub async fn select(
 }
 
 /// The VMs (by moref) and first class disks (by id) carrying a tag; vApps by name.
+/// The morefs of the VMs carrying tag `text` (`[CATEGORY/]NAME`).
+///
+/// # Errors
+/// An unknown tag, vCenter errors.
+pub async fn tagged_vms(vc: &Vcenter, text: &str) -> Result<HashSet<String>> {
+    Ok(expand_tag(vc, text)
+        .await?
+        .into_iter()
+        .filter_map(|t| match t {
+            Target::Vm(VmSelector::Moref(m)) => Some(m),
+            _ => None,
+        })
+        .collect())
+}
+
 async fn expand_tag(vc: &Vcenter, text: &str) -> Result<Vec<Target>> {
     let (category, name) = split_tag(text);
     let tagging = vc.client.tagging().await?;

@@ -75,6 +75,10 @@ enum Cmd {
         /// Leave the VM powered off.
         #[arg(long)]
         powered_off: bool,
+        /// Make disk N (0-based) independent_persistent, which snapshots do not freeze;
+        /// repeatable.
+        #[arg(long = "independent-disk", value_name = "N")]
+        independent_disks: Vec<usize>,
     },
     /// Writes deterministic data (or zeros) into a VM's current disk, as the guest would.
     GuestWrite {
@@ -265,9 +269,11 @@ pub fn run(cli: Cli) -> Result<()> {
             cpus,
             memory_mb,
             powered_off,
+            independent_disks,
         } => {
             let dir = LabDir::new(&dir)?;
             let body = json!({
+                "independent_disks": independent_disks,
                 "name": name, "disks": disks, "nics": nics, "datastore": datastore.unwrap_or_default(),
                 "controller": controller, "nic_type": nic_type, "guest_id": guest_id,
                 "firmware": firmware, "cpus": cpus, "memory_mb": memory_mb, "power_on": !powered_off,
