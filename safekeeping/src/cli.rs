@@ -327,8 +327,18 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only this target.
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", conflicts_with = "resolve")]
     pub target: Option<Target>,
+    /// Ask vCenter what these targets select now (folder:, cluster:, host:, rp:, datastore:,
+    /// tag:, vm:), without backing anything up; the repository is not read.
+    #[arg(long, value_name = "TARGET", num_args = 1..)]
+    pub resolve: Vec<Target>,
+    /// Resolve every target of a kind too, as `backup --all` does (repeatable).
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with = "target")]
+    pub all: Vec<crate::vsphere::selection::TargetKindArg>,
+    /// With --resolve or --all: leave a target out, as `backup --exclude` does (repeatable).
+    #[arg(long, value_name = "TARGET", conflicts_with = "target")]
+    pub exclude: Vec<Target>,
 }
 
 /// `show`

@@ -54,6 +54,11 @@ pub async fn run(cli: Cli) -> Result<Report> {
         cancel.on_signals();
     }
     match cli.command {
+        Command::List(args)
+            if !args.resolve.is_empty() || !args.all.is_empty() || !args.exclude.is_empty() =>
+        {
+            list::resolve(&config, &args).await
+        }
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
         Command::Copy(args) => {

@@ -58,6 +58,11 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if err = decode(r, &req); err == nil {
 			res, err = l.createVM(r.Context(), &req)
 		}
+	case "place-vm":
+		var req placeVMRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.placeVM(r.Context(), &req)
+		}
 	case "guest-write":
 		var req guestWriteRequest
 		if err = decode(r, &req); err == nil {

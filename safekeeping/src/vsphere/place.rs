@@ -1,0 +1,108 @@
+//! Inventory selections (`folder:`, `cluster:`, `host:`, `rp:`, `datastore:`): the VMs below a
+//! place in vCenter's inventory, read when the run starts. Folders, clusters, hosts and
+//! resource pools are containers, so one recursive container view lists every VM below them
+//! (subfolders, child pools and vApps included); a datastore lists the VMs with a file on it.
+
+use vim_client::{InventoryKind, MoRef};
+
+use crate::error::{Error, Result};
+use crate::target::InventorySelector;
+use crate::vsphere::Vcenter;
+
+/// The morefs of the VMs in `place` (templates included; the selection leaves them out).
+///
+/// # Errors
+/// A place vCenter does not have (with the names it has), vCenter errors.
+pub async fn vms_in(vc: &Vcenter, place: &InventorySelector) -> Result<Vec<MoRef>> {
+    let c = &vc.client;
+    let unknown = |e: vim_client::Error| match e {
+        vim_client::Error::UnknownObject { .. } | vim_client::Error::Ambiguous { .. } => {
+            Error::Other(format!("{}:{}: {e}", place.kind(), place.value()))
+        }
+        e => e.into(),
+    };
+    let container = match place {
+        InventorySelector::Folder(path) => by_path(vc, place, path, "Folder").await?,
+        InventorySelector::Pool(path) => by_path(vc, place, path, "ResourcePool").await?,
+        InventorySelector::Host(name) => c
+            .find_by_name(InventoryKind::Host, name)
+            .await
+            .map_err(unknown)?,
+        InventorySelector::Cluster(name) => cluster(vc, name).await?,
+        InventorySelector::Datastore(name) => {
+            let ds = c
+                .find_by_name(InventoryKind::Datastore, name)
+                .await
+                .map_err(unknown)?;
+            let o = c.object_properties(&ds, &["vm"]).await?;
+            return Ok(o.morefs("vm"));
+        }
+    };
+    let mut vms: Vec<MoRef> = c
+        .container_objects(&container, "VirtualMachine", &["name"])
+        .await?
+        .into_iter()
+        .map(|o| o.obj)
+        .collect();
+    // A cluster's view reaches a VM through its host and through its pool.
+    vms.sort();
+    vms.dedup();
+    Ok(vms)
+}
+
+/// The object at inventory path `path`, which must be a `kind` (`DC0/vm/prod` is a folder,
+/// `DC0/host/C1/Resources/gold` a resource pool).
+async fn by_path(vc: &Vcenter, place: &InventorySelector, path: &str, kind: &str) -> Result<MoRef> {
+    let moref = match vc.client.find_by_inventory_path(path).await {
+        Ok(m) => m,
+        Err(vim_client::Error::UnknownObject { .. }) => {
+            return Err(Error::Other(format!(
+                "{}:{path}: vCenter has nothing at this inventory path",
+                place.kind()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A vApp is a resource pool too.
+    let fits = moref.kind == kind || (kind == "ResourcePool" && moref.kind == "VirtualApp");
+    if !fits {
+        return Err(Error::Other(format!(
+            "{}:{path}: the path names a {}, not a {kind}",
+            place.kind(),
+            moref.kind
+        )));
+    }
+    Ok(moref)
+}
+
+/// The cluster named `name` (a standalone host's compute resource is not a cluster).
+async fn cluster(vc: &Vcenter, name: &str) -> Result<MoRef> {
+    let root = vc.client.service_content().root_folder.clone();
+    let all = vc
+        .client
+        .container_objects(&root, "ClusterComputeResource", &["name"])
+        .await?;
+    let hits: Vec<&vim_client::ObjectContent> = all
+        .iter()
+        .filter(|o| o.text("name") == Some(name))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one.obj.clone()),
+        [] => {
+            let mut known: Vec<&str> = all.iter().filter_map(|o| o.text("name")).collect();
+            known.sort_unstable();
+            Err(Error::Other(format!(
+                "cluster:{name}: no such cluster (vCenter has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )))
+        }
+        many => Err(Error::Other(format!(
+            "cluster:{name}: {} clusters have this name; use rp:DATACENTER/host/{name}/Resources",
+            many.len()
+        ))),
+    }
+}
