@@ -125,6 +125,8 @@ pub struct DiskResult {
     pub bytes_new: u64,
     /// Change id recorded for the next incremental.
     pub change_id: Option<String>,
+    /// The transport mode VDDK chose for this disk (`nbdssl`, `hotadd`, ...).
+    pub transport: Option<String>,
 }
 
 /// The outcome of one target, as `backup --json` prints it.

@@ -33,6 +33,8 @@ pub struct RestoredDisk {
     pub capacity: u64,
     /// Bytes of data written (zero chunks are skipped).
     pub bytes_written: u64,
+    /// The transport mode VDDK chose for this disk.
+    pub transport: Option<String>,
 }
 
 /// The new disk a restore writes into, and how VDDK reaches it.
@@ -109,12 +111,27 @@ pub async fn write_disk(
     show_progress: bool,
     cancel: &Cancel,
 ) -> Result<u64> {
+    Ok(write_disk_via(vddk, job, show_progress, cancel).await?.0)
+}
+
+/// [`write_disk`], also returning the transport mode VDDK chose for the disk (logged).
+///
+/// # Errors
+/// As [`write_disk`].
+pub async fn write_disk_via(
+    vddk: &VddkEndpoint,
+    job: DiskWrite,
+    show_progress: bool,
+    cancel: &Cancel,
+) -> Result<(u64, Option<String>)> {
     let (vddk, cancel) = (vddk.clone(), cancel.clone());
-    tokio::task::spawn_blocking(move || -> Result<u64> {
+    tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
         let reader = job
             .repo
             .disk_reader(&job.key, job.generation, job.disk_key)?;
         let (conn, disk) = job.to.open(&vddk)?;
+        let transport = disk.transport_mode();
+        tracing::info!(disk = %job.to.path(), transport = transport.as_deref().unwrap_or("unknown"), "VDDK transport mode");
         let written = write_stored_chunks(
             &reader,
             disk,
@@ -125,7 +142,7 @@ pub async fn write_disk(
         );
         // The disk is closed (by write_stored_chunks) before its connection.
         drop(conn);
-        written
+        written.map(|w| (w, transport))
     })
     .await
     .map_err(|e| Error::Other(format!("disk writer failed: {e}")))?
@@ -216,13 +233,15 @@ pub async fn write_vm_disks(
                     _ = disks_cancel.cancelled() => return Err(Error::Interrupted),
                 };
                 let path = job.to.path().to_string();
-                let written = write_disk(vddk, job, show_progress, &disks_cancel).await?;
+                let (written, transport) =
+                    write_disk_via(vddk, job, show_progress, &disks_cancel).await?;
                 tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
                 Ok(RestoredDisk {
                     index,
                     path,
                     capacity,
                     bytes_written: written,
+                    transport,
                 })
             }
             .await;
