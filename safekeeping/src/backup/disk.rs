@@ -281,6 +281,9 @@ pub enum SnapshotDisk {
         snapshot: MoRef,
         /// The disk's file as the snapshot names it.
         path: String,
+        /// Transport modes for this target (`--transport`, `[targets."…"] transports`);
+        /// `None`: the run's (`[vddk] transports`).
+        transports: Option<String>,
     },
     /// A first class disk at one of its own snapshots.
     FirstClass {
@@ -299,7 +302,16 @@ impl SnapshotDisk {
     /// Connects read-only to the snapshot and opens the disk. Blocking.
     fn open(&self, vddk: &VddkEndpoint) -> Result<(Connection, Disk)> {
         match self {
-            SnapshotDisk::Vm { vm, snapshot, path } => {
+            SnapshotDisk::Vm {
+                vm,
+                snapshot,
+                path,
+                transports,
+            } => {
+                let vddk = match transports {
+                    Some(t) => vddk.with_transports(t),
+                    None => vddk.clone(),
+                };
                 let conn = vddk.connect_snapshot(&vm.value, &snapshot.value)?;
                 let disk = conn
                     .open(path, vddk::OpenFlags::READ_ONLY)

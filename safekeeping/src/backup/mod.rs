@@ -63,6 +63,8 @@ pub struct BackupOptions {
     pub full: bool,
     /// Quiesce the guest (`None`: as the target's configuration says, else `try`).
     pub quiesce: Option<QuiesceMode>,
+    /// `--transport MODES`: wins over every target's `transports` setting.
+    pub transports: Option<String>,
     /// Disk positions to leave out (`--exclude-disk`; only with exactly one `vm:` target).
     pub exclude_disks: Vec<usize>,
     /// Progress bars allowed (not `-q`).

@@ -227,6 +227,15 @@ async fn with_snapshot(
     // into a full read of that disk first.
     let mut plans: Vec<PlannedDisk> = Vec::new();
     let exclusions = excluded_disks(ctx, p, &frozen)?;
+    // The command line wins over the target's section, which wins over `[vddk] transports`.
+    let transports = ctx
+        .options
+        .transports
+        .clone()
+        .or_else(|| p.settings.transports.clone());
+    if let Some(t) = &transports {
+        tracing::info!(vm = %p.info.name, transports = %t, "VDDK transport modes for this VM");
+    }
     let mut excluded: Vec<ExcludedDisk> = Vec::new();
     for ((index, (device, vdisk)), exclusion) in frozen.disks().enumerate().zip(exclusions) {
         if let Some(x) = exclusion {
@@ -305,6 +314,7 @@ async fn with_snapshot(
                 vm: p.info.moref.clone(),
                 snapshot: snapshot.moref().clone(),
                 path: vdisk.backing.file_name.clone(),
+                transports: transports.clone(),
             },
             areas,
         });

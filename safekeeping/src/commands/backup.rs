@@ -28,6 +28,7 @@ pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions 
             args.quiesce
         },
         exclude_disks: args.exclude_disk,
+        transports: args.transport,
         show_progress: !quiet,
         parallel: args
             .parallel

@@ -2,10 +2,12 @@
 //! `--quiesce try` (the default) falls back once to a snapshot without quiescing and says so
 //! in the log and `--json`; `--quiesce require` fails the target cleanly (no snapshot left,
 //! nothing committed), from the command line and from `[targets."vm:NAME"] quiesce`, which
-//! the command line overrides; `--no-quiesce` stays an alias of `--quiesce off`.
+//! the command line overrides, and from a `[targets."tag:CAT/TAG"]` section for the VMs carrying
+//! the tag (below the VM's own section); `--no-quiesce` stays an alias of `--quiesce off`.
 //! `--transport nbd` overrides `[vddk] transports` (`nbdssl:nbd` in the lab) on backup and
 //! restore: the fake VDDK opens the disks with nbd, and the mode is recorded per disk in
-//! `--json` and in the generation's manifest.
+//! `--json` and in the generation's manifest; `[targets."vm:NAME"] transports` does the same
+//! for one VM, below the command line; unknown modes are refused.
 
 use safekeeping_e2e::Lab;
 
@@ -85,6 +87,37 @@ fn quiesce_modes_and_transport_override() {
         )
         .ok();
     assert_eq!(r.json()["targets"][0]["quiesced"], false);
+    // A tag's section applies to the VMs carrying the tag; the VM's own section wins over it.
+    lab.lab(&[
+        "tag",
+        "--category",
+        "backup",
+        "--tag",
+        "gold",
+        "--attach",
+        "vm:q",
+    ])
+    .ok();
+    let by_tag = with_section(
+        &lab,
+        "tag.toml",
+        "[targets.\"tag:backup/gold\"]\nquiesce = \"require\"",
+    );
+    let r = lab
+        .sk_with(&["backup", "vm:q"], &by_tag, &[])
+        .expect_code(1);
+    assert!(
+        r.all_output().contains("quiesce = require"),
+        "{}",
+        r.all_output()
+    );
+    let both = with_section(
+        &lab,
+        "both.toml",
+        "[targets.\"tag:backup/gold\"]\nquiesce = \"require\"\n[targets.\"vm:q\"]\nquiesce = \"off\"",
+    );
+    let r = lab.sk_with(&["--json", "backup", "vm:q"], &both, &[]).ok();
+    assert_eq!(r.json()["targets"][0]["quiesce"], "off");
     // A section with a bad value is refused when the file is read.
     let bad = with_section(&lab, "bad.toml", "[targets.\"vm:q\"]\nquiesce = \"maybe\"");
     let r = lab.sk_with(&["backup", "vm:q"], &bad, &[]);
@@ -123,6 +156,26 @@ fn quiesce_modes_and_transport_override() {
     // Without it, the configuration's first mode.
     let r = lab.sk(&["--json", "backup", "vm:q"]).ok();
     assert_eq!(r.json()["targets"][0]["disks"][0]["transport"], "nbdssl");
+    // A target's section picks its transports; the command line still wins.
+    let nbd = with_section(&lab, "nbd.toml", "[targets.\"vm:q\"]\ntransports = \"nbd\"");
+    let r = lab.sk_with(&["--json", "backup", "vm:q"], &nbd, &[]).ok();
+    assert_eq!(r.json()["targets"][0]["disks"][0]["transport"], "nbd");
+    let r = lab
+        .sk_with(
+            &["--json", "backup", "vm:q", "--transport", "nbdssl"],
+            &nbd,
+            &[],
+        )
+        .ok();
+    assert_eq!(r.json()["targets"][0]["disks"][0]["transport"], "nbdssl");
+    let bad = with_section(
+        &lab,
+        "badt.toml",
+        "[targets.\"vm:q\"]\ntransports = \"nbd:fax\"",
+    );
+    let r = lab.sk_with(&["backup", "vm:q"], &bad, &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("`fax`"), "{}", r.stderr);
     // Unknown modes are usage errors.
     let r = lab
         .sk(&["backup", "vm:q", "--transport", "carrier-pigeon"])
