@@ -2,7 +2,7 @@
 //! with a note, `--exclude-disk N` and `[targets."vm:NAME"] exclude_disks` leave more out, and
 //! the fake VDDK's statistics show that no left-out disk is opened or read. A restore
 //! recreates every left-out disk empty with its original capacity and writes the others
-//! byte-correct; `--drop-excluded-disks` leaves them out. `--exclude-disk` with anything but
+//! byte-correct (by create and by import); `--drop-excluded-disks` leaves them out. `--exclude-disk` with anything but
 //! one vm: target is a usage error.
 
 use safekeeping_e2e::Lab;
@@ -186,6 +186,20 @@ fn excluded_and_independent_disks_are_not_read_and_restore_empty() {
     assert_eq!(lab.digest("r1", 2), zeros_digest(6 * MIB));
     let r = lab.sk(&["restore", "vm:w", "--name", "r1text"]).ok();
     assert!(r.stdout.contains("recreated empty"), "{}", r.stdout);
+
+    // Restore by import (the .vmx registered, then the disks added back) does the same.
+    lab.sk(&["restore", "vm:w", "--name", "r3", "--mode", "import"])
+        .ok();
+    let restored = lab.vm_info("r3").unwrap();
+    let caps: Vec<u64> = restored["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["capacity"].as_u64().unwrap())
+        .collect();
+    assert_eq!(caps, [8, 4, 6].map(|m| (m * MIB) as u64));
+    assert_eq!(lab.digest("r3", 0), original);
+    assert_eq!(lab.digest("r3", 1), zeros_digest(4 * MIB));
 
     // --drop-excluded-disks: only the backed-up disk.
     lab.sk(&["restore", "vm:w", "--name", "r2", "--drop-excluded-disks"])
