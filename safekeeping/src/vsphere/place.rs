@@ -1,9 +1,11 @@
 //! Inventory selections (`folder:`, `cluster:`, `host:`, `rp:`, `datastore:`): the VMs below a
 //! place in vCenter's inventory, read when the run starts. Folders, clusters, hosts and
 //! resource pools are containers, so one recursive container view lists every VM below them
-//! (subfolders, child pools and vApps included); a datastore lists the VMs with a file on it.
+//! (subfolders, child pools and vApps included). A datastore lists the VMs with any file on
+//! it; of those, the selection keeps the VMs with a disk there (a base disk or a snapshot
+//! delta of one), not those that only keep their `.vmx` there.
 
-use vim_client::{InventoryKind, MoRef};
+use vim_client::{DatastorePath, DiskBacking, InventoryKind, MoRef};
 
 use crate::error::{Error, Result};
 use crate::target::InventorySelector;
@@ -35,7 +37,19 @@ pub async fn vms_in(vc: &Vcenter, place: &InventorySelector) -> Result<Vec<MoRef
                 .await
                 .map_err(unknown)?;
             let o = c.object_properties(&ds, &["vm"]).await?;
-            return Ok(o.morefs("vm"));
+            let mut out = Vec::new();
+            for vm in o.morefs("vm") {
+                let config = match c.vm_config(&vm).await {
+                    Ok(config) => config,
+                    // Removed since the datastore was read.
+                    Err(e) if e.is_fault(&vim_client::FaultKind::ManagedObjectNotFound) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if config.disks().any(|(_, d)| disk_on(&d.backing, &ds, name)) {
+                    out.push(vm);
+                }
+            }
+            return Ok(out);
         }
     };
     let mut vms: Vec<MoRef> = c
@@ -48,6 +62,22 @@ pub async fn vms_in(vc: &Vcenter, place: &InventorySelector) -> Result<Vec<MoRef
     vms.sort();
     vms.dedup();
     Ok(vms)
+}
+
+/// Whether a disk's file, or a file of its snapshot chain, is on datastore `ds` (`name`).
+fn disk_on(backing: &DiskBacking, ds: &MoRef, name: &str) -> bool {
+    let mut next = Some(backing);
+    while let Some(b) = next {
+        let by_path = b
+            .file_name
+            .parse::<DatastorePath>()
+            .is_ok_and(|p| p.datastore == name);
+        if b.datastore.as_ref() == Some(ds) || by_path {
+            return true;
+        }
+        next = b.parent.as_deref();
+    }
+    false
 }
 
 /// The object at inventory path `path`, which must be a `kind` (`DC0/vm/prod` is a folder,
@@ -104,5 +134,45 @@ async fn cluster(vc: &Vcenter, name: &str) -> Result<MoRef> {
             "cluster:{name}: {} clusters have this name; use rp:DATACENTER/host/{name}/Resources",
             many.len()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backing(file: &str, parent: Option<DiskBacking>) -> DiskBacking {
+        DiskBacking {
+            type_name: "VirtualDiskFlatVer2BackingInfo".into(),
+            file_name: file.into(),
+            datastore: None,
+            thin_provisioned: None,
+            eagerly_scrub: None,
+            change_id: None,
+            uuid: None,
+            disk_mode: None,
+            parent: parent.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn a_disk_is_on_a_datastore_by_its_file_or_its_snapshot_chain() {
+        let ds2 = MoRef::new("Datastore", "datastore-2");
+        let base = backing("[ds2] db/db.vmdk", None);
+        assert!(disk_on(&base, &ds2, "ds2"));
+        assert!(!disk_on(
+            &base,
+            &MoRef::new("Datastore", "datastore-1"),
+            "ds1"
+        ));
+        // A snapshot delta in the VM's home folder on ds1, its base on ds2.
+        let delta = backing("[ds1] db/db-000001.vmdk", Some(base));
+        assert!(disk_on(&delta, &ds2, "ds2"));
+        let only_home = backing("[ds1] db/db.vmdk", None);
+        assert!(!disk_on(&only_home, &ds2, "ds2"));
+        // By moref when the path names another datastore spelling.
+        let mut by_ref = backing("[renamed] db/db.vmdk", None);
+        by_ref.datastore = Some(ds2.clone());
+        assert!(disk_on(&by_ref, &ds2, "ds2"));
     }
 }

@@ -1,7 +1,7 @@
 //! Inventory selections end to end: VMs placed in nested folders, a second cluster (with its
 //! own host), nested resource pools and a second datastore; `list --resolve` expands each of
 //! `folder:` (recursive), `cluster:`, `host:`, `rp:` (recursive) and `datastore:` to exactly
-//! the VMs the lab placed there, combines them with `tag:`, `--all` and `--exclude`, names
+//! the VMs the lab placed there (`datastore:` by disk, not by `.vmx`), combines them with `tag:`, `--all` and `--exclude`, names
 //! what does not exist, and a backup of a `folder:` selection backs up exactly its VM.
 
 use std::collections::BTreeSet;
@@ -173,4 +173,32 @@ fn each_inventory_selection_resolves_to_the_vms_placed_there() {
     assert_eq!(targets.len(), 1, "{targets:?}");
     assert_eq!(targets[0]["vm"], "web1");
     assert_eq!(targets[0]["status"], "succeeded");
+
+    // datastore: means a disk there, not only the .vmx: a copy of web1 with its .vmx on
+    // datastore1 and its disk on datastore2.
+    lab.sk(&[
+        "restore",
+        "vm:web1",
+        "--name",
+        "split",
+        "--disk-datastore",
+        "0=datastore2",
+    ])
+    .ok();
+    let split = lab.vm_info("split").unwrap();
+    assert!(
+        split["vmx_path"]
+            .as_str()
+            .unwrap()
+            .starts_with("[datastore1]"),
+        "{split}"
+    );
+    assert_eq!(
+        resolve(&lab, &["--resolve", "datastore:datastore2"]),
+        names(&["ds2vm", "split"])
+    );
+    assert_eq!(
+        resolve(&lab, &["--resolve", "datastore:datastore1"]),
+        names(&["web1", "app1", "far1", "pooled1", "plain1"])
+    );
 }
