@@ -2,10 +2,10 @@
 //! place in vCenter's inventory, read when the run starts. Folders, clusters, hosts and
 //! resource pools are containers, so one recursive container view lists every VM below them
 //! (subfolders, child pools and vApps included). A datastore lists the VMs with any file on
-//! it; of those, the selection keeps the VMs with a disk there (a base disk or a snapshot
-//! delta of one), not those that only keep their `.vmx` there.
+//! it; of those (their devices read in one call), the selection keeps the VMs with a disk there
+//! (a base disk or a snapshot delta of one), not those that only keep their `.vmx` there.
 
-use vim_client::{DatastorePath, DiskBacking, InventoryKind, MoRef};
+use vim_client::{DatastorePath, Device, DiskBacking, InventoryKind, MoRef};
 
 use crate::error::{Error, Result};
 use crate::target::InventorySelector;
@@ -36,20 +36,37 @@ pub async fn vms_in(vc: &Vcenter, place: &InventorySelector) -> Result<Vec<MoRef
                 .find_by_name(InventoryKind::Datastore, name)
                 .await
                 .map_err(unknown)?;
-            let o = c.object_properties(&ds, &["vm"]).await?;
-            let mut out = Vec::new();
-            for vm in o.morefs("vm") {
-                let config = match c.vm_config(&vm).await {
-                    Ok(config) => config,
-                    // Removed since the datastore was read.
-                    Err(e) if e.is_fault(&vim_client::FaultKind::ManagedObjectNotFound) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if config.disks().any(|(_, d)| disk_on(&d.backing, &ds, name)) {
-                    out.push(vm);
+            // One call for the devices of every VM with a file there; a VM removed between
+            // the two reads fails that call, so the list is read once more.
+            let mut tries = 0;
+            let vms = loop {
+                let o = c.object_properties(&ds, &["vm"]).await?;
+                match c
+                    .objects_properties(&o.morefs("vm"), &["config.hardware.device"])
+                    .await
+                {
+                    Err(e)
+                        if tries == 0
+                            && e.is_fault(&vim_client::FaultKind::ManagedObjectNotFound) =>
+                    {
+                        tries += 1;
+                    }
+                    other => break other?,
                 }
-            }
-            return Ok(out);
+            };
+            return Ok(vms
+                .into_iter()
+                .filter(|vm| {
+                    vm.get("config.hardware.device").is_some_and(|devices| {
+                        devices.children.iter().any(|d| {
+                            Device::from_element(d)
+                                .as_disk()
+                                .is_some_and(|disk| disk_on(&disk.backing, &ds, name))
+                        })
+                    })
+                })
+                .map(|vm| vm.obj)
+                .collect());
         }
     };
     let mut vms: Vec<MoRef> = c
