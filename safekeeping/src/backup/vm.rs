@@ -115,6 +115,9 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let quiesce = if prepared.info.power_state == vim_client::PowerState::PoweredOn {
         asked
     } else {
+        if asked == QuiesceMode::Require {
+            tracing::info!(vm = %prepared.info.name, "powered off: nothing to quiesce, its disks are consistent as they are");
+        }
         QuiesceMode::Off
     };
     let snapshot =
