@@ -220,9 +220,22 @@ pub struct BackupArgs {
     /// Read every disk in full, even when an incremental is possible.
     #[arg(long)]
     pub full: bool,
-    /// Do not ask VMware Tools to quiesce the guest file systems.
-    #[arg(long)]
+    /// Do not ask VMware Tools to quiesce the guest file systems (the same as --quiesce off).
+    #[arg(long, conflicts_with = "quiesce")]
     pub no_quiesce: bool,
+    /// Quiescing: require (fail the target, no snapshot left, when the guest cannot be
+    /// quiesced), try (default: fall back once to a snapshot without quiescing, and say so)
+    /// or off. Overrides `quiesce` in the target's configuration section.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub quiesce: Option<crate::target_settings::QuiesceMode>,
+    /// Leave disk N (0-based, as `show` and `export --disk` count) out of the backup;
+    /// repeatable; only with exactly one vm: target. A restore recreates it empty.
+    #[arg(long, value_name = "N")]
+    pub exclude_disk: Vec<usize>,
+    /// VDDK transport modes in order of preference, `:`-separated (`hotadd:nbdssl`):
+    /// overrides `[vddk] transports` for this run.
+    #[arg(long, value_name = "MODES", value_parser = crate::target_settings::check_transports)]
+    pub transport: Option<String>,
     /// Targets backed up at the same time (default from the configuration).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: Option<u16>,
@@ -235,6 +248,27 @@ pub struct BackupArgs {
     /// atomically: for node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+}
+
+impl BackupArgs {
+    /// Checks what clap cannot express: `--exclude-disk` counts the disks of one VM, so it
+    /// needs exactly one `vm:` target and no `--all`.
+    ///
+    /// # Errors
+    /// The usage error's message.
+    pub fn check(&self) -> Result<(), String> {
+        if self.exclude_disk.is_empty() {
+            return Ok(());
+        }
+        let one_vm = self.all.is_empty()
+            && self.targets.len() == 1
+            && matches!(self.targets[0], Target::Vm(_));
+        if one_vm {
+            Ok(())
+        } else {
+            Err("--exclude-disk needs exactly one vm: target (and no --all): disk numbers belong to one VM; use [targets.\"vm:NAME\"] exclude_disks in the configuration for several".into())
+        }
+    }
 }
 
 pub use crate::restore::RestoreMode;
@@ -294,14 +328,32 @@ pub struct RestoreArgs {
     /// configuration, `max_vddk_connections`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections: Option<u16>,
+    /// Leave out the disks the backup excluded, instead of recreating them empty with their
+    /// original capacity.
+    #[arg(long)]
+    pub drop_excluded_disks: bool,
+    /// VDDK transport modes in order of preference, `:`-separated (`hotadd:nbdssl`):
+    /// overrides `[vddk] transports` for this restore.
+    #[arg(long, value_name = "MODES", value_parser = crate::target_settings::check_transports)]
+    pub transport: Option<String>,
 }
 
 /// `list`
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only this target.
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", conflicts_with = "resolve")]
     pub target: Option<Target>,
+    /// Ask vCenter what these targets select now (folder:, cluster:, host:, rp:, datastore:,
+    /// tag:, vm:), without backing anything up; the repository is not read.
+    #[arg(long, value_name = "TARGET", num_args = 1..)]
+    pub resolve: Vec<Target>,
+    /// Resolve every target of a kind too, as `backup --all` does (repeatable).
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with = "target")]
+    pub all: Vec<crate::vsphere::selection::TargetKindArg>,
+    /// With --resolve or --all: leave a target out, as `backup --exclude` does (repeatable).
+    #[arg(long, value_name = "TARGET", conflicts_with = "target")]
+    pub exclude: Vec<Target>,
 }
 
 /// `show`

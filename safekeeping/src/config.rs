@@ -42,6 +42,9 @@ pub struct Config {
     /// Defaults for options that the command line may override.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Per-target settings (`[targets."vm:NAME"]`, `[targets."tag:CATEGORY/NAME"]`).
+    #[serde(default)]
+    pub targets: BTreeMap<String, crate::target_settings::TargetSettings>,
     /// The name of the repository in [`Config::repository`] when it came from
     /// `[repositories.NAME]`; `None` for `[repository]`.
     #[serde(skip)]
@@ -565,6 +568,13 @@ impl Config {
                     "vcenter.thumbprint_sha256 `{t}` is not 32 hex bytes separated by colons"
                 )));
             }
+        }
+        for (key, settings) in &self.targets {
+            crate::target_settings::check_section(key, settings).map_err(invalid)?;
+        }
+        if let Some(t) = self.vddk.as_ref().and_then(|v| v.transports.as_deref()) {
+            crate::target_settings::check_transports(t)
+                .map_err(|e| invalid(format!("vddk.transports: {e}")))?;
         }
         if self.defaults.parallel == 0 {
             return Err(invalid("defaults.parallel must be at least 1".into()));

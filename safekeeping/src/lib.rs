@@ -40,6 +40,7 @@ pub mod config;
 pub mod disk_io;
 pub mod doctor;
 pub mod error;
+pub mod excluded_disk;
 pub mod format;
 pub mod logging;
 pub mod mapping;
@@ -51,6 +52,7 @@ pub mod report;
 pub mod restore;
 pub mod stored;
 pub mod target;
+pub mod target_settings;
 pub mod vsphere;
 
 pub use backup::{BackupOptions, DiskResult, TargetResult};

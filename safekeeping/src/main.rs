@@ -9,6 +9,14 @@ use safekeeping::report::Report;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let safekeeping::cli::Command::Backup(args) = &cli.command {
+        if let Err(message) = args.check() {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+    }
     let json = cli.json;
     let quiet = cli.quiet > 0;
     if cli.command.uses_vddk() {

@@ -1,5 +1,7 @@
 //! Backup targets as written on the command line: `vm:NAME`, `vm:vm-123`, `vm:UUID`,
-//! `vm:DC/vm/folder/NAME`, `ivd:NAME|ID`, `vapp:NAME` and `tag:[CATEGORY/]NAME`.
+//! `vm:DC/vm/folder/NAME`, `ivd:NAME|ID`, `vapp:NAME` and `tag:[CATEGORY/]NAME`, and the
+//! inventory selections that expand to every VM below a place: `folder:DC/vm/PATH`,
+//! `cluster:NAME`, `host:NAME`, `rp:DC/host/CLUSTER/Resources/PATH`, `datastore:NAME`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +19,48 @@ pub enum Target {
     Vapp(String),
     /// Every VM, first class disk and vApp carrying a vSphere tag (`[CATEGORY/]NAME`).
     Tag(String),
+    /// Every VM in a place of the inventory, as found when the run starts.
+    Inventory(InventorySelector),
+}
+
+/// A place in the vCenter inventory whose VMs a selection covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InventorySelector {
+    /// `folder:DC/vm/PATH`: every VM in the folder and its subfolders.
+    Folder(String),
+    /// `cluster:NAME`: every VM on the cluster's hosts.
+    Cluster(String),
+    /// `host:NAME`: every VM registered on the host.
+    Host(String),
+    /// `rp:DC/host/CLUSTER/Resources/PATH`: every VM in the pool and its child pools (vApps
+    /// included).
+    Pool(String),
+    /// `datastore:NAME`: every VM with a file (a disk) on the datastore.
+    Datastore(String),
+}
+
+impl InventorySelector {
+    /// The prefix word (`folder`, `cluster`, `host`, `rp`, `datastore`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InventorySelector::Folder(_) => "folder",
+            InventorySelector::Cluster(_) => "cluster",
+            InventorySelector::Host(_) => "host",
+            InventorySelector::Pool(_) => "rp",
+            InventorySelector::Datastore(_) => "datastore",
+        }
+    }
+
+    /// The name or path after the prefix.
+    pub fn value(&self) -> &str {
+        match self {
+            InventorySelector::Folder(s)
+            | InventorySelector::Cluster(s)
+            | InventorySelector::Host(s)
+            | InventorySelector::Pool(s)
+            | InventorySelector::Datastore(s) => s,
+        }
+    }
 }
 
 /// How a `vm:` target names its virtual machine.
@@ -41,7 +85,7 @@ pub enum TargetParseError {
     )]
     MissingKind(String),
     /// An unknown `kind:` prefix.
-    #[error("target `{target}` has unknown kind `{kind}`: expected vm, ivd, vapp or tag")]
+    #[error("target `{target}` has unknown kind `{kind}`: expected vm, ivd, vapp, tag, folder, cluster, host, rp or datastore")]
     UnknownKind {
         /// The whole target.
         target: String,
@@ -54,6 +98,16 @@ pub enum TargetParseError {
     /// An inventory path with an empty element (`DC//vm`).
     #[error("target `{0}` is an inventory path with an empty element")]
     BadPath(String),
+    /// A `folder:` or `rp:` path that does not have the shape vCenter gives it.
+    #[error("target `{target}` is not a {what} path: write {shape}")]
+    BadPlace {
+        /// The whole target.
+        target: String,
+        /// `folder` or `resource pool`.
+        what: &'static str,
+        /// The expected shape.
+        shape: &'static str,
+    },
     /// An inventory path too short to name a VM.
     #[error(
         "target `{0}` is not an inventory path to a VM: write vm:DATACENTER/vm/[FOLDER/...]NAME"
@@ -69,6 +123,7 @@ impl Target {
             Target::Ivd(_) => "ivd",
             Target::Vapp(_) => "vapp",
             Target::Tag(_) => "tag",
+            Target::Inventory(sel) => sel.kind(),
         }
     }
 }
@@ -89,12 +144,52 @@ impl FromStr for Target {
             "ivd" | "fcd" => Ok(Target::Ivd(rest)),
             "vapp" => Ok(Target::Vapp(rest)),
             "tag" => Ok(Target::Tag(rest)),
+            "folder" => Ok(Target::Inventory(InventorySelector::Folder(place_path(
+                s,
+                rest,
+                "vm",
+                "folder",
+                "folder:DATACENTER/vm/FOLDER[/...]",
+            )?))),
+            "rp" | "pool" => Ok(Target::Inventory(InventorySelector::Pool(place_path(
+                s,
+                rest,
+                "host",
+                "resource pool",
+                "rp:DATACENTER/host/CLUSTER/Resources[/POOL...]",
+            )?))),
+            "cluster" => Ok(Target::Inventory(InventorySelector::Cluster(rest))),
+            "host" => Ok(Target::Inventory(InventorySelector::Host(rest))),
+            "datastore" | "ds" => Ok(Target::Inventory(InventorySelector::Datastore(rest))),
             _ => Err(TargetParseError::UnknownKind {
                 target: s.to_string(),
                 kind: kind.to_string(),
             }),
         }
     }
+}
+
+/// A `folder:` or `rp:` inventory path: DATACENTER/`second`/..., no empty element.
+fn place_path(
+    whole: &str,
+    rest: String,
+    second: &str,
+    what: &'static str,
+    shape: &'static str,
+) -> Result<String, TargetParseError> {
+    let path = rest.trim_matches('/');
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TargetParseError::BadPath(whole.to_string()));
+    }
+    if parts.len() < 2 || parts[1] != second || (second == "host" && parts.len() < 4) {
+        return Err(TargetParseError::BadPlace {
+            target: whole.to_string(),
+            what,
+            shape,
+        });
+    }
+    Ok(path.to_string())
 }
 
 fn parse_vm(whole: &str, rest: String) -> Result<VmSelector, TargetParseError> {
@@ -142,6 +237,7 @@ impl fmt::Display for Target {
             Target::Ivd(s) => write!(f, "ivd:{s}"),
             Target::Vapp(s) => write!(f, "vapp:{s}"),
             Target::Tag(s) => write!(f, "tag:{s}"),
+            Target::Inventory(sel) => write!(f, "{}:{}", sel.kind(), sel.value()),
         }
     }
 }
@@ -211,10 +307,10 @@ mod tests {
             Err(TargetParseError::MissingKind("web01".into()))
         );
         assert_eq!(
-            "host:esx1".parse::<Target>(),
+            "hots:esx1".parse::<Target>(),
             Err(TargetParseError::UnknownKind {
-                target: "host:esx1".into(),
-                kind: "host".into()
+                target: "hots:esx1".into(),
+                kind: "hots".into()
             })
         );
         assert_eq!(
@@ -238,8 +334,55 @@ mod tests {
     }
 
     #[test]
+    fn inventory_selections_parse_and_check_their_paths() {
+        use InventorySelector::*;
+        let inv = |s: &str| match s.parse::<Target>() {
+            Ok(Target::Inventory(sel)) => Ok(sel),
+            other => Err(other),
+        };
+        assert_eq!(
+            inv("folder:DC0/vm/prod/web"),
+            Ok(Folder("DC0/vm/prod/web".into()))
+        );
+        assert_eq!(inv("folder:/DC0/vm/"), Ok(Folder("DC0/vm".into())));
+        assert_eq!(inv("cluster:C1"), Ok(Cluster("C1".into())));
+        assert_eq!(inv("host:esx1.lab"), Ok(Host("esx1.lab".into())));
+        assert_eq!(inv("datastore:ds 1"), Ok(Datastore("ds 1".into())));
+        assert_eq!(
+            inv("rp:DC0/host/C1/Resources/gold"),
+            Ok(Pool("DC0/host/C1/Resources/gold".into()))
+        );
+        assert!(matches!(
+            "folder:DC0/host/x".parse::<Target>(),
+            Err(TargetParseError::BadPlace { what: "folder", .. })
+        ));
+        assert!(matches!(
+            "rp:DC0/host/C1".parse::<Target>(),
+            Err(TargetParseError::BadPlace {
+                what: "resource pool",
+                ..
+            })
+        ));
+        assert!(matches!(
+            "folder:DC0/vm//a".parse::<Target>(),
+            Err(TargetParseError::BadPath(_))
+        ));
+        assert_eq!("cluster:C1".parse::<Target>().unwrap().kind(), "cluster");
+    }
+
+    #[test]
     fn display_round_trips() {
-        for s in ["vm:web01", "vm:vm-7", "vm:DC0/vm/a", "tag:gold"] {
+        for s in [
+            "vm:web01",
+            "vm:vm-7",
+            "vm:DC0/vm/a",
+            "tag:gold",
+            "folder:DC0/vm/a",
+            "cluster:C1",
+            "host:h1",
+            "rp:DC0/host/C1/Resources/p",
+            "datastore:ds1",
+        ] {
             assert_eq!(s.parse::<Target>().unwrap().to_string(), s);
         }
     }

@@ -202,6 +202,26 @@ impl Client {
             })
     }
 
+    /// Reads `paths` of several objects of one type in one call (`RetrievePropertiesEx` with
+    /// one `objectSet` per object), instead of one round trip each. Nothing to read: no call.
+    ///
+    /// # Errors
+    ///
+    /// A `ManagedObjectNotFound` fault when one of the objects does not exist, other faults
+    /// and transport errors.
+    pub async fn objects_properties(
+        &self,
+        objs: &[MoRef],
+        paths: &[&str],
+    ) -> Result<Vec<ObjectContent>> {
+        let Some(first) = objs.first() else {
+            return Ok(Vec::new());
+        };
+        let mut filter = vec![property_spec(&first.kind, paths)];
+        filter.extend(objs.iter().map(|o| object_spec(o, false, Vec::new())));
+        self.retrieve_properties(filter).await
+    }
+
     /// Reads `paths` of every object of type `kind` below `container` (recursively), through a
     /// temporary `ContainerView`.
     ///

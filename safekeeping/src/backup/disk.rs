@@ -306,7 +306,7 @@ pub async fn read_disk(
     let change_id = d.descriptor.change_id.clone();
     let label = d.descriptor.label.clone();
     let capacity = d.descriptor.capacity;
-    let stats = ingest_disk(
+    let (stats, transport) = ingest_disk(
         ctx,
         writer,
         DiskIngest {
@@ -330,6 +330,7 @@ pub async fn read_disk(
         bytes_new: stats.new_bytes,
         bytes_stored: stats.stored_bytes,
         change_id,
+        transport,
     })
 }
 
@@ -359,6 +360,9 @@ pub enum SnapshotDisk {
         snapshot: MoRef,
         /// The disk's file as the snapshot names it.
         path: String,
+        /// Transport modes for this target (`--transport`, `[targets."…"] transports`);
+        /// `None`: the run's (`[vddk] transports`).
+        transports: Option<String>,
     },
     /// A first class disk at one of its own snapshots.
     FirstClass {
@@ -377,7 +381,16 @@ impl SnapshotDisk {
     /// Connects read-only to the snapshot and opens the disk. Blocking.
     fn open(&self, vddk: &VddkEndpoint) -> Result<(Connection, Disk)> {
         match self {
-            SnapshotDisk::Vm { vm, snapshot, path } => {
+            SnapshotDisk::Vm {
+                vm,
+                snapshot,
+                path,
+                transports,
+            } => {
+                let vddk = match transports {
+                    Some(t) => vddk.with_transports(t),
+                    None => vddk.clone(),
+                };
                 let conn = vddk.connect_snapshot(&vm.value, &snapshot.value)?;
                 let disk = conn
                     .open(path, vddk::OpenFlags::READ_ONLY)
@@ -421,7 +434,9 @@ pub struct DiskIngest {
 /// The disk first takes one of the run's VDDK connection permits
 /// ([`BackupContext::vddk_connections`]) and holds it until its connection is closed, so the
 /// disks read at once, across every target of the run, never exceed `max_vddk_connections`.
-/// Several disks may be read into the same `writer` at the same time.
+/// Several disks may be read into the same `writer` at the same time. Returns the ingest's
+/// statistics and the transport mode VDDK chose for the disk (also recorded in the disk's
+/// manifest entry as `transport`, and logged).
 ///
 /// # Errors
 /// VDDK connect, open and read failures, repository write failures, and
@@ -431,7 +446,7 @@ pub async fn ingest_disk(
     writer: Arc<GenerationWriter>,
     job: DiskIngest,
     cancel: &Cancel,
-) -> Result<DiskStats> {
+) -> Result<(DiskStats, Option<String>)> {
     let permit = tokio::select! {
         permit = ctx.vddk_connections.clone().acquire_owned() => permit
             .map_err(|_| Error::Other("the VDDK connection limit was closed".into()))?,
@@ -444,15 +459,22 @@ pub async fn ingest_disk(
         // Released when this closure returns, after the connection is closed.
         let _permit = permit;
         let (conn, disk) = job.source.open(&vddk)?;
+        let transport = disk.transport_mode();
+        tracing::info!(disk = %job.progress_label, transport = transport.as_deref().unwrap_or("unknown"), "VDDK transport mode");
+        let mut descriptor = job.descriptor;
+        if let Some(t) = &transport {
+            // DiskDescriptor keeps unknown fields: no format change.
+            descriptor.extra.insert("transport".into(), t.clone().into());
+        }
         // One plan for both sides: the repository decides what it will read (changed areas
         // plus inherited chunks it must heal), and VDDK reads ahead exactly that.
-        let plan = writer.plan_reads(job.descriptor.capacity, job.base.as_deref(), &job.areas)?;
+        let plan = writer.plan_reads(descriptor.capacity, job.base.as_deref(), &job.areas)?;
         let mut source =
             VddkSource::new(disk, cancel.clone()).with_read_ahead(plan.reads.clone(), READ_AHEAD);
         let to_read = changed_areas::total(&plan.areas);
         let progress = Progress::new(job.progress_label, to_read, !show);
         let stats = writer.ingest_planned_disk(
-            job.descriptor,
+            descriptor,
             job.base.as_deref(),
             &plan,
             &mut source,
@@ -462,7 +484,7 @@ pub async fn ingest_disk(
         // The disk closes before its connection.
         drop(source);
         drop(conn);
-        stats.map_err(|e| {
+        stats.map(|s| (s, transport)).map_err(|e| {
             if cancel.is_cancelled() {
                 Error::Interrupted
             } else {

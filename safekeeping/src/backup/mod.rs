@@ -27,6 +27,7 @@ pub mod ivd;
 pub mod vapp;
 pub mod vm;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +40,10 @@ use crate::cancel::Cancel;
 use crate::config::{Config, FcdApiChoice};
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
+use crate::excluded_disk::ExcludedDisk;
 use crate::progress::RunProgress;
 use crate::target::Target;
+use crate::target_settings::QuiesceMode;
 use crate::vsphere::selection::{self, Skipped, TargetKindArg};
 use crate::vsphere::snapshot_owner::{self, Judge, SnapshotOwner};
 use crate::vsphere::Vcenter;
@@ -59,8 +62,12 @@ pub struct BackupOptions {
     pub exclude: Vec<Target>,
     /// Read every disk in full.
     pub full: bool,
-    /// Quiesce the guest.
-    pub quiesce: bool,
+    /// Quiesce the guest (`None`: as the target's configuration says, else `try`).
+    pub quiesce: Option<QuiesceMode>,
+    /// `--transport MODES`: wins over every target's `transports` setting.
+    pub transports: Option<String>,
+    /// Disk positions to leave out (`--exclude-disk`; only with exactly one `vm:` target).
+    pub exclude_disks: Vec<usize>,
     /// Progress bars allowed (not `-q`).
     pub show_progress: bool,
     /// Targets backed up at the same time (at least 1).
@@ -92,6 +99,9 @@ pub struct BackupContext {
     pub cancel: Cancel,
     /// Options.
     pub options: BackupOptions,
+    /// For each `[targets."tag:…"]` section of the configuration, the morefs of the VMs that
+    /// carry that tag now (read once per run).
+    pub tag_members: HashMap<String, HashSet<String>>,
     /// One permit per VDDK connection the run may open (`max_connections`): a disk holds one
     /// from before it connects until after it disconnects.
     pub vddk_connections: Arc<Semaphore>,
@@ -120,6 +130,8 @@ pub struct DiskResult {
     pub bytes_stored: u64,
     /// Change id recorded for the next incremental.
     pub change_id: Option<String>,
+    /// The transport mode VDDK chose for this disk (`nbdssl`, `hotadd`, ...).
+    pub transport: Option<String>,
 }
 
 /// The outcome of one target, as `backup --json` prints it.
@@ -151,6 +163,17 @@ pub struct TargetResult {
     pub duration_seconds: f64,
     /// Per disk.
     pub disks: Vec<DiskResult>,
+    /// Disks left out (independent, or excluded), each with its note.
+    pub excluded_disks: Vec<ExcludedDisk>,
+    /// The quiesce mode asked for (VM targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesce: Option<QuiesceMode>,
+    /// Whether the snapshot quiesced the guest (VM targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesced: Option<bool>,
+    /// Why quiescing failed when `quiesce = try` fell back to a snapshot without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiesce_fallback: Option<String>,
     /// What went wrong.
     pub error: Option<String>,
 }
@@ -171,6 +194,10 @@ impl TargetResult {
             finished: None,
             duration_seconds: 0.0,
             disks: Vec::new(),
+            excluded_disks: Vec::new(),
+            quiesce: None,
+            quiesced: None,
+            quiesce_fallback: None,
             error: None,
         }
     }
@@ -253,6 +280,7 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
             return Err(e);
         }
     };
+    let tag_members = tag_members(&vc, &config).await;
     let vddk = match VddkEndpoint::load(&config, &vc).await {
         Ok(v) => v,
         Err(e) => {
@@ -278,6 +306,7 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
         lock: Arc::new(lock),
         snapshot_owner,
         cancel,
+        tag_members,
         vddk_connections: Arc::new(Semaphore::new(options.max_connections.max(1))),
         options,
     });
@@ -307,6 +336,26 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
         targets,
         skipped: selection.skipped,
     })
+}
+
+/// The VMs carrying each tag that has a `[targets."tag:…"]` section. A tag vCenter does not
+/// know is logged and matches no VM: one configuration may serve several vCenters.
+async fn tag_members(vc: &Vcenter, config: &Config) -> HashMap<String, HashSet<String>> {
+    let mut out = HashMap::new();
+    for key in config.targets.keys() {
+        let Ok(Target::Tag(tag)) = key.parse::<Target>() else {
+            continue;
+        };
+        match selection::tagged_vms(vc, &tag).await {
+            Ok(vms) => {
+                out.insert(tag, vms);
+            }
+            Err(e) => {
+                tracing::warn!("[targets.\"{key}\"] applies to no VM: {e}");
+            }
+        }
+    }
+    out
 }
 
 /// Backs up one target of any kind; never fails, the result says what happened.

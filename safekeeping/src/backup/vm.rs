@@ -5,6 +5,7 @@
 //! into the generation), commit, remove the snapshot on every path, and only then release the
 //! target's lock.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use repository_format::{
@@ -24,7 +25,9 @@ use crate::backup::{
 use crate::blocking::blocking;
 use crate::cancel::first_failure;
 use crate::error::{Error, Result};
+use crate::excluded_disk::{self, why_excluded, ExcludedDisk};
 use crate::target::Target;
+use crate::target_settings::{effective, Effective, QuiesceMode, VmFacts};
 use crate::vsphere::resolve::resolve;
 use crate::vsphere::snapshot::{remove_leftovers, SnapshotGuard};
 use crate::vsphere::{changed_areas, metadata};
@@ -37,6 +40,8 @@ struct Prepared {
     key: TargetKey,
     cbt_just_enabled: bool,
     previous: Option<Manifest>,
+    /// The configuration's sections that apply to this VM, combined.
+    settings: Effective,
 }
 
 /// Backs up one VM target; never fails, the result says what happened.
@@ -68,6 +73,7 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
         .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
     // The repository names the target's folder (keyed when the repository is encrypted).
     let key = ctx.repo.target_key(&identity)?;
+    let settings = settings_of(ctx, &identity);
 
     let target_lock = lock_target(ctx, &key).await?;
     // Read the VM again now that the lock is held: a backup of it that held the lock until now
@@ -91,16 +97,33 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
         key,
         cbt_just_enabled,
         previous,
+        settings,
     };
 
     if ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    // Quiescing needs VMware Tools running in the guest: only for a powered-on VM.
-    let quiesce =
-        ctx.options.quiesce && prepared.info.power_state == vim_client::PowerState::PoweredOn;
+    // The command line wins over the target's configuration, which wins over `try`.
+    let asked = ctx
+        .options
+        .quiesce
+        .or(prepared.settings.quiesce)
+        .unwrap_or_default();
+    result.quiesce = Some(asked);
+    // Quiescing needs VMware Tools running in the guest: only for a powered-on VM (a powered
+    // off VM's disks are consistent as they are).
+    let quiesce = if prepared.info.power_state == vim_client::PowerState::PoweredOn {
+        asked
+    } else {
+        if asked == QuiesceMode::Require {
+            tracing::info!(vm = %prepared.info.name, "powered off: nothing to quiesce, its disks are consistent as they are");
+        }
+        QuiesceMode::Off
+    };
     let snapshot =
         SnapshotGuard::create(vc, &prepared.info.moref, quiesce, &ctx.snapshot_owner).await?;
+    result.quiesced = Some(snapshot.quiesced());
+    result.quiesce_fallback = snapshot.quiesce_fallback().map(str::to_string);
     // The generation writer gets a share of the target's lock and releases it at commit; this
     // one keeps the lock until the snapshot is gone, so the next backup of the VM into this
     // repository starts only then.
@@ -108,6 +131,72 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let removal = snapshot.remove().await;
     drop(target_lock);
     with_snapshot_removed(outcome, removal, result.generation)
+}
+
+/// The configuration's `[targets."…"]` sections that apply to the VM `identity` names.
+fn settings_of(ctx: &BackupContext, identity: &TargetIdentity) -> Effective {
+    let path = identity
+        .extra
+        .get("inventory_path")
+        .and_then(|v| v.as_str());
+    let moref = identity.moref.as_deref().unwrap_or_default();
+    let facts = VmFacts {
+        name: &identity.name,
+        moref,
+        bios_uuid: identity.bios_uuid.as_deref(),
+        instance_uuid: identity.instance_uuid.as_deref(),
+        inventory_path: path,
+    };
+    effective(&ctx.config.targets, &facts, |tag| {
+        ctx.tag_members
+            .get(tag)
+            .is_some_and(|vms| vms.contains(moref))
+    })
+}
+
+/// The disks of `frozen` left out of this backup, by position; `--exclude-disk` positions the
+/// VM does not have are an error (a typo must not back up the disk meant to be left out).
+fn excluded_disks(
+    ctx: &BackupContext,
+    p: &Prepared,
+    frozen: &VmConfig,
+) -> Result<Vec<Option<ExcludedDisk>>> {
+    let command_line: BTreeSet<usize> = ctx.options.exclude_disks.iter().copied().collect();
+    let configured = &p.settings.exclude_disks;
+    let count = frozen.disks().count();
+    if let Some(n) = command_line.iter().find(|n| **n >= count) {
+        return Err(Error::Other(format!(
+            "--exclude-disk {n}: VM {} has {count} disk(s), numbered from 0",
+            p.info.name
+        )));
+    }
+    for n in configured.iter().filter(|n| **n >= count) {
+        tracing::warn!(vm = %p.info.name, "exclude_disks lists disk {n}, but the VM has {count} disk(s), numbered from 0");
+    }
+    Ok(frozen
+        .disks()
+        .enumerate()
+        .map(|(index, (device, vdisk))| {
+            let mode = vdisk.backing.disk_mode.as_deref();
+            let reason = why_excluded(index, mode, &command_line, configured)?;
+            let original = p.config.device(device.key).and_then(|d| d.as_disk());
+            Some(ExcludedDisk {
+                index,
+                key: device.key,
+                label: device
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| format!("disk {}", device.key)),
+                capacity: vdisk.capacity_in_bytes,
+                disk_mode: mode.map(str::to_string),
+                file_path: original
+                    .map(|d| d.backing.file_name.clone())
+                    .unwrap_or_else(|| vdisk.backing.file_name.clone()),
+                reason,
+                note: reason.note(mode),
+            })
+        })
+        .collect())
 }
 
 /// The VM's configuration, which a VM being created does not have yet.
@@ -140,7 +229,25 @@ async fn with_snapshot(
     // Steps 1 and 2 for every disk before anything is written, so a refused change id turns
     // into a full read of that disk first.
     let mut plans: Vec<PlannedDisk> = Vec::new();
-    for (index, (device, vdisk)) in frozen.disks().enumerate() {
+    let exclusions = excluded_disks(ctx, p, &frozen)?;
+    // The command line wins over the target's section, which wins over `[vddk] transports`.
+    let transports = ctx
+        .options
+        .transports
+        .clone()
+        .or_else(|| p.settings.transports.clone());
+    if let Some(t) = &transports {
+        tracing::info!(vm = %p.info.name, transports = %t, "VDDK transport modes for this VM");
+    }
+    let mut excluded: Vec<ExcludedDisk> = Vec::new();
+    for ((index, (device, vdisk)), exclusion) in frozen.disks().enumerate().zip(exclusions) {
+        if let Some(x) = exclusion {
+            // Never opened through VDDK: its capacity and place are recorded so that a restore
+            // recreates it empty.
+            tracing::warn!(vm = %p.info.name, disk = index, label = %x.label, capacity = x.capacity, "{}", x.note);
+            excluded.push(x);
+            continue;
+        }
         let label = device
             .label
             .clone()
@@ -163,18 +270,6 @@ async fn with_snapshot(
         });
         disk::verify_base(ctx, &mut plan, &p.key, previous.as_ref(), device.key, &what).await;
         tracing::info!(vm = %p.info.name, disk = %label, mode = ?plan.mode, "{}", plan.reason);
-        if let Some(mode) = vdisk
-            .backing
-            .disk_mode
-            .as_deref()
-            .filter(|m| m.starts_with("independent"))
-        {
-            tracing::warn!(
-                vm = %p.info.name,
-                disk = %label,
-                "disk mode {mode}: snapshots do not freeze independent disks, so this disk is read while the guest may write to it"
-            );
-        }
         let capacity = vdisk.capacity_in_bytes;
         let device_key = device.key;
         let areas = disk::changed_areas(&mut plan, &what, |since| async move {
@@ -223,6 +318,7 @@ async fn with_snapshot(
                 vm: p.info.moref.clone(),
                 snapshot: snapshot.moref().clone(),
                 path: vdisk.backing.file_name.clone(),
+                transports: transports.clone(),
             },
             areas,
         });
@@ -284,6 +380,13 @@ async fn with_snapshot(
     extra.insert("snapshot".into(), snapshot.name().into());
     extra.insert("quiesced".into(), snapshot.quiesced().into());
     extra.insert("cbt_enabled_by_backup".into(), p.cbt_just_enabled.into());
+    if !excluded.is_empty() {
+        extra.insert(
+            excluded_disk::MANIFEST_FIELD.into(),
+            excluded_disk::to_manifest_value(&excluded),
+        );
+    }
+    result.excluded_disks = excluded;
     let generation =
         blocking(move || Ok(writer.commit(GenerationStatus::Succeeded, extra)?)).await?;
     tracing::info!(vm = %p.info.name, %generation, "generation committed");

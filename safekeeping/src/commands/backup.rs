@@ -22,7 +22,13 @@ pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions 
         all: args.all,
         exclude: args.exclude,
         full: args.full,
-        quiesce: !args.no_quiesce,
+        quiesce: if args.no_quiesce {
+            Some(crate::target_settings::QuiesceMode::Off)
+        } else {
+            args.quiesce
+        },
+        exclude_disks: args.exclude_disk,
+        transports: args.transport,
         show_progress: !quiet,
         parallel: args
             .parallel
@@ -40,7 +46,13 @@ pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions 
 /// # Errors
 /// When the run cannot start: repository missing or locked, vCenter unreachable or refusing
 /// the login, VDDK not loadable. Target failures are in the report.
-pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+pub async fn run(
+    mut config: Config,
+    args: BackupArgs,
+    cancel: Cancel,
+    quiet: bool,
+) -> Result<Report> {
+    super::override_transports(&mut config, args.transport.as_deref());
     let started = SystemTime::now();
     let clock = Instant::now();
     let metrics_file = args.metrics_file.clone();
@@ -94,6 +106,22 @@ pub async fn run(config: Config, args: BackupArgs, cancel: Cancel, quiet: bool) 
                         d.mode,
                         d.reason,
                         human_bytes(d.bytes_read)
+                    );
+                }
+                for x in &r.excluded_disks {
+                    let _ = writeln!(
+                        text,
+                        "  disk {} {}: {} ({})",
+                        x.index,
+                        x.label,
+                        x.note,
+                        human_bytes(x.capacity)
+                    );
+                }
+                if let Some(why) = &r.quiesce_fallback {
+                    let _ = writeln!(
+                        text,
+                        "  not quiesced: quiescing failed ({why}); the snapshot was taken without it"
                     );
                 }
             }

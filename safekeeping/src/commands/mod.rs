@@ -54,6 +54,11 @@ pub async fn run(cli: Cli) -> Result<Report> {
         cancel.on_signals();
     }
     match cli.command {
+        Command::List(args)
+            if !args.resolve.is_empty() || !args.all.is_empty() || !args.exclude.is_empty() =>
+        {
+            list::resolve(&config, &args).await
+        }
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
         Command::Copy(args) => {
@@ -98,4 +103,13 @@ pub(crate) fn max_connections(arg: Option<u16>, config: &Config) -> usize {
     arg.map(usize::from)
         .unwrap_or(config.defaults.max_vddk_connections)
         .max(1)
+}
+
+/// `--transport MODES` replaces `[vddk] transports` for this run (checked by clap); VDDK then
+/// tries these modes in this order for every disk.
+pub(crate) fn override_transports(config: &mut Config, transport: Option<&str>) {
+    if let (Some(t), Some(v)) = (transport, config.vddk.as_mut()) {
+        tracing::info!(transports = t, "--transport overrides [vddk] transports");
+        v.transports = Some(t.to_string());
+    }
 }

@@ -36,6 +36,7 @@ pub fn options(config: &Config, args: RestoreArgs, quiet: bool) -> RestoreOption
         max_connections: super::max_connections(args.max_connections, config),
         lock_wait: crate::repo::lock_wait(config),
         show_progress: !quiet,
+        drop_excluded_disks: args.drop_excluded_disks,
     }
 }
 
@@ -43,7 +44,13 @@ pub fn options(config: &Config, args: RestoreArgs, quiet: bool) -> RestoreOption
 ///
 /// # Errors
 /// Every failure: a restore is one target, so any error fails the run (exit 1).
-pub async fn run(config: Config, args: RestoreArgs, cancel: Cancel, quiet: bool) -> Result<Report> {
+pub async fn run(
+    mut config: Config,
+    args: RestoreArgs,
+    cancel: Cancel,
+    quiet: bool,
+) -> Result<Report> {
+    super::override_transports(&mut config, args.transport.as_deref());
     let options = options(&config, args, quiet);
     let restored = crate::restore::run(&config, &options, &cancel).await?;
     let text = match &restored {
@@ -75,6 +82,18 @@ fn vm_text(report: &VmRestoreReport) -> String {
             d.path,
             human_bytes(d.capacity),
             human_bytes(d.bytes_written)
+        );
+    }
+    for x in &r.excluded_disks {
+        let done = if r.excluded_disks_recreated {
+            format!("recreated empty ({})", human_bytes(x.capacity))
+        } else {
+            "left out (--drop-excluded-disks)".to_string()
+        };
+        let _ = writeln!(
+            text,
+            "  disk {} {}: not in the backup ({}); {done}",
+            x.index, x.label, x.note
         );
     }
     if r.powered_on {

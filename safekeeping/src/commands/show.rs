@@ -58,6 +58,19 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
             human_bytes(d.stats.new_bytes),
         );
     }
+    // Disks the backup left out (independent or excluded): a restore recreates them empty.
+    for x in crate::excluded_disk::from_manifest(&m).unwrap_or_default() {
+        let _ = writeln!(
+            text,
+            "  vm disk {}: key {} {:?} {} {}  not backed up: {}",
+            x.index,
+            x.key,
+            x.label,
+            human_bytes(x.capacity),
+            x.file_path,
+            x.note
+        );
+    }
     if m.metadata_files.iter().any(|f| f == SUMMARY_FILE) {
         if let Ok(saved) = r
             .read_metadata(&summary.key, m.generation, SUMMARY_FILE)

@@ -42,6 +42,15 @@ impl VddkEndpoint {
         crate::blocking::blocking(move || VddkEndpoint::new(&c, &v)).await
     }
 
+    /// The same endpoint with another transport preference list (`hotadd:nbdssl`), for a
+    /// target whose configuration section or command line asks for one.
+    pub fn with_transports(&self, transports: &str) -> VddkEndpoint {
+        VddkEndpoint {
+            transports: Some(transports.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Loads VDDK from `[vddk] libdir` and initialises it with `[vddk] config`.
     ///
     /// # Errors

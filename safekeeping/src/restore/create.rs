@@ -66,6 +66,33 @@ pub fn restore_options_in(plan: &RestorePlan, folders: Option<&VmFolders>) -> Re
             },
         );
     }
+    // A disk the backup left out is recreated empty, with its saved capacity, in the new VM's
+    // folder (it has no data to put on another datastore); with `--drop-excluded-disks` it was
+    // removed from the saved configuration and is not created at all.
+    if !plan.drop_excluded {
+        let datastore = plan
+            .inventory
+            .datastore(&plan.vm_datastore)
+            .ok()
+            .map(|c| MoRef::new("Datastore", c.moref.clone()));
+        for x in &plan.excluded {
+            let file_name = match folders {
+                Some(f) => f
+                    .vm_file(&format!("{}_excluded{}.vmdk", plan.name, x.index))
+                    .to_string(),
+                None => format!("[{}]", plan.vm_datastore),
+            };
+            o.disks.insert(
+                x.key,
+                DiskTarget {
+                    file_name,
+                    datastore: datastore.clone(),
+                    thin_provisioned: None,
+                    create: true,
+                },
+            );
+        }
+    }
     for (key, backing) in &plan.nic_backings {
         o.set_nic_backing(*key, backing);
     }

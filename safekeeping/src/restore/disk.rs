@@ -4,6 +4,7 @@
 //! A VM's disks are written at the same time, within one limit of VDDK connections; the first
 //! failure stops the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use repository_format::{GenerationId, Repository, TargetKey};
@@ -14,7 +15,7 @@ use crate::cancel::{first_failure, Cancel};
 use crate::disk_io::{VddkEndpoint, VddkSink};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::restore::plan::RestorePlan;
+use crate::restore::plan::{saved_disk_keys, RestorePlan};
 use crate::vsphere::Vcenter;
 use serde::Serialize;
 
@@ -32,6 +33,8 @@ pub struct RestoredDisk {
     pub capacity: u64,
     /// Bytes of data written (zero chunks are skipped).
     pub bytes_written: u64,
+    /// The transport mode VDDK chose for this disk.
+    pub transport: Option<String>,
 }
 
 /// The new disk a restore writes into, and how VDDK reaches it.
@@ -108,12 +111,27 @@ pub async fn write_disk(
     show_progress: bool,
     cancel: &Cancel,
 ) -> Result<u64> {
+    Ok(write_disk_via(vddk, job, show_progress, cancel).await?.0)
+}
+
+/// [`write_disk`], also returning the transport mode VDDK chose for the disk (logged).
+///
+/// # Errors
+/// As [`write_disk`].
+pub async fn write_disk_via(
+    vddk: &VddkEndpoint,
+    job: DiskWrite,
+    show_progress: bool,
+    cancel: &Cancel,
+) -> Result<(u64, Option<String>)> {
     let (vddk, cancel) = (vddk.clone(), cancel.clone());
-    tokio::task::spawn_blocking(move || -> Result<u64> {
+    tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>)> {
         let reader = job
             .repo
             .disk_reader(&job.key, job.generation, job.disk_key)?;
         let (conn, disk) = job.to.open(&vddk)?;
+        let transport = disk.transport_mode();
+        tracing::info!(disk = %job.to.path(), transport = transport.as_deref().unwrap_or("unknown"), "VDDK transport mode");
         let written = write_stored_chunks(
             &reader,
             disk,
@@ -124,7 +142,7 @@ pub async fn write_disk(
         );
         // The disk is closed (by write_stored_chunks) before its connection.
         drop(conn);
-        written
+        written.map(|w| (w, transport))
     })
     .await
     .map_err(|e| Error::Other(format!("disk writer failed: {e}")))?
@@ -150,17 +168,38 @@ pub async fn write_vm_disks(
         .disks()
         .map(|(_, d)| (d.backing.file_name.clone(), d.capacity_in_bytes))
         .collect();
-    if new_disks.len() != plan.manifest.disks.len() {
+    // The new VM's disks come in the saved configuration's order, which holds the disks the
+    // backup left out too (unless dropped): pair them by original device key.
+    let saved_keys = saved_disk_keys(&plan.saved_config);
+    if new_disks.len() != saved_keys.len() {
         return Err(Error::Other(format!(
-            "the new VM has {} disks, the generation {}",
+            "the new VM has {} disks, its saved configuration {}",
             new_disks.len(),
-            plan.manifest.disks.len()
+            saved_keys.len()
         )));
     }
+    let by_key: HashMap<i32, (String, u64)> = saved_keys.into_iter().zip(new_disks).collect();
+    let new_disk = |key: i32| {
+        by_key.get(&key).cloned().ok_or_else(|| {
+            Error::Other(format!(
+                "the new VM has no disk for the generation's disk with device key {key}"
+            ))
+        })
+    };
+    for x in plan.excluded.iter().filter(|_| !plan.drop_excluded) {
+        let (path, capacity) = new_disk(x.key)?;
+        if capacity != x.capacity {
+            return Err(Error::Other(format!(
+                "recreated disk {} ({path}) has {capacity} bytes, the VM had {}",
+                x.index, x.capacity
+            )));
+        }
+        tracing::warn!(vm = %plan.name, disk = x.index, %path, capacity, "disk {} ({}) was not backed up ({}); recreated empty", x.index, x.label, x.note);
+    }
     // Every capacity is checked before anything is written.
-    let mut jobs = Vec::with_capacity(new_disks.len());
-    for (index, (record, (path, capacity))) in plan.manifest.disks.iter().zip(new_disks).enumerate()
-    {
+    let mut jobs = Vec::with_capacity(plan.manifest.disks.len());
+    for (index, record) in plan.manifest.disks.iter().enumerate() {
+        let (path, capacity) = new_disk(record.disk.key)?;
         if capacity != record.disk.capacity {
             return Err(Error::Other(format!(
                 "new disk {index} ({path}) has {capacity} bytes, the backup {}",
@@ -194,13 +233,15 @@ pub async fn write_vm_disks(
                     _ = disks_cancel.cancelled() => return Err(Error::Interrupted),
                 };
                 let path = job.to.path().to_string();
-                let written = write_disk(vddk, job, show_progress, &disks_cancel).await?;
+                let (written, transport) =
+                    write_disk_via(vddk, job, show_progress, &disks_cancel).await?;
                 tracing::info!(vm = %plan.name, disk = index, %path, written, "disk restored");
                 Ok(RestoredDisk {
                     index,
                     path,
                     capacity,
                     bytes_written: written,
+                    transport,
                 })
             }
             .await;

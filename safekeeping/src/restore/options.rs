@@ -58,6 +58,8 @@ pub struct RestoreOptions {
     pub lock_wait: Duration,
     /// Progress bars allowed (not `-q`).
     pub show_progress: bool,
+    /// Leave out the disks the backup excluded instead of recreating them empty.
+    pub drop_excluded_disks: bool,
 }
 
 impl RestoreOptions {

@@ -13,6 +13,7 @@ use vim_client::{DatastorePath, FaultKind, MoRef, NetworkBacking, PowerState};
 use crate::blocking::blocking;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::excluded_disk::{self, ExcludedDisk};
 use crate::mapping::{disk_datastores, NetworkMap};
 use crate::restore::{default_name, open_shared, read_metadata, RestoreOptions};
 use crate::stored::vm::{VmMetadata, CONFIG_FILE, SUMMARY_FILE};
@@ -48,6 +49,11 @@ pub struct RestorePlan {
     pub disk_datastores: Vec<String>,
     /// Replacement network per original NIC key.
     pub nic_backings: HashMap<i32, NetworkBacking>,
+    /// Disks the backup left out (independent or excluded): recreated empty with their
+    /// capacity, or left out of the new VM with `drop_excluded`.
+    pub excluded: Vec<ExcludedDisk>,
+    /// `--drop-excluded-disks`: the excluded disks were removed from `saved_config`.
+    pub drop_excluded: bool,
     /// Keep uuids and MACs.
     pub recovery: bool,
     /// Existing VM to replace (`--overwrite`), with its power state.
@@ -92,8 +98,13 @@ fn load_generation(
 /// that exists (without `--overwrite`) or is powered on (without `--force`).
 pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Result<RestorePlan> {
     let (c, o) = (config.clone(), args.clone());
-    let (repo, lock, key, manifest, saved_config, saved) =
+    let (repo, lock, key, manifest, mut saved_config, saved) =
         blocking(move || load_generation(&c, &o, &o.target, o.generation)).await?;
+    let excluded = excluded_disk::from_manifest(&manifest).map_err(Error::Other)?;
+    if args.drop_excluded_disks {
+        let keys: Vec<i32> = excluded.iter().map(|x| x.key).collect();
+        drop_disks(&mut saved_config, &keys);
+    }
     let name = args
         .name
         .clone()
@@ -201,10 +212,41 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Resul
         vm_datastore,
         disk_datastores,
         nic_backings,
+        excluded,
+        drop_excluded: args.drop_excluded_disks,
         recovery: args.recovery,
         replace,
         lock,
     })
+}
+
+/// Removes the disks with these device keys from a saved configuration, and their entries
+/// from the boot order, so that the rebuilt VM does not have them.
+fn drop_disks(saved_config: &mut Element, keys: &[i32]) {
+    let is_dropped =
+        |e: &Element, field: &str| e.parse_at::<i32>(field).is_some_and(|k| keys.contains(&k));
+    if let Some(hw) = saved_config.get_mut("hardware") {
+        hw.children
+            .retain(|d| !(d.local() == "device" && is_dropped(d, "key")));
+    }
+    if let Some(boot) = saved_config.get_mut("bootOptions") {
+        boot.children
+            .retain(|b| !(b.local() == "bootOrder" && is_dropped(b, "deviceKey")));
+    }
+}
+
+/// Device keys of the saved configuration's disks, in device order: the order the new VM's
+/// disks come in.
+pub fn saved_disk_keys(saved_config: &Element) -> Vec<i32> {
+    saved_config
+        .get("hardware")
+        .map(|hw| {
+            hw.all("device")
+                .filter(|d| d.type_name() == Some("VirtualDisk"))
+                .filter_map(|d| d.parse_at::<i32>("key"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How a NIC attaches to `target`.

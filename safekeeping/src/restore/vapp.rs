@@ -255,6 +255,8 @@ async fn restore(
                 disks,
                 powered_on: args.power_on,
                 dropped_fields,
+                excluded_disks: p.excluded.clone(),
+                excluded_disks_recreated: !p.drop_excluded,
             });
         }
         step = "applying the saved start order".into();

@@ -17,6 +17,7 @@ use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
+use crate::excluded_disk::ExcludedDisk;
 use crate::restore::create::destroy_partial;
 use crate::restore::disk::{write_vm_disks, RestoredDisk};
 use crate::restore::plan::{plan, RestorePlan, VmFolders};
@@ -42,6 +43,11 @@ pub struct RestoreResult {
     pub powered_on: bool,
     /// Configuration fields vCenter reported that the rebuilt VM does not carry.
     pub dropped_fields: Vec<String>,
+    /// Disks the backup left out: recreated empty with their capacity, or (with
+    /// `--drop-excluded-disks`) not created.
+    pub excluded_disks: Vec<ExcludedDisk>,
+    /// Whether `excluded_disks` were recreated empty (false: left out).
+    pub excluded_disks_recreated: bool,
 }
 
 /// `restore --json` of a VM: the [`RestoreResult`] and, when `--overwrite` could not destroy
@@ -180,6 +186,8 @@ async fn build(
         disks,
         powered_on: args.power_on,
         dropped_fields,
+        excluded_disks: plan.excluded.clone(),
+        excluded_disks_recreated: !plan.drop_excluded,
     })
 }
 /// Name an existing VM carries while `--overwrite` builds its replacement:

@@ -1,5 +1,5 @@
 //! The steps that talk to vCenter, shared by both wings: the session ([`Vcenter`]), finding
-//! targets ([`resolve`], [`selection`]), the inventory a restore maps into ([`inventory`]),
+//! targets ([`resolve`], [`selection`], inventory places: [`place`]), the inventory a restore maps into ([`inventory`]),
 //! snapshots of VMs and first class disks and whose they are ([`snapshot`], [`fcd_snapshot`],
 //! [`snapshot_owner`]), changed block tracking ([`changed_areas`]) and what a backup saves
 //! besides the disks ([`metadata`]).
@@ -12,6 +12,7 @@ pub mod fcd;
 pub mod fcd_snapshot;
 pub mod inventory;
 pub mod metadata;
+pub mod place;
 pub mod privileges;
 pub mod resolve;
 pub mod selection;

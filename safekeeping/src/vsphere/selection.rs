@@ -1,5 +1,7 @@
 //! Which targets a backup run covers: the targets as given, `tag:[CATEGORY/]NAME` expanded to
-//! every VM and first class disk carrying the tag, `--all vm|ivd|vapp`, minus `--exclude`
+//! every VM and first class disk carrying the tag, the inventory selections (`folder:`,
+//! `cluster:`, `host:`, `rp:`, `datastore:`, [`crate::vsphere::place`]) expanded to their VMs
+//! (templates left out), `--all vm|ivd|vapp`, minus `--exclude`
 //! targets, minus the VM safekeeping itself runs in (recognised by its BIOS uuid, when the
 //! machine's `/sys/class/dmi/id/product_uuid` is readable). Expanded VMs are named by moref
 //! and first class disks by id, so one object selected twice is backed up once.
@@ -11,7 +13,7 @@ use serde::Serialize;
 use vim_client::InventoryKind;
 
 use crate::error::{Error, Result};
-use crate::target::{Target, VmSelector};
+use crate::target::{InventorySelector, Target, VmSelector};
 use crate::vsphere::resolve::{all_vms, resolve};
 use crate::vsphere::Vcenter;
 
@@ -116,6 +118,13 @@ pub async fn select(
     for t in given {
         match t {
             Target::Tag(text) => expanded.extend(expand_tag(vc, text).await?),
+            Target::Inventory(place) => {
+                let vms = expand_place(vc, place).await?;
+                if vms.is_empty() {
+                    tracing::warn!(target = %t, "the selection holds no VM now");
+                }
+                expanded.extend(vms);
+            }
             other => expanded.push(other.clone()),
         }
     }
@@ -162,6 +171,13 @@ pub async fn select(
                         Target::Ivd(id) => excluded_ivds.insert(id),
                         other => excluded_other.insert(other.to_string()),
                     };
+                }
+            }
+            Target::Inventory(place) => {
+                for x in expand_place(vc, place).await? {
+                    if let Target::Vm(VmSelector::Moref(m)) = x {
+                        excluded_vms.insert(m);
+                    }
                 }
             }
             Target::Vapp(_) => {
@@ -233,6 +249,39 @@ pub async fn select(
         }
     }
     Ok(selection)
+}
+
+/// The VMs in an inventory place, templates left out (as `--all vm` leaves them out).
+async fn expand_place(vc: &Vcenter, place: &InventorySelector) -> Result<Vec<Target>> {
+    let vms = crate::vsphere::place::vms_in(vc, place).await?;
+    let templates: HashSet<String> = vc
+        .client
+        .list_vms()
+        .await?
+        .into_iter()
+        .filter(|v| v.template)
+        .map(|v| v.moref.value)
+        .collect();
+    Ok(vms
+        .into_iter()
+        .filter(|m| !templates.contains(&m.value))
+        .map(|m| Target::Vm(VmSelector::Moref(m.value)))
+        .collect())
+}
+
+/// The morefs of the VMs carrying tag `text` (`[CATEGORY/]NAME`).
+///
+/// # Errors
+/// An unknown tag, vCenter errors.
+pub async fn tagged_vms(vc: &Vcenter, text: &str) -> Result<HashSet<String>> {
+    Ok(expand_tag(vc, text)
+        .await?
+        .into_iter()
+        .filter_map(|t| match t {
+            Target::Vm(VmSelector::Moref(m)) => Some(m),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The VMs (by moref) and first class disks (by id) carrying a tag; vApps by name.

@@ -9,6 +9,7 @@
 use vim_client::{MoRef, SnapshotInfo, VmConfig};
 
 use crate::error::{Error, Result};
+use crate::target_settings::QuiesceMode;
 use crate::vsphere::snapshot_name::{is_ours, snapshot_name};
 use crate::vsphere::snapshot_owner::{judge, Judge, SnapshotOwner, Verdict};
 use crate::vsphere::Vcenter;
@@ -21,34 +22,45 @@ pub struct SnapshotGuard {
     snapshot: MoRef,
     name: String,
     quiesced: bool,
+    quiesce_fallback: Option<String>,
     armed: bool,
 }
 
 impl SnapshotGuard {
-    /// Creates the snapshot (memory off), described with its `owner`. With `quiesce`, a failed
-    /// quiesced snapshot is retried once without quiescing, with a warning.
+    /// Creates the snapshot (memory off), described with its `owner`, quiescing as `quiesce`
+    /// says: with [`QuiesceMode::Try`] a failed quiesced snapshot is retried once without
+    /// quiescing, with a warning ([`SnapshotGuard::quiesce_fallback`] says why); with
+    /// [`QuiesceMode::Require`] that failure is the error (and no snapshot exists).
     ///
     /// # Errors
     /// The fault of the (last) CreateSnapshot_Task.
     pub async fn create(
         vc: &Vcenter,
         vm: &MoRef,
-        quiesce: bool,
+        quiesce: QuiesceMode,
         owner: &SnapshotOwner,
     ) -> Result<SnapshotGuard> {
         let name = snapshot_name(time::OffsetDateTime::now_utc());
         let description = owner.description();
         let c = &vc.client;
+        let wanted = quiesce != QuiesceMode::Off;
+        let mut fallback = None;
         let (snapshot, quiesced) = match c
-            .create_snapshot(vm, &name, &description, false, quiesce)
+            .create_snapshot(vm, &name, &description, false, wanted)
             .await
         {
-            Ok(s) => (s, quiesce),
-            Err(e) if quiesce => {
+            Ok(s) => (s, wanted),
+            Err(e) if quiesce == QuiesceMode::Require => {
+                return Err(Error::Other(format!(
+                    "quiescing the guest failed and quiesce = require: {e}; no snapshot was taken, nothing was backed up"
+                )));
+            }
+            Err(e) if wanted => {
                 tracing::warn!(
                     vm = %vm.value,
-                    "quiesced snapshot failed ({e}); retrying once without quiescing"
+                    "quiesced snapshot failed ({e}); retrying once without quiescing (quiesce = try)"
                 );
+                fallback = Some(e.to_string());
                 (
                     c.create_snapshot(vm, &name, &description, false, false)
                         .await?,
@@ -64,8 +76,14 @@ impl SnapshotGuard {
             snapshot,
             name,
             quiesced,
+            quiesce_fallback: fallback,
             armed: true,
         })
+    }
+
+    /// Why quiescing failed when the snapshot fell back to one without it.
+    pub fn quiesce_fallback(&self) -> Option<&str> {
+        self.quiesce_fallback.as_deref()
     }
 
     /// The snapshot's managed object reference.

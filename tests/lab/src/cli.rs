@@ -75,6 +75,10 @@ enum Cmd {
         /// Leave the VM powered off.
         #[arg(long)]
         powered_off: bool,
+        /// Make disk N (0-based) independent_persistent, which snapshots do not freeze;
+        /// repeatable.
+        #[arg(long = "independent-disk", value_name = "N")]
+        independent_disks: Vec<usize>,
     },
     /// Writes deterministic data (or zeros) into a VM's current disk, as the guest would.
     GuestWrite {
@@ -117,6 +121,25 @@ enum Cmd {
         /// CPU's SHA instructions and is much faster on big disks).
         #[arg(long)]
         local: bool,
+    },
+    /// Moves a VM in the inventory, creating what is missing: a nested VM folder, a cluster
+    /// (with one host of its own), nested resource pools; prints its folder, pool and host
+    /// (JSON).
+    PlaceVm {
+        #[arg(long)]
+        dir: PathBuf,
+        /// VM name or moref.
+        #[arg(long)]
+        vm: String,
+        /// Folder path below the datacenter's VM folder (`prod/web`).
+        #[arg(long)]
+        folder: Option<String>,
+        /// Cluster to move the VM to (its root pool and first host).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Resource pool path below the cluster's root pool (`gold/db`).
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// Prints a VM's moref, uuids, power state, disks, NICs and snapshots (JSON).
     VmInfo {
@@ -265,9 +288,11 @@ pub fn run(cli: Cli) -> Result<()> {
             cpus,
             memory_mb,
             powered_off,
+            independent_disks,
         } => {
             let dir = LabDir::new(&dir)?;
             let body = json!({
+                "independent_disks": independent_disks,
                 "name": name, "disks": disks, "nics": nics, "datastore": datastore.unwrap_or_default(),
                 "controller": controller, "nic_type": nic_type, "guest_id": guest_id,
                 "firmware": firmware, "cpus": cpus, "memory_mb": memory_mb, "power_on": !powered_off,
@@ -323,6 +348,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 digest::disk_digest(&file)?.0
             };
             println!("{digest}");
+            Ok(())
+        }
+        Cmd::PlaceVm {
+            dir,
+            vm,
+            folder,
+            cluster,
+            pool,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let body = json!({
+                "vm": vm, "folder": folder.unwrap_or_default(),
+                "cluster": cluster.unwrap_or_default(), "pool": pool.unwrap_or_default(),
+            });
+            let res = admin(&dir)?.post("place-vm", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(())
         }
         Cmd::VmInfo { dir, vm } => {

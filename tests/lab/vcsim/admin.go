@@ -58,6 +58,11 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if err = decode(r, &req); err == nil {
 			res, err = l.createVM(r.Context(), &req)
 		}
+	case "place-vm":
+		var req placeVMRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.placeVM(r.Context(), &req)
+		}
 	case "guest-write":
 		var req guestWriteRequest
 		if err = decode(r, &req); err == nil {
@@ -194,6 +199,8 @@ type createVMRequest struct {
 	CPUs       int32    `json:"cpus"`
 	MemoryMB   int64    `json:"memory_mb"`
 	PowerOn    *bool    `json:"power_on"`
+	// IndependentDisks are positions of disks made independent_persistent.
+	IndependentDisks []int `json:"independent_disks"`
 
 	// vapp, when set, makes the VM a child of this vApp (CreateChildVM_Task).
 	vapp *types.ManagedObjectReference
@@ -262,6 +269,12 @@ func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, 
 		if unit >= 7 {
 			unit++
 		}
+		mode := string(types.VirtualDiskModePersistent)
+		for _, n := range req.IndependentDisks {
+			if n == i {
+				mode = string(types.VirtualDiskModeIndependent_persistent)
+			}
+		}
 		devices = append(devices, &types.VirtualDisk{
 			VirtualDevice: types.VirtualDevice{
 				Key:           int32(-200 - i),
@@ -269,7 +282,7 @@ func (l *lab) createVM(ctx context.Context, req *createVMRequest) (interface{}, 
 				UnitNumber:    &unit,
 				Backing: &types.VirtualDiskFlatVer2BackingInfo{
 					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: fmt.Sprintf("[%s]", req.Datastore)},
-					DiskMode:                     string(types.VirtualDiskModePersistent),
+					DiskMode:                     mode,
 					ThinProvisioned:              types.NewBool(true),
 				},
 			},
