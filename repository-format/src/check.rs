@@ -43,6 +43,49 @@ pub struct CheckOptions {
     pub read_data: bool,
 }
 
+/// Part `part` of `of` of the chunks, by chunk id: `check --read-data-subset 3/7` reads about a
+/// seventh of the data, and running 1/7 … 7/7 on seven nights reads every chunk once (as restic
+/// does). The split is by id, so a part is the same set on every run while the data stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSubset {
+    /// Which part, from 1.
+    pub part: u32,
+    /// Of how many parts.
+    pub of: u32,
+}
+
+impl ReadSubset {
+    /// Whether chunk `d` is in this part.
+    pub fn contains(&self, d: &ChunkDigest) -> bool {
+        let n = u32::from_be_bytes([d.0[0], d.0[1], d.0[2], d.0[3]]);
+        n % self.of == self.part - 1
+    }
+}
+
+impl std::str::FromStr for ReadSubset {
+    type Err = String;
+
+    /// `N/M` with 1 ≤ N ≤ M.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}` is not N/M with 1 <= N <= M (for example 1/7)");
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (part, of) = (
+            n.trim().parse::<u32>().map_err(|_| bad())?,
+            m.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        if part == 0 || of == 0 || part > of {
+            return Err(bad());
+        }
+        Ok(ReadSubset { part, of })
+    }
+}
+
+impl std::fmt::Display for ReadSubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.part, self.of)
+    }
+}
+
 /// A damaged chunk that [`Repository::check_and_repair`] moved out of `chunks/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuarantinedChunk {
@@ -148,6 +191,9 @@ pub struct Problem {
 pub struct CheckReport {
     /// Whether chunk data was read.
     pub read_data: bool,
+    /// The part of the chunks that was read (`3/7`), when not all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_data_subset: Option<String>,
     /// Targets seen.
     pub targets: u64,
     /// Committed generations checked.
@@ -237,7 +283,16 @@ impl Repository {
     /// # Errors
     /// Only when folders cannot be listed at all; damage is reported in [`CheckReport`].
     pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
-        self.run_check(opts.read_data, false)
+        self.run_check(opts.read_data, false, None)
+    }
+
+    /// Checks the structure and reads, decodes and re-hashes the chunks of one part of
+    /// `subset` (see [`ReadSubset`]); never modifies the repository.
+    ///
+    /// # Errors
+    /// As [`Repository::check`].
+    pub fn check_subset(&self, subset: ReadSubset) -> Result<CheckReport> {
+        self.run_check(true, false, Some(subset))
     }
 
     /// Checks the repository reading every chunk (repair implies `read_data`), and moves every
@@ -258,7 +313,7 @@ impl Repository {
     /// [`Repository::check`]. A chunk that cannot be moved is named in its problem's detail.
     pub fn check_and_repair(&self, lock: &RepositoryLock) -> Result<CheckReport> {
         lock.require(self.config().repository_id, "check --repair", true)?;
-        self.run_check(true, true)
+        self.run_check(true, true, None)
     }
 
     /// Moves the index object `ikey` (`targets/<key>/gen-NNNNNN/<file>`) to
@@ -310,9 +365,15 @@ impl Repository {
         Ok(out)
     }
 
-    fn run_check(&self, read_data: bool, repair: bool) -> Result<CheckReport> {
+    fn run_check(
+        &self,
+        read_data: bool,
+        repair: bool,
+        subset: Option<ReadSubset>,
+    ) -> Result<CheckReport> {
         let mut report = CheckReport {
             read_data,
+            read_data_subset: subset.map(|s| s.to_string()),
             repair,
             ..Default::default()
         };
@@ -635,6 +696,7 @@ impl Repository {
             let todo: Vec<(ChunkDigest, usize)> = referenced
                 .iter()
                 .filter(|(d, _)| present.contains(d))
+                .filter(|(d, _)| subset.is_none_or(|s| s.contains(d)))
                 .map(|(d, l)| (*d, *l))
                 .collect();
             let next = AtomicUsize::new(0);
@@ -770,5 +832,25 @@ impl Repository {
         }
         let _ = BlobKind::Chunk;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::*;
+
+    #[test]
+    fn parts_split_every_chunk_exactly_once_and_bad_parts_are_refused() {
+        let parts: Vec<ReadSubset> = (1..=7).map(|n| format!("{n}/7").parse().unwrap()).collect();
+        for i in 0u32..2000 {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&(i.wrapping_mul(2_654_435_761)).to_be_bytes());
+            let d = ChunkDigest(d);
+            assert_eq!(parts.iter().filter(|p| p.contains(&d)).count(), 1);
+        }
+        assert_eq!("3/7".parse::<ReadSubset>().unwrap().to_string(), "3/7");
+        for bad in ["0/7", "8/7", "1/0", "7", "a/b", "-1/3", ""] {
+            assert!(bad.parse::<ReadSubset>().is_err(), "{bad}");
+        }
     }
 }

@@ -96,7 +96,7 @@ pub mod writer;
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
     CheckOptions, CheckReport, DamagedGeneration, Problem, ProblemKind, QuarantinedChunk,
-    REPAIR_NOTE,
+    ReadSubset, REPAIR_NOTE,
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};

@@ -378,6 +378,10 @@ pub struct CheckArgs {
     /// it again and heals every generation that uses it.
     #[arg(long)]
     pub repair: bool,
+    /// Read, decompress and hash only part N of M of the chunks (by chunk id, for example
+    /// `1/7`): on seven nights `1/7` … `7/7` verify everything once, at a seventh of the reads.
+    #[arg(long, value_name = "N/M", conflicts_with_all = ["read_data", "repair"])]
+    pub read_data_subset: Option<repository_format::ReadSubset>,
 }
 
 /// `prune`: at least one rule, so that a forgotten option is a usage error (exit 2), not a

@@ -24,14 +24,17 @@ use crate::report::Report;
 /// When the repository cannot be opened or locked.
 pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
     let r = repo::open(config)?;
-    let read_data = args.read_data || args.repair;
+    let read_data = args.read_data || args.repair || args.read_data_subset.is_some();
     let report = if args.repair {
         let lock = r.lock_exclusive(repo::lock_wait(config))?;
         r.check_and_repair(&lock)?
     } else {
         // Works on a read-only repository too (without a recorded lock; the library warns).
         let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
-        r.check(&CheckOptions { read_data })?
+        match args.read_data_subset {
+            Some(subset) => r.check_subset(subset)?,
+            None => r.check(&CheckOptions { read_data })?,
+        }
     };
     let mut text = String::new();
     let _ = writeln!(
@@ -43,9 +46,14 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         count(report.chunks_referenced, "chunk", "chunks"),
         if read_data {
             format!(
-                ", {} ({}) read and verified",
+                ", {} ({}) read and verified{}",
                 count(report.chunks_verified, "chunk", "chunks"),
-                crate::format::human_bytes(report.bytes_verified)
+                crate::format::human_bytes(report.bytes_verified),
+                report
+                    .read_data_subset
+                    .as_deref()
+                    .map(|s| format!(" (part {s} of the chunks)"))
+                    .unwrap_or_default()
             )
         } else {
             String::new()
