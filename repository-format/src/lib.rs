@@ -89,6 +89,7 @@ pub mod reader;
 pub mod reindex;
 pub mod repository;
 pub mod source;
+pub mod stats;
 pub mod storage;
 pub mod target;
 pub mod writer;
@@ -120,6 +121,7 @@ pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
 pub use source::{FileSource, MemorySource};
+pub use stats::{RepositoryStats, SpaceStats, TargetStats};
 #[cfg(feature = "s3")]
 pub use storage::S3Backend;
 pub use storage::{Backend, LocalBackend, RepositoryLocation, S3Credentials, S3Location};

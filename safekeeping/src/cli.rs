@@ -52,6 +52,9 @@ pub enum Command {
     List(ListArgs),
     /// Show one generation: disks, sizes, change ids, VM metadata.
     Show(ShowArgs),
+    /// Space in figures: what the generations describe, what is distinct, what is stored, and
+    /// the deduplication and compression ratios, per target and in all.
+    Stats(StatsArgs),
     /// Verify the repository (add --read-data to read and hash every chunk, --repair to move
     /// damaged chunks to quarantine/ so the next backup, full or incremental, stores them again).
     Check(CheckArgs),
@@ -365,6 +368,14 @@ pub struct ShowArgs {
     /// Generation (default: the latest).
     #[arg(long, value_name = "N")]
     pub generation: Option<u64>,
+}
+
+/// `stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this target (default: every target and the total).
+    #[arg(value_name = "TARGET")]
+    pub target: Option<Target>,
 }
 
 /// `check`

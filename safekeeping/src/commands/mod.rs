@@ -15,6 +15,7 @@ pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod show;
+pub mod stats;
 
 use crate::blocking::blocking;
 use crate::cancel::Cancel;
@@ -83,6 +84,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Repo(RepoCommand::RefreshLock(a)) => repo::refresh_lock(config, &a),
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),
+        Command::Stats(a) => stats::run(config, a.target.as_ref()),
         Command::Check(a) => check::run(config, a),
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc(a) => gc::run(config, a.dry_run),

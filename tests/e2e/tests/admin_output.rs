@@ -285,3 +285,49 @@ fn read_data_subsets_together_verify_every_chunk_once_and_find_damage_in_their_p
     lab.sk(&["check", "--read-data-subset", "4/3"])
         .expect_code(2);
 }
+
+#[test]
+fn stats_show_logical_unique_and_stored_space_per_target_and_in_all() {
+    let lab = Lab::up();
+    lab.create_vm("sa", &["32M"], &[]);
+    lab.create_vm("sb", &["16M"], &[]);
+    lab.guest_write("sa", 0, "0", "8M", Some(21));
+    lab.guest_write("sb", 0, "0", "4M", Some(22));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:sa", "vm:sb"]).ok();
+    // A second, unchanged generation of sa: twice the logical bytes, no new data.
+    lab.sk(&["backup", "vm:sa"]).ok();
+    let mib = 1u64 << 20;
+    let j = lab.sk(&["--json", "stats"]).ok().json();
+    let target = |name: &str| {
+        j["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == name)
+            .unwrap_or_else(|| panic!("{name} in {j:#}"))
+            .clone()
+    };
+    let sa = target("vm:sa");
+    assert_eq!(sa["generations"], 2, "{j:#}");
+    assert_eq!(sa["logical_bytes"].as_u64(), Some(64 * mib), "{j:#}");
+    assert_eq!(sa["unique_bytes"].as_u64(), Some(8 * mib), "{j:#}");
+    assert_eq!(sa["dedup_ratio"].as_f64(), Some(8.0), "{j:#}");
+    let stored = sa["stored_bytes"].as_u64().unwrap();
+    // Random guest data does not compress: stored is the data plus the chunks' framing.
+    assert!(stored >= 8 * mib && stored < 8 * mib + 64 * 1024, "{j:#}");
+    let sb = target("vm:sb");
+    assert_eq!(sb["logical_bytes"].as_u64(), Some(16 * mib), "{j:#}");
+    assert_eq!(sb["unique_bytes"].as_u64(), Some(4 * mib), "{j:#}");
+    let total = &j["total"];
+    assert_eq!(total["generations"], 3, "{j:#}");
+    assert_eq!(total["logical_bytes"].as_u64(), Some(80 * mib), "{j:#}");
+    assert_eq!(total["unique_bytes"].as_u64(), Some(12 * mib), "{j:#}");
+    // Nothing unreferenced: every chunk object is some generation's.
+    assert_eq!(j["chunk_objects"], total["unique_chunks"], "{j:#}");
+    // One target alone, and the text form.
+    let one = lab.sk(&["--json", "stats", "vm:sb"]).ok().json();
+    assert_eq!(one["targets"].as_array().unwrap().len(), 1);
+    let text = lab.sk(&["stats"]).ok().stdout;
+    assert!(text.contains("vm:sa") && text.contains("8.0:1"), "{text}");
+}
