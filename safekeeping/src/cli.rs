@@ -55,6 +55,9 @@ pub enum Command {
     /// Space in figures: what the generations describe, what is distinct, what is stored, and
     /// the deduplication and compression ratios, per target and in all.
     Stats(StatsArgs),
+    /// What changed between two generations of a target: bytes per disk, disks added or
+    /// removed, and the VM's configuration (`.vmx` keys, placement, NICs).
+    Diff(DiffArgs),
     /// Verify the repository (add --read-data to read and hash every chunk, --repair to move
     /// damaged chunks to quarantine/ so the next backup, full or incremental, stores them again).
     Check(CheckArgs),
@@ -376,6 +379,20 @@ pub struct StatsArgs {
     /// Only this target (default: every target and the total).
     #[arg(value_name = "TARGET")]
     pub target: Option<Target>,
+}
+
+/// `diff`
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// The older generation.
+    #[arg(value_name = "GEN1")]
+    pub from: u64,
+    /// The newer generation.
+    #[arg(value_name = "GEN2")]
+    pub to: u64,
 }
 
 /// `check`

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod diff;
 pub mod docs;
 pub mod doctor;
 pub mod export;
@@ -85,6 +86,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::List(a) => list::run(config, a.target.as_ref()),
         Command::Show(a) => show::run(config, &a.target, a.generation),
         Command::Stats(a) => stats::run(config, a.target.as_ref()),
+        Command::Diff(a) => diff::run(config, &a),
         Command::Check(a) => check::run(config, a),
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc(a) => gc::run(config, a.dry_run),

@@ -331,3 +331,44 @@ fn stats_show_logical_unique_and_stored_space_per_target_and_in_all() {
     let text = lab.sk(&["stats"]).ok().stdout;
     assert!(text.contains("vm:sa") && text.contains("8.0:1"), "{text}");
 }
+
+#[test]
+fn diff_counts_the_bytes_that_changed_per_disk_between_two_generations() {
+    let lab = Lab::up();
+    lab.create_vm("df", &["16M", "16M"], &[]);
+    lab.guest_write("df", 0, "0", "8M", Some(31));
+    lab.guest_write("df", 1, "0", "8M", Some(32));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:df"]).ok();
+    // 2 MiB rewritten on disk 0, 1 MiB of new data on disk 1 past what was written.
+    lab.guest_write("df", 0, "4M", "2M", Some(33));
+    lab.guest_write("df", 1, "12M", "1M", Some(34));
+    lab.sk(&["backup", "vm:df"]).ok();
+    lab.sk(&["backup", "vm:df"]).ok();
+    let mib = 1u64 << 20;
+    let j = lab.sk(&["--json", "diff", "vm:df", "1", "2"]).ok().json();
+    let disks = j["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2, "{j:#}");
+    assert_eq!(disks[0]["change"], "changed");
+    assert_eq!(disks[0]["changed_bytes"].as_u64(), Some(2 * mib), "{j:#}");
+    assert_eq!(disks[1]["changed_bytes"].as_u64(), Some(mib), "{j:#}");
+    assert_eq!(j["changed_bytes"].as_u64(), Some(3 * mib));
+    // Nothing changed between the last two: every disk unchanged.
+    let j = lab.sk(&["--json", "diff", "vm:df", "2", "3"]).ok().json();
+    assert!(
+        j["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["change"] == "unchanged"),
+        "{j:#}"
+    );
+    let text = lab.sk(&["diff", "vm:df", "1", "2"]).ok().stdout;
+    assert!(
+        text.contains("disk 0 (device") && text.contains("2.0 MiB of 16.0 MiB differ"),
+        "{text}"
+    );
+    // An unknown generation is an error naming it.
+    let r = lab.sk(&["diff", "vm:df", "1", "9"]).expect_code(1);
+    assert!(r.stderr.contains("generation 9"), "{}", r.stderr);
+}
