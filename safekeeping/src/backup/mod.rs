@@ -137,8 +137,14 @@ pub struct DiskResult {
 /// The outcome of one target, as `backup --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetResult {
-    /// The target as given.
+    /// The target as people know it: `vm:NAME` once the VM is resolved (also when it was
+    /// selected by moref, uuid, path, tag or `--all`), else as given.
     pub target: String,
+    /// The target as given or as the selection expanded it (`vm:vm-39`, `tag:gold`).
+    pub selected_as: String,
+    /// The VM's managed object id, once resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moref: Option<String>,
     /// The VM's name, once resolved.
     pub vm: Option<String>,
     /// The committed generation.
@@ -183,6 +189,8 @@ impl TargetResult {
     pub fn new(target: &Target) -> TargetResult {
         TargetResult {
             target: target.to_string(),
+            selected_as: target.to_string(),
+            moref: None,
             vm: None,
             generation: None,
             mode: None,
@@ -220,6 +228,11 @@ impl TargetResult {
         let finished = time::OffsetDateTime::now_utc();
         self.duration_seconds = (finished - self.started).as_seconds_f64().max(0.0);
         self.finished = Some(finished);
+        // One name per target everywhere: `vm:web01`, whatever form selected it. The moref
+        // and the selection form stay beside it for scripts.
+        if let (Target::Vm(_), Some(name)) = (target, &self.vm) {
+            self.target = format!("vm:{name}");
+        }
         match outcome {
             Ok(()) => {
                 self.status = "succeeded";

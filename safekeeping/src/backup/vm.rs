@@ -56,6 +56,7 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     let resolved = resolve(vc, target).await?;
     tracing::info!(vm = %resolved.name, moref = %resolved.moref.value, "starting backup");
     result.vm = Some(resolved.name.clone());
+    result.moref = Some(resolved.moref.value.clone());
     let info = vc.client.vm_info(&resolved.moref).await?;
     let config = configuration(&info)?;
     let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());

@@ -173,6 +173,14 @@ fn each_inventory_selection_resolves_to_the_vms_placed_there() {
     assert_eq!(targets.len(), 1, "{targets:?}");
     assert_eq!(targets[0]["vm"], "web1");
     assert_eq!(targets[0]["status"], "succeeded");
+    // One display name, whatever form selected the VM; the expansion and moref beside it.
+    assert_eq!(targets[0]["target"], "vm:web1", "{targets:?}");
+    let moref = targets[0]["moref"].as_str().unwrap().to_string();
+    assert_eq!(
+        targets[0]["selected_as"],
+        format!("vm:{moref}"),
+        "{targets:?}"
+    );
 
     // datastore: means a disk there, not only the .vmx: a copy of web1 with its .vmx on
     // datastore1 and its disk on datastore2.
