@@ -8,7 +8,7 @@ use crate::format::human_bytes;
 use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
-use crate::stored::vm::{VmMetadata, SUMMARY_FILE};
+use crate::stored::vm::{VmMetadata, CONFIG_FILE, SUMMARY_FILE};
 use crate::target::Target;
 
 /// Shows a generation.
@@ -71,6 +71,34 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
             x.note
         );
     }
+    // The VM's hardware as saved (vm-config.xml): what the guide promises `show` tells.
+    let hardware = m
+        .metadata_files
+        .iter()
+        .any(|f| f == CONFIG_FILE)
+        .then(|| {
+            r.read_metadata(&summary.key, m.generation, CONFIG_FILE)
+                .ok()
+        })
+        .flatten()
+        .and_then(|xml| vim_client::xml::parse(&xml).ok())
+        .and_then(|e| vim_client::VmConfig::from_element(&e).ok());
+    if let Some(h) = &hardware {
+        let _ = writeln!(
+            text,
+            "  hardware: {} CPU{}{}, {} memory, guest {}, firmware {}, hardware version {}",
+            h.num_cpu,
+            if h.num_cpu == 1 { "" } else { "s" },
+            h.num_cores_per_socket
+                .map(|c| format!(" ({c} per socket)"))
+                .unwrap_or_default(),
+            human_bytes(h.memory_mb << 20),
+            h.guest_id.as_deref().unwrap_or("-"),
+            h.firmware.as_deref().unwrap_or("-"),
+            h.version.as_deref().unwrap_or("-"),
+        );
+    }
+    let mut saved_summary = None;
     if m.metadata_files.iter().any(|f| f == SUMMARY_FILE) {
         if let Ok(saved) = r
             .read_metadata(&summary.key, m.generation, SUMMARY_FILE)
@@ -101,10 +129,46 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
             for missing in &saved.missing {
                 let _ = writeln!(text, "  not saved: {missing}");
             }
+            saved_summary = Some(saved);
         }
     }
     if !m.metadata_files.is_empty() {
         let _ = writeln!(text, "  metadata: {}", m.metadata_files.join(", "));
     }
-    Ok(Report::new(Outcome::Success, &m, text))
+    // JSON: the manifest as before, plus everything the text view shows.
+    let mut doc = serde_json::to_value(&m).unwrap_or_default();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "target_name".into(),
+            format!("{}:{}", summary.kind.prefix(), m.target.name).into(),
+        );
+        if let Some(h) = &hardware {
+            map.insert(
+                "hardware".into(),
+                serde_json::json!({
+                    "cpus": h.num_cpu,
+                    "cores_per_socket": h.num_cores_per_socket,
+                    "memory_mb": h.memory_mb,
+                    "guest_id": h.guest_id,
+                    "firmware": h.firmware,
+                    "hardware_version": h.version,
+                }),
+            );
+        }
+        if let Some(saved) = &saved_summary {
+            map.insert(
+                "placement".into(),
+                serde_json::to_value(&saved.placement).unwrap_or_default(),
+            );
+            map.insert(
+                "nics".into(),
+                serde_json::to_value(&saved.nics).unwrap_or_default(),
+            );
+            map.insert(
+                "not_saved".into(),
+                serde_json::to_value(&saved.missing).unwrap_or_default(),
+            );
+        }
+    }
+    Ok(Report::new(Outcome::Success, &doc, text))
 }

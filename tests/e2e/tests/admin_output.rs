@@ -372,3 +372,49 @@ fn diff_counts_the_bytes_that_changed_per_disk_between_two_generations() {
     let r = lab.sk(&["diff", "vm:df", "1", "9"]).expect_code(1);
     assert!(r.stderr.contains("generation 9"), "{}", r.stderr);
 }
+
+#[test]
+fn show_tells_the_hardware_placement_and_nics_in_text_and_json() {
+    let lab = Lab::up();
+    lab.lab(&[
+        "create-vm",
+        "--name",
+        "hw",
+        "--disk",
+        "8M",
+        "--nic",
+        "VM Network",
+        "--cpus",
+        "4",
+        "--memory-mb",
+        "2048",
+        "--firmware",
+        "efi",
+        "--guest-id",
+        "ubuntu64Guest",
+    ])
+    .ok();
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:hw"]).ok();
+    let j = lab.sk(&["--json", "show", "vm:hw"]).ok().json();
+    assert_eq!(j["target_name"], "vm:hw", "{j:#}");
+    let h = &j["hardware"];
+    assert_eq!(h["cpus"], 4, "{j:#}");
+    assert_eq!(h["memory_mb"], 2048, "{j:#}");
+    assert_eq!(h["guest_id"], "ubuntu64Guest", "{j:#}");
+    assert_eq!(h["firmware"], "efi", "{j:#}");
+    assert!(
+        j["placement"]["datacenter"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{j:#}"
+    );
+    assert_eq!(j["nics"][0]["network"], "VM Network", "{j:#}");
+    let text = lab.sk(&["show", "vm:hw"]).ok().stdout;
+    assert!(
+        text.contains("hardware: 4 CPUs")
+            && text.contains("2.0 GiB memory")
+            && text.contains("guest ubuntu64Guest"),
+        "{text}"
+    );
+}
