@@ -57,6 +57,9 @@ pub enum Command {
     Gc,
     /// Write one disk of a generation to a sparse raw image file.
     Export(ExportArgs),
+    /// Serve one disk of a generation over NBD (read-only, or writes into --overlay) until
+    /// Ctrl-C: boot it under QEMU/KVM, convert it, mount it, without restoring first.
+    Serve(ServeArgs),
 }
 
 /// `repo` subcommands.
@@ -287,6 +290,51 @@ pub struct ExportArgs {
     /// The raw image file to write (sparse; must not exist).
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+/// `serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// Disk number (from 0, in the order `show` lists them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk: u32,
+    /// Where NBD clients connect: `unix:PATH` (a new socket file) or `HOST:PORT`
+    /// (loopback only unless --allow-remote).
+    #[arg(long, value_name = "unix:PATH|HOST:PORT", value_parser = parse_listen)]
+    pub listen: nbd_server::ListenAddress,
+    /// Accept a TCP address other machines can reach (NBD has no authentication).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Accept writes into this local copy-on-write file (created, or continued if it is an
+    /// overlay of the same disk); the repository is never written.
+    #[arg(long, value_name = "FILE")]
+    pub overlay: Option<PathBuf>,
+    /// Chunk cache size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub cache_mib: usize,
+}
+
+/// `unix:PATH` or `HOST:PORT` (`HOST` an IP address or `localhost`).
+pub fn parse_listen(s: &str) -> Result<nbd_server::ListenAddress, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if p.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(nbd_server::ListenAddress::Unix(PathBuf::from(p)));
+    }
+    let addr = match s.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    addr.parse::<std::net::SocketAddr>()
+        .map(nbd_server::ListenAddress::Tcp)
+        .map_err(|_| format!("`{s}` is neither unix:PATH nor IP:PORT (e.g. 127.0.0.1:10809)"))
 }
 
 fn parse_vm_name(s: &str) -> Result<String, String> {

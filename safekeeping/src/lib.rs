@@ -39,6 +39,7 @@ pub mod config;
 pub mod disk_io;
 pub mod error;
 pub mod format;
+pub mod instant;
 pub mod logging;
 pub mod mapping;
 pub mod outcome;

@@ -11,6 +11,7 @@ pub mod list;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod serve;
 pub mod show;
 
 use crate::blocking::blocking;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
     match cli.command {
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Serve(args) => serve::run(&config, args, cancel).await,
         other => blocking(move || run_repository_command(&config, other)).await,
     }
 }
@@ -58,7 +60,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc => gc::run(config),
         Command::Export(a) => export::run(config, &a),
-        Command::Backup(_) | Command::Restore(_) => {
+        Command::Backup(_) | Command::Restore(_) | Command::Serve(_) => {
             Err(Error::Other("not a repository command".into()))
         }
     }
