@@ -60,6 +60,67 @@ pub enum Command {
     /// Serve one disk of a generation over NBD (read-only, or writes into --overlay) until
     /// Ctrl-C: boot it under QEMU/KVM, convert it, mount it, without restoring first.
     Serve(ServeArgs),
+    /// List partitions and files of a backed-up disk, or extract files, without restoring it.
+    #[command(subcommand)]
+    Files(FilesCommand),
+}
+
+/// `files` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Without --partition: the disk's partitions. With it: the folder PATH (default `/`).
+    Ls(FilesLsArgs),
+    /// Extract files and folders (with names, modes, mtimes, symlinks) into --output.
+    Get(FilesGetArgs),
+}
+
+/// Which disk and file system `files` reads.
+#[derive(Debug, Args)]
+pub struct FilesSource {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// Disk number (from 0, in the order `show` lists them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk: u32,
+    /// Partition number as Linux numbers them (1, 2, ... ; logical MBR partitions from 5;
+    /// 0 = a file system on the whole disk).
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
+}
+
+/// `files ls`
+#[derive(Debug, Args)]
+pub struct FilesLsArgs {
+    /// Disk and partition.
+    #[command(flatten)]
+    pub source: FilesSource,
+    /// Folder (or file) in the guest file system.
+    #[arg(value_name = "PATH")]
+    pub path: Option<String>,
+    /// Mode, size and modification time too.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `files get`
+#[derive(Debug, Args)]
+pub struct FilesGetArgs {
+    /// Disk and partition.
+    #[command(flatten)]
+    pub source: FilesSource,
+    /// Files or folders in the guest file system.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<String>,
+    /// Folder to write them into (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Replace files that exist in DIR.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `repo` subcommands.

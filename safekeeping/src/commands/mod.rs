@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod check;
 pub mod export;
+pub mod files;
 pub mod gc;
 pub mod key;
 pub mod list;
@@ -60,6 +61,7 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc => gc::run(config),
         Command::Export(a) => export::run(config, &a),
+        Command::Files(f) => files::run(config, &f),
         Command::Backup(_) | Command::Restore(_) | Command::Serve(_) => {
             Err(Error::Other("not a repository command".into()))
         }

@@ -8,5 +8,6 @@
 //! never `cli`, `commands` or another wing.
 
 pub mod device;
+pub mod files;
 pub mod overlay;
 pub mod serve;

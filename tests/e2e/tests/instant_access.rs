@@ -3,6 +3,8 @@
 //! as holes, writes only into `--overlay`, never into the repository — and `files ls|get`
 //! read single files out of real ext4, FAT and NTFS images inside a backed-up disk.
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -286,4 +288,334 @@ fn overlay_takes_the_writes_and_the_repository_stays_unchanged() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("belongs to"), "{}", r.stderr);
     assert!(!socket.exists());
+}
+
+#[path = "../../../guest-fs/tests/images/mod.rs"]
+mod images;
+
+use images::Expected;
+
+/// Asserts the folder `out` holds exactly `expected` (FAT: no modes, no symlinks).
+fn check_extracted(out: &Path, expected: &BTreeMap<String, Expected>, modes: bool) {
+    let mut found = Vec::new();
+    fn walk(base: &Path, dir: &Path, found: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            found.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                walk(base, &p, found);
+            }
+        }
+    }
+    walk(out, out, &mut found);
+    found.retain(|p| p != "lost+found");
+    found.sort();
+    assert_eq!(
+        found,
+        expected.keys().cloned().collect::<Vec<_>>(),
+        "same entries in {}",
+        out.display()
+    );
+    for (rel, want) in expected {
+        let p = out.join(rel);
+        let m = p.symlink_metadata().unwrap();
+        match want {
+            Expected::File { sha256, size, mode } => {
+                assert!(m.is_file(), "{rel}");
+                assert_eq!(m.len(), *size, "{rel}");
+                assert_eq!(&sha256_file(&p), sha256, "{rel} content");
+                if modes {
+                    assert_eq!(m.permissions().mode() & 0o7777, *mode, "{rel} mode");
+                }
+            }
+            Expected::Dir => assert!(m.is_dir(), "{rel}"),
+            Expected::Symlink(t) => {
+                assert!(m.file_type().is_symlink(), "{rel}");
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap().to_string_lossy(),
+                    t.as_str()
+                );
+            }
+        }
+        if !m.file_type().is_symlink() {
+            assert!(
+                (m.mtime() - images::MTIME).abs() <= 2,
+                "{rel} mtime {}",
+                m.mtime()
+            );
+        }
+    }
+    // The sparse file stayed sparse: 8 KiB of data in 3 MiB.
+    let sparse = out.join("data/sparse.img").symlink_metadata().unwrap();
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "sparse output in {} ({} blocks)",
+        out.display(),
+        sparse.blocks()
+    );
+}
+
+#[test]
+fn files_ls_and_get_read_ext4_fat_and_ntfs_from_a_backup() {
+    let w = tempfile::tempdir().unwrap();
+    let (src, src_fat) = (w.path().join("src"), w.path().join("src-fat"));
+    let tree = images::source_tree(&src, true);
+    let tree_fat = images::source_tree(&src_fat, false);
+    let img = |n: &str| w.path().join(n);
+    images::fat(&src_fat, &img("fat.img"), 40 * MIB);
+    images::ext4(&src, &img("ext.img"), 32 * MIB);
+    let ntfs = images::ntfs(&src, &img("ntfs.img"), 24 * MIB);
+    assert!(ntfs, "ntfs-3g can mount here (FUSE)");
+    images::partitioned(
+        &img("disk0.img"),
+        96 * MIB,
+        "gpt",
+        &[
+            images::Part {
+                image: &img("fat.img"),
+                sfdisk_type: "U",
+                start_mib: 1,
+            },
+            images::Part {
+                image: &img("ext.img"),
+                sfdisk_type: "L",
+                start_mib: 42,
+            },
+        ],
+        "",
+    );
+    images::partitioned(
+        &img("disk1.img"),
+        64 * MIB,
+        "dos",
+        &[],
+        &format!(
+            "start={}, type=5\nstart={}, size={}, type=7\n",
+            2048,
+            2 * 2048,
+            24 * 2048
+        ),
+    );
+    images::copy_into(&img("disk1.img"), &img("ntfs.img"), 2 * MIB);
+
+    let lab = Lab::up();
+    lab.create_vm("files", &["96M", "64M"], &["VM Network"]);
+    for (d, f) in [("0", "disk0.img"), ("1", "disk1.img")] {
+        let p = img(f);
+        lab.lab(&[
+            "guest-write",
+            "--vm",
+            "files",
+            "--disk",
+            d,
+            "--offset",
+            "0",
+            "--from-file",
+            p.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    assert_eq!(
+        lab.digest("files", 0),
+        sha256_file(&img("disk0.img")),
+        "guest-write --from-file"
+    );
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:files"]).ok();
+
+    // Partitions, numbered as Linux does.
+    let j = lab.sk(&["--json", "files", "ls", "vm:files"]).ok().json();
+    assert_eq!(j["table"], "gpt");
+    let parts: Vec<(u64, String)> = j["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_u64().unwrap(),
+                p["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(parts, vec![(1, "fat".to_string()), (2, "ext4".to_string())]);
+    let j = lab
+        .sk(&["--json", "files", "ls", "vm:files", "--disk", "1"])
+        .ok()
+        .json();
+    assert_eq!(j["table"], "mbr");
+    assert_eq!(j["partitions"][1]["number"], 5);
+    assert_eq!(j["partitions"][1]["content"], "ntfs");
+
+    // A listing matches the source folder, with non-ASCII names and a symlink.
+    let j = lab
+        .sk(&["--json", "files", "ls", "vm:files", "--partition", "2", "/"])
+        .ok()
+        .json();
+    let names: Vec<&str> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "Grüße",
+            "bin",
+            "data",
+            "empty.txt",
+            "lost+found",
+            "notes-link",
+            "readme.txt"
+        ]
+    );
+    let link = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "notes-link")
+        .unwrap();
+    assert_eq!(link["kind"], "symlink");
+    assert_eq!(link["link_target"], "data/nested/deeper/notes.md");
+    let r = lab
+        .sk(&[
+            "files",
+            "ls",
+            "vm:files",
+            "--partition",
+            "2",
+            "--long",
+            "/data",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("-rw-r----- ")
+            && r.stdout.contains("big.bin")
+            && r.stdout.contains("2024-02-29 12:34:56"),
+        "{}",
+        r.stdout
+    );
+    let r = lab.sk(&["files", "ls", "vm:files", "/data"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--partition"), "{}", r.stderr);
+
+    // Whole trees out of ext4, FAT and NTFS, compared entry by entry.
+    let out = w.path().join("out");
+    let o = |n: &str| out.join(n);
+    lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--partition",
+        "2",
+        "/",
+        "--output",
+        o("ext").to_str().unwrap(),
+    ])
+    .ok();
+    check_extracted(&o("ext"), &tree, true);
+    lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--partition",
+        "1",
+        "/",
+        "--output",
+        o("fat").to_str().unwrap(),
+    ])
+    .ok();
+    check_extracted(&o("fat"), &tree_fat, false);
+    lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--disk",
+        "1",
+        "--partition",
+        "5",
+        "/",
+        "--output",
+        o("ntfs").to_str().unwrap(),
+    ])
+    .ok();
+    check_extracted(&o("ntfs"), &tree, false);
+
+    // No overwrite without --overwrite; with it the file is replaced.
+    let one = o("one");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::write(one.join("readme.txt"), b"mine").unwrap();
+    let r = lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--partition",
+        "2",
+        "/readme.txt",
+        "--output",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    assert!(r.all_output().contains("--overwrite"), "{}", r.all_output());
+    assert_eq!(std::fs::read(one.join("readme.txt")).unwrap(), b"mine");
+    lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--partition",
+        "2",
+        "/readme.txt",
+        "--output",
+        one.to_str().unwrap(),
+        "--overwrite",
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read(one.join("readme.txt")).unwrap(),
+        b"safekeeping file-level restore\n"
+    );
+
+    // A damaged chunk under big.bin: that file fails, named; the others still extract.
+    let disk0 = std::fs::read(img("disk0.img")).unwrap();
+    let head = images::pattern(1, 4096);
+    // In the ext4 partition (from 42 MiB): the FAT one holds a big.bin with the same bytes.
+    let at = 42 * MIB
+        + disk0[(42 * MIB) as usize..]
+            .windows(4096)
+            .position(|x| x == head)
+            .expect("big.bin in partition 2") as u64;
+    let slot = at.div_ceil(MIB) + 1;
+    let chunk = &disk0[(slot * MIB) as usize..((slot + 1) * MIB) as usize];
+    let id = images::sha256(chunk);
+    let chunk_file = lab.dir().join("repo/chunks").join(&id[..4]).join(&id);
+    let mut bytes = std::fs::read(&chunk_file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&chunk_file, bytes).unwrap();
+    let two = o("two");
+    let r = lab.sk(&[
+        "files",
+        "get",
+        "vm:files",
+        "--partition",
+        "2",
+        "/data/big.bin",
+        "/readme.txt",
+        "/data/nested",
+        "--output",
+        two.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "partial: {}", r.all_output());
+    assert!(r.stdout.contains("FAILED /data/big.bin"), "{}", r.stdout);
+    assert!(!two.join("big.bin").exists(), "no partial file left");
+    assert_eq!(
+        std::fs::read(two.join("readme.txt")).unwrap(),
+        b"safekeeping file-level restore\n"
+    );
+    assert!(two.join("nested/deeper/notes.md").is_file());
+    assert!(std::fs::read_dir(&two).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".part")));
 }
