@@ -92,10 +92,13 @@ pub(crate) fn components(path: &str) -> Result<Vec<&str>> {
 /// system's own error when it cannot be opened.
 pub fn open(disk: &Disk, partition: &Partition) -> Result<Box<dyn GuestFs>> {
     let w = Window::new(disk.clone(), partition.start, partition.size);
-    match partition.content {
-        Content::Ext2 | Content::Ext3 | Content::Ext4 => Ok(Box::new(crate::ext::Ext::open(w, partition.content)?)),
-        Content::Fat => Ok(Box::new(crate::fat::Fat::open(w)?)),
-        Content::Ntfs => Ok(Box::new(crate::ntfs::Ntfs::open(w)?)),
+    let content = partition.content;
+    let opened: Result<Box<dyn GuestFs>> = match content {
+        Content::Ext2 | Content::Ext3 | Content::Ext4 => {
+            guarded("/", || Ok(Box::new(crate::ext::Ext::open(w, content)?) as Box<dyn GuestFs>))
+        }
+        Content::Fat => guarded("/", || Ok(Box::new(crate::fat::Fat::open(w)?) as Box<dyn GuestFs>)),
+        Content::Ntfs => guarded("/", || Ok(Box::new(crate::ntfs::Ntfs::open(w)?) as Box<dyn GuestFs>)),
         other => Err(Error::Unsupported {
             number: partition.number,
             found: match other {
@@ -107,5 +110,100 @@ pub fn open(disk: &Disk, partition: &Partition) -> Result<Box<dyn GuestFs>> {
                 _ => "; serve the disk (`safekeeping serve`) or `export` it and mount it with the host's tools",
             },
         }),
+    };
+    opened.map(|inner| {
+        Box::new(Guarded {
+            inner,
+            poisoned: false,
+        }) as Box<dyn GuestFs>
+    })
+}
+
+/// Runs a file system crate's code, turning a panic (a crate's assertion tripped by a damaged
+/// or hostile file system) into an error for the path: a bad guest disk must not abort the
+/// process.
+fn guarded<T>(path: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::FileSystem {
+            path: path.to_string(),
+            message:
+                "the file system reader stopped on inconsistent data (the file system is damaged)"
+                    .into(),
+        })
+    })
+}
+
+/// A file system whose calls are [`guarded`]; after a panic it refuses further calls, since
+/// the reader's state can no longer be trusted.
+struct Guarded {
+    inner: Box<dyn GuestFs>,
+    poisoned: bool,
+}
+
+impl Guarded {
+    fn call<T>(&mut self, path: &str, f: impl FnOnce(&mut dyn GuestFs) -> Result<T>) -> Result<T> {
+        if self.poisoned {
+            return Err(Error::FileSystem {
+                path: path.to_string(),
+                message: "not read: the file system reader stopped earlier on damaged data".into(),
+            });
+        }
+        let inner = self.inner.as_mut();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(inner)));
+        r.unwrap_or_else(|_| {
+            self.poisoned = true;
+            Err(Error::FileSystem {
+                path: path.to_string(),
+                message: "the file system reader stopped on inconsistent data (the file system is damaged)".into(),
+            })
+        })
+    }
+}
+
+impl GuestFs for Guarded {
+    fn content(&self) -> Content {
+        self.inner.content()
+    }
+    fn list(&mut self, path: &str) -> Result<Vec<Entry>> {
+        self.call(path, |fs| fs.list(path))
+    }
+    fn stat(&mut self, path: &str) -> Result<Entry> {
+        self.call(path, |fs| fs.stat(path))
+    }
+    fn read_file(&mut self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        self.call(path, |fs| fs.read_file(path, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panicky;
+    impl GuestFs for Panicky {
+        fn content(&self) -> Content {
+            Content::Fat
+        }
+        fn list(&mut self, _: &str) -> Result<Vec<Entry>> {
+            panic!("index out of bounds in a file system crate")
+        }
+        fn stat(&mut self, _: &str) -> Result<Entry> {
+            Err(Error::NotFound("x".into()))
+        }
+        fn read_file(&mut self, _: &str, _: &mut dyn Write) -> Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_panicking_reader_becomes_an_error_and_is_not_used_again() {
+        let mut g = Guarded {
+            inner: Box::new(Panicky),
+            poisoned: false,
+        };
+        let e = g.list("/etc").unwrap_err().to_string();
+        assert!(e.contains("/etc") && e.contains("damaged"), "{e}");
+        let e = g.stat("/x").unwrap_err().to_string();
+        assert!(e.contains("stopped earlier"), "{e}");
     }
 }

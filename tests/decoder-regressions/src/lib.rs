@@ -20,6 +20,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod descriptor;
+pub mod guest;
 pub mod input;
 pub mod nbd;
 pub mod repository;
@@ -45,6 +46,7 @@ pub const HARNESSES: &[Harness] = &[
     h("repo_key_file", repository::key_file),
     h("vmdk_descriptor", descriptor::vmdk_descriptor),
     h("nbd_request", nbd::nbd_request),
+    h("guest_disk", guest::guest_disk),
     #[cfg(feature = "vim")]
     h("soap_response", soap::response),
     #[cfg(feature = "vim")]

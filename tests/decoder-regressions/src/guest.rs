@@ -1,0 +1,27 @@
+//! Harness for guest disks: partition tables, content probing and file system opening over
+//! arbitrary bytes (a backed-up disk is whatever the guest wrote).
+
+use std::sync::Arc;
+
+use guest_fs::{Disk, PartitionTable};
+
+/// `guest_disk`: the input is a whole disk. Reading its partition table must return `Ok` or
+/// `Err`, never panic; every partition it returns lies within the disk; opening each one and
+/// listing its root must not panic either (the file system crates run under `guest-fs`'s
+/// panic guard, which must hold).
+pub fn guest_disk(data: &[u8]) {
+    let size = data.len() as u64;
+    let disk: Disk = Arc::new(data.to_vec());
+    let Ok(table) = PartitionTable::read(&disk) else {
+        return;
+    };
+    for p in &table.partitions {
+        assert!(
+            p.start.checked_add(p.size).is_some_and(|e| e <= size),
+            "partition {p:?} within {size}"
+        );
+        if let Ok(mut fs) = guest_fs::open(&disk, p) {
+            let _ = fs.list("/");
+        }
+    }
+}
