@@ -160,8 +160,10 @@ where
                 return Ok(None);
             }
             ClientOption::List => {
+                // Name length, name, then the description in the rest.
                 let mut d = (export.name.len() as u32).to_be_bytes().to_vec();
                 d.extend_from_slice(export.name.as_bytes());
+                d.extend_from_slice(export.description.as_bytes());
                 let mut b = p::option_reply(option, rep::SERVER, &d);
                 b.extend(p::option_reply(option, rep::ACK, &[]));
                 send(s, b).await?;

@@ -211,6 +211,18 @@ fn nbdinfo_reports_size_read_only_and_holes() {
 }
 
 #[test]
+fn nbdinfo_lists_the_export_with_its_name_and_description() {
+    // --list uses NBD_OPT_LIST, then NBD_OPT_INFO (with NBD_INFO_NAME/DESCRIPTION) per export.
+    let srv = Running::start(Arc::new(MemoryDisk::new(sample(), false)));
+    let info: serde_json::Value =
+        serde_json::from_str(&run("nbdinfo", &["--list", "--json", &srv.uri()])).unwrap();
+    let e = &info["exports"][0];
+    assert_eq!(e["export-name"], "disk", "{info}");
+    assert_eq!(e["description"], "test disk");
+    assert_eq!(e["export-size"].as_u64(), Some(8 * MIB as u64));
+}
+
+#[test]
 fn nbdcopy_and_qemu_img_read_the_whole_disk() {
     let disk = Arc::new(MemoryDisk::new(sample(), false));
     let expected = hex::encode(Sha256::digest(disk.image()));

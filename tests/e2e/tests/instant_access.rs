@@ -186,9 +186,22 @@ fn serve_exports_the_backed_up_disk_to_real_nbd_clients() {
         "write refused: {text}"
     );
 
-    // The lock is shared: a backup runs while the disk is served.
+    // The lock is shared: a backup runs while the disk is served...
     lab.guest_write("web", 0, "20M", "1M", Some(3));
     lab.sk(&["backup", "vm:web"]).ok();
+    // ...while gc and prune, which could delete what is served, wait for the exclusive lock.
+    let impatient = lab.config_variant(
+        "impatient.toml",
+        "lock_wait_seconds = 60",
+        "lock_wait_seconds = 1",
+    );
+    for args in [&["gc"][..], &["prune", "vm:web", "--keep-last", "1"][..]] {
+        let r = lab.sk_with(args, &impatient, &[]);
+        assert_eq!(r.code, 1, "{args:?} waits for serve: {}", r.all_output());
+        assert!(r.stderr.contains("lock"), "{}", r.stderr);
+    }
+    tool("nbdcopy", &[&u, raw.to_str().unwrap()]);
+    assert_eq!(sha256_file(&raw), gen1, "generation 1 still served whole");
     stop(child, &socket);
 
     // Generation 1 is still served as it was; generation 2 has the new data.
