@@ -12,8 +12,12 @@ use tokio::task::JoinSet;
 use crate::device::{errno_of, BlockDevice, Extent};
 use crate::protocol::{self as p, cflag, cmd, errno, info, rep, reply, tflag, ClientOption};
 
-/// How many requests of one connection are served at once (more wait in the socket).
+/// How many requests of one connection are accepted at once (more wait in the socket).
 const IN_FLIGHT: usize = 16;
+/// Device calls running at once, for all connections of a server together: each runs on a
+/// blocking thread, and a few threads already keep a verified, decompressing reader busy;
+/// more only cost memory (per-thread allocator arenas, buffers).
+pub(crate) const DEVICE_CALLS: usize = 8;
 
 /// What is exported, and under which name.
 #[derive(Debug, Clone)]
@@ -50,9 +54,23 @@ struct Session {
 /// # Errors
 /// A socket error, or a client that breaks the protocol (bad magic, oversized write).
 pub async fn serve_connection<S>(
+    stream: S,
+    device: Arc<dyn BlockDevice>,
+    export: Arc<Export>,
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let calls = Arc::new(Semaphore::new(DEVICE_CALLS));
+    serve_connection_sharing(stream, device, export, calls).await
+}
+
+/// [`serve_connection`] with the limit on device calls shared by all of a server's clients.
+pub(crate) async fn serve_connection_sharing<S>(
     mut stream: S,
     device: Arc<dyn BlockDevice>,
     export: Arc<Export>,
+    calls: Arc<Semaphore>,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -60,7 +78,7 @@ where
     let Some(session) = negotiate(&mut stream, device.as_ref(), &export).await? else {
         return Ok(());
     };
-    transmit(stream, device, session).await
+    transmit(stream, device, session, calls).await
 }
 
 fn transmission_flags(device: &dyn BlockDevice) -> u16 {
@@ -293,6 +311,7 @@ async fn transmit<S>(
     stream: S,
     device: Arc<dyn BlockDevice>,
     session: Session,
+    calls: Arc<Semaphore>,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -345,9 +364,12 @@ where
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break Ok(());
         };
-        let (device, tx) = (device.clone(), tx.clone());
+        let (device, tx, calls) = (device.clone(), tx.clone(), calls.clone());
         tasks.spawn(async move {
-            let bytes = handle(device, session, req, payload).await;
+            let bytes = match calls.acquire_owned().await {
+                Ok(_call) => handle(device, session, req, payload).await,
+                Err(_) => error_reply(session, req.cookie, errno::ESHUTDOWN, "server stopping"),
+            };
             let _ = tx.send(bytes).await;
             drop(permit);
         });

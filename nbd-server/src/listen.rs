@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 
-use crate::connection::{serve_connection, Export};
+use tokio::sync::Semaphore;
+
+use crate::connection::{serve_connection_sharing, Export, DEVICE_CALLS};
 use crate::device::BlockDevice;
 
 /// Where to listen.
@@ -110,6 +112,7 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let export = Arc::new(export);
+        let calls = Arc::new(Semaphore::new(DEVICE_CALLS));
         let mut clients = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -120,11 +123,15 @@ impl Server {
             match accepted {
                 Ok((conn, peer)) => {
                     tracing::info!(peer = %peer, "NBD client connected");
-                    let (device, export) = (device.clone(), export.clone());
+                    let (device, export, calls) = (device.clone(), export.clone(), calls.clone());
                     clients.spawn(async move {
                         let r = match conn {
-                            Conn::Unix(s) => serve_connection(s, device, export).await,
-                            Conn::Tcp(s) => serve_connection(s, device, export).await,
+                            Conn::Unix(s) => {
+                                serve_connection_sharing(s, device, export, calls).await
+                            }
+                            Conn::Tcp(s) => {
+                                serve_connection_sharing(s, device, export, calls).await
+                            }
                         };
                         match r {
                             Ok(()) => tracing::info!(peer = %peer, "NBD client disconnected"),

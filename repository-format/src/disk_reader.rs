@@ -8,7 +8,7 @@
 //! cache while it works on the current one. Nothing here writes to the repository.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -54,6 +54,9 @@ pub struct DiskExtent {
 
 type Cell = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 
+/// Sequential streams tracked at once.
+const STREAMS: usize = 8;
+
 struct Slot {
     cell: Cell,
     used: u64,
@@ -69,10 +72,10 @@ struct Inner {
     cache: Mutex<HashMap<usize, Slot>>,
     tick: AtomicU64,
     loads: AtomicU64,
-    /// One past the last slot a caller read, to notice sequential access.
-    next_expected: AtomicUsize,
-    /// Slots below this were already queued for read-ahead.
-    queued_to: AtomicUsize,
+    /// The most recent sequential streams, most recent first: (one past the last slot read,
+    /// slots below this already queued for read-ahead). Several, so that interleaved
+    /// clients (nbdcopy's four connections) each get read-ahead.
+    streams: Mutex<[(usize, usize); STREAMS]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -218,12 +221,13 @@ impl CachedDiskReader {
             cache: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(0),
             loads: AtomicU64::new(0),
-            next_expected: AtomicUsize::new(usize::MAX),
-            queued_to: AtomicUsize::new(0),
+            streams: Mutex::new([(usize::MAX, 0); STREAMS]),
         });
         let (read_ahead, jobs, threads) =
             if options.read_ahead > 0 && options.read_ahead_threads > 0 {
-                let (tx, rx) = crossbeam_channel::bounded::<usize>(options.read_ahead);
+                // Room for every tracked stream's window: one busy stream must not starve the
+                // others' read-ahead.
+                let (tx, rx) = crossbeam_channel::bounded::<usize>(options.read_ahead * STREAMS);
                 let threads = (0..options.read_ahead_threads)
                     .map(|_| {
                         let (rx, inner) = (rx.clone(), inner.clone());
@@ -312,22 +316,37 @@ impl CachedDiskReader {
     /// Queues the stored chunks after `last` for loading when the reader is sequential.
     fn read_ahead_after(&self, first: usize, last: usize) {
         let Some(jobs) = &self.jobs else { return };
-        let expected = self.inner.next_expected.swap(last + 1, Ordering::Relaxed);
-        // Sequential: this read starts where the previous one ended (or in the same chunk).
-        if first != expected && first + 1 != expected {
-            return;
-        }
+        // Sequential: this read starts where one of the recent streams ended (or in the same
+        // chunk). That stream (or a new one, replacing the least recent) moves to the front.
+        let queued = {
+            let mut streams = lock(&self.inner.streams);
+            let hit = streams
+                .iter()
+                .position(|&(next, _)| first == next || first + 1 == next);
+            let i = hit.unwrap_or(STREAMS - 1);
+            let queued = if hit.is_some() { streams[i].1 } else { 0 };
+            streams[..=i].rotate_right(1);
+            streams[0] = (last + 1, queued);
+            if hit.is_none() {
+                return;
+            }
+            queued
+        };
         let count = self.inner.index.chunk_count();
-        let from = (last + 1).max(self.inner.queued_to.load(Ordering::Relaxed));
+        let from = (last + 1).max(queued);
         let to = (last + 1 + self.read_ahead).min(count);
+        let mut reached = to;
         for slot in from..to {
             if self.inner.index.slot(slot).is_some() && jobs.try_send(slot).is_err() {
                 // The loaders are busy: stop here, the next read queues the rest.
-                self.inner.queued_to.store(slot, Ordering::Relaxed);
-                return;
+                reached = slot;
+                break;
             }
         }
-        self.inner.queued_to.fetch_max(to, Ordering::Relaxed);
+        let mut streams = lock(&self.inner.streams);
+        if streams[0].0 == last + 1 {
+            streams[0].1 = streams[0].1.max(reached);
+        }
     }
 
     /// The stored runs and holes of `len` bytes from `offset`, merged, in order.
@@ -507,6 +526,36 @@ mod tests {
         assert!(
             r.chunks_loaded() <= before + 4,
             "read-ahead chunks came from the cache"
+        );
+    }
+
+    #[test]
+    fn interleaved_sequential_readers_each_get_read_ahead() {
+        let (_d, repo, key, gen, _disk) = fixture();
+        let opts = CacheOptions {
+            cache_bytes: 16 * CS,
+            read_ahead: 2,
+            read_ahead_threads: 1,
+        };
+        let r = CachedDiskReader::open(&repo, &key, gen, 2000, opts).unwrap();
+        let mut b = [0u8; 100];
+        // Two clients: one at chunk 0, one at chunk 12, reading in turns.
+        for off in [0, 12, 1, 13] {
+            r.read_at(off * CS as u64, &mut b).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while r.chunks_loaded() < 8 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(r.chunks_loaded(), 8, "chunks 2, 3 and 14, 15 loaded ahead");
+        let before = r.chunks_loaded();
+        for off in [2, 14, 3, 15] {
+            r.read_at(off * CS as u64, &mut b).unwrap();
+        }
+        // Cache hits: at most the next read-ahead (4, 5, 16, 17) was loaded meanwhile.
+        assert!(
+            r.chunks_loaded() <= before + 4,
+            "the next reads come from the cache"
         );
     }
 

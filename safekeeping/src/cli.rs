@@ -376,8 +376,8 @@ pub struct ServeArgs {
     /// overlay of the same disk); the repository is never written.
     #[arg(long, value_name = "FILE")]
     pub overlay: Option<PathBuf>,
-    /// Chunk cache size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    /// Chunk cache size in MiB (decompressed chunks shared by all clients).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub cache_mib: usize,
 }
 
