@@ -63,7 +63,7 @@ fn ls(config: &Config, s: &FilesSource, path: Option<&str>, long: bool) -> Resul
         }
         let doc = json!({
             "target": s.target.to_string(), "generation": disk.generation, "disk": s.disk,
-            "table": disk.table.kind.name(), "partitions": parts,
+            "table": disk.table.kind.name(), "partitions": parts, "chunks_read": disk.chunks_read(),
         });
         return Ok(Report::new(Outcome::Success, &doc, text));
     }
@@ -91,6 +91,7 @@ fn ls(config: &Config, s: &FilesSource, path: Option<&str>, long: bool) -> Resul
     let doc = json!({
         "target": s.target.to_string(), "generation": disk.generation, "disk": s.disk,
         "partition": s.partition.unwrap_or(0), "path": path, "entries": entries,
+        "chunks_read": disk.chunks_read(),
     });
     Ok(Report::new(Outcome::Success, &doc, text))
 }
@@ -173,6 +174,7 @@ fn get(
         "partition": s.partition.unwrap_or(0), "output": output,
         "extracted": r.extracted, "skipped": r.skipped,
         "failed": r.failed.iter().map(|(p, w)| json!({"path": p, "error": w})).collect::<Vec<_>>(),
+        "chunks_read": disk.chunks_read(),
     });
     Ok(Report::new(outcome, &doc, text))
 }

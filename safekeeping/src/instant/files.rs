@@ -42,6 +42,7 @@ pub struct OpenDisk {
     pub disk: Disk,
     /// Its partition table.
     pub table: PartitionTable,
+    reader: Arc<RepositoryDisk>,
     _lock: RepositoryLock,
 }
 
@@ -104,12 +105,14 @@ pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
         read_ahead_threads: 2,
     };
     let reader = CachedDiskReader::open(&r, &summary.key, m.generation, disk.disk.key, opts)?;
-    let disk: Disk = Arc::new(RepositoryDisk(reader));
+    let reader = Arc::new(RepositoryDisk(reader));
+    let disk: Disk = reader.clone();
     let table = PartitionTable::read(&disk).map_err(|e| guest_err(&choice.target, e))?;
     Ok(OpenDisk {
         generation: m.generation.0,
         disk,
         table,
+        reader,
         _lock: lock,
     })
 }
@@ -119,6 +122,12 @@ fn guest_err(target: &Target, e: guest_fs::Error) -> Error {
 }
 
 impl OpenDisk {
+    /// Chunks read from the repository so far (the proof that a file costs its own chunks,
+    /// not a disk read).
+    pub fn chunks_read(&self) -> u64 {
+        self.reader.0.chunks_loaded()
+    }
+
     /// The partitions.
     pub fn partitions(&self) -> Vec<PartitionInfo> {
         self.table

@@ -554,6 +554,29 @@ fn files_ls_and_get_read_ext4_fat_and_ntfs_from_a_backup() {
     .ok();
     check_extracted(&o("ntfs"), &tree, false);
 
+    // One small file costs a few chunks (table, superblock, group descriptors, inodes,
+    // directory, data), not a read of the 96-chunk disk.
+    let j = lab
+        .sk(&[
+            "--json",
+            "files",
+            "get",
+            "vm:files",
+            "--partition",
+            "2",
+            "/data/nested/deeper/notes.md",
+            "--output",
+            o("small").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    let chunks = j["chunks_read"].as_u64().unwrap();
+    assert!(
+        (1..=24).contains(&chunks),
+        "{chunks} chunks read for one small file"
+    );
+    eprintln!("files get of one small file read {chunks} of 96 chunks");
+
     // No overwrite without --overwrite; with it the file is replaced.
     let one = o("one");
     std::fs::create_dir_all(&one).unwrap();
