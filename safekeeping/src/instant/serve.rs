@@ -109,13 +109,49 @@ pub async fn run(config: &Config, opts: ServeOptions, cancel: Cancel) -> Result<
     let chunk_size = reader.chunk_size();
     let name = format!("{}-gen{}-disk{}", opts.target, generation, opts.disk);
     let base = Arc::new(RepositoryDisk::new(reader));
+    let served = serve_until_stopped(
+        &opts,
+        base.clone(),
+        name,
+        generation,
+        capacity,
+        chunk_size,
+        cancel,
+    )
+    .await;
+    let chunks_loaded = base.reader().chunks_loaded();
+    // Off the async threads: the repository handles may own a runtime (S3) and the lock a
+    // heartbeat thread, neither of which may be dropped in async code.
+    let _ = tokio::task::spawn_blocking(move || drop((base, lock))).await;
+    let uri = served?;
+    Ok(ServeReport {
+        target: opts.target.to_string(),
+        generation,
+        disk: opts.disk,
+        capacity,
+        uri,
+        overlay: opts.overlay,
+        chunks_loaded,
+    })
+}
+
+/// Binds, opens the overlay, serves until `cancel`, flushes the overlay; returns the URI.
+async fn serve_until_stopped(
+    opts: &ServeOptions,
+    base: Arc<RepositoryDisk>,
+    name: String,
+    generation: u64,
+    capacity: u64,
+    chunk_size: u32,
+    cancel: Cancel,
+) -> Result<String> {
     let server = Server::bind(&opts.listen)
         .map_err(|e| Error::io(format!("listen on {}", opts.listen), e))?;
     let (device, overlay): (Arc<dyn BlockDevice>, Option<Arc<OverlayDisk>>) = match &opts.overlay {
-        None => (base.clone(), None),
+        None => (base, None),
         Some(path) => {
-            let (b, p, n) = (base.clone(), path.clone(), name.clone());
-            let o = Arc::new(blocking(move || OverlayDisk::create(b, &p, &n)).await?);
+            let (p, n) = (path.clone(), name.clone());
+            let o = Arc::new(blocking(move || OverlayDisk::create(base, &p, &n)).await?);
             (o.clone(), Some(o))
         }
     };
@@ -147,15 +183,6 @@ pub async fn run(config: &Config, opts: ServeOptions, cancel: Cancel) -> Result<
     if let Some(o) = overlay {
         blocking(move || o.flush_all()).await?;
     }
-    drop(lock);
     served.map_err(|e| Error::io("accept NBD clients", e))?;
-    Ok(ServeReport {
-        target: opts.target.to_string(),
-        generation,
-        disk: opts.disk,
-        capacity,
-        uri,
-        overlay: opts.overlay,
-        chunks_loaded: base.reader().chunks_loaded(),
-    })
+    Ok(uri)
 }

@@ -655,3 +655,102 @@ fn files_ls_and_get_read_ext4_fat_and_ntfs_from_a_backup() {
         .to_string_lossy()
         .ends_with(".part")));
 }
+
+/// The lab's configuration with `[repository]` replaced by the S3 one `s3 up` wrote.
+fn s3_config(lab: &Lab) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(lab.config()).unwrap();
+    let s3 = std::fs::read_to_string(lab.dir().join("s3-repository.toml")).unwrap();
+    let mut out = String::new();
+    let mut in_repository = false;
+    for line in base.lines() {
+        if line.trim_start().starts_with('[') {
+            in_repository = line.trim() == "[repository]";
+            if in_repository {
+                out.push_str(&s3);
+                out.push('\n');
+                continue;
+            }
+        }
+        if !in_repository {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let path = lab.dir().join("s3-instant.toml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn serve_and_files_read_an_s3_repository() {
+    let lab = Lab::up();
+    lab.lab(&["s3", "up"]).ok();
+    struct Down<'a>(&'a Lab);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.lab(&["s3", "down"]);
+        }
+    }
+    let _down = Down(&lab);
+    let cfg = s3_config(&lab);
+    let w = tempfile::tempdir().unwrap();
+    let src = w.path().join("src");
+    let tree = images::source_tree(&src, true);
+    let ext = w.path().join("ext.img");
+    images::ext4(&src, &ext, 24 * MIB);
+    lab.create_vm("s3i", &["32M"], &["VM Network"]);
+    lab.lab(&[
+        "guest-write",
+        "--vm",
+        "s3i",
+        "--disk",
+        "0",
+        "--offset",
+        "0",
+        "--from-file",
+        ext.to_str().unwrap(),
+    ])
+    .ok();
+    let sk = |args: &[&str]| lab.sk_with(args, &cfg, &[]);
+    sk(&["repo", "init"]).ok();
+    sk(&["backup", "vm:s3i"]).ok();
+
+    let socket = w.path().join("s3.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut child = Command::new(safekeeping_e2e::binary("safekeeping"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "serve",
+            "vm:s3i",
+            "--listen",
+            &listen,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let raw = w.path().join("s3.raw");
+    tool("nbdcopy", &[&uri(&socket), raw.to_str().unwrap()]);
+    assert_eq!(sha256_file(&raw), lab.digest("s3i", 0));
+    // A clean stop with the S3 backend and its lock heartbeat released.
+    stop(child, &socket);
+
+    let out = w.path().join("out");
+    sk(&[
+        "files",
+        "get",
+        "vm:s3i",
+        "/",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    check_extracted(&out, &tree, true);
+}
