@@ -63,6 +63,8 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds the address. An existing path is never replaced: it may be another program's.
+    /// Call it inside the tokio runtime that will [`run`](Server::run) the server (the
+    /// listener registers with the current runtime).
     ///
     /// # Errors
     /// The path exists, or the address cannot be bound.

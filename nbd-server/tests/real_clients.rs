@@ -322,3 +322,47 @@ fn writes_are_visible_on_the_next_read_and_refused_when_read_only() {
         "write refused: {text}"
     );
 }
+
+#[test]
+fn a_tcp_listener_on_port_0_serves_at_the_chosen_port() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind(&ListenAddress::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+            addr_tx
+                .send((server.address().clone(), server.address().uri()))
+                .unwrap();
+            let export = Export {
+                name: "disk".into(),
+                description: String::new(),
+                preferred_block_size: 4096,
+            };
+            let disk = Arc::new(MemoryDisk::new(sample(), false));
+            server
+                .run(disk, export, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let (address, uri) = addr_rx.recv().unwrap();
+    let ListenAddress::Tcp(addr) = address else {
+        panic!("tcp")
+    };
+    assert_ne!(addr.port(), 0, "the chosen port is reported");
+    assert_eq!(uri, format!("nbd://{addr}"));
+    let info: serde_json::Value = serde_json::from_str(&run("nbdinfo", &["--json", &uri])).unwrap();
+    assert_eq!(
+        info["exports"][0]["export-size"].as_u64(),
+        Some(8 * MIB as u64)
+    );
+    tx.send(()).unwrap();
+    t.join().unwrap();
+}

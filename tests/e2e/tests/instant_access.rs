@@ -50,6 +50,35 @@ fn serve(lab: &Lab, socket: &Path, extra: &[&str]) -> Child {
     child
 }
 
+/// `serve` with another configuration file (S3, encrypted), waiting until it listens.
+fn serve_with(config: &Path, socket: &Path, extra: &[&str]) -> Child {
+    let listen = format!("unix:{}", socket.display());
+    let mut child = Command::new(safekeeping_e2e::binary("safekeeping"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .args(extra)
+        .args(["--listen", &listen])
+        .env_remove("SAFEKEEPING_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve exited early:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 fn uri(socket: &Path) -> String {
     format!("nbd+unix:///?socket={}", socket.display())
 }
@@ -261,7 +290,10 @@ fn overlay_takes_the_writes_and_the_repository_stays_unchanged() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
     // The written hole is data now.
     assert_eq!(type_at(&map(&u), 20 * MIB), 0);
-    stop(child, &socket);
+    // SIGTERM (systemctl stop) stops as cleanly as Ctrl-C, the overlay flushed.
+    let (code, stderr) = stop_with("TERM", child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!socket.exists());
 
     // The repository did not change: check reads every chunk, and the disk served without
     // the overlay is the original.
@@ -716,26 +748,7 @@ fn serve_and_files_read_an_s3_repository() {
     sk(&["backup", "vm:s3i"]).ok();
 
     let socket = w.path().join("s3.sock");
-    let listen = format!("unix:{}", socket.display());
-    let mut child = Command::new(safekeeping_e2e::binary("safekeeping"))
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "serve",
-            "vm:s3i",
-            "--listen",
-            &listen,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = serve_with(&cfg, &socket, &["vm:s3i"]);
     let raw = w.path().join("s3.raw");
     tool("nbdcopy", &[&uri(&socket), raw.to_str().unwrap()]);
     assert_eq!(sha256_file(&raw), lab.digest("s3i", 0));
@@ -753,4 +766,65 @@ fn serve_and_files_read_an_s3_repository() {
     ])
     .ok();
     check_extracted(&out, &tree, true);
+}
+
+#[test]
+fn serve_and_files_read_an_encrypted_repository() {
+    let lab = Lab::up();
+    let pass = lab.dir().join("repo-passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let cfg = lab.config_variant(
+        "encrypted.toml",
+        "[repository]\n",
+        &format!("[repository]\npassphrase_file = \"{}\"\n", pass.display()),
+    );
+    let w = tempfile::tempdir().unwrap();
+    let src = w.path().join("src-fat");
+    let tree = images::source_tree(&src, false);
+    let fat = w.path().join("fat.img");
+    images::fat(&src, &fat, 40 * MIB);
+    lab.create_vm("enc", &["48M"], &["VM Network"]);
+    lab.lab(&[
+        "guest-write",
+        "--vm",
+        "enc",
+        "--disk",
+        "0",
+        "--offset",
+        "0",
+        "--from-file",
+        fat.to_str().unwrap(),
+    ])
+    .ok();
+    let sk = |args: &[&str]| lab.sk_with(args, &cfg, &[]);
+    sk(&["repo", "init", "--encrypt"]).ok();
+    sk(&["backup", "vm:enc"]).ok();
+
+    // Without the passphrase neither command gets anything.
+    let r = lab.sk(&["files", "ls", "vm:enc"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("is encrypted"), "{}", r.stderr);
+
+    let socket = w.path().join("enc.sock");
+    let child = serve_with(&cfg, &socket, &["vm:enc"]);
+    let raw = w.path().join("enc.raw");
+    tool("nbdcopy", &[&uri(&socket), raw.to_str().unwrap()]);
+    stop(child, &socket);
+    assert_eq!(sha256_file(&raw), lab.digest("enc", 0));
+
+    // A FAT file system on the whole disk is partition 0, no --partition needed.
+    let j = sk(&["--json", "files", "ls", "vm:enc"]).ok().json();
+    assert_eq!(j["table"], "none");
+    assert_eq!(j["partitions"][0]["content"], "fat");
+    let out = w.path().join("out");
+    sk(&[
+        "files",
+        "get",
+        "vm:enc",
+        "/",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    check_extracted(&out, &tree, false);
 }
