@@ -93,13 +93,10 @@ impl PartitionTable {
             };
             (TableKind::None, vec![whole])
         };
+        // An extended partition's container probes as unknown (its first sector is a boot
+        // record, its logical partitions start further in).
         for p in &mut parts {
-            if !p.type_name.starts_with("0x05")
-                && !p.type_name.starts_with("0x0f")
-                && !p.type_name.starts_with("0x85")
-            {
-                p.content = probe(&Window::new(disk.clone(), p.start, p.size));
-            }
+            p.content = probe(&Window::new(disk.clone(), p.start, p.size));
         }
         Ok(PartitionTable {
             kind,

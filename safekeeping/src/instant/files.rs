@@ -107,7 +107,7 @@ pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
     let reader = CachedDiskReader::open(&r, &summary.key, m.generation, disk.disk.key, opts)?;
     let reader = Arc::new(RepositoryDisk(reader));
     let disk: Disk = reader.clone();
-    let table = PartitionTable::read(&disk).map_err(|e| guest_err(&choice.target, e))?;
+    let table = PartitionTable::read(&disk)?;
     Ok(OpenDisk {
         generation: m.generation.0,
         disk,
@@ -115,10 +115,6 @@ pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
         reader,
         _lock: lock,
     })
-}
-
-fn guest_err(target: &Target, e: guest_fs::Error) -> Error {
-    Error::Other(format!("{target}: {e}"))
 }
 
 impl OpenDisk {
@@ -169,11 +165,8 @@ impl OpenDisk {
                 )));
             }
         };
-        let p = self
-            .table
-            .get(number)
-            .map_err(|e| Error::Other(e.to_string()))?;
-        guest_fs::open(&self.disk, p).map_err(|e| Error::Other(e.to_string()))
+        let p = self.table.get(number)?;
+        Ok(guest_fs::open(&self.disk, p)?)
     }
 }
 
@@ -212,16 +205,11 @@ impl From<Entry> for EntryInfo {
 /// # Errors
 /// Not found, or a read error naming the path.
 pub fn list(fs: &mut dyn GuestFs, path: &str) -> Result<Vec<EntryInfo>> {
-    let e = fs.stat(path).map_err(|e| Error::Other(e.to_string()))?;
+    let e = fs.stat(path)?;
     if e.kind != EntryKind::Dir {
         return Ok(vec![e.into()]);
     }
-    Ok(fs
-        .list(path)
-        .map_err(|e| Error::Other(e.to_string()))?
-        .into_iter()
-        .map(EntryInfo::from)
-        .collect())
+    Ok(fs.list(path)?.into_iter().map(EntryInfo::from).collect())
 }
 
 /// One extracted or failed path.
