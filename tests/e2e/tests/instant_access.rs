@@ -675,6 +675,8 @@ fn files_ls_and_get_read_ext4_fat_and_ntfs_from_a_backup() {
     ]);
     assert_eq!(r.code, 3, "partial: {}", r.all_output());
     assert!(r.stdout.contains("FAILED /data/big.bin"), "{}", r.stdout);
+    // ...with the chunk, its file and where it is used, as the repository reports it.
+    assert!(r.stdout.contains(&format!("chunk {id}")), "{}", r.stdout);
     assert!(!two.join("big.bin").exists(), "no partial file left");
     assert_eq!(
         std::fs::read(two.join("readme.txt")).unwrap(),
