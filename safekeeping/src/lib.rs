@@ -22,7 +22,8 @@
 //!   option structs ([`backup::BackupOptions`], [`restore::RestoreOptions`]) and formats
 //!   reports; nothing else imports either.
 //! - [`backup`] and [`restore`]: the wings. They import the steps and the support modules,
-//!   never `cli`, `commands` or each other.
+//!   never `cli`, `commands` or each other. [`instant`] (`serve`, `files`: a generation's
+//!   disk without restoring it) is a third wing under the same rule.
 //! - [`vsphere`] and [`disk_io`]: the steps. They import the support modules and the library
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
