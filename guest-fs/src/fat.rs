@@ -38,6 +38,42 @@ fn unix_time(t: fatfs::DateTime) -> i64 {
         + i64::from(t.time.sec)
 }
 
+/// Checks the boot sector's geometry before `fatfs` computes with it: its sums are done in
+/// `u32` and overflow (a panic in checked builds) on hostile values (found by fuzzing).
+fn check_boot_sector(b: &[u8; 512], len: u64) -> std::result::Result<(), String> {
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let bytes_per_sector = u16_at(11);
+    let per_cluster = u64::from(b[13]);
+    let (reserved, fats, root_entries) = (u16_at(14), u64::from(b[16]), u16_at(17));
+    let total = match u16_at(19) {
+        0 => u32_at(32),
+        n => n,
+    };
+    let per_fat = match u16_at(22) {
+        0 => u32_at(36),
+        n => n,
+    };
+    if ![512, 1024, 2048, 4096].contains(&bytes_per_sector) {
+        return Err(format!("invalid sector size {bytes_per_sector}"));
+    }
+    if !per_cluster.is_power_of_two() || !(1..=2).contains(&fats) || reserved == 0 || per_fat == 0 {
+        return Err("invalid boot sector geometry".into());
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
+    let first_data = reserved + fats * per_fat + root_sectors;
+    if total == 0
+        || total * bytes_per_sector > len
+        || first_data >= total
+        || total > u64::from(u32::MAX)
+    {
+        return Err(format!(
+            "the boot sector describes {total} sectors (data from {first_data}) in a {len}-byte partition"
+        ));
+    }
+    Ok(())
+}
+
 fn not_found_or(path: &str, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound(path.to_string()),
@@ -51,6 +87,10 @@ impl Fat {
     /// # Errors
     /// An invalid boot sector, an unreadable disk.
     pub fn open(w: Window) -> Result<Fat> {
+        let mut boot = [0u8; 512];
+        w.read_exact_at(0, &mut boot)
+            .map_err(|e| Error::io("read the FAT boot sector", e))?;
+        check_boot_sector(&boot, w.len()).map_err(|why| Error::fs("/", why))?;
         let fs = FileSystem::new(w, FsOptions::new().update_accessed_date(false))
             .map_err(|e| Error::fs("/", e))?;
         Ok(Fat { fs })
@@ -157,6 +197,27 @@ impl GuestFs for Fat {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hostile_geometry_is_refused_before_fatfs_sees_it() {
+        let mut b = [0u8; 512];
+        b[11..13].copy_from_slice(&512u16.to_le_bytes());
+        b[13] = 1;
+        b[14..16].copy_from_slice(&1u16.to_le_bytes());
+        b[16] = 2;
+        b[32..36].copy_from_slice(&100_000u32.to_le_bytes());
+        b[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            super::check_boot_sector(&b, 100_000 * 512).is_err(),
+            "2 FATs of 2^32 sectors"
+        );
+        b[36..40].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(super::check_boot_sector(&b, 100_000 * 512), Ok(()));
+        assert!(
+            super::check_boot_sector(&b, 1000 * 512).is_err(),
+            "larger than its partition"
+        );
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::days_from_civil(1970, 1, 1), 0);
