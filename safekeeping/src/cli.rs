@@ -81,6 +81,12 @@ pub enum Command {
     /// Copy generations into another configured repository (`[repositories.NAME]`): only the
     /// chunks it lacks travel, each verified; an interrupted copy resumes.
     Copy(CopyArgs),
+    /// Serve one disk of a generation over NBD (read-only, or writes into --overlay) until
+    /// Ctrl-C: boot it under QEMU/KVM, convert it, mount it, without restoring first.
+    Serve(ServeArgs),
+    /// List partitions and files of a backed-up disk, or extract files, without restoring it.
+    #[command(subcommand)]
+    Files(FilesCommand),
 }
 
 /// `config` subcommands.
@@ -122,6 +128,64 @@ pub struct CopyArgs {
     /// Copy every committed generation of each target.
     #[arg(long)]
     pub all_generations: bool,
+}
+
+/// `files` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Without --partition: the disk's partitions. With it: the folder PATH (default `/`).
+    Ls(FilesLsArgs),
+    /// Extract files and folders (with names, modes, mtimes, symlinks) into --output.
+    Get(FilesGetArgs),
+}
+
+/// Which disk and file system `files` reads.
+#[derive(Debug, Args)]
+pub struct FilesSource {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// Disk number (from 0, in the order `show` lists them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk: u32,
+    /// Partition number as Linux numbers them (1, 2, ... ; logical MBR partitions from 5;
+    /// 0 = a file system on the whole disk).
+    #[arg(long, value_name = "N")]
+    pub partition: Option<u32>,
+}
+
+/// `files ls`
+#[derive(Debug, Args)]
+pub struct FilesLsArgs {
+    /// Disk and partition.
+    #[command(flatten)]
+    pub source: FilesSource,
+    /// Folder (or file) in the guest file system.
+    #[arg(value_name = "PATH")]
+    pub path: Option<String>,
+    /// Mode, size and modification time too.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `files get`
+#[derive(Debug, Args)]
+pub struct FilesGetArgs {
+    /// Disk and partition.
+    #[command(flatten)]
+    pub source: FilesSource,
+    /// Files or folders in the guest file system.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<String>,
+    /// Folder to write them into (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Replace files that exist in DIR.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `repo` subcommands.
@@ -473,6 +537,51 @@ pub struct ExportArgs {
     /// (holes written as zeros), for example into `qemu-img convert` or `ssh`.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+/// `serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The target.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+    /// Generation (default: the latest successful one).
+    #[arg(long, value_name = "N")]
+    pub generation: Option<u64>,
+    /// Disk number (from 0, in the order `show` lists them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub disk: u32,
+    /// Where NBD clients connect: `unix:PATH` (a new socket file) or `HOST:PORT`
+    /// (loopback only unless --allow-remote).
+    #[arg(long, value_name = "unix:PATH|HOST:PORT", value_parser = parse_listen)]
+    pub listen: nbd_server::ListenAddress,
+    /// Accept a TCP address other machines can reach (NBD has no authentication).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Accept writes into this local copy-on-write file (created, or continued if it is an
+    /// overlay of the same disk); the repository is never written.
+    #[arg(long, value_name = "FILE")]
+    pub overlay: Option<PathBuf>,
+    /// Chunk cache size in MiB (decompressed chunks shared by all clients).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub cache_mib: usize,
+}
+
+/// `unix:PATH` or `HOST:PORT` (`HOST` an IP address or `localhost`).
+pub fn parse_listen(s: &str) -> Result<nbd_server::ListenAddress, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if p.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(nbd_server::ListenAddress::Unix(PathBuf::from(p)));
+    }
+    let addr = match s.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    addr.parse::<std::net::SocketAddr>()
+        .map(nbd_server::ListenAddress::Tcp)
+        .map_err(|_| format!("`{s}` is neither unix:PATH nor IP:PORT (e.g. 127.0.0.1:10809)"))
 }
 
 fn parse_vm_name(s: &str) -> Result<String, String> {

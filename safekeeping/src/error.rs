@@ -80,6 +80,9 @@ pub enum Error {
     /// The repository failed.
     #[error("repository: {0}")]
     Repository(#[from] repository_format::Error),
+    /// A guest disk's partition table or file system (`files`).
+    #[error("{0}")]
+    GuestFs(#[from] guest_fs::Error),
     /// Local file I/O.
     #[error("{what}: {source}")]
     Io {

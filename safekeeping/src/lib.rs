@@ -22,8 +22,9 @@
 //!   option structs ([`backup::BackupOptions`], [`restore::RestoreOptions`]) and formats
 //!   reports; nothing else imports either.
 //! - [`backup`] and [`restore`]: the wings. They import the steps and the support modules,
-//!   never `cli`, `commands` or each other. [`doctor`] (the setup check) is a small wing of
-//!   its own under the same rule.
+//!   never `cli`, `commands` or each other. [`instant`] (`serve`, `files`: a generation's
+//!   disk without restoring it) is a third wing under the same rule, and [`doctor`] (the setup
+//!   check) a small one.
 //! - [`vsphere`] and [`disk_io`]: the steps. They import the support modules and the library
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
@@ -42,6 +43,7 @@ pub mod doctor;
 pub mod error;
 pub mod excluded_disk;
 pub mod format;
+pub mod instant;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;

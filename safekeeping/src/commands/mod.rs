@@ -9,12 +9,14 @@ pub mod diff;
 pub mod docs;
 pub mod doctor;
 pub mod export;
+pub mod files;
 pub mod gc;
 pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod serve;
 pub mod show;
 pub mod stats;
 
@@ -67,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
             let quiet = cli.quiet > 0;
             blocking(move || copy::run(&config, &args, quiet)).await
         }
+        Command::Serve(args) => serve::run(&config, args, cancel).await,
         other => blocking(move || run_repository_command(&config, other)).await,
     }
 }
@@ -91,9 +94,11 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc(a) => gc::run(config, a.dry_run),
         Command::Export(a) => export::run(config, &a),
+        Command::Files(f) => files::run(config, &f),
         Command::Backup(_)
         | Command::Restore(_)
         | Command::Copy(_)
+        | Command::Serve(_)
         | Command::Doctor
         | Command::Config(_)
         | Command::Completions(_)

@@ -20,7 +20,9 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod descriptor;
+pub mod guest;
 pub mod input;
+pub mod nbd;
 pub mod repository;
 mod scratch;
 #[cfg(feature = "vim")]
@@ -43,6 +45,8 @@ pub const HARNESSES: &[Harness] = &[
     h("repo_config", repository::config),
     h("repo_key_file", repository::key_file),
     h("vmdk_descriptor", descriptor::vmdk_descriptor),
+    h("nbd_request", nbd::nbd_request),
+    h("guest_disk", guest::guest_disk),
     #[cfg(feature = "vim")]
     h("soap_response", soap::response),
     #[cfg(feature = "vim")]

@@ -95,14 +95,18 @@ enum Cmd {
         path: Option<String>,
         #[arg(long, value_parser = parse_size)]
         offset: u64,
-        #[arg(long, value_parser = parse_size)]
-        len: u64,
+        /// Bytes to write (with --from-file: default the whole file).
+        #[arg(long, value_parser = parse_size, required_unless_present = "from_file")]
+        len: Option<u64>,
         /// Seed of the generator (see docs/lab.md).
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Write zeros instead of the generator's bytes.
         #[arg(long)]
         zero: bool,
+        /// Write this file's bytes (e.g. a file system image built by a test) instead.
+        #[arg(long, conflicts_with = "zero")]
+        from_file: Option<PathBuf>,
     },
     /// Prints the SHA-256 of a disk's whole logical content, read from its files.
     DiskDigest {
@@ -310,11 +314,25 @@ pub fn run(cli: Cli) -> Result<()> {
             len,
             seed,
             zero,
+            from_file,
         } => {
             let dir = LabDir::new(&dir)?;
+            let from_file = match from_file {
+                Some(f) => Some(
+                    std::fs::canonicalize(&f)
+                        .with_context(|| format!("--from-file {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let len = match (len, &from_file) {
+                (Some(l), _) => l,
+                (None, Some(f)) => std::fs::metadata(f)?.len(),
+                (None, None) => bail!("--len is needed"),
+            };
             let body = json!({
                 "vm": vm.unwrap_or_default(), "disk": disk.unwrap_or_default(),
                 "path": path.unwrap_or_default(), "offset": offset, "len": len, "seed": seed, "zero": zero,
+                "from_file": from_file.map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             });
             admin(&dir)?.post("guest-write", &body)?;
             Ok(())

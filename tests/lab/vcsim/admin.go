@@ -364,6 +364,9 @@ type guestWriteRequest struct {
 	Len    int64  `json:"len"`
 	Seed   uint64 `json:"seed"`
 	Zero   bool   `json:"zero"`
+	// FromFile copies the first Len bytes of this local file (a disk image built by a test)
+	// instead of the generated pattern.
+	FromFile string `json:"from_file,omitempty"`
 }
 
 // guestPattern fills buf with the lab's deterministic guest data: the concatenation of
@@ -404,6 +407,13 @@ func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
 		return nil, err
 	}
 	defer f.Close()
+	var src *os.File
+	if req.FromFile != "" {
+		if src, err = os.Open(req.FromFile); err != nil {
+			return nil, err
+		}
+		defer src.Close()
+	}
 	buf := make([]byte, 1<<20)
 	for done := int64(0); done < req.Len; {
 		n := int64(len(buf))
@@ -411,7 +421,11 @@ func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
 			n = req.Len - done
 		}
 		chunk := buf[:n]
-		if req.Zero {
+		if src != nil {
+			if _, err := src.ReadAt(chunk, done); err != nil {
+				return nil, fmt.Errorf("reading %s at %d: %v", req.FromFile, done, err)
+			}
+		} else if req.Zero {
 			for i := range chunk {
 				chunk[i] = 0
 			}

@@ -163,6 +163,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     put("soap_response", "tiny", SOAP.as_bytes())?;
     put("vm_config_view", "tiny", CONFIG_INFO.as_bytes())?;
 
+    // NBD: a request header (mode 0) and the payload of NBD_OPT_GO and SET_META_CONTEXT.
+    let header = nbd_server::protocol::RequestHeader {
+        flags: 0,
+        command: nbd_server::protocol::cmd::READ,
+        cookie: 1,
+        offset: 4096,
+        length: 65536,
+    };
+    put(
+        "nbd_request",
+        "read",
+        &[&[0u8][..], &header.encode()].concat(),
+    )?;
+    put(
+        "nbd_request",
+        "go",
+        b"\x07\x00\x00\x00\x04disk\x00\x01\x00\x03",
+    )?;
+    put(
+        "nbd_request",
+        "meta",
+        b"\x0a\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x0fbase:allocation",
+    )?;
+    // Guest disks: an MBR with one Linux partition whose sector 2 holds an ext superblock
+    // magic, and a FAT-looking boot sector on the whole disk.
+    let mut mbr = vec![0u8; 8192];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&14u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    mbr[1024 + 1024 + 56] = 0x53;
+    mbr[1024 + 1024 + 57] = 0xEF;
+    put("guest_disk", "mbr-ext", &mbr)?;
+    let mut fat = vec![0u8; 8192];
+    fat[0] = 0xEB;
+    fat[3..11].copy_from_slice(b"MSDOS5.0");
+    fat[11..13].copy_from_slice(&512u16.to_le_bytes());
+    fat[13] = 1;
+    fat[14..16].copy_from_slice(&1u16.to_le_bytes());
+    fat[16] = 2;
+    fat[17..19].copy_from_slice(&16u16.to_le_bytes());
+    fat[19..21].copy_from_slice(&16u16.to_le_bytes());
+    fat[21] = 0xF8;
+    fat[22..24].copy_from_slice(&1u16.to_le_bytes());
+    fat[54..59].copy_from_slice(b"FAT12");
+    fat[510] = 0x55;
+    fat[511] = 0xAA;
+    put("guest_disk", "fat12", &fat)?;
+
     // Text the administrator writes, and descriptors.
     put("vmdk_descriptor", "vmfs", DESCRIPTOR.as_bytes())?;
     put(
