@@ -19,6 +19,7 @@
 //! locks/<name>/<run id>.claim|.alive      lock claims and heartbeats (any backend)
 //! cache-epoch                              S3: replaced when chunks are deleted (chunk cache)
 //! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
+//! runs/<YYYYMMDDTHHMMSSZ>-<run id>         F blob (JSON): the record of one backup run
 //! catalog/                                 local sled cache of generation listings (not part of the format;
 //!                                          for S3 in the local cache folder)
 //! ```
@@ -85,6 +86,7 @@ pub mod prune;
 pub mod reader;
 pub mod reindex;
 pub mod repository;
+pub mod runs;
 pub mod source;
 pub mod storage;
 pub mod target;
@@ -115,6 +117,7 @@ pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePla
 pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
+pub use runs::{RunListing, RunRecord, RunRetention, RunStatus, RunTarget, RUNS_DIR};
 pub use source::{FileSource, MemorySource};
 #[cfg(feature = "s3")]
 pub use storage::S3Backend;
