@@ -75,6 +75,11 @@ pub struct RunRecord {
     /// The run id: the id of the repository lock the run holds, which is how an interrupted
     /// run is told from a live one.
     pub id: String,
+    /// The id of the repository lock the run holds now: the run's own id while it backs up,
+    /// the id of its exclusive lock while a job prunes (`run JOB` trades its shared lock for
+    /// an exclusive one). A `running` record whose lock is not live was interrupted.
+    #[serde(default)]
+    pub lock: String,
     /// Host name of the machine the run ran on.
     pub host: String,
     /// What ran: `backup` or `run JOB`.
@@ -106,6 +111,7 @@ impl RunRecord {
     pub fn start(id: &str, host: &str, command: &str, job: Option<&str>) -> RunRecord {
         RunRecord {
             id: id.to_string(),
+            lock: id.to_string(),
             host: host.to_string(),
             command: command.to_string(),
             job: job.map(str::to_string),
@@ -205,7 +211,8 @@ impl Repository {
         let live: HashSet<String> = self.live_runs()?.into_iter().map(|h| h.run_id).collect();
         let mut listing = self.read_runs()?;
         for r in &mut listing.records {
-            if r.status == RunStatus::Running && !live.contains(&r.id) {
+            let lock = if r.lock.is_empty() { &r.id } else { &r.lock };
+            if r.status == RunStatus::Running && !live.contains(lock) {
                 r.status = RunStatus::Interrupted;
             }
         }
@@ -337,6 +344,14 @@ mod tests {
         drop(lock);
         let l = repo.runs().unwrap();
         assert_eq!(l.records[0].status, RunStatus::Interrupted);
+        // A run that traded its lock for another one is live while it holds that one.
+        let other = repo.lock_exclusive(Duration::ZERO).unwrap();
+        let mut r = r;
+        r.lock = other.run_id().to_string();
+        repo.record_run(&r).unwrap();
+        assert_eq!(repo.runs().unwrap().records[0].status, RunStatus::Running);
+        drop(other);
+        assert_eq!(repo.runs().unwrap().records[0].status, RunStatus::Interrupted);
         assert!(l.records[0].status.is_failure());
     }
 

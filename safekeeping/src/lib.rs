@@ -28,7 +28,8 @@
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
 //!   [`format`], [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
-//!   [`mapping`], [`stored`], [`metrics`]; they import only each other.
+//!   [`mapping`], [`stored`], [`metrics`], [`jobs`], [`notify`], [`history`]; they import
+//!   only each other.
 #![warn(missing_docs)]
 
 pub mod backup;
@@ -41,9 +42,12 @@ pub mod disk_io;
 pub mod doctor;
 pub mod error;
 pub mod format;
+pub mod history;
+pub mod jobs;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod progress;
 pub mod repo;

@@ -9,16 +9,19 @@ pub mod docs;
 pub mod doctor;
 pub mod export;
 pub mod gc;
+pub mod jobs;
 pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod run;
+pub mod runs;
 pub mod show;
 
 use crate::blocking::blocking;
 use crate::cancel::Cancel;
-use crate::cli::{Cli, Command, ConfigCommand, RepoCommand};
+use crate::cli::{Cli, Command, ConfigCommand, JobsCommand, RepoCommand};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::Report;
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
     }
     match cli.command {
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Run(args) => run::run(config, &args.job, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
         Command::Copy(args) => {
             let quiet = cli.quiet > 0;
@@ -81,7 +85,10 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Prune(a) => prune::run(config, &a),
         Command::Gc(a) => gc::run(config, a.dry_run),
         Command::Export(a) => export::run(config, &a),
+        Command::Jobs(JobsCommand::List) => jobs::list(config),
+        Command::Runs(a) => runs::run(config, &a),
         Command::Backup(_)
+        | Command::Run(_)
         | Command::Restore(_)
         | Command::Copy(_)
         | Command::Doctor

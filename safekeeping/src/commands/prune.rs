@@ -52,6 +52,12 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
         time::OffsetDateTime::now_utc(),
         args.dry_run,
     )?;
+    // Old run records go with a prune of the whole repository (90 days or 1000 records).
+    let runs_removed = if key.is_none() && !args.dry_run {
+        r.prune_runs(Default::default(), time::OffsetDateTime::now_utc())?
+    } else {
+        0
+    };
     let mut text = String::new();
     for t in &report.targets {
         let _ = writeln!(text, "{}:", t.target);
@@ -81,5 +87,8 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
             "removed"
         }
     );
+    if runs_removed > 0 {
+        let _ = writeln!(text, "{runs_removed} old run records removed");
+    }
     Ok(Report::new(Outcome::Success, &report, text))
 }
