@@ -19,7 +19,7 @@
 //! locks/<name>/<run id>.claim|.alive      lock claims and heartbeats (any backend)
 //! cache-epoch                              S3: replaced when chunks are deleted (chunk cache)
 //! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
-//! runs/<YYYYMMDDTHHMMSSZ>-<run id>         F blob (JSON): the record of one backup run
+//! runs/<YYYYMMDDTHHMMSS.mmmZ>-<run id>     F blob (JSON): the record of one backup run
 //! catalog/                                 local sled cache of generation listings (not part of the format;
 //!                                          for S3 in the local cache folder)
 //! ```

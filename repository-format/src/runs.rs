@@ -9,7 +9,7 @@
 //!
 //! Records are sealed like generation metadata (an `F` blob: CRC32, compressed, encrypted in
 //! an encrypted repository, because they name VMs and hosts). Each is named
-//! `runs/<start as YYYYMMDDTHHMMSSZ>-<run id>`, so a listing sorted by key is sorted by start
+//! `runs/<start as YYYYMMDDTHHMMSS.mmmZ>-<run id>`, so a listing sorted by key is sorted by start
 //! time, and a record read back must carry the id and start time of its own name.
 
 use std::collections::HashSet;
@@ -115,10 +115,7 @@ impl RunRecord {
             host: host.to_string(),
             command: command.to_string(),
             job: job.map(str::to_string),
-            // Whole seconds: the name holds seconds, and the record must match its name.
-            started: OffsetDateTime::now_utc()
-                .replace_nanosecond(0)
-                .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+            started: to_millisecond(OffsetDateTime::now_utc()),
             ended: None,
             status: RunStatus::Running,
             exit_code: None,
@@ -146,16 +143,24 @@ impl RunRecord {
         }
         let s = self.started.to_offset(time::UtcOffset::UTC);
         Ok(format!(
-            "{RUNS_DIR}/{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+            "{RUNS_DIR}/{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z-{}",
             s.year(),
             u8::from(s.month()),
             s.day(),
             s.hour(),
             s.minute(),
             s.second(),
+            s.millisecond(),
             self.id
         ))
     }
+}
+
+/// The time cut to whole milliseconds: the key holds milliseconds (so that runs started in
+/// the same second still list in order), and a record must give back its own key.
+pub fn to_millisecond(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t)
 }
 
 /// Run records as [`Repository::runs`] reads them.
@@ -366,8 +371,8 @@ mod tests {
         repo.record_run(&r).unwrap();
         let be = repo.backend();
         let bytes = be.get(&r.key().unwrap(), 1 << 20).unwrap();
-        be.put("runs/20000101T000000Z-other", &bytes).unwrap();
-        be.put("runs/20000101T000000Z-junk", b"not a blob").unwrap();
+        be.put("runs/20000101T000000.000Z-other", &bytes).unwrap();
+        be.put("runs/20000101T000000.000Z-junk", b"not a blob").unwrap();
         let l = repo.runs().unwrap();
         assert_eq!(l.records, vec![r]);
         assert_eq!(l.unreadable.len(), 2);
