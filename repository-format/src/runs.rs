@@ -356,7 +356,10 @@ mod tests {
         repo.record_run(&r).unwrap();
         assert_eq!(repo.runs().unwrap().records[0].status, RunStatus::Running);
         drop(other);
-        assert_eq!(repo.runs().unwrap().records[0].status, RunStatus::Interrupted);
+        assert_eq!(
+            repo.runs().unwrap().records[0].status,
+            RunStatus::Interrupted
+        );
         assert!(l.records[0].status.is_failure());
     }
 
@@ -372,11 +375,15 @@ mod tests {
         let be = repo.backend();
         let bytes = be.get(&r.key().unwrap(), 1 << 20).unwrap();
         be.put("runs/20000101T000000.000Z-other", &bytes).unwrap();
-        be.put("runs/20000101T000000.000Z-junk", b"not a blob").unwrap();
+        be.put("runs/20000101T000000.000Z-junk", b"not a blob")
+            .unwrap();
         let l = repo.runs().unwrap();
         assert_eq!(l.records, vec![r]);
         assert_eq!(l.unreadable.len(), 2);
-        assert!(l.unreadable.iter().any(|(_, why)| why.contains("belongs at")));
+        assert!(l
+            .unreadable
+            .iter()
+            .any(|(_, why)| why.contains("belongs at")));
     }
 
     #[test]
@@ -413,8 +420,17 @@ mod tests {
                 now,
             )
             .unwrap();
-        let left: Vec<String> = repo.runs().unwrap().records.into_iter().map(|r| r.id).collect();
+        let left: Vec<String> = repo
+            .runs()
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(removed, 3, "{left:?}");
-        assert_eq!(left, vec!["r0".to_string(), "r1".into(), lock.run_id().into()]);
+        assert_eq!(
+            left,
+            vec!["r0".to_string(), "r1".into(), lock.run_id().into()]
+        );
     }
 }

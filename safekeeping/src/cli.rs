@@ -117,8 +117,7 @@ pub struct RunsArgs {
 /// Parses `--since`: a duration back from now, a `YYYY-MM-DD` date (midnight UTC) or an RFC
 /// 3339 time.
 fn parse_since(text: &str) -> Result<time::OffsetDateTime, String> {
-    if let Ok(t) =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
     {
         return Ok(t);
     }
@@ -126,8 +125,8 @@ fn parse_since(text: &str) -> Result<time::OffsetDateTime, String> {
     if let Ok(d) = time::Date::parse(text, &date_format) {
         return Ok(d.midnight().assume_utc());
     }
-    let seconds = parse_keep_within(text)
-        .map_err(|e| format!("{e}; or a date such as 2026-12-01"))?;
+    let seconds =
+        parse_keep_within(text).map_err(|e| format!("{e}; or a date such as 2026-12-01"))?;
     let seconds = i64::try_from(seconds).map_err(|_| format!("`{text}` is too long ago"))?;
     time::OffsetDateTime::now_utc()
         .checked_sub(time::Duration::seconds(seconds))
@@ -621,7 +620,10 @@ mod keep_within_tests {
         let now = time::OffsetDateTime::now_utc();
         let d = parse_since("2d").unwrap();
         assert!((now - d - time::Duration::days(2)).abs() < time::Duration::minutes(1));
-        assert_eq!(parse_since("2026-12-01").unwrap().unix_timestamp(), 1_796_083_200);
+        assert_eq!(
+            parse_since("2026-12-01").unwrap().unix_timestamp(),
+            1_796_083_200
+        );
         assert!(parse_since("2026-12-01T10:00:00Z").is_ok());
         assert!(parse_since("yesterday").is_err());
     }

@@ -980,8 +980,14 @@ path = "repo"
         );
         for (extra, expect) in [
             ("[jobs.a]\ntargets = []\n", "[jobs.a]: targets is empty"),
-            ("[jobs.a]\ntargets = [\"vm:x\"]\nrepository = \"gone\"\n", "repository `gone`"),
-            ("[jobs.a]\ntargets = [\"vm:x\"]\nkeep_dayly = 3\n", "keep_dayly"),
+            (
+                "[jobs.a]\ntargets = [\"vm:x\"]\nrepository = \"gone\"\n",
+                "repository `gone`",
+            ),
+            (
+                "[jobs.a]\ntargets = [\"vm:x\"]\nkeep_dayly = 3\n",
+                "keep_dayly",
+            ),
             ("[jobs.\"a b\"]\ntargets = [\"vm:x\"]\n", "job name"),
             ("[notify]\nwebhook = \"http://h/\"\n", "[notify]"),
         ] {

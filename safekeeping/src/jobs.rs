@@ -125,9 +125,9 @@ impl JobConfig {
     /// nothing: never what was meant).
     pub fn retention(&self) -> Result<Option<JobRetention>, String> {
         let within = match &self.keep_within {
-            Some(w) => Some(
-                crate::cli::parse_keep_within(w).map_err(|e| format!("keep_within {e}"))?,
-            ),
+            Some(w) => {
+                Some(crate::cli::parse_keep_within(w).map_err(|e| format!("keep_within {e}"))?)
+            }
             None => None,
         };
         let given = [
@@ -171,10 +171,7 @@ impl JobConfig {
         self.parsed_exclude()?;
         for k in &self.all {
             if !ALL_KINDS.contains(&k.as_str()) {
-                return Err(format!(
-                    "all: `{k}` is not one of {}",
-                    ALL_KINDS.join(", ")
-                ));
+                return Err(format!("all: `{k}` is not one of {}", ALL_KINDS.join(", ")));
             }
         }
         self.retention()?;
@@ -259,14 +256,25 @@ mod tests {
 
     #[test]
     fn bad_jobs_are_refused_with_the_reason() {
-        assert!(job("targets = [\"vm:a\"]\nkeep_lats = 3").unwrap_err().contains("keep_lats"));
+        assert!(job("targets = [\"vm:a\"]\nkeep_lats = 3")
+            .unwrap_err()
+            .contains("keep_lats"));
         let e = job("targets = []").unwrap().check(&[]).unwrap_err();
         assert!(e.contains("targets is empty"), "{e}");
-        let e = job("targets = [\"web01\"]").unwrap().check(&[]).unwrap_err();
+        let e = job("targets = [\"web01\"]")
+            .unwrap()
+            .check(&[])
+            .unwrap_err();
         assert!(e.contains("web01"), "{e}");
-        let e = job("targets = [\"vm:a\"]\nkeep_last = 0").unwrap().check(&[]).unwrap_err();
+        let e = job("targets = [\"vm:a\"]\nkeep_last = 0")
+            .unwrap()
+            .check(&[])
+            .unwrap_err();
         assert!(e.contains("keep nothing"), "{e}");
-        let e = job("targets = [\"vm:a\"]\nkeep_within = \"3x\"").unwrap().check(&[]).unwrap_err();
+        let e = job("targets = [\"vm:a\"]\nkeep_within = \"3x\"")
+            .unwrap()
+            .check(&[])
+            .unwrap_err();
         assert!(e.contains("keep_within"), "{e}");
         let e = job("targets = [\"vm:a\"]\nrepository = \"nope\"")
             .unwrap()
@@ -275,8 +283,14 @@ mod tests {
         assert!(e.contains("nope") && e.contains("site-b"), "{e}");
         let e = job("all = [\"vms\"]").unwrap().check(&[]).unwrap_err();
         assert!(e.contains("vms"), "{e}");
-        assert!(job("targets = [\"vm:a\"]").unwrap().retention().unwrap().is_none());
+        assert!(job("targets = [\"vm:a\"]")
+            .unwrap()
+            .retention()
+            .unwrap()
+            .is_none());
         assert!(check_name("nightly-db.1").is_ok());
-        assert!(check_name("a b").is_err() && check_name("../x").is_err() && check_name("").is_err());
+        assert!(
+            check_name("a b").is_err() && check_name("../x").is_err() && check_name("").is_err()
+        );
     }
 }

@@ -148,7 +148,8 @@ async fn post_with_retries(
             Err(e) => last = describe(&e),
         }
         tracing::warn!(webhook = %host_of(&config.webhook), attempt, "notification failed: {last}; retrying");
-        let pause = Duration::from_millis(250 << attempt).min(budget.saturating_sub(start.elapsed()));
+        let pause =
+            Duration::from_millis(250 << attempt).min(budget.saturating_sub(start.elapsed()));
         tokio::time::sleep(pause).await;
     }
     Err(last)
@@ -198,9 +199,11 @@ mod tests {
         assert!(!c.wants(0) && c.wants(1) && c.wants(3));
         let e = cfg("webhook = \"http://h.example/t0ken\"").unwrap_err();
         assert!(e.contains("allow_http") && !e.contains("t0ken"), "{e}");
-        assert!(cfg("webhook = \"http://h\"\nallow_http = true\non = \"always\"")
-            .unwrap()
-            .wants(0));
+        assert!(
+            cfg("webhook = \"http://h\"\nallow_http = true\non = \"always\"")
+                .unwrap()
+                .wants(0)
+        );
         assert!(cfg("webhook = \"ftp://h\"").is_err());
         assert!(cfg("webhook = \"https://h\"\ntimeout_seconds = 0").is_err());
         assert!(cfg("webhook = \"https://h\"\non = \"sometimes\"").is_err());

@@ -11,10 +11,10 @@ use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::format::human_bytes;
+use crate::history::RunHistory;
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::report::Report;
-use crate::history::RunHistory;
 use repository_format::{RunRecord, RunTarget};
 
 /// The backup's options: the arguments, with the configuration's defaults filled in.

@@ -150,15 +150,9 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
     }
     let options = options(&config, &job, quiet)?;
     let config = Arc::new(config);
-    let history =
-        super::backup::start_history(&config, &format!("run {name}"), Some(name)).await;
-    let backup = super::backup::execute(
-        config.clone(),
-        options,
-        job.metrics_file.as_deref(),
-        cancel,
-    )
-    .await;
+    let history = super::backup::start_history(&config, &format!("run {name}"), Some(name)).await;
+    let backup =
+        super::backup::execute(config.clone(), options, job.metrics_file.as_deref(), cancel).await;
     let backup_outcome = match &backup {
         Ok(r) => super::backup::outcome_of(&r.targets),
         Err(_) => Outcome::Failure,
@@ -182,14 +176,14 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
     };
     let (history, maintenance) = if backed_up.is_empty() {
         let why = "the backup failed completely: nothing is pruned, collected or checked";
-        (
-            history,
-            vec![
-                Step::skipped("prune", why),
-                Step::skipped("gc", why),
-                Step::skipped("check", why),
-            ],
-        )
+        let mut skipped = vec![Step::skipped("prune", why)];
+        if job.gc {
+            skipped.push(Step::skipped("gc", why));
+        }
+        if job.check || job.check_read_data {
+            skipped.push(Step::skipped("check", why));
+        }
+        (history, skipped)
     } else {
         let c = config.clone();
         let j = job.clone();
@@ -232,7 +226,10 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
             "{}: {}{}",
             s.step,
             s.outcome,
-            s.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            s.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         );
     }
     let doc = serde_json::json!({
@@ -331,7 +328,8 @@ fn maintain(
                     serde_json::to_value(&r).unwrap_or_default(),
                 ),
                 Ok(r) => {
-                    let mut s = Step::failed("check", format!("{} problems found", r.problems.len()));
+                    let mut s =
+                        Step::failed("check", format!("{} problems found", r.problems.len()));
                     s.report = serde_json::to_value(&r).ok();
                     s
                 }

@@ -29,7 +29,11 @@ pub fn run(config: &Config, args: &RunsArgs) -> Result<Report> {
         .collect();
     let mut text = String::new();
     for run in &runs {
-        let ok = run.targets.iter().filter(|t| t.outcome == "succeeded").count();
+        let ok = run
+            .targets
+            .iter()
+            .filter(|t| t.outcome == "succeeded")
+            .count();
         let _ = writeln!(
             text,
             "{}  {:<11}  {:<18}  {}  {}/{} targets  {}  {}",
@@ -53,7 +57,10 @@ pub fn run(config: &Config, args: &RunsArgs) -> Result<Report> {
                 "    {}: {}{}",
                 t.target,
                 t.outcome,
-                t.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                t.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             );
         }
     }
