@@ -457,14 +457,8 @@ fn the_cron_line_works_as_a_non_root_user_in_crons_environment() {
             .output()
             .unwrap()
     };
-    for i in 0..2 {
-        lab.guest_write(
-            "web01",
-            0,
-            &format!("{}M", 2 + i),
-            "1M",
-            Some(50 + u64::from(i)),
-        );
+    for i in 0..2u64 {
+        lab.guest_write("web01", 0, &format!("{}M", 2 + i), "1M", Some(50 + i));
         let out = cron();
         assert_eq!(
             out.status.code(),
