@@ -484,3 +484,94 @@ fn the_cron_line_works_as_a_non_root_user_in_crons_environment() {
     assert_eq!(j["runs"][0]["status"], "succeeded");
     assert_eq!(j["runs"][1]["status"], "succeeded");
 }
+
+/// Stops the S3 cluster when the test ends, however it ends.
+struct S3Cluster<'a>(&'a Lab);
+
+impl Drop for S3Cluster<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.lab(&["s3", "down"]);
+    }
+}
+
+/// Run records go through the storage layer: a job into an S3 repository (the lab's
+/// SeaweedFS) leaves its records there, `runs` reads them back, and `prune` and `check` of
+/// the bucket accept them.
+#[test]
+fn run_records_live_in_an_s3_repository_too() {
+    let lab = Lab::up();
+    lab.lab(&["s3", "up"]).ok();
+    let _cluster = S3Cluster(&lab);
+    // The lab's configuration with [repository] replaced by the S3 one `s3 up` wrote.
+    let base = std::fs::read_to_string(lab.config()).unwrap();
+    let s3 = std::fs::read_to_string(lab.dir().join("s3-repository.toml")).unwrap();
+    let mut text = String::new();
+    let mut in_repository = false;
+    for line in base.lines() {
+        if line.trim_start().starts_with('[') {
+            in_repository = line.trim() == "[repository]";
+            if in_repository {
+                text.push_str(&s3);
+                text.push('\n');
+                continue;
+            }
+        }
+        if !in_repository {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(
+        "\n[jobs.nightly]\ntargets = [\"vm:s3-web\"]\nkeep_last = 1\ngc = true\ncheck = true\n",
+    );
+    let config = lab.dir().join("s3-jobs.toml");
+    std::fs::write(&config, text).unwrap();
+    let sk = |args: &[&str]| lab.sk_with(args, &config, &[]);
+
+    lab.create_vm("s3-web", &["16M"], &[]);
+    lab.guest_write("s3-web", 0, "0", "2M", Some(3));
+    sk(&["repo", "init"]).ok();
+    let j = sk(&["--json", "run", "nightly"]).ok().json();
+    let steps: Vec<(&str, &str)> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("backup", "succeeded"),
+            ("prune", "succeeded"),
+            ("gc", "succeeded"),
+            ("check", "succeeded")
+        ],
+        "{j:#}"
+    );
+    lab.guest_write("s3-web", 0, "4M", "1M", Some(4));
+    sk(&["run", "nightly"]).ok();
+    sk(&["backup", "vm:not-here"]).expect_code(1);
+    let j = sk(&["--json", "runs"]).ok().json();
+    let statuses: Vec<&str> = j["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "succeeded", "succeeded"], "{j:#}");
+    assert_eq!(j["runs"][1]["targets"][0]["generation"], 2);
+    assert!(j["unreadable"].as_array().unwrap().is_empty());
+    sk(&["prune", "--keep-last", "1"]).ok();
+    sk(&["check"]).ok();
+    assert_eq!(
+        sk(&["--json", "runs"]).ok().json()["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        !lab.dir().join("repo").join("runs").exists(),
+        "nothing local"
+    );
+}
