@@ -147,6 +147,9 @@ async fn post_with_retries(
             // reqwest's error text names the URL, which may hold a token: keep the kind only.
             Err(e) => last = describe(&e),
         }
+        if attempt == ATTEMPTS {
+            break;
+        }
         tracing::warn!(webhook = %host_of(&config.webhook), attempt, "notification failed: {last}; retrying");
         let pause =
             Duration::from_millis(250 << attempt).min(budget.saturating_sub(start.elapsed()));
@@ -155,13 +158,25 @@ async fn post_with_retries(
     Err(last)
 }
 
+/// What went wrong, without the URL reqwest's own message carries: the kind, and the
+/// innermost cause (a refused connection, an untrusted certificate), which names no URL.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
+    let kind = if e.is_timeout() {
+        "timed out"
     } else if e.is_connect() {
-        "cannot connect".into()
+        "cannot connect"
     } else {
-        "request failed".into()
+        "request failed"
+    };
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut innermost = None;
+    while let Some(c) = cause {
+        innermost = Some(c);
+        cause = c.source();
+    }
+    match innermost {
+        Some(c) => format!("{kind}: {c}"),
+        None => kind.to_string(),
     }
 }
 
@@ -228,6 +243,8 @@ mod tests {
         ))
         .unwrap();
         let r = post_with_retries(&c, &serde_json::json!({}), Duration::from_secs(2)).await;
-        assert_eq!(r.unwrap_err(), "cannot connect");
+        let e = r.unwrap_err();
+        assert!(e.starts_with("cannot connect"), "{e}");
+        assert!(!e.contains("/hook"), "no URL in the message: {e}");
     }
 }

@@ -3,7 +3,8 @@
 //! retention, `gc` and `check` when the job asks for them. One run record covers the whole
 //! job; the notification and the exit code report the worst step.
 //!
-//! Exit codes are the backup's: 0 when every step succeeded, 3 when some targets failed and
+//! A run stopped by SIGINT or SIGTERM skips the maintenance steps. Exit codes are the
+//! backup's: 0 when every step succeeded, 3 when some targets failed and
 //! nothing else did, 1 when the backup failed completely or a maintenance step failed.
 
 use std::fmt::Write as _;
@@ -151,8 +152,13 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
     let options = options(&config, &job, quiet)?;
     let config = Arc::new(config);
     let history = super::backup::start_history(&config, &format!("run {name}"), Some(name)).await;
-    let backup =
-        super::backup::execute(config.clone(), options, job.metrics_file.as_deref(), cancel).await;
+    let backup = super::backup::execute(
+        config.clone(),
+        options,
+        job.metrics_file.as_deref(),
+        cancel.clone(),
+    )
+    .await;
     let backup_outcome = match &backup {
         Ok(r) => super::backup::outcome_of(&r.targets),
         Err(_) => Outcome::Failure,
@@ -174,8 +180,14 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
             .collect(),
         Err(_) => Vec::new(),
     };
-    let (history, maintenance) = if backed_up.is_empty() {
-        let why = "the backup failed completely: nothing is pruned, collected or checked";
+    let (history, maintenance) = if backed_up.is_empty() || cancel.is_cancelled() {
+        // Stopped (systemctl stop, Ctrl-C): the snapshots are cleaned up, nothing more is
+        // started, so that the stop finishes within its timeout.
+        let why = if cancel.is_cancelled() {
+            "the run was stopped: nothing is pruned, collected or checked"
+        } else {
+            "the backup failed completely: nothing is pruned, collected or checked"
+        };
         let mut skipped = vec![Step::skipped("prune", why)];
         if job.gc {
             skipped.push(Step::skipped("gc", why));

@@ -249,6 +249,42 @@ fn jobs_back_up_prune_record_and_notify() {
     assert!(r.stderr.contains("notification not sent"), "{}", r.stderr);
     lab.sk_with(&["run", "mixed"], &dead, &[]).expect_code(3);
 
+    // An https webhook is verified: the lab's vCenter simulator (a TLS server with its own
+    // CA) is refused without ca_file and trusted with it (it then answers the POST with a
+    // 4xx, which is not retried).
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir().join("lab.json")).unwrap())
+            .unwrap();
+    let hook = lab_json["url"].as_str().unwrap().replace("/sdk", "/hook");
+    let ca = lab_json["ca_file"].as_str().unwrap();
+    for (name, extra, expect) in [
+        ("tls-untrusted.toml", String::new(), "certificate"),
+        (
+            "tls-trusted.toml",
+            format!("ca_file = \"{ca}\"\n"),
+            "the webhook answered 4",
+        ),
+    ] {
+        let cfg = with_extra(
+            &lab,
+            name,
+            &format!("[notify]\nwebhook = \"{hook}\"\ntimeout_seconds = 5\n{extra}"),
+        );
+        let r = lab
+            .sk_with(&["backup", "vm:no-such-vm"], &cfg, &[])
+            .expect_code(1);
+        assert!(
+            r.stderr.contains("notification not sent") && r.stderr.contains(expect),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("/hook"),
+            "the URL stays out of the log: {}",
+            r.stderr
+        );
+    }
+
     // A job naming a repository that is not configured: refused at load, clearly.
     let bad = with_extra(
         &lab,
