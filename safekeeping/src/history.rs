@@ -15,8 +15,11 @@ use crate::outcome::Outcome;
 
 /// A run being recorded.
 pub struct RunHistory {
-    /// `None` when the repository could not be opened or locked: nothing is written then.
-    repo: Option<Repository>,
+    /// The configuration the repository is opened from for each write; `None` when it could
+    /// not be opened or locked at the start: nothing is written then. The repository is not
+    /// kept open between writes, so the run's own handle gets the local catalog cache (one
+    /// process handle at a time can hold it).
+    config: Option<Config>,
     lock: Option<RepositoryLock>,
     /// The record as last written.
     pub record: RunRecord,
@@ -34,13 +37,13 @@ impl RunHistory {
         match opened {
             Ok((repo, lock)) => {
                 let record = RunRecord::start(lock.run_id(), host, command, job);
-                let h = RunHistory {
-                    repo: Some(repo),
+                write(&repo, &record);
+                drop(repo);
+                RunHistory {
+                    config: Some(config.clone()),
                     lock: Some(lock),
                     record,
-                };
-                h.write();
-                h
+                }
             }
             Err(e) => {
                 tracing::debug!("run history: the repository cannot be used: {e}");
@@ -53,7 +56,7 @@ impl RunHistory {
     pub fn unrecorded(host: &str, command: &str, job: Option<&str>) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         RunHistory {
-            repo: None,
+            config: None,
             lock: None,
             record: RunRecord::start(&id, host, command, job),
         }
@@ -97,10 +100,17 @@ impl RunHistory {
     }
 
     fn write(&self) {
-        if let Some(repo) = &self.repo {
-            if let Err(e) = repo.record_run(&self.record) {
-                tracing::warn!("cannot write the run record: {e}");
+        if let Some(config) = &self.config {
+            match crate::repo::open(config) {
+                Ok(repo) => write(&repo, &self.record),
+                Err(e) => tracing::warn!("cannot write the run record: {e}"),
             }
         }
+    }
+}
+
+fn write(repo: &Repository, record: &RunRecord) {
+    if let Err(e) = repo.record_run(record) {
+        tracing::warn!("cannot write the run record: {e}");
     }
 }
