@@ -396,6 +396,7 @@ impl Repository {
                 crate::chunk_cache::CACHE_EPOCH,
                 crate::format::KEYS_DIR,
                 QUARANTINE_DIR,
+                crate::runs::RUNS_DIR,
             ]
             .contains(&name.as_str())
             {

@@ -20,6 +20,7 @@
 //! cache-epoch                              S3: replaced when chunks are deleted (chunk cache)
 //! quarantine/<4 hex>/<64 hex>              damaged chunks moved aside by `check --repair`
 //! quarantine/targets/<key>/gen-NNNNNN/…    damaged or misplaced indexes moved aside by it
+//! runs/<YYYYMMDDTHHMMSS.mmmZ>-<run id>     F blob (JSON): the record of one backup run
 //! catalog/                                 local sled cache of generation listings (not part of the format;
 //!                                          for S3 in the local cache folder)
 //! ```
@@ -89,6 +90,7 @@ pub mod prune;
 pub mod reader;
 pub mod reindex;
 pub mod repository;
+pub mod runs;
 pub mod source;
 pub mod stats;
 pub mod storage;
@@ -122,6 +124,7 @@ pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePla
 pub use reader::{ChunkStream, DiskChunk, DiskReader};
 pub use reindex::ReindexReport;
 pub use repository::{GenerationSummary, Repository, TargetSummary};
+pub use runs::{RunListing, RunRecord, RunRetention, RunStatus, RunTarget, RUNS_DIR};
 pub use source::{FileSource, MemorySource};
 pub use stats::{RepositoryStats, SpaceStats, TargetStats};
 #[cfg(feature = "s3")]

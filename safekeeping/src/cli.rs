@@ -87,6 +87,62 @@ pub enum Command {
     /// List partitions and files of a backed-up disk, or extract files, without restoring it.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// Run a job of the configuration (`[jobs.NAME]`): back up, then prune by the job's
+    /// retention (unless the backup failed completely), then gc and check if the job asks.
+    /// Exit 0, 3 (some targets failed) or 1 (the backup failed completely or a step failed).
+    Run(RunArgs),
+    /// The jobs of the configuration.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The run history: every backup run and job, newest first, with its outcome (a run
+    /// killed before it ended shows as `interrupted`).
+    Runs(RunsArgs),
+}
+
+/// `run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's name (`[jobs.NAME]`).
+    #[arg(value_name = "JOB")]
+    pub job: String,
+}
+
+/// `jobs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List the configured jobs.
+    List,
+}
+
+/// `runs`
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only runs that did not fully succeed (partial, failed, interrupted).
+    #[arg(long)]
+    pub failed: bool,
+    /// Only runs started since then: a duration back from now (36h, 7d, 2w) or a date
+    /// (2026-12-01, or RFC 3339 with a time).
+    #[arg(long, value_name = "DURATION|DATE", value_parser = parse_since)]
+    pub since: Option<time::OffsetDateTime>,
+}
+
+/// Parses `--since`: a duration back from now, a `YYYY-MM-DD` date (midnight UTC) or an RFC
+/// 3339 time.
+fn parse_since(text: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(t);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(text, &date_format) {
+        return Ok(d.midnight().assume_utc());
+    }
+    let seconds =
+        parse_keep_within(text).map_err(|e| format!("{e}; or a date such as 2026-12-01"))?;
+    let seconds = i64::try_from(seconds).map_err(|_| format!("`{text}` is too long ago"))?;
+    time::OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::seconds(seconds))
+        .ok_or_else(|| format!("`{text}` is too long ago"))
 }
 
 /// `config` subcommands.
@@ -619,6 +675,7 @@ impl Command {
         matches!(
             self,
             Command::Backup(_)
+                | Command::Run(_)
                 | Command::Restore(_)
                 | Command::Doctor
                 | Command::Config(ConfigCommand::Check)
@@ -726,7 +783,7 @@ mod tests {
 
 /// Parses `--keep-within`: a whole number with a unit of `h` (hours), `d` (days), `w` (weeks),
 /// `m` (30-day months) or `y` (365-day years), into seconds.
-fn parse_keep_within(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_keep_within(text: &str) -> Result<u64, String> {
     let text = text.trim();
     // Split before the last character, on a character boundary (the unit may be any text).
     let split = text.char_indices().last().map_or(0, |(i, _)| i);
@@ -763,5 +820,19 @@ mod keep_within_tests {
         assert!(parse_keep_within("xd").is_err());
         assert!(parse_keep_within("3é").is_err());
         assert!(parse_keep_within("99999999999999999y").is_err());
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_a_date() {
+        use super::parse_since;
+        let now = time::OffsetDateTime::now_utc();
+        let d = parse_since("2d").unwrap();
+        assert!((now - d - time::Duration::days(2)).abs() < time::Duration::minutes(1));
+        assert_eq!(
+            parse_since("2026-12-01").unwrap().unix_timestamp(),
+            1_796_083_200
+        );
+        assert!(parse_since("2026-12-01T10:00:00Z").is_ok());
+        assert!(parse_since("yesterday").is_err());
     }
 }

@@ -45,6 +45,12 @@ pub struct Config {
     /// Per-target settings (`[targets."vm:NAME"]`, `[targets."tag:CATEGORY/NAME"]`).
     #[serde(default)]
     pub targets: BTreeMap<String, crate::target_settings::TargetSettings>,
+    /// Named backup jobs (`[jobs.NAME]`) that `safekeeping run NAME` runs.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, crate::jobs::JobConfig>,
+    /// Where to report runs (`[notify]`).
+    #[serde(default)]
+    pub notify: Option<crate::notify::NotifyConfig>,
     /// The name of the repository in [`Config::repository`] when it came from
     /// `[repositories.NAME]`; `None` for `[repository]`.
     #[serde(skip)]
@@ -532,6 +538,14 @@ impl Config {
         if let Some(p) = self.defaults.product_uuid_file.as_mut() {
             fix(p);
         }
+        for job in self.jobs.values_mut() {
+            if let Some(p) = job.metrics_file.as_mut() {
+                fix(p);
+            }
+        }
+        if let Some(p) = self.notify.as_mut().and_then(|n| n.ca_file.as_mut()) {
+            fix(p);
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -583,6 +597,15 @@ impl Config {
             return Err(invalid(
                 "defaults.max_vddk_connections must be at least 1".into(),
             ));
+        }
+        let names: Vec<&str> = self.repositories.keys().map(String::as_str).collect();
+        for (name, job) in &self.jobs {
+            crate::jobs::check_name(name).map_err(|e| invalid(format!("[jobs.{name}]: {e}")))?;
+            job.check(&names)
+                .map_err(|e| invalid(format!("[jobs.{name}]: {e}")))?;
+        }
+        if let Some(n) = &self.notify {
+            n.check().map_err(|e| invalid(format!("[notify]: {e}")))?;
         }
         if !(-7..=22).contains(&self.defaults.compression_level) {
             return Err(invalid(format!(
@@ -957,6 +980,38 @@ path = "repo"
         let err =
             Config::parse(&sample("[defaults]\nparalel = 3\n"), Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("paralel"), "{err}");
+    }
+
+    #[test]
+    fn jobs_and_notify_are_checked_when_the_configuration_is_loaded() {
+        let c = Config::parse(
+            &sample(
+                "[repositories.offsite]\npath = \"off\"\n[jobs.nightly]\ntargets = [\"vm:web01\"]\nkeep_last = 3\nrepository = \"offsite\"\nmetrics_file = \"m.prom\"\n[notify]\nwebhook = \"https://hooks.example.net/x\"\n",
+            ),
+            Path::new("/etc/sk/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.jobs["nightly"].keep_last, Some(3));
+        assert_eq!(
+            c.jobs["nightly"].metrics_file.as_deref(),
+            Some(Path::new("/etc/sk/m.prom"))
+        );
+        for (extra, expect) in [
+            ("[jobs.a]\ntargets = []\n", "[jobs.a]: targets is empty"),
+            (
+                "[jobs.a]\ntargets = [\"vm:x\"]\nrepository = \"gone\"\n",
+                "repository `gone`",
+            ),
+            (
+                "[jobs.a]\ntargets = [\"vm:x\"]\nkeep_dayly = 3\n",
+                "keep_dayly",
+            ),
+            ("[jobs.\"a b\"]\ntargets = [\"vm:x\"]\n", "job name"),
+            ("[notify]\nwebhook = \"http://h/\"\n", "[notify]"),
+        ] {
+            let err = Config::parse(&sample(extra), Path::new("c.toml")).unwrap_err();
+            assert!(err.to_string().contains(expect), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
 //!   [`format`], [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
-//!   [`mapping`], [`stored`], [`metrics`]; they import only each other.
+//!   [`mapping`], [`stored`], [`metrics`], [`jobs`], [`notify`], [`history`]; they import
+//!   only each other.
 #![warn(missing_docs)]
 
 pub mod backup;
@@ -43,10 +44,13 @@ pub mod doctor;
 pub mod error;
 pub mod excluded_disk;
 pub mod format;
+pub mod history;
 pub mod instant;
+pub mod jobs;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod progress;
 pub mod repo;

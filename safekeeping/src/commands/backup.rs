@@ -11,9 +11,11 @@ use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::Result;
 use crate::format::human_bytes;
+use crate::history::RunHistory;
 use crate::metrics;
 use crate::outcome::Outcome;
 use crate::report::Report;
+use repository_format::{RunRecord, RunTarget};
 
 /// The backup's options: the arguments, with the configuration's defaults filled in.
 pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions {
@@ -41,7 +43,7 @@ pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions 
     }
 }
 
-/// Runs the backup of every target.
+/// Runs the backup of every target, recorded in the run history and notified.
 ///
 /// # Errors
 /// When the run cannot start: repository missing or locked, vCenter unreachable or refusing
@@ -58,8 +60,93 @@ pub async fn run(
     let metrics_file = args.metrics_file.clone();
     let options = options(&config, args, quiet);
     let config = Arc::new(config);
+    let history = start_history(&config, "backup", None).await;
+    let run = execute(config.clone(), options, metrics_file.as_deref(), cancel).await;
+    let outcome = match &run {
+        Ok(r) => outcome_of(&r.targets),
+        Err(_) => Outcome::Failure,
+    };
+    let record = finish_history(history, &run, outcome, None).await;
+    if let Some(n) = &config.notify {
+        crate::notify::send(n, outcome.code(), &super::runs::summary(&record, &[])).await;
+    }
+    let run = run?;
+    let summary = RunSummary::of(&run.targets, started, clock.elapsed());
+    let mut text = text_of(&run);
+    let _ = writeln!(text, "{}", summary.line());
+    let mut report = Report::new(outcome, &run, text);
+    if let Some(map) = report.json.as_object_mut() {
+        map.insert("run_id".into(), record.id.clone().into());
+        if let Ok(serde_json::Value::Object(extra)) = serde_json::to_value(&summary) {
+            map.extend(extra);
+        }
+    }
+    Ok(report)
+}
+
+/// Writes the `running` record of a run (on a blocking thread: it waits for the lock).
+pub(crate) async fn start_history(
+    config: &Arc<Config>,
+    command: &str,
+    job: Option<&str>,
+) -> RunHistory {
+    let config = config.clone();
+    let command = command.to_string();
+    let job = job.map(str::to_string);
+    let host = crate::vsphere::snapshot_owner::host_name();
+    let (h, c, j) = (host.clone(), command.clone(), job.clone());
+    match crate::blocking::blocking(move || Ok(RunHistory::start(&config, &h, &c, j.as_deref())))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            // Only a panicked worker gets here; describe the run without recording it.
+            tracing::warn!("run history: {e}");
+            RunHistory::unrecorded(&host, &command, job.as_deref())
+        }
+    }
+}
+
+/// Writes the final record of a backup run (targets, outcome, the error that stopped it).
+pub(crate) async fn finish_history(
+    mut history: RunHistory,
+    run: &Result<crate::backup::BackupRun>,
+    outcome: Outcome,
+    error: Option<String>,
+) -> RunRecord {
+    let error = match run {
+        Ok(r) => {
+            history.set_targets(run_targets(r));
+            error
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    let id = history.id().to_string();
+    match crate::blocking::blocking(move || Ok(history.finish(outcome, error))).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("run history: {e}");
+            let mut r = RunRecord::start(&id, "", "backup", None);
+            r.exit_code = Some(outcome.code());
+            r
+        }
+    }
+}
+
+/// The backup step itself: the run, then the metrics file if asked for.
+///
+/// # Errors
+/// As [`crate::backup::run`].
+pub(crate) async fn execute(
+    config: Arc<Config>,
+    options: BackupOptions,
+    metrics_file: Option<&std::path::Path>,
+    cancel: Cancel,
+) -> Result<crate::backup::BackupRun> {
+    let started = SystemTime::now();
+    let clock = Instant::now();
     let run = crate::backup::run(config.clone(), options, cancel).await;
-    if let Some(path) = &metrics_file {
+    if let Some(path) = metrics_file {
         let targets = run.as_ref().map(|r| target_runs(&r.targets));
         let exit_code = match &run {
             Ok(r) => outcome_of(&r.targets).code(),
@@ -78,9 +165,12 @@ pub async fn run(
             tracing::error!("cannot write the metrics file {}: {e}", path.display());
         }
     }
-    let run = run?;
+    run
+}
+
+/// The text report of a backup run.
+pub(crate) fn text_of(run: &crate::backup::BackupRun) -> String {
     let results = &run.targets;
-    let outcome = outcome_of(results);
     let mut text = String::new();
     for r in results {
         match (&r.error, r.generation) {
@@ -136,15 +226,80 @@ pub async fn run(
     for s in &run.skipped {
         let _ = writeln!(text, "{}: skipped ({})", s.target, s.reason);
     }
-    let summary = RunSummary::of(&run.targets, started, clock.elapsed());
-    let _ = writeln!(text, "{}", summary.line());
-    let mut report = Report::new(outcome, &run, text);
-    if let (Some(map), Ok(serde_json::Value::Object(extra))) =
-        (report.json.as_object_mut(), serde_json::to_value(&summary))
-    {
-        map.extend(extra);
+    text
+}
+
+/// The targets of a backup run as its run record lists them.
+pub(crate) fn run_targets(run: &crate::backup::BackupRun) -> Vec<RunTarget> {
+    let mut out: Vec<RunTarget> = run
+        .targets
+        .iter()
+        .map(|t| RunTarget {
+            target: t.target.clone(),
+            outcome: t.status.to_string(),
+            generation: t.generation,
+            error: t.error.clone(),
+        })
+        .collect();
+    out.extend(run.skipped.iter().map(|s| RunTarget {
+        target: s.target.clone(),
+        outcome: "skipped".into(),
+        generation: None,
+        error: Some(s.reason.clone()),
+    }));
+    out
+}
+
+pub(crate) fn outcome_of(results: &[crate::backup::TargetResult]) -> Outcome {
+    let ok = results.iter().filter(|r| r.succeeded()).count();
+    Outcome::from_counts(ok, results.len() - ok)
+}
+
+fn target_runs(results: &[crate::backup::TargetResult]) -> Vec<metrics::TargetRun> {
+    results
+        .iter()
+        .map(|r| metrics::TargetRun {
+            target: r.target.clone(),
+            succeeded: r.succeeded(),
+            generation: r.generation,
+            bytes_read: r.bytes_read,
+            bytes_new: r.bytes_new,
+        })
+        .collect()
+}
+
+/// Every target in the repository with its newest successful generation's time, or `None`
+/// (logged) when the repository cannot be read now.
+async fn repository_history(config: &Arc<Config>) -> Option<Vec<metrics::TargetHistory>> {
+    let config = config.clone();
+    let result = crate::blocking::blocking(move || {
+        let r = crate::repo::open(&config)?;
+        let mut out = Vec::new();
+        for t in r.targets()? {
+            let last_success = match t.latest_successful {
+                Some(id) => r
+                    .generations(&t.key)?
+                    .into_iter()
+                    .find(|g| g.id == id)
+                    .map(|g| g.time.unix_timestamp()),
+                None => None,
+            };
+            out.push(metrics::TargetHistory {
+                target: format!("{}:{}", t.kind.prefix(), t.name),
+                generations: t.generations,
+                last_success,
+            });
+        }
+        Ok(out)
+    })
+    .await;
+    match result {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("metrics: cannot read the repository's targets: {e}");
+            None
+        }
     }
-    Ok(report)
 }
 
 /// The whole run in figures: when, how long, how much was read, new and stored, and how much
@@ -216,57 +371,5 @@ impl RunSummary {
                 .map(|r| format!(" ({r:.1}:1 after deduplication and compression)"))
                 .unwrap_or_default()
         )
-    }
-}
-
-fn outcome_of(results: &[crate::backup::TargetResult]) -> Outcome {
-    let ok = results.iter().filter(|r| r.succeeded()).count();
-    Outcome::from_counts(ok, results.len() - ok)
-}
-
-fn target_runs(results: &[crate::backup::TargetResult]) -> Vec<metrics::TargetRun> {
-    results
-        .iter()
-        .map(|r| metrics::TargetRun {
-            target: r.target.clone(),
-            succeeded: r.succeeded(),
-            generation: r.generation,
-            bytes_read: r.bytes_read,
-            bytes_new: r.bytes_new,
-        })
-        .collect()
-}
-
-/// Every target in the repository with its newest successful generation's time, or `None`
-/// (logged) when the repository cannot be read now.
-async fn repository_history(config: &Arc<Config>) -> Option<Vec<metrics::TargetHistory>> {
-    let config = config.clone();
-    let result = crate::blocking::blocking(move || {
-        let r = crate::repo::open(&config)?;
-        let mut out = Vec::new();
-        for t in r.targets()? {
-            let last_success = match t.latest_successful {
-                Some(id) => r
-                    .generations(&t.key)?
-                    .into_iter()
-                    .find(|g| g.id == id)
-                    .map(|g| g.time.unix_timestamp()),
-                None => None,
-            };
-            out.push(metrics::TargetHistory {
-                target: format!("{}:{}", t.kind.prefix(), t.name),
-                generations: t.generations,
-                last_success,
-            });
-        }
-        Ok(out)
-    })
-    .await;
-    match result {
-        Ok(h) => Some(h),
-        Err(e) => {
-            tracing::warn!("metrics: cannot read the repository's targets: {e}");
-            None
-        }
     }
 }

@@ -11,18 +11,21 @@ pub mod doctor;
 pub mod export;
 pub mod files;
 pub mod gc;
+pub mod jobs;
 pub mod key;
 pub mod list;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod run;
+pub mod runs;
 pub mod serve;
 pub mod show;
 pub mod stats;
 
 use crate::blocking::blocking;
 use crate::cancel::Cancel;
-use crate::cli::{Cli, Command, ConfigCommand, RepoCommand};
+use crate::cli::{Cli, Command, ConfigCommand, JobsCommand, RepoCommand};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::Report;
@@ -64,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
             list::resolve(&config, &args).await
         }
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Run(args) => run::run(config, &args.job, cancel, cli.quiet > 0).await,
         Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
         Command::Copy(args) => {
             let quiet = cli.quiet > 0;
@@ -95,7 +99,10 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Gc(a) => gc::run(config, a.dry_run),
         Command::Export(a) => export::run(config, &a),
         Command::Files(f) => files::run(config, &f),
+        Command::Jobs(JobsCommand::List) => jobs::list(config),
+        Command::Runs(a) => runs::run(config, &a),
         Command::Backup(_)
+        | Command::Run(_)
         | Command::Restore(_)
         | Command::Copy(_)
         | Command::Serve(_)

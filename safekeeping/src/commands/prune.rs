@@ -65,6 +65,12 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
             .cloned()
             .unwrap_or_else(|| key.to_string())
     };
+    // Old run records go with a prune of the whole repository (90 days or 1000 records).
+    let runs_removed = if key.is_none() && !args.dry_run {
+        r.prune_runs(Default::default(), time::OffsetDateTime::now_utc())?
+    } else {
+        0
+    };
     let mut text = String::new();
     for t in &report.targets {
         let _ = writeln!(text, "{}:", name(&t.target));
@@ -113,5 +119,12 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
             "generation": id.0,
         })).collect::<Vec<_>>(),
     });
+    if runs_removed > 0 {
+        let _ = writeln!(text, "{runs_removed} old run records removed");
+    }
+    let mut doc = doc;
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("run_records_removed".into(), runs_removed.into());
+    }
     Ok(Report::new(Outcome::Success, &doc, text))
 }
