@@ -54,15 +54,6 @@ pub fn init(
         ..InitOptions::default()
     };
     let mut location = repo::location(config)?;
-    if let RepositoryLocation::Local(p) = &location {
-        // A second `repo init` is a no-op request, not a damaged folder: say what is there.
-        if p.join("config").is_file() {
-            return Err(Error::Other(format!(
-                "a repository already exists at {}: nothing to create (`safekeeping list` shows what it holds)",
-                p.display()
-            )));
-        }
-    }
     if let Some(days) = object_lock_days {
         match &mut location {
             RepositoryLocation::S3(s3) => s3.object_lock_days = Some(days),
@@ -72,6 +63,15 @@ pub fn init(
                     p.display()
                 )))
             }
+        }
+    }
+    if let RepositoryLocation::Local(p) = &location {
+        // A second `repo init` is a no-op request, not a damaged folder: say what is there.
+        if p.join("config").is_file() {
+            return Err(Error::Other(format!(
+                "a repository already exists at {}: nothing to create (`safekeeping list` shows what it holds)",
+                p.display()
+            )));
         }
     }
     let r = match &keys_from {
