@@ -324,7 +324,10 @@ pub fn config(data: &[u8]) {
     match repository_format::Repository::open(root) {
         Ok(repo) => {
             let c = repo.config();
-            assert_eq!(c.format_version, repository_format::format::FORMAT_VERSION);
+            // Every version this release reads (a version-1 repository keeps its number).
+            assert!((repository_format::format::OLDEST_FORMAT_VERSION
+                ..=repository_format::format::FORMAT_VERSION)
+                .contains(&c.format_version));
             assert!(c.chunk_size.is_power_of_two());
             assert!((repository_format::format::MIN_CHUNK_SIZE
                 ..=repository_format::format::MAX_CHUNK_SIZE)
