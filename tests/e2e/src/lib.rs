@@ -258,6 +258,30 @@ impl Lab {
         p
     }
 
+    /// Restores generation `g` of `vm` through `config` as a new VM (named after the VM, the
+    /// generation and the configuration file, so restores through several configurations do
+    /// not collide) and returns its disk digests.
+    pub fn restored_digests(&self, config: &Path, vm: &str, g: u64, disks: usize) -> Vec<String> {
+        let name = format!(
+            "{vm}-g{g}-{}",
+            config.file_stem().unwrap().to_string_lossy()
+        );
+        self.sk_with(
+            &[
+                "restore",
+                &format!("vm:{vm}"),
+                "--generation",
+                &g.to_string(),
+                "--name",
+                &name,
+            ],
+            config,
+            &[],
+        )
+        .ok();
+        self.digests(&name, disks)
+    }
+
     /// A `safekeeping` process started in the background (stdout and stderr piped).
     pub fn sk_spawn(&self, args: &[&str]) -> std::process::Child {
         Command::new(&self.sk_bin)

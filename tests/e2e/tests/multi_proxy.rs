@@ -57,28 +57,6 @@ fn check_clean(lab: &Lab, config: &Path) -> serde_json::Value {
     j
 }
 
-/// Restores generation `g` of `vm` through `config` as a new VM and returns its disk digests.
-fn restored_digests(lab: &Lab, config: &Path, vm: &str, g: u64, disks: usize) -> Vec<String> {
-    let name = format!(
-        "{vm}-g{g}-{}",
-        config.file_stem().unwrap().to_string_lossy()
-    );
-    lab.sk_with(
-        &[
-            "restore",
-            &format!("vm:{vm}"),
-            "--generation",
-            &g.to_string(),
-            "--name",
-            &name,
-        ],
-        config,
-        &[],
-    )
-    .ok();
-    lab.digests(&name, disks)
-}
-
 #[test]
 fn two_proxies_back_up_different_vms_while_a_third_runs_gc_and_prune() {
     let lab = Lab::up();
@@ -151,12 +129,12 @@ fn two_proxies_back_up_different_vms_while_a_third_runs_gc_and_prune() {
     for (vm, g, digests) in &expected {
         let reader = if *vm == "a" { &proxy2 } else { &proxy1 };
         assert_eq!(
-            &restored_digests(&lab, reader, vm, *g, 1),
+            &lab.restored_digests(reader, vm, *g, 1),
             digests,
             "{vm} generation {g}"
         );
     }
-    assert_eq!(restored_digests(&lab, &proxy1, "c", 2, 1), c_kept);
+    assert_eq!(lab.restored_digests(&proxy1, "c", 2, 1), c_kept);
 }
 
 /// A lab and S3 cluster with VM `x` (24 MiB of data on a 32 MiB disk), an S3 repository,
@@ -207,7 +185,7 @@ fn a_second_proxy_on_the_same_vm_fails_clearly_when_its_lock_wait_runs_out() {
     assert!(lab.snapshots("x").is_empty());
     check_clean(&lab, &proxy2);
     assert_eq!(lab.generations_with(&proxy2, "x"), vec![1]);
-    assert_eq!(restored_digests(&lab, &proxy2, "x", 1, 1), digests);
+    assert_eq!(lab.restored_digests(&proxy2, "x", 1, 1), digests);
 }
 
 #[test]
@@ -232,7 +210,7 @@ fn a_second_proxy_on_the_same_vm_waits_for_the_first_and_backs_up_after_it() {
     assert_eq!(lab.generations_with(&proxy1, "x"), vec![1, 2]);
     for g in [1, 2] {
         assert_eq!(
-            restored_digests(&lab, &proxy1, "x", g, 1),
+            lab.restored_digests(&proxy1, "x", g, 1),
             digests,
             "generation {g}"
         );
@@ -285,5 +263,5 @@ fn a_holder_killed_with_sigkill_leaves_stale_locks_and_the_next_run_proceeds() {
     assert!(lab.snapshots("k").is_empty());
 
     check_clean(&lab, &proxy1);
-    assert_eq!(restored_digests(&lab, &proxy1, "k", 1, 1), digests);
+    assert_eq!(lab.restored_digests(&proxy1, "k", 1, 1), digests);
 }

@@ -26,25 +26,6 @@ fn check_clean(lab: &Lab, config: &Path) -> serde_json::Value {
     j
 }
 
-/// Restores generation `g` of `vm` as a new VM and returns its disk digests.
-fn restored_digests(lab: &Lab, config: &Path, vm: &str, g: u64, disks: usize) -> Vec<String> {
-    let name = format!("{vm}-g{g}");
-    lab.sk_with(
-        &[
-            "restore",
-            &format!("vm:{vm}"),
-            "--generation",
-            &g.to_string(),
-            "--name",
-            &name,
-        ],
-        config,
-        &[],
-    )
-    .ok();
-    lab.digests(&name, disks)
-}
-
 /// The repository's URL as `s3 up` wrote it (`s3://BUCKET/PREFIX`).
 fn repository_url(lab: &Lab) -> String {
     let s = lab.s3_state();
@@ -106,8 +87,8 @@ fn a_volume_server_killed_mid_backup_loses_nothing() {
     assert!(lab.snapshots("v").is_empty());
 
     check_clean(&lab, &cfg);
-    assert_eq!(restored_digests(&lab, &cfg, "v", 1, 2), gen1);
-    assert_eq!(restored_digests(&lab, &cfg, "v", 2, 2), gen2);
+    assert_eq!(lab.restored_digests(&cfg, "v", 1, 2), gen1);
+    assert_eq!(lab.restored_digests(&cfg, "v", 2, 2), gen2);
     // Back with its old data, the server changes nothing.
     lab.lab(&["s3", "restart", "--volume", "1"]).ok();
     check_clean(&lab, &cfg);
@@ -163,8 +144,8 @@ fn the_gateway_killed_mid_backup_fails_cleanly_and_the_next_backup_succeeds() {
     assert_eq!(lab.generations_with(&cfg, "g"), vec![1, g2]);
     lab.sk_with(&["gc"], &cfg, &[]).ok();
     check_clean(&lab, &cfg);
-    assert_eq!(restored_digests(&lab, &cfg, "g", 1, 1), gen1);
-    assert_eq!(restored_digests(&lab, &cfg, "g", g2, 1), gen2);
+    assert_eq!(lab.restored_digests(&cfg, "g", 1, 1), gen1);
+    assert_eq!(lab.restored_digests(&cfg, "g", g2, 1), gen2);
 }
 
 /// A copy of the lab's credentials file in which profile `lab` has `key` and `secret`.
@@ -315,5 +296,5 @@ fn no_write_permission_and_wrong_credentials_fail_clearly_naming_the_repository(
     // The repository is as it was: one generation, clean, restorable.
     assert_eq!(lab.generations_with(&cfg, "p"), vec![1]);
     check_clean(&lab, &cfg);
-    assert_eq!(restored_digests(&lab, &cfg, "p", 1, 1), gen1);
+    assert_eq!(lab.restored_digests(&cfg, "p", 1, 1), gen1);
 }
