@@ -243,3 +243,36 @@ pub fn read_threads() -> usize {
         .unwrap_or(2)
         .clamp(2, 8)
 }
+
+/// A target as people name it everywhere (`vm:web01`): its kind and its name at backup time.
+pub fn display_name(t: &TargetSummary) -> String {
+    format!("{}:{}", t.kind.prefix(), t.name)
+}
+
+/// The display names of a repository's targets by folder key, so that every command names a
+/// target the same way and shows the key only where it has no name.
+#[derive(Debug, Default)]
+pub struct TargetNames(std::collections::HashMap<String, String>);
+
+impl TargetNames {
+    /// The names of every target of `r`.
+    ///
+    /// # Errors
+    /// The targets cannot be listed.
+    pub fn of(r: &Repository) -> Result<TargetNames> {
+        Ok(TargetNames(
+            r.targets()?
+                .iter()
+                .map(|t| (t.key.to_string(), display_name(t)))
+                .collect(),
+        ))
+    }
+
+    /// `vm:web01` for a folder key, else the key itself.
+    pub fn name(&self, key: &TargetKey) -> String {
+        self.0
+            .get(key.as_str())
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    }
+}

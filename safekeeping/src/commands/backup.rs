@@ -285,7 +285,7 @@ async fn repository_history(config: &Arc<Config>) -> Option<Vec<metrics::TargetH
                 None => None,
             };
             out.push(metrics::TargetHistory {
-                target: format!("{}:{}", t.kind.prefix(), t.name),
+                target: crate::repo::display_name(&t),
                 generations: t.generations,
                 last_success,
             });

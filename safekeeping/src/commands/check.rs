@@ -161,12 +161,7 @@ impl Names {
             .targets()
             .unwrap_or_default()
             .into_iter()
-            .map(|t| {
-                (
-                    t.key.to_string(),
-                    (format!("{}:{}", t.kind.prefix(), t.name), t.key),
-                )
-            })
+            .map(|t| (t.key.to_string(), (crate::repo::display_name(&t), t.key)))
             .collect();
         Names { targets }
     }

@@ -53,18 +53,8 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
         args.dry_run,
     )?;
     // People and scripts see targets as `vm:web01`, with the folder key beside it in JSON.
-    let names: std::collections::HashMap<String, String> = r
-        .targets()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key.to_string(), format!("{}:{}", t.kind.prefix(), t.name)))
-        .collect();
-    let name = |key: &repository_format::TargetKey| {
-        names
-            .get(key.as_str())
-            .cloned()
-            .unwrap_or_else(|| key.to_string())
-    };
+    let names = repo::TargetNames::of(&r).unwrap_or_default();
+    let name = |key: &repository_format::TargetKey| names.name(key);
     // Old run records go with a prune of the whole repository (90 days or 1000 records).
     let runs_removed = if key.is_none() && !args.dry_run {
         r.prune_runs(Default::default(), time::OffsetDateTime::now_utc())?

@@ -47,17 +47,8 @@ pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
     };
     let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
     let stats = r.stats(key.as_ref())?;
-    let names: std::collections::HashMap<String, String> = r
-        .targets()?
-        .into_iter()
-        .map(|t| (t.key.to_string(), format!("{}:{}", t.kind.prefix(), t.name)))
-        .collect();
-    let name = |k: &repository_format::TargetKey| {
-        names
-            .get(k.as_str())
-            .cloned()
-            .unwrap_or_else(|| k.to_string())
-    };
+    let names = repo::TargetNames::of(&r)?;
+    let name = |k: &repository_format::TargetKey| names.name(k);
     let mut text = String::new();
     let _ = writeln!(
         text,
