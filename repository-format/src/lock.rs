@@ -112,9 +112,16 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-/// A stable, non-secret name of this machine and boot: SHA-256 of the machine id and the boot
-/// id (the machine id itself should not be published). Empty when either is unknown, and then
-/// no record is ever judged by its pid.
+/// A stable, non-secret name of the place a pid means something: this kernel's boot and this
+/// pid namespace. A record written with the same identity names a process that [`pid_alive`]
+/// can judge; any other record is judged by its heartbeat alone.
+///
+/// The boot id is random per boot, so two machines never share it; the pid namespace tells
+/// containers on one kernel apart (each counts its own pids). The machine id is added when
+/// there is one, but is not required: fresh containers and CI machines often have no
+/// `/etc/machine-id`, and without an identity a killed backup's lock would look alive for its
+/// whole time-to-live, keeping gc from freeing what it left. The result is a hash because the
+/// machine id should not be published. Empty when the boot id is unknown (not Linux).
 pub(crate) fn machine_identity() -> String {
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -122,19 +129,30 @@ pub(crate) fn machine_identity() -> String {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let machine = read("/etc/machine-id").or_else(|| read("/var/lib/dbus/machine-id"));
-    let boot = read("/proc/sys/kernel/random/boot_id");
-    match (machine, boot) {
-        (Some(m), Some(b)) => {
-            let mut h = Sha256::new();
-            h.update(b"safekeeping machine v1\0");
-            h.update(m.as_bytes());
-            h.update(b"\0");
-            h.update(b.as_bytes());
-            hex::encode(&h.finalize()[..16])
-        }
-        _ => String::new(),
+    let namespace = || {
+        std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    identity_from(
+        read("/proc/sys/kernel/random/boot_id"),
+        namespace(),
+        read("/etc/machine-id").or_else(|| read("/var/lib/dbus/machine-id")),
+    )
+}
+
+/// [`machine_identity`] from its parts (separate so that a test can leave any of them out).
+fn identity_from(boot: Option<String>, pid_ns: Option<String>, machine: Option<String>) -> String {
+    let Some(boot) = boot else {
+        return String::new();
+    };
+    let mut h = Sha256::new();
+    h.update(b"safekeeping machine v2\0");
+    for part in [Some(boot), pid_ns, machine] {
+        h.update(part.unwrap_or_default().as_bytes());
+        h.update(b"\0");
     }
+    hex::encode(&h.finalize()[..16])
 }
 
 /// Whether `pid` is a running process on this machine (Linux `/proc`; elsewhere assumed alive).
@@ -739,4 +757,41 @@ pub(crate) fn live_holders(backend: &dyn Backend, name: &str) -> Result<Vec<Lock
         .filter(|f| staleness(f, now, &me).is_none())
         .filter_map(|f| f.holder)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn identity_needs_no_machine_id() {
+        // A fresh container has a boot id and a pid namespace but no machine id: it must still
+        // have an identity, or a killed run's lock would only expire by its time-to-live.
+        let id = identity_from(s("boot-a"), s("pid:[1]"), None);
+        assert_eq!(id.len(), 32);
+        assert_ne!(
+            id,
+            identity_from(s("boot-a"), s("pid:[2]"), None),
+            "pid namespaces"
+        );
+        assert_ne!(id, identity_from(s("boot-b"), s("pid:[1]"), None), "boots");
+        assert_ne!(
+            id,
+            identity_from(s("boot-a"), s("pid:[1]"), s("m")),
+            "machine ids"
+        );
+        assert_eq!(id, identity_from(s("boot-a"), s("pid:[1]"), None), "stable");
+        assert_eq!(identity_from(None, s("pid:[1]"), s("m")), "");
+    }
+
+    #[test]
+    fn this_machine_has_an_identity() {
+        if std::path::Path::new("/proc/sys/kernel/random/boot_id").exists() {
+            assert_eq!(machine_identity().len(), 32);
+        }
+    }
 }
