@@ -43,6 +43,12 @@ pub struct TargetIdentity {
     /// vCenter instance uuid (`config.instanceUuid`), or the IVD id for an IVD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_uuid: Option<String>,
+    /// What the target's key is qualified with when ids alone could collide with another
+    /// target's: safekeeping sets the vCenter's instance uuid for VMs of a vCenter other than
+    /// its default one (two vCenters may both have a `vm-42`). `None` keeps the key as it
+    /// always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Anything else the caller wants to keep (vCenter, datacenter, ...).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -57,13 +63,15 @@ impl TargetIdentity {
             moref: None,
             bios_uuid: None,
             instance_uuid: None,
+            scope: None,
             extra: Default::default(),
         }
     }
 
     /// The stable folder name of this target: `<kind>-<id>` where id is the first known of
     /// instance uuid, BIOS uuid, moref, name, lower-cased with unsafe characters replaced by `_`.
-    /// A VM renamed in vCenter keeps its key, so its history continues.
+    /// A VM renamed in vCenter keeps its key, so its history continues. With a
+    /// [`TargetIdentity::scope`] the id is prefixed by it: `<kind>-<scope>-<id>`.
     ///
     /// # Errors
     /// [`Error::InvalidTargetKey`] if every id is empty.
@@ -75,8 +83,11 @@ impl TargetIdentity {
             .chain(std::iter::once(self.name.as_str()))
             .find(|s| !s.trim().is_empty())
             .ok_or_else(|| Error::InvalidTargetKey(String::new()))?;
-        let clean: String = id
-            .trim()
+        let scoped = match self.scope.as_deref().map(str::trim) {
+            Some(scope) if !scope.is_empty() => format!("{scope}-{}", id.trim()),
+            _ => id.trim().to_string(),
+        };
+        let clean: String = scoped
             .chars()
             .map(|c| {
                 let c = c.to_ascii_lowercase();
@@ -207,6 +218,36 @@ mod tests {
         assert_eq!(id.key().unwrap(), k1);
         let only_name = TargetIdentity::new(TargetKind::VApp, "My App/../x");
         assert_eq!(only_name.key().unwrap().as_str(), "vapp-my_app_.._x");
+    }
+
+    #[test]
+    fn a_scope_separates_equal_ids_and_no_scope_keeps_the_old_key() {
+        let mut a = TargetIdentity::new(TargetKind::Vm, "web01");
+        a.moref = Some("vm-42".into());
+        a.instance_uuid = Some("5012abcd-0000-1111-2222-333344445555".into());
+        let unscoped = a.key().unwrap();
+        assert_eq!(unscoped.as_str(), "vm-5012abcd-0000-1111-2222-333344445555");
+        let mut b = a.clone();
+        b.scope = Some("DBED6E0C-bd88-4ef6-b594-21283e1c677f".into());
+        let scoped = b.key().unwrap();
+        assert_eq!(
+            scoped.as_str(),
+            "vm-dbed6e0c-bd88-4ef6-b594-21283e1c677f-5012abcd-0000-1111-2222-333344445555"
+        );
+        assert_ne!(scoped, unscoped);
+        // An empty scope is no scope; a scope survives the manifest's JSON.
+        b.scope = Some(" ".into());
+        assert_eq!(b.key().unwrap(), unscoped);
+        b.scope = Some("x".into());
+        let json = serde_json::to_string(&b).unwrap();
+        let back: TargetIdentity = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.scope.as_deref(), Some("x"));
+        let old: TargetIdentity = serde_json::from_str(
+            r#"{"kind":"vm","name":"web01","moref":"vm-42","vcenter":"https://vc/sdk"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.scope, None);
+        assert_eq!(old.key().unwrap().as_str(), "vm-vm-42");
     }
 
     #[test]

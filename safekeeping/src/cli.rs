@@ -24,6 +24,11 @@ pub struct Cli {
     /// `[repository]`, for any command.
     #[arg(long, global = true, value_name = "NAME")]
     pub repo: Option<String>,
+    /// Use the vCenter `[vcenters.NAME]` of the configuration instead of `[vcenter]`
+    /// (backup, restore, list --resolve, doctor). On restore it also picks, among backups of
+    /// VMs of the same name, the one taken from that vCenter.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub vcenter: Option<String>,
     /// Also write log lines to this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -423,6 +428,11 @@ pub struct RestoreArgs {
     /// Create or import.
     #[arg(long, value_enum, default_value_t = RestoreMode::Create)]
     pub mode: RestoreMode,
+    /// Restore into the vCenter `[vcenters.NAME]` (`default` for `[vcenter]`); placement and
+    /// network mappings are checked against it. Default: the vCenter the generation came
+    /// from when it is configured, else `[vcenter]`.
+    #[arg(long, value_name = "NAME")]
+    pub to_vcenter: Option<String>,
     /// Datacenter to restore into.
     #[arg(long, value_name = "DC")]
     pub datacenter: Option<String>,

@@ -29,6 +29,22 @@ pub const PASSPHRASE_ENV_SHORT: &str = "SAFEKEEPING_PASSPHRASE";
 pub struct Config {
     /// How to reach vCenter.
     pub vcenter: VcenterConfig,
+    /// Further vCenters by name (`[vcenters.NAME]`, the same keys as `[vcenter]`):
+    /// `--vcenter NAME` (or a job's `vcenter = "NAME"`) makes a run use one, and
+    /// `restore --to-vcenter NAME` restores into one (see [`Config::select_vcenter`]).
+    #[serde(default)]
+    pub vcenters: BTreeMap<String, VcenterConfig>,
+    /// The name of the vCenter in [`Config::vcenter`] when it came from `[vcenters.NAME]`;
+    /// `None` for `[vcenter]`.
+    #[serde(skip)]
+    pub vcenter_name: Option<String>,
+    /// Whether `--vcenter` (or a job's `vcenter`) named the vCenter, `default` included: a
+    /// restore then looks only at backups taken from it.
+    #[serde(skip)]
+    pub vcenter_pinned: bool,
+    /// `[vcenter]` as read, kept once another is selected (for [`Config::with_vcenter`]).
+    #[serde(skip)]
+    default_vcenter: Option<Box<VcenterConfig>>,
     /// Where VDDK is; needed by backup and restore only.
     #[serde(default)]
     pub vddk: Option<VddkConfig>,
@@ -87,6 +103,24 @@ pub struct VcenterConfig {
     /// `vim` or `vslm`. `SAFEKEEPING_FCD_API` overrides it.
     #[serde(default)]
     pub fcd_api: FcdApiChoice,
+    /// How to log in: `password` (`SessionManager.Login`, the default) or `sso` (a SAML
+    /// bearer token from the vCenter's STS for the same user and password, then
+    /// `LoginByToken`).
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+/// `[vcenter] auth`: how safekeeping logs in to vCenter. In both, VDDK connects with the
+/// session that login opened, never with the password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// User and password to `SessionManager.Login`.
+    #[default]
+    Password,
+    /// User and password to the vCenter Security Token Service (`/sts/STSService`), which
+    /// issues a SAML bearer token; the token logs in with `SessionManager.LoginByToken`.
+    Sso,
 }
 
 /// `[vcenter] fcd_api`: the first class disk API to use.
@@ -266,6 +300,31 @@ pub enum ConfigError {
     NoVddk,
 }
 
+/// Checks one `[vcenter]` or `[vcenters.NAME]` section (`label` names it in messages).
+fn check_vcenter(label: &str, v: &VcenterConfig) -> Result<(), String> {
+    if !(v.url.starts_with("https://") || v.url.starts_with("http://")) {
+        return Err(format!("{label}.url `{}` is not an http(s) URL", v.url));
+    }
+    if v.thumbprint_sha256.is_none()
+        && v.ca_file.is_none()
+        && !v.insecure
+        && v.url.starts_with("https://")
+    {
+        return Err(format!(
+            "{label} needs thumbprint_sha256 or ca_file to verify the server \
+             (insecure = true turns verification off explicitly)"
+        ));
+    }
+    if let Some(t) = &v.thumbprint_sha256 {
+        if parse_thumbprint(t).is_none() {
+            return Err(format!(
+                "{label}.thumbprint_sha256 `{t}` is not 32 hex bytes separated by colons"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The configuration file used when neither `--config` nor `SAFEKEEPING_CONFIG` is given:
 /// `$XDG_CONFIG_HOME/safekeeping/config.toml`, else `~/.config/safekeeping/config.toml`.
 pub fn default_path() -> PathBuf {
@@ -404,7 +463,94 @@ fn describe_names(known: &[String]) -> String {
     }
 }
 
+/// The name that stands for `[vcenter]` where a vCenter is named (`--vcenter`,
+/// `--to-vcenter`, a job's `vcenter`); no `[vcenters.NAME]` may take it.
+pub const DEFAULT_VCENTER: &str = "default";
+
+/// What can go wrong picking a named vCenter.
+#[derive(Debug, Error)]
+#[error("no vCenter named `{name}` in the configuration: {}", describe_vcenters(.known))]
+pub struct UnknownVcenter {
+    /// The name asked for.
+    pub name: String,
+    /// The names configured (`[vcenters.NAME]`).
+    pub known: Vec<String>,
+}
+
+fn describe_vcenters(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has no [vcenters.NAME] tables, only [vcenter] (`default`)".into()
+    } else {
+        format!(
+            "the configured names are {} (and `default` for [vcenter])",
+            known.join(", ")
+        )
+    }
+}
+
 impl Config {
+    /// Makes `[vcenters.NAME]` the vCenter this run talks to (`--vcenter NAME`).
+    ///
+    /// # Errors
+    /// [`UnknownVcenter`] listing the configured names.
+    pub fn select_vcenter(&mut self, name: &str) -> Result<(), UnknownVcenter> {
+        if name == DEFAULT_VCENTER {
+            *self = self.with_vcenter(None)?;
+            self.vcenter_pinned = true;
+            return Ok(());
+        }
+        let chosen = self
+            .vcenters
+            .get(name)
+            .ok_or_else(|| UnknownVcenter {
+                name: name.to_string(),
+                known: self.vcenters.keys().cloned().collect(),
+            })?
+            .clone();
+        self.vcenter = chosen;
+        self.vcenter_name = Some(name.to_string());
+        self.vcenter_pinned = true;
+        Ok(())
+    }
+
+    /// This configuration with `[vcenters.NAME]` as its vCenter (`None`: the default
+    /// `[vcenter]`, whatever was selected before).
+    ///
+    /// # Errors
+    /// [`UnknownVcenter`] listing the configured names.
+    pub fn with_vcenter(&self, name: Option<&str>) -> Result<Config, UnknownVcenter> {
+        let mut other = self.clone();
+        match name {
+            Some(n) => other.select_vcenter(n)?,
+            None => {
+                if let Some(default) = &self.default_vcenter {
+                    other.vcenter = (**default).clone();
+                }
+                other.vcenter_name = None;
+                other.vcenter_pinned = false;
+            }
+        }
+        Ok(other)
+    }
+
+    /// The vCenter whose backups a repository lookup is limited to: the one `--vcenter`
+    /// named (`default` for `[vcenter]`), else `None` (any vCenter).
+    pub fn source_vcenter(&self) -> Option<String> {
+        self.vcenter_pinned.then(|| {
+            self.vcenter_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_VCENTER.to_string())
+        })
+    }
+
+    /// How the current vCenter is named in messages: `[vcenter]` or `[vcenters.NAME]`.
+    pub fn vcenter_label(&self) -> String {
+        match &self.vcenter_name {
+            Some(n) => format!("[vcenters.{n}]"),
+            None => "[vcenter]".into(),
+        }
+    }
+
     /// Where the repository lives: `[repository] path` (a folder) or `url` (`s3://...`, with
     /// the S3 keys beside it); exactly one of the two.
     ///
@@ -499,6 +645,7 @@ impl Config {
         };
         config.resolve_relative(&base);
         config.validate(path)?;
+        config.default_vcenter = Some(Box::new(config.vcenter.clone()));
         Ok(config)
     }
 
@@ -509,11 +656,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        if let Some(p) = self.vcenter.password_file.as_mut() {
-            fix(p);
-        }
-        if let Some(p) = self.vcenter.ca_file.as_mut() {
-            fix(p);
+        for v in std::iter::once(&mut self.vcenter).chain(self.vcenters.values_mut()) {
+            if let Some(p) = v.password_file.as_mut() {
+                fix(p);
+            }
+            if let Some(p) = v.ca_file.as_mut() {
+                fix(p);
+            }
         }
         if let Some(v) = self.vddk.as_mut() {
             fix(&mut v.libdir);
@@ -553,35 +702,21 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        if !(self.vcenter.url.starts_with("https://") || self.vcenter.url.starts_with("http://")) {
-            return Err(invalid(format!(
-                "vcenter.url `{}` is not an http(s) URL",
-                self.vcenter.url
-            )));
-        }
-        if self.vcenter.thumbprint_sha256.is_none()
-            && self.vcenter.ca_file.is_none()
-            && !self.vcenter.insecure
-            && self.vcenter.url.starts_with("https://")
-        {
-            return Err(invalid(
-                "vcenter needs thumbprint_sha256 or ca_file to verify the server \
-                 (insecure = true turns verification off explicitly)"
-                    .into(),
-            ));
+        check_vcenter("vcenter", &self.vcenter).map_err(invalid)?;
+        for (name, v) in &self.vcenters {
+            if name == DEFAULT_VCENTER {
+                return Err(invalid(
+                    "[vcenters.default]: `default` names [vcenter]; give this vCenter another name"
+                        .into(),
+                ));
+            }
+            check_vcenter(&format!("vcenters.{name}"), v).map_err(invalid)?;
         }
         self.repository_location()
             .map_err(|e| invalid(format!("[repository]: {e}")))?;
         for (name, r) in &self.repositories {
             r.location()
                 .map_err(|e| invalid(format!("[repositories.{name}]: {e}")))?;
-        }
-        if let Some(t) = &self.vcenter.thumbprint_sha256 {
-            if parse_thumbprint(t).is_none() {
-                return Err(invalid(format!(
-                    "vcenter.thumbprint_sha256 `{t}` is not 32 hex bytes separated by colons"
-                )));
-            }
         }
         for (key, settings) in &self.targets {
             crate::target_settings::check_section(key, settings).map_err(invalid)?;
@@ -603,6 +738,15 @@ impl Config {
             crate::jobs::check_name(name).map_err(|e| invalid(format!("[jobs.{name}]: {e}")))?;
             job.check(&names)
                 .map_err(|e| invalid(format!("[jobs.{name}]: {e}")))?;
+            if let Some(vc) = &job.vcenter {
+                if vc != DEFAULT_VCENTER && !self.vcenters.contains_key(vc) {
+                    let e = UnknownVcenter {
+                        name: vc.clone(),
+                        known: self.vcenters.keys().cloned().collect(),
+                    };
+                    return Err(invalid(format!("[jobs.{name}]: vcenter: {e}")));
+                }
+            }
         }
         if let Some(n) = &self.notify {
             n.check().map_err(|e| invalid(format!("[notify]: {e}")))?;
@@ -630,8 +774,12 @@ impl Config {
     /// # Errors
     /// [`ConfigError::NoPassword`] or [`ConfigError::PasswordFile`].
     pub fn password(&self) -> Result<Secret, ConfigError> {
+        // A named vCenter with its own password file uses it: the environment variable is
+        // the default vCenter's (a run talks to one vCenter, but a shell may keep the
+        // variable set for the default one).
+        let own_file_first = self.vcenter_name.is_some() && self.vcenter.password_file.is_some();
         if let Ok(p) = std::env::var(PASSWORD_ENV) {
-            if !p.is_empty() {
+            if !p.is_empty() && !own_file_first {
                 return Ok(Secret::new(p));
             }
         }

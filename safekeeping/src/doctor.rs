@@ -73,14 +73,23 @@ pub struct Diagnosis {
 }
 
 /// Runs every check against the configuration at `config_path` (else the default places),
-/// with the named repository `repo` (`--repo NAME`) instead of `[repository]` when given.
-pub async fn diagnose(config_path: Option<&Path>, repo: Option<&str>) -> Diagnosis {
+/// with the named repository `repo` (`--repo NAME`) instead of `[repository]` and the named
+/// vCenter `vcenter` (`--vcenter NAME`) instead of `[vcenter]` when given.
+pub async fn diagnose(
+    config_path: Option<&Path>,
+    repo: Option<&str>,
+    vcenter_name: Option<&str>,
+) -> Diagnosis {
     let mut checks = Vec::new();
     let loaded = Config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|mut c| {
             if let Some(name) = repo {
                 c.select(name).map_err(|e| format!("--repo: {e}"))?;
+            }
+            if let Some(name) = vcenter_name {
+                c.select_vcenter(name)
+                    .map_err(|e| format!("--vcenter: {e}"))?;
             }
             Ok(c)
         });

@@ -32,7 +32,7 @@ pub enum Error {
     #[error("no VM matches {0}")]
     VmNotFound(String),
     /// The target matched several VMs.
-    #[error("{target} matches {} VMs: {}; use vm:vm-ID or an inventory path", .matches.len(), .matches.join(", "))]
+    #[error("{target} matches {} VMs: {}; use vm:vm-ID or an inventory path (and --vcenter NAME for VMs of several vCenters)", .matches.len(), .matches.join(", "))]
     AmbiguousVm {
         /// The target.
         target: String,

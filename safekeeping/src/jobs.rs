@@ -28,6 +28,9 @@ pub struct JobConfig {
     /// The repository `[repositories.NAME]` to back up into (default `[repository]`).
     #[serde(default)]
     pub repository: Option<String>,
+    /// The vCenter `[vcenters.NAME]` whose VMs this job backs up (default `[vcenter]`).
+    #[serde(default)]
+    pub vcenter: Option<String>,
     /// Targets at the same time (default `[defaults] parallel`).
     #[serde(default)]
     pub parallel: Option<u16>,

@@ -59,6 +59,7 @@ pub mod restore;
 pub mod stored;
 pub mod target;
 pub mod target_settings;
+pub mod vcenter_origin;
 pub mod vsphere;
 
 pub use backup::{BackupOptions, DiskResult, TargetResult};

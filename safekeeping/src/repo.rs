@@ -85,11 +85,55 @@ pub fn matches(target: &Target, m: &Manifest) -> bool {
 /// [`Error::NotInRepository`] when nothing matches (listing what the repository has), or
 /// [`Error::AmbiguousVm`] when several targets match.
 pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary, Manifest)> {
+    find_target_where(repo, target, &|_| true)
+}
+
+/// [`find_target`] among the targets backed up from the vCenter `[vcenters.NAME]` (`vcenter`;
+/// `default` for `[vcenter]`; `None`: from any vCenter). Two vCenters may both have a `web01`; `--vcenter NAME` says
+/// which one's backup is meant.
+///
+/// # Errors
+/// As [`find_target`].
+pub fn find_target_from(
+    repo: &Repository,
+    target: &Target,
+    vcenter: Option<&str>,
+) -> Result<(TargetSummary, Manifest)> {
+    match vcenter {
+        None => find_target(repo, target),
+        Some(name) => find_target_where(repo, target, &|m| {
+            // Generations that record no name came from the default `[vcenter]`.
+            let recorded = crate::vcenter_origin::VcenterOrigin::recorded(&m.target)
+                .and_then(|o| o.name)
+                .unwrap_or_else(|| crate::config::DEFAULT_VCENTER.to_string());
+            recorded == name
+        }),
+    }
+}
+
+/// [`find_target_from`] limited as the configuration says ([`Config::source_vcenter`]:
+/// `--vcenter NAME`).
+///
+/// # Errors
+/// As [`find_target`].
+pub fn find_configured_target(
+    repo: &Repository,
+    target: &Target,
+    config: &Config,
+) -> Result<(TargetSummary, Manifest)> {
+    find_target_from(repo, target, config.source_vcenter().as_deref())
+}
+
+fn find_target_where(
+    repo: &Repository,
+    target: &Target,
+    keep: &dyn Fn(&Manifest) -> bool,
+) -> Result<(TargetSummary, Manifest)> {
     if let Target::Ivd(selector) = target {
-        return find_ivd(repo, selector);
+        return find_ivd_where(repo, selector, keep);
     }
     if let Target::Vapp(name) = target {
-        return find_vapp(repo, name);
+        return find_vapp(repo, name, keep);
     }
     if !matches!(target, Target::Vm(_)) {
         return Err(Error::WrongTargetKind {
@@ -103,7 +147,7 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
     for s in &summaries {
         let Some(latest) = s.latest else { continue };
         let m = repo.manifest(&s.key, latest)?;
-        if matches(target, &m) {
+        if matches(target, &m) && keep(&m) {
             found.push((s.clone(), m));
         }
     }
@@ -127,7 +171,12 @@ pub fn find_target(repo: &Repository, target: &Target) -> Result<(TargetSummary,
             target: target.to_string(),
             matches: found
                 .iter()
-                .map(|(s, _)| format!("{} ({})", s.key, s.name))
+                .map(
+                    |(s, m)| match crate::vcenter_origin::VcenterOrigin::recorded(&m.target) {
+                        Some(o) => format!("{} ({}, from {})", s.key, s.name, o.describe()),
+                        None => format!("{} ({})", s.key, s.name),
+                    },
+                )
                 .collect(),
         }),
     }
@@ -142,6 +191,14 @@ pub fn find_ivd(
     repo: &Repository,
     selector: &str,
 ) -> Result<(repository_format::TargetSummary, Manifest)> {
+    find_ivd_where(repo, selector, &|_| true)
+}
+
+fn find_ivd_where(
+    repo: &Repository,
+    selector: &str,
+    keep: &dyn Fn(&Manifest) -> bool,
+) -> Result<(repository_format::TargetSummary, Manifest)> {
     let mut found = Vec::new();
     let mut have = Vec::new();
     for s in repo.targets()? {
@@ -150,6 +207,9 @@ pub fn find_ivd(
         }
         let Some(latest) = s.latest else { continue };
         let m = repo.manifest(&s.key, latest)?;
+        if !keep(&m) {
+            continue;
+        }
         let id = m.target.instance_uuid.clone().unwrap_or_default();
         have.push(format!("ivd:{} ({id})", m.target.name));
         let hit = if is_uuid(selector) {
@@ -178,7 +238,11 @@ pub fn find_ivd(
     }
 }
 
-fn find_vapp(repo: &Repository, name: &str) -> Result<(TargetSummary, Manifest)> {
+fn find_vapp(
+    repo: &Repository,
+    name: &str,
+    keep: &dyn Fn(&Manifest) -> bool,
+) -> Result<(TargetSummary, Manifest)> {
     let mut found = Vec::new();
     for s in repo.targets()? {
         if s.kind != repository_format::TargetKind::VApp || s.name != name {
@@ -186,7 +250,9 @@ fn find_vapp(repo: &Repository, name: &str) -> Result<(TargetSummary, Manifest)>
         }
         let Some(latest) = s.latest else { continue };
         let m = repo.manifest(&s.key, latest)?;
-        found.push((s, m));
+        if keep(&m) {
+            found.push((s, m));
+        }
     }
     match found.len() {
         1 => Ok(found.remove(0)),

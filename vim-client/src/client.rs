@@ -12,6 +12,7 @@ use crate::moref::MoRef;
 use crate::secret::Secret;
 use crate::service_content::ServiceContent;
 use crate::soap;
+use crate::sts::{self, SamlToken};
 use crate::tls::{self, Presented, Thumbprints, Tls};
 use crate::xml::{Element, NS_VIM25, NS_VSLM};
 
@@ -90,6 +91,9 @@ pub fn check_url_security(url: &str, allow_http: bool) -> Result<()> {
 struct Credentials {
     user: String,
     password: Secret,
+    /// Logged in through the STS and `LoginByToken` ([`Client::login_sso`]): a re-login asks
+    /// the STS for a new token instead of calling `Login`.
+    sso: bool,
 }
 
 #[derive(Default)]
@@ -243,7 +247,103 @@ impl Client {
         session.credentials = Some(Credentials {
             user: user.to_owned(),
             password: password.clone(),
+            sso: false,
         });
+        Ok(())
+    }
+
+    /// Logs in through vCenter single sign-on: asks the STS (`/sts/STSService` beside `/sdk`,
+    /// same TLS policy) for a SAML bearer token with the user and password, then calls
+    /// `SessionManager.LoginByToken` with the token in the WS-Security header. The password
+    /// goes to the STS only; it is kept in memory (redacted) for one re-login, like
+    /// [`Client::login`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SsoRefused`] when the STS refuses the user or password, a fault of kind
+    /// [`FaultKind::InvalidLogin`] when vCenter refuses the token, transport and TLS errors.
+    pub async fn login_sso(&self, user: &str, password: &Secret) -> Result<()> {
+        self.login_sso_inner(user, password).await?;
+        let mut session = self.lock_session();
+        session.credentials = Some(Credentials {
+            user: user.to_owned(),
+            password: password.clone(),
+            sso: true,
+        });
+        Ok(())
+    }
+
+    /// Asks the STS for a SAML bearer token for `user` (WS-Trust `Issue` with a WS-Security
+    /// `UsernameToken`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SsoRefused`] when the STS refuses the credentials (the message names the user,
+    /// never the password), other faults, transport and TLS errors.
+    pub async fn issue_token(&self, user: &str, password: &Secret) -> Result<SamlToken> {
+        let url = self.sts_url()?;
+        let text = sts::issue_request(
+            user,
+            password,
+            time::OffsetDateTime::now_utc(),
+            sts::TOKEN_LIFETIME,
+        );
+        let bytes = self
+            .inner
+            .post_envelope(&url, "Issue", sts::ISSUE_ACTION, text)
+            .await?;
+        let parsed = match sts::parse_issue_response(&bytes.body) {
+            Ok(token) if bytes.status.is_success() => Ok(token),
+            Err(fault @ Error::Fault { .. }) => Err(fault),
+            _ if !bytes.status.is_success() => Err(bytes.http_error(&url)),
+            other => other,
+        };
+        parsed.map_err(|e| {
+            if sts::is_refusal(&e) {
+                Error::SsoRefused {
+                    user: user.to_owned(),
+                    url: url.to_string(),
+                    message: match &e {
+                        Error::Fault { fault_string, .. } => fault_string.clone(),
+                        _ => String::new(),
+                    },
+                }
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The STS endpoint of this vCenter.
+    fn sts_url(&self) -> Result<Url> {
+        self.inner
+            .base_url
+            .join(sts::STS_PATH)
+            .map_err(|e| Error::InvalidInput(format!("STS URL: {e}")))
+    }
+
+    async fn login_sso_inner(&self, user: &str, password: &Secret) -> Result<()> {
+        let token = self.issue_token(user, password).await?;
+        let session_manager = self.session_manager()?;
+        let body = Element::vim("LoginByToken").child(session_manager.to_element("_this"));
+        let text = sts::envelope_with_token(&body, &token);
+        let url = self.inner.sdk_url.clone();
+        let answer = self
+            .inner
+            .post_envelope(&url, "LoginByToken", &self.inner.soap_action, text)
+            .await?;
+        let response = answer.response(&url)?;
+        let user_session = response.get("returnval").map(|r| UserSession {
+            key: r.text_at("key").unwrap_or_default().trim().to_owned(),
+            user_name: r.text_at("userName").unwrap_or_default().trim().to_owned(),
+        });
+        self.lock_session().user_session = user_session;
+        if self.session_cookie().is_none() {
+            return Err(Error::Unexpected(format!(
+                "LoginByToken succeeded but the server set no {SESSION_COOKIE} cookie"
+            )));
+        }
+        tracing::info!(user, subject = token.subject(), server = %self.inner.sdk_url, "logged in with an SSO token");
         Ok(())
     }
 
@@ -408,12 +508,16 @@ impl Client {
             .lock_session()
             .credentials
             .as_ref()
-            .map(|c| (c.user.clone(), c.password.clone()));
-        let Some((user, password)) = creds else {
+            .map(|c| (c.user.clone(), c.password.clone(), c.sso));
+        let Some((user, password, sso)) = creds else {
             return Ok(false);
         };
         tracing::info!("session expired; logging in again");
-        self.login_inner(&user, &password).await?;
+        if sso {
+            self.login_sso_inner(&user, &password).await?;
+        } else {
+            self.login_inner(&user, &password).await?;
+        }
         Ok(true)
     }
 
@@ -442,6 +546,33 @@ impl Client {
     }
 }
 
+/// A raw answer: HTTP status and body, read within the response size limit.
+struct Answer {
+    status: reqwest::StatusCode,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The method response element, or the fault, or an HTTP error.
+    fn response(&self, url: &Url) -> Result<Element> {
+        match soap::parse_response(&self.body) {
+            Ok(e) if self.status.is_success() => Ok(e),
+            Err(fault @ Error::Fault { .. }) => Err(fault),
+            Ok(_) | Err(_) if !self.status.is_success() => Err(self.http_error(url)),
+            Err(e) => Err(e),
+            Ok(e) => Ok(e),
+        }
+    }
+
+    fn http_error(&self, url: &Url) -> Error {
+        Error::Http {
+            status: self.status.as_u16(),
+            url: url.to_string(),
+            body: String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned(),
+        }
+    }
+}
+
 impl Inner {
     async fn post(
         &self,
@@ -459,13 +590,28 @@ impl Inner {
             // What govmomi sends; VSLM has no version negotiation of its own.
             Endpoint::Vslm => "urn:vslm/".to_owned(),
         };
+        let answer = self
+            .post_envelope(url, &method, &action, soap::envelope(body, header))
+            .await?;
+        answer.response(url)
+    }
+
+    /// Posts a complete SOAP envelope to `url` with the session cookie, keeps a new session
+    /// cookie the server sets, and reads the answer within the size limit.
+    async fn post_envelope(
+        &self,
+        url: &Url,
+        method: &str,
+        action: &str,
+        envelope: String,
+    ) -> Result<Answer> {
         let mut request = self
             .http
             .post(url.clone())
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", action)
-            .body(soap::envelope(body, header));
+            .body(envelope);
         let cookie = self
             .session
             .lock()
@@ -491,7 +637,7 @@ impl Inner {
             }
         }
         let status = response.status();
-        let bytes = crate::bounded::read_body(
+        let body = crate::bounded::read_body(
             &mut response,
             self.max_response_bytes,
             &|| format!("the {method} response from {url}"),
@@ -501,21 +647,11 @@ impl Inner {
         tracing::debug!(
             %method,
             status = status.as_u16(),
-            bytes = bytes.len(),
+            bytes = body.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "SOAP call"
         );
-        match soap::parse_response(&bytes) {
-            Ok(e) if status.is_success() => Ok(e),
-            Err(fault @ Error::Fault { .. }) => Err(fault),
-            Ok(_) | Err(_) if !status.is_success() => Err(Error::Http {
-                status: status.as_u16(),
-                url: url.to_string(),
-                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
-            }),
-            Err(e) => Err(e),
-            Ok(e) => Ok(e),
-        }
+        Ok(Answer { status, body })
     }
 
     fn map_transport(&self, url: &Url, err: reqwest::Error) -> Error {

@@ -112,6 +112,16 @@ pub enum Error {
         /// The URL refused.
         url: String,
     },
+    /// vCenter's Security Token Service refused the user name or password (SSO login).
+    #[error("the vCenter single sign-on service ({url}) refused the login of user `{user}`: {message} (wrong user or password)")]
+    SsoRefused {
+        /// The user name sent.
+        user: String,
+        /// The STS endpoint.
+        url: String,
+        /// The STS's own message (`Invalid credentials`); it never contains the password.
+        message: String,
+    },
     /// A call needs a session and the client is not logged in.
     #[error("not logged in")]
     NotLoggedIn,

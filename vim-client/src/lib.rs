@@ -101,6 +101,7 @@ mod secret;
 pub mod service_content;
 mod snapshot;
 pub mod soap;
+pub mod sts;
 mod tagging;
 mod task;
 pub mod tls;
@@ -135,6 +136,7 @@ pub use property::ObjectContent;
 pub use secret::Secret;
 pub use service_content::ServiceContent;
 pub use snapshot::{SnapshotInfo, SnapshotTree};
+pub use sts::SamlToken;
 pub use tagging::{Tag, TagCategory, TaggedObject, Tagging};
 pub use tls::{Thumbprints, Tls};
 pub use vapp::{

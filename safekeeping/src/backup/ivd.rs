@@ -62,9 +62,8 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
     identity
         .extra
         .insert("datastore".into(), disk.datastore_name.clone().into());
-    identity
-        .extra
-        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    // Which vCenter: recorded in the generation, and part of the key for a named one.
+    ctx.vc.origin.stamp(&mut identity);
     let key = ctx.repo.target_key(&identity)?;
 
     let target_lock = lock_target(ctx, &key).await?;

@@ -89,9 +89,8 @@ async fn run(ctx: &Arc<BackupContext>, name: &str, result: &mut TargetResult) ->
 
     let mut identity = TargetIdentity::new(TargetKind::VApp, info.name.clone());
     identity.moref = Some(info.moref.value.clone());
-    identity
-        .extra
-        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    // Which vCenter: recorded in the generation, and part of the key for a named one.
+    ctx.vc.origin.stamp(&mut identity);
     let key = ctx.repo.target_key(&identity)?;
     let meta = VappMetadata {
         name: info.name.clone(),

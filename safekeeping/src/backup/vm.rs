@@ -69,9 +69,8 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     if let Ok(path) = vc.client.inventory_path(&info.moref).await {
         identity.extra.insert("inventory_path".into(), path.into());
     }
-    identity
-        .extra
-        .insert("vcenter".into(), ctx.config.vcenter.url.clone().into());
+    // Which vCenter: recorded in the generation, and part of the key for a named one.
+    ctx.vc.origin.stamp(&mut identity);
     // The repository names the target's folder (keyed when the repository is encrypted).
     let key = ctx.repo.target_key(&identity)?;
     let settings = settings_of(ctx, &identity);

@@ -8,8 +8,8 @@ use crate::outcome::Outcome;
 use crate::report::Report;
 
 /// Runs every check; exit 0 only when none failed (warnings pass).
-pub async fn run(config_path: Option<&Path>, repo: Option<&str>) -> Report {
-    let d = diagnose(config_path, repo).await;
+pub async fn run(config_path: Option<&Path>, repo: Option<&str>, vcenter: Option<&str>) -> Report {
+    let d = diagnose(config_path, repo, vcenter).await;
     let mut text = String::new();
     for c in &d.checks {
         let mark = match c.status {

@@ -112,7 +112,7 @@ async fn resolved(vc: &Vcenter, config: &Config, args: &ListArgs) -> Result<Repo
 pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
     let r = repo::open(config)?;
     let summaries = match target {
-        Some(t) => vec![repo::find_target(&r, t)?.0],
+        Some(t) => vec![repo::find_configured_target(&r, t, config)?.0],
         None => r.targets()?,
     };
     let mut listed = Vec::new();

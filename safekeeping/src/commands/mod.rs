@@ -39,7 +39,12 @@ pub async fn run(cli: Cli) -> Result<Report> {
     // Commands that need no configuration, or (doctor) report a bad one as a finding.
     match &cli.command {
         Command::Doctor | Command::Config(ConfigCommand::Check) => {
-            return Ok(doctor::run(cli.config.as_deref(), cli.repo.as_deref()).await)
+            return Ok(doctor::run(
+                cli.config.as_deref(),
+                cli.repo.as_deref(),
+                cli.vcenter.as_deref(),
+            )
+            .await)
         }
         Command::Completions(a) => return docs::completions(a.shell),
         Command::Man(a) => return docs::man_pages(&a.dir),
@@ -50,6 +55,11 @@ pub async fn run(cli: Cli) -> Result<Report> {
         config
             .select(name)
             .map_err(|e| Error::Other(format!("--repo: {e}")))?;
+    }
+    if let Some(name) = &cli.vcenter {
+        config
+            .select_vcenter(name)
+            .map_err(|e| Error::Other(format!("--vcenter: {e}")))?;
     }
     if let Some(p) = cli.passphrase_file {
         config.repository.passphrase_file = Some(p);

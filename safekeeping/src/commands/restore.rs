@@ -37,6 +37,7 @@ pub fn options(config: &Config, args: RestoreArgs, quiet: bool) -> RestoreOption
         lock_wait: crate::repo::lock_wait(config),
         show_progress: !quiet,
         drop_excluded_disks: args.drop_excluded_disks,
+        from_vcenter: config.source_vcenter(),
     }
 }
 
@@ -51,13 +52,23 @@ pub async fn run(
     quiet: bool,
 ) -> Result<Report> {
     super::override_transports(&mut config, args.transport.as_deref());
+    let to_vcenter = args.to_vcenter.clone();
     let options = options(&config, args, quiet);
+    let (config, into) = {
+        let (c, o) = (config.clone(), options.clone());
+        crate::blocking::blocking(move || {
+            crate::restore::vcenter::choose(&c, &o, to_vcenter.as_deref())
+        })
+        .await?
+    };
+    tracing::info!("restoring {into}");
     let restored = crate::restore::run(&config, &options, &cancel).await?;
-    let text = match &restored {
+    let mut text = match &restored {
         Restored::Vm(r) => vm_text(r),
         Restored::Ivd(r) => ivd_text(r),
         Restored::Vapp(r) => vapp_text(r),
     };
+    let _ = writeln!(text, "  {into}");
     Ok(Report::new(Outcome::Success, &restored, text))
 }
 

@@ -153,6 +153,11 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
             .select(repo)
             .map_err(|e| Error::Other(format!("job `{name}`: {e}")))?;
     }
+    if let Some(vc) = &job.vcenter {
+        config
+            .select_vcenter(vc)
+            .map_err(|e| Error::Other(format!("job `{name}`: {e}")))?;
+    }
     let options = options(&config, &job, quiet)?;
     let config = Arc::new(config);
     let history = super::backup::start_history(&config, &format!("run {name}"), Some(name)).await;

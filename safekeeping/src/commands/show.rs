@@ -17,7 +17,7 @@ use crate::target::Target;
 /// Repository errors; unknown target or generation.
 pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<Report> {
     let r = repo::open(config)?;
-    let (summary, _) = repo::find_target(&r, target)?;
+    let (summary, _) = repo::find_configured_target(&r, target, config)?;
     let m = match generation {
         Some(_) => repo::pick_generation(&r, &summary.key, generation)?,
         None => {
@@ -33,6 +33,15 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
         "vm:{} ({}) generation {}",
         m.target.name, summary.key, m.generation
     );
+    // Which vCenter the generation came from (generations of older releases record the URL).
+    if let Some(origin) = crate::vcenter_origin::VcenterOrigin::recorded(&m.target) {
+        let uuid = if origin.instance_uuid.is_empty() {
+            String::new()
+        } else {
+            format!(", instance uuid {}", origin.instance_uuid)
+        };
+        let _ = writeln!(text, "  from vCenter {}{uuid}", origin.describe());
+    }
     let _ = writeln!(
         text,
         "  started {}  mode {}  status {}  parent {}",

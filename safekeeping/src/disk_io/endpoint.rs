@@ -1,9 +1,10 @@
-//! Connecting VDDK to the same vCenter as the SOAP session: same user and password, the
-//! server's host and port from the configured URL, and the SHA-1 thumbprint of the certificate
-//! the (verified) SOAP connection saw.
+//! Connecting VDDK to the same vCenter as the SOAP session: the session itself (its
+//! `vmware_soap_session` cookie, user and key: VDDK never receives the password, whether the
+//! session came from a password login or an SSO token), the server's host and port from the
+//! configured URL, and the SHA-1 thumbprint of the certificate the (verified) SOAP connection
+//! saw.
 
-use vddk::{ConnectOptions, ConnectParams, Connection, Credentials, Vddk};
-use vim_client::Secret;
+use vddk::{ConnectOptions, ConnectParams, Connection, Vddk};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -15,8 +16,8 @@ pub struct VddkEndpoint {
     vddk: Vddk,
     host: String,
     port: u16,
-    user: String,
-    password: Secret,
+    /// The logged-in session; read at each connect, so a re-login's new cookie is used.
+    vc: Vcenter,
     thumbprint: Option<String>,
     transports: Option<String>,
 }
@@ -26,7 +27,7 @@ impl std::fmt::Debug for VddkEndpoint {
         f.debug_struct("VddkEndpoint")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("user", &self.user)
+            .field("user", &self.vc.user)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +57,7 @@ impl VddkEndpoint {
     /// # Errors
     /// A missing `[vddk]` section, a library that cannot be loaded or initialised.
     pub fn new(config: &Config, vc: &Vcenter) -> Result<VddkEndpoint> {
-        // VDDK gets the same password as the SOAP session: never over plain http unless asked.
+        // VDDK gets the SOAP session's cookie: never over plain http unless asked.
         vim_client::check_url_security(&config.vcenter.url, config.vcenter.insecure)?;
         let v = config.vddk()?;
         let vddk = Vddk::load(&v.libdir)?;
@@ -66,8 +67,7 @@ impl VddkEndpoint {
             vddk,
             host: vc.host.clone(),
             port: vc.port,
-            user: vc.user.clone(),
-            password: vc.password.clone(),
+            vc: vc.clone(),
             thumbprint,
             transports: v.transports.clone(),
         };
@@ -79,7 +79,13 @@ impl VddkEndpoint {
     /// and temporary state behind, which VMware documents cleaning up before new work. A
     /// failure is logged, not fatal: it concerns what an earlier run left, not this one.
     fn clean_up_after_killed_runs(&self) {
-        let server = self.with_login(ConnectParams::whole_server());
+        let server = match self.with_login(ConnectParams::whole_server()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("VDDK cleanup of earlier runs skipped: {e}");
+                return;
+            }
+        };
         match self.vddk.cleanup(&server) {
             Ok(r) if r.cleaned_up + r.remaining > 0 => tracing::info!(
                 cleaned_up = r.cleaned_up,
@@ -91,22 +97,19 @@ impl VddkEndpoint {
         }
     }
 
-    fn params(&self, vm_moref: &str) -> ConnectParams {
+    fn params(&self, vm_moref: &str) -> Result<ConnectParams> {
         self.with_login(ConnectParams::vm(vm_moref))
     }
 
-    fn with_login(&self, p: ConnectParams) -> ConnectParams {
-        let mut p =
-            p.server(self.host.clone())
-                .port(self.port)
-                .credentials(Credentials::UserPassword {
-                    user: self.user.clone(),
-                    password: self.password.expose().to_string(),
-                });
+    fn with_login(&self, p: ConnectParams) -> Result<ConnectParams> {
+        let mut p = p
+            .server(self.host.clone())
+            .port(self.port)
+            .credentials(self.vc.vddk_session()?);
         if let Some(t) = &self.thumbprint {
             p = p.thumbprint(t.clone());
         }
-        p
+        Ok(p)
     }
 
     /// A read-only connection to a VM's snapshot, for backup. Blocking.
@@ -122,7 +125,7 @@ impl VddkEndpoint {
         // PrepareForAccess/EndAccess around the session: vCenter blocks Storage vMotion of the
         // VM while its disks are read.
         self.vddk
-            .connect_with_access(&self.params(vm_moref), &options, vddk::ACCESS_IDENTITY)
+            .connect_with_access(&self.params(vm_moref)?, &options, vddk::ACCESS_IDENTITY)
             .map_err(|e| Error::vddk(format!("connect to {vm_moref} at {snapshot_moref}"), e))
     }
 
@@ -137,7 +140,7 @@ impl VddkEndpoint {
             transports: self.transports.clone(),
         };
         self.vddk
-            .connect_with_access(&self.params(vm_moref), &options, vddk::ACCESS_IDENTITY)
+            .connect_with_access(&self.params(vm_moref)?, &options, vddk::ACCESS_IDENTITY)
             .map_err(|e| Error::vddk(format!("connect to {vm_moref} for writing"), e))
     }
 
@@ -162,7 +165,7 @@ impl VddkEndpoint {
             id,
             datastore_moref,
             snapshot_id.map(str::to_string),
-        ));
+        ))?;
         self.vddk.connect(&params, &options).map_err(|e| {
             Error::vddk(
                 format!(

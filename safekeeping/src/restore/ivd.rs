@@ -47,7 +47,10 @@ type Loaded = (Repository, RepositoryLock, TargetKey, Manifest, IvdMetadata);
 
 fn load(config: &Config, options: &RestoreOptions, selector: &str) -> Result<Loaded> {
     let (repo, lock) = open_shared(config, options)?;
-    let key = crate::repo::find_ivd(&repo, selector)?.0.key;
+    let ivd = Target::Ivd(selector.to_string());
+    let key = crate::repo::find_target_from(&repo, &ivd, options.from_vcenter.as_deref())?
+        .0
+        .key;
     let manifest = crate::repo::pick_generation(&repo, &key, options.generation)?;
     let raw = read_metadata(&repo, &key, &manifest, METADATA_FILE)?;
     let meta: IvdMetadata = serde_json::from_slice(&raw)

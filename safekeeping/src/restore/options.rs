@@ -60,6 +60,9 @@ pub struct RestoreOptions {
     pub show_progress: bool,
     /// Leave out the disks the backup excluded instead of recreating them empty.
     pub drop_excluded_disks: bool,
+    /// Only backups taken from the vCenter `[vcenters.NAME]` (`--vcenter NAME`): two vCenters
+    /// may both have a VM of the restored name. `None`: from any vCenter.
+    pub from_vcenter: Option<String>,
 }
 
 impl RestoreOptions {

@@ -80,7 +80,8 @@ fn load_generation(
     wanted: Option<u64>,
 ) -> Result<Loaded> {
     let (repo, lock) = open_shared(config, options)?;
-    let (summary, _) = crate::repo::find_target(&repo, target)?;
+    let (summary, _) =
+        crate::repo::find_target_from(&repo, target, options.from_vcenter.as_deref())?;
     let key = summary.key;
     let manifest = crate::repo::pick_generation(&repo, &key, wanted)?;
     let xml = read_metadata(&repo, &key, &manifest, CONFIG_FILE)?;

@@ -101,7 +101,8 @@ pub async fn restore_vapp(
 
 fn load(config: &Config, options: &RestoreOptions) -> Result<SavedVapp> {
     let (repo, _lock) = open_shared(config, options)?;
-    let (summary, _) = crate::repo::find_target(&repo, &options.target)?;
+    let (summary, _) =
+        crate::repo::find_target_from(&repo, &options.target, options.from_vcenter.as_deref())?;
     let key = summary.key;
     let manifest = crate::repo::pick_generation(&repo, &key, options.generation)?;
     let has = |name: &str| manifest.metadata_files.iter().any(|f| f == name);

@@ -1,24 +1,27 @@
 //! The logged-in vCenter session a command works with, and the few generic VIM calls shared
 //! by the backup and restore steps.
 
-use vim_client::{Client, ClientOptions, Secret, Tls};
+use vim_client::{Client, ClientOptions, Tls};
 
-use crate::config::Config;
+use crate::config::{AuthMethod, Config};
 use crate::error::{Error, Result};
+pub use crate::vcenter_origin::VcenterOrigin;
 
-/// A logged-in vCenter, plus what VDDK needs to connect to the same server.
+/// A logged-in vCenter, plus what VDDK needs to connect to the same server with the same
+/// session (the password stays in the SOAP client, for its one re-login, and never reaches
+/// VDDK).
 #[derive(Debug, Clone)]
 pub struct Vcenter {
     /// The SOAP client.
     pub client: Client,
-    /// User name (VDDK connects with the same credentials).
+    /// User name.
     pub user: String,
-    /// Password (never logged).
-    pub password: Secret,
     /// Server host name or address.
     pub host: String,
     /// Server port.
     pub port: u16,
+    /// Which vCenter this is: its configured name, URL and instance uuid.
+    pub origin: VcenterOrigin,
 }
 
 /// The TLS policy the configuration asks for.
@@ -82,23 +85,58 @@ impl Vcenter {
         // A plain http:// URL would send the password in clear: only with `insecure = true`.
         options.allow_http = config.vcenter.insecure;
         let client = Client::connect(&options).await?;
-        client
-            .login(&config.vcenter.user, &password)
-            .await
-            .map_err(|e| match e.fault_kind() {
-                Some(vim_client::FaultKind::InvalidLogin) => Error::Other(format!(
-                    "vCenter rejected the login of user `{}` (wrong user or password)",
-                    config.vcenter.user
-                )),
-                _ => Error::Vim(e),
-            })?;
-        tracing::debug!(%host, port, "logged in to vCenter");
+        let user = &config.vcenter.user;
+        let label = config.vcenter_label();
+        let login = match config.vcenter.auth {
+            AuthMethod::Password => client.login(user, &password).await,
+            AuthMethod::Sso => client.login_sso(user, &password).await,
+        };
+        login.map_err(|e| match e.fault_kind() {
+            Some(vim_client::FaultKind::InvalidLogin) => Error::Other(format!(
+                "vCenter {label} rejected the login of user `{user}` (wrong user or password)"
+            )),
+            _ => Error::Vim(e),
+        })?;
+        let instance_uuid = client
+            .service_content()
+            .about
+            .instance_uuid
+            .trim()
+            .to_ascii_lowercase();
+        tracing::debug!(%host, port, vcenter = %label, %instance_uuid, "logged in to vCenter");
         Ok(Vcenter {
             client,
-            user: config.vcenter.user.clone(),
-            password,
+            user: user.clone(),
             host,
             port,
+            origin: VcenterOrigin {
+                name: config.vcenter_name.clone(),
+                url: config.vcenter.url.clone(),
+                instance_uuid,
+            },
+        })
+    }
+
+    /// The session VDDK connects with: the `vmware_soap_session` cookie of this login, the
+    /// session's user and key. VDDK never gets the password.
+    ///
+    /// # Errors
+    /// [`Error::Other`] when the client holds no session (it always does after
+    /// [`Vcenter::connect`]).
+    pub fn vddk_session(&self) -> Result<vddk::Credentials> {
+        let cookie = self
+            .client
+            .session_cookie()
+            .ok_or_else(|| Error::Other("no vCenter session to hand to VDDK".into()))?;
+        let session = self.client.user_session();
+        Ok(vddk::Credentials::SessionCookie {
+            cookie,
+            user: session
+                .as_ref()
+                .map(|s| s.user_name.clone())
+                .filter(|u| !u.is_empty())
+                .or_else(|| Some(self.user.clone())),
+            key: session.map(|s| s.key).filter(|k| !k.is_empty()),
         })
     }
 

@@ -16,6 +16,9 @@ pub struct FakeConfig {
     pub password: Option<String>,
     pub thumbprint: Option<String>,
     pub cookie_accept: bool,
+    /// `fake.sessions_file`: the vCenter's live session keys, one a line; a session cookie
+    /// must name one of them.
+    pub sessions_file: Option<PathBuf>,
     pub stats_file: Option<PathBuf>,
     pub fail_read_nth: Option<u64>,
     pub fail_read_sectors: Option<(u64, u64)>,
@@ -87,6 +90,7 @@ impl FakeConfig {
                     }
                     "fake.thumbprint" => c.thumbprint = Some(value.to_string()),
                     "fake.cookie_accept" => c.cookie_accept = value == "true",
+                    "fake.sessions_file" => c.sessions_file = Some(PathBuf::from(value)),
                     "fake.stats_file" => c.stats_file = Some(PathBuf::from(value)),
                     "fake.fail_read_nth" => c.fail_read_nth = Some(num(value)?),
                     "fake.fail_read_code" => c.fail_read_code = Some(num(value)?),

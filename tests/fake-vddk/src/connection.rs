@@ -9,8 +9,16 @@ use crate::config::FakeConfig;
 /// Credentials as passed in `VixDiskLibConnectParams`.
 pub enum Credentials {
     None,
-    UserPassword { user: String, password: String },
-    SessionCookie,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    /// `VIXDISKLIB_CRED_SESSIONID`: a vCenter session (cookie, its user and key).
+    SessionCookie {
+        cookie: String,
+        user: Option<String>,
+        key: Option<String>,
+    },
 }
 
 /// A copied `VixDiskLibConnectParams`.
@@ -68,7 +76,11 @@ impl Params {
                     user: opt_str(p.creds.uid.userName).unwrap_or_default(),
                     password: opt_str(p.creds.uid.password).unwrap_or_default(),
                 },
-                VIXDISKLIB_CRED_SESSIONID => Credentials::SessionCookie,
+                VIXDISKLIB_CRED_SESSIONID => Credentials::SessionCookie {
+                    cookie: opt_str(p.creds.sessionId.cookie).unwrap_or_default(),
+                    user: opt_str(p.creds.sessionId.userName),
+                    key: opt_str(p.creds.sessionId.key),
+                },
                 _ => Credentials::None,
             };
             let fcd = if p.specType == VIXDISKLIB_SPEC_VSTORAGE_OBJECT {
@@ -116,15 +128,54 @@ impl Params {
                     );
                 }
             }
-            Credentials::SessionCookie => {
+            Credentials::SessionCookie { cookie, user, key } => {
                 if !config.cookie_accept {
                     return Err(
                         "session cookie login rejected (fake.cookie_accept is not true)".into(),
                     );
                 }
+                check_session(config, cookie, user.as_deref(), key.as_deref())?;
             }
             Credentials::None => return Err("no credentials given".into()),
         }
         Ok(())
     }
+}
+
+/// What the fake can check of a session handed over as `VIXDISKLIB_CRED_SESSIONID`: a cookie
+/// is present, the password is in none of the fields (a session login must not carry it), the
+/// session's user is the configured one (SSO names it as the token's subject, in any case), and
+/// with `fake.sessions_file` (written by the lab: one live session key per line) the cookie
+/// names a session the vCenter knows.
+fn check_session(
+    config: &FakeConfig,
+    cookie: &str,
+    user: Option<&str>,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let bare = cookie.trim().trim_matches('"');
+    if bare.is_empty() {
+        return Err("session login without a session cookie".into());
+    }
+    if let Some(password) = config.password.as_deref().filter(|p| !p.is_empty()) {
+        let fields = [Some(cookie), user, key];
+        if fields.iter().flatten().any(|f| f.contains(password)) {
+            return Err("the vCenter password was passed with a session login".into());
+        }
+    }
+    if let (Some(expected), Some(user)) = (&config.user, user) {
+        if !expected.eq_ignore_ascii_case(user) {
+            return Err(format!(
+                "the session belongs to `{user}`, not to the configured user"
+            ));
+        }
+    }
+    if let Some(path) = &config.sessions_file {
+        let live = std::fs::read_to_string(path)
+            .map_err(|e| format!("fake.sessions_file {}: {e}", path.display()))?;
+        if !live.lines().any(|l| l.trim() == bare) {
+            return Err("the session cookie names no live vCenter session".into());
+        }
+    }
+    Ok(())
 }

@@ -76,6 +76,13 @@ pub fn vddk_conf(dir: &LabDir, info: &ServerInfo) -> String {
         dir.password().display()
     ));
     s.push_str(&format!("fake.thumbprint = {}\n", info.thumbprint_sha1));
+    // safekeeping hands VDDK its vCenter session, never the password (see connection.rs of
+    // the fake for what it checks of the session).
+    s.push_str("fake.cookie_accept = true\n");
+    s.push_str(&format!(
+        "fake.sessions_file = {}\n",
+        dir.lab_state().join("sessions").display()
+    ));
     s.push_str(&format!(
         "fake.stats_file = {}\n",
         dir.vddk_stats().display()

@@ -92,6 +92,7 @@ func run(dir, user, passwordFile string) error {
 	if err := model.Create(); err != nil {
 		return fmt.Errorf("creating inventory: %w", err)
 	}
+	instanceUUID := setInstanceUUID(dir) // sts.go: each lab is a vCenter of its own
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(user, password)}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert.pair}}
 	model.Service.RegisterEndpoints = true
@@ -124,6 +125,7 @@ func run(dir, user, passwordFile string) error {
 	mux.HandleFunc("/folder/", l.serveFolder)
 	mux.HandleFunc("/vslm/sdk", l.serveVSLM)
 	mux.HandleFunc(restSessionPath, l.serveRESTSession(model.Service.ServeMux))
+	mux.HandleFunc(stsPath, l.serveSTS(optionSettings())) // sts.go: SSO tokens
 	mux.Handle("/", model.Service.ServeMux)
 	server := &http.Server{
 		Handler:   mux,
@@ -138,6 +140,7 @@ func run(dir, user, passwordFile string) error {
 		User:             user,
 		ThumbprintSHA1:   cert.sha1,
 		ThumbprintSHA256: cert.sha256,
+		InstanceUUID:     instanceUUID,
 		Inventory:        inv,
 	}
 	if err := writeJSONAtomic(filepath.Join(dir, "lab-server.json"), info); err != nil {
@@ -175,6 +178,7 @@ type serverInfo struct {
 	User             string    `json:"user"`
 	ThumbprintSHA1   string    `json:"thumbprint_sha1"`
 	ThumbprintSHA256 string    `json:"thumbprint_sha256"`
+	InstanceUUID     string    `json:"instance_uuid"` // the vCenter's about.instanceUuid
 	Inventory        inventory `json:"inventory"`
 }
 

@@ -58,6 +58,11 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch method.Body.(type) {
+	case *types.Login, *types.LoginByToken:
+		l.serveLogin(w, r, body) // sts.go: records the sessions VDDK may connect with
+		return
+	}
+	switch method.Body.(type) {
 	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
 		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
