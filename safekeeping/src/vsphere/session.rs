@@ -103,7 +103,12 @@ impl Vcenter {
             .instance_uuid
             .trim()
             .to_ascii_lowercase();
-        tracing::debug!(%host, port, vcenter = %label, %instance_uuid, "logged in to vCenter");
+        match config.vcenter.auth {
+            AuthMethod::Sso => tracing::info!(vcenter = %label, %user, "logged in with an SSO token"),
+            AuthMethod::Password => {
+                tracing::debug!(%host, port, vcenter = %label, %instance_uuid, "logged in to vCenter");
+            }
+        }
         Ok(Vcenter {
             client,
             user: user.clone(),
