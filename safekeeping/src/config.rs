@@ -904,6 +904,54 @@ path = "repo"
     }
 
     #[test]
+    fn named_vcenters_are_selected_by_name_and_default_stands_for_vcenter() {
+        let text = sample(&format!(
+            "[vcenters.dr]\nurl = \"https://dr.example.com/sdk\"\nuser = \"backup\"\n\
+             password_file = \"dr-pw\"\nthumbprint_sha256 = \"{PIN}\"\nauth = \"sso\"\n"
+        ));
+        let mut c = Config::parse(&text, Path::new("/etc/sk/c.toml")).unwrap();
+        assert_eq!(c.vcenter.auth, AuthMethod::Password);
+        assert_eq!(c.vcenter_label(), "[vcenter]");
+        assert_eq!(c.source_vcenter(), None);
+        c.select_vcenter("dr").unwrap();
+        assert_eq!(c.vcenter.url, "https://dr.example.com/sdk");
+        assert_eq!(c.vcenter.auth, AuthMethod::Sso);
+        assert_eq!(c.vcenter.password_file.as_deref(), Some(Path::new("/etc/sk/dr-pw")));
+        assert_eq!(c.vcenter_label(), "[vcenters.dr]");
+        assert_eq!(c.source_vcenter().as_deref(), Some("dr"));
+        let back = c.with_vcenter(None).unwrap();
+        assert_eq!(back.vcenter.url, "https://127.0.0.1:8989/sdk");
+        assert_eq!(back.vcenter_name, None);
+        c.select_vcenter("default").unwrap();
+        assert_eq!(c.vcenter.url, "https://127.0.0.1:8989/sdk");
+        assert_eq!(c.source_vcenter().as_deref(), Some("default"));
+        let err = c.select_vcenter("nosuch").unwrap_err().to_string();
+        assert!(err.contains("no vCenter named `nosuch`"), "{err}");
+        assert!(err.contains("the configured names are dr"), "{err}");
+    }
+
+    #[test]
+    fn a_named_vcenter_is_checked_like_vcenter_and_cannot_be_called_default() {
+        let unverified = sample("[vcenters.dr]\nurl = \"https://dr/sdk\"\nuser = \"u\"\n");
+        let err = Config::parse(&unverified, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vcenters.dr needs thumbprint_sha256"), "{err}");
+        let reserved = sample(
+            "[vcenters.default]\nurl = \"https://dr/sdk\"\nuser = \"u\"\ninsecure = true\n",
+        );
+        let err = Config::parse(&reserved, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`default` names [vcenter]"), "{err}");
+        let bad_auth = sample("").replace("user = \"user\"", "user = \"user\"\nauth = \"kerberos\"");
+        assert!(Config::parse(&bad_auth, Path::new("c.toml")).is_err());
+        let job = sample("[jobs.nightly]\ntargets = [\"vm:web\"]\nvcenter = \"dr\"\n");
+        let err = Config::parse(&job, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("[jobs.nightly]: vcenter: no vCenter named `dr`"), "{err}");
+    }
+
+    #[test]
     fn a_repository_is_a_folder_or_an_s3_url_never_both() {
         let c = Config::parse(&sample(""), Path::new("/etc/sk/c.toml")).unwrap();
         assert!(matches!(
