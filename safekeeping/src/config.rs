@@ -916,7 +916,10 @@ path = "repo"
         c.select_vcenter("dr").unwrap();
         assert_eq!(c.vcenter.url, "https://dr.example.com/sdk");
         assert_eq!(c.vcenter.auth, AuthMethod::Sso);
-        assert_eq!(c.vcenter.password_file.as_deref(), Some(Path::new("/etc/sk/dr-pw")));
+        assert_eq!(
+            c.vcenter.password_file.as_deref(),
+            Some(Path::new("/etc/sk/dr-pw"))
+        );
         assert_eq!(c.vcenter_label(), "[vcenters.dr]");
         assert_eq!(c.source_vcenter().as_deref(), Some("dr"));
         let back = c.with_vcenter(None).unwrap();
@@ -937,18 +940,23 @@ path = "repo"
             .unwrap_err()
             .to_string();
         assert!(err.contains("vcenters.dr needs thumbprint_sha256"), "{err}");
-        let reserved = sample(
-            "[vcenters.default]\nurl = \"https://dr/sdk\"\nuser = \"u\"\ninsecure = true\n",
-        );
+        let reserved =
+            sample("[vcenters.default]\nurl = \"https://dr/sdk\"\nuser = \"u\"\ninsecure = true\n");
         let err = Config::parse(&reserved, Path::new("c.toml"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("`default` names [vcenter]"), "{err}");
-        let bad_auth = sample("").replace("user = \"user\"", "user = \"user\"\nauth = \"kerberos\"");
+        let bad_auth =
+            sample("").replace("user = \"user\"", "user = \"user\"\nauth = \"kerberos\"");
         assert!(Config::parse(&bad_auth, Path::new("c.toml")).is_err());
         let job = sample("[jobs.nightly]\ntargets = [\"vm:web\"]\nvcenter = \"dr\"\n");
-        let err = Config::parse(&job, Path::new("c.toml")).unwrap_err().to_string();
-        assert!(err.contains("[jobs.nightly]: vcenter: no vCenter named `dr`"), "{err}");
+        let err = Config::parse(&job, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[jobs.nightly]: vcenter: no vCenter named `dr`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -104,7 +104,9 @@ impl Vcenter {
             .trim()
             .to_ascii_lowercase();
         match config.vcenter.auth {
-            AuthMethod::Sso => tracing::info!(vcenter = %label, %user, "logged in with an SSO token"),
+            AuthMethod::Sso => {
+                tracing::info!(vcenter = %label, %user, "logged in with an SSO token")
+            }
             AuthMethod::Password => {
                 tracing::debug!(%host, port, vcenter = %label, %instance_uuid, "logged in to vCenter");
             }

@@ -32,7 +32,11 @@ fn sso_login_backs_up_and_restores_and_a_wrong_password_is_refused_by_the_sts() 
     assert!(!sessions.trim().is_empty());
 
     let r = lab
-        .sk_with(&["restore", "vm:ssovm", "--name", "ssovm-back"], &config, &[])
+        .sk_with(
+            &["restore", "vm:ssovm", "--name", "ssovm-back"],
+            &config,
+            &[],
+        )
         .ok();
     assert!(
         r.all_output().contains("logged in with an SSO token"),
@@ -54,7 +58,10 @@ fn sso_login_backs_up_and_restores_and_a_wrong_password_is_refused_by_the_sts() 
     let bad = lab.config_variant(
         "sso-wrong.toml",
         &password_line,
-        &format!("password_file = {:?}\nauth = \"sso\"", wrong_file.display().to_string()),
+        &format!(
+            "password_file = {:?}\nauth = \"sso\"",
+            wrong_file.display().to_string()
+        ),
     );
     let before = lab_log(&lab).matches("STS refused user").count();
     let r = lab.sk_with(&["backup", "vm:ssovm"], &bad, &[]);

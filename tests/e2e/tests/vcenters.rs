@@ -41,7 +41,12 @@ fn configs(a: &Lab, b: &Lab) -> (PathBuf, PathBuf) {
     let text = std::fs::read_to_string(a.config()).unwrap() + &vcenter_section(b, "b");
     let with_a = a.dir().join("two-vcenters-a.toml");
     std::fs::write(&with_a, &text).unwrap();
-    let conf = |lab: &Lab| lab_json(lab, "lab.json")["vddk_config"].as_str().unwrap().to_string();
+    let conf = |lab: &Lab| {
+        lab_json(lab, "lab.json")["vddk_config"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let (conf_a, conf_b) = (conf(a), conf(b));
     assert!(text.contains(&conf_a), "{text}");
     let with_b = a.dir().join("two-vcenters-b.toml");
@@ -106,16 +111,31 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
     let gens = |t: &serde_json::Value| t["generations"].as_array().unwrap().len();
     let (in_b, in_a): (Vec<_>, Vec<_>) = targets.iter().partition(|t| key(t).contains(&uuid_b));
     assert_eq!((in_a.len(), in_b.len()), (1, 1), "{targets:#?}");
-    assert!(!key(in_a[0]).contains(&uuid_a), "the default vCenter's key is as before");
+    assert!(
+        !key(in_a[0]).contains(&uuid_a),
+        "the default vCenter's key is as before"
+    );
     assert_eq!(gens(in_a[0]), 1, "lab A's VM has its own history");
     assert_eq!(gens(in_b[0]), 2, "lab B's VM has its own history");
 
     // Each generation says where it came from.
-    let show_a = a.sk_with(&["--vcenter", "default", "show", "vm:web"], &cfg_a, &[]).ok();
-    assert!(show_a.stdout.contains("from vCenter [vcenter]"), "{}", show_a.stdout);
+    let show_a = a
+        .sk_with(&["--vcenter", "default", "show", "vm:web"], &cfg_a, &[])
+        .ok();
+    assert!(
+        show_a.stdout.contains("from vCenter [vcenter]"),
+        "{}",
+        show_a.stdout
+    );
     assert!(show_a.stdout.contains(&uuid_a), "{}", show_a.stdout);
-    let show_b = a.sk_with(&["--vcenter", "b", "show", "vm:web"], &cfg_a, &[]).ok();
-    assert!(show_b.stdout.contains("from vCenter [vcenters.b]"), "{}", show_b.stdout);
+    let show_b = a
+        .sk_with(&["--vcenter", "b", "show", "vm:web"], &cfg_a, &[])
+        .ok();
+    assert!(
+        show_b.stdout.contains("from vCenter [vcenters.b]"),
+        "{}",
+        show_b.stdout
+    );
     assert!(show_b.stdout.contains(&uuid_b), "{}", show_b.stdout);
 
     // Which `web`? A restore must be told.
@@ -145,13 +165,24 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
             &[],
         )
         .ok();
-    assert!(r.stdout.contains("into vCenter [vcenters.b]"), "{}", r.stdout);
-    assert!(a.vm_info("web-from-a").is_none(), "nothing restored into lab A");
+    assert!(
+        r.stdout.contains("into vCenter [vcenters.b]"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        a.vm_info("web-from-a").is_none(),
+        "nothing restored into lab A"
+    );
     let restored = b.vm_info("web-from-a").expect("restored into lab B");
     let shown = restored.to_string();
     assert!(shown.contains("datastore2"), "{shown}");
     assert!(shown.contains("Lab Network 2"), "{shown}");
-    assert_eq!(b.digest("web-from-a", 0), digest_a, "lab A's data, byte for byte");
+    assert_eq!(
+        b.digest("web-from-a", 0),
+        digest_a,
+        "lab A's data, byte for byte"
+    );
 
     // A mapping is checked against the target vCenter: an unknown datastore there is refused.
     let r = a.sk_with(
@@ -194,7 +225,11 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
     let r = a
         .sk_with(&["restore", "vm:solo", "--name", "solo-back"], &cfg_b, &[])
         .ok();
-    assert!(r.stdout.contains("into vCenter [vcenters.b]"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("into vCenter [vcenters.b]"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains("the vCenter the generation came from"),
         "{}",
