@@ -9,7 +9,8 @@
 //! - lab A's generation restores into lab B (`--to-vcenter b`) with datastore and network
 //!   mappings, byte for byte, and nothing appears in lab A;
 //! - without `--to-vcenter` a restore goes back to the vCenter the generation came from;
-//! - an unknown `--vcenter` / `--to-vcenter` name is a clear error listing the configured ones.
+//! - an unknown `--vcenter` / `--to-vcenter` name is a clear error listing the configured ones;
+//! - `list --resolve`, `doctor` and a job's `vcenter = "b"` talk to the named vCenter.
 //!
 //! The fake VDDK has one configuration per process (its datastores map to one lab's folders,
 //! its thumbprint is one lab's), so runs against lab B use a copy of the configuration whose
@@ -237,4 +238,49 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
     );
     assert_eq!(b.digest("solo-back", 0), b.digest("solo", 0));
     assert!(a.vm_info("solo-back").is_none());
+
+    // `list --resolve` and `doctor` ask the vCenter --vcenter names.
+    let r = a
+        .sk_with(
+            &["--vcenter", "b", "list", "--resolve", "vm:solo"],
+            &cfg_a,
+            &[],
+        )
+        .ok();
+    assert!(r.stdout.contains("solo"), "{}", r.stdout);
+    assert!(
+        !r.all_output().contains("no VM matches"),
+        "{}",
+        r.all_output()
+    );
+    let r = a.sk_with(&["list", "--resolve", "vm:solo"], &cfg_a, &[]);
+    assert!(
+        r.all_output().contains("no VM matches vm:solo"),
+        "lab A has no `solo`: {}",
+        r.all_output()
+    );
+    let url_b = lab_json(&b, "lab.json")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = a.sk_with(&["--vcenter", "b", "doctor"], &cfg_b, &[]);
+    assert!(
+        r.stdout.contains(&format!("{url_b}: logged in")),
+        "{}",
+        r.all_output()
+    );
+
+    // A job names its vCenter; its backup continues that vCenter's history of the VM.
+    let job = a.dir().join("two-vcenters-job.toml");
+    let text = std::fs::read_to_string(&cfg_b).unwrap()
+        + "\n[jobs.dr-solo]\ntargets = [\"vm:solo\"]\nvcenter = \"b\"\nkeep_last = 5\n";
+    std::fs::write(&job, text).unwrap();
+    a.sk_with(&["run", "dr-solo"], &job, &[]).ok();
+    let solo: Vec<_> = list(&a, &cfg_a)
+        .into_iter()
+        .filter(|t| t["name"] == "solo")
+        .collect();
+    assert_eq!(solo.len(), 1, "{solo:#?}");
+    assert!(key(&solo[0]).contains(&uuid_b), "{solo:#?}");
+    assert_eq!(gens(&solo[0]), 2, "{solo:#?}");
 }
