@@ -108,6 +108,10 @@ pub struct VcenterConfig {
     /// `LoginByToken`).
     #[serde(default)]
     pub auth: AuthMethod,
+    /// With `auth = "sso"`: the Security Token Service when it is not at `/sts/STSService`
+    /// on the same server (`https://vc/sts/STSService/vsphere.local`, an external PSC).
+    #[serde(default)]
+    pub sts_url: Option<String>,
 }
 
 /// `[vcenter] auth`: how safekeeping logs in to vCenter. In both, VDDK connects with the
@@ -314,6 +318,11 @@ fn check_vcenter(label: &str, v: &VcenterConfig) -> Result<(), String> {
             "{label} needs thumbprint_sha256 or ca_file to verify the server \
              (insecure = true turns verification off explicitly)"
         ));
+    }
+    if let Some(sts) = &v.sts_url {
+        if !(sts.starts_with("https://") || (v.insecure && sts.starts_with("http://"))) {
+            return Err(format!("{label}.sts_url `{sts}` is not an https:// URL"));
+        }
     }
     if let Some(t) = &v.thumbprint_sha256 {
         if parse_thumbprint(t).is_none() {
@@ -946,6 +955,14 @@ path = "repo"
             .unwrap_err()
             .to_string();
         assert!(err.contains("`default` names [vcenter]"), "{err}");
+        let plain_sts = sample("").replace(
+            "user = \"user\"",
+            "user = \"user\"\nauth = \"sso\"\nsts_url = \"http://vc/sts/STSService\"",
+        );
+        let err = Config::parse(&plain_sts, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vcenter.sts_url"), "{err}");
         let bad_auth =
             sample("").replace("user = \"user\"", "user = \"user\"\nauth = \"kerberos\"");
         assert!(Config::parse(&bad_auth, Path::new("c.toml")).is_err());

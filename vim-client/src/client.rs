@@ -44,6 +44,11 @@ pub struct ClientOptions {
     /// smaller, a flat disk named by a hostile `.vmx` is not). Checked like
     /// [`ClientOptions::max_response_bytes`].
     pub max_file_bytes: u64,
+    /// The Security Token Service for [`Client::login_sso`] (default `/sts/STSService` on the
+    /// same server; vCenter also answers at `/sts/STSService/DOMAIN`, and an external PSC
+    /// elsewhere). The same TLS policy applies; plain `http://` only with
+    /// [`ClientOptions::allow_http`].
+    pub sts_url: Option<String>,
 }
 
 impl ClientOptions {
@@ -58,6 +63,7 @@ impl ClientOptions {
             allow_http: false,
             max_response_bytes: crate::bounded::DEFAULT_MAX_RESPONSE_BYTES,
             max_file_bytes: crate::bounded::DEFAULT_MAX_FILE_BYTES,
+            sts_url: None,
         }
     }
 }
@@ -127,6 +133,7 @@ struct Inner {
     tls: Tls,
     max_response_bytes: u64,
     max_file_bytes: u64,
+    sts_url: Url,
 }
 
 /// A connection to vCenter (or ESXi). Cheap to clone; clones share the session.
@@ -187,6 +194,15 @@ impl Client {
         let vslm_url = base_url
             .join("vslm/sdk")
             .map_err(|e| Error::InvalidInput(format!("server URL: {e}")))?;
+        let sts_url = match &options.sts_url {
+            Some(u) => {
+                check_url_security(u, options.allow_http)?;
+                Url::parse(u).map_err(|e| Error::InvalidInput(format!("STS URL `{u}`: {e}")))?
+            }
+            None => base_url
+                .join(sts::STS_PATH)
+                .map_err(|e| Error::InvalidInput(format!("STS URL: {e}")))?,
+        };
         let presented = Arc::new(Presented::default());
         let config = tls::client_config(&options.tls, presented.clone())?;
         let http = reqwest::Client::builder()
@@ -214,6 +230,7 @@ impl Client {
             tls: options.tls.clone(),
             max_response_bytes: options.max_response_bytes,
             max_file_bytes: options.max_file_bytes,
+            sts_url,
         };
         let body = Element::vim("RetrieveServiceContent")
             .child(MoRef::new("ServiceInstance", "ServiceInstance").to_element("_this"));
@@ -314,12 +331,9 @@ impl Client {
         })
     }
 
-    /// The STS endpoint of this vCenter.
+    /// The STS endpoint of this vCenter ([`ClientOptions::sts_url`]).
     fn sts_url(&self) -> Result<Url> {
-        self.inner
-            .base_url
-            .join(sts::STS_PATH)
-            .map_err(|e| Error::InvalidInput(format!("STS URL: {e}")))
+        Ok(self.inner.sts_url.clone())
     }
 
     async fn login_sso_inner(&self, user: &str, password: &Secret) -> Result<()> {

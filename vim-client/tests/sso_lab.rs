@@ -64,3 +64,19 @@ async fn sso_login_opens_a_session_and_logs_in_again_with_a_new_token() {
     c.logout().await.unwrap();
     admin.logout().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_sts_url_can_be_given_and_is_held_to_https() {
+    let lab = Lab::up();
+    let base = lab.url().trim_end_matches("/sdk").to_string();
+    let mut options = lab.options(lab.pinned());
+    options.sts_url = Some(format!("{base}/sts/STSService/vsphere.local"));
+    let c = Client::connect(&options).await.unwrap();
+    c.login_sso(&lab.user(), &lab.password()).await.unwrap();
+    assert!(c.session_cookie().is_some());
+    c.logout().await.unwrap();
+
+    options.sts_url = Some(base.replace("https://", "http://") + "/sts/STSService");
+    let err = Client::connect(&options).await.unwrap_err();
+    assert!(matches!(err, Error::PlainHttp { .. }), "{err:?}");
+}

@@ -84,6 +84,7 @@ impl Vcenter {
         let mut options = ClientOptions::new(config.vcenter.url.clone(), tls_policy(config));
         // A plain http:// URL would send the password in clear: only with `insecure = true`.
         options.allow_http = config.vcenter.insecure;
+        options.sts_url = config.vcenter.sts_url.clone();
         let client = Client::connect(&options).await?;
         let user = &config.vcenter.user;
         let label = config.vcenter_label();
