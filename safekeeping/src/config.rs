@@ -42,6 +42,10 @@ pub struct Config {
     /// restore then looks only at backups taken from it.
     #[serde(skip)]
     pub vcenter_pinned: bool,
+    /// The instance uuid the vCenter is expected to have (a restore into the vCenter its
+    /// generation came from); the login warns when the server has another.
+    #[serde(skip)]
+    pub expected_vcenter_uuid: Option<String>,
     /// `[vcenter]` as read, kept once another is selected (for [`Config::with_vcenter`]).
     #[serde(skip)]
     default_vcenter: Option<Box<VcenterConfig>>,

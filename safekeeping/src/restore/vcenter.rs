@@ -43,22 +43,31 @@ pub fn choose(
     let Some(origin) = VcenterOrigin::recorded(&manifest.target) else {
         return chosen(None, "the generation does not record its vCenter".into());
     };
+    // Chosen from the record: the login then checks that the configured vCenter is still
+    // the one with the recorded instance uuid.
+    let expect = |(mut c, said): (Config, String)| -> Result<(Config, String)> {
+        c.expected_vcenter_uuid = Some(origin.instance_uuid.clone()).filter(|u| !u.is_empty());
+        Ok((c, said))
+    };
     if let Some(name) = origin.name.as_deref() {
         if config.vcenters.contains_key(name) {
-            return chosen(Some(name), "the vCenter the generation came from".into());
+            return expect(chosen(
+                Some(name),
+                "the vCenter the generation came from".into(),
+            )?);
         }
     }
     let default = config
         .with_vcenter(None)
         .map_err(|e| Error::Other(e.to_string()))?;
     if origin.name.is_none() && default.vcenter.url == origin.url {
-        return chosen(None, "the vCenter the generation came from".into());
+        return expect(chosen(None, "the vCenter the generation came from".into())?);
     }
     if let Some((name, _)) = config.vcenters.iter().find(|(_, v)| v.url == origin.url) {
-        return chosen(
+        return expect(chosen(
             Some(name),
             "the vCenter the generation came from (same URL)".into(),
-        );
+        )?);
     }
     chosen(
         None,

@@ -104,6 +104,17 @@ impl Vcenter {
             .instance_uuid
             .trim()
             .to_ascii_lowercase();
+        if let Some(expected) = &config.expected_vcenter_uuid {
+            if !instance_uuid.is_empty() && !expected.eq_ignore_ascii_case(&instance_uuid) {
+                tracing::warn!(
+                    vcenter = %label,
+                    %instance_uuid,
+                    recorded = %expected,
+                    "{label} is not the vCenter the generation recorded (another instance uuid): \
+                     restoring into it anyway; placement is checked against it"
+                );
+            }
+        }
         match config.vcenter.auth {
             AuthMethod::Sso => {
                 tracing::info!(vcenter = %label, %user, "logged in with an SSO token")

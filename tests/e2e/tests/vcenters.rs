@@ -238,6 +238,29 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
     );
     assert_eq!(b.digest("solo-back", 0), b.digest("solo", 0));
     assert!(a.vm_info("solo-back").is_none());
+    assert!(!r
+        .all_output()
+        .contains("is not the vCenter the generation recorded"));
+
+    // `[vcenters.b]` re-pointed at lab A: the restore follows the name but warns that the
+    // server is not the vCenter the generation recorded.
+    let text = std::fs::read_to_string(a.config()).unwrap() + &vcenter_section(&a, "b");
+    let repointed = a.dir().join("two-vcenters-repointed.toml");
+    std::fs::write(&repointed, text).unwrap();
+    let r = a
+        .sk_with(
+            &["restore", "vm:solo", "--name", "solo-in-a"],
+            &repointed,
+            &[],
+        )
+        .ok();
+    assert!(
+        r.all_output()
+            .contains("is not the vCenter the generation recorded"),
+        "{}",
+        r.all_output()
+    );
+    assert!(a.vm_info("solo-in-a").is_some() && b.vm_info("solo-in-a").is_none());
 
     // `list --resolve` and `doctor` ask the vCenter --vcenter names.
     let r = a
