@@ -114,7 +114,7 @@ pub use ingest::{Area, DiskSource, IngestTuning};
 pub use key::{KeyFingerprint, Passphrase};
 pub use key_file::{KdfParams, KeyFile, KeyId};
 pub use keys::KeyInfo;
-pub use lock::{LockHolder, LockMode, RepositoryLock, TargetLock};
+pub use lock::{LockHolder, LockMode, PinnedGeneration, RepositoryLock, TargetLock};
 pub use manifest::{
     BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
     Provisioning,

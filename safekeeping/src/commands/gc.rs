@@ -36,5 +36,11 @@ pub fn run(config: &Config, dry_run: bool) -> Result<Report> {
             report.chunks_kept_locked
         ));
     }
+    if report.generations_pinned > 0 {
+        text.push_str(&format!(
+            "{} in use by a running serve or files (pinned): their chunks are kept\n",
+            crate::format::count(report.generations_pinned, "generation", "generations")
+        ));
+    }
     Ok(Report::new(Outcome::Success, &report, text))
 }
