@@ -141,7 +141,7 @@ async fn with_snapshot(
     });
     let what = format!("ivd {}", disk.object.name);
     disk::verify_base(
-        ctx,
+        &ctx.repo,
         &mut plan,
         &p.key,
         previous.as_ref(),
