@@ -122,8 +122,44 @@ impl Repository {
     /// aborts before anything is deleted (the mark would be incomplete), naming the file.
     pub fn gc(&self, lock: &RepositoryLock, opts: &GcOptions) -> Result<GcReport> {
         lock.require(self.config().repository_id, "gc", true)?;
-        run_exclusive(self, opts, &SweepHooks::default(), Some(lock.run_id()))
+        run_exclusive(
+            self,
+            opts,
+            &SweepHooks::default(),
+            Some(lock.run_id()),
+            None,
+        )
     }
+
+    /// [`Repository::gc`] telling `progress` about the sweep (the long part on a repository
+    /// with much to free).
+    ///
+    /// # Errors
+    /// As [`Repository::gc`].
+    pub fn gc_reporting(
+        &self,
+        lock: &RepositoryLock,
+        opts: &GcOptions,
+        progress: &dyn GcProgress,
+    ) -> Result<GcReport> {
+        lock.require(self.config().repository_id, "gc", true)?;
+        run_exclusive(
+            self,
+            opts,
+            &SweepHooks::default(),
+            Some(lock.run_id()),
+            Some(progress),
+        )
+    }
+}
+
+/// Told about gc's sweep ([`Repository::gc_reporting`]): the stored bytes of the unreferenced
+/// chunks older than the cutoff once they are known, then each one as it is removed or kept.
+pub trait GcProgress {
+    /// `chunks` candidates holding `bytes` stored bytes are about to be swept.
+    fn sweep_started(&self, chunks: u64, bytes: u64);
+    /// One candidate of `bytes` stored bytes was removed or kept.
+    fn swept(&self, bytes: u64);
 }
 
 /// Marks the chunks of every committed generation not in `seen` (adding them to it); returns
@@ -163,7 +199,7 @@ fn mark(
 /// interleavings through this).
 #[cfg(test)]
 pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -> Result<GcReport> {
-    run_exclusive(repo, opts, hooks, None)
+    run_exclusive(repo, opts, hooks, None, None)
 }
 
 /// gc; `exclusive` is the run id of the exclusive repository lock the caller holds. Holding
@@ -174,6 +210,7 @@ pub(crate) fn run_exclusive(
     opts: &GcOptions,
     hooks: &SweepHooks<'_>,
     exclusive: Option<&str>,
+    progress: Option<&dyn GcProgress>,
 ) -> Result<GcReport> {
     let be = repo.backend().as_ref();
     // Every time below is the store's: object times are compared with the time the store gives
@@ -238,7 +275,7 @@ pub(crate) fn run_exclusive(
     report.cutoff = Some(OffsetDateTime::from(cutoff));
 
     // Phase one: find the candidates (unreferenced, older than the cutoff).
-    let mut candidates: Vec<(ChunkDigest, String)> = Vec::new();
+    let mut candidates: Vec<(ChunkDigest, String, u64)> = Vec::new();
     repo.chunk_store().scan(|entry| {
         match entry {
             ChunkEntry::Chunk(d, info) => {
@@ -249,7 +286,7 @@ pub(crate) fn run_exclusive(
                 if info.modified >= cutoff {
                     report.chunks_kept_recent += 1;
                 } else {
-                    candidates.push((d, info.key));
+                    candidates.push((d, info.key, info.size));
                 }
             }
             ChunkEntry::Temp(info) => {
@@ -298,7 +335,16 @@ pub(crate) fn run_exclusive(
         );
     }
 
-    for (d, key) in candidates {
+    if let Some(p) = progress {
+        p.sweep_started(
+            candidates.len() as u64,
+            candidates.iter().map(|(_, _, size)| size).sum(),
+        );
+    }
+    for (d, key, size) in candidates {
+        if let Some(p) = progress {
+            p.swept(size);
+        }
         if marked.contains(&d) {
             continue;
         }
