@@ -875,3 +875,43 @@ fn serve_and_files_read_an_encrypted_repository() {
     .ok();
     check_extracted(&out, &tree, false);
 }
+
+#[test]
+fn a_killed_serves_pin_goes_stale_and_prune_removes_the_generation() {
+    let lab = Lab::up();
+    lab.create_vm("web", &["16M"], &[]);
+    lab.guest_write("web", 0, "0", "2M", Some(1));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:web"]).ok();
+    lab.guest_write("web", 0, "0", "2M", Some(2));
+    lab.sk(&["backup", "vm:web"]).ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("web.sock");
+
+    // While the serve runs, prune keeps the pinned generation...
+    let mut child = serve(&lab, &socket, &["vm:web", "--generation", "1"]);
+    let r = lab
+        .sk(&["--json", "prune", "vm:web", "--keep-last", "1", "--dry-run"])
+        .ok();
+    assert_eq!(
+        r.json()["removed"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.stdout
+    );
+    // ...and once it is killed (no cleanup at all), its pin names a process that is gone
+    // from this machine: stale at once, and the generation goes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = lab.sk(&["prune", "vm:web", "--keep-last", "1"]).ok();
+    assert!(
+        r.stdout.contains("1 generation removed"),
+        "{}",
+        r.all_output()
+    );
+    assert!(
+        r.all_output().contains("stale"),
+        "the stale pin is reported: {}",
+        r.all_output()
+    );
+}
