@@ -170,7 +170,9 @@ pub fn run(config: &Config, args: CheckArgs, quiet: bool) -> Result<Report> {
         }
         Outcome::Failure
     };
-    Ok(Report::new(outcome, &report, text))
+    let mut doc = serde_json::to_value(&report).unwrap_or_default();
+    names.rename_targets(&mut doc);
+    Ok(Report::new(outcome, &doc, text))
 }
 
 /// Names for people: a target as `vm:web01` (not its folder key), a disk by its position in the
@@ -196,6 +198,24 @@ impl Names {
             .get(key)
             .map(|(name, _)| name.clone())
             .unwrap_or_else(|| format!("target {key}"))
+    }
+
+    /// The JSON vocabulary (docs/json.md): every `target` holding a folder key becomes the
+    /// display name (`vm:web01`), with the folder key beside it as `key`.
+    fn rename_targets(&self, v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let key = m.get("target").and_then(|t| t.as_str()).map(str::to_string);
+                if let Some((name, _)) = key.as_deref().and_then(|k| self.targets.get(k)) {
+                    m.insert("target".into(), name.clone().into());
+                    m.entry("key")
+                        .or_insert_with(|| key.unwrap_or_default().into());
+                }
+                m.values_mut().for_each(|x| self.rename_targets(x));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.rename_targets(x)),
+            _ => {}
+        }
     }
 
     /// `disk 1 (device 2001)`, or `device 2001` when the manifest cannot say its position.

@@ -117,7 +117,29 @@ fn every_commands_json_output_validates_against_its_schema() {
     json("prune", &["prune", "--keep-last", "1"], 0);
     json("gc", &["gc", "--dry-run"], 0);
     json("gc", &["gc"], 0);
+    // A damaged chunk: check names it by the target's display name, the key beside it.
+    let chunks = lab.dir().join("repo/chunks");
+    let chunk = std::fs::read_dir(&chunks)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| p.is_file())
+        .expect("a chunk file");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&chunk, bytes).unwrap();
+    json("check", &["check", "--read-data"], 1);
 
+    let damaged = &outputs.last().unwrap().1;
+    assert_eq!(
+        damaged["problems"][0]["used_by"][0]["target"], "vm:web",
+        "{damaged:#}"
+    );
+    assert!(
+        damaged["problems"][0]["used_by"][0]["key"].is_string(),
+        "{damaged:#}"
+    );
     let mut failures = Vec::new();
     for (name, value) in &outputs {
         let mut v = schema::violations(&schema_of(name), value);
