@@ -114,9 +114,12 @@ async fn plan_all(
     let mut targets = Vec::new();
     for t in &selection.targets {
         let planned = match t {
-            Target::Ivd(_) | Target::Vapp(_) => Ok(TargetPreview {
+            Target::Ivd(selector) => {
+                crate::backup::ivd::preview_ivd(vc, config, repo, options, t, selector).await
+            }
+            Target::Vapp(_) => Ok(TargetPreview {
                 note: Some(
-                    "per-disk plans are shown for vm: targets; this target is backed up in full or incrementally as its last generation allows".into(),
+                    "a vApp's child VMs are planned when the backup lists them; plan them one by one with `backup vm:CHILD --dry-run`".into(),
                 ),
                 ..TargetPreview::unresolved(t)
             }),
@@ -135,7 +138,8 @@ async fn plan_all(
 }
 
 impl TargetPreview {
-    fn unresolved(t: &Target) -> TargetPreview {
+    /// The preview of `t` before anything is known about it.
+    pub(crate) fn unresolved(t: &Target) -> TargetPreview {
         TargetPreview {
             target: t.to_string(),
             moref: None,
