@@ -86,6 +86,15 @@ impl std::fmt::Display for ReadSubset {
     }
 }
 
+/// Told about the chunk reads of a `read_data` check ([`Repository::check_reporting`]): the
+/// work once it is known, then every chunk read (verified or not), from several threads.
+pub trait CheckProgress: Sync {
+    /// `chunks` chunks holding `bytes` bytes of content are about to be read.
+    fn started(&self, chunks: u64, bytes: u64);
+    /// One chunk of `bytes` content bytes was read.
+    fn chunk_read(&self, bytes: u64);
+}
+
 /// A damaged chunk that [`Repository::check_and_repair`] moved out of `chunks/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuarantinedChunk {
@@ -283,7 +292,21 @@ impl Repository {
     /// # Errors
     /// Only when folders cannot be listed at all; damage is reported in [`CheckReport`].
     pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
-        self.run_check(opts.read_data, false, None)
+        self.run_check(opts.read_data, false, None, None)
+    }
+
+    /// [`Repository::check`] (or [`Repository::check_subset`] with `subset`) telling
+    /// `progress` about the chunk reads of `read_data`, so a long check shows how far it is.
+    ///
+    /// # Errors
+    /// As [`Repository::check`].
+    pub fn check_reporting(
+        &self,
+        read_data: bool,
+        subset: Option<ReadSubset>,
+        progress: &dyn CheckProgress,
+    ) -> Result<CheckReport> {
+        self.run_check(read_data || subset.is_some(), false, subset, Some(progress))
     }
 
     /// Checks the structure and reads, decodes and re-hashes the chunks of one part of
@@ -292,7 +315,7 @@ impl Repository {
     /// # Errors
     /// As [`Repository::check`].
     pub fn check_subset(&self, subset: ReadSubset) -> Result<CheckReport> {
-        self.run_check(true, false, Some(subset))
+        self.run_check(true, false, Some(subset), None)
     }
 
     /// Checks the repository reading every chunk (repair implies `read_data`), and moves every
@@ -313,7 +336,7 @@ impl Repository {
     /// [`Repository::check`]. A chunk that cannot be moved is named in its problem's detail.
     pub fn check_and_repair(&self, lock: &RepositoryLock) -> Result<CheckReport> {
         lock.require(self.config().repository_id, "check --repair", true)?;
-        self.run_check(true, true, None)
+        self.run_check(true, true, None, None)
     }
 
     /// Moves the index object `ikey` (`targets/<key>/gen-NNNNNN/<file>`) to
@@ -370,6 +393,7 @@ impl Repository {
         read_data: bool,
         repair: bool,
         subset: Option<ReadSubset>,
+        progress: Option<&dyn CheckProgress>,
     ) -> Result<CheckReport> {
         let mut report = CheckReport {
             read_data,
@@ -707,12 +731,19 @@ impl Repository {
             let workers = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2);
+            if let Some(p) = progress {
+                p.started(todo.len() as u64, todo.iter().map(|(_, l)| *l as u64).sum());
+            }
             std::thread::scope(|s| {
                 for _ in 0..workers {
                     s.spawn(|| loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&(d, len)) = todo.get(i) else { break };
-                        match self.chunk_store().load(&d, len) {
+                        let loaded = self.chunk_store().load(&d, len);
+                        if let Some(p) = progress {
+                            p.chunk_read(len as u64);
+                        }
+                        match loaded {
                             Ok(_) => {
                                 verified.fetch_add(1, Ordering::Relaxed);
                                 bytes.fetch_add(len, Ordering::Relaxed);

@@ -169,6 +169,27 @@ pub enum Error {
         /// Generation number.
         generation: u64,
     },
+    /// A generation is pinned by a running reader (`serve`, `files`) and cannot be deleted.
+    #[error("generation {generation} of target {target} is in use by {holder}; it can be deleted once that run ends")]
+    GenerationPinned {
+        /// Target key.
+        target: String,
+        /// Generation number.
+        generation: u64,
+        /// The pinning run.
+        holder: Box<LockHolder>,
+    },
+    /// gc found a pin of a generation that has no manifest any more (deleted by a version
+    /// that did not know pins): its chunks cannot be marked, so nothing is deleted.
+    #[error("generation {generation} of target {target} is read by {holder} but its manifest is gone; gc deletes nothing until that run ends")]
+    PinnedGenerationMissing {
+        /// Target key.
+        target: String,
+        /// Generation number.
+        generation: u64,
+        /// The pinning run.
+        holder: Box<LockHolder>,
+    },
     /// No such disk in a generation.
     #[error("disk {disk} not found in generation {generation} of target {target}")]
     DiskNotFound {

@@ -17,6 +17,13 @@
 //! "not found" and wrote the chunk again. Either way the chunk exists when the writer commits.
 //! Chunks a writer takes from its parent's index without reading are referenced by that
 //! committed parent and therefore marked. The tests in this module force each interleaving.
+//!
+//! # Why a chunk a running `serve` reads is never deleted
+//!
+//! `serve` and `files` pin their generation ([`crate::lock`]): prune and delete keep a pinned
+//! generation, so its manifest stays and the mark covers its chunks. gc checks that every
+//! live pin names a generation it marked and deletes nothing otherwise (a generation deleted
+//! by a version that did not know pins, for example).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -97,6 +104,10 @@ pub struct GcReport {
     /// keeps the grace).
     #[serde(default)]
     pub live_lock_holders: u64,
+    /// Generations pinned by running readers (`serve`, `files`): marked like every committed
+    /// generation, and checked to be.
+    #[serde(default)]
+    pub generations_pinned: u64,
 }
 
 /// Smallest grace applied, whatever the options say (file timestamp granularity).
@@ -111,8 +122,44 @@ impl Repository {
     /// aborts before anything is deleted (the mark would be incomplete), naming the file.
     pub fn gc(&self, lock: &RepositoryLock, opts: &GcOptions) -> Result<GcReport> {
         lock.require(self.config().repository_id, "gc", true)?;
-        run_exclusive(self, opts, &SweepHooks::default(), Some(lock.run_id()))
+        run_exclusive(
+            self,
+            opts,
+            &SweepHooks::default(),
+            Some(lock.run_id()),
+            None,
+        )
     }
+
+    /// [`Repository::gc`] telling `progress` about the sweep (the long part on a repository
+    /// with much to free).
+    ///
+    /// # Errors
+    /// As [`Repository::gc`].
+    pub fn gc_reporting(
+        &self,
+        lock: &RepositoryLock,
+        opts: &GcOptions,
+        progress: &dyn GcProgress,
+    ) -> Result<GcReport> {
+        lock.require(self.config().repository_id, "gc", true)?;
+        run_exclusive(
+            self,
+            opts,
+            &SweepHooks::default(),
+            Some(lock.run_id()),
+            Some(progress),
+        )
+    }
+}
+
+/// Told about gc's sweep ([`Repository::gc_reporting`]): the stored bytes of the unreferenced
+/// chunks older than the cutoff once they are known, then each one as it is removed or kept.
+pub trait GcProgress {
+    /// `chunks` candidates holding `bytes` stored bytes are about to be swept.
+    fn sweep_started(&self, chunks: u64, bytes: u64);
+    /// One candidate of `bytes` stored bytes was removed or kept.
+    fn swept(&self, bytes: u64);
 }
 
 /// Marks the chunks of every committed generation not in `seen` (adding them to it); returns
@@ -152,7 +199,7 @@ fn mark(
 /// interleavings through this).
 #[cfg(test)]
 pub(crate) fn run(repo: &Repository, opts: &GcOptions, hooks: &SweepHooks<'_>) -> Result<GcReport> {
-    run_exclusive(repo, opts, hooks, None)
+    run_exclusive(repo, opts, hooks, None, None)
 }
 
 /// gc; `exclusive` is the run id of the exclusive repository lock the caller holds. Holding
@@ -163,6 +210,7 @@ pub(crate) fn run_exclusive(
     opts: &GcOptions,
     hooks: &SweepHooks<'_>,
     exclusive: Option<&str>,
+    progress: Option<&dyn GcProgress>,
 ) -> Result<GcReport> {
     let be = repo.backend().as_ref();
     // Every time below is the store's: object times are compared with the time the store gives
@@ -227,7 +275,7 @@ pub(crate) fn run_exclusive(
     report.cutoff = Some(OffsetDateTime::from(cutoff));
 
     // Phase one: find the candidates (unreferenced, older than the cutoff).
-    let mut candidates: Vec<(ChunkDigest, String)> = Vec::new();
+    let mut candidates: Vec<(ChunkDigest, String, u64)> = Vec::new();
     repo.chunk_store().scan(|entry| {
         match entry {
             ChunkEntry::Chunk(d, info) => {
@@ -238,7 +286,7 @@ pub(crate) fn run_exclusive(
                 if info.modified >= cutoff {
                     report.chunks_kept_recent += 1;
                 } else {
-                    candidates.push((d, info.key));
+                    candidates.push((d, info.key, info.size));
                 }
             }
             ChunkEntry::Temp(info) => {
@@ -265,6 +313,21 @@ pub(crate) fn run_exclusive(
     report.generations_marked_late = mark(repo, &mut seen, &mut marked, |_, _| Ok(()))?;
     report.generations_marked += report.generations_marked_late;
     report.chunks_referenced = marked.len() as u64;
+    // Listed after the mark: a pin taken before this gc's exclusive lock shows here, and no
+    // pin can be taken while gc holds it. Each must name a generation whose chunks are marked.
+    let pins = crate::lock::live_pins(be)?;
+    for h in &pins {
+        let Some(p) = &h.pin else { continue };
+        let prefix = repo.generation_prefix(&p.target, crate::target::GenerationId(p.generation));
+        if !seen.contains(&prefix) {
+            return Err(crate::error::Error::PinnedGenerationMissing {
+                target: p.target.to_string(),
+                generation: p.generation,
+                holder: Box::new(h.clone()),
+            });
+        }
+    }
+    report.generations_pinned = pins.len() as u64;
     if report.generations_marked_late > 0 {
         tracing::warn!(
             late = report.generations_marked_late,
@@ -272,7 +335,16 @@ pub(crate) fn run_exclusive(
         );
     }
 
-    for (d, key) in candidates {
+    if let Some(p) = progress {
+        p.sweep_started(
+            candidates.len() as u64,
+            candidates.iter().map(|(_, _, size)| size).sum(),
+        );
+    }
+    for (d, key, size) in candidates {
+        if let Some(p) = progress {
+            p.swept(size);
+        }
         if marked.contains(&d) {
             continue;
         }

@@ -99,8 +99,8 @@ pub mod writer;
 
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
-    CheckOptions, CheckReport, DamagedGeneration, Problem, ProblemKind, QuarantinedChunk,
-    ReadSubset, REPAIR_NOTE,
+    CheckOptions, CheckProgress, CheckReport, DamagedGeneration, Problem, ProblemKind,
+    QuarantinedChunk, ReadSubset, REPAIR_NOTE,
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
 pub use config::{Config, Encryption, EncryptionMode, InitOptions};
@@ -109,12 +109,12 @@ pub use digest::ChunkDigest;
 pub use disk_reader::{CacheOptions, CachedDiskReader, DiskExtent};
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
 pub use fixed_index::FixedIndex;
-pub use gc::{GcOptions, GcReport};
+pub use gc::{GcOptions, GcProgress, GcReport};
 pub use ingest::{Area, DiskSource, IngestTuning};
 pub use key::{KeyFingerprint, Passphrase};
 pub use key_file::{KdfParams, KeyFile, KeyId};
 pub use keys::KeyInfo;
-pub use lock::{LockHolder, LockMode, RepositoryLock, TargetLock};
+pub use lock::{LockHolder, LockMode, PinnedGeneration, RepositoryLock, TargetLock};
 pub use manifest::{
     BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
     Provisioning,

@@ -19,8 +19,8 @@
 //! never trusted for that: two hosts may share one.
 //!
 //! Taking the lock: list `locks/N/` (stale records are removed and reported); while a live
-//! conflicting record exists (exclusive conflicts with everything, shared with exclusive),
-//! wait. Then create the own claim and list again. If any other live conflicting claim is
+//! conflicting record exists (exclusive conflicts with shared and exclusive, shared with
+//! exclusive, a pin waits for exclusive holders; see [`LockMode::Pin`]), wait. Then create the own claim and list again. If any other live conflicting claim is
 //! there, delete the own claim, wait a random moment and try again; otherwise the lock is held.
 //! Why no two runs hold conflicting locks: if run A's second listing did not show B's claim,
 //! that listing came before B's claim was visible, so before B's second listing, which
@@ -29,6 +29,20 @@
 //! read-after-write consistent for listings), and holders that renew within their ttl. Claim
 //! times are deliberately not used to pick a winner: a store stamps an object when it receives
 //! it, which may be before it is visible, so "the earlier claim wins" can let both win.
+//!
+//! # Pins
+//!
+//! A reader that holds one generation open for long (`serve`, `files`) takes a **pin**: a
+//! record in the repository lock that names the generation. Taking a pin waits for exclusive
+//! holders like a shared lock does, but an exclusive holder does not wait for pins, so prune
+//! and gc keep working while a disk is served. The same two-listing argument shows that no pin
+//! slips past them: either the pin's second listing shows the exclusive claim (the pin backs
+//! off until the exclusive holder is done), or the exclusive holder's second listing, and
+//! every listing after it, shows the pin. Prune and delete therefore list the pins after
+//! taking the exclusive lock and keep every pinned generation; gc's mark covers it because
+//! its manifest stays. The pinning reader reads the generation's manifest only after the pin
+//! is held, so it never starts reading a generation that is already being deleted. A pin goes
+//! stale like any record (its process gone from this machine, or no heartbeat for its ttl).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -45,7 +59,8 @@ use crate::target::TargetKey;
 /// Default time after which a holder that stopped renewing its heartbeat is stale.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(300);
 
-/// Shared (backup, restore, check) or exclusive (gc, prune, reindex, delete).
+/// Shared (backup, restore, check), exclusive (gc, prune, reindex, delete) or a pin of one
+/// generation (serve, files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
@@ -53,6 +68,19 @@ pub enum LockMode {
     Shared,
     /// One holder, no shared holders.
     Exclusive,
+    /// A reader of one generation ([`LockHolder::pin`]): taken only while no exclusive holder
+    /// runs, but an exclusive holder does not wait for it; prune and delete keep the pinned
+    /// generation instead (see the module docs).
+    Pin,
+}
+
+/// The generation a [`LockMode::Pin`] record keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedGeneration {
+    /// The target's key.
+    pub target: TargetKey,
+    /// The generation.
+    pub generation: u64,
 }
 
 /// Who holds (or held) a lock: the content of a claim object.
@@ -82,6 +110,9 @@ pub struct LockHolder {
     /// Seconds without a heartbeat after which the record is stale.
     #[serde(default)]
     pub ttl_seconds: u64,
+    /// The generation a [`LockMode::Pin`] record keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinnedGeneration>,
 }
 
 impl std::fmt::Display for LockHolder {
@@ -95,6 +126,9 @@ impl std::fmt::Display for LockHolder {
             "pid {} on {} ({:?}, since {since}): {}",
             self.pid, self.host, self.mode, self.command
         )?;
+        if let Some(p) = &self.pin {
+            write!(f, " [pins generation {} of {}]", p.generation, p.target)?;
+        }
         if let Some(s) = &self.stale {
             write!(f, " [stale: {s}]")?;
         }
@@ -216,8 +250,15 @@ fn staleness(f: &Found, now: SystemTime, me: &str) -> Option<String> {
     None
 }
 
-fn conflicts(a: LockMode, b: LockMode) -> bool {
-    a == LockMode::Exclusive || b == LockMode::Exclusive
+/// Whether a run asking for `wanted` must wait for (or back off from) a live `held` record.
+/// Not symmetric: a pin waits for an exclusive holder, an exclusive holder never waits for a
+/// pin (it keeps the pinned generation instead).
+fn conflicts(wanted: LockMode, held: LockMode) -> bool {
+    use LockMode::{Exclusive, Pin, Shared};
+    match (wanted, held) {
+        (Exclusive, Pin) | (Pin, Shared | Pin) | (Shared, Shared | Pin) => false,
+        (Exclusive, Shared | Exclusive) | (Shared | Pin, Exclusive) => true,
+    }
 }
 
 /// How a lock is configured.
@@ -345,6 +386,7 @@ fn acquire(
     backend: &Arc<dyn Backend>,
     name: &str,
     mode: LockMode,
+    pin: Option<PinnedGeneration>,
     wait: Duration,
     settings: LockSettings,
 ) -> Result<Held> {
@@ -382,6 +424,7 @@ fn acquire(
                 run_id: run_id.clone(),
                 machine: me.clone(),
                 ttl_seconds: settings.ttl.as_secs().max(1),
+                pin: pin.clone(),
             };
             let claim_key = format!("{dir}{run_id}.claim");
             let alive_key = format!("{dir}{run_id}.alive");
@@ -518,9 +561,32 @@ impl RepositoryLock {
         wait: Duration,
         settings: LockSettings,
     ) -> Result<Self> {
-        let held = acquire(backend, "repository", mode, wait, settings)?;
+        let held = acquire(backend, "repository", mode, None, wait, settings)?;
         Ok(Self {
             mode,
+            repository_id,
+            held: Ok(held),
+        })
+    }
+
+    /// Takes a [`LockMode::Pin`] record keeping `pin`'s generation.
+    pub(crate) fn acquire_pin(
+        backend: &Arc<dyn Backend>,
+        repository_id: uuid::Uuid,
+        pin: PinnedGeneration,
+        wait: Duration,
+        settings: LockSettings,
+    ) -> Result<Self> {
+        let held = acquire(
+            backend,
+            "repository",
+            LockMode::Pin,
+            Some(pin),
+            wait,
+            settings,
+        )?;
+        Ok(Self {
+            mode: LockMode::Pin,
             repository_id,
             held: Ok(held),
         })
@@ -632,6 +698,7 @@ impl TargetLock {
             backend,
             &format!("target-{key}"),
             LockMode::Exclusive,
+            None,
             wait,
             settings,
         )?;
@@ -682,6 +749,7 @@ impl KeysLock {
                 backend,
                 "keys",
                 LockMode::Exclusive,
+                None,
                 Duration::from_secs(60),
                 settings,
             )?,
@@ -759,9 +827,38 @@ pub(crate) fn live_holders(backend: &dyn Backend, name: &str) -> Result<Vec<Lock
         .collect())
 }
 
+/// The live (not stale) pins of the repository lock: what prune, delete and gc keep.
+pub(crate) fn live_pins(backend: &dyn Backend) -> Result<Vec<LockHolder>> {
+    Ok(live_holders(backend, "repository")?
+        .into_iter()
+        .filter(|h| h.mode == LockMode::Pin && h.pin.is_some())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_waits_for_exclusive_holders_but_none_waits_for_a_pin() {
+        use LockMode::{Exclusive, Pin, Shared};
+        assert!(
+            conflicts(Pin, Exclusive),
+            "no pin is taken during a prune or gc"
+        );
+        assert!(
+            !conflicts(Exclusive, Pin),
+            "prune and gc run while a disk is served"
+        );
+        assert!(
+            !conflicts(Shared, Pin),
+            "backups run while a disk is served"
+        );
+        assert!(!conflicts(Pin, Shared));
+        assert!(!conflicts(Pin, Pin));
+        assert!(conflicts(Exclusive, Shared) && conflicts(Shared, Exclusive));
+        assert!(conflicts(Exclusive, Exclusive) && !conflicts(Shared, Shared));
+    }
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())

@@ -6,7 +6,9 @@
 //! kept, until the rule's count is used up. `keep_last` keeps the newest N. `keep_within` keeps
 //! everything younger than the duration. Only `succeeded` generations count for the rules;
 //! a `partial` generation is kept only while it is newer than the newest successful one. The
-//! newest successful generation of a target is always kept.
+//! newest successful generation of a target is always kept. A generation pinned by a running
+//! reader (`serve`, `files`; see [`crate::lock`]) is kept whatever the rules say, with the
+//! reason "pinned by …", and goes with the first prune after that reader ends.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -210,6 +212,9 @@ impl Repository {
             targets: Vec::new(),
             removed: Vec::new(),
         };
+        // Listed under the exclusive lock: every pin taken before it shows, and none can be
+        // taken until it is released (see `crate::lock`).
+        let pins = self.pins()?;
         for key in keys {
             let gens = self.generations(&key)?;
             let mut plan = plan_target(&key, &gens, policy, now);
@@ -225,6 +230,23 @@ impl Repository {
                     ));
                 }
             }
+            for d in plan.generations.iter_mut().filter(|d| !d.keep) {
+                let pinned_by = pins.iter().find(|h| {
+                    h.pin
+                        .as_ref()
+                        .is_some_and(|p| p.target == key && p.generation == d.id.0)
+                });
+                if let Some(h) = pinned_by {
+                    tracing::info!(target = %key, generation = d.id.0, holder = %h, "generation kept: in use by a running reader");
+                    d.keep = true;
+                    d.reasons.push(format!(
+                        "pinned by a running {} (pid {} on {})",
+                        reader_name(&h.command),
+                        h.pid,
+                        h.host
+                    ));
+                }
+            }
             for d in plan.generations.iter().filter(|d| !d.keep) {
                 if !dry_run {
                     self.delete_generation(lock, &key, d.id)?;
@@ -235,6 +257,14 @@ impl Repository {
         }
         Ok(report)
     }
+}
+
+/// The subcommand of a pin holder's command line (`serve`, `files`), for the reason text.
+fn reader_name(command: &str) -> &str {
+    command
+        .split_whitespace()
+        .find(|w| matches!(*w, "serve" | "files"))
+        .unwrap_or("reader")
 }
 
 #[cfg(test)]

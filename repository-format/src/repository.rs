@@ -669,6 +669,40 @@ impl Repository {
         )
     }
 
+    /// Pins generation `id` of `key` for a long reader (`serve`, `files`): a
+    /// [`LockMode::Pin`] record in the repository lock, taken once no exclusive holder runs.
+    /// Prune, delete and gc keep running and keep the pinned generation (see
+    /// [`crate::lock`]). Read the generation's manifest only after this returns.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming the exclusive holder if it does not finish within `wait`.
+    pub fn pin_generation(
+        &self,
+        key: &TargetKey,
+        id: GenerationId,
+        wait: Duration,
+    ) -> Result<RepositoryLock> {
+        RepositoryLock::acquire_pin(
+            &self.backend,
+            self.config.repository_id,
+            crate::lock::PinnedGeneration {
+                target: key.clone(),
+                generation: id.0,
+            },
+            wait,
+            self.lock_settings,
+        )
+    }
+
+    /// The live pins of this repository's generations ([`Repository::pin_generation`]),
+    /// stale ones left out.
+    ///
+    /// # Errors
+    /// Storage errors listing `locks/repository/`.
+    pub fn pins(&self) -> Result<Vec<crate::LockHolder>> {
+        crate::lock::live_pins(self.backend.as_ref())
+    }
+
     /// Takes the per-target lock that keeps two backups of one target apart.
     ///
     /// # Errors
@@ -1147,6 +1181,19 @@ impl Repository {
         id: GenerationId,
     ) -> Result<()> {
         lock.require(self.config.repository_id, "delete_generation", true)?;
+        // A pin taken before this exclusive lock is visible now (see `crate::lock`), and no
+        // pin can be taken while the lock is held: a served generation is never deleted.
+        if let Some(h) = self.pins()?.into_iter().find(|h| {
+            h.pin
+                .as_ref()
+                .is_some_and(|p| &p.target == key && p.generation == id.0)
+        }) {
+            return Err(Error::GenerationPinned {
+                target: key.to_string(),
+                generation: id.0,
+                holder: Box::new(h),
+            });
+        }
         let prefix = self.generation_prefix(key, id);
         let mkey = format!("{prefix}{MANIFEST_FILE}");
         let be = self.backend.as_ref();

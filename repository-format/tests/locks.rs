@@ -170,6 +170,7 @@ fn foreign_holder(host: &str, since: time::OffsetDateTime, ttl: u64) -> LockHold
         run_id: "0123456789abcdef0123456789abcdef".into(),
         machine: "another-machine".into(),
         ttl_seconds: ttl,
+        pin: None,
     }
 }
 

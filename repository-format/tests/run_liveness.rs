@@ -23,6 +23,7 @@ fn foreign_claim(root: &std::path::Path, run: &str, age: Duration) {
         run_id: run.into(),
         machine: "another-machine".into(),
         ttl_seconds: 60,
+        pin: None,
     };
     let path = dir.join(format!("{run}.claim"));
     std::fs::write(&path, serde_json::to_vec(&holder).unwrap()).unwrap();

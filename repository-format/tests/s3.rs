@@ -238,6 +238,7 @@ fn a_lock_whose_heartbeat_stops_expires() {
         run_id: "00112233445566778899aabbccddeeff".into(),
         machine: "elsewhere".into(),
         ttl_seconds: 2,
+        pin: None,
     };
     let b = s3_cluster::backend(&loc);
     b.create_new(

@@ -379,6 +379,10 @@ pub struct BackupArgs {
     /// atomically: for node_exporter's textfile collector.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Print the plan (targets resolved; per disk full or incremental and why) and create
+    /// nothing: no snapshot, no generation, no CBT change.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl BackupArgs {
@@ -472,6 +476,10 @@ pub struct RestoreArgs {
     /// overrides `[vddk] transports` for this restore.
     #[arg(long, value_name = "MODES", value_parser = crate::target_settings::check_transports)]
     pub transport: Option<String>,
+    /// Print the plan (generation, name, placement, per-disk datastores, network mapping, the
+    /// VM --overwrite would replace), every name checked against vCenter; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `list`

@@ -41,6 +41,32 @@ pub struct Check {
     /// What to do about it (failures and warnings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// For a `job` check: what each of the job's selections finds in vCenter now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobResolution>,
+}
+
+/// What a job's selections find in vCenter now (`[jobs.NAME] targets` and `all`).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResolution {
+    /// The job's name.
+    pub name: String,
+    /// One entry per selection, in the configuration's order.
+    pub selections: Vec<SelectionCount>,
+    /// Targets the whole job would back up now (exclusions and this machine left out).
+    pub targets: u64,
+}
+
+/// What one selection of a job finds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectionCount {
+    /// The selection as configured (`vm:web01`, `tag:Backup/nightly`, `all = vm`).
+    pub selection: String,
+    /// How many targets it finds (before exclusions).
+    pub found: u64,
+    /// Why it could not be resolved, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Check {
@@ -50,6 +76,7 @@ impl Check {
             status: Status::Ok,
             detail: detail.into(),
             fix: None,
+            job: None,
         }
     }
 
@@ -59,6 +86,7 @@ impl Check {
             status: Status::Failed,
             detail: detail.into(),
             fix: Some(fix.into()),
+            job: None,
         }
     }
 }
@@ -97,7 +125,15 @@ pub async fn diagnose(
         Ok(config) => {
             checks.push(Check::ok("configuration", config_source(config_path)));
             checks.push(repository(&config).await);
-            checks.extend(vcenter(&config).await);
+            let vcenter_checks = vcenter(&config).await;
+            let logged_in = vcenter_checks
+                .first()
+                .is_some_and(|c| c.status == Status::Ok);
+            checks.extend(vcenter_checks);
+            // Needs the login: when it failed, that check already says why.
+            if logged_in && !config.jobs.is_empty() {
+                checks.extend(jobs(&config).await);
+            }
             checks.push(vddk(&config).await);
             checks.push(machine_uuid(&config));
         }
@@ -144,6 +180,7 @@ async fn repository(config: &Config) -> Check {
                 "a prune, gc or repair holds the exclusive lock; backups wait for it (lock_wait_seconds)"
                     .into(),
             ),
+            job: None,
         },
         Ok((shown, Err(e))) => Check::failed(
             "repository",
@@ -224,6 +261,151 @@ async fn vcenter(config: &Config) -> Vec<Check> {
     vec![login, privileges]
 }
 
+/// Resolves each job's selections as `run JOB` will: one `job` check per job, failed when a
+/// selection finds nothing (a renamed VM, a tag nobody carries, a typo) or an exclusion names
+/// nothing, since the nightly run would then skip what the admin meant to protect.
+async fn jobs(config: &Config) -> Vec<Check> {
+    let vc = match Vcenter::connect(config).await {
+        Ok(vc) => vc,
+        Err(e) => {
+            return vec![Check::failed(
+                "job",
+                format!("cannot log in to resolve the jobs' targets: {e}"),
+                "see the vcenter check",
+            )]
+        }
+    };
+    let own = config.defaults.product_uuid_file.as_deref();
+    let mut checks = Vec::new();
+    for (name, job) in &config.jobs {
+        checks.push(job_check(&vc, name, job, own).await);
+    }
+    vc.logout().await;
+    checks
+}
+
+/// The `job` check of one job.
+async fn job_check(
+    vc: &Vcenter,
+    name: &str,
+    job: &crate::jobs::JobConfig,
+    own: Option<&Path>,
+) -> Check {
+    use clap::ValueEnum as _;
+    let (Ok(targets), Ok(exclude)) = (job.parsed_targets(), job.parsed_exclude()) else {
+        // The configuration check refuses these before doctor gets here.
+        return Check::failed(
+            "job",
+            format!("{name}: targets do not parse"),
+            "see the configuration check",
+        );
+    };
+    let all: Vec<selection::TargetKindArg> = job
+        .all
+        .iter()
+        .filter_map(|k| selection::TargetKindArg::from_str(k, true).ok())
+        .collect();
+    let mut counts = Vec::new();
+    for t in &targets {
+        counts.push(match count_one(vc, t, own).await {
+            Ok(n) => SelectionCount {
+                selection: t.to_string(),
+                found: n,
+                error: None,
+            },
+            Err(e) => SelectionCount {
+                selection: t.to_string(),
+                found: 0,
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    for (kind, text) in all.iter().zip(&job.all) {
+        let found = selection::select(vc, &[], std::slice::from_ref(kind), &[], own).await;
+        counts.push(SelectionCount {
+            selection: format!("all = {text}"),
+            found: found.as_ref().map_or(0, |s| s.targets.len() as u64),
+            error: found.err().map(|e| e.to_string()),
+        });
+    }
+    let whole = selection::select(vc, &targets, &all, &exclude, own).await;
+    let total = whole.as_ref().map_or(0, |s| s.targets.len() as u64);
+    let summary = counts
+        .iter()
+        .map(|c| format!("{} finds {}", c.selection, c.found))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let empty: Vec<&str> = counts
+        .iter()
+        .filter(|c| c.found == 0)
+        .map(|c| c.selection.as_str())
+        .collect();
+    let resolution = JobResolution {
+        name: name.to_string(),
+        selections: counts.clone(),
+        targets: total,
+    };
+    let mut check = if let Err(e) = &whole {
+        Check::failed(
+            "job",
+            format!("{name}: {summary}; the job's selection fails: {e}"),
+            format!("fix [jobs.{name}] targets or exclude: every exclusion must name something that exists"),
+        )
+    } else if !empty.is_empty() {
+        let why = counts
+            .iter()
+            .filter_map(|c| c.error.as_ref().map(|e| format!(" ({}: {e})", c.selection)))
+            .collect::<String>();
+        Check::failed(
+            "job",
+            format!("{name}: {summary}{why}"),
+            format!(
+                "{} in [jobs.{name}] found nothing: correct the name (see `govc find` or the vSphere client), tag the VMs, or remove the selection",
+                empty.join(", ")
+            ),
+        )
+    } else {
+        Check::ok(
+            "job",
+            format!(
+                "{name}: {summary}; {} to back up",
+                crate::format::count(total, "target", "targets")
+            ),
+        )
+    };
+    check.job = Some(resolution);
+    check
+}
+
+/// How many targets one selection finds now: a named VM, disk or vApp is 1 when it exists;
+/// a tag or a place of the inventory is what it expands to.
+async fn count_one(
+    vc: &Vcenter,
+    target: &crate::target::Target,
+    own: Option<&Path>,
+) -> crate::error::Result<u64> {
+    use crate::target::Target;
+    match target {
+        Target::Vm(_) => match crate::vsphere::resolve::resolve(vc, target).await {
+            Ok(_) => Ok(1),
+            Err(crate::error::Error::VmNotFound(_)) => Ok(0),
+            Err(e) => Err(e),
+        },
+        Target::Ivd(s) => Ok(u64::from(crate::vsphere::fcd::find(vc, s).await.is_ok())),
+        Target::Vapp(name) => Ok(vc
+            .client
+            .list_named(vim_client::InventoryKind::VirtualApp)
+            .await?
+            .iter()
+            .filter(|v| &v.name == name)
+            .count() as u64),
+        Target::Tag(_) | Target::Inventory(_) => {
+            let s = selection::select(vc, std::slice::from_ref(target), &[], &[], own).await?;
+            Ok(s.targets.len() as u64)
+        }
+    }
+}
+
 /// Loads VDDK from `[vddk] libdir` and initialises it, as a backup does first.
 async fn vddk(config: &Config) -> Check {
     let v = match config.vddk() {
@@ -279,6 +461,7 @@ fn machine_uuid(config: &Config) -> Check {
             fix: Some(
                 "if this machine is a vSphere VM, set [defaults] product_uuid_file to a file holding its BIOS uuid".into(),
             ),
+            job: None,
         },
         Err(e) => Check::failed(
             "machine uuid",

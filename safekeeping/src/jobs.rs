@@ -73,6 +73,11 @@ pub struct JobConfig {
     /// Run `check --read-data` at the end (reads every chunk: slow on a large repository).
     #[serde(default)]
     pub check_read_data: bool,
+    /// Run `check --read-data-subset` at the end on one M-th of the chunks: `"1/7"` reads a
+    /// seventh each run, the part chosen by the UTC day (see [`JobConfig::read_subset_for`]),
+    /// so seven nights in a row read every chunk once, as restic's rotating check does.
+    #[serde(default)]
+    pub check_read_data_subset: Option<String>,
     /// Write Prometheus metrics of the backup here, like `backup --metrics-file`.
     #[serde(default)]
     pub metrics_file: Option<PathBuf>,
@@ -159,6 +164,37 @@ impl JobConfig {
         Ok(Some(r))
     }
 
+    /// The share of the data a run's check reads: `1/M` from `check_read_data_subset`, or
+    /// `None` when the job does not ask for a subset.
+    ///
+    /// # Errors
+    /// A value that is not `1/M` with M ≥ 1.
+    pub fn read_subset_share(&self) -> Result<Option<u32>, String> {
+        let Some(text) = &self.check_read_data_subset else {
+            return Ok(None);
+        };
+        let bad = || {
+            format!(
+                "check_read_data_subset `{text}` is not 1/M (for example \"1/7\": a seventh of the data per run, a different seventh each day)"
+            )
+        };
+        let s: repository_format::ReadSubset = text.parse().map_err(|_| bad())?;
+        if s.part != 1 {
+            return Err(bad());
+        }
+        Ok(Some(s.of))
+    }
+
+    /// The part a run on `day` (days since 1970-01-01, UTC) reads for a share of `1/of`:
+    /// part `day mod of + 1`, so consecutive days walk through every part.
+    pub fn read_subset_for(of: u32, day: i64) -> repository_format::ReadSubset {
+        let of = of.max(1);
+        repository_format::ReadSubset {
+            part: u32::try_from(day.rem_euclid(i64::from(of))).unwrap_or(0) + 1,
+            of,
+        }
+    }
+
     /// Checks the job as the configuration is loaded.
     ///
     /// # Errors
@@ -189,6 +225,13 @@ impl JobConfig {
                     }
                 ));
             }
+        }
+        self.read_subset_share()?;
+        if self.check_read_data && self.check_read_data_subset.is_some() {
+            return Err(
+                "check_read_data and check_read_data_subset both set: choose one (read everything, or a part per run)"
+                    .into(),
+            );
         }
         if self.parallel == Some(0) || self.max_connections == Some(0) {
             return Err("parallel and max_connections must be at least 1".into());
@@ -255,6 +298,39 @@ mod tests {
         assert_eq!(r.keep_within_seconds, Some(2 * 86_400));
         assert_eq!(j.parsed_targets().unwrap().len(), 2);
         assert!(j.quiesce, "quiesce by default");
+    }
+
+    #[test]
+    fn a_read_data_subset_rotates_through_every_part_by_day() {
+        let j = job("targets = [\"vm:a\"]\ncheck_read_data_subset = \"1/7\"").unwrap();
+        j.check(&[]).unwrap();
+        assert_eq!(j.read_subset_share().unwrap(), Some(7));
+        let parts: Vec<u32> = (20_000..20_007)
+            .map(|day| JobConfig::read_subset_for(7, day).part)
+            .collect();
+        let mut sorted = parts.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (1..=7).collect::<Vec<_>>(),
+            "seven days read all parts: {parts:?}"
+        );
+        assert_eq!(
+            JobConfig::read_subset_for(7, 20_007),
+            JobConfig::read_subset_for(7, 20_000)
+        );
+        assert_eq!(JobConfig::read_subset_for(1, 20_003).to_string(), "1/1");
+        for bad in ["2/7", "0/7", "7", "x"] {
+            let j = job(&format!(
+                "targets = [\"vm:a\"]\ncheck_read_data_subset = \"{bad}\""
+            ))
+            .unwrap();
+            assert!(j.check(&[]).unwrap_err().contains("is not 1/M"), "{bad}");
+        }
+        let both =
+            job("targets = [\"vm:a\"]\ncheck_read_data = true\ncheck_read_data_subset = \"1/7\"")
+                .unwrap();
+        assert!(both.check(&[]).unwrap_err().contains("choose one"));
     }
 
     #[test]

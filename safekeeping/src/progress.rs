@@ -149,3 +149,42 @@ impl Progress {
         }
     }
 }
+
+/// A [`Progress`] whose total is known only once the work starts (a check learns how many
+/// chunks it reads after walking every index): nothing is shown before [`Deferred::start`].
+pub struct Deferred {
+    label: String,
+    quiet: bool,
+    progress: std::sync::OnceLock<Progress>,
+}
+
+impl Deferred {
+    /// Reporting on work described by `label`, once it starts.
+    pub fn new(label: impl Into<String>, quiet: bool) -> Deferred {
+        Deferred {
+            label: label.into(),
+            quiet,
+            progress: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The work is `total` bytes (a second call changes nothing).
+    pub fn start(&self, total: u64) {
+        self.progress
+            .get_or_init(|| Progress::new(self.label.clone(), total, self.quiet));
+    }
+
+    /// Records `n` more bytes done (ignored before [`Deferred::start`]).
+    pub fn add(&self, n: u64) {
+        if let Some(p) = self.progress.get() {
+            p.add(n);
+        }
+    }
+
+    /// Ends the bar, leaving its summary line.
+    pub fn finish(&self) {
+        if let Some(p) = self.progress.get() {
+            p.finish();
+        }
+    }
+}

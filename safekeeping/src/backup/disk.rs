@@ -161,7 +161,7 @@ pub fn plan_disk(f: &DiskFacts<'_>) -> DiskPlan {
 /// (a warning naming the file) and in the plan's reason: the backup goes on and commits, and
 /// nothing is built on a base that cannot be trusted. `what` names the disk in the log.
 pub async fn verify_base(
-    ctx: &BackupContext,
+    repo: &repository_format::Repository,
     plan: &mut DiskPlan,
     target: &TargetKey,
     previous: Option<&PreviousDisk>,
@@ -171,7 +171,7 @@ pub async fn verify_base(
     let Some(prev) = previous.filter(|_| plan.mode == DiskMode::Incremental) else {
         return;
     };
-    let repo = ctx.repo.clone();
+    let repo = repo.clone();
     let target = target.clone();
     let generation = GenerationId(prev.generation);
     let loaded = blocking(move || Ok(repo.fixed_index(&target, generation, disk_key)?))

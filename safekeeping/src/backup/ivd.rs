@@ -57,13 +57,7 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
     tracing::info!(ivd = %id, name = %disk.object.name, "starting backup of a first class disk");
     result.vm = Some(disk.object.name.clone());
 
-    let mut identity = TargetIdentity::new(TargetKind::Ivd, disk.object.name.clone());
-    identity.instance_uuid = Some(id.to_ascii_lowercase());
-    identity
-        .extra
-        .insert("datastore".into(), disk.datastore_name.clone().into());
-    // Which vCenter: recorded in the generation, and part of the key for a named one.
-    ctx.vc.origin.stamp(&mut identity);
+    let identity = identity_of(&disk, &ctx.vc);
     let key = ctx.repo.target_key(&identity)?;
 
     let target_lock = lock_target(ctx, &key).await?;
@@ -100,6 +94,74 @@ async fn run(ctx: &Arc<BackupContext>, selector: &str, result: &mut TargetResult
     let removal = snapshot.remove().await;
     drop(target_lock);
     with_snapshot_removed(outcome, removal, result.generation)
+}
+
+/// What the repository knows a first class disk as: name, id, datastore, vCenter.
+fn identity_of(disk: &FoundDisk, vc: &crate::vsphere::Vcenter) -> TargetIdentity {
+    let mut identity = TargetIdentity::new(TargetKind::Ivd, disk.object.name.clone());
+    identity.instance_uuid = Some(disk.object.id.to_ascii_lowercase());
+    identity
+        .extra
+        .insert("datastore".into(), disk.datastore_name.clone().into());
+    // Which vCenter: recorded in the generation, and part of the key for a named one.
+    vc.origin.stamp(&mut identity);
+    identity
+}
+
+/// `backup --dry-run` of one first class disk: the same identity and decision
+/// ([`plan_disk`], [`disk::verify_base`]) as [`backup_ivd`], on the disk as it is now; no
+/// lock, no snapshot, nothing written.
+pub(crate) async fn preview_ivd(
+    vc: &crate::vsphere::Vcenter,
+    repo: &repository_format::Repository,
+    options: &crate::backup::BackupOptions,
+    target: &Target,
+    selector: &str,
+) -> Result<crate::backup::preview::TargetPreview> {
+    let disk = fcd::find(vc, selector).await?;
+    let identity = identity_of(&disk, vc);
+    let key = repo.target_key(&identity)?;
+    let (r, k) = (repo.clone(), key.clone());
+    let previous_manifest = blocking(move || crate::backup::latest_manifest_in(&r, &k)).await?;
+    let previous = previous_manifest
+        .as_ref()
+        .and_then(|m| PreviousDisk::from_manifest(m, IVD_DISK_KEY));
+    let capacity = disk.capacity();
+    let cbt = disk.object.changed_block_tracking_enabled != Some(false);
+    let facts = DiskFacts {
+        force_full: options.full,
+        cbt_just_enabled: !cbt,
+        capacity,
+        disk_uuid: Some(disk.object.id.as_str()),
+        previous: previous.as_ref(),
+    };
+    let mut plan = plan_disk(&facts);
+    if facts.cbt_just_enabled && !facts.force_full {
+        plan.reason = "change tracking is off: the backup reads the disk in full".into();
+    }
+    let what = format!("ivd {}", disk.object.name);
+    disk::verify_base(
+        repo,
+        &mut plan,
+        &key,
+        previous.as_ref(),
+        IVD_DISK_KEY,
+        &what,
+    )
+    .await;
+    let mut preview = crate::backup::preview::TargetPreview::unresolved(target);
+    preview.target = format!("ivd:{}", disk.object.name);
+    preview.key = Some(key.to_string());
+    preview.previous_generation = previous_manifest.as_ref().map(|m| m.generation.0);
+    preview.change_tracking = Some(cbt);
+    preview.disks = vec![crate::backup::preview::DiskPreview {
+        index: 0,
+        label: disk.object.name.clone(),
+        capacity,
+        mode: Some(plan.mode),
+        reason: plan.reason,
+    }];
+    Ok(preview)
 }
 
 struct Prepared<'a> {
@@ -140,7 +202,7 @@ async fn with_snapshot(
     });
     let what = format!("ivd {}", disk.object.name);
     disk::verify_base(
-        ctx,
+        &ctx.repo,
         &mut plan,
         &p.key,
         previous.as_ref(),

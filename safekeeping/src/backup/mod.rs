@@ -24,6 +24,7 @@
 
 pub mod disk;
 pub mod ivd;
+pub mod preview;
 pub mod vapp;
 pub mod vm;
 
@@ -353,7 +354,7 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
 
 /// The VMs carrying each tag that has a `[targets."tag:…"]` section. A tag vCenter does not
 /// know is logged and matches no VM: one configuration may serve several vCenters.
-async fn tag_members(vc: &Vcenter, config: &Config) -> HashMap<String, HashSet<String>> {
+pub(crate) async fn tag_members(vc: &Vcenter, config: &Config) -> HashMap<String, HashSet<String>> {
     let mut out = HashMap::new();
     for key in config.targets.keys() {
         let Ok(Target::Tag(tag)) = key.parse::<Target>() else {
@@ -423,12 +424,16 @@ pub(crate) async fn latest_manifest(
 ) -> Result<Option<Manifest>> {
     let repo = ctx.repo.clone();
     let key = key.clone();
-    blocking(move || match repo.latest_successful(&key) {
-        Ok(Some(g)) => Ok(Some(repo.manifest(&key, g.id)?)),
+    blocking(move || latest_manifest_in(&repo, &key)).await
+}
+
+/// [`latest_manifest`] of `repo` (blocking).
+pub(crate) fn latest_manifest_in(repo: &Repository, key: &TargetKey) -> Result<Option<Manifest>> {
+    match repo.latest_successful(key) {
+        Ok(Some(g)) => Ok(Some(repo.manifest(key, g.id)?)),
         Ok(None) | Err(repository_format::Error::TargetNotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
-    })
-    .await
+    }
 }
 
 /// The run's outcome once its snapshot was removed: a failed removal fails the run too,

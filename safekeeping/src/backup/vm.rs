@@ -18,6 +18,7 @@ use crate::backup::disk::{
     self, plan_disk, read_disk, require_capacity, DiskFacts, DiskMode, PlannedDisk, PreviousDisk,
     SnapshotDisk,
 };
+use crate::backup::preview::{DiskPreview, TargetPreview};
 use crate::backup::{
     latest_manifest, leftover_judge, lock_target, with_snapshot_removed, BackupContext,
     TargetResult,
@@ -59,21 +60,10 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     result.moref = Some(resolved.moref.value.clone());
     let info = vc.client.vm_info(&resolved.moref).await?;
     let config = configuration(&info)?;
-    let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());
-    identity.moref = Some(info.moref.value.clone());
-    identity.bios_uuid = Some(config.uuid.to_ascii_lowercase()).filter(|u| !u.is_empty());
-    identity.instance_uuid = config
-        .instance_uuid
-        .as_ref()
-        .map(|u| u.to_ascii_lowercase());
-    if let Ok(path) = vc.client.inventory_path(&info.moref).await {
-        identity.extra.insert("inventory_path".into(), path.into());
-    }
-    // Which vCenter: recorded in the generation, and part of the key for a named one.
-    ctx.vc.origin.stamp(&mut identity);
+    let identity = identity_of(vc, &info, &config).await;
     // The repository names the target's folder (keyed when the repository is encrypted).
     let key = ctx.repo.target_key(&identity)?;
-    let settings = settings_of(ctx, &identity);
+    let settings = settings_of(&ctx.config, &ctx.tag_members, &identity);
 
     let target_lock = lock_target(ctx, &key).await?;
     // Read the VM again now that the lock is held: a backup of it that held the lock until now
@@ -133,8 +123,34 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
     with_snapshot_removed(outcome, removal, result.generation)
 }
 
-/// The configuration's `[targets."…"]` sections that apply to the VM `identity` names.
-fn settings_of(ctx: &BackupContext, identity: &TargetIdentity) -> Effective {
+/// What the repository knows the VM as: name, moref, uuids, inventory path, vCenter.
+async fn identity_of(
+    vc: &crate::vsphere::Vcenter,
+    info: &VmInfo,
+    config: &VmConfig,
+) -> TargetIdentity {
+    let mut identity = TargetIdentity::new(TargetKind::Vm, info.name.clone());
+    identity.moref = Some(info.moref.value.clone());
+    identity.bios_uuid = Some(config.uuid.to_ascii_lowercase()).filter(|u| !u.is_empty());
+    identity.instance_uuid = config
+        .instance_uuid
+        .as_ref()
+        .map(|u| u.to_ascii_lowercase());
+    if let Ok(path) = vc.client.inventory_path(&info.moref).await {
+        identity.extra.insert("inventory_path".into(), path.into());
+    }
+    // Which vCenter: recorded in the generation, and part of the key for a named one.
+    vc.origin.stamp(&mut identity);
+    identity
+}
+
+/// The configuration's `[targets."…"]` sections that apply to the VM `identity` names
+/// (`tag_members`: the VMs carrying each tag that has a section).
+fn settings_of(
+    config: &crate::config::Config,
+    tag_members: &std::collections::HashMap<String, std::collections::HashSet<String>>,
+    identity: &TargetIdentity,
+) -> Effective {
     let path = identity
         .extra
         .get("inventory_path")
@@ -147,21 +163,19 @@ fn settings_of(ctx: &BackupContext, identity: &TargetIdentity) -> Effective {
         instance_uuid: identity.instance_uuid.as_deref(),
         inventory_path: path,
     };
-    effective(&ctx.config.targets, &facts, |tag| {
-        ctx.tag_members
-            .get(tag)
-            .is_some_and(|vms| vms.contains(moref))
+    effective(&config.targets, &facts, |tag| {
+        tag_members.get(tag).is_some_and(|vms| vms.contains(moref))
     })
 }
 
 /// The disks of `frozen` left out of this backup, by position; `--exclude-disk` positions the
 /// VM does not have are an error (a typo must not back up the disk meant to be left out).
 fn excluded_disks(
-    ctx: &BackupContext,
+    exclude_disks: &[usize],
     p: &Prepared,
     frozen: &VmConfig,
 ) -> Result<Vec<Option<ExcludedDisk>>> {
-    let command_line: BTreeSet<usize> = ctx.options.exclude_disks.iter().copied().collect();
+    let command_line: BTreeSet<usize> = exclude_disks.iter().copied().collect();
     let configured = &p.settings.exclude_disks;
     let count = frozen.disks().count();
     if let Some(n) = command_line.iter().find(|n| **n >= count) {
@@ -199,6 +213,108 @@ fn excluded_disks(
         .collect())
 }
 
+/// `backup --dry-run` of one VM: the same resolution, identity, settings, exclusions and
+/// per-disk decisions ([`plan_disk`], [`disk::verify_base`]) as [`backup_vm`], on the VM as
+/// it is now instead of its snapshot; no lock, no CBT change, no snapshot, nothing written.
+/// A change id is only checked by vCenter once a snapshot exists: the backup turns a refused
+/// one into a full read of that disk.
+pub(crate) async fn preview_vm(
+    vc: &crate::vsphere::Vcenter,
+    settings: &crate::config::Config,
+    repo: &repository_format::Repository,
+    options: &crate::backup::BackupOptions,
+    tag_members: &std::collections::HashMap<String, std::collections::HashSet<String>>,
+    target: &Target,
+) -> Result<TargetPreview> {
+    let resolved = resolve(vc, target).await?;
+    let info = vc.client.vm_info(&resolved.moref).await?;
+    let config = configuration(&info)?;
+    let identity = identity_of(vc, &info, &config).await;
+    let key = repo.target_key(&identity)?;
+    let r = repo.clone();
+    let k = key.clone();
+    let previous = blocking(move || crate::backup::latest_manifest_in(&r, &k)).await?;
+    let cbt = config.change_tracking_enabled;
+    let p = Prepared {
+        settings: settings_of(settings, tag_members, &identity),
+        info,
+        config,
+        identity,
+        key,
+        cbt_just_enabled: !cbt,
+        previous,
+    };
+    let quiesce = options.quiesce.or(p.settings.quiesce).unwrap_or_default();
+    let exclusions = excluded_disks(&options.exclude_disks, &p, &p.config)?;
+    let mut disks = Vec::new();
+    for ((index, (device, vdisk)), exclusion) in p.config.disks().enumerate().zip(exclusions) {
+        let label = device
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("disk {}", device.key));
+        if let Some(x) = exclusion {
+            disks.push(DiskPreview {
+                index,
+                label,
+                capacity: vdisk.capacity_in_bytes,
+                mode: None,
+                reason: x.note.clone(),
+            });
+            continue;
+        }
+        let previous = p
+            .previous
+            .as_ref()
+            .and_then(|m| PreviousDisk::from_manifest(m, device.key));
+        let facts = DiskFacts {
+            force_full: options.full,
+            cbt_just_enabled: p.cbt_just_enabled,
+            capacity: vdisk.capacity_in_bytes,
+            disk_uuid: vdisk.backing.uuid.as_deref(),
+            previous: previous.as_ref(),
+        };
+        let mut plan = plan_disk(&facts);
+        if facts.cbt_just_enabled && !facts.force_full {
+            // plan_disk's words are for the run that switched it on.
+            plan.reason =
+                "change tracking is off: the backup switches it on and reads the disk in full"
+                    .into();
+        }
+        let what = format!("{} {label}", p.info.name);
+        disk::verify_base(
+            repo,
+            &mut plan,
+            &p.key,
+            previous.as_ref(),
+            device.key,
+            &what,
+        )
+        .await;
+        disks.push(DiskPreview {
+            index,
+            label,
+            capacity: vdisk.capacity_in_bytes,
+            mode: Some(plan.mode),
+            reason: plan.reason,
+        });
+    }
+    Ok(TargetPreview {
+        target: format!("vm:{}", p.info.name),
+        moref: Some(p.info.moref.value.clone()),
+        key: Some(p.key.to_string()),
+        previous_generation: p.previous.as_ref().map(|m| m.generation.0),
+        change_tracking: Some(cbt),
+        quiesce: Some(if p.info.power_state == vim_client::PowerState::PoweredOn {
+            quiesce
+        } else {
+            QuiesceMode::Off
+        }),
+        disks,
+        note: None,
+        error: None,
+    })
+}
+
 /// The VM's configuration, which a VM being created does not have yet.
 fn configuration(info: &VmInfo) -> Result<VmConfig> {
     info.config
@@ -229,7 +345,7 @@ async fn with_snapshot(
     // Steps 1 and 2 for every disk before anything is written, so a refused change id turns
     // into a full read of that disk first.
     let mut plans: Vec<PlannedDisk> = Vec::new();
-    let exclusions = excluded_disks(ctx, p, &frozen)?;
+    let exclusions = excluded_disks(&ctx.options.exclude_disks, p, &frozen)?;
     // The command line wins over the target's section, which wins over `[vddk] transports`.
     let transports = ctx
         .options
@@ -268,7 +384,15 @@ async fn with_snapshot(
             disk_uuid: vdisk.backing.uuid.as_deref(),
             previous: previous.as_ref(),
         });
-        disk::verify_base(ctx, &mut plan, &p.key, previous.as_ref(), device.key, &what).await;
+        disk::verify_base(
+            &ctx.repo,
+            &mut plan,
+            &p.key,
+            previous.as_ref(),
+            device.key,
+            &what,
+        )
+        .await;
         tracing::info!(vm = %p.info.name, disk = %label, mode = ?plan.mode, "{}", plan.reason);
         let capacity = vdisk.capacity_in_bytes;
         let device_key = device.key;

@@ -17,6 +17,55 @@ use crate::outcome::Outcome;
 use crate::report::Report;
 use repository_format::{RunRecord, RunTarget};
 
+/// The plan of `backup --dry-run`, for people.
+fn preview_text(p: &crate::backup::preview::BackupPreview) -> String {
+    let mut text = format!(
+        "dry run: {} would be backed up (nothing was created)\n",
+        crate::format::count(p.targets.len() as u64, "target", "targets")
+    );
+    for t in &p.targets {
+        let _ = write!(text, "{}", t.target);
+        if let Some(m) = &t.moref {
+            let _ = write!(text, " ({m})");
+        }
+        match t.previous_generation {
+            Some(g) => {
+                let _ = write!(text, ": builds on generation {g}");
+            }
+            None => text.push_str(": first backup"),
+        }
+        if t.change_tracking == Some(false) {
+            text.push_str("; change tracking off (the backup switches it on)");
+        }
+        text.push('\n');
+        for d in &t.disks {
+            let mode = match d.mode {
+                Some(crate::backup::disk::DiskMode::Full) => "full",
+                Some(crate::backup::disk::DiskMode::Incremental) => "incremental",
+                None => "left out",
+            };
+            let _ = writeln!(
+                text,
+                "  disk {} {} ({}): {mode}: {}",
+                d.index,
+                d.label,
+                human_bytes(d.capacity),
+                d.reason
+            );
+        }
+        if let Some(n) = &t.note {
+            let _ = writeln!(text, "  {n}");
+        }
+        if let Some(e) = &t.error {
+            let _ = writeln!(text, "  would fail: {e}");
+        }
+    }
+    for s in &p.skipped {
+        let _ = writeln!(text, "{}: skipped ({})", s.target, s.reason);
+    }
+    text
+}
+
 /// The backup's options: the arguments, with the configuration's defaults filled in.
 pub fn options(config: &Config, args: BackupArgs, quiet: bool) -> BackupOptions {
     BackupOptions {
@@ -55,6 +104,16 @@ pub async fn run(
     quiet: bool,
 ) -> Result<Report> {
     super::override_transports(&mut config, args.transport.as_deref());
+    if args.dry_run {
+        let options = options(&config, args, quiet);
+        let p = crate::backup::preview::preview(Arc::new(config), &options).await?;
+        let outcome = if p.ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        return Ok(Report::new(outcome, &p, preview_text(&p)));
+    }
     let started = SystemTime::now();
     let clock = Instant::now();
     let metrics_file = args.metrics_file.clone();

@@ -15,14 +15,28 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::format::count;
 use crate::outcome::Outcome;
+use crate::progress::Deferred;
 use crate::repo;
 use crate::report::Report;
+
+/// The check's chunk reads shown as bytes verified.
+struct CheckBar(Deferred);
+
+impl repository_format::CheckProgress for CheckBar {
+    fn started(&self, _chunks: u64, bytes: u64) {
+        self.0.start(bytes);
+    }
+
+    fn chunk_read(&self, bytes: u64) {
+        self.0.add(bytes);
+    }
+}
 
 /// Checks the repository under the shared lock, or with `--repair` under the exclusive lock.
 ///
 /// # Errors
 /// When the repository cannot be opened or locked.
-pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
+pub fn run(config: &Config, args: CheckArgs, quiet: bool) -> Result<Report> {
     let r = repo::open(config)?;
     let read_data = args.read_data || args.repair || args.read_data_subset.is_some();
     let report = if args.repair {
@@ -31,9 +45,19 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
     } else {
         // Works on a read-only repository too (without a recorded lock; the library warns).
         let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
-        match args.read_data_subset {
-            Some(subset) => r.check_subset(subset)?,
-            None => r.check(&CheckOptions { read_data })?,
+        if read_data {
+            // Reading every chunk takes long on a large repository: a bar on a terminal, a
+            // log line every tenth otherwise, and a summary line at the end.
+            let label = match args.read_data_subset {
+                Some(s) => format!("check: reading part {s} of the chunks"),
+                None => "check: reading every chunk".to_string(),
+            };
+            let progress = CheckBar(Deferred::new(label, quiet));
+            let report = r.check_reporting(true, args.read_data_subset, &progress);
+            progress.0.finish();
+            report?
+        } else {
+            r.check(&CheckOptions { read_data })?
         }
     };
     let mut text = String::new();
@@ -146,7 +170,9 @@ pub fn run(config: &Config, args: CheckArgs) -> Result<Report> {
         }
         Outcome::Failure
     };
-    Ok(Report::new(outcome, &report, text))
+    let mut doc = serde_json::to_value(&report).unwrap_or_default();
+    names.rename_targets(&mut doc);
+    Ok(Report::new(outcome, &doc, text))
 }
 
 /// Names for people: a target as `vm:web01` (not its folder key), a disk by its position in the
@@ -172,6 +198,24 @@ impl Names {
             .get(key)
             .map(|(name, _)| name.clone())
             .unwrap_or_else(|| format!("target {key}"))
+    }
+
+    /// The JSON vocabulary (docs/json.md): every `target` holding a folder key becomes the
+    /// display name (`vm:web01`), with the folder key beside it as `key`.
+    fn rename_targets(&self, v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let key = m.get("target").and_then(|t| t.as_str()).map(str::to_string);
+                if let Some((name, _)) = key.as_deref().and_then(|k| self.targets.get(k)) {
+                    m.insert("target".into(), name.clone().into());
+                    m.entry("key")
+                        .or_insert_with(|| key.unwrap_or_default().into());
+                }
+                m.values_mut().for_each(|x| self.rename_targets(x));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.rename_targets(x)),
+            _ => {}
+        }
     }
 
     /// `disk 1 (device 2001)`, or `device 2001` when the manifest cannot say its position.

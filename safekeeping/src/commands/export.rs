@@ -10,6 +10,7 @@ use crate::disk_io::SparseImage;
 use crate::error::{Error, Result};
 use crate::format::human_bytes;
 use crate::outcome::Outcome;
+use crate::progress::Progress;
 use crate::repo;
 use crate::report::Report;
 
@@ -19,7 +20,7 @@ use crate::report::Report;
 /// # Errors
 /// Unknown target, generation or disk; damaged chunks (the partial file is removed);
 /// an existing output file.
-pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
+pub fn run(config: &Config, args: &ExportArgs, quiet: bool) -> Result<Report> {
     let r = repo::open(config)?;
     let (summary, _) = repo::find_target(&r, &args.target)?;
     let m = repo::pick_generation(&r, &summary.key, args.generation)?;
@@ -36,18 +37,30 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
     let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
     let reader = r.disk_reader(&summary.key, m.generation, disk.disk.key)?;
     let to_stdout = args.output.as_os_str() == "-";
+    // Bytes of the disk passed, holes included: the bar reaches the end with the disk.
+    let progress = Progress::new(
+        format!("export: disk {} of generation {}", args.disk, m.generation),
+        reader.capacity(),
+        quiet,
+    );
     let written = if to_stdout {
-        write_stream(&reader, std::io::stdout().lock())?
+        write_stream(&reader, std::io::stdout().lock(), &progress)?
     } else {
         let mut image = SparseImage::create(&args.output, reader.capacity())?;
+        let mut passed = 0u64;
         for chunk in reader.stream(crate::repo::read_threads()) {
             let chunk = chunk?;
             image.write_at(chunk.offset, &chunk.data)?;
+            let end = chunk.offset + chunk.data.len() as u64;
+            progress.add(end.saturating_sub(passed));
+            passed = passed.max(end);
         }
+        progress.add(reader.capacity().saturating_sub(passed));
         let written = image.bytes_written();
         image.commit()?;
         written
     };
+    progress.finish();
     let doc = json!({
         "target": args.target.to_string(),
         "generation": m.generation.0,
@@ -81,7 +94,11 @@ pub fn run(config: &Config, args: &ExportArgs) -> Result<Report> {
 /// Writes the disk in order on `out`, zeros where no chunk is stored; returns the bytes of
 /// stored data. Every chunk is verified before a byte of it is written, and a damaged one stops
 /// the stream with an error (the reader of the pipe sees a short disk and our exit code 1).
-fn write_stream(reader: &repository_format::DiskReader, mut out: impl Write) -> Result<u64> {
+fn write_stream(
+    reader: &repository_format::DiskReader,
+    mut out: impl Write,
+    progress: &Progress,
+) -> Result<u64> {
     let stdout_err = |e| Error::io("writing the disk to stdout", e);
     let zeros = vec![0u8; 1 << 20];
     let mut position = 0u64;
@@ -96,12 +113,16 @@ fn write_stream(reader: &repository_format::DiskReader, mut out: impl Write) -> 
     };
     for chunk in reader.stream(crate::repo::read_threads()) {
         let chunk = chunk?;
+        let from = position;
         fill(&mut out, &mut position, chunk.offset)?;
         out.write_all(&chunk.data).map_err(stdout_err)?;
         position += chunk.data.len() as u64;
         written += chunk.data.len() as u64;
+        progress.add(position - from);
     }
+    let from = position;
     fill(&mut out, &mut position, reader.capacity())?;
+    progress.add(position - from);
     out.flush().map_err(stdout_err)?;
     Ok(written)
 }

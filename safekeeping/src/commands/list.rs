@@ -19,6 +19,8 @@ use crate::vsphere::{selection, Vcenter};
 
 #[derive(Serialize)]
 struct Listed {
+    /// The display name (`vm:web01`), as every command names a target.
+    target: String,
     key: String,
     name: String,
     generations: Vec<repository_format::repository::GenerationSummary>,
@@ -119,7 +121,7 @@ pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
     let mut text = String::new();
     for s in summaries {
         let gens = r.generations(&s.key)?;
-        let _ = writeln!(text, "vm:{}  ({})", s.name, s.key);
+        let _ = writeln!(text, "{}  ({})", repo::display_name(&s), s.key);
         let _ = writeln!(
             text,
             "  {:>4}  {:<20}  {:<11}  {:<9}  {:>12}  {:>12}",
@@ -148,6 +150,7 @@ pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
             );
         }
         listed.push(Listed {
+            target: repo::display_name(&s),
             key: s.key.to_string(),
             name: s.name,
             generations: gens,

@@ -84,12 +84,15 @@ pub async fn run(cli: Cli) -> Result<Report> {
             blocking(move || copy::run(&config, &args, quiet)).await
         }
         Command::Serve(args) => serve::run(&config, args, cancel).await,
-        other => blocking(move || run_repository_command(&config, other)).await,
+        other => {
+            let quiet = cli.quiet > 0;
+            blocking(move || run_repository_command(&config, other, quiet)).await
+        }
     }
 }
 
 /// Commands that only touch the repository; they block on file I/O and locks.
-fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
+fn run_repository_command(config: &Config, command: Command, quiet: bool) -> Result<Report> {
     match command {
         Command::Repo(RepoCommand::Init(a)) => repo::init(
             config,
@@ -104,10 +107,10 @@ fn run_repository_command(config: &Config, command: Command) -> Result<Report> {
         Command::Show(a) => show::run(config, &a.target, a.generation),
         Command::Stats(a) => stats::run(config, a.target.as_ref()),
         Command::Diff(a) => diff::run(config, &a),
-        Command::Check(a) => check::run(config, a),
+        Command::Check(a) => check::run(config, a, quiet),
         Command::Prune(a) => prune::run(config, &a),
-        Command::Gc(a) => gc::run(config, a.dry_run),
-        Command::Export(a) => export::run(config, &a),
+        Command::Gc(a) => gc::run(config, a.dry_run, quiet),
+        Command::Export(a) => export::run(config, &a, quiet),
         Command::Files(f) => files::run(config, &f),
         Command::Jobs(JobsCommand::List) => jobs::list(config),
         Command::Runs(a) => runs::run(config, &a),

@@ -53,6 +53,7 @@ pub async fn run(
 ) -> Result<Report> {
     super::override_transports(&mut config, args.transport.as_deref());
     let to_vcenter = args.to_vcenter.clone();
+    let dry_run = args.dry_run;
     let options = options(&config, args, quiet);
     let (config, into) = {
         let (c, o) = (config.clone(), options.clone());
@@ -62,6 +63,10 @@ pub async fn run(
         .await?
     };
     tracing::info!("restoring {into}");
+    if dry_run {
+        let p = crate::restore::preview::preview(&config, &options).await?;
+        return Ok(Report::new(Outcome::Success, &p, preview_text(&p)));
+    }
     let restored = crate::restore::run(&config, &options, &cancel).await?;
     let mut text = match &restored {
         Restored::Vm(r) => vm_text(r),
@@ -70,6 +75,76 @@ pub async fn run(
     };
     let _ = writeln!(text, "  {into}");
     Ok(Report::new(Outcome::Success, &restored, text))
+}
+
+/// The plan of `restore --dry-run`, for people.
+fn preview_text(p: &crate::restore::preview::RestorePreview) -> String {
+    let mut text = format!(
+        "dry run: would restore {} generation {} as VM `{}` by {} (nothing was created)\n",
+        p.target,
+        p.generation,
+        p.name,
+        match p.mode {
+            RestoreMode::Create => "create",
+            RestoreMode::Import => "import",
+        }
+    );
+    let pl = &p.placement;
+    let _ = writeln!(
+        text,
+        "  placement: datacenter {}, folder {}, resource pool {}{}, datastore {}",
+        pl.datacenter,
+        pl.folder,
+        pl.resource_pool,
+        pl.host
+            .as_ref()
+            .map(|h| format!(", host {h}"))
+            .unwrap_or_default(),
+        pl.datastore
+    );
+    for d in &p.disks {
+        let _ = writeln!(
+            text,
+            "  disk {} {} ({}) -> datastore {}",
+            d.index,
+            d.label,
+            human_bytes(d.capacity),
+            d.datastore
+        );
+    }
+    for x in &p.excluded_disks {
+        let _ = writeln!(
+            text,
+            "  disk {} {}: not in the backup; {}",
+            x.index,
+            x.label,
+            if p.excluded_disks_recreated {
+                "would be recreated empty"
+            } else {
+                "left out"
+            }
+        );
+    }
+    for n in &p.networks {
+        let _ = writeln!(text, "  NIC {}: network {} -> {}", n.key, n.from, n.to);
+    }
+    if let Some(r) = &p.replaces {
+        let _ = writeln!(
+            text,
+            "  would replace the existing VM `{}` ({}){}",
+            r.name,
+            r.moref,
+            if r.powered_on {
+                ", powering it off first"
+            } else {
+                ""
+            }
+        );
+    }
+    if p.power_on {
+        text.push_str("  would power it on\n");
+    }
+    text
 }
 
 fn vm_text(report: &VmRestoreReport) -> String {

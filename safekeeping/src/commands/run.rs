@@ -201,7 +201,7 @@ pub async fn run(mut config: Config, name: &str, cancel: Cancel, quiet: bool) ->
         if job.gc {
             skipped.push(Step::skipped("gc", why));
         }
-        if job.check || job.check_read_data {
+        if job.check || job.check_read_data || job.check_read_data_subset.is_some() {
             skipped.push(Step::skipped("check", why));
         }
         (history, skipped)
@@ -270,7 +270,13 @@ fn maintain(
     history: &mut RunHistory,
 ) -> Vec<Step> {
     let retention = job.retention().ok().flatten();
-    let wants_check = job.check || job.check_read_data;
+    let subset = job.read_subset_share().ok().flatten().map(|of| {
+        let day = time::OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .div_euclid(86_400);
+        JobConfig::read_subset_for(of, day)
+    });
+    let wants_check = job.check || job.check_read_data || subset.is_some();
     if retention.is_none() && !job.gc && !wants_check {
         return vec![Step::skipped("prune", "the job has no keep_* rule")];
     }
@@ -339,24 +345,28 @@ fn maintain(
         });
     }
     if wants_check {
-        steps.push(
-            match repo.check(&CheckOptions {
+        let checked = match subset {
+            Some(part) => {
+                tracing::info!(part = %part, "check reads one part of the data (check_read_data_subset)");
+                repo.check_subset(part)
+            }
+            None => repo.check(&CheckOptions {
                 read_data: job.check_read_data,
-            }) {
-                Ok(r) if r.ok() => Step::done(
-                    "check",
-                    Outcome::Success,
-                    serde_json::to_value(&r).unwrap_or_default(),
-                ),
-                Ok(r) => {
-                    let mut s =
-                        Step::failed("check", format!("{} problems found", r.problems.len()));
-                    s.report = serde_json::to_value(&r).ok();
-                    s
-                }
-                Err(e) => Step::failed("check", e.to_string()),
-            },
-        );
+            }),
+        };
+        steps.push(match checked {
+            Ok(r) if r.ok() => Step::done(
+                "check",
+                Outcome::Success,
+                serde_json::to_value(&r).unwrap_or_default(),
+            ),
+            Ok(r) => {
+                let mut s = Step::failed("check", format!("{} problems found", r.problems.len()));
+                s.report = serde_json::to_value(&r).ok();
+                s
+            }
+            Err(e) => Step::failed("check", e.to_string()),
+        });
     }
     drop(lock);
     steps

@@ -34,7 +34,7 @@ pub struct DiskChoice {
     pub disk: u32,
 }
 
-/// A backed-up disk opened for file access, with the shared repository lock held.
+/// A backed-up disk opened for file access, with its generation pinned.
 pub struct OpenDisk {
     /// The generation read.
     pub generation: u64,
@@ -87,7 +87,8 @@ pub struct PartitionInfo {
 pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
     let r = repo::open(config)?;
     let (summary, _) = repo::find_target(&r, &choice.target)?;
-    let m = repo::pick_generation(&r, &summary.key, choice.generation)?;
+    // Pinned for as long as the disk is open: prune keeps the generation, gc its chunks.
+    let (lock, m) = crate::instant::pin::pick_and_pin(&r, config, &summary.key, choice.generation)?;
     let disk = m.disks.get(choice.disk as usize).ok_or_else(|| {
         Error::NotInRepository(format!(
             "generation {} of {} has {} disks (numbered from 0), no disk {}",
@@ -97,7 +98,6 @@ pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
             choice.disk
         ))
     })?;
-    let lock = r.lock_shared(repo::lock_wait(config))?;
     // File systems read small scattered blocks: a modest cache, little read-ahead.
     let opts = CacheOptions {
         cache_bytes: 64 << 20,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::human_bytes;
 use crate::instant::device::RepositoryDisk;
 use crate::instant::overlay::OverlayDisk;
+use crate::instant::pin;
 use crate::repo;
 use crate::target::Target;
 
@@ -77,7 +78,7 @@ pub fn check_listen(listen: &ListenAddress, allow_remote: bool) -> Result<()> {
 }
 
 /// Serves until `cancel` fires (Ctrl-C or SIGTERM), then closes every connection, flushes
-/// the overlay, removes the socket and releases the shared repository lock.
+/// the overlay, removes the socket and releases the pin of the generation.
 ///
 /// # Errors
 /// Unknown target, generation or disk; the lock; the listen address; the overlay file.
@@ -89,7 +90,9 @@ pub async fn run(config: &Config, opts: ServeOptions, cancel: Cancel) -> Result<
     let (lock, reader, generation, capacity) = blocking(move || {
         let r = repo::open(&cfg)?;
         let (summary, _) = repo::find_target(&r, &o.target)?;
-        let m = repo::pick_generation(&r, &summary.key, o.generation)?;
+        // Pinned: backups, prune and gc keep running; prune keeps this generation and gc its
+        // chunks until the serve ends (see `repository_format::lock`).
+        let (lock, m) = pin::pick_and_pin(&r, &cfg, &summary.key, o.generation)?;
         let disk = m.disks.get(o.disk as usize).ok_or_else(|| {
             Error::NotInRepository(format!(
                 "generation {} of {} has {} disks (numbered from 0), no disk {}",
@@ -99,8 +102,6 @@ pub async fn run(config: &Config, opts: ServeOptions, cancel: Cancel) -> Result<
                 o.disk
             ))
         })?;
-        // Shared: backups keep running; gc and prune wait, so no chunk served disappears.
-        let lock = r.lock_shared(repo::lock_wait(&cfg))?;
         let reader =
             CachedDiskReader::open(&r, &summary.key, m.generation, disk.disk.key, o.cache)?;
         Ok((lock, reader, m.generation.0, disk.disk.capacity))

@@ -6,6 +6,8 @@
 //! have run first (scripts/test.sh does).
 #![warn(missing_docs)]
 
+pub mod schema;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -169,3 +169,92 @@ fn doctor_passes_when_ready_and_names_each_missing_piece_with_its_fix() {
         .json();
     assert_eq!(failed_checks(&j), ["configuration"]);
 }
+
+/// The `job` checks of a doctor report, by job name.
+fn job_check<'a>(json: &'a serde_json::Value, job: &str) -> &'a serde_json::Value {
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "job" && c["job"]["name"] == job)
+        .unwrap_or_else(|| panic!("no job check for `{job}` in {json:#}"))
+}
+
+#[test]
+fn doctor_resolves_each_jobs_targets_and_fails_a_selection_that_finds_nothing() {
+    let lab = Lab::up();
+    let uuid = lab.dir().join("product_uuid");
+    std::fs::write(&uuid, "4215A0E0-1234-5678-9ABC-DEF012345678\n").unwrap();
+    lab.create_vm("web", &["8M"], &["VM Network"]);
+    lab.create_vm("db", &["8M"], &["VM Network"]);
+    for vm in ["vm:web", "vm:db"] {
+        lab.lab(&[
+            "tag",
+            "--category",
+            "backup",
+            "--tag",
+            "nightly",
+            "--attach",
+            vm,
+        ])
+        .ok();
+    }
+    lab.sk(&["repo", "init"]).ok();
+    let base = std::fs::read_to_string(lab.config()).unwrap();
+    let with_jobs = |name: &str, jobs: &str| {
+        let p = lab.dir().join(name);
+        std::fs::write(&p, format!("{base}\n{jobs}\n")).unwrap();
+        p
+    };
+
+    let good = with_jobs(
+        "good-jobs.toml",
+        "[jobs.nightly]\ntargets = [\"vm:web\", \"tag:backup/nightly\"]\nexclude = [\"vm:db\"]\nkeep_last = 3\n",
+    );
+    let j = doctor(&lab, &good, &uuid).ok().json();
+    let c = job_check(&j, "nightly");
+    assert_eq!(c["status"], "ok", "{j:#}");
+    let sel = c["job"]["selections"].as_array().unwrap();
+    assert_eq!(sel[0]["selection"], "vm:web");
+    assert_eq!(sel[0]["found"], 1);
+    assert_eq!(sel[1]["selection"], "tag:backup/nightly");
+    assert_eq!(sel[1]["found"], 2, "{c:#}");
+    assert_eq!(
+        c["job"]["targets"], 1,
+        "db is excluded, web counted once: {c:#}"
+    );
+
+    // A VM that does not exist (a typo, a rename) and an `all` beside it: the job fails,
+    // naming the selection that finds nothing with the fix; the other job stays ok.
+    let bad = with_jobs(
+        "bad-jobs.toml",
+        "[jobs.nightly]\ntargets = [\"vm:web\"]\n\n[jobs.typo]\ntargets = [\"vm:wbe\"]\nall = [\"vm\"]\n",
+    );
+    let r = doctor(&lab, &bad, &uuid).expect_code(1);
+    let j = r.json();
+    assert_eq!(failed_checks(&j), ["job"], "{j:#}");
+    assert_eq!(job_check(&j, "nightly")["status"], "ok");
+    let c = job_check(&j, "typo");
+    assert_eq!(c["status"], "failed");
+    assert_eq!(c["job"]["selections"][0]["found"], 0);
+    assert_eq!(c["job"]["selections"][1]["selection"], "all = vm");
+    assert_eq!(c["job"]["selections"][1]["found"], 2, "{c:#}");
+    let fix = c["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("vm:wbe") && fix.contains("[jobs.typo]"),
+        "{fix}"
+    );
+    // The text form names it too.
+    let text = lab
+        .sk_with(
+            &["doctor"],
+            &bad,
+            &[("SAFEKEEPING_PRODUCT_UUID_FILE", uuid.to_str().unwrap())],
+        )
+        .expect_code(1);
+    assert!(
+        text.stdout.contains("typo: vm:wbe finds 0"),
+        "{}",
+        text.stdout
+    );
+}

@@ -215,25 +215,70 @@ fn serve_exports_the_backed_up_disk_to_real_nbd_clients() {
         "write refused: {text}"
     );
 
-    // The lock is shared: a backup runs while the disk is served...
-    lab.guest_write("web", 0, "20M", "1M", Some(3));
+    // Serve pins generation 1: a backup runs while the disk is served (it overwrites the
+    // first MiB, so generation 1 alone holds those chunks)...
+    lab.guest_write("web", 0, "0", "1M", Some(3));
     lab.sk(&["backup", "vm:web"]).ok();
-    // ...while gc and prune, which could delete what is served, wait for the exclusive lock.
+    // ...and prune and gc run too, without waiting (a 1 s lock wait would fail): prune keeps
+    // the pinned generation and says so, gc deletes nothing the serve reads.
     let impatient = lab.config_variant(
         "impatient.toml",
         "lock_wait_seconds = 60",
         "lock_wait_seconds = 1",
     );
-    for args in [&["gc"][..], &["prune", "vm:web", "--keep-last", "1"][..]] {
-        let r = lab.sk_with(args, &impatient, &[]);
-        assert_eq!(r.code, 1, "{args:?} waits for serve: {}", r.all_output());
-        assert!(r.stderr.contains("lock"), "{}", r.stderr);
-    }
+    let r = lab
+        .sk_with(&["prune", "vm:web", "--keep-last", "1"], &impatient, &[])
+        .ok();
+    assert!(
+        r.stdout.contains("generation    1  keep")
+            && r.stdout.contains("pinned by a running serve"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("0 generations removed"), "{}", r.stdout);
+    let r = lab
+        .sk_with(
+            &["--json", "prune", "vm:web", "--keep-last", "1"],
+            &impatient,
+            &[],
+        )
+        .ok();
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let g1 = &doc["targets"][0]["generations"][1];
+    assert_eq!(g1["generation"], 1, "{doc}");
+    assert_eq!(g1["keep"], true, "{doc}");
+    assert!(
+        g1["reasons"]
+            .to_string()
+            .contains("pinned by a running serve"),
+        "{doc}"
+    );
+    let r = lab.sk_with(&["--json", "gc"], &impatient, &[]).ok();
+    let gc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(gc["generations_pinned"], 1, "{gc}");
     tool("nbdcopy", &[&u, raw.to_str().unwrap()]);
     assert_eq!(sha256_file(&raw), gen1, "generation 1 still served whole");
     stop(child, &socket);
 
-    // Generation 1 is still served as it was; generation 2 has the new data.
+    // The serve has ended: the next prune removes generation 1 and gc frees its own chunks.
+    let r = lab.sk(&["prune", "vm:web", "--keep-last", "1"]).ok();
+    assert!(r.stdout.contains("1 generation removed"), "{}", r.stdout);
+    let r = lab.sk(&["--json", "gc"]).ok();
+    let gc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(gc["generations_pinned"], 0, "{gc}");
+    assert!(gc["chunks_removed"].as_u64().unwrap() > 0, "{gc}");
+    let r = lab.sk(&[
+        "serve",
+        "vm:web",
+        "--generation",
+        "1",
+        "--listen",
+        "unix:/nonexistent/x",
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("generation 1"), "{}", r.stderr);
+
+    // Generation 2 is served with the new data.
     let child = serve(&lab, &socket, &["vm:web", "--generation", "2"]);
     let raw2 = tmp.path().join("web-gen2.raw");
     tool("nbdcopy", &[&uri(&socket), raw2.to_str().unwrap()]);
@@ -829,4 +874,44 @@ fn serve_and_files_read_an_encrypted_repository() {
     ])
     .ok();
     check_extracted(&out, &tree, false);
+}
+
+#[test]
+fn a_killed_serves_pin_goes_stale_and_prune_removes_the_generation() {
+    let lab = Lab::up();
+    lab.create_vm("web", &["16M"], &[]);
+    lab.guest_write("web", 0, "0", "2M", Some(1));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:web"]).ok();
+    lab.guest_write("web", 0, "0", "2M", Some(2));
+    lab.sk(&["backup", "vm:web"]).ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("web.sock");
+
+    // While the serve runs, prune keeps the pinned generation...
+    let mut child = serve(&lab, &socket, &["vm:web", "--generation", "1"]);
+    let r = lab
+        .sk(&["--json", "prune", "vm:web", "--keep-last", "1", "--dry-run"])
+        .ok();
+    assert_eq!(
+        r.json()["removed"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.stdout
+    );
+    // ...and once it is killed (no cleanup at all), its pin names a process that is gone
+    // from this machine: stale at once, and the generation goes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = lab.sk(&["prune", "vm:web", "--keep-last", "1"]).ok();
+    assert!(
+        r.stdout.contains("1 generation removed"),
+        "{}",
+        r.all_output()
+    );
+    assert!(
+        r.all_output().contains("stale"),
+        "the stale pin is reported: {}",
+        r.all_output()
+    );
 }

@@ -79,6 +79,16 @@ async fn first_class_disk_full_incremental_restore_attach() {
         "the backup left a snapshot"
     );
     let digest1 = digest(&lab, &path);
+    // Its dry run plans an incremental from generation 1, and takes no snapshot.
+    let plan = lab
+        .sk(&["--json", "backup", "ivd:data1", "--dry-run"])
+        .ok()
+        .json();
+    let p = &plan["targets"][0];
+    assert_eq!(p["target"], "ivd:data1", "{plan}");
+    assert_eq!(p["previous_generation"], 1, "{plan}");
+    assert_eq!(p["disks"][0]["mode"], "incremental", "{plan}");
+    assert!(c.fcd_snapshots(&disk.id, &ds).await.unwrap().is_empty());
 
     // Incremental through the VSLM endpoint (the change id is the same disk's), addressed by
     // id this time.

@@ -617,3 +617,45 @@ fn run_records_live_in_an_s3_repository_too() {
         "nothing local"
     );
 }
+
+#[test]
+fn a_jobs_read_data_subset_check_reads_todays_part() {
+    let lab = Lab::up();
+    lab.create_vm("web01", &["16M"], &[]);
+    lab.guest_write("web01", 0, "0", "8M", Some(1));
+    lab.sk(&["repo", "init"]).ok();
+    let config = with_extra(
+        &lab,
+        "subset.toml",
+        "[jobs.nightly]\ntargets = [\"vm:web01\"]\nkeep_last = 2\ncheck_read_data_subset = \"1/7\"\n",
+    );
+    let j = lab
+        .sk_with(&["--json", "-q", "run", "nightly"], &config, &[])
+        .ok()
+        .json();
+    let check = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "check")
+        .unwrap_or_else(|| panic!("no check step: {j:#}"));
+    assert_eq!(check["outcome"], "succeeded", "{j:#}");
+    // Today's part: days since 1970-01-01 (UTC) mod 7, plus 1.
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let part = format!("{}/7", day % 7 + 1);
+    assert_eq!(check["report"]["read_data_subset"], part.as_str(), "{j:#}");
+    assert_eq!(check["report"]["read_data"], true, "{j:#}");
+
+    // A value that is not 1/M is refused when the configuration is loaded.
+    let bad = with_extra(
+        &lab,
+        "bad-subset.toml",
+        "[jobs.nightly]\ntargets = [\"vm:web01\"]\ncheck_read_data_subset = \"3/7\"\n",
+    );
+    let r = lab.sk_with(&["run", "nightly"], &bad, &[]).expect_code(1);
+    assert!(r.stderr.contains("check_read_data_subset"), "{}", r.stderr);
+}

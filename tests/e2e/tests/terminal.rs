@@ -99,3 +99,84 @@ fn no_log_line_is_lost_under_progress_bars() {
     let frames: Vec<&str> = screen.lines().filter(|l| l.contains(" eta ")).collect();
     assert!(frames.is_empty(), "stale bar frames: {frames:#?}");
 }
+
+/// Runs `safekeeping ARGS` on a pseudo-terminal; returns the screen (history included).
+fn on_terminal(lab: &Lab, args: &[&str]) -> String {
+    let which = Command::new(binary("safekeeping-lab"))
+        .args(["which", "python"])
+        .output()
+        .expect("safekeeping-lab which python");
+    let python = String::from_utf8_lossy(&which.stdout).trim().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pty_screen.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg("200")
+        .arg(binary("safekeeping"))
+        .arg("--config")
+        .arg(lab.config())
+        .args(args)
+        .env_remove("SAFEKEEPING_CONFIG")
+        .env("TERM", "xterm-256color")
+        .output()
+        .expect("run pty_screen.py");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_export_and_gc_show_progress_and_leave_a_summary_line() {
+    let lab = Lab::up();
+    lab.create_vm("web", &["48M"], &[]);
+    lab.guest_write("web", 0, "0", "32M", Some(1));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:web"]).ok();
+    lab.guest_write("web", 0, "0", "8M", Some(2));
+    lab.sk(&["backup", "vm:web"]).ok();
+
+    let summary = |screen: &str, label: &str| {
+        assert!(
+            screen.trim_end().ends_with("EXIT 0"),
+            "{label} on a terminal failed:\n{screen}"
+        );
+        // The bar was replaced by its summary line: `LABEL: 32.0 MiB in 0.1 s (…/s)`.
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(label) && l.contains(" in ") && l.ends_with("/s)")),
+            "no summary line for `{label}`:\n{screen}"
+        );
+        let frames: Vec<&str> = screen.lines().filter(|l| l.contains(" eta ")).collect();
+        assert!(frames.is_empty(), "stale bar frames: {frames:#?}");
+    };
+    let screen = on_terminal(&lab, &["check", "--read-data"]);
+    summary(&screen, "check: reading every chunk");
+    assert!(screen.contains("read and verified"), "{screen}");
+    let screen = on_terminal(&lab, &["check", "--read-data-subset", "1/2"]);
+    summary(&screen, "check: reading part 1/2 of the chunks");
+
+    let image = lab.dir().join("web.raw");
+    let screen = on_terminal(
+        &lab,
+        &[
+            "export",
+            "vm:web",
+            "--disk",
+            "0",
+            "--output",
+            image.to_str().unwrap(),
+        ],
+    );
+    summary(&screen, "export: disk 0 of generation 2");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 48 << 20);
+
+    lab.sk(&["prune", "vm:web", "--keep-last", "1"]).ok();
+    let screen = on_terminal(&lab, &["gc"]);
+    summary(&screen, "gc: removing unreferenced chunks");
+
+    // Without a terminal: no bar, and quiet (-q) prints nothing at all on success.
+    let r = lab.sk(&["-q", "check", "--read-data"]).ok();
+    assert!(
+        r.stdout.is_empty() && r.stderr.is_empty(),
+        "{}",
+        r.all_output()
+    );
+}
