@@ -64,6 +64,53 @@ pub mod vm {
         pub vmx_path: Option<String>,
         /// Metadata files that could not be saved, with why.
         pub missing: Vec<String>,
+        /// Storage policies of the VM home and its disks (`None`: not recorded, as in
+        /// generations written before policies were, or when vCenter's PBM did not answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub storage_policies: Option<SavedPolicies>,
+        /// What the backup found about encryption and vTPM (absent in older generations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub security: Option<SavedSecurity>,
+    }
+
+    /// A storage policy by id and name (the name is what a restore looks up).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedPolicy {
+        /// PBM profile id at backup time.
+        pub id: String,
+        /// Policy name.
+        pub name: String,
+    }
+
+    /// One disk's storage policy.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedDiskPolicy {
+        /// Device key in the original VM.
+        pub key: i32,
+        /// Its policy.
+        pub policy: SavedPolicy,
+    }
+
+    /// The storage policies of a VM at backup time.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedPolicies {
+        /// The VM home's policy (configuration files).
+        pub home: Option<SavedPolicy>,
+        /// Disks with a policy, in device order.
+        pub disks: Vec<SavedDiskPolicy>,
+    }
+
+    /// Encryption and vTPM as the backup saw them: what a restore can and cannot bring back.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedSecurity {
+        /// The VM was encrypted (`config.keyId`): its disks were read in clear through VDDK,
+        /// the key is not in the generation.
+        pub encrypted: bool,
+        /// The key provider the VM used, when known.
+        pub key_provider: Option<String>,
+        /// The VM had a virtual TPM: its secrets live in the encrypted `.nvram`/`.vmx`
+        /// state and are not kept.
+        pub vtpm: bool,
     }
 }
 

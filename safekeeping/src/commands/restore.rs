@@ -37,6 +37,8 @@ pub fn options(config: &Config, args: RestoreArgs, quiet: bool) -> RestoreOption
         lock_wait: crate::repo::lock_wait(config),
         show_progress: !quiet,
         drop_excluded_disks: args.drop_excluded_disks,
+        profile: args.profile,
+        disk_profile: args.disk_profile,
     }
 }
 

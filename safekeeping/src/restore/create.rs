@@ -2,12 +2,17 @@
 //! (new disks of the original capacity and provisioning on the mapped datastores, NICs on the
 //! mapped networks, identity kept only with `--recovery`), then `CreateVM_Task`. A VM restore
 //! puts the `.vmx` and every disk in folders claimed for it ([`VmFolders`]), never in an
-//! existing folder of the same name.
+//! existing folder of the same name. The saved `.nvram` goes into the new VM's folder before
+//! its first power-on, so an EFI or Secure Boot VM keeps its boot entries and variables.
 
-use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions};
+use vim_client::{
+    apply_profiles, config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions,
+};
 
-use crate::error::Result;
+use crate::blocking::blocking;
+use crate::error::{Error, Result};
 use crate::restore::plan::{RestorePlan, VmFolders};
+use crate::stored::vm::NVRAM_FILE;
 use crate::vsphere::Vcenter;
 
 /// The spec options the plan describes, with the server choosing the folders (`[ds]`).
@@ -99,17 +104,47 @@ pub fn restore_options_in(plan: &RestorePlan, folders: Option<&VmFolders>) -> Re
     o
 }
 
-/// Creates the VM with its files in `folders`; returns it and the configuration fields that
-/// were not carried over.
+/// Creates the VM with its files in `folders` and puts the saved `.nvram` beside its `.vmx`;
+/// returns it and the configuration fields that were not carried over.
 ///
 /// # Errors
-/// An unusable saved configuration, CreateVM_Task faults.
+/// An unusable saved configuration, CreateVM_Task faults, a failed `.nvram` upload (the new
+/// VM is then destroyed; the caller deletes the claimed folders).
 pub async fn create(
     vc: &Vcenter,
     plan: &RestorePlan,
     folders: &VmFolders,
 ) -> Result<(MoRef, Vec<String>)> {
-    create_with(vc, plan, None, Some(folders)).await
+    let created = create_with(vc, plan, None, Some(folders)).await?;
+    if let Err(e) = upload_nvram(vc, plan, folders).await {
+        destroy_partial(vc, &created.0, &plan.name).await;
+        return Err(Error::Other(format!(
+            "uploading the saved .nvram of `{}` failed (the new VM was destroyed): {e}",
+            plan.name
+        )));
+    }
+    Ok(created)
+}
+
+/// Writes the generation's `.nvram` as `NAME.nvram` in the VM's folder, the file a VM created
+/// with `NAME.vmx` reads at power-on (ESXi creates an empty one when there is none, losing
+/// EFI boot entries and Secure Boot keys). A generation without one is left as before.
+async fn upload_nvram(vc: &Vcenter, plan: &RestorePlan, folders: &VmFolders) -> Result<()> {
+    let m = &plan.manifest;
+    if !m.metadata_files.iter().any(|f| f == NVRAM_FILE) {
+        tracing::info!(vm = %plan.name, "generation {} has no .nvram; the VM starts with a new one", m.generation);
+        return Ok(());
+    }
+    let repo = plan.repo.clone();
+    let key = plan.key.clone();
+    let generation = m.generation;
+    let nvram = blocking(move || Ok(repo.read_metadata(&key, generation, NVRAM_FILE)?)).await?;
+    let path = folders.vm_file(&format!("{}.nvram", plan.name));
+    vc.client
+        .write_datastore_file(&plan.inventory.datacenter.name, &path, nvram)
+        .await?;
+    tracing::info!(vm = %plan.name, nvram = %path, "saved .nvram restored before the first power-on");
+    Ok(())
 }
 
 /// Creates the VM in the plan's folder and pool (`CreateVM_Task`) or, with `vapp`, as a child
@@ -131,7 +166,13 @@ async fn create_with(
     vapp: Option<&MoRef>,
     folders: Option<&VmFolders>,
 ) -> Result<(MoRef, Vec<String>)> {
-    let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options_in(plan, folders))?;
+    let mut rebuilt =
+        config_spec_from_info(&plan.saved_config, &restore_options_in(plan, folders))?;
+    apply_profiles(
+        &mut rebuilt.spec,
+        plan.policies.home.as_ref().map(|p| p.id.as_str()),
+        &plan.policies.disk_ids(&rebuilt.key_map),
+    )?;
     if !rebuilt.dropped_fields.is_empty() {
         tracing::info!(
             "configuration fields not carried over: {}",

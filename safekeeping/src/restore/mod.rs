@@ -19,6 +19,7 @@ pub mod import;
 pub mod ivd;
 pub mod options;
 pub mod plan;
+pub mod policy;
 pub mod vapp;
 pub mod vm;
 pub mod vmx;

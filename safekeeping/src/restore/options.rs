@@ -60,6 +60,10 @@ pub struct RestoreOptions {
     pub show_progress: bool,
     /// Leave out the disks the backup excluded instead of recreating them empty.
     pub drop_excluded_disks: bool,
+    /// Storage policy (by name) for the VM home and every disk (`--profile`).
+    pub profile: Option<String>,
+    /// Storage policy per disk: `(index, policy name)` (`--disk-profile N=POLICY`).
+    pub disk_profile: Vec<(u32, String)>,
 }
 
 impl RestoreOptions {

@@ -58,7 +58,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch method.Body.(type) {
-	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
+	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.CreateSnapshotEx_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
 		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
 		*types.ListVStorageObjectsAttachedToTag, *types.AttachDisk_Task, *types.DetachDisk_Task,
@@ -88,6 +88,12 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		defer l.mu.Unlock()
 		defer l.saveChangeLog()
 		l.createSnapshot(w, r, body, req)
+		return
+	case *types.CreateSnapshotEx_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		defer l.saveChangeLog()
+		l.createSnapshotEx(w, r, req)
 		return
 	case *types.RegisterVM_Task:
 		l.mu.Lock()
