@@ -197,3 +197,20 @@ pub mod vapp {
     /// The saved resource allocation.
     pub const RESOURCES_FILE: &str = "vapp-resources.xml";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::vm::VmMetadata;
+
+    #[test]
+    fn a_vm_json_from_before_policies_still_reads() {
+        let old = r#"{"name":"web01","placement":{"datacenter":"DC0","folder":"vm","resource_pool":"Resources","host":"h1","datastores":["ds1"],"networks":[]},"datacenter_path":"DC0","nics":[],"vmx_path":"[ds1] web01/web01.vmx","missing":[]}"#;
+        let m: VmMetadata = serde_json::from_str(old).unwrap();
+        assert_eq!(m.name, "web01");
+        assert_eq!(m.storage_policies, None);
+        assert_eq!(m.security, None);
+        // And a new one without policies writes no field an older reader would trip on.
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("storage_policies"), "{text}");
+    }
+}

@@ -218,6 +218,19 @@ enum Cmd {
         #[arg(value_enum)]
         tool: Tool,
     },
+    /// Associates a storage policy (by name) with a VM's home or, with --disk, one of its
+    /// disks, as vCenter's SPBM keeps it (DIR/pbm-associations.json lists them).
+    SetPolicy {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        vm: String,
+        /// Disk position (from 0); omit for the VM home.
+        #[arg(long)]
+        disk: Option<usize>,
+        #[arg(long)]
+        policy: String,
+    },
     /// Shows or sets the simulator's fault-injection knobs (JSON).
     Knobs {
         #[arg(long)]
@@ -445,6 +458,19 @@ pub fn run(cli: Cli) -> Result<()> {
             let body =
                 json!({"category": category, "tag": tag, "attach": attach.unwrap_or_default()});
             let res = admin(&dir)?.post("tag", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::SetPolicy {
+            dir,
+            vm,
+            disk,
+            policy,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let disk = disk.map_or(-1, |d| d as i64);
+            let body = json!({"vm": vm, "disk": disk, "policy": policy});
+            let res = admin(&dir)?.post("set-policy", &body)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(())
         }

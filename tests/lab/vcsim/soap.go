@@ -266,6 +266,14 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			writeFault(w, msg, f)
 			return
 		}
+		if specHasProfiles(&req.Config) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			defer l.saveChangeLog()
+			l.passKeepingProfiles(w, r, body, nil, &req.Config)
+			l.syncAll()
+			return
+		}
 	case *types.ReconfigVM_Task:
 		if f, msg := checkConfigSpec(&req.Spec); f != nil {
 			writeFault(w, msg, f)
@@ -276,6 +284,14 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			if b, err := encodeRequest(&methods.ReconfigVM_TaskBody{Req: req}); err == nil {
 				body = b
 			}
+		}
+		if specHasProfiles(&req.Spec) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			defer l.saveChangeLog()
+			l.passKeepingProfiles(w, r, body, &req.This, &req.Spec)
+			l.syncAll()
+			return
 		}
 	}
 	if mutating[method.Name] {
