@@ -47,7 +47,8 @@ pub enum Command {
     /// Back up one or more targets.
     Backup(BackupArgs),
     /// Restore a target as a new VM (or over an existing one).
-    Restore(RestoreArgs),
+    // Boxed: the restore options are by far the largest arguments (clippy::large_enum_variant).
+    Restore(Box<RestoreArgs>),
     /// List targets and their generations.
     List(ListArgs),
     /// Show one generation: disks, sizes, change ids, VM metadata.

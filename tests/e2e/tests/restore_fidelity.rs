@@ -347,3 +347,42 @@ fn compression_level_per_target() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("-7..=22"), "{}", r.stderr);
 }
+
+#[test]
+fn encryption_and_vtpm_are_detected_and_explained() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    lab.create_vm("sec", &["1M"], &[]);
+    lab.guest_write("sec", 0, "0", "1M", Some(9));
+    lab.lab(&["secure-vm", "--vm", "sec", "--encrypted", "--vtpm"])
+        .ok();
+    let r = lab.sk(&["backup", "vm:sec"]).ok();
+    assert!(
+        r.stderr
+            .contains("the VM is encrypted (key provider lab-kms)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("virtual TPM"), "{}", r.stderr);
+    let shown = lab.sk(&["--json", "show", "vm:sec"]).ok().json();
+    assert_eq!(shown["security"]["encrypted"], true, "{shown}");
+    assert_eq!(shown["security"]["vtpm"], true, "{shown}");
+    assert_eq!(shown["security"]["key_provider"], "lab-kms", "{shown}");
+    let text = lab.sk(&["show", "vm:sec"]).ok().stdout;
+    assert!(text.contains("security: the VM is encrypted"), "{text}");
+    // The restore says what is not brought back, and the data is.
+    let r = lab.sk(&["restore", "vm:sec", "--name", "sec-r"]).ok();
+    assert!(
+        r.stderr.contains("a restore creates an unencrypted VM"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("virtual TPM"), "{}", r.stderr);
+    assert_eq!(lab.digest("sec-r", 0), lab.digest("sec", 0));
+    // A plain VM gets no such note.
+    lab.create_vm("plain", &["1M"], &[]);
+    let r = lab.sk(&["backup", "vm:plain"]).ok();
+    assert!(!r.stderr.contains("encrypted"), "{}", r.stderr);
+    let shown = lab.sk(&["--json", "show", "vm:plain"]).ok().json();
+    assert_eq!(shown["security"]["encrypted"], false, "{shown}");
+}

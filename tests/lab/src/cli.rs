@@ -231,6 +231,18 @@ enum Cmd {
         #[arg(long)]
         policy: String,
     },
+    /// Makes a VM look encrypted (config.keyId with the lab's key provider) and/or gives it a
+    /// virtual TPM device; vcsim has neither.
+    SecureVm {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        vm: String,
+        #[arg(long)]
+        encrypted: bool,
+        #[arg(long)]
+        vtpm: bool,
+    },
     /// Shows or sets the simulator's fault-injection knobs (JSON).
     Knobs {
         #[arg(long)]
@@ -471,6 +483,18 @@ pub fn run(cli: Cli) -> Result<()> {
             let disk = disk.map_or(-1, |d| d as i64);
             let body = json!({"vm": vm, "disk": disk, "policy": policy});
             let res = admin(&dir)?.post("set-policy", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::SecureVm {
+            dir,
+            vm,
+            encrypted,
+            vtpm,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let body = json!({"vm": vm, "encrypted": encrypted, "vtpm": vtpm});
+            let res = admin(&dir)?.post("secure-vm", &body)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(())
         }
