@@ -22,10 +22,43 @@ pub struct PolicyPlan {
     pub disks: Vec<(i32, StoragePolicy)>,
 }
 
+/// The policies a restore applied, for `--json` (`storage_policies`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedPolicies {
+    /// The VM home's policy name.
+    pub home: Option<String>,
+    /// `(original device key, policy name)` per disk.
+    pub disks: Vec<AppliedDiskPolicy>,
+}
+
+/// One disk's applied policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedDiskPolicy {
+    /// The disk's device key in the backed-up VM.
+    pub key: i32,
+    /// The policy's name.
+    pub policy: String,
+}
+
 impl PolicyPlan {
     /// Whether nothing is to be applied.
     pub fn is_empty(&self) -> bool {
         self.home.is_none() && self.disks.is_empty()
+    }
+
+    /// What `--json` reports; `None` when nothing is applied.
+    pub fn applied(&self) -> Option<AppliedPolicies> {
+        (!self.is_empty()).then(|| AppliedPolicies {
+            home: self.home.as_ref().map(|p| p.name.clone()),
+            disks: self
+                .disks
+                .iter()
+                .map(|(key, p)| AppliedDiskPolicy {
+                    key: *key,
+                    policy: p.name.clone(),
+                })
+                .collect(),
+        })
     }
 
     /// The disk policies as `(key in the spec, profile id)`, through the spec's key map.

@@ -92,8 +92,20 @@ fn storage_policies_are_kept_remapped_and_checked() {
     assert_eq!(d["home"], VVOL, "{d}");
     assert_eq!(d["disks"]["0"], VSAN, "{d}");
     assert_eq!(d["disks"]["1"], PMEM, "{d}");
-    lab.sk(&["restore", "vm:pol", "--name", "pol-a", "--profile", PMEM])
+    let r = lab
+        .sk(&[
+            "--json",
+            "restore",
+            "vm:pol",
+            "--name",
+            "pol-a",
+            "--profile",
+            PMEM,
+        ])
         .ok();
+    let applied = &r.json()["storage_policies"];
+    assert_eq!(applied["home"], PMEM, "{}", r.stdout);
+    assert_eq!(applied["disks"][1]["policy"], PMEM, "{}", r.stdout);
     let a = policies(&lab, "pol-a");
     assert_eq!(a["home"], PMEM, "{a}");
     assert_eq!(a["disks"]["0"], PMEM, "{a}");
