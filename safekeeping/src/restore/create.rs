@@ -6,13 +6,15 @@
 //! its first power-on, so an EFI or Secure Boot VM keeps its boot entries and variables.
 
 use vim_client::{
-    apply_profiles, config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions,
+    apply_profiles, config_spec_from_info, DatastorePath, DiskTarget, MacPolicy, MoRef,
+    RestoreOptions,
 };
 
 use crate::blocking::blocking;
 use crate::error::{Error, Result};
 use crate::restore::plan::{RestorePlan, VmFolders};
 use crate::stored::vm::NVRAM_FILE;
+use crate::vsphere::metadata::sibling;
 use crate::vsphere::Vcenter;
 
 /// The spec options the plan describes, with the server choosing the folders (`[ds]`).
@@ -116,7 +118,8 @@ pub async fn create(
     folders: &VmFolders,
 ) -> Result<(MoRef, Vec<String>)> {
     let created = create_with(vc, plan, None, Some(folders)).await?;
-    if let Err(e) = upload_nvram(vc, plan, folders).await {
+    let nvram = folders.vm_file(&format!("{}.nvram", plan.name));
+    if let Err(e) = upload_nvram(vc, plan, &nvram).await {
         destroy_partial(vc, &created.0, &plan.name).await;
         return Err(Error::Other(format!(
             "uploading the saved .nvram of `{}` failed (the new VM was destroyed): {e}",
@@ -126,10 +129,10 @@ pub async fn create(
     Ok(created)
 }
 
-/// Writes the generation's `.nvram` as `NAME.nvram` in the VM's folder, the file a VM created
-/// with `NAME.vmx` reads at power-on (ESXi creates an empty one when there is none, losing
+/// Writes the generation's `.nvram` to `path`: `NAME.nvram` beside the new VM's `NAME.vmx`,
+/// the file the VM reads at power-on (ESXi creates an empty one when there is none, losing
 /// EFI boot entries and Secure Boot keys). A generation without one is left as before.
-async fn upload_nvram(vc: &Vcenter, plan: &RestorePlan, folders: &VmFolders) -> Result<()> {
+async fn upload_nvram(vc: &Vcenter, plan: &RestorePlan, path: &DatastorePath) -> Result<()> {
     let m = &plan.manifest;
     if !m.metadata_files.iter().any(|f| f == NVRAM_FILE) {
         tracing::info!(vm = %plan.name, "generation {} has no .nvram; the VM starts with a new one", m.generation);
@@ -139,25 +142,45 @@ async fn upload_nvram(vc: &Vcenter, plan: &RestorePlan, folders: &VmFolders) -> 
     let key = plan.key.clone();
     let generation = m.generation;
     let nvram = blocking(move || Ok(repo.read_metadata(&key, generation, NVRAM_FILE)?)).await?;
-    let path = folders.vm_file(&format!("{}.nvram", plan.name));
     vc.client
-        .write_datastore_file(&plan.inventory.datacenter.name, &path, nvram)
+        .write_datastore_file(&plan.inventory.datacenter.name, path, nvram)
         .await?;
     tracing::info!(vm = %plan.name, nvram = %path, "saved .nvram restored before the first power-on");
     Ok(())
 }
 
 /// Creates the VM in the plan's folder and pool (`CreateVM_Task`) or, with `vapp`, as a child
-/// of that vApp (`CreateChildVM_Task`); returns it and the fields that were not carried over.
+/// of that vApp (`CreateChildVM_Task`), with the saved `.nvram` beside the `.vmx` the server
+/// chose; returns it and the fields that were not carried over.
 ///
 /// # Errors
-/// An unusable saved configuration, task faults.
+/// An unusable saved configuration, task faults, a failed `.nvram` upload (the VM exists
+/// then: the caller removes what it built).
 pub async fn create_in(
     vc: &Vcenter,
     plan: &RestorePlan,
     vapp: Option<&MoRef>,
 ) -> Result<(MoRef, Vec<String>)> {
-    create_with(vc, plan, vapp, None).await
+    let created = create_with(vc, plan, vapp, None).await?;
+    let vmx = vc
+        .client
+        .vm_config(&created.0)
+        .await?
+        .vm_path_name
+        .ok_or_else(|| Error::Other(format!("the new VM `{}` has no .vmx path", plan.name)))?;
+    let stem = vmx
+        .rsplit(['/', ' '])
+        .next()
+        .and_then(|f| f.strip_suffix(".vmx"))
+        .unwrap_or(&plan.name);
+    let nvram: DatastorePath = sibling(&vmx, &format!("{stem}.nvram")).parse()?;
+    upload_nvram(vc, plan, &nvram).await.map_err(|e| {
+        Error::Other(format!(
+            "uploading the saved .nvram of `{}` failed: {e}",
+            plan.name
+        ))
+    })?;
+    Ok(created)
 }
 
 async fn create_with(

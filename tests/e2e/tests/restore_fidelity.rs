@@ -4,7 +4,7 @@
 //!   them by name in create and import mode, `--disk-profile` remaps one disk, `--profile` all,
 //!   and an unknown policy is refused before anything is created, naming the ones that exist;
 //! - the saved `.nvram` lands in the new VM's folder in create mode (not the fresh one the
-//!   lab gives every new VM);
+//!   lab gives every new VM), and beside the `.vmx` of a restored vApp's child;
 //! - a quiesced snapshot of a Windows guest carries the `[vss]` options and the quiesce
 //!   timeout (`CreateSnapshotEx_Task`, recorded by the lab), a Linux guest only the timeout;
 //! - `compression_level` per target: the same content stored at two levels takes different
@@ -190,6 +190,23 @@ fn nvram_is_restored_in_create_mode() {
         restored.len(),
         original.len()
     );
+    // A vApp's children are created by CreateChildVM_Task in folders the server picks: the
+    // .nvram goes beside the .vmx it chose.
+    lab.lab(&["create-vapp", "--name", "app", "--vm", "child:1M"])
+        .ok();
+    lab.sk(&["backup", "vapp:app"]).ok();
+    lab.sk(&["restore", "vapp:app", "--name", "app2"]).ok();
+    let nvram_of = |vm: &str| {
+        let vmx = lab.vm_info(vm).unwrap()["vmx_path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, rel) = vmx.split_once("] ").unwrap();
+        let (folder, file) = rel.rsplit_once('/').unwrap();
+        let stem = file.strip_suffix(".vmx").unwrap();
+        std::fs::read(datastore_file(&lab, folder, &format!("{stem}.nvram"))).unwrap()
+    };
+    assert!(nvram_of("app2-child") == nvram_of("child"));
 }
 
 #[test]
