@@ -210,7 +210,15 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Resul
     for (key, p) in &policies.disks {
         tracing::info!(vm = %name, disk = key, policy = %p.name, "storage policy of a disk");
     }
-    drop_unrestorable_security(&mut saved_config, saved.security.as_ref(), &name);
+    let encrypted = drop_unrestorable_security(&mut saved_config, saved.security.as_ref(), &name);
+    if encrypted && args.mode == crate::restore::RestoreMode::Import {
+        // An encrypted VM's .vmx holds its key safe and an encrypted section: without the key,
+        // which the generation does not have, no host can register it.
+        return Err(Error::Other(format!(
+            "generation {} is of an encrypted VM, whose saved .vmx cannot be registered without its key (not kept in the backup); restore it with --mode create",
+            manifest.generation
+        )));
+    }
 
     let replace = match existing_vm(vc, &name).await? {
         None => None,
@@ -250,12 +258,13 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Resul
 /// Says what an encrypted VM or a vTPM loses in the restore, and removes the `VirtualTPM`
 /// device from the saved configuration: vCenter refuses a vTPM on a VM that is not encrypted,
 /// and the VM is restored unencrypted (the key is not in the generation). Generations written
-/// before this was recorded are judged from their saved configuration.
+/// before this was recorded are judged from their saved configuration. Returns whether the VM
+/// was encrypted.
 fn drop_unrestorable_security(
     saved_config: &mut Element,
     recorded: Option<&crate::stored::vm::SavedSecurity>,
     name: &str,
-) {
+) -> bool {
     let has_vtpm = |c: &Element| {
         c.get("hardware").is_some_and(|hw| {
             hw.all("device")
@@ -268,7 +277,7 @@ fn drop_unrestorable_security(
         vtpm: recorded.is_some_and(|s| s.vtpm) || has_vtpm(saved_config),
     };
     if !security.encrypted && !security.vtpm {
-        return;
+        return false;
     }
     tracing::warn!(
         vm = %name,
@@ -279,6 +288,7 @@ fn drop_unrestorable_security(
         hw.children
             .retain(|d| !(d.local() == "device" && d.type_name() == Some("VirtualTPM")));
     }
+    security.encrypted
 }
 
 /// Removes the disks with these device keys from a saved configuration, and their entries

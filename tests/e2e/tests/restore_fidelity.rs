@@ -349,6 +349,7 @@ fn compression_level_per_target() {
     lab.sk_with(&["backup", "vm:small"], &second, &[]).ok();
     let fast = dir_bytes(&lab.dir().join("repo").join("chunks"));
     let small = dir_bytes(&lab.dir().join("repo2").join("chunks"));
+    eprintln!("4 MiB of log-like text: level -5 stored {fast} bytes, level 19 {small} bytes");
     assert!(
         small * 10 < fast * 9,
         "level 19 stored {small} bytes, level -5 {fast}: expected at least 10% less"
@@ -408,6 +409,16 @@ fn encryption_and_vtpm_are_detected_and_explained() {
     );
     assert!(r.stderr.contains("virtual TPM"), "{}", r.stderr);
     assert_eq!(lab.digest("sec-r", 0), lab.digest("sec", 0));
+    // Import mode would register the saved .vmx, which needs the key: refused up front.
+    let r = lab
+        .sk(&["restore", "vm:sec", "--name", "sec-i", "--mode", "import"])
+        .expect_code(1);
+    assert!(
+        r.all_output().contains("--mode create"),
+        "{}",
+        r.all_output()
+    );
+    assert!(lab.vm_info("sec-i").is_none());
     // A plain VM gets no such note.
     lab.create_vm("plain", &["1M"], &[]);
     let r = lab.sk(&["backup", "vm:plain"]).ok();
