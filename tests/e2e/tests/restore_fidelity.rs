@@ -143,6 +143,16 @@ fn storage_policies_are_kept_remapped_and_checked() {
     );
     assert!(lab.vm_info("pol-y").is_none());
 
+    // First class disks take no policy override: refused, not ignored.
+    let r = lab
+        .sk(&["restore", "ivd:nosuch", "--profile", VSAN])
+        .expect_code(1);
+    assert!(
+        r.all_output().contains("not to a first class disk"),
+        "{}",
+        r.all_output()
+    );
+
     // A VM without policies restores without any.
     lab.create_vm("nopol", &["1M"], &[]);
     lab.sk(&["backup", "vm:nopol"]).ok();
