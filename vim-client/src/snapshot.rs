@@ -202,7 +202,15 @@ impl Client {
             .text_child("description", description)
             .text_child("memory", memory.to_string())
             .child(spec.to_element());
-        let result = self.run_task(body, self.task_timeout()).await?;
+        // The guest may take the whole quiesce timeout: waiting less would give up on a
+        // snapshot vCenter still takes (and leave it behind).
+        let wait = match spec.timeout_minutes {
+            Some(m) => self.task_timeout().max(std::time::Duration::from_secs(
+                u64::from(m.unsigned_abs()) * 60 + 300,
+            )),
+            None => self.task_timeout(),
+        };
+        let result = self.run_task(body, wait).await?;
         result
             .as_ref()
             .ok_or_else(|| Error::Unexpected("CreateSnapshotEx_Task returned no snapshot".into()))

@@ -172,7 +172,7 @@ pub fn security_note(s: &SavedSecurity) -> String {
     let mut parts = Vec::new();
     if s.encrypted {
         parts.push(format!(
-            "the VM is encrypted{}: its disks are read decrypted through VDDK and stored with the repository's own encryption; the VM encryption key and policy are not kept, a restore creates an unencrypted VM (apply an encryption storage policy with --profile to encrypt it again)",
+            "the VM is encrypted{}: its disks are read decrypted through VDDK and stored like all data (encrypted only in an encrypted repository); the VM encryption key and policy are not kept, a restore creates an unencrypted VM (apply an encryption storage policy with --profile to encrypt it again)",
             s.key_provider
                 .as_deref()
                 .map(|p| format!(" (key provider {p})"))
