@@ -237,6 +237,15 @@ impl Codec {
         self.level
     }
 
+    /// The same codec (same key) compressing new blobs at `level`: the level is not part of
+    /// a blob's identity (chunk ids hash the plain content), so blobs of any level mix freely.
+    pub fn with_level(&self, level: i32) -> Self {
+        Self {
+            level,
+            key: self.key.clone(),
+        }
+    }
+
     /// The key, for an encrypted repository.
     pub fn key(&self) -> Option<&Key> {
         self.key.as_ref()

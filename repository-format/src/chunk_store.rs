@@ -86,6 +86,15 @@ impl ChunkStore {
         &self.codec
     }
 
+    /// The same store writing new chunks compressed at zstd `level` (a target's
+    /// `compression_level`); reads are unaffected.
+    pub fn with_compression_level(&self, level: i32) -> Self {
+        Self {
+            codec: self.codec.with_level(level),
+            ..self.clone()
+        }
+    }
+
     /// Object key of the chunk `digest`: `chunks/<first 4 hex>/<64 hex>`.
     pub fn key(digest: &ChunkDigest) -> String {
         let hex = digest.to_hex();

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::blob::BlobKind;
+use crate::chunk_store::ChunkStore;
 use crate::digest::ChunkDigest;
 use crate::error::{store_err, Error, Result};
 use crate::fixed_index::{FixedIndex, IndexBinding};
@@ -89,6 +90,8 @@ pub struct GenerationWriter {
     metadata_bytes: u64,
     known: Mutex<HashSet<ChunkDigest>>,
     tuning: IngestTuning,
+    /// The chunk store at a target's own compression level, when it has one.
+    leveled_store: Option<ChunkStore>,
     done: bool,
 }
 
@@ -148,6 +151,7 @@ impl GenerationWriter {
             metadata_bytes: 0,
             known: Mutex::new(HashSet::new()),
             tuning,
+            leveled_store: None,
             done: false,
         })
     }
@@ -165,6 +169,21 @@ impl GenerationWriter {
     /// Overrides the pipeline sizing (workers, buffers in flight).
     pub fn set_tuning(&mut self, tuning: IngestTuning) {
         self.tuning = tuning;
+    }
+
+    /// Compresses this generation's new chunks at zstd `level` instead of the repository's
+    /// (a target's `compression_level`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] outside zstd's -7..=22.
+    pub fn set_compression_level(&mut self, level: i32) -> Result<()> {
+        if !(-7..=22).contains(&level) {
+            return Err(Error::InvalidOption(format!(
+                "compression level {level} is outside zstd's -7..=22"
+            )));
+        }
+        self.leveled_store = Some(self.repo.chunk_store().with_compression_level(level));
+        Ok(())
     }
 
     /// Stores a metadata file (vm config XML, .vmx, .nvram, JSON) with the generation.
@@ -386,7 +405,10 @@ impl GenerationWriter {
             None => FixedIndex::new(disk.capacity, chunk_size)?,
         };
         let ctx = IngestContext {
-            store: self.repo.chunk_store(),
+            store: self
+                .leveled_store
+                .as_ref()
+                .unwrap_or_else(|| self.repo.chunk_store()),
             disk_key: disk.key,
             known: &self.known,
             tuning: self.tuning,

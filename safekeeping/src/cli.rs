@@ -52,7 +52,8 @@ pub enum Command {
     /// Back up one or more targets.
     Backup(BackupArgs),
     /// Restore a target as a new VM (or over an existing one).
-    Restore(RestoreArgs),
+    // Boxed: the restore options are by far the largest arguments (clippy::large_enum_variant).
+    Restore(Box<RestoreArgs>),
     /// List targets and their generations.
     List(ListArgs),
     /// Show one generation: disks, sizes, change ids, VM metadata.
@@ -480,6 +481,14 @@ pub struct RestoreArgs {
     /// VM --overwrite would replace), every name checked against vCenter; create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Storage policy (by name) for the VM home and every disk, instead of the policies the
+    /// backup recorded.
+    #[arg(long, value_name = "POLICY")]
+    pub profile: Option<String>,
+    /// Storage policy for one disk: N=POLICY (N counts disks from 0); repeatable; wins over
+    /// --profile for that disk.
+    #[arg(long, value_name = "N=POLICY", value_parser = parse_disk_profile)]
+    pub disk_profile: Vec<(u32, String)>,
 }
 
 /// `list`
@@ -676,6 +685,14 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
         _ => Err(format!("`{s}` is not OLD=NEW")),
     }
+}
+
+fn parse_disk_profile(s: &str) -> Result<(u32, String), String> {
+    let (n, p) = parse_pair(s).map_err(|_| format!("`{s}` is not N=POLICY"))?;
+    let n = n
+        .parse::<u32>()
+        .map_err(|_| format!("`{n}` in `{s}` is not a disk number"))?;
+    Ok((n, p))
 }
 
 fn parse_disk_datastore(s: &str) -> Result<(u32, String), String> {

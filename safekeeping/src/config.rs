@@ -65,6 +65,10 @@ pub struct Config {
     /// Per-target settings (`[targets."vm:NAME"]`, `[targets."tag:CATEGORY/NAME"]`).
     #[serde(default)]
     pub targets: BTreeMap<String, crate::target_settings::TargetSettings>,
+    /// VSS options of quiesced snapshots of Windows guests (`[vss]`); a target's
+    /// `[targets."…".vss]` overrides them field by field.
+    #[serde(default)]
+    pub vss: crate::target_settings::VssSettings,
     /// Named backup jobs (`[jobs.NAME]`) that `safekeeping run NAME` runs.
     #[serde(default)]
     pub jobs: BTreeMap<String, crate::jobs::JobConfig>,
@@ -224,9 +228,14 @@ pub struct Defaults {
     /// How long to wait for a repository or target lock before failing.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
-    /// zstd level for new chunks.
+    /// zstd level for new chunks: the repository's level at `repo init`, and the level of a
+    /// backup's new chunks unless the target's section sets its own `compression_level`.
     #[serde(default = "default_compression")]
     pub compression_level: i32,
+    /// Longest time a guest may take to quiesce, in seconds (a target's section may set its
+    /// own); unset leaves it to vSphere.
+    #[serde(default)]
+    pub quiesce_timeout_seconds: Option<u64>,
 }
 
 fn default_parallel() -> usize {
@@ -250,6 +259,7 @@ impl Default for Defaults {
             product_uuid_file: None,
             lock_wait_seconds: default_lock_wait(),
             compression_level: default_compression(),
+            quiesce_timeout_seconds: None,
         }
     }
 }
@@ -763,6 +773,11 @@ impl Config {
         }
         if let Some(n) = &self.notify {
             n.check().map_err(|e| invalid(format!("[notify]: {e}")))?;
+        }
+        if self.defaults.quiesce_timeout_seconds == Some(0) {
+            return Err(invalid(
+                "defaults.quiesce_timeout_seconds must be at least 1".into(),
+            ));
         }
         if !(-7..=22).contains(&self.defaults.compression_level) {
             return Err(invalid(format!(

@@ -64,6 +64,53 @@ pub mod vm {
         pub vmx_path: Option<String>,
         /// Metadata files that could not be saved, with why.
         pub missing: Vec<String>,
+        /// Storage policies of the VM home and its disks (`None`: not recorded, as in
+        /// generations written before policies were, or when vCenter's PBM did not answer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub storage_policies: Option<SavedPolicies>,
+        /// What the backup found about encryption and vTPM (absent in older generations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub security: Option<SavedSecurity>,
+    }
+
+    /// A storage policy by id and name (the name is what a restore looks up).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedPolicy {
+        /// PBM profile id at backup time.
+        pub id: String,
+        /// Policy name.
+        pub name: String,
+    }
+
+    /// One disk's storage policy.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedDiskPolicy {
+        /// Device key in the original VM.
+        pub key: i32,
+        /// Its policy.
+        pub policy: SavedPolicy,
+    }
+
+    /// The storage policies of a VM at backup time.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedPolicies {
+        /// The VM home's policy (configuration files).
+        pub home: Option<SavedPolicy>,
+        /// Disks with a policy, in device order.
+        pub disks: Vec<SavedDiskPolicy>,
+    }
+
+    /// Encryption and vTPM as the backup saw them: what a restore can and cannot bring back.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SavedSecurity {
+        /// The VM was encrypted (`config.keyId`): its disks were read in clear through VDDK,
+        /// the key is not in the generation.
+        pub encrypted: bool,
+        /// The key provider the VM used, when known.
+        pub key_provider: Option<String>,
+        /// The VM had a virtual TPM: its secrets live in the encrypted `.nvram`/`.vmx`
+        /// state and are not kept.
+        pub vtpm: bool,
     }
 }
 
@@ -149,4 +196,21 @@ pub mod vapp {
     pub const CONFIG_FILE: &str = "vapp-config.xml";
     /// The saved resource allocation.
     pub const RESOURCES_FILE: &str = "vapp-resources.xml";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vm::VmMetadata;
+
+    #[test]
+    fn a_vm_json_from_before_policies_still_reads() {
+        let old = r#"{"name":"web01","placement":{"datacenter":"DC0","folder":"vm","resource_pool":"Resources","host":"h1","datastores":["ds1"],"networks":[]},"datacenter_path":"DC0","nics":[],"vmx_path":"[ds1] web01/web01.vmx","missing":[]}"#;
+        let m: VmMetadata = serde_json::from_str(old).unwrap();
+        assert_eq!(m.name, "web01");
+        assert_eq!(m.storage_policies, None);
+        assert_eq!(m.security, None);
+        // And a new one without policies writes no field an older reader would trip on.
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(!text.contains("storage_policies"), "{text}");
+    }
 }

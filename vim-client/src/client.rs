@@ -14,7 +14,7 @@ use crate::service_content::ServiceContent;
 use crate::soap;
 use crate::sts::{self, SamlToken};
 use crate::tls::{self, Presented, Thumbprints, Tls};
-use crate::xml::{Element, NS_VIM25, NS_VSLM};
+use crate::xml::{Element, NS_PBM, NS_VIM25, NS_VSLM};
 
 /// The name of vCenter's session cookie.
 pub const SESSION_COOKIE: &str = "vmware_soap_session";
@@ -124,6 +124,7 @@ struct Inner {
     base_url: Url,
     sdk_url: Url,
     vslm_url: Url,
+    pbm_url: Url,
     soap_action: String,
     timeout: Duration,
     task_timeout: Duration,
@@ -158,6 +159,8 @@ pub enum Endpoint {
     Vim,
     /// The VSLM API at `/vslm/sdk`.
     Vslm,
+    /// The storage policy (SPBM) API at `/pbm/sdk`.
+    Pbm,
 }
 
 fn normalise_url(url: &str, allow_http: bool) -> Result<(Url, Url)> {
@@ -203,6 +206,9 @@ impl Client {
                 .join(sts::STS_PATH)
                 .map_err(|e| Error::InvalidInput(format!("STS URL: {e}")))?,
         };
+        let pbm_url = base_url
+            .join("pbm/sdk")
+            .map_err(|e| Error::InvalidInput(format!("server URL: {e}")))?;
         let presented = Arc::new(Presented::default());
         let config = tls::client_config(&options.tls, presented.clone())?;
         let http = reqwest::Client::builder()
@@ -221,6 +227,7 @@ impl Client {
             base_url,
             sdk_url,
             vslm_url,
+            pbm_url,
             soap_action: "urn:vim25/6.5".into(),
             timeout: options.timeout,
             task_timeout: options.task_timeout,
@@ -489,8 +496,10 @@ impl Client {
     ///
     /// As [`Client::call`].
     pub async fn call_at(&self, endpoint: Endpoint, mut body: Element) -> Result<Element> {
-        if endpoint == Endpoint::Vslm {
-            body.renamespace(NS_VIM25, NS_VSLM);
+        match endpoint {
+            Endpoint::Vslm => body.renamespace(NS_VIM25, NS_VSLM),
+            Endpoint::Pbm => body.renamespace(NS_VIM25, NS_PBM),
+            Endpoint::Vim => {}
         }
         let first = self
             .inner
@@ -535,10 +544,11 @@ impl Client {
         Ok(true)
     }
 
-    /// VSLM authenticates with the VIM session cookie carried in a `vcSessionCookie` header.
+    /// VSLM and PBM authenticate with the VIM session cookie carried in a `vcSessionCookie`
+    /// header.
     fn header(&self, endpoint: Endpoint) -> Vec<Element> {
         match (endpoint, self.session_cookie()) {
-            (Endpoint::Vslm, Some(cookie)) => {
+            (Endpoint::Vslm | Endpoint::Pbm, Some(cookie)) => {
                 let bare = cookie.trim_matches('"').to_owned();
                 let mut header = Element::new_in("", "vcSessionCookie");
                 header.text = bare;
@@ -597,12 +607,15 @@ impl Inner {
         let url = match endpoint {
             Endpoint::Vim => &self.sdk_url,
             Endpoint::Vslm => &self.vslm_url,
+            Endpoint::Pbm => &self.pbm_url,
         };
         let method = body.name.local.clone();
         let action = match endpoint {
             Endpoint::Vim => self.soap_action.clone(),
             // What govmomi sends; VSLM has no version negotiation of its own.
             Endpoint::Vslm => "urn:vslm/".to_owned(),
+            // PBM follows the VIM version (what govmomi's service clients send).
+            Endpoint::Pbm => self.soap_action.replacen("urn:vim25", "urn:pbm", 1),
         };
         let answer = self
             .post_envelope(url, &method, &action, soap::envelope(body, header))

@@ -18,6 +18,8 @@ pub use write::{to_string, write_document};
 pub const NS_VIM25: &str = "urn:vim25";
 /// The VSLM namespace (`urn:vslm`).
 pub const NS_VSLM: &str = "urn:vslm";
+/// The storage policy (SPBM) namespace (`urn:pbm`).
+pub const NS_PBM: &str = "urn:pbm";
 /// The SOAP 1.1 envelope namespace.
 pub const NS_SOAPENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 /// The XML Schema instance namespace (home of `xsi:type`).

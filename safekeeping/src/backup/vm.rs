@@ -110,8 +110,23 @@ async fn run(ctx: &Arc<BackupContext>, target: &Target, result: &mut TargetResul
         }
         QuiesceMode::Off
     };
-    let snapshot =
-        SnapshotGuard::create(vc, &prepared.info.moref, quiesce, &ctx.snapshot_owner).await?;
+    // The target's sections win over `[defaults]` and `[vss]`.
+    let spec = crate::target_settings::quiesce_spec(
+        prepared.config.guest_id.as_deref(),
+        prepared
+            .settings
+            .quiesce_timeout_seconds
+            .or(ctx.config.defaults.quiesce_timeout_seconds),
+        prepared.settings.vss.or(ctx.config.vss),
+    );
+    let snapshot = SnapshotGuard::create(
+        vc,
+        &prepared.info.moref,
+        quiesce,
+        spec.as_ref(),
+        &ctx.snapshot_owner,
+    )
+    .await?;
     result.quiesced = Some(snapshot.quiesced());
     result.quiesce_fallback = snapshot.quiesce_fallback().map(str::to_string);
     // The generation writer gets a share of the target's lock and releases it at commit; this
@@ -464,8 +479,14 @@ async fn with_snapshot(
     let identity = p.identity.clone();
     let files = collected.files;
     let device_order: Vec<i32> = plans.iter().map(|d| d.descriptor.key).collect();
+    // The target's section wins over `[defaults] compression_level`.
+    let compression_level = p
+        .settings
+        .compression_level
+        .unwrap_or(ctx.config.defaults.compression_level);
     let writer: GenerationWriter = blocking(move || {
         let mut w = repo.begin_generation(&lock, target_lock, identity, mode, parent)?;
+        w.set_compression_level(compression_level)?;
         for (name, data) in &files {
             w.put_metadata(name, data)?;
         }
@@ -503,6 +524,7 @@ async fn with_snapshot(
     let mut extra = serde_json::Map::new();
     extra.insert("snapshot".into(), snapshot.name().into());
     extra.insert("quiesced".into(), snapshot.quiesced().into());
+    extra.insert("compression_level".into(), compression_level.into());
     extra.insert("cbt_enabled_by_backup".into(), p.cbt_just_enabled.into());
     if !excluded.is_empty() {
         extra.insert(

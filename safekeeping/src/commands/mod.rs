@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<Report> {
         }
         Command::Backup(args) => backup::run(config, args, cancel, cli.quiet > 0).await,
         Command::Run(args) => run::run(config, &args.job, cancel, cli.quiet > 0).await,
-        Command::Restore(args) => restore::run(config, args, cancel, cli.quiet > 0).await,
+        Command::Restore(args) => restore::run(config, *args, cancel, cli.quiet > 0).await,
         Command::Copy(args) => {
             let quiet = cli.quiet > 0;
             blocking(move || copy::run(&config, &args, quiet)).await

@@ -38,6 +38,8 @@ pub fn options(config: &Config, args: RestoreArgs, quiet: bool) -> RestoreOption
         show_progress: !quiet,
         drop_excluded_disks: args.drop_excluded_disks,
         from_vcenter: config.source_vcenter(),
+        profile: args.profile,
+        disk_profile: args.disk_profile,
     }
 }
 

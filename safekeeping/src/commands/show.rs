@@ -135,6 +135,25 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
                         .unwrap_or_default()
                 );
             }
+            if let Some(p) = &saved.storage_policies {
+                if let Some(h) = &p.home {
+                    let _ = writeln!(text, "  storage policy (VM home): {} ({})", h.name, h.id);
+                }
+                for d in &p.disks {
+                    let _ = writeln!(
+                        text,
+                        "  storage policy (disk {}): {} ({})",
+                        d.key, d.policy.name, d.policy.id
+                    );
+                }
+            }
+            if let Some(s) = saved.security.as_ref().filter(|s| s.encrypted || s.vtpm) {
+                let _ = writeln!(
+                    text,
+                    "  security: {}",
+                    crate::vsphere::metadata::security_note(s)
+                );
+            }
             for missing in &saved.missing {
                 let _ = writeln!(text, "  not saved: {missing}");
             }
@@ -172,6 +191,14 @@ pub fn run(config: &Config, target: &Target, generation: Option<u64>) -> Result<
             map.insert(
                 "nics".into(),
                 serde_json::to_value(&saved.nics).unwrap_or_default(),
+            );
+            map.insert(
+                "storage_policies".into(),
+                serde_json::to_value(&saved.storage_policies).unwrap_or_default(),
+            );
+            map.insert(
+                "security".into(),
+                serde_json::to_value(&saved.security).unwrap_or_default(),
             );
             map.insert(
                 "not_saved".into(),

@@ -2,12 +2,19 @@
 //! (new disks of the original capacity and provisioning on the mapped datastores, NICs on the
 //! mapped networks, identity kept only with `--recovery`), then `CreateVM_Task`. A VM restore
 //! puts the `.vmx` and every disk in folders claimed for it ([`VmFolders`]), never in an
-//! existing folder of the same name.
+//! existing folder of the same name. The saved `.nvram` goes into the new VM's folder before
+//! its first power-on, so an EFI or Secure Boot VM keeps its boot entries and variables.
 
-use vim_client::{config_spec_from_info, DiskTarget, MacPolicy, MoRef, RestoreOptions};
+use vim_client::{
+    apply_profiles, config_spec_from_info, DatastorePath, DiskTarget, MacPolicy, MoRef,
+    RestoreOptions,
+};
 
-use crate::error::Result;
+use crate::blocking::blocking;
+use crate::error::{Error, Result};
 use crate::restore::plan::{RestorePlan, VmFolders};
+use crate::stored::vm::NVRAM_FILE;
+use crate::vsphere::metadata::sibling;
 use crate::vsphere::Vcenter;
 
 /// The spec options the plan describes, with the server choosing the folders (`[ds]`).
@@ -99,30 +106,81 @@ pub fn restore_options_in(plan: &RestorePlan, folders: Option<&VmFolders>) -> Re
     o
 }
 
-/// Creates the VM with its files in `folders`; returns it and the configuration fields that
-/// were not carried over.
+/// Creates the VM with its files in `folders` and puts the saved `.nvram` beside its `.vmx`;
+/// returns it and the configuration fields that were not carried over.
 ///
 /// # Errors
-/// An unusable saved configuration, CreateVM_Task faults.
+/// An unusable saved configuration, CreateVM_Task faults, a failed `.nvram` upload (the new
+/// VM is then destroyed; the caller deletes the claimed folders).
 pub async fn create(
     vc: &Vcenter,
     plan: &RestorePlan,
     folders: &VmFolders,
 ) -> Result<(MoRef, Vec<String>)> {
-    create_with(vc, plan, None, Some(folders)).await
+    let created = create_with(vc, plan, None, Some(folders)).await?;
+    let nvram = folders.vm_file(&format!("{}.nvram", plan.name));
+    if let Err(e) = upload_nvram(vc, plan, &nvram).await {
+        destroy_partial(vc, &created.0, &plan.name).await;
+        return Err(Error::Other(format!(
+            "uploading the saved .nvram of `{}` failed (the new VM was destroyed): {e}",
+            plan.name
+        )));
+    }
+    Ok(created)
+}
+
+/// Writes the generation's `.nvram` to `path`: `NAME.nvram` beside the new VM's `NAME.vmx`,
+/// the file the VM reads at power-on (ESXi creates an empty one when there is none, losing
+/// EFI boot entries and Secure Boot keys). A generation without one is left as before.
+async fn upload_nvram(vc: &Vcenter, plan: &RestorePlan, path: &DatastorePath) -> Result<()> {
+    let m = &plan.manifest;
+    if !m.metadata_files.iter().any(|f| f == NVRAM_FILE) {
+        tracing::info!(vm = %plan.name, "generation {} has no .nvram; the VM starts with a new one", m.generation);
+        return Ok(());
+    }
+    let repo = plan.repo.clone();
+    let key = plan.key.clone();
+    let generation = m.generation;
+    let nvram = blocking(move || Ok(repo.read_metadata(&key, generation, NVRAM_FILE)?)).await?;
+    vc.client
+        .write_datastore_file(&plan.inventory.datacenter.name, path, nvram)
+        .await?;
+    tracing::info!(vm = %plan.name, nvram = %path, "saved .nvram restored before the first power-on");
+    Ok(())
 }
 
 /// Creates the VM in the plan's folder and pool (`CreateVM_Task`) or, with `vapp`, as a child
-/// of that vApp (`CreateChildVM_Task`); returns it and the fields that were not carried over.
+/// of that vApp (`CreateChildVM_Task`), with the saved `.nvram` beside the `.vmx` the server
+/// chose; returns it and the fields that were not carried over.
 ///
 /// # Errors
-/// An unusable saved configuration, task faults.
+/// An unusable saved configuration, task faults, a failed `.nvram` upload (the VM exists
+/// then: the caller removes what it built).
 pub async fn create_in(
     vc: &Vcenter,
     plan: &RestorePlan,
     vapp: Option<&MoRef>,
 ) -> Result<(MoRef, Vec<String>)> {
-    create_with(vc, plan, vapp, None).await
+    let created = create_with(vc, plan, vapp, None).await?;
+    let vmx = vc
+        .client
+        .vm_config(&created.0)
+        .await?
+        .vm_path_name
+        .ok_or_else(|| Error::Other(format!("the new VM `{}` has no .vmx path", plan.name)))?;
+    let stem = vmx
+        .rsplit(['/', ' '])
+        .next()
+        .and_then(|f| f.strip_suffix(".vmx"))
+        .unwrap_or(&plan.name);
+    let nvram: DatastorePath = sibling(&vmx, &format!("{stem}.nvram")).parse()?;
+    upload_nvram(vc, plan, &nvram).await.map_err(|e| {
+        Error::Other(format!(
+            "uploading the saved .nvram of `{}` failed: {e}",
+            plan.name
+        ))
+    })?;
+    Ok(created)
 }
 
 async fn create_with(
@@ -131,7 +189,13 @@ async fn create_with(
     vapp: Option<&MoRef>,
     folders: Option<&VmFolders>,
 ) -> Result<(MoRef, Vec<String>)> {
-    let rebuilt = config_spec_from_info(&plan.saved_config, &restore_options_in(plan, folders))?;
+    let mut rebuilt =
+        config_spec_from_info(&plan.saved_config, &restore_options_in(plan, folders))?;
+    apply_profiles(
+        &mut rebuilt.spec,
+        plan.policies.home.as_ref().map(|p| p.id.as_str()),
+        &plan.policies.disk_ids(&rebuilt.key_map),
+    )?;
     if !rebuilt.dropped_fields.is_empty() {
         tracing::info!(
             "configuration fields not carried over: {}",

@@ -6,7 +6,7 @@
 //! is one claimed for this VM ([`VmFolders`]: `name`, else `name_1`, ...), so an existing
 //! folder of that name (the VM `--overwrite` replaces, an orphan) is never written into.
 
-use vim_client::{config_spec_from_info, import_devices_spec, MoRef};
+use vim_client::{apply_profiles, config_spec_from_info, import_devices_spec, MoRef};
 
 use crate::error::{Error, Result};
 use crate::restore::create::{destroy_partial, restore_options_in};
@@ -94,8 +94,20 @@ async fn add_devices(
 ) -> Result<Vec<String>> {
     // Each disk is created under its full path in the claimed folder of its datastore.
     let options = restore_options_in(plan, Some(folders));
-    let rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
-    let spec = import_devices_spec(&rebuilt.spec);
+    let mut rebuilt = config_spec_from_info(&plan.saved_config, &options)?;
+    // The disks' policies travel in their device changes; the VM home's goes in the same
+    // ReconfigVM_Task.
+    apply_profiles(
+        &mut rebuilt.spec,
+        None,
+        &plan.policies.disk_ids(&rebuilt.key_map),
+    )?;
+    let mut spec = import_devices_spec(&rebuilt.spec);
+    apply_profiles(
+        &mut spec,
+        plan.policies.home.as_ref().map(|p| p.id.as_str()),
+        &[],
+    )?;
     tracing::debug!(spec = %vim_client::xml::to_string(&spec), "ReconfigVM_Task spec");
     vc.client.reconfigure_vm(vm, &spec).await?;
     Ok(rebuilt.dropped_fields)

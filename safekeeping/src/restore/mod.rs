@@ -20,6 +20,7 @@ pub mod ivd;
 pub mod options;
 pub mod plan;
 pub mod preview;
+pub mod policy;
 pub mod vapp;
 pub mod vcenter;
 pub mod vm;

@@ -63,6 +63,10 @@ pub struct RestoreOptions {
     /// Only backups taken from the vCenter `[vcenters.NAME]` (`--vcenter NAME`): two vCenters
     /// may both have a VM of the restored name. `None`: from any vCenter.
     pub from_vcenter: Option<String>,
+    /// Storage policy (by name) for the VM home and every disk (`--profile`).
+    pub profile: Option<String>,
+    /// Storage policy per disk: `(index, policy name)` (`--disk-profile N=POLICY`).
+    pub disk_profile: Vec<(u32, String)>,
 }
 
 impl RestoreOptions {

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::excluded_disk::{self, ExcludedDisk};
 use crate::mapping::{disk_datastores, NetworkMap};
+use crate::restore::policy::{plan_policies, PolicyPlan, PolicyRequest};
 use crate::restore::{default_name, open_shared, read_metadata, RestoreOptions};
 use crate::stored::vm::{VmMetadata, CONFIG_FILE, SUMMARY_FILE};
 use crate::target::Target;
@@ -56,6 +57,8 @@ pub struct RestorePlan {
     pub drop_excluded: bool,
     /// Keep uuids and MACs.
     pub recovery: bool,
+    /// Storage policies to apply (recorded ones found by name, or the command line's).
+    pub policies: PolicyPlan,
     /// Existing VM to replace (`--overwrite`), with its power state.
     pub replace: Option<(MoRef, PowerState)>,
     /// The shared repository lock, held until the restore ends so that no prune or gc
@@ -187,6 +190,37 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Resul
         nic_backings.insert(nic.key, network_backing(target));
     }
 
+    let mut disk_keys: Vec<i32> = manifest.disks.iter().map(|d| d.disk.key).collect();
+    if !args.drop_excluded_disks {
+        disk_keys.extend(excluded.iter().map(|x| x.key));
+    }
+    let policies = plan_policies(
+        vc,
+        saved.storage_policies.as_ref(),
+        manifest.disks.len(),
+        &disk_keys,
+        PolicyRequest {
+            all: args.profile.as_deref(),
+            per_disk: &args.disk_profile,
+        },
+    )
+    .await?;
+    if let Some(h) = &policies.home {
+        tracing::info!(vm = %name, policy = %h.name, "storage policy of the VM home");
+    }
+    for (key, p) in &policies.disks {
+        tracing::info!(vm = %name, disk = key, policy = %p.name, "storage policy of a disk");
+    }
+    let encrypted = drop_unrestorable_security(&mut saved_config, saved.security.as_ref(), &name);
+    if encrypted && args.mode == crate::restore::RestoreMode::Import {
+        // An encrypted VM's .vmx holds its key safe and an encrypted section: without the key,
+        // which the generation does not have, no host can register it.
+        return Err(Error::Other(format!(
+            "generation {} is of an encrypted VM, whose saved .vmx cannot be registered without its key (not kept in the backup); restore it with --mode create",
+            manifest.generation
+        )));
+    }
+
     let replace = match existing_vm(vc, &name).await? {
         None => None,
         Some((moref, state)) => {
@@ -215,10 +249,47 @@ pub async fn plan(config: &Config, vc: &Vcenter, args: &RestoreOptions) -> Resul
         nic_backings,
         excluded,
         drop_excluded: args.drop_excluded_disks,
+        policies,
         recovery: args.recovery,
         replace,
         lock,
     })
+}
+
+/// Says what an encrypted VM or a vTPM loses in the restore, and removes the `VirtualTPM`
+/// device from the saved configuration: vCenter refuses a vTPM on a VM that is not encrypted,
+/// and the VM is restored unencrypted (the key is not in the generation). Generations written
+/// before this was recorded are judged from their saved configuration. Returns whether the VM
+/// was encrypted.
+fn drop_unrestorable_security(
+    saved_config: &mut Element,
+    recorded: Option<&crate::stored::vm::SavedSecurity>,
+    name: &str,
+) -> bool {
+    let has_vtpm = |c: &Element| {
+        c.get("hardware").is_some_and(|hw| {
+            hw.all("device")
+                .any(|d| d.type_name() == Some("VirtualTPM"))
+        })
+    };
+    let security = crate::stored::vm::SavedSecurity {
+        encrypted: recorded.is_some_and(|s| s.encrypted) || saved_config.get("keyId").is_some(),
+        key_provider: recorded.and_then(|s| s.key_provider.clone()),
+        vtpm: recorded.is_some_and(|s| s.vtpm) || has_vtpm(saved_config),
+    };
+    if !security.encrypted && !security.vtpm {
+        return false;
+    }
+    tracing::warn!(
+        vm = %name,
+        "{}",
+        crate::vsphere::metadata::security_note(&security)
+    );
+    if let Some(hw) = saved_config.get_mut("hardware") {
+        hw.children
+            .retain(|d| !(d.local() == "device" && d.type_name() == Some("VirtualTPM")));
+    }
+    security.encrypted
 }
 
 /// Removes the disks with these device keys from a saved configuration, and their entries

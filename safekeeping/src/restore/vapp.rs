@@ -258,6 +258,7 @@ async fn restore(
                 dropped_fields,
                 excluded_disks: p.excluded.clone(),
                 excluded_disks_recreated: !p.drop_excluded,
+                storage_policies: p.policies.applied(),
             });
         }
         step = "applying the saved start order".into();

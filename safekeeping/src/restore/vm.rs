@@ -21,6 +21,7 @@ use crate::excluded_disk::ExcludedDisk;
 use crate::restore::create::destroy_partial;
 use crate::restore::disk::{write_vm_disks, RestoredDisk};
 use crate::restore::plan::{plan, RestorePlan, VmFolders};
+use crate::restore::policy::AppliedPolicies;
 use crate::restore::{create, import, RestoreMode, RestoreOptions};
 use crate::vsphere::Vcenter;
 
@@ -48,6 +49,9 @@ pub struct RestoreResult {
     pub excluded_disks: Vec<ExcludedDisk>,
     /// Whether `excluded_disks` were recreated empty (false: left out).
     pub excluded_disks_recreated: bool,
+    /// The storage policies applied (absent when none was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_policies: Option<AppliedPolicies>,
 }
 
 /// `restore --json` of a VM: the [`RestoreResult`] and, when `--overwrite` could not destroy
@@ -188,6 +192,7 @@ async fn build(
         dropped_fields,
         excluded_disks: plan.excluded.clone(),
         excluded_disks_recreated: !plan.drop_excluded,
+        storage_policies: plan.policies.applied(),
     })
 }
 /// Name an existing VM carries while `--overwrite` builds its replacement:

@@ -1,11 +1,15 @@
 //! Step 4 of a backup: what a restore needs besides the disks, saved into the generation —
 //! the VM's configuration exactly as vCenter returned it, its `.vmx` and `.nvram`, and where
-//! it lived (datacenter, folder, pool, host, datastores, and each NIC's network) by name.
+//! it lived (datacenter, folder, pool, host, datastores, and each NIC's network) by name, the
+//! storage policies of its home and disks (SPBM), and whether it was encrypted or had a vTPM.
 
 use vim_client::{DatastorePath, MoRef, NicBacking, VmInfo};
 
 use crate::error::{Error, Result};
-use crate::stored::vm::{SavedNic, VmMetadata, CONFIG_FILE, NVRAM_FILE, SUMMARY_FILE, VMX_FILE};
+use crate::stored::vm::{
+    SavedDiskPolicy, SavedNic, SavedPolicies, SavedPolicy, SavedSecurity, VmMetadata, CONFIG_FILE,
+    NVRAM_FILE, SUMMARY_FILE, VMX_FILE,
+};
 use crate::vsphere::inventory::placement_of;
 use crate::vsphere::Vcenter;
 
@@ -82,6 +86,26 @@ pub async fn collect(vc: &Vcenter, info: &VmInfo) -> Result<CollectedMetadata> {
             }
         }
     }
+    let disk_keys: Vec<i32> = config.disks().map(|(d, _)| d.key).collect();
+    let storage_policies = match storage_policies(vc, &info.moref, &disk_keys).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            // A vCenter without SPBM (or ESXi) must not stop the backup: the restore then
+            // places the VM with the datastores' default policies, as before.
+            tracing::warn!(vm = %info.name, "cannot read the storage policies (PBM): {e}; the restore will use the datastores' defaults");
+            None
+        }
+    };
+    let security = security_of(config);
+    if security.encrypted || security.vtpm {
+        tracing::warn!(
+            vm = %info.name,
+            encrypted = security.encrypted,
+            vtpm = security.vtpm,
+            "{}",
+            security_note(&security)
+        );
+    }
     let summary = VmMetadata {
         name: info.name.clone(),
         placement,
@@ -89,11 +113,76 @@ pub async fn collect(vc: &Vcenter, info: &VmInfo) -> Result<CollectedMetadata> {
         nics,
         vmx_path: config.vm_path_name.clone(),
         missing,
+        storage_policies,
+        security: Some(security),
     };
     let json = serde_json::to_vec_pretty(&summary)
         .map_err(|e| Error::Other(format!("cannot encode VM metadata: {e}")))?;
     files.push((SUMMARY_FILE.to_string(), json));
     Ok(CollectedMetadata { summary, files })
+}
+
+/// The storage policies of the VM home and of each disk, with their names.
+async fn storage_policies(vc: &Vcenter, vm: &MoRef, disk_keys: &[i32]) -> Result<SavedPolicies> {
+    let pbm = vc.client.pbm().await?;
+    let ids = pbm.vm_policies(vm, disk_keys).await?;
+    let mut wanted: Vec<String> = ids.home.clone();
+    wanted.extend(ids.disks.iter().flat_map(|(_, p)| p.iter().cloned()));
+    wanted.sort();
+    wanted.dedup();
+    let known = pbm.policies(&wanted).await?;
+    let named = |id: &String| SavedPolicy {
+        id: id.clone(),
+        name: known
+            .iter()
+            .find(|p| &p.id == id)
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+    };
+    Ok(SavedPolicies {
+        home: ids.home.first().map(named),
+        disks: ids
+            .disks
+            .iter()
+            .filter_map(|(key, p)| {
+                Some(SavedDiskPolicy {
+                    key: *key,
+                    policy: named(p.first()?),
+                })
+            })
+            .collect(),
+    })
+}
+
+/// Whether the VM is encrypted (`keyId`) and whether it has a virtual TPM.
+pub fn security_of(config: &vim_client::VmConfig) -> SavedSecurity {
+    let key = config.raw.get("keyId");
+    SavedSecurity {
+        encrypted: key.is_some(),
+        key_provider: key
+            .and_then(|k| k.text_at("providerId/id"))
+            .map(str::to_string),
+        vtpm: config.devices.iter().any(|d| d.type_name == "VirtualTPM"),
+    }
+}
+
+/// What is and is not kept of an encrypted VM or a vTPM, for the backup's and the restore's
+/// logs.
+pub fn security_note(s: &SavedSecurity) -> String {
+    let mut parts = Vec::new();
+    if s.encrypted {
+        parts.push(format!(
+            "the VM is encrypted{}: its disks are read decrypted through VDDK and stored like all data (encrypted only in an encrypted repository); the VM encryption key and policy are not kept, a restore creates an unencrypted VM (apply an encryption storage policy with --profile to encrypt it again)",
+            s.key_provider
+                .as_deref()
+                .map(|p| format!(" (key provider {p})"))
+                .unwrap_or_default()
+        ));
+    }
+    if s.vtpm {
+        parts.push("the VM has a virtual TPM: its secrets (BitLocker keys, Windows Hello, measured-boot state) are bound to the VM's encryption and are not kept; a restore recreates the vTPM device only where the VM is encrypted again, otherwise without it".to_string());
+    }
+    parts.join("; ")
 }
 
 async fn network_names(vc: &Vcenter, networks: &[MoRef]) -> Result<Vec<(MoRef, String)>> {

@@ -6,7 +6,7 @@
 //! backup of the VM into the same repository, once that run provably ended; snapshots of other
 //! runs, other repositories and other tools are left alone.
 
-use vim_client::{MoRef, SnapshotInfo, VmConfig};
+use vim_client::{MoRef, QuiesceSpec, SnapshotInfo, VmConfig};
 
 use crate::error::{Error, Result};
 use crate::target_settings::QuiesceMode;
@@ -30,7 +30,9 @@ impl SnapshotGuard {
     /// Creates the snapshot (memory off), described with its `owner`, quiescing as `quiesce`
     /// says: with [`QuiesceMode::Try`] a failed quiesced snapshot is retried once without
     /// quiescing, with a warning ([`SnapshotGuard::quiesce_fallback`] says why); with
-    /// [`QuiesceMode::Require`] that failure is the error (and no snapshot exists).
+    /// [`QuiesceMode::Require`] that failure is the error (and no snapshot exists). A quiesced
+    /// snapshot with a `spec` (timeout, VSS options) is taken with `CreateSnapshotEx_Task`; a
+    /// vCenter older than 6.5, which lacks it, gets the plain quiesced `CreateSnapshot_Task`.
     ///
     /// # Errors
     /// The fault of the (last) CreateSnapshot_Task.
@@ -38,6 +40,7 @@ impl SnapshotGuard {
         vc: &Vcenter,
         vm: &MoRef,
         quiesce: QuiesceMode,
+        spec: Option<&QuiesceSpec>,
         owner: &SnapshotOwner,
     ) -> Result<SnapshotGuard> {
         let name = snapshot_name(time::OffsetDateTime::now_utc());
@@ -45,10 +48,27 @@ impl SnapshotGuard {
         let c = &vc.client;
         let wanted = quiesce != QuiesceMode::Off;
         let mut fallback = None;
-        let (snapshot, quiesced) = match c
-            .create_snapshot(vm, &name, &description, false, wanted)
-            .await
-        {
+        let first = match spec.filter(|_| wanted) {
+            Some(spec) => {
+                tracing::info!(vm = %vm.value, ?spec, "quiesced snapshot with a quiesce spec (CreateSnapshotEx)");
+                match c
+                    .create_snapshot_ex(vm, &name, &description, false, spec)
+                    .await
+                {
+                    Err(e) if e.is_fault(&vim_client::FaultKind::NotSupported) => {
+                        tracing::warn!(vm = %vm.value, "this vCenter has no CreateSnapshotEx_Task ({e}); quiescing without the timeout and VSS options");
+                        c.create_snapshot(vm, &name, &description, false, true)
+                            .await
+                    }
+                    other => other,
+                }
+            }
+            None => {
+                c.create_snapshot(vm, &name, &description, false, wanted)
+                    .await
+            }
+        };
+        let (snapshot, quiesced) = match first {
             Ok(s) => (s, wanted),
             Err(e) if quiesce == QuiesceMode::Require => {
                 return Err(Error::Other(format!(

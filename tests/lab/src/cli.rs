@@ -218,6 +218,31 @@ enum Cmd {
         #[arg(value_enum)]
         tool: Tool,
     },
+    /// Associates a storage policy (by name) with a VM's home or, with --disk, one of its
+    /// disks, as vCenter's SPBM keeps it (DIR/pbm-associations.json lists them).
+    SetPolicy {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        vm: String,
+        /// Disk position (from 0); omit for the VM home.
+        #[arg(long)]
+        disk: Option<usize>,
+        #[arg(long)]
+        policy: String,
+    },
+    /// Makes a VM look encrypted (config.keyId with the lab's key provider) and/or gives it a
+    /// virtual TPM device; vcsim has neither.
+    SecureVm {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        vm: String,
+        #[arg(long)]
+        encrypted: bool,
+        #[arg(long)]
+        vtpm: bool,
+    },
     /// Shows or sets the simulator's fault-injection knobs (JSON).
     Knobs {
         #[arg(long)]
@@ -445,6 +470,31 @@ pub fn run(cli: Cli) -> Result<()> {
             let body =
                 json!({"category": category, "tag": tag, "attach": attach.unwrap_or_default()});
             let res = admin(&dir)?.post("tag", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::SetPolicy {
+            dir,
+            vm,
+            disk,
+            policy,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let disk = disk.map_or(-1, |d| d as i64);
+            let body = json!({"vm": vm, "disk": disk, "policy": policy});
+            let res = admin(&dir)?.post("set-policy", &body)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(())
+        }
+        Cmd::SecureVm {
+            dir,
+            vm,
+            encrypted,
+            vtpm,
+        } => {
+            let dir = LabDir::new(&dir)?;
+            let body = json!({"vm": vm, "encrypted": encrypted, "vtpm": vtpm});
+            let res = admin(&dir)?.post("secure-vm", &body)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(())
         }

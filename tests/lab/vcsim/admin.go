@@ -95,6 +95,16 @@ func (l *lab) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if l.shutdown != nil {
 			defer l.shutdown()
 		}
+	case "secure-vm":
+		var req secureVMRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.secureVM(&req)
+		}
+	case "set-policy":
+		var req setPolicyRequest
+		if err = decode(r, &req); err == nil {
+			res, err = l.setPolicy(&req)
+		}
 	case "knobs":
 		if r.Method == http.MethodPost {
 			err = decode(r, &l.knobs)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
+	_ "github.com/vmware/govmomi/pbm/simulator" // storage policies under /pbm (pbm.go adds /pbm/sdk)
 	"github.com/vmware/govmomi/simulator"
 	_ "github.com/vmware/govmomi/vapi/simulator" // the vAPI REST endpoints (tagging) under /rest
 	"github.com/vmware/govmomi/vim25"
@@ -124,6 +125,7 @@ func run(dir, user, passwordFile string) error {
 	mux.HandleFunc("/lab/", l.serveAdmin)
 	mux.HandleFunc("/folder/", l.serveFolder)
 	mux.HandleFunc("/vslm/sdk", l.serveVSLM)
+	mux.HandleFunc("/pbm/sdk", l.servePBM)
 	mux.HandleFunc(restSessionPath, l.serveRESTSession(model.Service.ServeMux))
 	mux.HandleFunc(stsPath, l.serveSTS(optionSettings())) // sts.go: SSO tokens
 	mux.Handle("/", model.Service.ServeMux)

@@ -63,7 +63,7 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch method.Body.(type) {
-	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.RegisterVM_Task,
+	case *types.QueryChangedDiskAreas, *types.CreateSnapshot_Task, *types.CreateSnapshotEx_Task, *types.RegisterVM_Task,
 		*types.VstorageObjectVCenterQueryChangedDiskAreas, *types.RetrieveSnapshotDetails,
 		*types.UpdateVAppConfig, *types.PowerOnVApp_Task, *types.PowerOffVApp_Task,
 		*types.ListVStorageObjectsAttachedToTag, *types.AttachDisk_Task, *types.DetachDisk_Task,
@@ -93,6 +93,12 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 		defer l.mu.Unlock()
 		defer l.saveChangeLog()
 		l.createSnapshot(w, r, body, req)
+		return
+	case *types.CreateSnapshotEx_Task:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		defer l.saveChangeLog()
+		l.createSnapshotEx(w, r, req)
 		return
 	case *types.RegisterVM_Task:
 		l.mu.Lock()
@@ -265,6 +271,14 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			writeFault(w, msg, f)
 			return
 		}
+		if specHasProfiles(&req.Config) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			defer l.saveChangeLog()
+			l.passKeepingProfiles(w, r, body, nil, &req.Config)
+			l.syncAll()
+			return
+		}
 	case *types.ReconfigVM_Task:
 		if f, msg := checkConfigSpec(&req.Spec); f != nil {
 			writeFault(w, msg, f)
@@ -275,6 +289,14 @@ func (l *lab) serveSDK(w http.ResponseWriter, r *http.Request) {
 			if b, err := encodeRequest(&methods.ReconfigVM_TaskBody{Req: req}); err == nil {
 				body = b
 			}
+		}
+		if specHasProfiles(&req.Spec) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			defer l.saveChangeLog()
+			l.passKeepingProfiles(w, r, body, &req.This, &req.Spec)
+			l.syncAll()
+			return
 		}
 	}
 	if mutating[method.Name] {
