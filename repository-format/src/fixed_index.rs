@@ -316,6 +316,44 @@ impl FixedIndex {
         self.stored_from(from).next().map(|(i, _)| i)
     }
 
+    /// The chunks whose id differs between `self` and `other` (a chunk past the end of one
+    /// index counts as all zeros there), in order: a merge of the two stored lists, so it costs
+    /// the stored chunks, not the disk size.
+    pub fn differing_slots(&self, other: &FixedIndex) -> Vec<usize> {
+        let mut a = self.stored_chunks().peekable();
+        let mut b = other.stored_chunks().peekable();
+        let mut out = Vec::new();
+        loop {
+            match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break,
+                (Some((i, _)), None) => {
+                    out.push(i);
+                    a.next();
+                }
+                (None, Some((j, _))) => {
+                    out.push(j);
+                    b.next();
+                }
+                (Some((i, da)), Some((j, db))) => {
+                    if i == j {
+                        if da != db {
+                            out.push(i);
+                        }
+                        a.next();
+                        b.next();
+                    } else if i < j {
+                        out.push(i);
+                        a.next();
+                    } else {
+                        out.push(j);
+                        b.next();
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The whole disk as alternating runs of all-zero and stored chunks, in disk order: as
     /// many items as there are runs, whatever the disk size.
     pub fn runs(&self) -> impl Iterator<Item = IndexRun> + '_ {
@@ -855,6 +893,22 @@ mod tests {
             idx
         );
         assert!(v2.len() > idx.payload().len());
+    }
+
+    #[test]
+    fn differing_slots_merge_both_stored_lists() {
+        let id = |b: u8| Some(ChunkDigest::of(&[b]));
+        let mut a = FixedIndex::new(10 * 65536, 65536).unwrap();
+        let mut b = FixedIndex::new(12 * 65536, 65536).unwrap();
+        for (i, d) in [(1, id(1)), (3, id(3)), (5, id(5))] {
+            a.set(i, d);
+        }
+        for (i, d) in [(1, id(1)), (3, id(4)), (6, id(6)), (11, id(11))] {
+            b.set(i, d);
+        }
+        assert_eq!(a.differing_slots(&b), vec![3, 5, 6, 11]);
+        assert_eq!(b.differing_slots(&a), vec![3, 5, 6, 11]);
+        assert!(a.differing_slots(&a.clone()).is_empty());
     }
 
     #[test]
