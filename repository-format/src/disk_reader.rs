@@ -508,6 +508,37 @@ mod tests {
         );
     }
 
+    /// Extents start and end where asked (inside chunks too), are cut at the disk's end, and
+    /// stored runs stop at the range's end.
+    #[test]
+    fn extents_of_unaligned_and_overlong_ranges() {
+        let (_d, repo, key, gen, _disk) = fixture();
+        let r = CachedDiskReader::open(&repo, &key, gen, 2000, CacheOptions::default()).unwrap();
+        let cs = CS as u64;
+        let ext = |offset, len, hole| DiskExtent { offset, len, hole };
+        assert_eq!(
+            r.extents(3, 9 * cs),
+            vec![ext(3, 8 * cs - 3, false), ext(8 * cs, cs + 3, true)]
+        );
+        assert_eq!(
+            r.extents(9 * cs + 1, 2 * cs),
+            vec![ext(9 * cs + 1, 2 * cs, true)]
+        );
+        assert_eq!(
+            r.extents(2 * cs, 3 * cs + 7),
+            vec![ext(2 * cs, 3 * cs + 7, false)]
+        );
+        assert_eq!(
+            r.extents(13 * cs + 5, u64::MAX),
+            vec![ext(13 * cs + 5, 3 * cs - 5, false)]
+        );
+        assert_eq!(
+            r.extents(10 * cs, 100 * cs),
+            vec![ext(10 * cs, 2 * cs, true), ext(12 * cs, 4 * cs, false)]
+        );
+        assert!(r.extents(16 * cs, 10).is_empty());
+    }
+
     #[test]
     fn the_cache_serves_repeated_reads_and_read_ahead_loads_the_next_chunks() {
         let (_d, repo, key, gen, _disk) = fixture();

@@ -44,7 +44,12 @@ fn parse_size(s: &str) -> BoxResult<u64> {
 }
 
 /// Runs safekeeping under GNU time; returns the measurement and stdout.
-fn measured(sk: &Path, config: &Path, args: &[&str], rss_file: &Path) -> BoxResult<(Measured, String)> {
+fn measured(
+    sk: &Path,
+    config: &Path,
+    args: &[&str],
+    rss_file: &Path,
+) -> BoxResult<(Measured, String)> {
     let (secs, out) = run(Command::new("/usr/bin/time")
         .arg("-f")
         .arg("%M")
@@ -101,7 +106,10 @@ fn main() -> BoxResult<()> {
 fn bench(written: u64, sk: &Path, lab_bin: &Path, lab_dir: &Path, base: &Path) -> BoxResult<()> {
     let lab = |args: &[&str]| run(Command::new(lab_bin).args(args).arg("--dir").arg(lab_dir));
     let config = lab_dir.join("safekeeping.toml");
-    run(Command::new(sk).arg("--config").arg(&config).args(["repo", "init"]))?;
+    run(Command::new(sk)
+        .arg("--config")
+        .arg(&config)
+        .args(["repo", "init"]))?;
     let rss_file = base.join("rss.txt");
     let piece = (written / PIECES).max(MIB) / MIB * MIB;
     let disks: [(&str, u64); 2] = [("16 GiB", 16 << 30), ("16 TiB", (16 << 40) - MIB)];
@@ -171,7 +179,15 @@ fn bench(written: u64, sk: &Path, lab_bin: &Path, lab_dir: &Path, base: &Path) -
     );
     println!(
         "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "disk", "MiB read", "full s", "full RSS", "incr s", "incr RSS", "restore s", "rest. RSS", "index bytes"
+        "disk",
+        "MiB read",
+        "full s",
+        "full RSS",
+        "incr s",
+        "incr RSS",
+        "restore s",
+        "rest. RSS",
+        "index bytes"
     );
     for (label, read, full, incr, restore, index) in &rows {
         println!(
