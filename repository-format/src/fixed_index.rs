@@ -600,7 +600,8 @@ impl FixedIndex {
         }
         if count > MAX_CHUNKS {
             return Err(format!(
-                "{count} chunks, more than one index holds ({MAX_CHUNKS})"
+                "{count} chunks: the digest list would exceed what one index holds \
+                 ({MAX_CHUNKS} chunks)"
             ));
         }
         Ok(Header {
