@@ -1,28 +1,42 @@
-//! Fixed index: one digest per chunk of a disk, in an `I` blob.
+//! Fixed index: the chunk id of every chunk of a disk, in an `I` blob.
 //!
 //! ```text
 //! payload offset  size  field
-//!              0     8  "SKFIDX02" ("SKFIDX01": a legacy index, see below)
+//!              0     8  "SKFIDX03" ("SKFIDX02", "SKFIDX01": older indexes, see below)
 //!              8    16  index uuid
 //!             24     8  creation time, Unix seconds, i64 LE
 //!             32     8  logical size in bytes, u64 LE
 //!             40     4  chunk size in bytes, u32 LE
 //!             44     4  flags, 0
-//!             48    32  SHA-256 over the digest list that follows
+//!             48    32  SHA-256 over the body that follows the header
 //!             80     8  chunk count = ceil(size / chunk size), u64 LE
-//!             88     8  generation the index belongs to, u64 LE          (version 2 only)
-//!             96     4  disk (device key) it belongs to, i32 LE          (version 2 only)
-//!            100     2  length t of the target key, u16 LE (1..=200)     (version 2 only)
-//!            102     t  target key (the target's folder name), ASCII     (version 2 only)
-//!        88 / 102+t  32*n  digests; all-zero = the chunk is all zeros and not stored
+//!             88     8  generation the index belongs to, u64 LE          (versions 2 and 3)
+//!             96     4  disk (device key) it belongs to, i32 LE          (versions 2 and 3)
+//!            100     2  length t of the target key, u16 LE (1..=200)     (versions 2 and 3)
+//!            102     t  target key (the target's folder name), ASCII     (versions 2 and 3)
+//! version 3 body, from 102+t: runs of stored chunks, ascending, separated by at least one
+//!                   all-zero chunk (a canonical form: one index has one encoding)
+//!                    8  first chunk of the run, u64 LE
+//!                    4  number n of chunks in the run (>= 1), u32 LE
+//!                 32*n  their ids (never all-zero)
+//!                   every chunk not in a run is all zeros and not stored
+//! version 1 / 2 body, from 88 / 102+t: 32 × chunk count ids; all-zero = not stored
 //! ```
 //!
-//! A version-2 index names its place ([`IndexBinding`]): a copy of it in another generation,
-//! target or disk is detected on read. In an encrypted repository the place is also part of
-//! the blob's associated data ([`IndexBinding::associated_data`]), so the index does not even
-//! decrypt elsewhere. Version-1 indexes (written by format version 1) have no binding: they are
-//! read as legacy, unbound indexes.
+//! Version 3 (format version 3) stores only what was written: a 16 TiB disk with 1 GiB of data
+//! at 1 MiB chunks has an index of about 32 KiB instead of 512 MiB, and decoding it allocates
+//! for the stored chunks only. In memory an index keeps its stored chunks in pages of
+//! [`PAGE_SLOTS`] slots, allocated only where a chunk is stored, so a mostly empty disk of any
+//! size costs kilobytes and a full one no more than the dense list did.
+//!
+//! A version-2 or version-3 index names its place ([`IndexBinding`]): a copy of it in another
+//! generation, target or disk is detected on read. In an encrypted repository the place is also
+//! part of the blob's associated data ([`IndexBinding::associated_data`], the same string for
+//! both versions), so the index does not even decrypt elsewhere. Version-1 indexes (written by
+//! format version 1) have no binding: they are read as legacy, unbound indexes. Version-2
+//! indexes (format version 2) are read as they were written; this crate writes version 3.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -31,7 +45,9 @@ use crate::blob::{BlobKind, Codec};
 use crate::config::validate_chunk_size;
 use crate::digest::ChunkDigest;
 use crate::error::{Error, Result};
-use crate::format::{INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_MAGIC_V2, INDEX_V2_FIXED_LEN};
+use crate::format::{
+    INDEX_HEADER_LEN, INDEX_MAGIC, INDEX_MAGIC_V2, INDEX_MAGIC_V3, INDEX_V2_FIXED_LEN,
+};
 use crate::target::{GenerationId, TargetKey};
 
 /// Where an index belongs: the target folder, generation and disk it was written for.
@@ -75,19 +91,75 @@ impl std::fmt::Display for IndexBinding {
     }
 }
 
-/// Largest decoded index accepted (128 M chunks: 128 TiB at 1 MiB chunks).
-pub(crate) const INDEX_LIMIT: usize = INDEX_HEADER_LEN + 32 * (128 << 20);
+/// Largest number of chunks one index may cover (128 Mi: 128 TiB at 1 MiB chunks).
+pub(crate) const MAX_CHUNKS: u64 = 128 << 20;
 
-/// The digests of every chunk of one disk in one generation.
+/// Largest decoded index accepted: the dense (version 1 and 2) list of [`MAX_CHUNKS`] ids,
+/// which also bounds a version-3 index (a run costs 12 bytes and covers at least one chunk
+/// that the dense list spent 32 bytes on, plus the zero chunk before it).
+pub(crate) const INDEX_LIMIT: usize = INDEX_V2_FIXED_LEN + 200 + 32 * MAX_CHUNKS as usize;
+
+/// Slots per page of the in-memory index: small enough that scattered writes cost little
+/// (8 KiB per page touched), large enough that a full disk costs no more than a dense list.
+pub const PAGE_SLOTS: usize = 256;
+
+/// Size of a version-3 run header: first chunk (8) and run length (4).
+const RUN_HEADER_LEN: usize = 12;
+
+/// One page of [`PAGE_SLOTS`] slots with at least one stored chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Page {
+    ids: Box<[ChunkDigest; PAGE_SLOTS]>,
+    /// Slots of `ids` that are not the zero marker; a page at 0 is removed.
+    stored: u16,
+}
+
+impl Page {
+    fn empty() -> Self {
+        Self {
+            ids: Box::new([ChunkDigest::ZERO_MARKER; PAGE_SLOTS]),
+            stored: 0,
+        }
+    }
+}
+
+/// A run of consecutive chunks of an index that are all zero or all stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRun {
+    /// First chunk of the run.
+    pub first: u64,
+    /// Number of chunks in the run (at least 1).
+    pub len: u64,
+    /// True if every chunk of the run is stored; false if every one is all zeros.
+    pub stored: bool,
+}
+
+/// The ids of every chunk of one disk in one generation.
+///
+/// Only stored (non-zero) chunks take memory, so an index of a huge, mostly empty disk is
+/// small; consumers walk [`FixedIndex::stored_chunks`] or [`FixedIndex::runs`] rather than
+/// every slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedIndex {
     uuid: uuid::Uuid,
     created: i64,
     size: u64,
     chunk_size: u32,
-    digests: Vec<ChunkDigest>,
+    count: u64,
+    /// Page number → page; only pages with a stored chunk are present.
+    pages: BTreeMap<u64, Page>,
     /// Where it belongs; `None` for a legacy (version-1) index.
     binding: Option<IndexBinding>,
+}
+
+/// What [`FixedIndex::decode_at`] learned from the common header.
+struct Header {
+    uuid: uuid::Uuid,
+    created: i64,
+    size: u64,
+    chunk_size: u32,
+    body_hash: [u8; 32],
+    count: u64,
 }
 
 impl FixedIndex {
@@ -98,9 +170,9 @@ impl FixedIndex {
     pub fn new(size: u64, chunk_size: u32) -> Result<Self> {
         validate_chunk_size(chunk_size)?;
         let count = size.div_ceil(chunk_size as u64);
-        if INDEX_HEADER_LEN as u64 + count * 32 > INDEX_LIMIT as u64 {
+        if count > MAX_CHUNKS {
             return Err(Error::InvalidOption(format!(
-                "disk of {size} bytes needs {count} chunks of {chunk_size} bytes, more than one index holds"
+                "disk of {size} bytes needs {count} chunks of {chunk_size} bytes, more than one index holds ({MAX_CHUNKS})"
             )));
         }
         Ok(Self {
@@ -108,7 +180,8 @@ impl FixedIndex {
             created: time::OffsetDateTime::now_utc().unix_timestamp(),
             size,
             chunk_size,
-            digests: vec![ChunkDigest::ZERO_MARKER; count as usize],
+            count,
+            pages: BTreeMap::new(),
             binding: None,
         })
     }
@@ -124,7 +197,7 @@ impl FixedIndex {
         }
     }
 
-    /// Binds the index to its place: it is then encoded as a version-2 index naming it.
+    /// Binds the index to its place: it is then encoded as a version-3 index naming it.
     pub fn bind(&mut self, binding: IndexBinding) {
         self.binding = Some(binding);
     }
@@ -150,9 +223,14 @@ impl FixedIndex {
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
     }
-    /// Number of chunks.
+    /// Number of chunks (stored or not).
     pub fn chunk_count(&self) -> usize {
-        self.digests.len()
+        self.count as usize
+    }
+
+    /// Number of stored (non-zero) chunks.
+    pub fn stored_chunk_count(&self) -> usize {
+        self.pages.values().map(|p| p.stored as usize).sum()
     }
 
     /// Digest of chunk `i`; `None` for an all-zero chunk.
@@ -160,7 +238,13 @@ impl FixedIndex {
     /// # Panics
     /// If `i >= chunk_count()`.
     pub fn slot(&self, i: usize) -> Option<ChunkDigest> {
-        let d = self.digests[i];
+        assert!(
+            (i as u64) < self.count,
+            "slot {i} of an index of {} chunks",
+            self.count
+        );
+        let page = self.pages.get(&((i / PAGE_SLOTS) as u64))?;
+        let d = page.ids[i % PAGE_SLOTS];
         (!d.is_zero_marker()).then_some(d)
     }
 
@@ -169,7 +253,36 @@ impl FixedIndex {
     /// # Panics
     /// If `i >= chunk_count()`.
     pub fn set(&mut self, i: usize, digest: Option<ChunkDigest>) {
-        self.digests[i] = digest.unwrap_or(ChunkDigest::ZERO_MARKER);
+        assert!(
+            (i as u64) < self.count,
+            "slot {i} of an index of {} chunks",
+            self.count
+        );
+        let number = (i / PAGE_SLOTS) as u64;
+        let at = i % PAGE_SLOTS;
+        match digest.filter(|d| !d.is_zero_marker()) {
+            Some(d) => {
+                let page = self.pages.entry(number).or_insert_with(Page::empty);
+                if page.ids[at].is_zero_marker() {
+                    page.stored += 1;
+                }
+                page.ids[at] = d;
+            }
+            None => {
+                let std::collections::btree_map::Entry::Occupied(mut e) = self.pages.entry(number)
+                else {
+                    return;
+                };
+                let page = e.get_mut();
+                if !page.ids[at].is_zero_marker() {
+                    page.ids[at] = ChunkDigest::ZERO_MARKER;
+                    page.stored -= 1;
+                    if page.stored == 0 {
+                        e.remove();
+                    }
+                }
+            }
+        }
     }
 
     /// Byte offset and length of chunk `i` (the last chunk may be short).
@@ -179,21 +292,100 @@ impl FixedIndex {
         (off, len)
     }
 
-    /// Every stored (non-zero) chunk as (index, digest).
+    /// Every stored (non-zero) chunk as (index, digest), in disk order. Costs time and memory
+    /// in the stored chunks only, whatever the disk size.
     pub fn stored_chunks(&self) -> impl Iterator<Item = (usize, ChunkDigest)> + '_ {
-        self.digests
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| !d.is_zero_marker())
-            .map(|(i, d)| (i, *d))
+        self.stored_from(0)
     }
 
-    fn list_hash(digests: &[ChunkDigest]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        for d in digests {
-            h.update(d.0);
+    /// The stored chunks from chunk `from` on, in disk order.
+    pub fn stored_from(&self, from: usize) -> impl Iterator<Item = (usize, ChunkDigest)> + '_ {
+        let first_page = (from / PAGE_SLOTS) as u64;
+        self.pages.range(first_page..).flat_map(move |(&n, page)| {
+            let base = n as usize * PAGE_SLOTS;
+            page.ids
+                .iter()
+                .enumerate()
+                .filter(move |(j, d)| base + j >= from && !d.is_zero_marker())
+                .map(move |(j, d)| (base + j, *d))
+        })
+    }
+
+    /// The first stored chunk at or after chunk `from`; `None` if the rest is all zeros.
+    pub fn next_stored(&self, from: usize) -> Option<usize> {
+        self.stored_from(from).next().map(|(i, _)| i)
+    }
+
+    /// The chunks whose id differs between `self` and `other` (a chunk past the end of one
+    /// index counts as all zeros there), in order: a merge of the two stored lists, so it costs
+    /// the stored chunks, not the disk size.
+    pub fn differing_slots(&self, other: &FixedIndex) -> Vec<usize> {
+        let mut a = self.stored_chunks().peekable();
+        let mut b = other.stored_chunks().peekable();
+        let mut out = Vec::new();
+        loop {
+            match (a.peek().copied(), b.peek().copied()) {
+                (None, None) => break,
+                (Some((i, _)), None) => {
+                    out.push(i);
+                    a.next();
+                }
+                (None, Some((j, _))) => {
+                    out.push(j);
+                    b.next();
+                }
+                (Some((i, da)), Some((j, db))) => {
+                    if i == j {
+                        if da != db {
+                            out.push(i);
+                        }
+                        a.next();
+                        b.next();
+                    } else if i < j {
+                        out.push(i);
+                        a.next();
+                    } else {
+                        out.push(j);
+                        b.next();
+                    }
+                }
+            }
         }
-        h.finalize().into()
+        out
+    }
+
+    /// The whole disk as alternating runs of all-zero and stored chunks, in disk order: as
+    /// many items as there are runs, whatever the disk size.
+    pub fn runs(&self) -> impl Iterator<Item = IndexRun> + '_ {
+        let count = self.count;
+        let mut stored = self.stored_chunks().map(|(i, _)| i as u64).peekable();
+        let mut at = 0u64;
+        std::iter::from_fn(move || {
+            if at >= count {
+                return None;
+            }
+            let run = match stored.peek().copied() {
+                Some(s) if s == at => {
+                    let mut end = at;
+                    while stored.peek() == Some(&end) {
+                        stored.next();
+                        end += 1;
+                    }
+                    IndexRun {
+                        first: at,
+                        len: end - at,
+                        stored: true,
+                    }
+                }
+                next => IndexRun {
+                    first: at,
+                    len: next.unwrap_or(count) - at,
+                    stored: false,
+                },
+            };
+            at = run.first + run.len;
+            Some(run)
+        })
     }
 
     /// Serialises into an index blob.
@@ -220,33 +412,77 @@ impl FixedIndex {
         codec.try_encode_bound(BlobKind::Index, &self.payload(), &place)
     }
 
-    /// The payload of the index blob (header and digest list, before compression or
-    /// encryption): version 2 for a bound index, version 1 (legacy) otherwise.
+    /// The payload of the index blob (header and body, before compression or encryption):
+    /// version 3 (runs of stored chunks) for a bound index, version 1 (legacy, dense) otherwise.
     pub fn payload(&self) -> Vec<u8> {
-        let mut p = Vec::with_capacity(INDEX_V2_FIXED_LEN + 200 + 32 * self.digests.len());
-        p.extend_from_slice(if self.binding.is_some() {
-            &INDEX_MAGIC_V2
-        } else {
-            &INDEX_MAGIC
-        });
+        match &self.binding {
+            Some(b) => self.payload_v3(b),
+            None => self.payload_dense(&INDEX_MAGIC, None),
+        }
+    }
+
+    fn common_header(&self, p: &mut Vec<u8>, magic: &[u8; 8], body_hash: [u8; 32]) {
+        p.extend_from_slice(magic);
         p.extend_from_slice(self.uuid.as_bytes());
         p.extend_from_slice(&self.created.to_le_bytes());
         p.extend_from_slice(&self.size.to_le_bytes());
         p.extend_from_slice(&self.chunk_size.to_le_bytes());
         p.extend_from_slice(&0u32.to_le_bytes());
-        p.extend_from_slice(&Self::list_hash(&self.digests));
-        p.extend_from_slice(&(self.digests.len() as u64).to_le_bytes());
-        if let Some(b) = &self.binding {
-            let t = b.target.as_str().as_bytes();
-            p.extend_from_slice(&b.generation.0.to_le_bytes());
-            p.extend_from_slice(&b.disk.to_le_bytes());
-            // Target keys are at most 200 bytes (`TargetKey::new`).
-            p.extend_from_slice(&(t.len() as u16).to_le_bytes());
-            p.extend_from_slice(t);
+        p.extend_from_slice(&body_hash);
+        p.extend_from_slice(&self.count.to_le_bytes());
+    }
+
+    fn binding_header(p: &mut Vec<u8>, b: &IndexBinding) {
+        let t = b.target.as_str().as_bytes();
+        p.extend_from_slice(&b.generation.0.to_le_bytes());
+        p.extend_from_slice(&b.disk.to_le_bytes());
+        // Target keys are at most 200 bytes (`TargetKey::new`).
+        p.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        p.extend_from_slice(t);
+    }
+
+    /// The version-3 body: maximal runs of stored chunks.
+    fn runs_body(&self) -> Vec<u8> {
+        let stored = self.stored_chunk_count();
+        let mut body = Vec::with_capacity(32 * stored + RUN_HEADER_LEN * 16);
+        let mut ids = self.stored_chunks();
+        for run in self.runs().filter(|r| r.stored) {
+            body.extend_from_slice(&run.first.to_le_bytes());
+            // MAX_CHUNKS is far below u32::MAX, so a run's length fits its u32 field.
+            body.extend_from_slice(&(run.len as u32).to_le_bytes());
+            for _ in 0..run.len {
+                let (_, d) = ids.next().expect("a stored run's ids are stored chunks");
+                body.extend_from_slice(&d.0);
+            }
         }
-        for d in &self.digests {
-            p.extend_from_slice(&d.0);
+        body
+    }
+
+    fn payload_v3(&self, b: &IndexBinding) -> Vec<u8> {
+        let body = self.runs_body();
+        let mut p = Vec::with_capacity(INDEX_V2_FIXED_LEN + 200 + body.len());
+        self.common_header(&mut p, &INDEX_MAGIC_V3, Sha256::digest(&body).into());
+        Self::binding_header(&mut p, b);
+        p.extend_from_slice(&body);
+        p
+    }
+
+    /// A dense (version 1, or version 2 with a binding) payload: one id per chunk.
+    fn payload_dense(&self, magic: &[u8; 8], binding: Option<&IndexBinding>) -> Vec<u8> {
+        let mut body = Vec::with_capacity(32 * self.count as usize);
+        let mut ids = self.stored_chunks().peekable();
+        for i in 0..self.count as usize {
+            match ids.next_if(|(s, _)| *s == i) {
+                Some((_, d)) => body.extend_from_slice(&d.0),
+                None => body.extend_from_slice(&ChunkDigest::ZERO_MARKER.0),
+            }
         }
+        let mut p = Vec::with_capacity(INDEX_V2_FIXED_LEN + 200 + body.len());
+        self.common_header(&mut p, magic, Sha256::digest(&body).into());
+        if let Some(b) = binding {
+            Self::binding_header(&mut p, b);
+        }
+        p.extend_from_slice(&body);
         p
     }
 
@@ -278,96 +514,186 @@ impl FixedIndex {
                 path: path.to_path_buf(),
                 reason,
             })?;
-        let bad = |reason: String| Error::Index {
+        Self::decode_payload(&p).map_err(|reason| Error::Index {
             path: path.to_path_buf(),
             reason,
-        };
+        })
+    }
+
+    fn decode_payload(p: &[u8]) -> std::result::Result<Self, String> {
         if p.len() < INDEX_HEADER_LEN {
-            return Err(bad(format!("header truncated ({} bytes)", p.len())));
+            return Err(format!("header truncated ({} bytes)", p.len()));
         }
-        let bound = if p[..8] == INDEX_MAGIC_V2 {
-            true
-        } else if p[..8] == INDEX_MAGIC {
-            false
-        } else {
-            return Err(bad("wrong index magic".into()));
+        let magic: [u8; 8] = p[..8].try_into().expect("8 bytes");
+        let (bound, runs) = match magic {
+            INDEX_MAGIC_V3 => (true, true),
+            INDEX_MAGIC_V2 => (true, false),
+            INDEX_MAGIC => (false, false),
+            _ => return Err("wrong index magic".into()),
         };
-        let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().expect("8 bytes"));
-        let uuid = uuid::Uuid::from_slice(&p[8..24]).expect("16 bytes");
-        let created = u64_at(24) as i64;
-        let size = u64_at(32);
-        let chunk_size = u32::from_le_bytes(p[40..44].try_into().expect("4 bytes"));
-        let flags = u32::from_le_bytes(p[44..48].try_into().expect("4 bytes"));
-        let list_hash: [u8; 32] = p[48..80].try_into().expect("32 bytes");
-        let count = u64_at(80);
-        validate_chunk_size(chunk_size).map_err(|e| bad(e.to_string()))?;
-        if flags != 0 {
-            return Err(bad(format!("unknown flags {flags:#x}")));
-        }
-        if count != size.div_ceil(chunk_size as u64) {
-            return Err(bad(format!(
-                "{count} chunks do not cover {size} bytes in chunks of {chunk_size}"
-            )));
-        }
+        let h = Self::decode_header(p)?;
         let (binding, body_start) = if bound {
-            if p.len() < INDEX_V2_FIXED_LEN {
-                return Err(bad(format!("header truncated ({} bytes)", p.len())));
-            }
-            let generation = GenerationId(u64_at(INDEX_HEADER_LEN));
-            let disk = i32::from_le_bytes(
-                p[INDEX_HEADER_LEN + 8..INDEX_HEADER_LEN + 12]
-                    .try_into()
-                    .expect("4 bytes"),
-            );
-            let tlen = u16::from_le_bytes(
-                p[INDEX_HEADER_LEN + 12..INDEX_V2_FIXED_LEN]
-                    .try_into()
-                    .expect("2 bytes"),
-            ) as usize;
-            let end = INDEX_V2_FIXED_LEN + tlen;
-            if p.len() < end {
-                return Err(bad(format!("header truncated ({} bytes)", p.len())));
-            }
-            let target = std::str::from_utf8(&p[INDEX_V2_FIXED_LEN..end])
-                .ok()
-                .and_then(|t| TargetKey::new(t).ok())
-                .ok_or_else(|| bad("the target key in the header is not a valid key".into()))?;
-            (
-                Some(IndexBinding {
-                    target,
-                    generation,
-                    disk,
-                }),
-                end,
-            )
+            let (b, end) = Self::decode_binding(p)?;
+            (Some(b), end)
         } else {
             (None, INDEX_HEADER_LEN)
         };
         let body = &p[body_start..];
-        if body.len() as u64 != count * 32 {
-            return Err(bad(format!(
-                "digest list has {} bytes, expected {}",
-                body.len(),
-                count * 32
-            )));
-        }
-        let digests: Vec<ChunkDigest> = body
-            .chunks_exact(32)
-            .map(|c| ChunkDigest(c.try_into().expect("32 bytes")))
-            .collect();
-        if Self::list_hash(&digests) != list_hash {
-            return Err(bad(
+        let mut index = FixedIndex {
+            uuid: h.uuid,
+            created: h.created,
+            size: h.size,
+            chunk_size: h.chunk_size,
+            count: h.count,
+            pages: BTreeMap::new(),
+            binding,
+        };
+        // The hash is checked before the body is parsed, so a damaged body is reported as
+        // damage rather than as whatever its bytes happen to say.
+        if <[u8; 32]>::from(Sha256::digest(body)) != h.body_hash {
+            return Err(if runs {
+                "SHA-256 of the run list does not match the header".into()
+            } else if body.len() as u64 != h.count * 32 {
+                format!(
+                    "digest list has {} bytes, expected {}",
+                    body.len(),
+                    h.count * 32
+                )
+            } else {
                 "SHA-256 of the digest list does not match the header".into()
+            });
+        }
+        if runs {
+            index.read_runs(body)?;
+        } else {
+            if body.len() as u64 != h.count * 32 {
+                return Err(format!(
+                    "digest list has {} bytes, expected {}",
+                    body.len(),
+                    h.count * 32
+                ));
+            }
+            for (i, c) in body.chunks_exact(32).enumerate() {
+                let d = ChunkDigest(c.try_into().expect("32 bytes"));
+                if !d.is_zero_marker() {
+                    index.set(i, Some(d));
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    fn decode_header(p: &[u8]) -> std::result::Result<Header, String> {
+        let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().expect("8 bytes"));
+        let size = u64_at(32);
+        let chunk_size = u32::from_le_bytes(p[40..44].try_into().expect("4 bytes"));
+        let flags = u32::from_le_bytes(p[44..48].try_into().expect("4 bytes"));
+        let count = u64_at(80);
+        validate_chunk_size(chunk_size).map_err(|e| e.to_string())?;
+        if flags != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        if count != size.div_ceil(chunk_size as u64) {
+            return Err(format!(
+                "{count} chunks do not cover {size} bytes in chunks of {chunk_size}"
             ));
         }
-        Ok(Self {
-            uuid,
-            created,
+        if count > MAX_CHUNKS {
+            return Err(format!(
+                "{count} chunks: the digest list would exceed what one index holds \
+                 ({MAX_CHUNKS} chunks)"
+            ));
+        }
+        Ok(Header {
+            uuid: uuid::Uuid::from_slice(&p[8..24]).expect("16 bytes"),
+            created: u64_at(24) as i64,
             size,
             chunk_size,
-            digests,
-            binding,
+            body_hash: p[48..80].try_into().expect("32 bytes"),
+            count,
         })
+    }
+
+    /// The binding of a version-2 or version-3 header and where its body starts.
+    fn decode_binding(p: &[u8]) -> std::result::Result<(IndexBinding, usize), String> {
+        if p.len() < INDEX_V2_FIXED_LEN {
+            return Err(format!("header truncated ({} bytes)", p.len()));
+        }
+        let h = INDEX_HEADER_LEN;
+        let generation = GenerationId(u64::from_le_bytes(p[h..h + 8].try_into().expect("8 bytes")));
+        let disk = i32::from_le_bytes(p[h + 8..h + 12].try_into().expect("4 bytes"));
+        let tlen =
+            u16::from_le_bytes(p[h + 12..INDEX_V2_FIXED_LEN].try_into().expect("2 bytes")) as usize;
+        let end = INDEX_V2_FIXED_LEN + tlen;
+        if p.len() < end {
+            return Err(format!("header truncated ({} bytes)", p.len()));
+        }
+        let target = std::str::from_utf8(&p[INDEX_V2_FIXED_LEN..end])
+            .ok()
+            .and_then(|t| TargetKey::new(t).ok())
+            .ok_or_else(|| "the target key in the header is not a valid key".to_string())?;
+        Ok((
+            IndexBinding {
+                target,
+                generation,
+                disk,
+            },
+            end,
+        ))
+    }
+
+    /// Reads a version-3 run list into the (empty) index, refusing anything but the one
+    /// canonical encoding: runs ascending, inside the disk, separated by a zero chunk, of at
+    /// least one chunk, with no all-zero id.
+    fn read_runs(&mut self, mut body: &[u8]) -> std::result::Result<(), String> {
+        let mut next_free = 0u64;
+        let mut first_run = true;
+        while !body.is_empty() {
+            if body.len() < RUN_HEADER_LEN {
+                return Err(format!("run header truncated ({} bytes)", body.len()));
+            }
+            let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+            let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as u64;
+            body = &body[RUN_HEADER_LEN..];
+            if n == 0 {
+                return Err(format!("empty run at chunk {first}"));
+            }
+            if !first_run && first <= next_free {
+                return Err(format!(
+                    "run at chunk {first} does not follow the previous run with a gap (it ended at {next_free})"
+                ));
+            }
+            let end = first
+                .checked_add(n)
+                .filter(|&e| e <= self.count)
+                .ok_or_else(|| {
+                    format!(
+                        "run of {n} chunks at chunk {first} past the end ({} chunks)",
+                        self.count
+                    )
+                })?;
+            let bytes = n as usize * 32;
+            if body.len() < bytes {
+                return Err(format!(
+                    "run at chunk {first} truncated ({} of {bytes} bytes)",
+                    body.len()
+                ));
+            }
+            for (j, c) in body[..bytes].chunks_exact(32).enumerate() {
+                let d = ChunkDigest(c.try_into().expect("32 bytes"));
+                if d.is_zero_marker() {
+                    return Err(format!(
+                        "run at chunk {first} holds the all-zero id at chunk {}",
+                        first + j as u64
+                    ));
+                }
+                self.set((first + j as u64) as usize, Some(d));
+            }
+            body = &body[bytes..];
+            next_free = end;
+            first_run = false;
+        }
+        Ok(())
     }
 
     /// Reads and verifies the index file at `path`.
@@ -440,6 +766,150 @@ mod tests {
             let back = FixedIndex::decode(Path::new("i"), &child.encode(&codec), &codec).unwrap();
             prop_assert_eq!(back, child);
         }
+    }
+
+    fn place() -> IndexBinding {
+        IndexBinding::new(TargetKey::new("vm-big").unwrap(), GenerationId(7), 2000)
+    }
+
+    proptest! {
+        /// A bound index (version 3, runs) decodes to the same index, and `runs` tiles the
+        /// disk with alternating zero and stored runs that agree with every slot.
+        #[test]
+        fn bound_round_trip_and_runs(mut idx in arb_index(), encrypted in any::<bool>()) {
+            idx.bind(place());
+            let codec = if encrypted {
+                Codec::new(1, Some(crate::blob::Key::generate().unwrap()))
+            } else {
+                Codec::new(1, None)
+            };
+            let blob = idx.encode(&codec);
+            let back = FixedIndex::decode_at(Path::new("i"), &blob, &codec, Some(&place())).unwrap();
+            prop_assert_eq!(&back, &idx);
+            let mut at = 0u64;
+            let mut last: Option<bool> = None;
+            for run in idx.runs() {
+                prop_assert_eq!(run.first, at);
+                prop_assert!(run.len > 0);
+                prop_assert_ne!(Some(run.stored), last);
+                for i in run.first..run.first + run.len {
+                    prop_assert_eq!(idx.slot(i as usize).is_some(), run.stored);
+                }
+                last = Some(run.stored);
+                at += run.len;
+            }
+            prop_assert_eq!(at, idx.chunk_count() as u64);
+        }
+    }
+
+    /// A version-3 payload with `body` as its run list (and the matching hash).
+    fn v3_payload(count: u64, body: &[u8]) -> Vec<u8> {
+        let mut idx = FixedIndex::new(count * 65536, 65536).unwrap();
+        idx.bind(place());
+        let mut p = Vec::new();
+        idx.common_header(&mut p, &INDEX_MAGIC_V3, Sha256::digest(body).into());
+        FixedIndex::binding_header(&mut p, &place());
+        p.extend_from_slice(body);
+        p
+    }
+
+    fn run(first: u64, ids: &[[u8; 32]]) -> Vec<u8> {
+        let mut r = first.to_le_bytes().to_vec();
+        r.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for d in ids {
+            r.extend_from_slice(d);
+        }
+        r
+    }
+
+    #[test]
+    fn only_the_canonical_run_list_decodes() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        let good = [run(1, &[a]), run(3, &[b, a])].concat();
+        let idx = FixedIndex::decode_payload(&v3_payload(10, &good)).unwrap();
+        assert_eq!(idx.stored_chunk_count(), 3);
+        assert_eq!(idx.slot(4), Some(ChunkDigest(a)));
+        for (body, why) in [
+            ([run(1, &[a]), run(2, &[b])].concat(), "gap"),
+            ([run(3, &[a]), run(1, &[b])].concat(), "gap"),
+            (run(9, &[a, b]), "past the end"),
+            (run(2, &[]), "empty run"),
+            (run(2, &[[0; 32]]), "all-zero id"),
+            (run(2, &[a])[..20].to_vec(), "truncated"),
+            (run(2, &[a])[..8].to_vec(), "run header truncated"),
+            (run(u64::MAX, &[a]), "past the end"),
+        ] {
+            let err = FixedIndex::decode_payload(&v3_payload(10, &body)).unwrap_err();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+
+    /// A 16 TiB disk with 64 MiB written at four places: the index is a few kilobytes on
+    /// disk and in memory, and walking it costs the runs, not the 16 Mi slots.
+    #[test]
+    fn a_huge_sparse_disk_has_a_small_index() {
+        let mut idx = FixedIndex::new(16 << 40, 1 << 20).unwrap();
+        assert_eq!(idx.chunk_count(), 16 << 20);
+        for base in [0usize, 3 << 20, (8 << 20) + 5, (16 << 20) - 16] {
+            for i in base..base + 16 {
+                idx.set(i, Some(ChunkDigest::of(&i.to_le_bytes())));
+            }
+        }
+        idx.bind(place());
+        assert_eq!(idx.stored_chunk_count(), 64);
+        assert!(idx.pages.len() <= 5, "{} pages", idx.pages.len());
+        // Stored, zero, stored, zero, stored, zero, stored (the last run ends the disk).
+        assert_eq!(idx.runs().count(), 7);
+        let codec = Codec::new(1, None);
+        let blob = idx.encode(&codec);
+        assert!(blob.len() < 4096, "{} bytes", blob.len());
+        let back = FixedIndex::decode(Path::new("i"), &blob, &codec).unwrap();
+        assert_eq!(back, idx);
+        assert_eq!(back.next_stored(17), Some(3 << 20));
+        assert_eq!(back.next_stored((16 << 20) - 1), Some((16 << 20) - 1));
+        assert_eq!(back.next_stored((8 << 20) + 21), Some((16 << 20) - 16));
+        // Clearing every stored chunk frees every page.
+        let mut cleared = back.clone();
+        for (i, _) in back.stored_chunks() {
+            cleared.set(i, None);
+        }
+        assert!(cleared.pages.is_empty());
+        assert_eq!(cleared.runs().count(), 1);
+    }
+
+    /// A version-2 (dense, bound) index of the previous format decodes to the same index.
+    #[test]
+    fn a_version_2_index_still_decodes() {
+        let mut idx = FixedIndex::new(40 * 65536 + 7, 65536).unwrap();
+        for i in (0..idx.chunk_count()).step_by(3) {
+            idx.set(i, Some(ChunkDigest::of(&[i as u8])));
+        }
+        idx.bind(place());
+        let codec = Codec::new(1, None);
+        let v2 = idx.payload_dense(&INDEX_MAGIC_V2, Some(&place()));
+        let blob = codec.try_encode(BlobKind::Index, &v2).unwrap();
+        assert_eq!(
+            FixedIndex::decode(Path::new("i"), &blob, &codec).unwrap(),
+            idx
+        );
+        assert!(v2.len() > idx.payload().len());
+    }
+
+    #[test]
+    fn differing_slots_merge_both_stored_lists() {
+        let id = |b: u8| Some(ChunkDigest::of(&[b]));
+        let mut a = FixedIndex::new(10 * 65536, 65536).unwrap();
+        let mut b = FixedIndex::new(12 * 65536, 65536).unwrap();
+        for (i, d) in [(1, id(1)), (3, id(3)), (5, id(5))] {
+            a.set(i, d);
+        }
+        for (i, d) in [(1, id(1)), (3, id(4)), (6, id(6)), (11, id(11))] {
+            b.set(i, d);
+        }
+        assert_eq!(a.differing_slots(&b), vec![3, 5, 6, 11]);
+        assert_eq!(b.differing_slots(&a), vec![3, 5, 6, 11]);
+        assert!(a.differing_slots(&a.clone()).is_empty());
     }
 
     #[test]

@@ -9,7 +9,12 @@
 /// A version-1 repository stays version 1 in its `config` (the config is written once); this
 /// crate reads it, treats its old indexes as legacy and unbound, and writes bound indexes into
 /// its new generations.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// Version 3 stores an index as runs of stored chunks (`SKFIDX03`): an all-zero or
+/// unallocated stretch of a disk costs nothing, so the index of a 16 TiB disk with 1 GiB
+/// written is kilobytes. Version-2 indexes stay readable; new generations of a version-1 or
+/// version-2 repository get version-3 indexes.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest repository format version this crate opens.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -34,6 +39,9 @@ pub const INDEX_MAGIC: [u8; 8] = *b"SKFIDX01";
 /// Magic at the start of a version-2 fixed index payload: the header also names the target,
 /// generation and disk the index belongs to (see `fixed_index`).
 pub const INDEX_MAGIC_V2: [u8; 8] = *b"SKFIDX02";
+/// Magic at the start of a version-3 fixed index payload: the version-2 header, then runs of
+/// stored chunks instead of one id per chunk (see `fixed_index`).
+pub const INDEX_MAGIC_V3: [u8; 8] = *b"SKFIDX03";
 /// Length of the version-2 header before the target key: the version-1 header, then the
 /// generation (8), the disk key (4) and the target key's length (2).
 pub const INDEX_V2_FIXED_LEN: usize = INDEX_HEADER_LEN + 8 + 4 + 2;

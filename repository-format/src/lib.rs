@@ -108,7 +108,7 @@ pub use copy::{CopiedSet, CopyOptions, CopyProgress, CopyReport, GenerationCopy}
 pub use digest::ChunkDigest;
 pub use disk_reader::{CacheOptions, CachedDiskReader, DiskExtent};
 pub use error::{ChunkError, ChunkUse, Error, Result, SourceError};
-pub use fixed_index::FixedIndex;
+pub use fixed_index::{FixedIndex, IndexRun};
 pub use gc::{GcOptions, GcProgress, GcReport};
 pub use ingest::{Area, DiskSource, IngestTuning};
 pub use key::{KeyFingerprint, Passphrase};
