@@ -57,6 +57,7 @@ pub async fn run(
     let to_vcenter = args.to_vcenter.clone();
     let dry_run = args.dry_run;
     let options = options(&config, args, quiet);
+    crate::restore::check_options(&options)?;
     let (config, into) = {
         let (c, o) = (config.clone(), options.clone());
         crate::blocking::blocking(move || {

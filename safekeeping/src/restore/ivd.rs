@@ -87,12 +87,7 @@ pub async fn restore_ivd(
             )))
         }
     };
-    // Refused rather than ignored: a first class disk is created without a policy override.
-    if args.profile.is_some() || !args.disk_profile.is_empty() {
-        return Err(Error::Other(
-            "--profile and --disk-profile apply to VM (and vApp) restores, not to a first class disk".into(),
-        ));
-    }
+    super::check_options(args)?;
     let (c, o, s) = (config.clone(), args.clone(), selector.to_string());
     let (repo, lock, key, manifest, meta) = blocking(move || load(&c, &o, &s)).await?;
     let record = manifest.disk(IVD_DISK_KEY).ok_or_else(|| {

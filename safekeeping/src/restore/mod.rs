@@ -71,6 +71,23 @@ pub async fn run(config: &Config, options: &RestoreOptions, cancel: &Cancel) -> 
     }
 }
 
+/// Refuses options that do not apply to the target's kind, before anything is looked up (a
+/// usage error is reported as one, not as whatever the lookup finds first).
+///
+/// # Errors
+/// `--profile`/`--disk-profile` on a first class disk: refused rather than ignored, since a
+/// first class disk is created without a policy override.
+pub fn check_options(options: &RestoreOptions) -> Result<()> {
+    if matches!(options.target, Target::Ivd(_))
+        && (options.profile.is_some() || !options.disk_profile.is_empty())
+    {
+        return Err(Error::Other(
+            "--profile and --disk-profile apply to VM (and vApp) restores, not to a first class disk".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Default name of a restored VM: `<name>-restored-<UTC>`.
 pub fn default_name(original: &str, now: time::OffsetDateTime) -> String {
     format!("{original}-restored-{}", crate::format::compact_utc(now))
