@@ -38,6 +38,17 @@ pub trait DiskSource: Send {
     /// Any read failure; the ingest stops and reports it with the disk and offset.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError>;
 
+    /// Like [`DiskSource::read_at`] with `buf.len()` bytes, but the source may replace `buf`
+    /// with a buffer of its own holding the same bytes (of the same length) instead of copying
+    /// into it: a source that reads into buffers it owns (asynchronous VDDK reads) hands them
+    /// over and keeps `buf` for a later read. The ingest reads through this.
+    ///
+    /// # Errors
+    /// As [`DiskSource::read_at`].
+    fn read_owned(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        self.read_at(offset, buf)
+    }
+
     /// Size of the disk in bytes.
     fn capacity(&self) -> u64;
 }
@@ -323,11 +334,23 @@ pub(crate) fn ingest(
                 let slot = slot as usize;
                 let (offset, len) = index.chunk_range(slot);
                 buf.resize(len, 0);
-                if let Err(source) = source.read_at(offset, &mut buf) {
+                if let Err(source) = source.read_owned(offset, &mut buf) {
                     first_error = Some(Error::Source {
                         disk: disk_key,
                         offset,
                         source,
+                    });
+                    free.push(buf);
+                    break 'read;
+                }
+                if buf.len() != len {
+                    first_error = Some(Error::Source {
+                        disk: disk_key,
+                        offset,
+                        source: SourceError::new(format!(
+                            "the source returned {} bytes for a read of {len}",
+                            buf.len()
+                        )),
                     });
                     free.push(buf);
                     break 'read;
