@@ -113,6 +113,34 @@ impl ChunkStore {
         Ok(blob.len() as u64)
     }
 
+    /// [`ChunkStore::insert`] for the ingest: the chunk's name becomes durable with the next
+    /// [`ChunkStore::sync_names`], which the generation's commit calls (see
+    /// [`Backend::put_name_deferred`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the object.
+    pub(crate) fn insert_name_deferred(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
+        let key = Self::key(digest);
+        self.backend
+            .put_name_deferred(&key, blob)
+            .map_err(store_err(self.backend.as_ref(), "write", &key))?;
+        if let Some(c) = &self.cache {
+            c.add(digest);
+        }
+        Ok(blob.len() as u64)
+    }
+
+    /// Makes the names of the chunks stored with [`ChunkStore::insert_name_deferred`] or found
+    /// by [`ChunkStore::touch`] durable; before a commit that references them.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the chunk folder.
+    pub(crate) fn sync_names(&self) -> Result<()> {
+        self.backend
+            .sync_names()
+            .map_err(store_err(self.backend.as_ref(), "sync", CHUNKS_DIR))
+    }
+
     /// If the chunk exists, marks it as in use now (locally: mtime, set by path) and returns
     /// true. The set-then-stat order is what makes concurrent local garbage collection safe.
     ///

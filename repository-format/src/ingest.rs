@@ -7,12 +7,13 @@
 //!  read_at ─► work queue ─► SHA-256                         │
 //!                           known this run? ────────────────┤
 //!                           touch+stat finds it? ───────────┤
-//!                           zstd ─► store queue ─► write, fsync, rename, fsync folder
+//!                           zstd ─► store queue ─► write, fsync, rename
 //!  record digest ◄──────────────── done queue ◄─────────────┴──────────┘
 //! ```
 //!
-//! New chunks go from the workers to a few writer threads (write, fsync, rename, fsync folder),
-//! so fsync latency overlaps with hashing and with other fsyncs. Memory is bounded by
+//! New chunks go from the workers to a few writer threads (write, fsync, rename), so fsync
+//! latency overlaps with hashing and with other fsyncs. The folders holding them are fsynced
+//! once, before the generation commits ([`crate::storage::Backend::put_name_deferred`]). Memory is bounded by
 //! `buffers × chunk size` plus at most `workers + 2 × writers` compressed blobs, whatever the
 //! disk size. The source is only ever called from the caller's thread.
 
@@ -74,7 +75,7 @@ impl Area {
 pub struct IngestTuning {
     /// Worker threads (hash, compress, store).
     pub workers: usize,
-    /// Threads writing new chunks (write, fsync, rename, fsync folder). Several, so that fsync
+    /// Threads writing new chunks (write, fsync, rename). Several, so that fsync
     /// latency overlaps with hashing and compression and with other fsyncs.
     pub writers: usize,
     /// Chunk buffers in flight (reading + queued + being processed + being written).
@@ -279,7 +280,7 @@ pub(crate) fn ingest(
             handles.push(scope.spawn(move || {
                 for job in store_rx.iter() {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        store.insert(&job.digest, &job.blob)
+                        store.insert_name_deferred(&job.digest, &job.blob)
                     }))
                     .unwrap_or_else(|_| Err(Error::Worker("a writer panicked".into())))
                     .map(|stored| Outcome::New {
