@@ -598,7 +598,7 @@ fn a_source_handing_over_its_own_buffers_restores_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
     let data = disk_bytes(CS as usize * 12 + 777, 5);
-    let (_lock, key, mut w) = begin_full(&repo, "handing");
+    let (_lock, key, w) = begin_full(&repo, "handing");
     let mut src = Handing {
         data: data.clone(),
         spare: Vec::new(),
