@@ -176,6 +176,16 @@ impl ChunkCache {
         hit
     }
 
+    /// Whether `d` is stored as far as the cache knows: `Some(true)` as [`ChunkCache::contains`];
+    /// `Some(false)` when the cache is valid and does not list it (it was not in the store's
+    /// listing and this process has not stored it since); `None` when the cache is not in use.
+    pub(crate) fn lookup(&self, d: &ChunkDigest) -> Option<bool> {
+        if !self.fresh() {
+            return None;
+        }
+        Some(self.contains(d))
+    }
+
     /// Records a chunk known to be stored (just written, or found by a `HEAD`).
     pub(crate) fn add(&self, d: &ChunkDigest) {
         if *lock(&self.state) != State::Off {

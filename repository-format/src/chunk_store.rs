@@ -4,7 +4,8 @@
 //! with [`crate::storage::Backend::touch`]: locally it sets the mtime to now and stats the file,
 //! so garbage collection's rename-recheck sweep (see [`crate::gc`]) never loses a touch; on an
 //! object store it is a HEAD, and the exclusive lock plus the commit's verification keep gc
-//! away from chunks in use.
+//! away from chunks in use. On an object store with a valid chunk cache a chunk the cache does
+//! not list is stored without a HEAD first (see [`ChunkStore::touch`]).
 
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -121,14 +122,49 @@ impl ChunkStore {
         Ok(blob.len() as u64)
     }
 
+    /// [`ChunkStore::insert`] for the ingest: the chunk's name becomes durable with the next
+    /// [`ChunkStore::sync_names`], which the generation's commit calls (see
+    /// [`Backend::put_name_deferred`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the object.
+    pub(crate) fn insert_name_deferred(&self, digest: &ChunkDigest, blob: &[u8]) -> Result<u64> {
+        let key = Self::key(digest);
+        self.backend
+            .put_name_deferred(&key, blob)
+            .map_err(store_err(self.backend.as_ref(), "write", &key))?;
+        if let Some(c) = &self.cache {
+            c.add(digest);
+        }
+        Ok(blob.len() as u64)
+    }
+
+    /// Makes the names of the chunks stored with [`ChunkStore::insert_name_deferred`] or found
+    /// by [`ChunkStore::touch`] durable; before a commit that references them.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] naming the chunk folder.
+    pub(crate) fn sync_names(&self) -> Result<()> {
+        self.backend
+            .sync_names()
+            .map_err(store_err(self.backend.as_ref(), "sync", CHUNKS_DIR))
+    }
+
     /// If the chunk exists, marks it as in use now (locally: mtime, set by path) and returns
     /// true. The set-then-stat order is what makes concurrent local garbage collection safe.
     ///
     /// # Errors
     /// [`crate::Error::Io`] for failures other than "not found".
     pub(crate) fn touch(&self, digest: &ChunkDigest) -> Result<bool> {
-        if self.cache.as_ref().is_some_and(|c| c.contains(digest)) {
-            return Ok(true);
+        match self.cache.as_ref().and_then(|c| c.lookup(digest)) {
+            Some(true) => return Ok(true),
+            // A valid cache (a listing of the store plus what was stored since) that does not
+            // list the chunk: no `HEAD` before the `PUT`. If another proxy stored the same
+            // chunk since the listing, the `PUT` writes the same content under the same name
+            // again (content addressing makes that harmless; under object lock it is a new
+            // version with its own retention, the old one stays locked).
+            Some(false) => return Ok(false),
+            None => {}
         }
         let key = Self::key(digest);
         let present = self

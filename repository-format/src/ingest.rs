@@ -7,12 +7,13 @@
 //!  read_at ─► work queue ─► SHA-256                         │
 //!                           known this run? ────────────────┤
 //!                           touch+stat finds it? ───────────┤
-//!                           zstd ─► store queue ─► write, fsync, rename, fsync folder
+//!                           zstd ─► store queue ─► write, fsync, rename
 //!  record digest ◄──────────────── done queue ◄─────────────┴──────────┘
 //! ```
 //!
-//! New chunks go from the workers to a few writer threads (write, fsync, rename, fsync folder),
-//! so fsync latency overlaps with hashing and with other fsyncs. Memory is bounded by
+//! New chunks go from the workers to a few writer threads (write, fsync, rename), so fsync
+//! latency overlaps with hashing and with other fsyncs. The folders holding them are fsynced
+//! once, before the generation commits ([`crate::storage::Backend::put_name_deferred`]). Memory is bounded by
 //! `buffers × chunk size` plus at most `workers + 2 × writers` compressed blobs, whatever the
 //! disk size. The source is only ever called from the caller's thread.
 
@@ -37,6 +38,17 @@ pub trait DiskSource: Send {
     /// # Errors
     /// Any read failure; the ingest stops and reports it with the disk and offset.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError>;
+
+    /// Like [`DiskSource::read_at`] with `buf.len()` bytes, but the source may replace `buf`
+    /// with a buffer of its own holding the same bytes (of the same length) instead of copying
+    /// into it: a source that reads into buffers it owns (asynchronous VDDK reads) hands them
+    /// over and keeps `buf` for a later read. The ingest reads through this.
+    ///
+    /// # Errors
+    /// As [`DiskSource::read_at`].
+    fn read_owned(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        self.read_at(offset, buf)
+    }
 
     /// Size of the disk in bytes.
     fn capacity(&self) -> u64;
@@ -63,7 +75,7 @@ impl Area {
 pub struct IngestTuning {
     /// Worker threads (hash, compress, store).
     pub workers: usize,
-    /// Threads writing new chunks (write, fsync, rename, fsync folder). Several, so that fsync
+    /// Threads writing new chunks (write, fsync, rename). Several, so that fsync
     /// latency overlaps with hashing and compression and with other fsyncs.
     pub writers: usize,
     /// Chunk buffers in flight (reading + queued + being processed + being written).
@@ -268,7 +280,7 @@ pub(crate) fn ingest(
             handles.push(scope.spawn(move || {
                 for job in store_rx.iter() {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        store.insert(&job.digest, &job.blob)
+                        store.insert_name_deferred(&job.digest, &job.blob)
                     }))
                     .unwrap_or_else(|_| Err(Error::Worker("a writer panicked".into())))
                     .map(|stored| Outcome::New {
@@ -323,11 +335,23 @@ pub(crate) fn ingest(
                 let slot = slot as usize;
                 let (offset, len) = index.chunk_range(slot);
                 buf.resize(len, 0);
-                if let Err(source) = source.read_at(offset, &mut buf) {
+                if let Err(source) = source.read_owned(offset, &mut buf) {
                     first_error = Some(Error::Source {
                         disk: disk_key,
                         offset,
                         source,
+                    });
+                    free.push(buf);
+                    break 'read;
+                }
+                if buf.len() != len {
+                    first_error = Some(Error::Source {
+                        disk: disk_key,
+                        offset,
+                        source: SourceError::new(format!(
+                            "the source returned {} bytes for a read of {len}",
+                            buf.len()
+                        )),
                     });
                     free.push(buf);
                     break 'read;

@@ -96,6 +96,28 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The store's error.
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()>;
 
+    /// Like [`Backend::put`] (atomic: readers see all of the object or none of it, and an
+    /// object that has its name holds all of its bytes durably), but the *name* need only be
+    /// durable after the next [`Backend::sync_names`]: a crash before that may lose the object,
+    /// never leave it partial. For many new objects written before one commit (chunks), so the
+    /// local backend does not fsync a folder per object. Object stores: the same as `put`.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn put_name_deferred(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        self.put(key, data)
+    }
+
+    /// Makes durable the names of every object written with [`Backend::put_name_deferred`] and
+    /// of every object [`Backend::touch`] found, by this process, so far. Called before a
+    /// commit that references them. Nothing to do for object stores.
+    ///
+    /// # Errors
+    /// The store's error; the names not yet made durable stay pending.
+    fn sync_names(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Reads a whole object of at most `limit` bytes; the size is checked before the content
     /// is read, so a hostile object cannot exhaust memory.
     ///

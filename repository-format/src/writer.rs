@@ -643,6 +643,9 @@ impl GenerationWriter {
             },
             extra,
         };
+        // Every chunk the manifest references has its name made durable first (chunks are
+        // written without a folder fsync each; see `Backend::put_name_deferred`).
+        self.repo.chunk_store().sync_names()?;
         let blob = manifest.encode(self.repo.codec())?;
         // The commit: a conditional create, never an overwrite (a hard link locally,
         // `PUT If-None-Match: *` on S3). If a manifest exists, this generation is not ours.

@@ -1,42 +1,65 @@
-//! End-to-end backup benchmark: safekeeping backing up a lab VM vs restic backing up the same
-//! flat disk file, then an incremental after 5 % of the disk changed.
+//! End-to-end backup benchmark on a guest-like disk: safekeeping backing up and restoring a lab
+//! VM against restic and borg backing up and restoring the same flat disk file, all in one run,
+//! several rounds interleaved; every figure is printed as a ratio to restic's and borg's.
 //!
 //! `cargo bench -p safekeeping --bench backup` builds the lab and the fake VDDK (release),
 //! starts a lab under `target/bench-backup/lab`, creates VM `bench` with one disk of
-//! `SAFEKEEPING_BENCH_SIZE` (default `4G`) and fills it with the repository benchmark's mixed
-//! data (1 MiB regions: ~40 % zeros, 25 % text-like, 25 % random, 10 % repeated; same generator
-//! and seed as `repository-format/benches/ingest.rs`). Then it measures, each as a
-//! separate process: `safekeeping backup` (full), `restic backup` of the VM's flat file,
-//! 5 % of the disk rewritten by the guest in 4 MiB pieces, `safekeeping backup` (CBT
-//! incremental) and `restic backup` again. `SAFEKEEPING_BENCH_TOOLS=safekeeping` skips restic;
-//! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
+//! `SAFEKEEPING_BENCH_SIZE` (default `2G`) and fills it with the guest-like image
+//! (`common/guest_image.rs`: this machine's files at 4 KiB-aligned offsets, incompressible media,
+//! duplicates at 4 KiB-aligned offsets, about 40 % never written; fixed layout seed). It
+//! measures once what the stored size is made of (`common/ceiling.rs`), then runs
+//! `SAFEKEEPING_BENCH_ROUNDS` (default 3) rounds, each with, as separate processes:
 //!
-//! Then concurrent disks: VM `multi` with `SAFEKEEPING_BENCH_DISKS` (default 4) disks of an
-//! eighth of the size each, filled alike, backed up in full with `--max-connections 1` (one
-//! disk after another) and with one connection per disk. The fake VDDK is given a latency of
-//! `SAFEKEEPING_BENCH_READ_LATENCY_MS` (default 30) per 1 MiB read, about 130 MB/s per
-//! connection with the 4 reads in flight that safekeeping keeps: a stand-in for an NBD
-//! connection, whose throughput, not the backup host's CPU, bounds one disk's read. The VM is
-//! then restored twice the same ways, with the same latency on writes.
+//! 1. the hash + compress ceiling on the same disk (SHA-256 + zstd-1 of every non-zero 1 MiB
+//!    chunk on all cores, nothing written);
+//! 2. full backups into fresh repositories: `safekeeping backup vm:bench`, `restic backup FLAT`,
+//!    `borg create REPO::full FLAT` (the order rotates each round, so no tool always runs
+//!    after the same neighbour);
+//! 3. 3 % of the disk rewritten through the guest (4 MiB pieces at spread offsets);
+//! 4. the incrementals: `safekeeping backup` (CBT), restic and borg again on the flat file;
+//! 5. restores of the latest backup: `safekeeping restore` (a new VM), `restic restore`,
+//!    `borg extract`.
+//!
+//! Each step's wall time and peak RSS (`VmHWM`) are recorded, plus safekeeping's data phase
+//! from its log (`writing generation` → `generation committed`: read, hash, compress, store,
+//! without the lab's snapshot). Medians over the rounds are printed with every round's figure
+//! and the ratios against the targets. `SAFEKEEPING_BENCH_TOOLS` (default
+//! `safekeeping,restic,borg`) chooses the tools; `SAFEKEEPING_BENCH_NO_BUILD=1` uses release
+//! binaries that are already built; `SAFEKEEPING_BENCH_PERF=1` adds a full backup under
+//! `perf record` at the end (`target/bench-backup/perf.data`).
+//!
+//! With `SAFEKEEPING_BENCH_DISKS=N` (N ≥ 2) it also backs up a VM with N disks of an eighth of
+//! the size each, with `--max-connections 1` and with one connection per disk, the fake VDDK
+//! given `SAFEKEEPING_BENCH_READ_LATENCY_MS` (default 30) per 1 MiB read: a stand-in for an
+//! NBD connection, whose throughput bounds one disk's read; then restores it both ways.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-// Same generator and seed as repository-format's ingest benchmark.
+// The multi-disk part keeps the repository benchmark's mixed data (same seed).
 #[path = "../../repository-format/benches/common/mixed_image.rs"]
 mod mixed_image;
-use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION, SEED};
+use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION};
 
 mod common {
+    pub mod ceiling;
+    pub mod guest_image;
     // Shared with the s3 benchmark, which uses more of it.
     #[allow(dead_code)]
     pub mod timing;
 }
-use common::timing::{mb_s, phase, run, BoxResult};
+use common::guest_image::fill_guest;
+use common::timing::{median, phase, run, run_peak, BoxResult, Measured};
 
+/// Size of each rewritten piece for the incremental.
 const PIECE: u64 = 4 << 20;
+/// Layout seed of the guest image (the s3 benchmark's, so both measure the same disk).
+const SEED: u64 = 0x005A_FE53;
+/// Share of the disk the guest rewrites between the full and the incremental, in percent.
+const CHANGED_PERCENT: u64 = 3;
 
 /// Fills `flat` (already sized, all zero) with the mixed image; returns non-zero bytes.
 fn fill_image(flat: &Path, size: u64) -> BoxResult<u64> {
@@ -51,9 +74,12 @@ fn main() -> BoxResult<()> {
         return Ok(());
     }
     let size =
-        parse_size(&std::env::var("SAFEKEEPING_BENCH_SIZE").unwrap_or_else(|_| "4G".into()))?;
-    let tools =
-        std::env::var("SAFEKEEPING_BENCH_TOOLS").unwrap_or_else(|_| "safekeeping,restic".into());
+        parse_size(&std::env::var("SAFEKEEPING_BENCH_SIZE").unwrap_or_else(|_| "2G".into()))?;
+    let tools = std::env::var("SAFEKEEPING_BENCH_TOOLS")
+        .unwrap_or_else(|_| "safekeeping,restic,borg".into());
+    let rounds: usize = std::env::var("SAFEKEEPING_BENCH_ROUNDS")
+        .unwrap_or_else(|_| "3".into())
+        .parse()?;
     let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
     let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -78,188 +104,576 @@ fn main() -> BoxResult<()> {
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base)?;
     run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
-    let result = bench(size, &tools, &sk, &lab_bin, &lab_dir, &base);
+    let bench = Bench {
+        size,
+        rounds: rounds.max(1),
+        sk,
+        lab_bin: lab_bin.clone(),
+        lab_dir: lab_dir.clone(),
+        base,
+        use_sk: tools.contains("safekeeping"),
+        use_restic: tools.contains("restic") && tool_version("restic", "version").is_some(),
+        use_borg: tools.contains("borg") && tool_version("borg", "--version").is_some(),
+    };
+    let result = bench.run();
     let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
     result
 }
 
-fn bench(
+/// First line of `tool ARG`'s output, if the tool runs.
+fn tool_version(tool: &str, arg: &str) -> Option<String> {
+    let out = Command::new(tool).arg(arg).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+struct Bench {
     size: u64,
-    tools: &str,
-    sk: &Path,
-    lab_bin: &Path,
-    lab_dir: &Path,
-    base: &Path,
-) -> BoxResult<()> {
-    let lab = |args: &[&str]| run(Command::new(lab_bin).args(args).arg("--dir").arg(lab_dir));
-    let config = lab_dir.join("safekeeping.toml");
-    let skc = |args: &[&str]| run(Command::new(sk).arg("--config").arg(&config).args(args));
-    let size_arg = size.to_string();
-    lab(&[
-        "create-vm",
-        "--name",
-        "bench",
-        "--disk",
-        &size_arg,
-        "--powered-off",
-    ])?;
-    let info: serde_json::Value = serde_json::from_str(&lab(&["vm-info", "--vm", "bench"])?.1)?;
-    let flat = PathBuf::from(
-        info["disks"][0]["flat_path"]
-            .as_str()
-            .ok_or("vm-info has no flat_path")?,
-    );
-    eprintln!("filling {} with {} of mixed data ...", flat.display(), size);
-    let t = Instant::now();
-    let data = fill_image(&flat, size)?;
-    eprintln!(
-        "  {} MiB of non-zero regions ({:.1}s)",
-        data >> 20,
-        t.elapsed().as_secs_f64()
-    );
-    skc(&["repo", "init"])?;
+    rounds: usize,
+    sk: PathBuf,
+    lab_bin: PathBuf,
+    lab_dir: PathBuf,
+    base: PathBuf,
+    use_sk: bool,
+    use_restic: bool,
+    use_borg: bool,
+}
 
-    let mut rows: Vec<(String, f64, u64, u64)> = Vec::new();
-    let mut phases: Vec<(&str, String)> = Vec::new();
-    let repo_dir = lab_dir.join("repo");
-    if tools.contains("safekeeping") {
-        let log = base.join("full.log");
-        let l = log.to_string_lossy().into_owned();
-        let (secs, out) = skc(&["--log-file", &l, "--json", "backup", "vm:bench"])?;
-        let j: serde_json::Value = serde_json::from_str(&out)?;
-        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
-        phases.push(("safekeeping full", fs::read_to_string(&log)?));
-        rows.push(("safekeeping full".into(), secs, read, dir_size(&repo_dir)));
-    }
-    let restic_repo = base.join("restic-repo");
-    let restic = |args: &[&str]| {
-        run(Command::new("restic")
-            .args(["--repo"])
-            .arg(&restic_repo)
-            .args(["--cache-dir"])
-            .arg(base.join("restic-cache"))
+/// One measured step of one tool in one round.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    secs: f64,
+    peak_rss: u64,
+    /// safekeeping's data phase (from its log); NaN for the others.
+    data_secs: f64,
+    /// Repository bytes after a full, or added by an incremental.
+    stored: u64,
+    /// Bytes read from the disk (safekeeping's report) or the file's size.
+    read: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Tool {
+    Safekeeping,
+    Restic,
+    Borg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Step {
+    Full,
+    Incremental,
+    Restore,
+}
+
+type Samples = BTreeMap<(Step, Tool), Vec<Sample>>;
+
+impl Bench {
+    fn lab(&self, args: &[&str]) -> BoxResult<(f64, String)> {
+        run(Command::new(&self.lab_bin)
             .args(args)
-            .env("RESTIC_PASSWORD", "bench"))
-    };
-    let use_restic =
-        tools.contains("restic") && Command::new("restic").arg("version").output().is_ok();
-    if use_restic {
-        restic(&["init"])?;
-        let (secs, _) = restic(&["backup", "--quiet", &flat.to_string_lossy()])?;
-        rows.push((
-            "restic full (flat file)".into(),
-            secs,
-            size,
-            dir_size(&restic_repo),
-        ));
-    } else if tools.contains("restic") {
-        eprintln!("restic not found; skipped (scripts/setup.sh installs it)");
+            .arg("--dir")
+            .arg(&self.lab_dir))
     }
 
-    // 5 % of the disk rewritten by the guest, in 4 MiB pieces at spread offsets.
-    let pieces = (size / 20).div_ceil(PIECE).max(1);
-    let mut rng = Rng(SEED ^ 0x0505);
-    let slots = size / PIECE;
-    let mut offsets: Vec<u64> = (0..pieces)
-        .map(|_| rng.below(slots.max(1)) * PIECE)
-        .collect();
-    offsets.sort_unstable();
-    offsets.dedup();
-    for (i, off) in offsets.iter().enumerate() {
-        lab(&[
-            "guest-write",
-            "--vm",
+    fn config(&self) -> PathBuf {
+        self.lab_dir.join("safekeeping.toml")
+    }
+
+    fn sk(&self) -> Command {
+        let mut c = Command::new(&self.sk);
+        c.arg("--config").arg(self.config());
+        c
+    }
+
+    fn restic(&self) -> Command {
+        let mut c = Command::new("restic");
+        c.arg("--repo")
+            .arg(self.base.join("restic-repo"))
+            .arg("--cache-dir")
+            .arg(self.base.join("restic-cache"))
+            .env("RESTIC_PASSWORD", "bench");
+        c
+    }
+
+    fn borg(&self) -> Command {
+        let mut c = Command::new("borg");
+        c.env("BORG_BASE_DIR", self.base.join("borg-home"))
+            .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes");
+        c
+    }
+
+    fn borg_repo(&self) -> PathBuf {
+        self.base.join("borg-repo")
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let mut t = Vec::new();
+        if self.use_sk {
+            t.push(Tool::Safekeeping);
+        }
+        if self.use_restic {
+            t.push(Tool::Restic);
+        }
+        if self.use_borg {
+            t.push(Tool::Borg);
+        }
+        t
+    }
+
+    fn run(&self) -> BoxResult<()> {
+        let size_arg = self.size.to_string();
+        self.lab(&[
+            "create-vm",
+            "--name",
             "bench",
             "--disk",
-            "0",
-            "--offset",
-            &off.to_string(),
-            "--len",
-            &PIECE.to_string(),
-            "--seed",
-            &(100 + i).to_string(),
+            &size_arg,
+            "--powered-off",
         ])?;
-    }
-    let changed = offsets.len() as u64 * PIECE;
-    eprintln!(
-        "guest rewrote {} MiB ({:.1} %)",
-        changed >> 20,
-        changed as f64 * 100.0 / size as f64
-    );
-    if tools.contains("safekeeping") {
-        let before = dir_size(&repo_dir);
-        let log = base.join("incremental.log");
-        let l = log.to_string_lossy().into_owned();
-        let (secs, out) = skc(&["--log-file", &l, "--json", "backup", "vm:bench"])?;
-        phases.push(("safekeeping incremental", fs::read_to_string(&log)?));
-        let j: serde_json::Value = serde_json::from_str(&out)?;
-        assert_eq!(j["targets"][0]["mode"], "incremental");
-        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
-        rows.push((
-            "safekeeping incremental (CBT)".into(),
-            secs,
-            read,
-            dir_size(&repo_dir) - before,
-        ));
-    }
-    if use_restic {
-        let before = dir_size(&restic_repo);
-        let (secs, _) = restic(&["backup", "--quiet", &flat.to_string_lossy()])?;
-        rows.push((
-            "restic second run (flat file)".into(),
-            secs,
-            size,
-            dir_size(&restic_repo) - before,
-        ));
+        let info: serde_json::Value =
+            serde_json::from_str(&self.lab(&["vm-info", "--vm", "bench"])?.1)?;
+        let flat = PathBuf::from(
+            info["disks"][0]["flat_path"]
+                .as_str()
+                .ok_or("vm-info has no flat_path")?,
+        );
+        eprintln!("filling {} with the guest-like image ...", flat.display());
+        let t = Instant::now();
+        let f = fs::OpenOptions::new().read(true).write(true).open(&flat)?;
+        let counts = fill_guest(&f, self.size, SEED)?;
+        drop(f);
+        eprintln!(
+            "  {} MiB written: files {} MiB, media {} MiB, duplicates {} MiB ({:.1}s)",
+            counts.written() >> 20,
+            counts.files >> 20,
+            counts.media >> 20,
+            counts.duplicates >> 20,
+            t.elapsed().as_secs_f64()
+        );
+        eprintln!("measuring what the stored size is made of ...");
+        let parts = common::ceiling::breakdown(&flat)?;
+
+        let mut samples: Samples = BTreeMap::new();
+        let mut ceilings = Vec::new();
+        let mut sk_phases: Vec<[f64; 3]> = Vec::new();
+        let tools = self.tools();
+        for round in 0..self.rounds {
+            eprintln!("round {} of {} ...", round + 1, self.rounds);
+            let c = common::ceiling::measure(&flat, 1)?;
+            ceilings.push(c);
+            let mut order = tools.clone();
+            let n = order.len().max(1);
+            order.rotate_left(round % n);
+            for &tool in &order {
+                let s = self.full(tool, &flat, &mut sk_phases)?;
+                samples.entry((Step::Full, tool)).or_default().push(s);
+            }
+            self.change(round)?;
+            for &tool in &order {
+                let s = self.incremental(tool, &flat)?;
+                samples
+                    .entry((Step::Incremental, tool))
+                    .or_default()
+                    .push(s);
+            }
+            for &tool in &order {
+                let s = self.restore(tool, round)?;
+                samples.entry((Step::Restore, tool)).or_default().push(s);
+            }
+        }
+        self.report(&counts, &parts, &ceilings, &samples, &sk_phases);
+        if self.use_sk && std::env::var_os("SAFEKEEPING_BENCH_PERF").is_some() {
+            self.profile()?;
+        }
+        let disks: usize = std::env::var("SAFEKEEPING_BENCH_DISKS")
+            .unwrap_or_else(|_| "0".into())
+            .parse()?;
+        if self.use_sk && disks >= 2 {
+            bench_disks(
+                self.size,
+                disks,
+                &self.sk,
+                &self.config(),
+                &self.lab_bin,
+                &self.lab_dir,
+            )?;
+        }
+        Ok(())
     }
 
-    println!(
-        "\nbackup of a {} MiB disk ({} MiB non-zero mixed data), 5 % changed between runs",
-        size >> 20,
-        data >> 20
-    );
-    println!(
-        "{:<32} {:>9} {:>12} {:>16} {:>14}",
-        "run", "seconds", "MB read", "disk MB/s", "repo MiB added"
-    );
-    for (name, secs, read, stored) in &rows {
+    /// A full backup of `flat` (VM `bench`) into a fresh repository of `tool`.
+    fn full(&self, tool: Tool, flat: &Path, sk_phases: &mut Vec<[f64; 3]>) -> BoxResult<Sample> {
+        let flat_arg = flat.to_string_lossy().into_owned();
+        Ok(match tool {
+            Tool::Safekeeping => {
+                let repo = self.lab_dir.join("repo");
+                let _ = fs::remove_dir_all(&repo);
+                run(self.sk().args(["repo", "init"]))?;
+                let (m, data, read) = self.sk_backup("full", &[])?;
+                let log = fs::read_to_string(self.base.join("full.log"))?;
+                let part = |a: &str, b: &str| phase(&log, a, b).unwrap_or(f64::NAN);
+                sk_phases.push([
+                    part("starting backup", "snapshot created"),
+                    data,
+                    part("generation committed", "snapshot removed"),
+                ]);
+                sample(m, data, dir_size(&repo), read)
+            }
+            Tool::Restic => {
+                let _ = fs::remove_dir_all(self.base.join("restic-repo"));
+                let _ = fs::remove_dir_all(self.base.join("restic-cache"));
+                run(self.restic().arg("init"))?;
+                let m = run_peak(self.restic().args(["backup", "--quiet", &flat_arg]))?;
+                let stored = dir_size(&self.base.join("restic-repo"));
+                sample(m, f64::NAN, stored, self.size)
+            }
+            Tool::Borg => {
+                let _ = fs::remove_dir_all(self.borg_repo());
+                let _ = fs::remove_dir_all(self.base.join("borg-home"));
+                run(self
+                    .borg()
+                    .args(["init", "-e", "none"])
+                    .arg(self.borg_repo()))?;
+                let m = run_peak(
+                    self.borg()
+                        .arg("create")
+                        .arg(format!("{}::full", self.borg_repo().display()))
+                        .arg(flat),
+                )?;
+                let stored = dir_size(&self.borg_repo());
+                sample(m, f64::NAN, stored, self.size)
+            }
+        })
+    }
+
+    /// One more full backup into a fresh repository under `perf record` (sampling at 499 Hz
+    /// with DWARF call graphs), for `perf report -i target/bench-backup/perf.data`.
+    fn profile(&self) -> BoxResult<()> {
+        let repo = self.lab_dir.join("repo");
+        let _ = fs::remove_dir_all(&repo);
+        run(self.sk().args(["repo", "init"]))?;
+        let data = self.base.join("perf.data");
+        let log = self.base.join("perf-full.log");
+        run(Command::new("perf")
+            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+            .arg(&data)
+            .arg("--")
+            .arg(&self.sk)
+            .arg("--config")
+            .arg(self.config())
+            .arg("--log-file")
+            .arg(&log)
+            .args(["backup", "vm:bench", "--full"]))?;
         println!(
-            "{:<32} {:>9.2} {:>12.1} {:>16.1} {:>14.1}",
-            name,
-            secs,
-            *read as f64 / 1e6,
-            mb_s(size, *secs),
-            *stored as f64 / (1 << 20) as f64
+            "\nprofile of a full backup: perf report -i {} (data phase {:.2} s under perf)",
+            data.display(),
+            phase(
+                &fs::read_to_string(&log)?,
+                "writing generation",
+                "generation committed"
+            )
+            .unwrap_or(f64::NAN)
+        );
+        Ok(())
+    }
+
+    /// `safekeeping backup vm:bench`, logging to `NAME.log`; the measurement, the data phase
+    /// and the bytes read.
+    fn sk_backup(&self, name: &str, extra: &[&str]) -> BoxResult<(Measured, f64, u64)> {
+        let log = self.base.join(format!("{name}.log"));
+        let _ = fs::remove_file(&log);
+        let m = run_peak(
+            self.sk()
+                .arg("--log-file")
+                .arg(&log)
+                .args(["--json", "backup", "vm:bench"])
+                .args(extra),
+        )?;
+        let j: serde_json::Value = serde_json::from_str(&m.stdout)?;
+        let read = j["targets"][0]["bytes_read"].as_u64().unwrap_or(0);
+        let data = phase(
+            &fs::read_to_string(&log)?,
+            "writing generation",
+            "generation committed",
+        )
+        .unwrap_or(f64::NAN);
+        Ok((m, data, read))
+    }
+
+    /// The guest rewrites `CHANGED_PERCENT` % of the disk in `PIECE`s at spread offsets.
+    fn change(&self, round: usize) -> BoxResult<()> {
+        let pieces = (self.size * CHANGED_PERCENT / 100).div_ceil(PIECE).max(1);
+        let mut rng = Rng(SEED ^ 0x0303 ^ ((round as u64) << 32));
+        let slots = (self.size / PIECE).max(1);
+        let mut offsets: Vec<u64> = Vec::new();
+        while (offsets.len() as u64) < pieces.min(slots) {
+            let off = rng.below(slots) * PIECE;
+            if !offsets.contains(&off) {
+                offsets.push(off);
+            }
+        }
+        for (i, off) in offsets.iter().enumerate() {
+            self.lab(&[
+                "guest-write",
+                "--vm",
+                "bench",
+                "--disk",
+                "0",
+                "--offset",
+                &off.to_string(),
+                "--len",
+                &PIECE.to_string(),
+                "--seed",
+                &(1000 * (round + 1) + i).to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// The backup after the change, into the repository of the full.
+    fn incremental(&self, tool: Tool, flat: &Path) -> BoxResult<Sample> {
+        Ok(match tool {
+            Tool::Safekeeping => {
+                let repo = self.lab_dir.join("repo");
+                let before = dir_size(&repo);
+                let (m, data, read) = self.sk_backup("incremental", &[])?;
+                let j: serde_json::Value = serde_json::from_str(&m.stdout)?;
+                if j["targets"][0]["mode"] != "incremental" {
+                    return Err(format!("the second backup was {}", j["targets"][0]["mode"]).into());
+                }
+                sample(m, data, dir_size(&repo).saturating_sub(before), read)
+            }
+            Tool::Restic => {
+                let repo = self.base.join("restic-repo");
+                let before = dir_size(&repo);
+                let m = run_peak(self.restic().args(["backup", "--quiet"]).arg(flat))?;
+                sample(
+                    m,
+                    f64::NAN,
+                    dir_size(&repo).saturating_sub(before),
+                    self.size,
+                )
+            }
+            Tool::Borg => {
+                let before = dir_size(&self.borg_repo());
+                let m = run_peak(
+                    self.borg()
+                        .arg("create")
+                        .arg(format!("{}::incremental", self.borg_repo().display()))
+                        .arg(flat),
+                )?;
+                let added = dir_size(&self.borg_repo()).saturating_sub(before);
+                sample(m, f64::NAN, added, self.size)
+            }
+        })
+    }
+
+    /// Restores the latest backup of `tool` (safekeeping: as a new VM of the lab; the others:
+    /// the flat file into a fresh folder, removed afterwards).
+    fn restore(&self, tool: Tool, round: usize) -> BoxResult<Sample> {
+        let target = self.base.join("restored");
+        let _ = fs::remove_dir_all(&target);
+        fs::create_dir_all(&target)?;
+        let m = match tool {
+            Tool::Safekeeping => run_peak(self.sk().args([
+                "--json",
+                "restore",
+                "vm:bench",
+                "--name",
+                &format!("bench-restored-{round}"),
+            ]))?,
+            Tool::Restic => run_peak(
+                self.restic()
+                    .args(["restore", "latest", "--target"])
+                    .arg(&target),
+            )?,
+            Tool::Borg => run_peak(
+                self.borg()
+                    .current_dir(&target)
+                    .arg("extract")
+                    .arg(format!("{}::incremental", self.borg_repo().display())),
+            )?,
+        };
+        let _ = fs::remove_dir_all(&target);
+        Ok(sample(m, f64::NAN, 0, self.size))
+    }
+
+    fn report(
+        &self,
+        counts: &common::guest_image::GuestCounts,
+        parts: &common::ceiling::SizeBreakdown,
+        ceilings: &[common::ceiling::Ceiling],
+        samples: &Samples,
+        sk_phases: &[[f64; 3]],
+    ) {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        println!(
+            "\n{} MiB guest-like disk: {:.0} MiB written (files {:.0}, media {:.0}, duplicates {:.0}), {} round(s), medians (each round in brackets)",
+            self.size >> 20,
+            mib(counts.written()),
+            mib(counts.files),
+            mib(counts.media),
+            mib(counts.duplicates),
+            self.rounds
+        );
+        println!(
+            "safekeeping: {} (repo init defaults: 1 MiB fixed chunks, zstd-1, not encrypted)",
+            self.sk.display()
+        );
+        if self.use_restic {
+            println!(
+                "restic: {} (defaults: content-defined chunks, compression auto, always encrypted)",
+                tool_version("restic", "version").unwrap_or_default()
+            );
+        }
+        if self.use_borg {
+            println!(
+                "borg: {} (init -e none; create defaults: buzhash chunker, lz4)",
+                tool_version("borg", "--version").unwrap_or_default()
+            );
+        }
+        let ceiling_secs: Vec<f64> = ceilings.iter().map(|c| c.secs).collect();
+        let nonzero = ceilings.first().map_or(0, |c| c.bytes);
+        println!(
+            "hash + compress ceiling (SHA-256 + zstd-1 of {:.0} MiB non-zero chunks, {} threads): {:.2} s {:?}",
+            mib(nonzero),
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            median(&ceiling_secs),
+            rounded(&ceiling_secs)
+        );
+        println!(
+            "\n{:<34} {:>9} {:>10} {:>10} {:>12} {:>11}  rounds (s)",
+            "step", "wall s", "data s", "MB read", "stored MiB", "peak RSS MiB"
+        );
+        for ((step, tool), v) in samples {
+            let secs: Vec<f64> = v.iter().map(|s| s.secs).collect();
+            let data: Vec<f64> = v.iter().map(|s| s.data_secs).collect();
+            let stored: Vec<f64> = v.iter().map(|s| mib(s.stored)).collect();
+            let rss = v.iter().map(|s| s.peak_rss).max().unwrap_or(0);
+            let read = v.last().map_or(0, |s| s.read);
+            println!(
+                "{:<34} {:>9.2} {:>10} {:>10.0} {:>12.1} {:>11.0}  {:?}",
+                format!("{step:?} {tool:?}"),
+                median(&secs),
+                if data.iter().any(|d| d.is_finite()) {
+                    format!("{:.2}", median(&data))
+                } else {
+                    "-".into()
+                },
+                read as f64 / 1e6,
+                median(&stored),
+                mib(rss),
+                rounded(&secs)
+            );
+        }
+        if !sk_phases.is_empty() {
+            let col = |i: usize| median(&sk_phases.iter().map(|p| p[i]).collect::<Vec<_>>());
+            println!(
+                "safekeeping full, from its log: snapshot (the lab copies the disk) {:.2} s, data phase {:.2} s, snapshot removal {:.2} s",
+                col(0),
+                col(1),
+                col(2)
+            );
+        }
+        let med = |step, tool, f: &dyn Fn(&Sample) -> f64| {
+            samples
+                .get(&(step, tool))
+                .map(|v| median(&v.iter().map(f).collect::<Vec<_>>()))
+        };
+        let wall = |s: &Sample| s.secs;
+        let stored = |s: &Sample| s.stored as f64;
+        println!("\nratios (safekeeping / peer, medians; target in brackets):");
+        let ratio =
+            |what: &str, step, f: &dyn Fn(&Sample) -> f64, restic_target: f64, borg_target: f64| {
+                let Some(sk) = med(step, Tool::Safekeeping, f) else {
+                    return;
+                };
+                for (tool, target) in [(Tool::Restic, restic_target), (Tool::Borg, borg_target)] {
+                    if let Some(peer) = med(step, tool, f) {
+                        let r = sk / peer;
+                        let verdict = if target.is_nan() {
+                            String::new()
+                        } else if r <= target {
+                            format!("(≤ {target:.2}: met)")
+                        } else {
+                            format!("(≤ {target:.2}: NOT met)")
+                        };
+                        println!("  {what:<28} / {tool:?}: {r:.2} {verdict}");
+                    }
+                }
+            };
+        ratio("full backup wall", Step::Full, &wall, 0.5, 2.0 / 3.0);
+        ratio("stored size", Step::Full, &stored, 1.0, f64::NAN);
+        ratio("incremental wall", Step::Incremental, &wall, 0.1, f64::NAN);
+        ratio("restore wall", Step::Restore, &wall, 1.0 / 3.0, f64::NAN);
+        if let Some(v) = samples.get(&(Step::Full, Tool::Safekeeping)) {
+            let per_round: Vec<f64> = v
+                .iter()
+                .zip(ceilings)
+                .map(|(s, c)| c.secs / s.data_secs)
+                .collect();
+            let r = median(&per_round);
+            println!(
+                "  data phase vs ceiling (ceiling s / data s, same round): {r:.2} {:?} (≥ 0.80: {})",
+                rounded(&per_round),
+                if r >= 0.8 { "met" } else { "NOT met" }
+            );
+        }
+        let peak = samples
+            .iter()
+            .filter(|((_, t), _)| *t == Tool::Safekeeping)
+            .flat_map(|(_, v)| v.iter().map(|s| s.peak_rss))
+            .max()
+            .unwrap_or(0);
+        println!(
+            "  safekeeping peak RSS over all steps: {:.0} MiB (≤ 256: {})",
+            mib(peak),
+            if peak <= 256 << 20 { "met" } else { "NOT met" }
+        );
+        println!(
+            "\nwhat the stored size is made of: non-zero 1 MiB chunks {:.0} MiB, distinct {:.0} MiB; distinct at zstd-1 {:.0} MiB, at zstd-3 {:.0} MiB; chunks zstd-1 shrinks by < 2 %: {:.0} MiB; distinct non-zero 4 KiB blocks {:.0} MiB (a 4 KiB-aligned deduplication would keep {:.0} % of what 1 MiB chunks keep, about {:.0} MiB at zstd-1's ratio)",
+            mib(parts.nonzero),
+            mib(parts.unique),
+            mib(parts.zstd1),
+            mib(parts.zstd3),
+            mib(parts.incompressible),
+            mib(parts.unique_4k),
+            parts.unique_4k as f64 * 100.0 / parts.unique.max(1) as f64,
+            mib(parts.zstd1) * parts.unique_4k as f64 / parts.unique.max(1) as f64
         );
     }
-    if tools.contains("safekeeping") {
-        bench_disks(size, sk, &config, lab_bin, lab_dir)?;
+}
+
+fn sample(m: Measured, data_secs: f64, stored: u64, read: u64) -> Sample {
+    Sample {
+        secs: m.secs,
+        peak_rss: m.peak_rss,
+        data_secs,
+        stored,
+        read,
     }
-    println!("\nwhere safekeeping's time goes (from its log):");
-    for (name, log) in &phases {
-        let part =
-            |a: &str, b: &str| phase(log, a, b).map_or("-".to_string(), |s| format!("{s:.2}s"));
-        println!(
-            "  {name:<24} snapshot (the lab copies the disk) {:>7}   read+store {:>7}   snapshot removal {:>7}",
-            part("starting backup", "snapshot created"),
-            part("writing generation", "generation committed"),
-            part("generation committed", "snapshot removed"),
-        );
-    }
-    Ok(())
+}
+
+fn rounded(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| (x * 100.0).round() / 100.0).collect()
 }
 
 /// Full backups of a multi-disk VM, one connection at a time and one per disk.
 fn bench_disks(
     size: u64,
+    disks: usize,
     sk: &Path,
     config: &Path,
     lab_bin: &Path,
     lab_dir: &Path,
 ) -> BoxResult<()> {
-    let disks: usize = std::env::var("SAFEKEEPING_BENCH_DISKS")
-        .unwrap_or_else(|_| "4".into())
-        .parse()?;
     let latency: u64 = std::env::var("SAFEKEEPING_BENCH_READ_LATENCY_MS")
         .unwrap_or_else(|_| "30".into())
         .parse()?;

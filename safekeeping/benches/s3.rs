@@ -37,6 +37,8 @@ use mixed_image::{dir_size, parse_size};
 
 mod common {
     pub mod guest_image;
+    // Shared with the backup benchmark, which uses more of it.
+    #[allow(dead_code)]
     pub mod timing;
 }
 use common::guest_image::fill_guest;

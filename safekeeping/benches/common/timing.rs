@@ -78,3 +78,85 @@ pub fn process_cpu_secs(pid: u64) -> f64 {
         .and_then(|s| stat_cpu_secs(&s, false))
         .unwrap_or(0.0)
 }
+
+/// What [`run_peak`] measured of one step.
+pub struct Measured {
+    /// Wall time in seconds.
+    pub secs: f64,
+    /// Standard output.
+    pub stdout: String,
+    /// Peak resident set of the step's process in bytes (`VmHWM`, sampled every 5 ms while it
+    /// runs; `VmHWM` only grows, so the last sample before exit is the peak up to then).
+    pub peak_rss: u64,
+}
+
+/// Runs `cmd` like [`run`], also sampling its peak RSS from `/proc/PID/status`.
+pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let t = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    // Drained on their own threads, so a chatty child never blocks on a full pipe.
+    let mut out_pipe = child.stdout.take().ok_or("no stdout")?;
+    let mut err_pipe = child.stderr.take().ok_or("no stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+        {
+            peak = peak.max(kib << 10);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{:?} failed: {}{}",
+            cmd,
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )
+        .into());
+    }
+    Ok(Measured {
+        secs,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        peak_rss: peak,
+    })
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -22,6 +22,9 @@ pub struct VddkSource {
     cancel: Cancel,
     plan: VecDeque<(u64, usize)>,
     ready: HashMap<u64, Vec<u8>>,
+    /// Buffers handed back by the ingest, reused for the next asynchronous reads (a fresh
+    /// zeroed 1 MiB buffer per read costs page faults and a memset for nothing).
+    spare: Vec<Vec<u8>>,
     in_flight: usize,
     depth: usize,
 }
@@ -36,6 +39,7 @@ impl VddkSource {
             cancel,
             plan: VecDeque::new(),
             ready: HashMap::new(),
+            spare: Vec::new(),
             in_flight: 0,
             depth: 0,
         }
@@ -56,8 +60,11 @@ impl VddkSource {
             let Some((offset, len)) = self.plan.pop_front() else {
                 break;
             };
+            let mut buffer = self.spare.pop().unwrap_or_default();
+            // Every byte is overwritten by the read; resizing only zeroes a buffer's growth.
+            buffer.resize(len, 0);
             self.disk
-                .read_async(offset / SECTOR_SIZE, vec![0u8; len])
+                .read_async(offset / SECTOR_SIZE, buffer)
                 .map_err(|e| vddk_error("asynchronous read", offset, len, e))?;
             self.in_flight += 1;
         }
@@ -98,36 +105,71 @@ fn vddk_error(what: &str, offset: u64, len: usize, e: vddk::Error) -> SourceErro
     }
 }
 
-impl DiskSource for VddkSource {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        if self.cancel.is_cancelled() {
-            return Err(SourceError::new("interrupted"));
-        }
-        if offset % SECTOR_SIZE != 0 || buf.len() as u64 % SECTOR_SIZE != 0 {
-            return Err(SourceError::new(format!(
-                "read of {} bytes at {offset} is not sector-aligned",
-                buf.len()
-            )));
-        }
-        if self.depth == 0 {
-            return self.read_sync(offset, buf);
-        }
+impl VddkSource {
+    /// Waits for the planned read at `offset` of `len` bytes and returns its buffer; `None`
+    /// when it is not in flight (not planned, or planned with another length).
+    fn take_ahead(&mut self, offset: u64, len: usize) -> Result<Option<Vec<u8>>, SourceError> {
         self.submit_ahead()?;
         loop {
             if let Some(data) = self.ready.remove(&offset) {
-                if data.len() == buf.len() {
-                    buf.copy_from_slice(&data);
-                    return self.submit_ahead();
+                if data.len() == len {
+                    return Ok(Some(data));
                 }
+                self.spare.push(data);
             }
             if self.cancel.is_cancelled() {
                 return Err(SourceError::new("interrupted"));
             }
             if self.in_flight == 0 {
-                // Not in the plan (or planned with another length): read it directly.
-                return self.read_sync(offset, buf);
+                return Ok(None);
             }
             self.collect()?;
+        }
+    }
+
+    fn check_read(&self, offset: u64, len: usize) -> Result<(), SourceError> {
+        if self.cancel.is_cancelled() {
+            return Err(SourceError::new("interrupted"));
+        }
+        if offset % SECTOR_SIZE != 0 || len as u64 % SECTOR_SIZE != 0 {
+            return Err(SourceError::new(format!(
+                "read of {len} bytes at {offset} is not sector-aligned"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl DiskSource for VddkSource {
+    fn read_owned(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        self.check_read(offset, buf.len())?;
+        if self.depth == 0 {
+            return self.read_sync(offset, buf);
+        }
+        match self.take_ahead(offset, buf.len())? {
+            Some(data) => {
+                // Hand the read's buffer over and keep the caller's for a later read: no copy.
+                let old = std::mem::replace(buf, data);
+                self.spare.push(old);
+                self.submit_ahead()
+            }
+            None => self.read_sync(offset, buf),
+        }
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.check_read(offset, buf.len())?;
+        if self.depth == 0 {
+            return self.read_sync(offset, buf);
+        }
+        match self.take_ahead(offset, buf.len())? {
+            Some(data) => {
+                buf.copy_from_slice(&data);
+                self.spare.push(data);
+                self.submit_ahead()
+            }
+            // Not in the plan (or planned with another length): read it directly.
+            None => self.read_sync(offset, buf),
         }
     }
 

@@ -1,0 +1,179 @@
+//! The machine's ceiling for a backup's data phase, measured on the benchmark disk itself: every
+//! non-zero chunk hashed (SHA-256) and compressed (zstd at the repository's level) on all cores,
+//! from the page cache, with nothing written. A backup cannot do less work per chunk without
+//! skipping the hash or the compression, so its data phase is compared with this.
+//!
+//! Also what the stored size is made of (measured once per run): unique 1 MiB chunks, their
+//! size at zstd levels 1 and 3, chunks compression cannot shrink, and how much a 4 KiB-aligned
+//! deduplication would find that 1 MiB fixed chunks miss.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+/// Chunk size of the measurement (safekeeping's default).
+pub const CHUNK: usize = 1 << 20;
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Runs `work(thread, chunk_index, bytes)` over the non-zero chunks of `flat` on every core,
+/// chunk `i` on thread `i % threads`; returns each thread's result.
+fn over_chunks<T: Send>(
+    flat: &Path,
+    init: impl Fn() -> T + Sync,
+    work: impl Fn(&mut T, u64, &[u8]) + Sync,
+) -> std::io::Result<Vec<T>> {
+    let f = File::open(flat)?;
+    let size = f.metadata()?.len();
+    let chunks = size.div_ceil(CHUNK as u64);
+    let n = threads() as u64;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|t| {
+                let (f, init, work) = (&f, &init, &work);
+                s.spawn(move || -> std::io::Result<T> {
+                    let mut state = init();
+                    let mut buf = vec![0u8; CHUNK];
+                    let mut i = t;
+                    while i < chunks {
+                        let off = i * CHUNK as u64;
+                        let len = (size - off).min(CHUNK as u64) as usize;
+                        f.read_exact_at(&mut buf[..len], off)?;
+                        if !all_zero(&buf[..len]) {
+                            work(&mut state, i, &buf[..len]);
+                        }
+                        i += n;
+                    }
+                    Ok(state)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| std::io::Error::other("thread panicked"))?
+            })
+            .collect()
+    })
+}
+
+/// One measurement of the ceiling.
+pub struct Ceiling {
+    /// Wall seconds for hashing and compressing every non-zero chunk on all cores.
+    pub secs: f64,
+    /// Bytes of the non-zero chunks.
+    pub bytes: u64,
+}
+
+/// Hashes and compresses (zstd `level`) every non-zero chunk of `flat` on all cores.
+///
+/// # Errors
+/// Reading the file.
+pub fn measure(flat: &Path, level: i32) -> std::io::Result<Ceiling> {
+    let t = Instant::now();
+    let per_thread = over_chunks(
+        flat,
+        || (zstd::bulk::Compressor::new(level).ok(), 0u64),
+        |(c, bytes), _, data| {
+            let digest = Sha256::digest(data);
+            std::hint::black_box(digest);
+            if let Some(c) = c.as_mut() {
+                std::hint::black_box(c.compress(data).ok());
+            }
+            *bytes += data.len() as u64;
+        },
+    )?;
+    Ok(Ceiling {
+        secs: t.elapsed().as_secs_f64(),
+        bytes: per_thread.iter().map(|(_, b)| b).sum(),
+    })
+}
+
+/// What the stored size of the disk is made of.
+#[derive(Default)]
+pub struct SizeBreakdown {
+    /// Bytes of non-zero 1 MiB chunks.
+    pub nonzero: u64,
+    /// Bytes of the distinct ones.
+    pub unique: u64,
+    /// Distinct chunks stored with zstd level 1 (raw when that is not smaller).
+    pub zstd1: u64,
+    /// The same at zstd level 3.
+    pub zstd3: u64,
+    /// Distinct chunks that zstd-1 shrinks by less than 2 %, and their bytes.
+    pub incompressible: u64,
+    /// Distinct non-zero 4 KiB blocks, in bytes (what a 4 KiB-aligned deduplication keeps).
+    pub unique_4k: u64,
+}
+
+/// Measures [`SizeBreakdown`] of `flat`.
+///
+/// # Errors
+/// Reading the file.
+pub fn breakdown(flat: &Path) -> std::io::Result<SizeBreakdown> {
+    type State = (
+        Option<zstd::bulk::Compressor<'static>>,
+        Option<zstd::bulk::Compressor<'static>>,
+        Vec<[u8; 32]>,
+        Vec<([u8; 32], u64, u64, u64)>,
+    );
+    let per_thread = over_chunks(
+        flat,
+        || -> State {
+            (
+                zstd::bulk::Compressor::new(1).ok(),
+                zstd::bulk::Compressor::new(3).ok(),
+                Vec::new(),
+                Vec::new(),
+            )
+        },
+        |(c1, c3, blocks, chunks), _, data| {
+            for b in data.chunks(4096) {
+                if !all_zero(b) {
+                    blocks.push(Sha256::digest(b).into());
+                }
+            }
+            let len = data.len() as u64;
+            let size = |c: &mut Option<zstd::bulk::Compressor<'static>>| {
+                c.as_mut()
+                    .and_then(|c| c.compress(data).ok())
+                    .map_or(len, |z| (z.len() as u64).min(len))
+            };
+            let (z1, z3) = (size(c1), size(c3));
+            chunks.push((Sha256::digest(data).into(), len, z1, z3));
+        },
+    )?;
+    let mut out = SizeBreakdown::default();
+    let mut seen_chunks = HashSet::new();
+    let mut seen_blocks = HashSet::new();
+    for (_, _, blocks, chunks) in per_thread {
+        for (id, len, z1, z3) in chunks {
+            out.nonzero += len;
+            if seen_chunks.insert(id) {
+                out.unique += len;
+                out.zstd1 += z1;
+                out.zstd3 += z3;
+                if z1 * 100 >= len * 98 {
+                    out.incompressible += len;
+                }
+            }
+        }
+        for b in blocks {
+            if seen_blocks.insert(b) {
+                out.unique_4k += 4096;
+            }
+        }
+    }
+    Ok(out)
+}
