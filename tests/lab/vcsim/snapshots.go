@@ -61,10 +61,19 @@ func (l *lab) freeze(vmRef, snapRef types.ManagedObjectReference) error {
 		return fmt.Errorf("snapshot %s not found", snapRef.Value)
 	}
 	var disks []diskView
-	simulator.Map.WithLock(vm, func() { disks = vmDisks(vm) })
+	independent := map[int32]bool{}
+	simulator.Map.WithLock(vm, func() {
+		disks = vmDisks(vm)
+		independent = independentDisks(vm)
+	})
 	state := &snapState{vm: vmRef, disks: map[int32]*frozenDisk{}}
 	deltas := map[int32]string{}
 	for _, d := range disks {
+		if independent[d.key] {
+			// Snapshots leave independent disks alone, as on ESXi: no delta, the VM keeps
+			// writing to the disk itself.
+			continue
+		}
 		st := l.disks[d.fileName]
 		if st == nil {
 			l.dropDeltas(deltas)
@@ -121,6 +130,25 @@ func (l *lab) freeze(vmRef, snapRef types.ManagedObjectReference) error {
 	l.snaps[snapRef.Value] = state
 	l.syncVM(vm)
 	return nil
+}
+
+// independentDisks lists the device keys of a VM's independent disks. Call with the VM
+// locked.
+func independentDisks(vm *simulator.VirtualMachine) map[int32]bool {
+	out := map[int32]bool{}
+	if vm.Config == nil {
+		return out
+	}
+	for _, dev := range vm.Config.Hardware.Device {
+		d, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && strings.HasPrefix(b.DiskMode, "independent") {
+			out[d.Key] = true
+		}
+	}
+	return out
 }
 
 // freezeDisk copies a disk's flat extent and writes a descriptor for the copy; it returns
