@@ -1,12 +1,16 @@
-//! VMware text disk descriptors: parsing the ones the lab writes and writing new ones.
+//! VMware text disk descriptors: parsing the ones the lab writes (flat disks and the lab's
+//! delta disks, see `chain.rs`) and writing new ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A descriptor with exactly one flat extent.
+/// A descriptor with exactly one extent: flat, or the lab's sparse delta format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
     pub create_type: String,
+    /// `parentFileNameHint` of a delta disk (`createType="vmfsSparse"`): the parent's
+    /// descriptor, relative to this one's folder unless absolute.
+    pub parent_hint: Option<String>,
     pub capacity_sectors: u64,
     /// Extent file name as written (relative to the descriptor's folder unless absolute).
     pub extent_file: String,
@@ -26,6 +30,7 @@ impl Descriptor {
             return Err("not a VMware disk descriptor (no \"# Disk DescriptorFile\")".into());
         }
         let mut create_type = None;
+        let mut parent_hint = None;
         let mut extents = Vec::new();
         let mut ddb = BTreeMap::new();
         for raw in text.lines() {
@@ -41,27 +46,45 @@ impl Descriptor {
                 let v = v.trim().trim_matches('"').to_string();
                 if k == "createType" {
                     create_type = Some(v);
+                } else if k == "parentFileNameHint" {
+                    parent_hint = Some(v);
                 } else if k.starts_with("ddb.") {
                     ddb.insert(k.to_string(), v);
                 }
             }
         }
         let create_type = create_type.ok_or("descriptor has no createType")?;
-        if !matches!(
-            create_type.as_str(),
-            "vmfs" | "vmfsThin" | "monolithicFlat" | "twoGbMaxExtentFlat"
-        ) {
+        let delta = create_type == "vmfsSparse";
+        if !delta
+            && !matches!(
+                create_type.as_str(),
+                "vmfs" | "vmfsThin" | "monolithicFlat" | "twoGbMaxExtentFlat"
+            )
+        {
             return Err(format!("createType {create_type:?} is not a flat disk"));
+        }
+        if delta != parent_hint.is_some() {
+            return Err(
+                "a delta disk (createType \"vmfsSparse\") needs a parentFileNameHint, and only it"
+                    .into(),
+            );
         }
         let [extent]: [(bool, u64, String, String, u64); 1] = extents
             .try_into()
             .map_err(|e: Vec<_>| format!("{} extents; the fake supports exactly one", e.len()))?;
         let (read_only, capacity_sectors, kind, extent_file, extent_offset) = extent;
-        if !matches!(kind.as_str(), "VMFS" | "FLAT") {
+        if delta {
+            if kind != "VMFSSPARSE" || extent_offset != 0 {
+                return Err(format!(
+                    "a delta disk's extent is VMFSSPARSE without offset, not {kind}"
+                ));
+            }
+        } else if !matches!(kind.as_str(), "VMFS" | "FLAT") {
             return Err(format!("extent type {kind} is not flat"));
         }
         Ok(Self {
             create_type,
+            parent_hint,
             capacity_sectors,
             extent_file,
             extent_offset,
@@ -99,6 +122,20 @@ impl Descriptor {
         }
     }
 
+    /// The parent's descriptor path of a delta disk, resolved against this descriptor's
+    /// folder.
+    pub fn parent_path(&self, descriptor_path: &Path) -> Option<PathBuf> {
+        let hint = Path::new(self.parent_hint.as_deref()?);
+        Some(if hint.is_absolute() {
+            hint.to_path_buf()
+        } else {
+            descriptor_path
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join(hint)
+        })
+    }
+
     /// A `ddb.*` value parsed as a number.
     pub fn ddb_u32(&self, key: &str) -> Option<u32> {
         self.ddb.get(key).and_then(|v| v.parse().ok())
@@ -107,10 +144,16 @@ impl Descriptor {
     /// Renders the descriptor in VMware's layout.
     pub fn render(&self, cid: u32) -> String {
         let access = if self.read_only { "RDONLY" } else { "RW" };
-        let kind = if self.create_type.starts_with("vmfs") {
+        let kind = if self.parent_hint.is_some() {
+            "VMFSSPARSE"
+        } else if self.create_type.starts_with("vmfs") {
             "VMFS"
         } else {
             "FLAT"
+        };
+        let parent = match &self.parent_hint {
+            Some(p) => format!("parentFileNameHint=\"{p}\"\n"),
+            None => String::new(),
         };
         // VMFS extents carry no offset, unless the parsed descriptor had one (a FLAT extent
         // under createType vmfs): dropping it would move the disk's data.
@@ -121,7 +164,7 @@ impl Descriptor {
         };
         let mut s = format!(
             "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID={cid:08x}\nparentCID=ffffffff\n\
-             createType=\"{}\"\n\n# Extent description\n{access} {} {kind} \"{}\"{offset}\n\n\
+             createType=\"{}\"\n{parent}\n# Extent description\n{access} {} {kind} \"{}\"{offset}\n\n\
              # The Disk Data Base\n#DDB\n\n",
             self.create_type, self.capacity_sectors, self.extent_file
         );
@@ -200,6 +243,29 @@ mod tests {
         assert!(Descriptor::parse(&two).unwrap_err().contains("2 extents"));
         assert!(Descriptor::parse("hello").is_err());
         assert!(Descriptor::parse(&LAB.replace("RW 2097152 VMFS", "RW lots VMFS")).is_err());
+    }
+
+    const DELTA: &str = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=fffffffe\n\
+        createType=\"vmfsSparse\"\nparentFileNameHint=\"web01.vmdk\"\n\n# Extent description\n\
+        RW 2097152 VMFSSPARSE \"web01-000001-delta.vmdk\"\n\n# The Disk Data Base\n#DDB\n\n\
+        ddb.uuid = \"60 00 C2 9a 11 22 33 44-55 66 77 88 99 aa bb cc\"\n";
+
+    #[test]
+    fn parses_a_delta_descriptor() {
+        let d = Descriptor::parse(DELTA).unwrap();
+        assert_eq!(d.parent_hint.as_deref(), Some("web01.vmdk"));
+        assert_eq!(d.capacity_sectors, 2_097_152);
+        assert_eq!(
+            d.parent_path(Path::new("/ds/web01/web01-000001.vmdk")),
+            Some(PathBuf::from("/ds/web01/web01.vmdk"))
+        );
+        assert_eq!(Descriptor::parse(&d.render(7)).unwrap(), d);
+        // A sparse extent without a parent, or a parent on a flat disk, is not ours.
+        let orphan = DELTA.replace("parentFileNameHint=\"web01.vmdk\"\n", "");
+        assert!(Descriptor::parse(&orphan).is_err());
+        let flat_with_parent = LAB.replace("#DDB", "parentFileNameHint=\"x.vmdk\"\n#DDB");
+        assert!(Descriptor::parse(&flat_with_parent).is_err());
+        assert!(Descriptor::parse(&DELTA.replace("VMFSSPARSE", "VMFS")).is_err());
     }
 
     #[test]

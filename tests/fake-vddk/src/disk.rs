@@ -1,8 +1,6 @@
-//! An open fake disk: a flat extent file read and written at sector offsets.
+//! An open fake disk: a flat extent file, or a delta disk through its chain (`chain.rs`),
+//! read and written at sector offsets.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -10,6 +8,7 @@ use std::time::Duration;
 
 use vddk_sys::*;
 
+use crate::chain::Chain;
 use crate::config::FakeConfig;
 use crate::descriptor::Descriptor;
 use crate::stats::DiskStats;
@@ -25,7 +24,7 @@ pub struct FakeDisk {
     /// The path as the caller gave it (`[ds] f/d.vmdk` or absolute).
     pub path: String,
     pub descriptor: Descriptor,
-    flat: File,
+    chain: Chain,
     pub read_only: bool,
     pub transport: &'static std::ffi::CStr,
     pub config: FakeConfig,
@@ -33,7 +32,8 @@ pub struct FakeDisk {
 }
 
 impl FakeDisk {
-    /// Opens the descriptor at `file` and its flat extent.
+    /// Opens the descriptor at `file` and its extent; a delta disk with its parents, as VDDK
+    /// opens a snapshot's disk (the frozen chain below the VM's current delta).
     pub fn open(
         path: &str,
         file: &Path,
@@ -50,23 +50,11 @@ impl FakeDisk {
         let descriptor =
             Descriptor::read(file).map_err(|e| (VIX_E_INCORRECT_FILE_TYPE as VixError, e))?;
         let read_only = read_only || descriptor.read_only;
-        let flat_path = descriptor.extent_path(file);
-        let flat = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(&flat_path)
-            .map_err(|e| {
-                let code = match e.kind() {
-                    std::io::ErrorKind::NotFound => VIX_E_FILE_NOT_FOUND,
-                    std::io::ErrorKind::PermissionDenied => VIX_E_FILE_ACCESS_ERROR,
-                    _ => VIX_E_FILE_ERROR,
-                };
-                (code as VixError, format!("{}: {e}", flat_path.display()))
-            })?;
+        let chain = Chain::open(file, &descriptor, !read_only)?;
         Ok(Self {
             path: path.to_string(),
             descriptor,
-            flat,
+            chain,
             read_only,
             transport,
             config,
@@ -86,8 +74,9 @@ impl FakeDisk {
         }
     }
 
-    fn byte_offset(&self, sector: u64) -> u64 {
-        (self.descriptor.extent_offset + sector) * SECTOR
+    /// Files in the disk's chain (1 for a flat disk).
+    pub fn chain_depth(&self) -> usize {
+        self.chain.depth()
     }
 
     /// Reads `buf.len() / 512` sectors at `start`; past the flat file's end reads zeros.
@@ -108,19 +97,9 @@ impl FakeDisk {
             }
         }
         sleep_ms(self.config.read_latency_ms);
-        let mut done = 0usize;
-        let base = self.byte_offset(start);
-        while done < buf.len() {
-            match self.flat.read_at(&mut buf[done..], base + done as u64) {
-                Ok(0) => {
-                    buf[done..].fill(0);
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(VIX_E_FILE_ERROR as VixError),
-            }
-        }
+        self.chain
+            .read(buf, start * SECTOR)
+            .map_err(|_| VIX_E_FILE_ERROR as VixError)?;
         self.stats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -147,8 +126,8 @@ impl FakeDisk {
             }
         }
         sleep_ms(self.config.write_latency_ms);
-        self.flat
-            .write_all_at(buf, self.byte_offset(start))
+        self.chain
+            .write(buf, start * SECTOR)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOSPC) => VIX_E_DISK_FULL as VixError,
                 _ => VIX_E_FILE_ERROR as VixError,
@@ -164,13 +143,12 @@ impl FakeDisk {
         if self.read_only {
             return Ok(());
         }
-        self.flat
-            .sync_all()
-            .map_err(|_| VIX_E_FILE_ERROR as VixError)
+        self.chain.sync().map_err(|_| VIX_E_FILE_ERROR as VixError)
     }
 
-    /// Chunks holding data between `start` and `start + count`, found with SEEK_DATA/SEEK_HOLE
-    /// on the flat file and widened to whole chunks, as `(offset, length)` in sectors.
+    /// Chunks holding data between `start` and `start + count` in any file of the chain
+    /// (SEEK_DATA/SEEK_HOLE on the flat base, allocated grains of deltas), widened to whole
+    /// chunks, as `(offset, length)` in sectors.
     pub fn allocated(
         &self,
         start: u64,
@@ -191,38 +169,20 @@ impl FakeDisk {
             .unwrap_or_else(|p| p.into_inner())
             .query_allocated_calls += 1;
         let end = start + count;
-        let fd = self.flat.as_raw_fd();
+        let ranges = self
+            .chain
+            .allocated(start * SECTOR, end * SECTOR)
+            .map_err(|_| VIX_E_FILE_ERROR as VixError)?;
         let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut pos = self.byte_offset(start);
-        let end_byte = self.byte_offset(end);
-        while pos < end_byte {
-            // SAFETY: lseek on a file descriptor this struct owns; no memory is touched.
-            let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-            if data < 0 {
-                break; // ENXIO: no data after pos
-            }
-            let data = data as u64;
-            if data >= end_byte {
-                break;
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-            let hole = if hole < 0 {
-                end_byte
-            } else {
-                (hole as u64).min(end_byte)
-            };
-            let first = (data / SECTOR - self.descriptor.extent_offset) / chunk * chunk;
-            let last = ((hole.div_ceil(SECTOR) - self.descriptor.extent_offset).div_ceil(chunk)
-                * chunk)
-                .min(end);
+        for (data, hole) in ranges {
+            let first = data / SECTOR / chunk * chunk;
+            let last = (hole.div_ceil(SECTOR).div_ceil(chunk) * chunk).min(end);
             match out.last_mut() {
                 Some(prev) if first <= prev.0 + prev.1 => {
                     prev.1 = last.max(prev.0 + prev.1) - prev.0
                 }
                 _ => out.push((first, last - first)),
             }
-            pos = hole;
         }
         Ok(out)
     }

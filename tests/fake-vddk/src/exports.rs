@@ -29,6 +29,8 @@ static EXITED: AtomicBool = AtomicBool::new(false);
 
 /// Connections made and not yet disconnected, reported at Exit.
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+/// The most connections this process held at once, for tests of connection limits.
+static PEAK_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// What a `VixDiskLibHandle` points to.
 struct DiskHandle {
@@ -135,7 +137,8 @@ pub unsafe extern "C" fn VixDiskLib_Exit() {
             record(
                 &config,
                 json!({"event": "exit",
-                       "open_connections": OPEN_CONNECTIONS.load(Ordering::SeqCst)}),
+                       "open_connections": OPEN_CONNECTIONS.load(Ordering::SeqCst),
+                       "peak_connections": PEAK_CONNECTIONS.load(Ordering::SeqCst)}),
             );
         }
         *GLOBAL.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -382,7 +385,8 @@ pub unsafe extern "C" fn VixDiskLib_ConnectEx(
                 .unwrap_or_else(|p| p.into_inner())
                 .push(serial);
         }
-        OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+        let open = OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK_CONNECTIONS.fetch_max(open, Ordering::SeqCst);
         // SAFETY: `connection` is non-null and writable per the API contract.
         unsafe { *connection = Box::into_raw(conn).cast() };
         OK
@@ -417,7 +421,8 @@ pub unsafe extern "C" fn VixDiskLib_Disconnect(connection: VixDiskLibConnection)
             record(
                 &config,
                 json!({"event": "disconnect", "vmx_spec": conn.params.vmx_spec,
-                       "open_disks": open_disks}),
+                       "open_disks": open_disks,
+                       "peak_connections": PEAK_CONNECTIONS.load(Ordering::SeqCst)}),
             );
         }
         OK
@@ -651,6 +656,14 @@ pub unsafe extern "C" fn VixDiskLib_GetInfo(
             // SAFETY: strdup of a valid C string; freed by FreeInfo.
             .map(|u| unsafe { libc::strdup(u.as_ptr()) })
             .unwrap_or(std::ptr::null_mut());
+        let parent_hint = d
+            .parent_hint
+            .as_deref()
+            .and_then(|p| CString::new(p).ok())
+            // SAFETY: strdup of a valid C string; freed by FreeInfo.
+            .map(|p| unsafe { libc::strdup(p.as_ptr()) })
+            .unwrap_or(std::ptr::null_mut());
+        let links = h.disk.chain_depth() as std::os::raw::c_int;
         let sector_sizes = claimed_major() >= 7;
         let size = info_size(sector_sizes);
         let out = guarded::alloc(size).cast::<VixDiskLibInfo>();
@@ -665,8 +678,8 @@ pub unsafe extern "C" fn VixDiskLib_GetInfo(
             addr_of_mut!((*out).physGeo).write(phys);
             addr_of_mut!((*out).capacity).write(d.capacity_sectors);
             addr_of_mut!((*out).adapterType).write(adapter);
-            addr_of_mut!((*out).numLinks).write(1);
-            addr_of_mut!((*out).parentFileNameHint).write(std::ptr::null_mut());
+            addr_of_mut!((*out).numLinks).write(links);
+            addr_of_mut!((*out).parentFileNameHint).write(parent_hint);
             addr_of_mut!((*out).uuid).write(uuid);
             if sector_sizes {
                 addr_of_mut!((*out).logicalSectorSize).write(SECTOR as u32);
@@ -721,10 +734,12 @@ fn empty_dl_info() -> libc::Dl_info {
 #[no_mangle]
 pub unsafe extern "C" fn VixDiskLib_FreeInfo(info: *mut VixDiskLibInfo) {
     if !info.is_null() {
-        // SAFETY: a struct from GetInfo; its uuid came from strdup and is read through its
-        // raw place (the allocation may end before the sector sizes).
+        // SAFETY: a struct from GetInfo; its uuid and parentFileNameHint came from strdup (or
+        // are NULL) and are read through their raw places (the allocation may end before the
+        // sector sizes).
         unsafe {
             libc::free(addr_of!((*info).uuid).read().cast());
+            libc::free(addr_of!((*info).parentFileNameHint).read().cast());
             guarded::free(info.cast());
         }
     }
@@ -1069,6 +1084,7 @@ fn create_disk(
         ddb.insert("ddb.thinProvisioned".to_string(), "1".to_string());
     }
     let desc = Descriptor {
+        parent_hint: None,
         create_type: create_type.to_string(),
         capacity_sectors: p.capacity,
         extent_file: flat_name,

@@ -57,6 +57,33 @@ fn str_or_empty(v: &Value) -> &str {
 }
 
 /// What pyVmomi read equals what the lab reports.
+/// A disk's chain as layoutEx lists it: `[descriptor, extent]` per file, read from the
+/// descriptors' parentFileNameHint, the base first.
+fn chain(lab: &Lab, desc: &str) -> Vec<[String; 2]> {
+    let (folder, _) = desc.rsplit_once('/').unwrap();
+    let mut units = Vec::new();
+    let mut cur = desc.to_string();
+    loop {
+        let text = std::fs::read_to_string(local(lab, &cur)).unwrap();
+        let parent = text
+            .lines()
+            .find_map(|l| l.strip_prefix("parentFileNameHint=\""))
+            .map(|p| p.trim_end_matches('"').to_string());
+        let stem = cur.strip_suffix(".vmdk").unwrap();
+        let extent = match parent {
+            Some(_) => format!("{stem}-delta.vmdk"),
+            None => format!("{stem}-flat.vmdk"),
+        };
+        units.push([cur.clone(), extent]);
+        match parent {
+            Some(p) => cur = format!("{folder}/{p}"),
+            None => break,
+        }
+    }
+    units.reverse();
+    units
+}
+
 fn compare(lab: &Lab, py: &Value, info: &Value) {
     for (py_key, info_key) in [
         ("moref", "moref"),
@@ -123,9 +150,10 @@ fn compare(lab: &Lab, py: &Value, info: &Value) {
         assert!(py["networks"].as_array().unwrap().contains(&n["network"]));
     }
     // layoutEx lists the VM's files as ESXi does: the .vmx and .nvram in the VM's folder,
-    // each disk's descriptor and flat extent (one chain unit per disk), each snapshot's
-    // frozen disks, and nothing that is not there (a snapshot's .vmsn is vcsim's own file).
-    let flat_of = |desc: &str| format!("{}-flat.vmdk", desc.strip_suffix(".vmdk").unwrap());
+    // each disk's chain (a unit of descriptor and extent per file, the base first: after a
+    // snapshot the VM's disk is a delta over the file the snapshot froze), each snapshot's
+    // frozen chain, and nothing that is not there (a snapshot's .vmsn is vcsim's own file).
+    let chain_of = |desc: &str| -> Value { Value::from(chain(lab, desc)) };
     let vmx = info["vmx_path"].as_str().unwrap();
     let mut expected = vec![
         vmx.to_string(),
@@ -133,21 +161,22 @@ fn compare(lab: &Lab, py: &Value, info: &Value) {
     ];
     for d in disks {
         let desc = d["path"].as_str().unwrap();
-        let flat = flat_of(desc);
+        let units = chain(lab, desc);
+        let extent = &units.last().unwrap()[1];
         assert!(
             d["flat_path"]
                 .as_str()
                 .unwrap()
-                .ends_with(flat.rsplit('/').next().unwrap()),
+                .ends_with(extent.rsplit('/').next().unwrap()),
             "{d}"
         );
         assert_eq!(
             py["layout_disks"][d["key"].to_string()],
-            serde_json::json!([[desc, flat]]),
+            chain_of(desc),
             "layoutEx.disk of {}",
             d["key"]
         );
-        expected.extend([desc.to_string(), flat]);
+        expected.extend(units.into_iter().flatten());
     }
     for s in info["snapshots"].as_array().cloned().unwrap_or_default() {
         let frozen = &py["layout_snapshot_disks"][s["moref"].as_str().unwrap()];
@@ -159,14 +188,15 @@ fn compare(lab: &Lab, py: &Value, info: &Value) {
             .iter()
             .map(|p| {
                 let p = p.as_str().unwrap();
-                expected.extend([p.to_string(), flat_of(p)]);
-                serde_json::json!([[p, flat_of(p)]])
+                expected.extend(chain(lab, p).into_iter().flatten());
+                chain_of(p)
             })
             .collect();
         want.sort_by_key(|c| c.to_string());
         assert_eq!(chains, want, "layoutEx.snapshot of {}", s["moref"]);
     }
     expected.sort();
+    expected.dedup();
     let mut listed: Vec<String> = py["layout_files"]
         .as_array()
         .expect("layoutEx is set")
@@ -197,7 +227,7 @@ fn compare(lab: &Lab, py: &Value, info: &Value) {
         assert_eq!(p["quiesced"], s["quiesced"]);
         assert_eq!(p["vm"], info["moref"]);
         assert_eq!(str_or_empty(&p["parent"]), str_or_empty(&s["parent"]));
-        // The snapshot's config.hardware.device points at the frozen copies (vm-info lists
+        // The snapshot's config.hardware.device points at the files it froze (vm-info lists
         // them in no particular order).
         let sorted = |v: &Value| {
             let mut l: Vec<String> = v

@@ -94,7 +94,12 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
     let frozen_digest = lab.digest("w01", 0);
     let s1 = snapshot(&s, &vm, "safekeeping-1");
     let (s1_file, s1_change) = snapshot_disk(&s, &s1);
-    assert_eq!(s1_file, "[datastore1] w01/w01-snap-1.vmdk");
+    // The snapshot keeps the disk's file; the VM writes to a new delta from now on.
+    assert_eq!(s1_file, "[datastore1] w01/w01.vmdk");
+    assert_eq!(
+        lab.vm_info("w01")["disks"][0]["path"],
+        "[datastore1] w01/w01-000001.vmdk"
+    );
     assert!(s1_change.ends_with("/1"), "{s1_change}");
 
     // After it: blocks 32 and 1 again.
@@ -110,7 +115,8 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
     let log: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lab.dir.join("lab-state/cbt.json")).unwrap())
             .unwrap();
-    let blocks = &log["disks"]["[datastore1] w01/w01.vmdk"]["blocks"];
+    // The change log follows the VM's current disk (the delta).
+    let blocks = &log["disks"]["[datastore1] w01/w01-000001.vmdk"]["blocks"];
     // Block 1 was written again after the snapshot; 2 and 48 only before it.
     assert_eq!(blocks["1"], 2, "{log}");
     assert_eq!(blocks["2"], 1, "{log}");
@@ -160,17 +166,25 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
     let r = query(&s, &vm, &s2, 9999, 0, "*");
     assert!(r.body.contains("InvalidArgumentFault"), "{}", r.body);
 
-    // Removing a snapshot deletes its frozen disk and leaves the current data alone.
+    // Removing a snapshot consolidates: the delta above its disk (s2's) is merged into it
+    // and removed, s2 now keeps s1's file, and the current data is left alone.
     let current = lab.digest("w01", 0);
+    let s2_frozen = lab.digest_path(&s2_file);
     let frozen_local = local(&lab, &s1_file);
-    assert!(frozen_local.exists());
+    let merged_local = local(&lab, &s2_file);
+    assert!(frozen_local.exists() && merged_local.exists());
     let info = s.task(&format!(
         "<RemoveSnapshot_Task xmlns=\"urn:vim25\"><_this type=\"VirtualMachineSnapshot\">{s1}</_this>\
          <removeChildren>false</removeChildren></RemoveSnapshot_Task>"
     ));
     assert!(info.contains("<state>success</state>"), "{info}");
-    assert!(!frozen_local.exists());
-    assert!(!frozen_local.with_file_name("w01-snap-1-flat.vmdk").exists());
+    assert!(frozen_local.exists());
+    assert!(!merged_local.exists());
+    assert!(!merged_local
+        .with_file_name("w01-000001-delta.vmdk")
+        .exists());
+    assert_eq!(snapshot_disk(&s, &s2).0, s1_file);
+    assert_eq!(lab.digest_path(&s1_file), s2_frozen);
     assert_eq!(lab.digest("w01", 0), current);
     let snaps = lab.vm_info("w01")["snapshots"].clone();
     let names: Vec<&str> = snaps

@@ -412,7 +412,9 @@ func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(flat, os.O_WRONLY, 0)
+	// Through the disk's chain: after a snapshot the write lands in the current delta and
+	// the frozen files below stay as they were.
+	f, err := openChain(local, true)
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +444,7 @@ func (l *lab) guestWrite(req *guestWriteRequest) (interface{}, error) {
 		} else {
 			guestPattern(chunk, req.Seed, done)
 		}
-		if _, err := f.WriteAt(chunk, req.Offset+done); err != nil {
+		if err := f.WriteAt(chunk, req.Offset+done); err != nil {
 			return nil, err
 		}
 		done += n

@@ -12,7 +12,8 @@ import (
 )
 
 // diskDigest is the SHA-256 of a disk's whole logical content: its descriptor's flat
-// extents in order, holes and missing tails read as zeros. Go's SHA-256 uses the CPU's
+// extents in order, holes and missing tails read as zeros (a delta disk's content through
+// its chain). Go's SHA-256 uses the CPU's
 // SHA instructions, which makes this the fast way to digest big disks; safekeeping-lab
 // has its own implementation as a fallback.
 func diskDigest(descPath string) (string, int64, error) {
@@ -21,6 +22,18 @@ func diskDigest(descPath string) (string, int64, error) {
 		return "", 0, err
 	}
 	h := sha256.New()
+	if desc.ParentHint != "" {
+		// A delta disk: its content is the chain's.
+		c, err := openChain(descPath, false)
+		if err != nil {
+			return "", 0, err
+		}
+		defer c.Close()
+		if err := c.hashTo(h); err != nil {
+			return "", 0, err
+		}
+		return hex.EncodeToString(h.Sum(nil)), c.capacity, nil
+	}
 	buf := make([]byte, 4<<20)
 	var total int64
 	for _, e := range desc.Extents {

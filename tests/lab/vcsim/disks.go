@@ -25,6 +25,10 @@ type descriptor struct {
 	UUID string
 	// AdapterType is ddb.adapterType.
 	AdapterType string
+	// CID is the content id (a delta records its parent's as parentCID).
+	CID string
+	// ParentHint is parentFileNameHint: set on delta disks only (see chain.go).
+	ParentHint string
 }
 
 type extent struct {
@@ -42,10 +46,10 @@ func (d *descriptor) Capacity() int64 {
 	return n
 }
 
-var extentLine = regexp.MustCompile(`^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(FLAT|VMFS)\s+"([^"]+)"(?:\s+(\d+))?\s*$`)
+var extentLine = regexp.MustCompile(`^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(FLAT|VMFS|VMFSSPARSE)\s+"([^"]+)"(?:\s+(\d+))?\s*$`)
 
-// parseDescriptor reads a text descriptor; sparse/sesparse extents are refused because the
-// lab only creates flat ones.
+// parseDescriptor reads a text descriptor: flat disks, and the lab's delta disks
+// (VMFSSPARSE extents in the format chain.go describes, with a parentFileNameHint).
 func parseDescriptor(data []byte) (*descriptor, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("empty descriptor")
@@ -68,6 +72,10 @@ func parseDescriptor(data []byte) (*descriptor, error) {
 		}
 		if k, v, ok := ddbLine(line); ok {
 			switch k {
+			case "CID":
+				d.CID = v
+			case "parentFileNameHint":
+				d.ParentHint = v
 			case "ddb.uuid":
 				d.UUID = v
 			case "ddb.adapterType":
@@ -78,7 +86,15 @@ func parseDescriptor(data []byte) (*descriptor, error) {
 	if len(d.Extents) == 0 {
 		return nil, fmt.Errorf("descriptor has no flat extent")
 	}
+	if sparse := deltaExtents(data); sparse != (d.ParentHint != "") || (sparse && len(d.Extents) != 1) {
+		return nil, fmt.Errorf("a sparse extent needs a parentFileNameHint and is the only extent (the lab's delta disks)")
+	}
 	return d, nil
+}
+
+// deltaExtents tells whether a descriptor's extents are VMFSSPARSE ones.
+func deltaExtents(data []byte) bool {
+	return bytes.Contains(data, []byte(" VMFSSPARSE \""))
 }
 
 func ddbLine(line string) (string, string, bool) {
@@ -111,6 +127,46 @@ func renderDescriptor(capacity int64, flatName, uuid, adapter string) []byte {
 	fmt.Fprintf(&b, "ddb.uuid = \"%s\"\n", uuid)
 	b.WriteString("ddb.virtualHWVersion = \"13\"\n")
 	return []byte(b.String())
+}
+
+// renderDeltaDescriptor writes a delta disk's descriptor as ESXi does for a snapshot's
+// child disk: createType vmfsSparse, the parent's CID and file name, one sparse extent.
+func renderDeltaDescriptor(capacity int64, extentName, parentName, parentCID, uuid, adapter string) []byte {
+	sectors := (capacity + 511) / 512
+	if parentCID == "" {
+		parentCID = "ffffffff"
+	}
+	var b strings.Builder
+	b.WriteString("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n")
+	fmt.Fprintf(&b, "CID=%s\nparentCID=%s\ncreateType=\"vmfsSparse\"\nparentFileNameHint=\"%s\"\n\n", randomHex(4), parentCID, parentName)
+	fmt.Fprintf(&b, "# Extent description\nRW %d VMFSSPARSE \"%s\"\n\n", sectors, extentName)
+	b.WriteString("# The Disk Data Base\n#DDB\n\n")
+	fmt.Fprintf(&b, "ddb.adapterType = \"%s\"\n", adapter)
+	fmt.Fprintf(&b, "ddb.longContentID = \"%s\"\n", randomHex(16))
+	fmt.Fprintf(&b, "ddb.uuid = \"%s\"\n", uuid)
+	b.WriteString("ddb.virtualHWVersion = \"13\"\n")
+	return []byte(b.String())
+}
+
+// rewriteParentHint points a delta's descriptor at another parent file (after its old
+// parent was merged away).
+func rewriteParentHint(local, parentName string) error {
+	data, err := os.ReadFile(local)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(data), "\n")
+	found := false
+	for i, line := range lines {
+		if strings.HasPrefix(strings.TrimSpace(line), "parentFileNameHint") {
+			lines[i] = fmt.Sprintf("parentFileNameHint=\"%s\"", parentName)
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%s has no parentFileNameHint", local)
+	}
+	return writeFileAtomic(local, []byte(strings.Join(lines, "\n")), 0o600)
 }
 
 func randomBytes(n int) []byte {

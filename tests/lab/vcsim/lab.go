@@ -81,7 +81,7 @@ type snapState struct {
 
 // frozenDisk is one disk as a snapshot froze it.
 type frozenDisk struct {
-	path     string // frozen descriptor, "[ds] folder/name-snap-N.vmdk"
+	path     string // the file the snapshot froze: "[ds] folder/name.vmdk" or a delta below the VM's current one
 	source   string // the VM disk it was frozen from
 	capacity int64
 	epoch    string
@@ -184,8 +184,8 @@ func vmDisks(vm *simulator.VirtualMachine) []diskView {
 }
 
 // syncAll brings the files and the lab's records in line with the inventory: disk files
-// with real descriptors, change tracking ids, .vmx/.nvram files, and frozen disks of removed
-// snapshots deleted. Call with l.mu held and no simulator locks.
+// with real descriptors, change tracking ids, .vmx/.nvram files, and the deltas of removed
+// snapshots consolidated. Call with l.mu held and no simulator locks.
 func (l *lab) syncAll() {
 	for _, e := range simulator.Map.All("VirtualMachine") {
 		vm, ok := e.(*simulator.VirtualMachine)
@@ -204,9 +204,8 @@ func (l *lab) syncAll() {
 		if simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: ref}) != nil {
 			continue
 		}
-		for _, fd := range s.disks {
-			l.removeDiskFiles(fd.path)
-		}
+		// The frozen files are the VM's own disk chain: consolidate, never delete.
+		l.releaseSnapshot(s)
 		delete(l.snaps, ref)
 	}
 	for p := range l.disks {
@@ -345,7 +344,7 @@ func (l *lab) ensureDisk(d diskView) (*diskState, error) {
 		st = &diskState{path: d.fileName, uuidDDB: ddb, uuidAPI: api, capacity: desc.Capacity()}
 		l.disks[d.fileName] = st
 	}
-	if d.capacity > desc.Capacity() && len(desc.Extents) == 1 {
+	if d.capacity > desc.Capacity() && len(desc.Extents) == 1 && desc.ParentHint == "" {
 		// Disk extended through ReconfigVM: grow the extent and the descriptor.
 		flat, err := flatPath(local, desc)
 		if err != nil {

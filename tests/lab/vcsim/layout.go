@@ -11,8 +11,9 @@ import (
 )
 
 // syncLayout rebuilds a VM's layoutEx from the files the lab keeps for it, as ESXi reports
-// them: the .vmx and .nvram, each disk's descriptor and flat extent (one chain unit per
-// disk), each snapshot's data file (.vmsn, when there is one) and the disks it froze.
+// them: the .vmx and .nvram, each disk's chain (one unit of descriptor and extent per
+// file, base first), each snapshot's data file (.vmsn, when there is one) and the chains
+// of the disks it froze.
 // vcsim's own layoutEx keeps the names disks had at creation and lists the .vmx, .nvram
 // and log without the VM's folder.
 func (l *lab) syncLayout(vm *simulator.VirtualMachine) {
@@ -80,26 +81,35 @@ func (l *lab) syncLayout(vm *simulator.VirtualMachine) {
 		})
 		return key
 	}
-	// diskChain lists a descriptor and its flat extent.
+	// diskChain lists a disk's chain as ESXi does: one unit (descriptor and extent) per
+	// file, the base first, the disk itself last.
 	diskChain := func(desc string) []types.VirtualMachineFileLayoutExDiskUnit {
-		var keys []int32
-		if k := add(desc, string(types.VirtualMachineFileLayoutExFileTypeDiskDescriptor)); k >= 0 {
-			keys = append(keys, k)
+		files, err := l.chainOf(desc)
+		if err != nil {
+			files = []string{desc}
 		}
-		if local, err := l.localPath(desc); err == nil {
-			if d, err := readDescriptorFile(local); err == nil {
-				if flat, err := flatPath(local, d); err == nil && filepath.Dir(flat) == filepath.Dir(local) {
-					extent := path.Join(path.Dir(desc), filepath.Base(flat))
-					if k := add(extent, string(types.VirtualMachineFileLayoutExFileTypeDiskExtent)); k >= 0 {
-						keys = append(keys, k)
+		var units []types.VirtualMachineFileLayoutExDiskUnit
+		for i := len(files) - 1; i >= 0; i-- {
+			f := files[i]
+			var keys []int32
+			if k := add(f, string(types.VirtualMachineFileLayoutExFileTypeDiskDescriptor)); k >= 0 {
+				keys = append(keys, k)
+			}
+			if local, err := l.localPath(f); err == nil {
+				if d, err := readDescriptorFile(local); err == nil {
+					if flat, err := flatPath(local, d); err == nil && filepath.Dir(flat) == filepath.Dir(local) {
+						extent := path.Join(path.Dir(f), filepath.Base(flat))
+						if k := add(extent, string(types.VirtualMachineFileLayoutExFileTypeDiskExtent)); k >= 0 {
+							keys = append(keys, k)
+						}
 					}
 				}
 			}
+			if len(keys) > 0 {
+				units = append(units, types.VirtualMachineFileLayoutExDiskUnit{FileKey: keys})
+			}
 		}
-		if len(keys) == 0 {
-			return nil
-		}
-		return []types.VirtualMachineFileLayoutExDiskUnit{{FileKey: keys}}
+		return units
 	}
 	add(vmxPath, string(types.VirtualMachineFileLayoutExFileTypeConfig))
 	folder := path.Dir(vmxPath)

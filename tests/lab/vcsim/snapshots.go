@@ -17,10 +17,12 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// createSnapshot passes CreateSnapshot_Task to vcsim and then freezes the VM's disks: each
-// disk is copied (reflink or sparse copy) to "<disk>-snap-<id>.vmdk", the snapshot's
-// config points at the copies, and change tracking starts a new sequence number.
-// Called with l.mu held, so no guest write can land between the snapshot and the copy.
+// createSnapshot passes CreateSnapshot_Task to vcsim and then freezes the VM's disks as
+// ESXi does: each disk gets an empty delta child (chain.go), the VM's disk now points at
+// the delta, the snapshot's config keeps pointing at the disk it froze, and change
+// tracking starts a new sequence number. Nothing is copied, so the time this takes does
+// not depend on the disks' size. Called with l.mu held, so no guest write can land
+// between the snapshot and the switch to the delta.
 func (l *lab) createSnapshot(w http.ResponseWriter, r *http.Request, body []byte, req *types.CreateSnapshot_Task) {
 	l.syncAll()
 	if req.Quiesce && l.knobs.FailQuiescedSnapshots {
@@ -58,27 +60,32 @@ func (l *lab) freeze(vmRef, snapRef types.ManagedObjectReference) error {
 	if !ok {
 		return fmt.Errorf("snapshot %s not found", snapRef.Value)
 	}
-	var id int32
 	var disks []diskView
+	independent := map[int32]bool{}
 	simulator.Map.WithLock(vm, func() {
-		if vm.Snapshot != nil {
-			if t := findTree(vm.Snapshot.RootSnapshotList, snapRef); t != nil {
-				id = t.Id
-			}
-		}
 		disks = vmDisks(vm)
+		independent = independentDisks(vm)
 	})
 	state := &snapState{vm: vmRef, disks: map[int32]*frozenDisk{}}
+	deltas := map[int32]string{}
 	for _, d := range disks {
+		if independent[d.key] {
+			// Snapshots leave independent disks alone, as on ESXi: no delta, the VM keeps
+			// writing to the disk itself.
+			continue
+		}
 		st := l.disks[d.fileName]
 		if st == nil {
+			l.dropDeltas(deltas)
 			return fmt.Errorf("disk %s has no lab record", d.fileName)
 		}
-		frozen, err := l.freezeDisk(d.fileName, fmt.Sprintf("snap-%d", id))
+		delta, err := l.addDelta(d.fileName)
 		if err != nil {
+			l.dropDeltas(deltas)
 			return err
 		}
-		fd := &frozenDisk{path: frozen, source: d.fileName, capacity: st.capacity, epoch: st.epoch, seq: st.seq}
+		deltas[d.key] = delta
+		fd := &frozenDisk{path: d.fileName, source: d.fileName, capacity: st.capacity, epoch: st.epoch, seq: st.seq}
 		if st.epoch != "" {
 			fd.stamps = make(map[int64]uint64, len(st.stamps))
 			for k, v := range st.stamps {
@@ -118,25 +125,35 @@ func (l *lab) freeze(vmRef, snapRef types.ManagedObjectReference) error {
 		}
 		snap.Config.Hardware.Device = devices
 	})
+	// The VM's disks now write to their deltas; the lab's records follow the current file.
+	l.repointDisks(vm, deltas)
 	l.snaps[snapRef.Value] = state
 	l.syncVM(vm)
 	return nil
 }
 
-func findTree(list []types.VirtualMachineSnapshotTree, ref types.ManagedObjectReference) *types.VirtualMachineSnapshotTree {
-	for i := range list {
-		if list[i].Snapshot == ref {
-			return &list[i]
+// independentDisks lists the device keys of a VM's independent disks. Call with the VM
+// locked.
+func independentDisks(vm *simulator.VirtualMachine) map[int32]bool {
+	out := map[int32]bool{}
+	if vm.Config == nil {
+		return out
+	}
+	for _, dev := range vm.Config.Hardware.Device {
+		d, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
 		}
-		if t := findTree(list[i].ChildSnapshotList, ref); t != nil {
-			return t
+		if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && strings.HasPrefix(b.DiskMode, "independent") {
+			out[d.Key] = true
 		}
 	}
-	return nil
+	return out
 }
 
 // freezeDisk copies a disk's flat extent and writes a descriptor for the copy; it returns
-// the copy's datastore path.
+// the copy's datastore path. First class disk snapshots (fcd.go) still freeze this way:
+// they have no VM whose backing could move to a delta.
 func (l *lab) freezeDisk(dsPath, suffix string) (string, error) {
 	local, err := l.localPath(dsPath)
 	if err != nil {
@@ -237,6 +254,14 @@ func (l *lab) changedAreas(fd *frozenDisk, startOffset int64, changeID string) (
 			desc, err := readDescriptorFile(local)
 			if err != nil {
 				return nil, err
+			}
+			if desc.ParentHint != "" {
+				c, err := openChain(local, false)
+				if err != nil {
+					return nil, err
+				}
+				defer c.Close()
+				return c.nonZeroGrains()
 			}
 			flat, err := flatPath(local, desc)
 			if err != nil {

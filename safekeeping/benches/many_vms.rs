@@ -1,0 +1,212 @@
+//! Many VMs in one run: the whole run's time against one VM's.
+//!
+//! `cargo bench -p safekeeping --bench many_vms` builds the lab and the fake VDDK (release),
+//! starts a lab under `target/bench-many-vms/lab` and creates `SAFEKEEPING_BENCH_VMS`
+//! (default 50) VMs with two disks of `SAFEKEEPING_BENCH_VM_DISK` (default `64M`) each, the
+//! guest having written `SAFEKEEPING_BENCH_VM_WRITTEN` (default `16M`) of the lab's
+//! deterministic data at the start of each disk. It then times, each as a separate process:
+//! a full backup of one more VM (`solo`, made alike) on its own, and a full backup of all
+//! the VMs in one run with `--parallel SAFEKEEPING_BENCH_PARALLEL` (default 8). It prints
+//! both times, the whole run's time per VM and the speed-up over backing them up one after
+//! another, the peak RSS of each safekeeping process (VmHWM, polled) and the most VDDK
+//! connections the run held at once (the fake VDDK's own count). Snapshots are the lab's
+//! delta disks, so snapshot time does not grow with disk size.
+//! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common {
+    // Shared with the other end-to-end benchmarks, which use more of it.
+    #[allow(dead_code)]
+    pub mod timing;
+}
+use common::timing::{run, BoxResult};
+
+/// Peak resident set (`VmHWM`) of a process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Runs `cmd` to completion, polling its peak RSS: wall seconds, stdout and peak RSS.
+fn run_measured(cmd: &mut Command) -> BoxResult<(f64, String, u64)> {
+    let t = Instant::now();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let poller = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if let Some(rss) = peak_rss(pid) {
+                    peak.fetch_max(rss, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let out = child.wait_with_output()?;
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::SeqCst);
+    let _ = poller.join();
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok((
+        secs,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        peak.load(Ordering::SeqCst),
+    ))
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn main() -> BoxResult<()> {
+    if std::env::args().any(|a| a == "--list") {
+        println!("many_vms: benchmark");
+        return Ok(());
+    }
+    let vms: usize = env_or("SAFEKEEPING_BENCH_VMS", "50").parse()?;
+    let disk = env_or("SAFEKEEPING_BENCH_VM_DISK", "64M");
+    let written = env_or("SAFEKEEPING_BENCH_VM_WRITTEN", "16M");
+    let parallel = env_or("SAFEKEEPING_BENCH_PARALLEL", "8");
+    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
+    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
+        eprintln!("building the lab and the fake VDDK (release) ...");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(&cargo).current_dir(&workspace).args([
+            "build",
+            "--release",
+            "-p",
+            "safekeeping-lab",
+            "-p",
+            "fake-vixdisklib",
+        ]))?;
+    }
+    let lab_bin = bin_dir.join("safekeeping-lab");
+    let base = bin_dir.join("../bench-many-vms");
+    let lab_dir = base.join("lab");
+    if lab_dir.join("lab.json").exists() {
+        let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    }
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base)?;
+    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
+    let result = bench(vms, &disk, &written, &parallel, &sk, &lab_bin, &lab_dir);
+    let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    result
+}
+
+fn bench(
+    vms: usize,
+    disk: &str,
+    written: &str,
+    parallel: &str,
+    sk: &Path,
+    lab_bin: &Path,
+    lab_dir: &Path,
+) -> BoxResult<()> {
+    let lab = |args: &[&str]| run(Command::new(lab_bin).args(args).arg("--dir").arg(lab_dir));
+    let config = lab_dir.join("safekeeping.toml");
+    let mut names: Vec<String> = (0..vms).map(|i| format!("many{i:02}")).collect();
+    names.push("solo".into());
+    let t = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        lab(&["create-vm", "--name", name, "--disk", disk, "--disk", disk])?;
+        for d in 0..2u64 {
+            let seed = (i as u64) * 2 + d + 1;
+            lab(&[
+                "guest-write",
+                "--vm",
+                name,
+                "--disk",
+                &d.to_string(),
+                "--offset",
+                "0",
+                "--len",
+                written,
+                "--seed",
+                &seed.to_string(),
+            ])?;
+        }
+    }
+    eprintln!(
+        "{} VMs with 2 disks of {disk} ({written} written on each) made in {:.1}s",
+        names.len(),
+        t.elapsed().as_secs_f64()
+    );
+    run(Command::new(sk)
+        .arg("--config")
+        .arg(&config)
+        .args(["repo", "init"]))?;
+
+    let backup = |targets: &[String], extra: &[&str]| -> BoxResult<(f64, u64, serde_json::Value)> {
+        let mut cmd = Command::new(sk);
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["--json", "backup"])
+            .args(targets)
+            .args(extra);
+        let (secs, out, rss) = run_measured(&mut cmd)?;
+        let j: serde_json::Value = serde_json::from_str(&out)?;
+        for t in j["targets"].as_array().ok_or("no targets in the JSON")? {
+            if t["status"] != "succeeded" {
+                return Err(format!("a target failed: {t}").into());
+            }
+        }
+        Ok((secs, rss, j))
+    };
+    let (one, one_rss, _) = backup(&["vm:solo".to_string()], &[])?;
+    let stats_before = fs::read_to_string(lab_dir.join("vddk-stats.jsonl"))
+        .unwrap_or_default()
+        .len();
+    let all: Vec<String> = names[..vms].iter().map(|n| format!("vm:{n}")).collect();
+    let (whole, whole_rss, _) = backup(&all, &["--parallel", parallel])?;
+    let stats = fs::read_to_string(lab_dir.join("vddk-stats.jsonl")).unwrap_or_default();
+    let peak_connections = stats[stats_before..]
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["peak_connections"].as_i64())
+        .max()
+        .unwrap_or(0);
+
+    println!();
+    println!("| many VMs ({vms} × 2 disks of {disk}, {written} written each) | wall | peak RSS |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| one VM alone, full | {one:.2} s | {} MiB |",
+        one_rss >> 20
+    );
+    println!(
+        "| {vms} VMs in one run, --parallel {parallel}, full | {whole:.2} s | {} MiB |",
+        whole_rss >> 20
+    );
+    println!();
+    println!(
+        "whole run / one VM: {:.1}×; per VM: {:.2} s ({:.0} % of one VM alone); \
+         speed-up over {vms} runs one after another: {:.1}×; at most {peak_connections} VDDK \
+         connections at once",
+        whole / one,
+        whole / vms as f64,
+        whole / vms as f64 / one * 100.0,
+        one * vms as f64 / whole
+    );
+    Ok(())
+}
