@@ -106,7 +106,7 @@ fn metadata(r: &Repository, key: &TargetKey, id: GenerationId, name: &str) -> Op
 /// An unknown target or generation; an index or manifest that cannot be read or verified.
 pub fn run(config: &Config, args: &DiffArgs) -> Result<Report> {
     let r = repo::open(config)?;
-    let (summary, _) = repo::find_target(&r, &args.target)?;
+    let (summary, _) = repo::find_configured_target(&r, &args.target, config)?;
     let key = summary.key;
     let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;
     let (g1, g2) = (GenerationId(args.from), GenerationId(args.to));

@@ -22,7 +22,7 @@ use crate::report::Report;
 /// an existing output file.
 pub fn run(config: &Config, args: &ExportArgs, quiet: bool) -> Result<Report> {
     let r = repo::open(config)?;
-    let (summary, _) = repo::find_target(&r, &args.target)?;
+    let (summary, _) = repo::find_configured_target(&r, &args.target, config)?;
     let m = repo::pick_generation(&r, &summary.key, args.generation)?;
     let disk = m.disks.get(args.disk as usize).ok_or_else(|| {
         Error::NotInRepository(format!(

@@ -41,7 +41,7 @@ pub fn run(config: &Config, args: &PruneArgs) -> Result<Report> {
     let policy = policy(args)?;
     let r = repo::open(config)?;
     let key = match &args.target {
-        Some(t) => Some(repo::find_target(&r, t)?.0.key),
+        Some(t) => Some(repo::find_configured_target(&r, t, config)?.0.key),
         None => None,
     };
     let lock = r.lock_exclusive(repo::lock_wait(config))?;

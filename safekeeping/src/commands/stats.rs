@@ -42,7 +42,7 @@ fn space_json(s: &SpaceStats) -> serde_json::Value {
 pub fn run(config: &Config, target: Option<&Target>) -> Result<Report> {
     let r = repo::open(config)?;
     let key = match target {
-        Some(t) => Some(repo::find_target(&r, t)?.0.key),
+        Some(t) => Some(repo::find_configured_target(&r, t, config)?.0.key),
         None => None,
     };
     let _lock = r.lock_shared_for_reading(repo::lock_wait(config))?;

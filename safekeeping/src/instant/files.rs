@@ -86,7 +86,7 @@ pub struct PartitionInfo {
 /// Unknown target, generation or disk; the lock; a damaged partition table.
 pub fn open(config: &Config, choice: &DiskChoice) -> Result<OpenDisk> {
     let r = repo::open(config)?;
-    let (summary, _) = repo::find_target(&r, &choice.target)?;
+    let (summary, _) = repo::find_configured_target(&r, &choice.target, config)?;
     // Pinned for as long as the disk is open: prune keeps the generation, gc its chunks.
     let (lock, m) = crate::instant::pin::pick_and_pin(&r, config, &summary.key, choice.generation)?;
     let disk = m.disks.get(choice.disk as usize).ok_or_else(|| {

@@ -89,7 +89,7 @@ pub async fn run(config: &Config, opts: ServeOptions, cancel: Cancel) -> Result<
     // Everything that touches the repository blocks: do it off the runtime's workers.
     let (lock, reader, generation, capacity) = blocking(move || {
         let r = repo::open(&cfg)?;
-        let (summary, _) = repo::find_target(&r, &o.target)?;
+        let (summary, _) = repo::find_configured_target(&r, &o.target, &cfg)?;
         // Pinned: backups, prune and gc keep running; prune keeps this generation and gc its
         // chunks until the serve ends (see `repository_format::lock`).
         let (lock, m) = pin::pick_and_pin(&r, &cfg, &summary.key, o.generation)?;

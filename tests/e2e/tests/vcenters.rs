@@ -139,6 +139,43 @@ fn two_vcenters_with_the_same_vm_stay_apart_and_restore_across() {
     );
     assert!(show_b.stdout.contains(&uuid_b), "{}", show_b.stdout);
 
+    // Every command that reads one target's generations follows --vcenter: `export` of the
+    // ambiguous `web` is refused without it and gives B's generation 2 with it.
+    let out = a.dir().join("web-b.img");
+    let r = a.sk_with(
+        &[
+            "export",
+            "vm:web",
+            "--disk",
+            "0",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &cfg_a,
+        &[],
+    );
+    assert_ne!(r.code, 0, "{}", r.all_output());
+    assert!(r.all_output().contains("--vcenter"), "{}", r.all_output());
+    let r = a
+        .sk_with(
+            &[
+                "--json",
+                "--vcenter",
+                "b",
+                "export",
+                "vm:web",
+                "--disk",
+                "0",
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &cfg_a,
+            &[],
+        )
+        .ok();
+    assert_eq!(r.json()["generation"].as_u64(), Some(2), "{}", r.stdout);
+    assert!(out.exists());
+
     // Which `web`? A restore must be told.
     let r = a.sk_with(&["restore", "vm:web", "--name", "which"], &cfg_a, &[]);
     assert_ne!(r.code, 0, "{}", r.all_output());
