@@ -16,6 +16,9 @@ pub const BACKUP: &[&str] = &[
     "VirtualMachine.Config.ChangeTracking",
     "Datastore.Browse",
     "Datastore.FileManagement",
+    // Reading the storage policies a backup records (PBM); without it the backup only warns,
+    // and a restore cannot apply the policies by name.
+    "StorageProfile.View",
 ];
 
 /// What a restore needs besides: creating, registering and removing VMs, adding disks,
