@@ -45,12 +45,14 @@ mod mixed_image;
 use mixed_image::{dir_size, fill_mixed, parse_size, Rng, REGION};
 
 mod common {
+    pub mod bench_lab;
     pub mod ceiling;
     pub mod guest_image;
     // Shared with the s3 benchmark, which uses more of it.
     #[allow(dead_code)]
     pub mod timing;
 }
+use common::bench_lab::BenchLab;
 use common::guest_image::fill_guest;
 use common::timing::{median, phase, run, run_peak, BoxResult, Measured};
 
@@ -80,43 +82,27 @@ fn main() -> BoxResult<()> {
     let rounds: usize = std::env::var("SAFEKEEPING_BENCH_ROUNDS")
         .unwrap_or_else(|_| "3".into())
         .parse()?;
-    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
-    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
-        eprintln!("building the lab and the fake VDDK (release) ...");
-        run(Command::new(&cargo).current_dir(&workspace).args([
-            "build",
-            "--release",
-            "-p",
-            "safekeeping-lab",
-            "-p",
-            "fake-vixdisklib",
-        ]))?;
-    }
-    let lab_bin = bin_dir.join("safekeeping-lab");
-    let base = bin_dir.join("../bench-backup");
-    let lab_dir = base.join("lab");
-    if lab_dir.join("lab.json").exists() {
-        let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
-    }
-    let _ = fs::remove_dir_all(&base);
-    fs::create_dir_all(&base)?;
-    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
+    let bench_lab = BenchLab::prepare("bench-backup")?;
+    bench_lab.start()?;
+    let BenchLab {
+        sk,
+        lab_bin,
+        base,
+        lab_dir,
+    } = &bench_lab;
     let bench = Bench {
         size,
         rounds: rounds.max(1),
-        sk,
+        sk: sk.clone(),
         lab_bin: lab_bin.clone(),
         lab_dir: lab_dir.clone(),
-        base,
+        base: base.clone(),
         use_sk: tools.contains("safekeeping"),
         use_restic: tools.contains("restic") && tool_version("restic", "version").is_some(),
         use_borg: tools.contains("borg") && tool_version("borg", "--version").is_some(),
     };
     let result = bench.run();
-    let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    bench_lab.stop();
     result
 }
 

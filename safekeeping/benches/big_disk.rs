@@ -13,14 +13,16 @@
 //! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common {
+    pub mod bench_lab;
     // Shared with the other end-to-end benchmarks, which use more of it.
     #[allow(dead_code)]
     pub mod timing;
 }
+use common::bench_lab::BenchLab;
 use common::timing::{run, BoxResult};
 
 const MIB: u64 = 1 << 20;
@@ -75,32 +77,16 @@ fn main() -> BoxResult<()> {
     }
     let written =
         parse_size(&std::env::var("SAFEKEEPING_BENCH_WRITTEN").unwrap_or_else(|_| "1G".into()))?;
-    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
-    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
-        eprintln!("building the lab and the fake VDDK (release) ...");
-        run(Command::new(&cargo).current_dir(&workspace).args([
-            "build",
-            "--release",
-            "-p",
-            "safekeeping-lab",
-            "-p",
-            "fake-vixdisklib",
-        ]))?;
-    }
-    let lab_bin = bin_dir.join("safekeeping-lab");
-    let base = bin_dir.join("../bench-big-disk");
-    let lab_dir = base.join("lab");
-    if lab_dir.join("lab.json").exists() {
-        let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
-    }
-    let _ = fs::remove_dir_all(&base);
-    fs::create_dir_all(&base)?;
-    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
-    let result = bench(written, &sk, &lab_bin, &lab_dir, &base);
-    let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    let bench_lab = BenchLab::prepare("bench-big-disk")?;
+    bench_lab.start()?;
+    let BenchLab {
+        sk,
+        lab_bin,
+        base,
+        lab_dir,
+    } = &bench_lab;
+    let result = bench(written, sk, lab_bin, lab_dir, base);
+    bench_lab.stop();
     result
 }
 

@@ -14,17 +14,19 @@
 //! `SAFEKEEPING_BENCH_NO_BUILD=1` uses already built release binaries.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common {
+    pub mod bench_lab;
     // Shared with the other end-to-end benchmarks, which use more of it.
     #[allow(dead_code)]
     pub mod timing;
 }
+use common::bench_lab::BenchLab;
 use common::timing::{run, BoxResult};
 
 /// Peak resident set (`VmHWM`) of a process, in bytes.
@@ -85,32 +87,16 @@ fn main() -> BoxResult<()> {
     let disk = env_or("SAFEKEEPING_BENCH_VM_DISK", "64M");
     let written = env_or("SAFEKEEPING_BENCH_VM_WRITTEN", "16M");
     let parallel = env_or("SAFEKEEPING_BENCH_PARALLEL", "8");
-    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
-    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
-        eprintln!("building the lab and the fake VDDK (release) ...");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run(Command::new(&cargo).current_dir(&workspace).args([
-            "build",
-            "--release",
-            "-p",
-            "safekeeping-lab",
-            "-p",
-            "fake-vixdisklib",
-        ]))?;
-    }
-    let lab_bin = bin_dir.join("safekeeping-lab");
-    let base = bin_dir.join("../bench-many-vms");
-    let lab_dir = base.join("lab");
-    if lab_dir.join("lab.json").exists() {
-        let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
-    }
-    let _ = fs::remove_dir_all(&base);
-    fs::create_dir_all(&base)?;
-    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
-    let result = bench(vms, &disk, &written, &parallel, &sk, &lab_bin, &lab_dir);
-    let _ = run(Command::new(&lab_bin).args(["down", "--dir"]).arg(&lab_dir));
+    let bench_lab = BenchLab::prepare("bench-many-vms")?;
+    bench_lab.start()?;
+    let BenchLab {
+        sk,
+        lab_bin,
+        base: _,
+        lab_dir,
+    } = &bench_lab;
+    let result = bench(vms, &disk, &written, &parallel, sk, lab_bin, lab_dir);
+    bench_lab.stop();
     result
 }
 

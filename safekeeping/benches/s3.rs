@@ -36,11 +36,13 @@ mod mixed_image;
 use mixed_image::{dir_size, parse_size};
 
 mod common {
+    pub mod bench_lab;
     pub mod guest_image;
     // Shared with the backup benchmark, which uses more of it.
     #[allow(dead_code)]
     pub mod timing;
 }
+use common::bench_lab::BenchLab;
 use common::guest_image::fill_guest;
 use common::timing::{children_cpu_secs, mb_s, phase, process_cpu_secs, run, BoxResult};
 
@@ -56,48 +58,27 @@ fn main() -> BoxResult<()> {
         parse_size(&std::env::var("SAFEKEEPING_BENCH_SIZE").unwrap_or_else(|_| "2G".into()))?;
     let tools =
         std::env::var("SAFEKEEPING_BENCH_TOOLS").unwrap_or_else(|_| "safekeeping,restic".into());
-    let sk = PathBuf::from(env!("CARGO_BIN_EXE_safekeeping"));
-    let bin_dir = sk.parent().ok_or("no binary directory")?.to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if std::env::var_os("SAFEKEEPING_BENCH_NO_BUILD").is_none() {
-        eprintln!("building the lab and the fake VDDK (release) ...");
-        run(Command::new(&cargo).current_dir(&workspace).args([
-            "build",
-            "--release",
-            "-p",
-            "safekeeping-lab",
-            "-p",
-            "fake-vixdisklib",
-        ]))?;
-    }
-    let lab_bin = bin_dir.join("safekeeping-lab");
-    let base = bin_dir.join("../bench-s3");
-    let lab_dir = base.join("lab");
-    let lab = |args: &[&str]| run(Command::new(&lab_bin).args(args).arg("--dir").arg(&lab_dir));
-    // What a previous, interrupted run left.
-    if lab_dir.join("s3.json").exists() {
-        let _ = lab(&["s3", "down"]);
-    }
-    if lab_dir.join("lab.json").exists() {
-        let _ = lab(&["down"]);
-    }
-    let _ = fs::remove_dir_all(&base);
-    fs::create_dir_all(&base)?;
-    run(Command::new(&lab_bin).args(["up", "--dir"]).arg(&lab_dir))?;
-    let result = lab(&["s3", "up"]).and_then(|_| {
+    let bench_lab = BenchLab::prepare("bench-s3")?;
+    bench_lab.start()?;
+    let BenchLab {
+        sk,
+        lab_bin,
+        base,
+        lab_dir,
+    } = &bench_lab;
+    let result = bench_lab.lab(&["s3", "up"]).and_then(|_| {
         let b = Bench {
             size,
             tools,
-            sk,
+            sk: sk.clone(),
             lab_bin: lab_bin.clone(),
             lab_dir: lab_dir.clone(),
             base: base.clone(),
         };
         b.run()
     });
-    let _ = lab(&["s3", "down"]);
-    let _ = lab(&["down"]);
+    let _ = bench_lab.lab(&["s3", "down"]);
+    bench_lab.stop();
     result
 }
 
