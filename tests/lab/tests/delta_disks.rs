@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use vddk::{ConnectOptions, ConnectParams, Credentials, OpenFlags, Vddk};
@@ -254,30 +254,6 @@ fn remove_all_snapshots_consolidates_every_delta() {
         .unwrap()
         .to_path_buf();
     assert_eq!(deltas_in(&folder), Vec::<String>::new());
-}
-
-/// Builds the fake VDDK in its own target directory (as fcd_vddk.rs does) and lays it out
-/// as `<root>/lib64/libvixDiskLib.so.8`.
-fn fresh_fake(root: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target = profile.parent().unwrap().join("fake-vddk");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "fake-vixdisklib", "--target-dir"])
-        .arg(&target);
-    let release = profile.ends_with("release");
-    if release {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().unwrap().success(), "building the fake VDDK");
-    let lib = target
-        .join(if release { "release" } else { "debug" })
-        .join("libvixDiskLib.so");
-    let lib64 = root.join("lib64");
-    std::fs::create_dir_all(&lib64).unwrap();
-    std::fs::copy(lib, lib64.join("libvixDiskLib.so.8")).unwrap();
-    root.to_path_buf()
 }
 
 /// Reads a whole disk through the fake VDDK: its SHA-256 and QueryAllocatedBlocks' answer

@@ -314,3 +314,28 @@ impl Soap {
             .as_u16()
     }
 }
+
+/// Builds the fake VDDK in its own target directory (as vddk's tests do: a cdylib's
+/// file name carries no hash, so `target/debug/libvixDiskLib.so` may be another build's)
+/// and lays it out as `<root>/lib64/libvixDiskLib.so.8`.
+pub fn fresh_fake(root: &Path) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target = profile.parent().unwrap().join("fake-vddk");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "fake-vixdisklib", "--target-dir"])
+        .arg(&target);
+    let release = profile.ends_with("release");
+    if release {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building the fake VDDK");
+    let lib = target
+        .join(if release { "release" } else { "debug" })
+        .join("libvixDiskLib.so");
+    let lib64 = root.join("lib64");
+    std::fs::create_dir_all(&lib64).unwrap();
+    std::fs::copy(lib, lib64.join("libvixDiskLib.so.8")).unwrap();
+    root.to_path_buf()
+}
