@@ -15,10 +15,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 mod common {
     pub mod bench_lab;
@@ -27,52 +25,7 @@ mod common {
     pub mod timing;
 }
 use common::bench_lab::BenchLab;
-use common::timing::{run, BoxResult};
-
-/// Peak resident set (`VmHWM`) of a process, in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib << 10)
-}
-
-/// Runs `cmd` to completion, polling its peak RSS: wall seconds, stdout and peak RSS.
-fn run_measured(cmd: &mut Command) -> BoxResult<(f64, String, u64)> {
-    let t = Instant::now();
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let poller = {
-        let (done, peak) = (done.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if let Some(rss) = peak_rss(pid) {
-                    peak.fetch_max(rss, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let out = child.wait_with_output()?;
-    let secs = t.elapsed().as_secs_f64();
-    done.store(true, Ordering::SeqCst);
-    let _ = poller.join();
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok((
-        secs,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        peak.load(Ordering::SeqCst),
-    ))
-}
+use common::timing::{run, run_peak, BoxResult};
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())
@@ -150,7 +103,8 @@ fn bench(
             .args(["--json", "backup"])
             .args(targets)
             .args(extra);
-        let (secs, out, rss) = run_measured(&mut cmd)?;
+        let m = run_peak(&mut cmd)?;
+        let (secs, out, rss) = (m.secs, m.stdout, m.peak_rss);
         let j: serde_json::Value = serde_json::from_str(&out)?;
         for t in j["targets"].as_array().ok_or("no targets in the JSON")? {
             if t["status"] != "succeeded" {
