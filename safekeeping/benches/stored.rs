@@ -25,9 +25,11 @@
 //!    block once, packed in 1 MiB groups and compressed;
 //! 4. **incrementals**: what a CBT incremental would read again and store after the backup
 //!    benchmark's change (3 % in 4 MiB pieces) and after 1,000 scattered 4–64 KiB writes, fixed
-//!    1 MiB chunks against aligned content-defined chunks, from the block hashes.
+//!    1 MiB chunks against aligned content-defined chunks, from the block hashes;
+//! 5. **the cut hash's cost**: xxh3 and SipHash-1-3 of every 4 KiB block against the SHA-256
+//!    of 1 MiB chunks every backup already computes, one thread, in memory.
 //!
-//! Sizes are MiB (2^20 bytes). Nothing here is timed against a target: the CPU figures are
+//! `SAFEKEEPING_BENCH_PARTS` (default `1,2,3,4,5`) chooses the parts. Sizes are MiB (2^20 bytes). Nothing here is timed against a target: the CPU figures are
 //! ratios within the run (the machine is shared), and the ingest seconds are for orientation
 //! only (`--profile dev` runs the repository code unoptimised).
 
@@ -403,13 +405,26 @@ fn main() -> BoxResult<()> {
         mib(counts.holes),
     );
 
-    real_repositories(&image, &base, &chunk_sizes, encrypted, rounds)?;
-
+    // SAFEKEEPING_BENCH_PARTS=1,3 runs only those parts (default: all five).
+    let parts = std::env::var("SAFEKEEPING_BENCH_PARTS").unwrap_or_else(|_| "1,2,3,4,5".into());
+    let part = |n: &str| parts.split(',').any(|p| p.trim() == n);
+    if part("1") {
+        real_repositories(&image, &base, &chunk_sizes, encrypted, rounds)?;
+    }
     eprintln!("hashing every 4 KiB block ...");
     let blocks = Blocks::scan(&f, size)?;
-    levels(&f, &blocks, sample, rounds)?;
-    chunkings(&f, &blocks, &chunk_sizes)?;
-    incrementals(&blocks, size);
+    if part("2") {
+        levels(&f, &blocks, sample, rounds)?;
+    }
+    if part("3") {
+        chunkings(&f, &blocks, &chunk_sizes)?;
+    }
+    if part("4") {
+        incrementals(&blocks, size);
+    }
+    if part("5") {
+        cut_hash_cost(&f, &blocks, rounds)?;
+    }
     let _ = fs::remove_dir_all(&base);
     Ok(())
 }
@@ -744,6 +759,104 @@ fn incrementals(blocks: &Blocks, size: u64) {
             mib(cdc_new)
         );
     }
+}
+
+/// Part 5: what the per-block cut hash of a content-defined chunking would cost, against the
+/// SHA-256 every chunk already gets: one thread, the first 256 MiB of non-zero blocks in
+/// memory, the hashes interleaved over `rounds`, medians.
+fn cut_hash_cost(f: &File, blocks: &Blocks, rounds: usize) -> BoxResult<()> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut data = Vec::with_capacity(256 << 20);
+    for (i, d) in blocks.digests.iter().enumerate() {
+        if data.len() >= 256 << 20 {
+            break;
+        }
+        if d.is_some() {
+            let at = data.len();
+            data.resize(at + B4K, 0);
+            f.read_exact_at(&mut data[at..], i as u64 * BLOCK)?;
+        }
+    }
+    let keyed = std::collections::hash_map::RandomState::new();
+    let time = |work: &dyn Fn() -> u64| -> f64 {
+        let before = process_cpu_secs(u64::from(std::process::id()));
+        std::hint::black_box(work());
+        process_cpu_secs(u64::from(std::process::id())) - before
+    };
+    let sha_chunks = || {
+        data.chunks(1 << 20)
+            .map(|c| u64::from(Sha256::digest(c)[0]))
+            .sum::<u64>()
+    };
+    let xxh3_blocks = || {
+        data.chunks(B4K)
+            .map(|b| xxhash_rust::xxh3::xxh3_64_with_seed(b, 0x5AFE) & 0x7F)
+            .sum::<u64>()
+    };
+    let siphash_blocks = || {
+        data.chunks(B4K)
+            .map(|b| {
+                let mut h = keyed.build_hasher();
+                h.write(b);
+                h.finish() & 0x7F
+            })
+            .sum::<u64>()
+    };
+    // The alternative that hashes every byte once: SHA-256 of each block, the chunk id the
+    // SHA-256 of its blocks' digests, the cut from a keyed hash of each 32-byte digest.
+    let two_level = || {
+        data.chunks(1 << 20)
+            .map(|c| {
+                let mut id = Sha256::new();
+                let mut cuts = 0u64;
+                for b in c.chunks(B4K) {
+                    let d = Sha256::digest(b);
+                    let mut h = keyed.build_hasher();
+                    h.write(&d);
+                    cuts += h.finish() & 0x7F;
+                    id.update(d);
+                }
+                u64::from(id.finalize()[0]) + cuts
+            })
+            .sum::<u64>()
+    };
+    let (mut sha, mut xxh, mut sip, mut two) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        eprintln!("cut hash cost, round {} ...", round + 1);
+        sha.push(time(&sha_chunks));
+        xxh.push(time(&xxh3_blocks));
+        sip.push(time(&siphash_blocks));
+        two.push(time(&two_level));
+    }
+    let med = |v: &mut Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2].max(1e-9)
+    };
+    let (sha, xxh, sip, two) = (med(&mut sha), med(&mut xxh), med(&mut sip), med(&mut two));
+    let mbs = |secs: f64| data.len() as f64 / 1e6 / secs;
+    println!("\n## Cut hash per 4 KiB block, against SHA-256 of 1 MiB chunks ({:.0} MiB of non-zero blocks in memory, one thread, median of {} rounds)\n", mib(data.len() as u64), rounds.max(1));
+    println!("| hash | MB/s | CPU vs SHA-256 |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| SHA-256 of 1 MiB chunks (every backup does this) | {:.0} | 1.00x |",
+        mbs(sha)
+    );
+    println!(
+        "| xxh3-64 of each 4 KiB block (seeded) | {:.0} | {:.2}x |",
+        mbs(xxh),
+        xxh / sha
+    );
+    println!(
+        "| SipHash-1-3 of each 4 KiB block (keyed, std) | {:.0} | {:.2}x |",
+        mbs(sip),
+        sip / sha
+    );
+    println!(
+        "| instead of both: SHA-256 of each 4 KiB block, chunk id = SHA-256 of the block digests, cut from SipHash of each digest | {:.0} | {:.2}x |",
+        mbs(two),
+        two / sha
+    );
+    Ok(())
 }
 
 /// Part 3: fixed chunk sizes against 4 KiB-aligned content-defined chunks and the ideal.
