@@ -835,6 +835,10 @@ fn cut_hash_cost(f: &File, blocks: &Blocks, rounds: usize) -> BoxResult<()> {
     let (sha, xxh, sip, two) = (med(&mut sha), med(&mut xxh), med(&mut sip), med(&mut two));
     let mbs = |secs: f64| data.len() as f64 / 1e6 / secs;
     println!("\n## Cut hash per 4 KiB block, against SHA-256 of 1 MiB chunks ({:.0} MiB of non-zero blocks in memory, one thread, median of {} rounds)\n", mib(data.len() as u64), rounds.max(1));
+    if cfg!(debug_assertions) {
+        // sha2 is optimised in every profile; this bench and xxh3 are not in the dev profile.
+        println!("Unoptimised build: these ratios are not meaningful. Run in release, or add `--config profile.dev.package.safekeeping.opt-level=3 --config profile.dev.package.xxhash-rust.opt-level=3`.\n");
+    }
     println!("| hash | MB/s | CPU vs SHA-256 |");
     println!("| --- | ---: | ---: |");
     println!(
