@@ -469,9 +469,7 @@ mod tests {
         chain.write(unaligned, GRAIN).unwrap();
         let mut big = vec![5u8; 3 * DIRECT_ALIGN];
         let at = big.as_ptr().align_offset(DIRECT_ALIGN);
-        chain
-            .write(&big[at..at + DIRECT_ALIGN], 3 * GRAIN)
-            .unwrap();
+        chain.write(&big[at..at + DIRECT_ALIGN], 3 * GRAIN).unwrap();
         big.clear();
         chain.write(&[6u8; 100], 4 * GRAIN).unwrap();
         chain.sync().unwrap();
@@ -490,5 +488,4 @@ mod tests {
         drop(chain);
         std::fs::remove_dir_all(&dir).unwrap();
     }
-
 }
