@@ -159,6 +159,37 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// Folders fsynced at once by [`sync_dirs`].
+const SYNC_THREADS: usize = 8;
+
+/// [`sync_dir`] of every folder of `dirs` on up to [`SYNC_THREADS`] threads; one result per
+/// folder, in order.
+fn sync_dirs(dirs: &[PathBuf]) -> Vec<io::Result<()>> {
+    if dirs.len() <= 1 {
+        return dirs.iter().map(|d| sync_dir(d)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<io::Result<()>>>> =
+        dirs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..SYNC_THREADS.min(dirs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(dir) = dirs.get(i) else { break };
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(sync_dir(dir));
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(io::Error::other("folder sync thread stopped")))
+        })
+        .collect()
+}
+
 /// Test hooks between the steps of [`sweep_file`].
 #[derive(Default)]
 pub(crate) struct SweepHooks<'a> {
@@ -279,14 +310,27 @@ impl Backend for LocalBackend {
         // already emptied by us.
         let mut pending = self.pending();
         // Deepest first, so a new folder is durable before the entry naming it in its parent.
-        while let Some(dir) = pending.pop_last() {
-            if let Err(e) = sync_dir(&dir) {
-                if e.kind() == ErrorKind::NotFound {
+        // The folders of one depth are independent and are synced at the same time: concurrent
+        // fsyncs share the file system's journal commits, where one after another each waited
+        // for its own (an incremental's 60 new chunk folders took 0.3-0.5 s in a row here).
+        while let Some(depth) = pending.iter().map(|d| d.components().count()).max() {
+            let level: Vec<PathBuf> = pending
+                .iter()
+                .filter(|d| d.components().count() == depth)
+                .cloned()
+                .collect();
+            for (dir, result) in level.iter().zip(sync_dirs(&level)) {
+                match result {
+                    Ok(()) => {
+                        pending.remove(dir);
+                    }
                     // Removed since (gc of an emptied folder): nothing of ours is in it.
-                    continue;
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        pending.remove(dir);
+                    }
+                    // The failed folder (and those not reached) stay pending.
+                    Err(e) => return Err(e),
                 }
-                pending.insert(dir);
-                return Err(e);
             }
         }
         Ok(())
@@ -526,6 +570,32 @@ mod tests {
         fs::remove_dir_all(root.join("chunks/ef56")).unwrap();
         b.sync_names().unwrap();
         assert!(b.pending().is_empty());
+    }
+
+    #[test]
+    fn many_pending_folders_are_synced_together_and_results_keep_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let b = LocalBackend::new(&root);
+        b.put("chunks/.keep", b"").unwrap();
+        for i in 0..40u32 {
+            b.put_name_deferred(&format!("chunks/{i:04x}/{i:04x}00"), b"c")
+                .unwrap();
+        }
+        assert_eq!(b.pending().len(), 41, "40 prefix folders and chunks/");
+        // One of them gone meanwhile (gc): the others are still synced, without an error.
+        fs::remove_dir_all(root.join("chunks/0007")).unwrap();
+        b.sync_names().unwrap();
+        assert!(b.pending().is_empty());
+        // Each folder's own result, in order: the missing one in the middle says NotFound.
+        let dirs = [
+            root.join("chunks/0001"),
+            root.join("chunks/0007"),
+            root.join("chunks"),
+        ];
+        let results = sync_dirs(&dirs);
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
     }
 
     #[test]

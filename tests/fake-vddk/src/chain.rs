@@ -39,13 +39,54 @@ struct Layer {
     map: Option<u64>,
 }
 
+/// Alignment of `O_DIRECT` buffers (and the most any file system here asks of offsets).
+const DIRECT_ALIGN: usize = 4096;
+/// The device sector: `O_DIRECT` offsets and lengths must be multiples of it.
+const DIRECT_SECTOR: u64 = 512;
+
+thread_local! {
+    /// Each writer thread's aligned bounce buffer for `O_DIRECT` writes (grown, never shrunk).
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A disk and its parents: `layers[0]` is the file opened, the last one the flat base.
 pub struct Chain {
     layers: Vec<Layer>,
+    /// The top file opened again with `O_DIRECT`, when it is a writable flat extent, direct
+    /// writes are on and its file system takes them (see [`Chain::write`]).
+    direct: Option<File>,
     capacity: u64,
     /// Serialises writes to a delta: copy on write and the bitmap update are
     /// read-modify-write.
     write_lock: Mutex<()>,
+}
+
+/// Writes `buf` at `pos` through the `O_DIRECT` file, from an aligned copy unless `buf` is
+/// aligned already. `None` when the write cannot go direct (an offset or length that is not
+/// whole device sectors, or a file system refusing it with `EINVAL`), so the caller writes
+/// through the page cache instead.
+fn write_direct(file: &File, buf: &[u8], pos: u64) -> Option<io::Result<()>> {
+    if pos % DIRECT_SECTOR != 0 || buf.len() as u64 % DIRECT_SECTOR != 0 {
+        return None;
+    }
+    let result = if buf.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+        file.write_all_at(buf, pos)
+    } else {
+        BOUNCE.with(|bounce| {
+            let mut bounce = bounce.borrow_mut();
+            if bounce.len() < buf.len() + DIRECT_ALIGN {
+                bounce.resize(buf.len() + DIRECT_ALIGN, 0);
+            }
+            let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+            let aligned = &mut bounce[start..start + buf.len()];
+            aligned.copy_from_slice(buf);
+            file.write_all_at(aligned, pos)
+        })
+    };
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        other => Some(other),
+    }
 }
 
 fn open_error(path: &Path, e: io::Error) -> (VixError, String) {
@@ -61,9 +102,18 @@ impl Chain {
     /// Opens the extent of `top` (the descriptor read from `file`) and, for a delta, its
     /// parents down to the flat base. Only the top file is opened for writing, and only
     /// when `writable`.
-    pub fn open(file: &Path, top: &Descriptor, writable: bool) -> Result<Self, (VixError, String)> {
+    ///
+    /// With `direct_writes`, a writable flat top file is also opened with `O_DIRECT` for
+    /// [`Chain::write`]; a file system that refuses it (tmpfs) keeps the page cache.
+    pub fn open(
+        file: &Path,
+        top: &Descriptor,
+        writable: bool,
+        direct_writes: bool,
+    ) -> Result<Self, (VixError, String)> {
         let capacity = top.capacity_sectors * SECTOR;
         let mut layers = Vec::new();
+        let mut direct = None;
         let mut desc_path = file.to_path_buf();
         let mut desc = top.clone();
         loop {
@@ -90,6 +140,14 @@ impl Chain {
                 .open(&extent)
                 .map_err(|e| open_error(&extent, e))?;
             let parent = desc.parent_path(&desc_path);
+            if writable && direct_writes && layers.is_empty() && parent.is_none() {
+                use std::os::unix::fs::OpenOptionsExt;
+                direct = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&extent)
+                    .ok();
+            }
             layers.push(Layer {
                 file: f,
                 offset: desc.extent_offset * SECTOR,
@@ -111,6 +169,7 @@ impl Chain {
         }
         Ok(Self {
             layers,
+            direct,
             capacity,
             write_lock: Mutex::new(()),
         })
@@ -196,6 +255,11 @@ impl Chain {
     pub fn write(&self, buf: &[u8], off: u64) -> io::Result<()> {
         let top = &self.layers[0];
         let Some(map) = top.map else {
+            if let Some(direct) = &self.direct {
+                if let Some(done) = write_direct(direct, buf, top.offset + off) {
+                    return done;
+                }
+            }
             return top.file.write_all_at(buf, top.offset + off);
         };
         if buf.is_empty() {
@@ -229,7 +293,8 @@ impl Chain {
         top.file.write_all_at(&bits, map + first)
     }
 
-    /// Makes the top file durable.
+    /// Makes the top file durable (direct writes are on the device already; this also makes
+    /// the extent allocation they caused durable).
     pub fn sync(&self) -> io::Result<()> {
         self.layers[0].file.sync_all()
     }
@@ -353,7 +418,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (desc, path, capacity) = fixture(&dir);
-        let chain = Chain::open(&path, &desc, true).unwrap();
+        let chain = Chain::open(&path, &desc, true, true).unwrap();
         assert_eq!(chain.depth(), 2);
         // 512 bytes inside grain 1, whose other bytes the base holds.
         chain.write(&[9u8; 512], GRAIN + 1024).unwrap();
@@ -375,6 +440,51 @@ mod tests {
         assert_eq!(tail, [7u8; 512]);
         let alloc = chain.allocated(0, capacity).unwrap();
         assert_eq!(alloc, vec![(GRAIN, 2 * GRAIN), (4 * GRAIN, capacity)]);
+        drop(chain);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn direct_writes_to_a_flat_disk_read_back() {
+        let dir = std::env::temp_dir().join(format!("fake-vddk-direct-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let capacity = 8 * GRAIN;
+        let text = format!(
+            "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\
+             RW {} VMFS \"f-flat.vmdk\"\n",
+            capacity / SECTOR
+        );
+        std::fs::write(dir.join("f.vmdk"), &text).unwrap();
+        File::create(dir.join("f-flat.vmdk"))
+            .unwrap()
+            .set_len(capacity)
+            .unwrap();
+        let desc = Descriptor::parse(&text).unwrap();
+        let chain = Chain::open(&dir.join("f.vmdk"), &desc, true, true).unwrap();
+        // A source buffer deliberately off the 4 KiB alignment (bounced), one aligned slice
+        // of a larger buffer, and a write that is not whole device sectors (page cache).
+        let data: Vec<u8> = (0..GRAIN + 1).map(|i| (i % 251) as u8).collect();
+        let unaligned = &data[1..];
+        chain.write(unaligned, GRAIN).unwrap();
+        let mut big = vec![5u8; 3 * DIRECT_ALIGN];
+        let at = big.as_ptr().align_offset(DIRECT_ALIGN);
+        chain.write(&big[at..at + DIRECT_ALIGN], 3 * GRAIN).unwrap();
+        big.clear();
+        chain.write(&[6u8; 100], 4 * GRAIN).unwrap();
+        chain.sync().unwrap();
+        let mut got = vec![0u8; capacity as usize];
+        File::open(dir.join("f-flat.vmdk"))
+            .unwrap()
+            .read_exact_at(&mut got, 0)
+            .unwrap();
+        let g = GRAIN as usize;
+        assert!(got[..g].iter().all(|&b| b == 0));
+        assert_eq!(&got[g..2 * g], unaligned);
+        assert!(got[2 * g..3 * g].iter().all(|&b| b == 0));
+        assert!(got[3 * g..3 * g + DIRECT_ALIGN].iter().all(|&b| b == 5));
+        assert!(got[4 * g..4 * g + 100].iter().all(|&b| b == 6));
+        assert!(got[4 * g + 100..].iter().all(|&b| b == 0));
         drop(chain);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -33,6 +33,10 @@ pub struct FakeConfig {
     pub async_inline: bool,
     /// Worker threads per disk for async requests.
     pub async_threads: usize,
+    /// Writes into a flat extent bypass the page cache (`O_DIRECT`), as ESXi writes a VMFS
+    /// disk straight to its storage: the writes cost no page-cache copy and `Flush` does not
+    /// have to push gigabytes out at the end. `fake.direct_writes = false` turns it off.
+    pub direct_writes: bool,
     /// VixDiskLib_Wait fails at once (VIX_E_FAIL) instead of waiting, leaving requests running.
     pub fail_wait: bool,
     /// VDDK's `tmpDirectory`: where the fake keeps the markers VixDiskLib_Cleanup looks for.
@@ -47,6 +51,7 @@ impl FakeConfig {
         let mut c = FakeConfig {
             transports: vec!["nbdssl".into(), "nbd".into()],
             async_threads: 4,
+            direct_writes: true,
             ..FakeConfig::default()
         };
         for (n, raw) in text.lines().enumerate() {
@@ -107,6 +112,7 @@ impl FakeConfig {
                     }
                     "fake.async_inline" => c.async_inline = value == "true",
                     "fake.fail_wait" => c.fail_wait = value == "true",
+                    "fake.direct_writes" => c.direct_writes = value != "false",
                     "fake.hold_open" => c.hold_open = Some(PathBuf::from(value)),
                     "fake.async_threads" => {
                         c.async_threads = usize::try_from(num(value)?)

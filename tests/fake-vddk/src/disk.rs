@@ -50,7 +50,7 @@ impl FakeDisk {
         let descriptor =
             Descriptor::read(file).map_err(|e| (VIX_E_INCORRECT_FILE_TYPE as VixError, e))?;
         let read_only = read_only || descriptor.read_only;
-        let chain = Chain::open(file, &descriptor, !read_only)?;
+        let chain = Chain::open(file, &descriptor, !read_only, config.direct_writes)?;
         Ok(Self {
             path: path.to_string(),
             descriptor,

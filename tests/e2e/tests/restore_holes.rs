@@ -1,0 +1,106 @@
+//! A restore writes only data: inside a stored (non-zero) 1 MiB chunk, the 64 KiB blocks that
+//! are all zero are left unwritten, because the new thin disk already reads zeros there. The
+//! restored disk must still hold exactly the source's bytes, and the fake VDDK's counters show
+//! that only the data blocks were written (and that a chunk without holes went out whole).
+
+use std::path::{Path, PathBuf};
+
+use safekeeping_e2e::Lab;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const SECTOR: u64 = 512;
+
+/// Every file below `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// The flat extent of the only disk of VM `vm` (its folder is named after it).
+fn flat_file(lab: &Lab, vm: &str) -> PathBuf {
+    let found: Vec<PathBuf> = files(&lab.dir().join("datastores"))
+        .into_iter()
+        .filter(|p| {
+            p.parent().and_then(|d| d.file_name()) == Some(vm.as_ref())
+                && p.to_string_lossy().ends_with("-flat.vmdk")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "flat files of {vm}: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+#[test]
+fn zero_blocks_inside_stored_chunks_are_not_written() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    lab.create_vm("holes", &["8M"], &[]);
+    // Chunk 0: data with a 128 KiB zero hole at 256 KiB; chunk 1: data with a 64 KiB hole at
+    // 1 MiB + 64 KiB; chunk 2: only its last 64 KiB; chunk 3: data throughout; the rest never
+    // written.
+    lab.guest_write("holes", 0, "0", "2M", Some(11));
+    lab.guest_write("holes", 0, &(256 * KIB).to_string(), "128K", None);
+    lab.guest_write("holes", 0, &(MIB + 64 * KIB).to_string(), "64K", None);
+    lab.guest_write(
+        "holes",
+        0,
+        &(3 * MIB - 64 * KIB).to_string(),
+        "64K",
+        Some(12),
+    );
+    lab.guest_write("holes", 0, &(3 * MIB).to_string(), "1M", Some(13));
+    let source = lab.digest("holes", 0);
+
+    lab.sk(&["backup", "vm:holes"]).ok();
+    let before = lab.vddk_stats().len();
+    let out = lab
+        .sk(&["--json", "restore", "vm:holes", "--name", "holes-r"])
+        .ok()
+        .json();
+
+    assert_eq!(
+        lab.digest("holes-r", 0),
+        source,
+        "the restored disk is the source's"
+    );
+    let data = (MIB - 128 * KIB) + (MIB - 64 * KIB) + 64 * KIB + MIB;
+    assert_eq!(
+        out["disks"][0]["bytes_written"], data,
+        "only the data blocks count as written: {out}"
+    );
+    let stats = lab.vddk_stats();
+    let closes: Vec<&serde_json::Value> = stats[before..]
+        .iter()
+        .filter(|e| e["event"] == "close" && e["read_only"] == false)
+        .collect();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(
+        closes[0]["sectors_written"].as_u64().unwrap(),
+        data / SECTOR,
+        "the zero blocks inside stored chunks were written: {closes:?}"
+    );
+    // Chunk 0 in two runs, chunk 1 in two, chunk 2 in one, chunk 3 whole.
+    assert_eq!(closes[0]["write_calls"].as_u64().unwrap(), 6, "{closes:?}");
+    // And the restored thin disk did not allocate the holes.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(flat_file(&lab, "holes-r"))
+        .unwrap()
+        .blocks()
+        * SECTOR;
+    // (The file system may add a block of its own for the extent tree; the smallest hole is
+    // 64 KiB, and the holes 192 KiB together.)
+    assert!(
+        allocated < data + 64 * KIB,
+        "restored disk allocates {allocated} bytes for {data} bytes of data"
+    );
+}
