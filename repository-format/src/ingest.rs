@@ -19,7 +19,7 @@
 //! Memory: every chunk in flight is a slot, its buffer and the blob made of it
 //! ([`slot_bytes`]), and all slots come from one [`MemoryBudget`] shared by every ingest of the
 //! process, so concurrent disks and VMs share one limit instead of multiplying a per-disk one.
-//! An ingest takes [`IngestTuning::min_buffers`] slots (and its workers' compression scratch)
+//! An ingest takes [`IngestTuning::min_buffers`] slots (and its source's read-ahead buffers)
 //! in one step when it starts, waiting for them if needed, then more up to
 //! [`IngestTuning::buffers`] while the budget has room and nobody waits, and gives the extra
 //! back as they come free while another ingest waits. Alone, an ingest gets all its buffers,
@@ -112,19 +112,31 @@ pub fn slot_bytes(chunk_size: u32) -> u64 {
 const BLOB_SLACK: u64 = 4096;
 
 impl IngestTuning {
-    /// What the ingest takes from the memory budget when it starts: its minimum slots, and
-    /// per worker the compressor's output, which lives beside the slot's blob while the blob
-    /// is assembled.
-    pub fn min_bytes(&self, chunk_size: u32) -> u64 {
-        self.min_buffers.max(1) as u64 * slot_bytes(chunk_size)
-            + self.workers.max(1) as u64 * u64::from(chunk_size)
+    /// What the ingest's slot number `i` (from 0) costs: [`slot_bytes`], and for the first
+    /// `workers` slots a chunk more, the compressor's output beside the blob while a worker
+    /// assembles it (each worker compresses one slot's chunk at a time, so there are never
+    /// more of them than slots or workers).
+    pub fn slot_cost(&self, i: usize, chunk_size: u32) -> u64 {
+        let scratch = if i < self.workers.max(1) {
+            u64::from(chunk_size)
+        } else {
+            0
+        };
+        slot_bytes(chunk_size) + scratch
     }
 
-    /// The most the ingest takes from the memory budget: [`IngestTuning::min_bytes`] with
-    /// every buffer in flight.
+    /// What the ingest takes from the memory budget when it starts: its minimum slots.
+    pub fn min_bytes(&self, chunk_size: u32) -> u64 {
+        (0..self.min_buffers.max(1))
+            .map(|i| self.slot_cost(i, chunk_size))
+            .sum()
+    }
+
+    /// The most the ingest takes from the memory budget: every buffer in flight.
     pub fn max_bytes(&self, chunk_size: u32) -> u64 {
-        let extra = self.buffers.saturating_sub(self.min_buffers.max(1)) as u64;
-        self.min_bytes(chunk_size) + extra * slot_bytes(chunk_size)
+        (0..self.buffers.max(self.min_buffers.max(1)))
+            .map(|i| self.slot_cost(i, chunk_size))
+            .sum()
     }
 }
 
@@ -133,8 +145,8 @@ const BUFFER_BUDGET: u64 = 128 << 20;
 
 impl IngestTuning {
     /// Sizing for `chunk_size`: one worker per core (fewer for very large chunks), four writers (two for chunks of 8 MiB and
-    /// more), and as many buffers as keep everyone busy within 128 MiB; at least
-    /// `workers + 1` of them taken at the start. What it takes from the process's memory
+    /// more), and as many buffers as keep everyone busy within 128 MiB; two of them taken at
+    /// the start. What it takes from the process's memory
     /// budget is between [`IngestTuning::min_bytes`] and [`IngestTuning::max_bytes`].
     pub fn for_chunk_size(chunk_size: u32) -> Self {
         let workers = std::thread::available_parallelism()
@@ -150,9 +162,9 @@ impl IngestTuning {
             workers,
             writers,
             buffers: wanted.min(affordable).max(minimum),
-            // One buffer per worker and one being read: every worker can be busy while the
-            // next chunk is read, and many ingests fit in the budget at once.
-            min_buffers: workers + 1,
+            // One chunk being read and one being hashed and compressed keep an ingest moving;
+            // small, so that many ingests fit in the budget at once whatever the core count.
+            min_buffers: 2,
         }
     }
 }
@@ -266,8 +278,8 @@ struct ChunkSlots {
     paid: usize,
     min: usize,
     max: usize,
-    chunk_size: usize,
-    slot_bytes: u64,
+    chunk_size: u32,
+    tuning: IngestTuning,
 }
 
 impl ChunkSlots {
@@ -288,8 +300,8 @@ impl ChunkSlots {
             paid: min,
             min,
             max: tuning.buffers.max(min),
-            chunk_size: chunk_size as usize,
-            slot_bytes: slot_bytes(chunk_size),
+            chunk_size,
+            tuning: *tuning,
         }
     }
 
@@ -301,14 +313,17 @@ impl ChunkSlots {
         }
         if self.made == self.paid
             && self.paid < self.max
-            && self.reservation.try_grow(self.slot_bytes)
+            && self
+                .reservation
+                .try_grow(self.tuning.slot_cost(self.paid, self.chunk_size))
         {
             self.paid += 1;
         }
         if self.made < self.paid {
             self.made += 1;
-            // Capacity only: pages are touched (and resident) once a chunk is read into it.
-            return Some(Vec::with_capacity(self.chunk_size));
+            // A spare another ingest gave back, else capacity only: pages are touched (and
+            // resident) once a chunk is read into it.
+            return Some(self.reservation.budget().buffer(self.chunk_size as usize));
         }
         None
     }
@@ -317,12 +332,24 @@ impl ChunkSlots {
     /// another ingest waits for memory, freed and its share given back.
     fn give_back(&mut self, buf: Vec<u8>) {
         if self.paid > self.min && self.reservation.budget().has_waiters() {
-            drop(buf);
             self.made -= 1;
             self.paid -= 1;
-            self.reservation.shrink(self.slot_bytes);
+            self.reservation
+                .shrink(self.tuning.slot_cost(self.paid, self.chunk_size));
+            // The waiter may well take this very buffer.
+            self.reservation.budget().recycle(buf);
         } else {
             self.free.push(buf);
+        }
+    }
+}
+
+impl Drop for ChunkSlots {
+    fn drop(&mut self) {
+        // Give the share back first, so that the buffers fit as spares for the next ingest.
+        self.reservation.shrink(self.reservation.bytes());
+        for buf in self.free.drain(..) {
+            self.reservation.budget().recycle(buf);
         }
     }
 }

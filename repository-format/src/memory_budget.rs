@@ -17,15 +17,25 @@
 //! A minimum larger than the whole limit is granted once nothing else is held, so one ingest
 //! always runs, even under a limit set too small for it.
 //!
+//! The budget also keeps **spare buffers** ([`MemoryBudget::buffer`], [`MemoryBudget::recycle`]):
+//! a buffer an ingest no longer needs goes to the next ingest instead of back to the
+//! allocator. glibc's malloc keeps freed 1 MiB buffers in the arena of the thread that made
+//! them, and every disk's ingest runs on another thread, so freeing and allocating them anew
+//! per disk left far more resident than was held (measured: 280 MiB resident for 191 MiB held,
+//! docs/benchmarks.md). Spares count against the limit: what is held plus the spares never
+//! exceeds it, and spares are freed first when a taker needs the room.
+//!
 //! [`MemoryBudget::process`] is the process's budget, which the repository's ingests use
 //! unless given another ([`crate::Repository::set_memory_budget`]). Its limit starts at
 //! [`DEFAULT_MEMORY_BUDGET`]; [`MemoryBudget::set_limit`] changes it (the configuration's).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-/// The default limit: 192 MiB of chunks in flight, which leaves room under 256 MiB for the
-/// rest of a backup process (VDDK, read-ahead, TLS, indexes).
-pub const DEFAULT_MEMORY_BUDGET: u64 = 192 << 20;
+/// The default limit: 96 MiB of chunks in flight (buffers, their blobs, read-ahead). The
+/// rest of a backup process and what glibc's malloc keeps beside what is held took about
+/// 110 MiB more at eight disks in flight (docs/benchmarks.md, "Many VMs in one run"): this
+/// keeps the whole under 256 MiB. One VM's two disks still get every buffer they want.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 96 << 20;
 
 /// A limit on bytes held, shared between threads; see the [module documentation](self).
 #[derive(Debug)]
@@ -38,6 +48,9 @@ pub struct MemoryBudget {
 struct State {
     limit: u64,
     in_use: u64,
+    /// Buffers given back, for the next taker; their capacity counts in `spare_bytes`.
+    spares: Vec<Vec<u8>>,
+    spare_bytes: u64,
     high_water: u64,
     /// The next ticket handed to a [`MemoryBudget::reserve`] that has to wait.
     next_ticket: u64,
@@ -58,6 +71,11 @@ impl State {
     fn take(&mut self, bytes: u64) {
         self.in_use += bytes;
         self.high_water = self.high_water.max(self.in_use);
+        // Room for what is held comes before spares.
+        while self.in_use + self.spare_bytes > self.limit {
+            let Some(b) = self.spares.pop() else { break };
+            self.spare_bytes -= b.capacity() as u64;
+        }
     }
 }
 
@@ -68,6 +86,8 @@ impl MemoryBudget {
             state: Mutex::new(State {
                 limit,
                 in_use: 0,
+                spares: Vec::new(),
+                spare_bytes: 0,
                 high_water: 0,
                 next_ticket: 0,
                 serving: 0,
@@ -142,6 +162,37 @@ impl MemoryBudget {
             budget: self.clone(),
             bytes,
         }
+    }
+
+    /// An empty buffer with room for `capacity` bytes: a spare if one fits (not more than twice
+    /// as large), else a new one. Its memory is the caller's to pay for from a reservation.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut s = self.state();
+        let fits = |b: &Vec<u8>| b.capacity() >= capacity && b.capacity() / 2 <= capacity;
+        if let Some(i) = s.spares.iter().rposition(fits) {
+            let mut b = s.spares.swap_remove(i);
+            s.spare_bytes -= b.capacity() as u64;
+            b.clear();
+            return b;
+        }
+        drop(s);
+        Vec::with_capacity(capacity)
+    }
+
+    /// Keeps `buf` as a spare for [`MemoryBudget::buffer`] while what is held and the spares
+    /// fit under the limit; frees it otherwise.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let bytes = buf.capacity() as u64;
+        let mut s = self.state();
+        if bytes > 0 && s.in_use + s.spare_bytes + bytes <= s.limit {
+            s.spare_bytes += bytes;
+            s.spares.push(buf);
+        }
+    }
+
+    /// Bytes of spare buffers kept.
+    pub fn spare_bytes(&self) -> u64 {
+        self.state().spare_bytes
     }
 
     fn release(&self, bytes: u64) {
@@ -235,6 +286,31 @@ mod tests {
         r.shrink(10 * MIB);
         assert_eq!((r.bytes(), b.in_use()), (0, 0));
         assert_eq!(b.high_water(), 4 * MIB);
+    }
+
+    #[test]
+    fn spares_are_reused_and_never_push_past_the_limit() {
+        let b = MemoryBudget::new(4 * MIB);
+        let mut buf = b.buffer(MIB as usize);
+        buf.extend_from_slice(&[7u8; 100]);
+        let at = buf.as_ptr();
+        b.recycle(buf);
+        assert_eq!(b.spare_bytes(), MIB);
+        // The same allocation comes back, emptied; a much smaller request does not take it.
+        assert_eq!(b.buffer(1024).capacity(), 1024);
+        let again = b.buffer(MIB as usize);
+        assert_eq!((again.as_ptr(), again.len()), (at, 0));
+        assert_eq!(b.spare_bytes(), 0);
+        // Spares make room for what is held: held + spares stays under the limit.
+        b.recycle(again);
+        b.recycle(Vec::with_capacity(MIB as usize));
+        assert_eq!(b.spare_bytes(), 2 * MIB);
+        let r = b.reserve(3 * MIB);
+        assert_eq!(b.spare_bytes(), MIB);
+        b.recycle(Vec::with_capacity(MIB as usize));
+        assert_eq!(b.spare_bytes(), MIB, "no room for a second spare");
+        drop(r);
+        assert_eq!(b.in_use(), 0);
     }
 
     #[test]
