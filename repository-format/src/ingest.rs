@@ -1,5 +1,5 @@
 //! The ingest pipeline: read chunks on the caller's thread, hash / detect zeros / compress /
-//! store on worker threads, with a fixed number of chunk buffers in flight.
+//! store on worker threads, with a bounded number of chunk buffers in flight.
 //!
 //! ```text
 //!  caller thread            workers (one per core)              writers (4)
@@ -13,13 +13,21 @@
 //!
 //! New chunks go from the workers to a few writer threads (write, fsync, rename), so fsync
 //! latency overlaps with hashing and with other fsyncs. The folders holding them are fsynced
-//! once, before the generation commits ([`crate::storage::Backend::put_name_deferred`]). Memory is bounded by
-//! `buffers × chunk size` plus at most `workers + 2 × writers` compressed blobs, whatever the
-//! disk size. The source is only ever called from the caller's thread.
+//! once, before the generation commits ([`crate::storage::Backend::put_name_deferred`]). The
+//! source is only ever called from the caller's thread.
+//!
+//! Memory: every chunk in flight is a slot, its buffer and the blob made of it
+//! ([`slot_bytes`]), and all slots come from one [`MemoryBudget`] shared by every ingest of the
+//! process, so concurrent disks and VMs share one limit instead of multiplying a per-disk one.
+//! An ingest takes [`IngestTuning::min_buffers`] slots (and its source's read-ahead buffers)
+//! in one step when it starts, waiting for them if needed, then more up to
+//! [`IngestTuning::buffers`] while the budget has room and nobody waits, and gives the extra
+//! back as they come free while another ingest waits. Alone, an ingest gets all its buffers,
+//! whatever the disk size.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::blob::BlobKind;
 use crate::chunk_store::ChunkStore;
@@ -27,6 +35,7 @@ use crate::digest::{is_all_zero, ChunkDigest};
 use crate::error::{Error, Result, SourceError};
 use crate::fixed_index::FixedIndex;
 use crate::manifest::DiskStats;
+use crate::memory_budget::{MemoryBudget, Reservation};
 
 /// Where the bytes of a disk come from (a VDDK handle, a file, a test pattern).
 ///
@@ -52,6 +61,13 @@ pub trait DiskSource: Send {
 
     /// Size of the disk in bytes.
     fn capacity(&self) -> u64;
+
+    /// How many chunk-sized buffers the source holds of its own at most (reads ahead in
+    /// flight and done, a spare), which the ingest pays for from the memory budget beside its
+    /// own. Default 0: a source that reads into the caller's buffer.
+    fn buffers_held(&self) -> usize {
+        0
+    }
 }
 
 /// A byte range of a disk to read (allocated or changed area).
@@ -78,8 +94,50 @@ pub struct IngestTuning {
     /// Threads writing new chunks (write, fsync, rename). Several, so that fsync
     /// latency overlaps with hashing and compression and with other fsyncs.
     pub writers: usize,
-    /// Chunk buffers in flight (reading + queued + being processed + being written).
+    /// The most chunk buffers in flight (reading + queued + being processed + being
+    /// written), when the memory budget has room for them.
     pub buffers: usize,
+    /// Chunk buffers taken from the memory budget when the ingest starts (waiting for them if
+    /// needed): enough to keep it moving however many ingests share the budget.
+    pub min_buffers: usize,
+}
+
+/// What one chunk in flight may take from the memory budget: its buffer and the blob made of
+/// it (a blob is never larger than its chunk plus a header and, encrypted, a nonce and tag).
+pub fn slot_bytes(chunk_size: u32) -> u64 {
+    2 * u64::from(chunk_size) + BLOB_SLACK
+}
+
+/// Room for a blob's header, nonce and tag beyond its chunk.
+const BLOB_SLACK: u64 = 4096;
+
+impl IngestTuning {
+    /// What the ingest's slot number `i` (from 0) costs: [`slot_bytes`], and for the first
+    /// `workers` slots a chunk more, the compressor's output beside the blob while a worker
+    /// assembles it (each worker compresses one slot's chunk at a time, so there are never
+    /// more of them than slots or workers).
+    pub fn slot_cost(&self, i: usize, chunk_size: u32) -> u64 {
+        let scratch = if i < self.workers.max(1) {
+            u64::from(chunk_size)
+        } else {
+            0
+        };
+        slot_bytes(chunk_size) + scratch
+    }
+
+    /// What the ingest takes from the memory budget when it starts: its minimum slots.
+    pub fn min_bytes(&self, chunk_size: u32) -> u64 {
+        (0..self.min_buffers.max(1))
+            .map(|i| self.slot_cost(i, chunk_size))
+            .sum()
+    }
+
+    /// The most the ingest takes from the memory budget: every buffer in flight.
+    pub fn max_bytes(&self, chunk_size: u32) -> u64 {
+        (0..self.buffers.max(self.min_buffers.max(1)))
+            .map(|i| self.slot_cost(i, chunk_size))
+            .sum()
+    }
 }
 
 /// Memory the chunk buffers of one ingest may take (blobs being written come on top).
@@ -87,8 +145,9 @@ const BUFFER_BUDGET: u64 = 128 << 20;
 
 impl IngestTuning {
     /// Sizing for `chunk_size`: one worker per core (fewer for very large chunks), four writers (two for chunks of 8 MiB and
-    /// more), and as many buffers as keep everyone busy within a 128 MiB budget. Peak memory is
-    /// about `buffers × chunk size + (workers + 2 × writers) × chunk size` at most.
+    /// more), and as many buffers as keep everyone busy within 128 MiB; two of them taken at
+    /// the start. What it takes from the process's memory
+    /// budget is between [`IngestTuning::min_bytes`] and [`IngestTuning::max_bytes`].
     pub fn for_chunk_size(chunk_size: u32) -> Self {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -103,6 +162,9 @@ impl IngestTuning {
             workers,
             writers,
             buffers: wanted.min(affordable).max(minimum),
+            // One chunk being read and one being hashed and compressed keep an ingest moving;
+            // small, so that many ingests fit in the budget at once whatever the core count.
+            min_buffers: 2,
         }
     }
 }
@@ -195,19 +257,108 @@ struct Done {
     outcome: Result<Outcome>,
 }
 
-/// Ingests `areas` of `source` into `index` (whose other slots are left as they are).
-///
-/// `known` holds digests already stored or verified present in this generation; it is shared by
-/// the disks of one generation. `progress` is called on the caller's thread with the number of
-/// bytes just read.
 /// What an ingest needs besides the index, areas and source.
 pub(crate) struct IngestContext<'a> {
     pub store: &'a ChunkStore,
     pub disk_key: i32,
     pub known: &'a Mutex<HashSet<ChunkDigest>>,
     pub tuning: IngestTuning,
+    /// Where the chunk buffers' memory comes from (shared with every other ingest).
+    pub budget: &'a Arc<MemoryBudget>,
 }
 
+/// The chunk buffers of one ingest and the share of the memory budget that pays for them.
+struct ChunkSlots {
+    reservation: Reservation,
+    /// Buffers not in flight.
+    free: Vec<Vec<u8>>,
+    /// Buffers that exist (free or in flight); never more than `paid`.
+    made: usize,
+    /// Buffers the reservation pays for.
+    paid: usize,
+    min: usize,
+    max: usize,
+    chunk_size: u32,
+    tuning: IngestTuning,
+}
+
+impl ChunkSlots {
+    /// Takes the ingest's minimum from `budget`, and `source_buffers` chunks for the source's
+    /// own buffers, waiting for them if needed.
+    fn reserve(
+        budget: &Arc<MemoryBudget>,
+        tuning: &IngestTuning,
+        chunk_size: u32,
+        source_buffers: usize,
+    ) -> Self {
+        let min = tuning.min_buffers.max(1);
+        let source = source_buffers as u64 * u64::from(chunk_size);
+        Self {
+            reservation: budget.reserve(tuning.min_bytes(chunk_size) + source),
+            free: Vec::new(),
+            made: 0,
+            paid: min,
+            min,
+            max: tuning.buffers.max(min),
+            chunk_size,
+            tuning: *tuning,
+        }
+    }
+
+    /// A buffer to read into: a free one, a new one the reservation already pays for, or one
+    /// more if the budget has room and nobody waits; `None` means wait for one to come back.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        if let Some(b) = self.free.pop() {
+            return Some(b);
+        }
+        if self.made == self.paid
+            && self.paid < self.max
+            && self
+                .reservation
+                .try_grow(self.tuning.slot_cost(self.paid, self.chunk_size))
+        {
+            self.paid += 1;
+        }
+        if self.made < self.paid {
+            self.made += 1;
+            // A spare another ingest gave back, else capacity only: pages are touched (and
+            // resident) once a chunk is read into it.
+            return Some(self.reservation.budget().buffer(self.chunk_size as usize));
+        }
+        None
+    }
+
+    /// A buffer back from the pipeline: kept for the next read, or, beyond the minimum while
+    /// another ingest waits for memory, freed and its share given back.
+    fn give_back(&mut self, buf: Vec<u8>) {
+        if self.paid > self.min && self.reservation.budget().has_waiters() {
+            self.made -= 1;
+            self.paid -= 1;
+            self.reservation
+                .shrink(self.tuning.slot_cost(self.paid, self.chunk_size));
+            // The waiter may well take this very buffer.
+            self.reservation.budget().recycle(buf);
+        } else {
+            self.free.push(buf);
+        }
+    }
+}
+
+impl Drop for ChunkSlots {
+    fn drop(&mut self) {
+        // Give the share back first, so that the buffers fit as spares for the next ingest.
+        self.reservation.shrink(self.reservation.bytes());
+        for buf in self.free.drain(..) {
+            self.reservation.budget().recycle(buf);
+        }
+    }
+}
+
+/// Ingests `areas` of `source` into `index` (whose other slots are left as they are).
+///
+/// `known` holds digests already stored or verified present in this generation; it is shared by
+/// the disks of one generation. `progress` is called on the caller's thread with the number of
+/// bytes just read.
 pub(crate) fn ingest(
     ctx: &IngestContext<'_>,
     index: &mut FixedIndex,
@@ -220,6 +371,7 @@ pub(crate) fn ingest(
         disk_key,
         known,
         tuning,
+        budget,
     } = *ctx;
     let capacity = index.size();
     let ranges = chunk_ranges(areas, capacity, index.chunk_size())?;
@@ -306,21 +458,23 @@ pub(crate) fn ingest(
         drop(work_rx);
         drop(done_tx);
 
-        let mut free: Vec<Vec<u8>> = (0..buffers)
-            .map(|_| Vec::with_capacity(chunk_size))
-            .collect();
+        // Taken after the threads start and before the first read: waiting here holds nothing
+        // another ingest needs.
+        let tuning = IngestTuning { buffers, ..tuning };
+        let mut slots =
+            ChunkSlots::reserve(budget, &tuning, chunk_size as u32, source.buffers_held());
         let mut in_flight = 0usize;
         let mut first_error: Option<Error> = None;
         'read: for &(first, end) in &ranges {
             for slot in first..end {
                 let mut buf = loop {
-                    if let Some(b) = free.pop() {
+                    if let Some(b) = slots.take() {
                         break b;
                     }
                     match done_rx.recv() {
                         Ok(d) => {
                             in_flight -= 1;
-                            record(d, index, &mut stats, &mut free, &mut first_error);
+                            record(d, index, &mut stats, &mut slots, &mut first_error);
                         }
                         Err(_) => {
                             first_error.get_or_insert(Error::Worker("all workers stopped".into()));
@@ -329,7 +483,7 @@ pub(crate) fn ingest(
                     }
                 };
                 if first_error.is_some() {
-                    free.push(buf);
+                    slots.give_back(buf);
                     break 'read;
                 }
                 let slot = slot as usize;
@@ -341,7 +495,7 @@ pub(crate) fn ingest(
                         offset,
                         source,
                     });
-                    free.push(buf);
+                    slots.give_back(buf);
                     break 'read;
                 }
                 if buf.len() != len {
@@ -353,7 +507,7 @@ pub(crate) fn ingest(
                             buf.len()
                         )),
                     });
-                    free.push(buf);
+                    slots.give_back(buf);
                     break 'read;
                 }
                 stats.read_bytes += len as u64;
@@ -371,7 +525,7 @@ pub(crate) fn ingest(
             match done_rx.recv() {
                 Ok(d) => {
                     in_flight -= 1;
-                    record(d, index, &mut stats, &mut free, &mut first_error);
+                    record(d, index, &mut stats, &mut slots, &mut first_error);
                 }
                 Err(_) => break,
             }
@@ -394,11 +548,11 @@ fn record(
     d: Done,
     index: &mut FixedIndex,
     stats: &mut DiskStats,
-    free: &mut Vec<Vec<u8>>,
+    slots: &mut ChunkSlots,
     first_error: &mut Option<Error>,
 ) {
     let len = d.buf.len() as u64;
-    free.push(d.buf);
+    slots.give_back(d.buf);
     match d.outcome {
         Ok(Outcome::Zero) => {
             index.set(d.slot, None);
@@ -518,6 +672,7 @@ mod tuning_tests {
             let cs = 1u32 << shift;
             let t = IngestTuning::for_chunk_size(cs);
             assert!(t.buffers > t.workers + t.writers, "{t:?}");
+            assert!(t.min_buffers >= 1 && t.min_buffers <= t.buffers, "{t:?}");
             let worst = (t.buffers + t.workers + 2 * t.writers) as u64 * cs as u64;
             if cs >= 1 << 20 {
                 assert!(
@@ -526,6 +681,74 @@ mod tuning_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod slots_tests {
+    use super::*;
+
+    const CS: u32 = 1 << 20;
+
+    fn tuning(min: usize, max: usize) -> IngestTuning {
+        IngestTuning {
+            workers: 2,
+            writers: 2,
+            buffers: max,
+            min_buffers: min,
+        }
+    }
+
+    #[test]
+    fn an_ingest_grows_to_its_buffers_when_the_budget_has_room() {
+        let budget = MemoryBudget::new(1 << 30);
+        let t = tuning(3, 8);
+        let mut slots = ChunkSlots::reserve(&budget, &t, CS, 0);
+        assert_eq!(budget.in_use(), t.min_bytes(CS));
+        let taken: Vec<_> = std::iter::from_fn(|| slots.take()).collect();
+        assert_eq!(taken.len(), 8);
+        assert_eq!(budget.in_use(), t.max_bytes(CS));
+        for b in taken {
+            slots.give_back(b);
+        }
+        // Nobody waits: the buffers stay for the next reads.
+        assert_eq!(budget.in_use(), t.max_bytes(CS));
+        drop(slots);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn an_ingest_stops_growing_at_the_limit() {
+        let t = tuning(3, 8);
+        let budget = MemoryBudget::new(t.min_bytes(CS) + 2 * slot_bytes(CS));
+        let mut slots = ChunkSlots::reserve(&budget, &t, CS, 0);
+        let taken: Vec<_> = std::iter::from_fn(|| slots.take()).collect();
+        assert_eq!(taken.len(), 5);
+        assert!(budget.in_use() <= budget.limit());
+    }
+
+    #[test]
+    fn extra_buffers_go_back_while_another_ingest_waits() {
+        let t = tuning(2, 6);
+        let budget = MemoryBudget::new(t.max_bytes(CS));
+        let mut slots = ChunkSlots::reserve(&budget, &t, CS, 0);
+        let taken: Vec<_> = std::iter::from_fn(|| slots.take()).collect();
+        assert_eq!(taken.len(), 6);
+        let other = budget.clone();
+        // The waiter needs every extra buffer back.
+        let wanted = t.max_bytes(CS) - t.min_bytes(CS);
+        let waiter = std::thread::spawn(move || other.reserve(wanted).bytes());
+        while !budget.has_waiters() {
+            std::thread::yield_now();
+        }
+        // Returned buffers beyond the minimum are freed until the waiter fits.
+        for b in taken {
+            slots.give_back(b);
+        }
+        assert_eq!(waiter.join().unwrap(), wanted);
+        assert_eq!(slots.paid, 2);
+        // The minimum stays: the ingest keeps going with its own buffers.
+        assert!(slots.take().is_some() && slots.take().is_some());
     }
 }
 

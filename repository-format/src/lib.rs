@@ -85,6 +85,7 @@ pub mod key_file;
 mod keys;
 pub mod lock;
 pub mod manifest;
+pub mod memory_budget;
 pub mod object_lock;
 pub mod prune;
 pub mod reader;
@@ -119,6 +120,7 @@ pub use manifest::{
     BackupMode, DiskDescriptor, DiskRecord, DiskStats, GenerationStats, GenerationStatus, Manifest,
     Provisioning,
 };
+pub use memory_budget::{MemoryBudget, Reservation, DEFAULT_MEMORY_BUDGET};
 pub use object_lock::RefreshReport;
 pub use prune::{GenerationDecision, PruneReport, RetentionPolicy, TargetPrunePlan};
 pub use reader::{ChunkStream, DiskChunk, DiskReader};

@@ -36,6 +36,9 @@ pub struct Repository {
     lock_settings: LockSettings,
     /// Chunk uploads in flight per disk ingest (object stores; local writes use 4).
     upload_concurrency: usize,
+    /// The budget this handle's ingests draw their chunk buffers from (the process's unless
+    /// set otherwise).
+    memory_budget: Arc<crate::memory_budget::MemoryBudget>,
     config: Config,
     codec: Codec,
     store: ChunkStore,
@@ -460,6 +463,7 @@ impl Repository {
             location,
             lock_settings: LockSettings::default(),
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            memory_budget: crate::memory_budget::MemoryBudget::process().clone(),
             config,
             codec,
             store,
@@ -514,6 +518,17 @@ impl Repository {
     /// (default [`DEFAULT_UPLOAD_CONCURRENCY`]); memory grows by one chunk per upload.
     pub fn set_upload_concurrency(&mut self, n: usize) {
         self.upload_concurrency = n.clamp(1, 256);
+    }
+
+    /// Makes this handle's ingests (and those of its clones made afterwards) draw their chunk
+    /// buffers from `budget` instead of the process's [`crate::MemoryBudget::process`].
+    pub fn set_memory_budget(&mut self, budget: Arc<crate::memory_budget::MemoryBudget>) {
+        self.memory_budget = budget;
+    }
+
+    /// The budget this handle's ingests draw their chunk buffers from.
+    pub fn memory_budget(&self) -> &Arc<crate::memory_budget::MemoryBudget> {
+        &self.memory_budget
     }
 
     /// The writer threads an ingest uses: 4 for a local folder (fsync latency), the upload

@@ -412,6 +412,7 @@ impl GenerationWriter {
             disk_key: disk.key,
             known: &self.known,
             tuning: self.tuning,
+            budget: self.repo.memory_budget(),
         };
         // An incremental inherits every chunk outside `areas` from its base without reading it.
         // A chunk of the base that is no longer in the repository (quarantined by `check

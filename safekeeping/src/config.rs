@@ -75,6 +75,9 @@ pub struct Config {
     /// Where to report runs (`[notify]`).
     #[serde(default)]
     pub notify: Option<crate::notify::NotifyConfig>,
+    /// Resource limits of a run (`[performance]`).
+    #[serde(default)]
+    pub performance: Performance,
     /// The name of the repository in [`Config::repository`] when it came from
     /// `[repositories.NAME]`; `None` for `[repository]`.
     #[serde(skip)]
@@ -261,6 +264,39 @@ impl Default for Defaults {
             compression_level: default_compression(),
             quiesce_timeout_seconds: None,
         }
+    }
+}
+
+/// `[performance]`: what a run may use of the machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Performance {
+    /// Memory for chunks in flight (read, being hashed and compressed, being written), in MiB,
+    /// shared by every disk a run backs up at once (default 96, at least 16). Each disk
+    /// being read is guaranteed a few chunks; beyond that, disks share what is left.
+    #[serde(default = "default_chunk_memory_mib")]
+    pub chunk_memory_mib: u64,
+}
+
+/// The smallest `[performance] chunk_memory_mib`: a few disks' minimums at 1 MiB chunks.
+pub const MIN_CHUNK_MEMORY_MIB: u64 = 16;
+
+fn default_chunk_memory_mib() -> u64 {
+    repository_format::DEFAULT_MEMORY_BUDGET >> 20
+}
+
+impl Default for Performance {
+    fn default() -> Self {
+        Performance {
+            chunk_memory_mib: default_chunk_memory_mib(),
+        }
+    }
+}
+
+impl Performance {
+    /// The chunk memory limit in bytes.
+    pub fn chunk_memory_bytes(&self) -> u64 {
+        self.chunk_memory_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -778,6 +814,12 @@ impl Config {
             return Err(invalid(
                 "defaults.quiesce_timeout_seconds must be at least 1".into(),
             ));
+        }
+        if !(MIN_CHUNK_MEMORY_MIB..=1 << 20).contains(&self.performance.chunk_memory_mib) {
+            return Err(invalid(format!(
+                "performance.chunk_memory_mib {} is outside {MIN_CHUNK_MEMORY_MIB}..=1048576",
+                self.performance.chunk_memory_mib
+            )));
         }
         if !(-7..=22).contains(&self.defaults.compression_level) {
             return Err(invalid(format!(
@@ -1335,5 +1377,36 @@ path = "repo"
             parse_thumbprint(&plus).is_none(),
             "a sign is not a hex digit"
         );
+    }
+
+    #[test]
+    fn chunk_memory_defaults_to_the_library_budget_and_is_bounded() {
+        let c = Config::parse(&sample(""), Path::new("c.toml")).unwrap();
+        assert_eq!(
+            c.performance.chunk_memory_bytes(),
+            repository_format::DEFAULT_MEMORY_BUDGET
+        );
+        let c = Config::parse(
+            &sample("[performance]\nchunk_memory_mib = 96\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.performance.chunk_memory_bytes(), 96 << 20);
+        for bad in ["chunk_memory_mib = 4", "chunk_memory_mib = 99999999"] {
+            let e = Config::parse(
+                &sample(&format!("[performance]\n{bad}\n")),
+                Path::new("c.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("performance.chunk_memory_mib"), "{bad}: {e}");
+        }
+        let e = Config::parse(
+            &sample("[performance]\nchunk_memory = 96\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("chunk_memory"), "{e}");
     }
 }

@@ -261,6 +261,17 @@ pub struct BackupRun {
     pub targets: Vec<TargetResult>,
     /// Targets the selection left out, with why.
     pub skipped: Vec<Skipped>,
+    /// What the run's chunks in flight took of its memory budget.
+    pub chunk_memory: ChunkMemory,
+}
+
+/// The chunk memory of a run (`[performance] chunk_memory_mib`), shared by all its disks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ChunkMemory {
+    /// The most the run's chunks in flight (buffers and blobs) held at once, in bytes.
+    pub peak_bytes: u64,
+    /// The limit, in bytes.
+    pub limit_bytes: u64,
 }
 
 /// Runs a backup of every selected target.
@@ -271,6 +282,11 @@ pub struct BackupRun {
 pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) -> Result<BackupRun> {
     let c = config.clone();
     let repo = blocking(move || crate::repo::open(&c)).await?;
+    // Every disk of the run, whatever its VM, draws its chunks in flight from this one budget
+    // (the process's), so `--parallel` and `max_vddk_connections` no longer multiply memory.
+    let chunk_memory = repo.memory_budget().clone();
+    chunk_memory.set_limit(config.performance.chunk_memory_bytes());
+    chunk_memory.reset_high_water();
     let r = repo.clone();
     let wait = options.lock_wait;
     let lock = blocking(move || {
@@ -345,10 +361,20 @@ pub async fn run(config: Arc<Config>, options: BackupOptions, cancel: Cancel) ->
     });
     let targets: Vec<TargetResult> = futures_util::future::join_all(runs).await;
     overall.finish();
+    let chunk_memory = ChunkMemory {
+        peak_bytes: chunk_memory.high_water(),
+        limit_bytes: chunk_memory.limit(),
+    };
+    tracing::info!(
+        "chunks in flight held at most {} MiB of the run's {} MiB ([performance] chunk_memory_mib)",
+        chunk_memory.peak_bytes >> 20,
+        chunk_memory.limit_bytes >> 20
+    );
     vc.logout().await;
     Ok(BackupRun {
         targets,
         skipped: selection.skipped,
+        chunk_memory,
     })
 }
 

@@ -55,8 +55,9 @@ impl VddkSource {
     }
 
     fn submit_ahead(&mut self) -> Result<(), SourceError> {
-        // After a stop request nothing new is asked of VDDK; the next read is refused.
-        while self.in_flight < self.depth && !self.cancel.is_cancelled() {
+        // After a stop request nothing new is asked of VDDK; the next read is refused. Reads
+        // done out of order count too: the source never holds more than `depth` reads.
+        while self.in_flight + self.ready.len() < self.depth && !self.cancel.is_cancelled() {
             let Some((offset, len)) = self.plan.pop_front() else {
                 break;
             };
@@ -141,6 +142,15 @@ impl VddkSource {
 }
 
 impl DiskSource for VddkSource {
+    fn buffers_held(&self) -> usize {
+        // `depth` reads in flight or done, and the caller's buffer kept for the next read.
+        if self.depth == 0 {
+            0
+        } else {
+            self.depth + 1
+        }
+    }
+
     fn read_owned(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), SourceError> {
         self.check_read(offset, buf.len())?;
         if self.depth == 0 {
