@@ -159,6 +159,60 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// Folders fsynced at once by [`Backend::sync_names`]. Each folder fsync waits for the
+/// device's cache flush even when the folder's entries are already in the journal (about
+/// 1 ms on the benchmark machine's disk): one after another, the 1,300 prefix folders of a
+/// 1.3 GiB full backup took 1-4 s of its commit. Concurrent flushes are merged by the block
+/// layer, so a few threads make it several times shorter; the fsyncs are the same ones.
+const SYNC_THREADS: usize = 16;
+
+/// `dirs` grouped by depth, deepest group first: every folder of a group is synced before
+/// any folder of the next, so a new folder is durable before the entry naming it in its
+/// parent.
+fn deepest_first(dirs: &BTreeSet<PathBuf>) -> Vec<Vec<PathBuf>> {
+    let mut levels: std::collections::BTreeMap<usize, Vec<PathBuf>> = Default::default();
+    for d in dirs {
+        levels
+            .entry(d.components().count())
+            .or_default()
+            .push(d.clone());
+    }
+    levels.into_values().rev().collect()
+}
+
+/// fsyncs `dirs` on up to [`SYNC_THREADS`] threads; returns the folders that failed with
+/// their errors (a folder removed meanwhile, by gc of an emptied prefix, holds nothing of
+/// ours and is not a failure).
+fn sync_dirs_concurrently(dirs: &[PathBuf]) -> Vec<(PathBuf, io::Error)> {
+    let per_thread = dirs.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = dirs
+            .chunks(per_thread)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|d| match sync_dir(d) {
+                            Err(e) if e.kind() != ErrorKind::NotFound => Some((d.clone(), e)),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(dirs.chunks(per_thread))
+            .flat_map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|d| (d.clone(), io::Error::other("folder sync thread panicked")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
 /// Test hooks between the steps of [`sweep_file`].
 #[derive(Default)]
 pub(crate) struct SweepHooks<'a> {
@@ -278,14 +332,14 @@ impl Backend for LocalBackend {
         // or found by another thread of this process) are durable, rather than finding the set
         // already emptied by us.
         let mut pending = self.pending();
-        // Deepest first, so a new folder is durable before the entry naming it in its parent.
-        while let Some(dir) = pending.pop_last() {
-            if let Err(e) = sync_dir(&dir) {
-                if e.kind() == ErrorKind::NotFound {
-                    // Removed since (gc of an emptied folder): nothing of ours is in it.
-                    continue;
+        for level in deepest_first(&pending) {
+            let failures = sync_dirs_concurrently(&level);
+            for dir in &level {
+                if !failures.iter().any(|(d, _)| d == dir) {
+                    pending.remove(dir);
                 }
-                pending.insert(dir);
+            }
+            if let Some((_, e)) = failures.into_iter().next() {
                 return Err(e);
             }
         }
@@ -526,6 +580,55 @@ mod tests {
         fs::remove_dir_all(root.join("chunks/ef56")).unwrap();
         b.sync_names().unwrap();
         assert!(b.pending().is_empty());
+    }
+
+    #[test]
+    fn names_are_synced_deepest_folders_first() {
+        let dirs: BTreeSet<PathBuf> = [
+            "/r/chunks",
+            "/r/chunks/ab12",
+            "/r/targets/t/gen-000001",
+            "/r/chunks/ffff",
+            "/r",
+            "/r/targets/t",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        let levels = deepest_first(&dirs);
+        let depth = |level: &Vec<PathBuf>| level[0].components().count();
+        assert_eq!(
+            levels.iter().map(depth).collect::<Vec<_>>(),
+            [5, 4, 3, 2],
+            "{levels:?}"
+        );
+        assert_eq!(levels[1].len(), 3, "{levels:?}");
+        assert_eq!(levels.iter().map(Vec::len).sum::<usize>(), dirs.len());
+    }
+
+    #[test]
+    fn many_pending_folders_are_all_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("r"));
+        for i in 0..100u32 {
+            b.put_name_deferred(&format!("chunks/{i:04x}/{i:04x}aa"), b"c")
+                .unwrap();
+        }
+        // 100 prefix folders, `chunks/` and the root (new entries), and the root's parent.
+        assert_eq!(b.pending().len(), 103);
+        b.sync_names().unwrap();
+        assert!(b.pending().is_empty());
+        // A folder that cannot be opened (a file is in the way: ENOTDIR) stays pending and
+        // is the error; the others of its level are synced and leave the set.
+        let root = dir.path().join("r");
+        let bad = root.join("chunks/0001/0001aa/sub");
+        b.pending().insert(bad.clone());
+        let good = root.join("chunks/0002/d1/d2");
+        fs::create_dir_all(&good).unwrap();
+        b.pending().insert(good);
+        let e = b.sync_names().unwrap_err();
+        assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert_eq!(b.pending().iter().cloned().collect::<Vec<_>>(), [bad]);
     }
 
     #[test]
