@@ -91,6 +91,22 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
     // Before the first snapshot: blocks 1-2 and 48.
     lab.write("w01", 0, 100_000, 70_000, 1);
     lab.write("w01", 0, 3 << 20, 10, 9);
+    // Block 10 written with zeros: allocated, but "*" leaves out what holds no data.
+    let zeros = |offset: u64| {
+        lab.run(&[
+            "guest-write",
+            "--vm",
+            "w01",
+            "--disk",
+            "0",
+            "--offset",
+            &offset.to_string(),
+            "--len",
+            &K64.to_string(),
+            "--zero",
+        ])
+    };
+    zeros(10 * K64);
     let frozen_digest = lab.digest("w01", 0);
     let s1 = snapshot(&s, &vm, "safekeeping-1");
     let (s1_file, s1_change) = snapshot_disk(&s, &s1);
@@ -135,6 +151,11 @@ fn snapshots_freeze_data_and_cbt_reports_the_written_areas() {
     let (len, since) = areas(query(&s, &vm, &s2, key, 0, &s1_change));
     assert_eq!(len, 4 << 20);
     assert_eq!(since, vec![(K64, K64), (32 * K64, K64)]);
+    // "*" through the chain (base and delta): the blocks holding data in either, not the
+    // zeroed block 10; block 1's data starts past its first 4 KiB (the lab reads on to find it).
+    let (len, all) = areas(query(&s, &vm, &s2, key, 0, "*"));
+    assert_eq!(len, 4 << 20);
+    assert_eq!(all, vec![(K64, 2 * K64), (32 * K64, K64), (48 * K64, K64)]);
     // startOffset is respected, mid-block too.
     let (len, tail) = areas(query(&s, &vm, &s2, key, K64 + 100, &s1_change));
     assert_eq!(len, (4 << 20) - K64 - 100);

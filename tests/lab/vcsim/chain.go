@@ -365,25 +365,69 @@ func (c *diskChain) allocatedRuns() ([][2]int64, error) {
 }
 
 // nonZeroGrains lists the 64 KiB blocks of the chain's content that are not all zero.
+//
+// vCenter answers a "*" query from the disk's allocation metadata without reading data; the
+// lab keeps its stricter answer (allocated and not all zero) but reads only what it takes to
+// know: the owners of a run's grains are looked up once per batch (not once per grain), then
+// each grain's first file system block is read from its owner, and the rest of the grain only
+// when that block is zero. A guest's data grain almost always shows data in its first block,
+// so a 1.3 GB disk costs a few MB of reads instead of all of them (which took 1-4 s of every
+// full backup's wall time in the benchmark).
 func (c *diskChain) nonZeroGrains() ([]int64, error) {
 	runs, err := c.allocatedRuns()
 	if err != nil {
 		return nil, err
 	}
+	const batch = 4096
 	var out []int64
 	buf := make([]byte, grainSize)
 	for _, r := range runs {
-		for g := r[0]; g < r[1]; g++ {
-			n := minInt64(grainSize, c.capacity-g*grainSize)
-			if err := c.ReadAt(buf[:n], g*grainSize); err != nil {
+		for g0 := r[0]; g0 < r[1]; g0 += batch {
+			n := minInt64(batch, r[1]-g0)
+			own, err := c.owners(g0, n, 0)
+			if err != nil {
 				return nil, err
 			}
-			if !allZero(buf[:n]) {
-				out = append(out, g)
+			for i := int64(0); i < n; i++ {
+				g := g0 + i
+				size := minInt64(grainSize, c.capacity-g*grainSize)
+				layer := c.layers[own[i]]
+				nonZero, err := grainHasData(buf[:size], func(p []byte, off int64) error {
+					return layer.readRaw(p, g*grainSize+off)
+				})
+				if err != nil {
+					return nil, err
+				}
+				if nonZero {
+					out = append(out, g)
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// probeSize is the part of a grain read first by grainHasData: one file system block.
+const probeSize = 4096
+
+// grainHasData tells whether a grain of len(buf) bytes holds a non-zero byte, reading its
+// first probeSize bytes first and the rest only when those are all zero (read(p, off) fills
+// p with the grain's bytes from off).
+func grainHasData(buf []byte, read func(p []byte, off int64) error) (bool, error) {
+	k := minInt64(probeSize, int64(len(buf)))
+	if err := read(buf[:k], 0); err != nil {
+		return false, err
+	}
+	if !allZero(buf[:k]) {
+		return true, nil
+	}
+	if int64(len(buf)) == k {
+		return false, nil
+	}
+	if err := read(buf[k:], k); err != nil {
+		return false, err
+	}
+	return !allZero(buf[k:]), nil
 }
 
 // hashTo feeds the chain's whole content to w; grains no layer holds are zeros, not read.
