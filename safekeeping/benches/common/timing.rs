@@ -13,6 +13,7 @@ pub fn run(cmd: &mut Command) -> BoxResult<(f64, String)> {
     let t = Instant::now();
     let out = cmd.output()?;
     let secs = t.elapsed().as_secs_f64();
+    keep_log(cmd, secs, &out.stderr);
     if !out.status.success() {
         return Err(format!(
             "{:?} failed: {}{}",
@@ -90,6 +91,24 @@ pub struct Measured {
     pub peak_rss: u64,
 }
 
+/// With `SAFEKEEPING_BENCH_LOG=FILE`, appends each measured step's command line, wall time and
+/// standard error to FILE: run the bench with `RUST_LOG=debug` to see where a step's time went
+/// (the step's own log lines carry their timestamps).
+fn keep_log(cmd: &Command, secs: f64, stderr: &[u8]) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("SAFEKEEPING_BENCH_LOG") else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "=== {cmd:?} ({secs:.3} s)");
+        let _ = f.write_all(stderr);
+    }
+}
+
 /// Runs `cmd` like [`run`], also sampling its peak RSS from `/proc/PID/status`.
 pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
     use std::io::Read;
@@ -130,6 +149,7 @@ pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
     let secs = t.elapsed().as_secs_f64();
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
+    keep_log(cmd, secs, &stderr);
     if !status.success() {
         return Err(format!(
             "{:?} failed: {}{}",

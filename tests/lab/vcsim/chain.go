@@ -550,6 +550,13 @@ func mergeDelta(childLocal string) (string, error) {
 	grains := (child.capacity + grainSize - 1) / grainSize
 	buf := make([]byte, 4<<20)
 	for g := int64(0); g < grains; {
+		// A clear bitmap byte is 8 grains with nothing to merge: skipped whole, so the walk
+		// costs the bitmap's bytes, not the disk's grains (268 M of them for 16 TiB, which
+		// one by one made every RemoveSnapshot of a 16 TiB disk take about 0.4 s).
+		if g%8 == 0 && mapBuf[g/8] == 0 {
+			g += 8
+			continue
+		}
 		if mapBuf[g/8]&(1<<(uint(g)%8)) == 0 {
 			g++
 			continue
