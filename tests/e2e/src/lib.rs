@@ -122,6 +122,20 @@ impl Lab {
         self.dir.path()
     }
 
+    /// The flat extent of the only disk of VM `vm` (its folder is named after it), where the
+    /// lab keeps the disk's bytes.
+    pub fn flat_file(&self, vm: &str) -> PathBuf {
+        let found: Vec<PathBuf> = files_under(&self.dir().join("datastores"))
+            .into_iter()
+            .filter(|p| {
+                p.parent().and_then(|d| d.file_name()) == Some(vm.as_ref())
+                    && p.to_string_lossy().ends_with("-flat.vmdk")
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "flat files of {vm}: {found:?}");
+        found.into_iter().next().unwrap()
+    }
+
     /// The lab's safekeeping configuration file.
     pub fn config(&self) -> PathBuf {
         self.dir().join("safekeeping.toml")
@@ -450,6 +464,22 @@ pub fn guest_bytes(seed: u64, len: usize) -> Vec<u8> {
         counter += 1;
     }
     out.truncate(len);
+    out
+}
+
+/// Every file below `dir` (not following symlinks to folders).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
     out
 }
 

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use safekeeping_e2e::{binary, guest_bytes, Lab};
+use safekeeping_e2e::{binary, files_under, guest_bytes, Lab};
 
 const MIB: u64 = 1 << 20;
 /// 16 TiB less 64 MiB, in MiB (see the module comment).
@@ -53,35 +53,6 @@ fn sk_measured(lab: &Lab, args: &[&str]) -> (String, u64) {
     (stdout, kib)
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// The flat extent of the only disk of VM `vm` (its folder is named after it).
-fn flat_file(lab: &Lab, vm: &str) -> PathBuf {
-    let found: Vec<PathBuf> = files(&lab.dir().join("datastores"))
-        .into_iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some(vm.as_ref())
-                && p.to_string_lossy().ends_with("-flat.vmdk")
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "flat files of {vm}: {found:?}");
-    found.into_iter().next().unwrap()
-}
-
 fn read_region(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path).unwrap();
@@ -102,7 +73,7 @@ fn a_16_tib_disk_with_little_written_backs_up_and_restores_in_bounded_memory() {
     lab.sk(&["repo", "init"]).ok();
     let capacity = format!("{CAPACITY_MIB}M");
     lab.create_vm("big", &[&capacity], &[]);
-    let flat = flat_file(&lab, "big");
+    let flat = lab.flat_file("big");
     assert_eq!(
         std::fs::metadata(&flat).unwrap().len(),
         CAPACITY_MIB * MIB,
@@ -145,7 +116,7 @@ fn a_16_tib_disk_with_little_written_backs_up_and_restores_in_bounded_memory() {
     );
 
     // The indexes: 16 MiB per GiB written is the budget; 65 chunks need a few KiB.
-    let indexes: Vec<PathBuf> = files(lab.dir())
+    let indexes: Vec<PathBuf> = files_under(lab.dir())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "fidx"))
         .collect();
@@ -162,7 +133,7 @@ fn a_16_tib_disk_with_little_written_backs_up_and_restores_in_bounded_memory() {
         restore_rss <= RSS_LIMIT_KIB,
         "restore peak RSS {restore_rss} KiB"
     );
-    let restored = flat_file(&lab, "big-r");
+    let restored = lab.flat_file("big-r");
     assert_eq!(
         std::fs::metadata(&restored).unwrap().len(),
         CAPACITY_MIB * MIB

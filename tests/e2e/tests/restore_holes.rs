@@ -3,42 +3,11 @@
 //! restored disk must still hold exactly the source's bytes, and the fake VDDK's counters show
 //! that only the data blocks were written (and that a chunk without holes went out whole).
 
-use std::path::{Path, PathBuf};
-
 use safekeeping_e2e::Lab;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const SECTOR: u64 = 512;
-
-/// Every file below `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
-/// The flat extent of the only disk of VM `vm` (its folder is named after it).
-fn flat_file(lab: &Lab, vm: &str) -> PathBuf {
-    let found: Vec<PathBuf> = files(&lab.dir().join("datastores"))
-        .into_iter()
-        .filter(|p| {
-            p.parent().and_then(|d| d.file_name()) == Some(vm.as_ref())
-                && p.to_string_lossy().ends_with("-flat.vmdk")
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "flat files of {vm}: {found:?}");
-    found.into_iter().next().unwrap()
-}
 
 #[test]
 fn zero_blocks_inside_stored_chunks_are_not_written() {
@@ -93,7 +62,7 @@ fn zero_blocks_inside_stored_chunks_are_not_written() {
     assert_eq!(closes[0]["write_calls"].as_u64().unwrap(), 6, "{closes:?}");
     // And the restored thin disk did not allocate the holes.
     use std::os::unix::fs::MetadataExt;
-    let allocated = std::fs::metadata(flat_file(&lab, "holes-r"))
+    let allocated = std::fs::metadata(lab.flat_file("holes-r"))
         .unwrap()
         .blocks()
         * SECTOR;
