@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use repository_format::digest::is_all_zero;
 use vddk::{Disk, SECTOR_SIZE};
 
 use crate::cancel::Cancel;
@@ -23,7 +24,7 @@ pub const HOLE_BLOCK: usize = 64 * 1024;
 pub fn data_runs(data: &[u8]) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
-        if is_zero(block) {
+        if is_all_zero(block) {
             continue;
         }
         let start = i * HOLE_BLOCK;
@@ -34,14 +35,6 @@ pub fn data_runs(data: &[u8]) -> Vec<(usize, usize)> {
         }
     }
     runs
-}
-
-/// Whether `block` is all zero. Data blocks usually differ from zero in their first bytes, so
-/// the test returns early there; a zero block is scanned in pieces the compiler vectorises.
-fn is_zero(block: &[u8]) -> bool {
-    block
-        .chunks(4096)
-        .all(|piece| piece.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// Writes chunks into an open VDDK disk.
