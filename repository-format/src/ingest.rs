@@ -247,12 +247,12 @@ enum Outcome {
 }
 
 struct Job {
-    slot: usize,
+    at: ChunkAt,
     buf: Vec<u8>,
 }
 
 struct Done {
-    slot: usize,
+    at: ChunkAt,
     buf: Vec<u8>,
     outcome: Result<Outcome>,
 }
@@ -265,6 +265,8 @@ pub(crate) struct IngestContext<'a> {
     pub tuning: IngestTuning,
     /// Where the chunk buffers' memory comes from (shared with every other ingest).
     pub budget: &'a Arc<MemoryBudget>,
+    /// Content-defined chunking (format 4); `None` for a fixed index.
+    pub cut: Option<&'a crate::chunker::CutRule>,
 }
 
 /// The chunk buffers of one ingest and the share of the memory budget that pays for them.
@@ -354,15 +356,17 @@ impl Drop for ChunkSlots {
     }
 }
 
-/// Ingests `areas` of `source` into `index` (whose other slots are left as they are).
+/// Reads `areas` of `source` into `index`, storing new chunks; returns what it did.
 ///
-/// `known` holds digests already stored or verified present in this generation; it is shared by
-/// the disks of one generation. `progress` is called on the caller's thread with the number of
-/// bytes just read.
+/// A fixed index is read slot by slot over the areas rounded out to chunks. With
+/// [`IngestContext::cut`] (format 4) the areas are read in extents and cut into
+/// content-defined chunks ([`crate::chunker`]); `incremental` says `index` holds the base's
+/// chunks, whose cuts tell where re-chunking may stop.
 pub(crate) fn ingest(
     ctx: &IngestContext<'_>,
     index: &mut FixedIndex,
     areas: &[Area],
+    incremental: bool,
     source: &mut dyn DiskSource,
     progress: &dyn Fn(u64),
 ) -> Result<DiskStats> {
@@ -372,23 +376,30 @@ pub(crate) fn ingest(
         known,
         tuning,
         budget,
+        cut,
     } = *ctx;
     let capacity = index.size();
-    let ranges = chunk_ranges(areas, capacity, index.chunk_size())?;
-    let chunk_size = index.chunk_size() as usize;
+    let chunk_size = index.chunk_size();
     let workers = tuning.workers.max(1);
     let writers = tuning.writers.max(1);
     let buffers = tuning.buffers.max(workers + writers + 1);
-    let mut stats = DiskStats {
-        logical_bytes: capacity,
-        ..Default::default()
-    };
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(buffers);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreJob>(writers);
     let level = store.codec().level();
+    // What is read, decided before any reading: slots of a fixed index, spans of a
+    // content-defined one (planned against the base's cuts, which stay in `index` until the
+    // new chunks are spliced in at the end).
+    let plan = match cut {
+        None => ReadOrder::Slots(chunk_ranges(areas, capacity, chunk_size)?),
+        Some(_) => ReadOrder::Spans(crate::chunker::plan_spans(
+            areas,
+            capacity,
+            incremental.then_some(&*index as &dyn crate::chunker::OldChunks),
+        )?),
+    };
 
-    std::thread::scope(|scope| -> Result<()> {
+    let (stats, placed, spans_done) = std::thread::scope(|scope| -> Result<_> {
         let mut handles = Vec::with_capacity(workers + writers);
         for _ in 0..workers {
             let work_rx = work_rx.clone();
@@ -406,14 +417,14 @@ pub(crate) fn ingest(
                     let sent = match stage {
                         Stage::Done(outcome) => done_tx
                             .send(Done {
-                                slot: job.slot,
+                                at: job.at,
                                 buf: job.buf,
                                 outcome,
                             })
                             .is_ok(),
                         Stage::Store { digest, blob } => store_tx
                             .send(StoreJob {
-                                slot: job.slot,
+                                at: job.at,
                                 buf: job.buf,
                                 digest,
                                 blob,
@@ -443,7 +454,7 @@ pub(crate) fn ingest(
                         lock(known).remove(&job.digest);
                     }
                     let done = Done {
-                        slot: job.slot,
+                        at: job.at,
                         buf: job.buf,
                         outcome,
                     };
@@ -458,122 +469,428 @@ pub(crate) fn ingest(
         drop(work_rx);
         drop(done_tx);
 
-        // Taken after the threads start and before the first read: waiting here holds nothing
-        // another ingest needs.
         let tuning = IngestTuning { buffers, ..tuning };
-        let mut slots =
-            ChunkSlots::reserve(budget, &tuning, chunk_size as u32, source.buffers_held());
-        let mut in_flight = 0usize;
-        let mut first_error: Option<Error> = None;
-        'read: for &(first, end) in &ranges {
-            for slot in first..end {
-                let mut buf = loop {
-                    if let Some(b) = slots.take() {
-                        break b;
-                    }
-                    match done_rx.recv() {
-                        Ok(d) => {
-                            in_flight -= 1;
-                            record(d, index, &mut stats, &mut slots, &mut first_error);
-                        }
-                        Err(_) => {
-                            first_error.get_or_insert(Error::Worker("all workers stopped".into()));
-                            break 'read;
-                        }
-                    }
-                };
-                if first_error.is_some() {
-                    slots.give_back(buf);
-                    break 'read;
+        // A content-defined ingest reads into one extent buffer of its own and copies each
+        // chunk out of it (chunks do not line up with reads).
+        let own_read_buffer = usize::from(cut.is_some());
+        let slots = ChunkSlots::reserve(
+            budget,
+            &tuning,
+            chunk_size,
+            source.buffers_held() + own_read_buffer,
+        );
+        let mut feed = Feed {
+            work_tx: Some(work_tx),
+            done_rx,
+            slots,
+            in_flight: 0,
+            first_error: None,
+            stats: DiskStats {
+                logical_bytes: capacity,
+                ..Default::default()
+            },
+            disk_key,
+            progress,
+        };
+        let mut spans_done = Vec::new();
+        let mut sink = match &plan {
+            ReadOrder::Slots(ranges) => {
+                let mut sink = Sink::Slots(&mut *index);
+                read_slots(&mut feed, &mut sink, ranges, capacity, chunk_size, source);
+                feed.finish(&mut sink);
+                sink
+            }
+            ReadOrder::Spans(spans) => {
+                let rule = cut.expect("spans are planned only with a cut rule");
+                let mut sink = Sink::Placed(Vec::new());
+                let old = incremental.then_some(&*index);
+                spans_done = read_spans(&mut feed, &mut sink, rule, spans, old, capacity, source);
+                feed.finish(&mut sink);
+                sink
+            }
+        };
+        for h in handles {
+            if h.join().is_err() {
+                feed.fail(Error::Worker("a worker panicked".into()));
+            }
+        }
+        if let Some(e) = feed.first_error.take() {
+            return Err(e);
+        }
+        let placed = match &mut sink {
+            Sink::Placed(p) => std::mem::take(p),
+            Sink::Slots(_) => Vec::new(),
+        };
+        Ok((feed.stats, placed, spans_done))
+    })?;
+    let mut stats = stats;
+    if cut.is_some() {
+        splice_spans(index, placed, &spans_done)?;
+        stats.chunks_not_read = (index.stored_chunk_count() as u64).saturating_sub(stats.chunks_read);
+    } else {
+        stats.chunks_not_read = index.chunk_count() as u64 - stats.chunks_read;
+    }
+    Ok(stats)
+}
+
+/// What an ingest reads, in order.
+enum ReadOrder {
+    /// Slot ranges `first..end` of a fixed index.
+    Slots(Vec<(u64, u64)>),
+    /// Spans of a content-defined disk.
+    Spans(Vec<crate::chunker::Span>),
+}
+
+/// Where a chunk is, for the index: a fixed slot, or a content-defined chunk's offset.
+#[derive(Debug, Clone, Copy)]
+enum ChunkAt {
+    Slot(usize),
+    Offset(u64),
+}
+
+/// Where chunk outcomes go: the slots of a fixed index, or the content-defined chunks placed
+/// so far, spliced into the index once all are back (they come back in any order).
+enum Sink<'i> {
+    Slots(&'i mut FixedIndex),
+    Placed(Vec<(u64, u32, ChunkDigest)>),
+}
+
+/// The reading side of the pipeline: chunk buffers, the work queue and what comes back.
+struct Feed<'a> {
+    work_tx: Option<crossbeam_channel::Sender<Job>>,
+    done_rx: crossbeam_channel::Receiver<Done>,
+    slots: ChunkSlots,
+    in_flight: usize,
+    first_error: Option<Error>,
+    stats: DiskStats,
+    disk_key: i32,
+    progress: &'a dyn Fn(u64),
+}
+
+impl Feed<'_> {
+    /// A chunk buffer, waiting for chunks to come back while none is free; `None` once the
+    /// ingest is failing (the caller stops reading).
+    fn take(&mut self, sink: &mut Sink<'_>) -> Option<Vec<u8>> {
+        loop {
+            if self.first_error.is_some() {
+                return None;
+            }
+            if let Some(b) = self.slots.take() {
+                return Some(b);
+            }
+            match self.done_rx.recv() {
+                Ok(d) => {
+                    self.in_flight -= 1;
+                    self.record(d, sink);
                 }
-                let slot = slot as usize;
-                let (offset, len) = index.chunk_range(slot);
-                buf.resize(len, 0);
-                if let Err(source) = source.read_owned(offset, &mut buf) {
-                    first_error = Some(Error::Source {
-                        disk: disk_key,
-                        offset,
-                        source,
-                    });
-                    slots.give_back(buf);
-                    break 'read;
+                Err(_) => {
+                    self.fail(Error::Worker("all workers stopped".into()));
+                    return None;
                 }
-                if buf.len() != len {
-                    first_error = Some(Error::Source {
-                        disk: disk_key,
+            }
+        }
+    }
+
+    /// Keeps the first error; reading stops at the next step.
+    fn fail(&mut self, e: Error) {
+        self.first_error.get_or_insert(e);
+    }
+
+    /// Hands a chunk to the workers; false if they are gone.
+    fn send(&mut self, at: ChunkAt, buf: Vec<u8>) -> bool {
+        let sent = match &self.work_tx {
+            Some(tx) => tx.send(Job { at, buf }).is_ok(),
+            None => false,
+        };
+        if sent {
+            self.in_flight += 1;
+            self.stats.chunks_read += 1;
+        } else {
+            self.fail(Error::Worker("all workers stopped".into()));
+        }
+        sent
+    }
+
+    /// Reads `len` bytes at `offset` into `buf`; false (and the error kept) on failure.
+    fn read(
+        &mut self,
+        source: &mut dyn DiskSource,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        buf.resize(len, 0);
+        let disk = self.disk_key;
+        let result = source
+            .read_owned(offset, buf)
+            .map_err(|source| Error::Source {
+                disk,
+                offset,
+                source,
+            })
+            .and_then(|()| {
+                if buf.len() == len {
+                    Ok(())
+                } else {
+                    Err(Error::Source {
+                        disk,
                         offset,
                         source: SourceError::new(format!(
                             "the source returned {} bytes for a read of {len}",
                             buf.len()
                         )),
-                    });
-                    slots.give_back(buf);
-                    break 'read;
+                    })
                 }
-                stats.read_bytes += len as u64;
-                stats.chunks_read += 1;
-                progress(len as u64);
-                if work_tx.send(Job { slot, buf }).is_err() {
-                    first_error.get_or_insert(Error::Worker("all workers stopped".into()));
-                    break 'read;
-                }
-                in_flight += 1;
+            });
+        match result {
+            Ok(()) => {
+                self.stats.read_bytes += len as u64;
+                (self.progress)(len as u64);
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
             }
         }
-        drop(work_tx);
-        while in_flight > 0 {
-            match done_rx.recv() {
+    }
+
+    /// Closes the work queue and waits for every chunk in flight.
+    fn finish(&mut self, sink: &mut Sink<'_>) {
+        self.work_tx = None;
+        while self.in_flight > 0 {
+            match self.done_rx.recv() {
                 Ok(d) => {
-                    in_flight -= 1;
-                    record(d, index, &mut stats, &mut slots, &mut first_error);
+                    self.in_flight -= 1;
+                    self.record(d, sink);
                 }
                 Err(_) => break,
             }
         }
-        for h in handles {
-            if h.join().is_err() {
-                first_error.get_or_insert(Error::Worker("a worker panicked".into()));
+    }
+
+    /// Books a chunk that came back: its buffer is free again, its id goes to the sink.
+    fn record(&mut self, d: Done, sink: &mut Sink<'_>) {
+        let len = d.buf.len() as u64;
+        self.slots.give_back(d.buf);
+        let digest = match d.outcome {
+            Ok(Outcome::Zero) => {
+                self.stats.zero_bytes += len;
+                None
             }
+            Ok(Outcome::Known(digest)) => {
+                self.stats.reused_bytes += len;
+                Some(digest)
+            }
+            Ok(Outcome::New { digest, stored }) => {
+                self.stats.new_bytes += len;
+                self.stats.stored_bytes += stored;
+                self.stats.new_chunks += 1;
+                Some(digest)
+            }
+            Err(e) => {
+                self.fail(e);
+                return;
+            }
+        };
+        match (sink, d.at) {
+            (Sink::Slots(index), ChunkAt::Slot(slot)) => index.set(slot, digest),
+            (Sink::Placed(placed), ChunkAt::Offset(offset)) => {
+                // Content-defined chunks are never all zeros (zero blocks are cut out before);
+                // one that were would simply stay a hole.
+                if let Some(d) = digest {
+                    placed.push((offset, len as u32, d));
+                }
+            }
+            _ => self.fail(Error::Worker(
+                "a chunk came back in the other index layout".into(),
+            )),
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    })?;
-    stats.chunks_not_read = index.chunk_count() as u64 - stats.chunks_read;
-    Ok(stats)
+    }
 }
 
-fn record(
-    d: Done,
-    index: &mut FixedIndex,
-    stats: &mut DiskStats,
-    slots: &mut ChunkSlots,
-    first_error: &mut Option<Error>,
+/// Reads the slots of a fixed index, one chunk per read.
+fn read_slots(
+    feed: &mut Feed<'_>,
+    sink: &mut Sink<'_>,
+    ranges: &[(u64, u64)],
+    capacity: u64,
+    chunk_size: u32,
+    source: &mut dyn DiskSource,
 ) {
-    let len = d.buf.len() as u64;
-    slots.give_back(d.buf);
-    match d.outcome {
-        Ok(Outcome::Zero) => {
-            index.set(d.slot, None);
-            stats.zero_bytes += len;
-        }
-        Ok(Outcome::Known(digest)) => {
-            index.set(d.slot, Some(digest));
-            stats.reused_bytes += len;
-        }
-        Ok(Outcome::New { digest, stored }) => {
-            index.set(d.slot, Some(digest));
-            stats.new_bytes += len;
-            stats.stored_bytes += stored;
-            stats.new_chunks += 1;
-        }
-        Err(e) => {
-            if first_error.is_none() {
-                *first_error = Some(e);
+    let cs = u64::from(chunk_size);
+    for &(first, end) in ranges {
+        for slot in first..end {
+            let Some(mut buf) = feed.take(sink) else {
+                return;
+            };
+            let offset = slot * cs;
+            let len = (capacity - offset).min(cs) as usize;
+            if !feed.read(source, offset, len, &mut buf) {
+                feed.slots.give_back(buf);
+                return;
+            }
+            if !feed.send(ChunkAt::Slot(slot as usize), buf) {
+                return;
             }
         }
     }
+}
+
+/// Planned reads of a content-defined ingest are this long (a source reading ahead keeps
+/// several in flight).
+pub(crate) const CDC_READ_EXTENT: u64 = 1 << 20;
+
+/// Reads past a span's planned end, until the cuts meet the old ones, go in steps this long:
+/// the expected distance is about one mean chunk.
+const CDC_CONTINUE_EXTENT: u64 = 256 << 10;
+
+/// Reads `spans` and cuts them into content-defined chunks; returns the byte ranges whose
+/// chunks are now the new ones (each span's start to where its cuts met the old ones).
+fn read_spans(
+    feed: &mut Feed<'_>,
+    sink: &mut Sink<'_>,
+    rule: &crate::chunker::CutRule,
+    spans: &[crate::chunker::Span],
+    old: Option<&FixedIndex>,
+    capacity: u64,
+    source: &mut dyn DiskSource,
+) -> Vec<(u64, u64)> {
+    use crate::chunker::{CutState, OldChunks, Piece};
+    let mut done = Vec::with_capacity(spans.len());
+    let mut extent: Vec<u8> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut next = 0usize;
+    while let Some(&span) = spans.get(next) {
+        next += 1;
+        let mut planned_end = span.end;
+        let mut changed_end = span.changed_end;
+        let mut state = CutState::default();
+        // The chunk being assembled: its offset and bytes so far.
+        let mut open: Option<(u64, Vec<u8>)> = None;
+        let mut at = span.start;
+        let stop = 'span: loop {
+            // How far this read goes: the planned extents first (a read-ahead source has them
+            // in flight), then, for an incremental whose cuts have not met the old ones, on
+            // in short steps, never into the next span's planned reads.
+            let read_end = if at < planned_end {
+                planned_end.min(at + CDC_READ_EXTENT)
+            } else {
+                let Some(old) = old.filter(|_| at < capacity) else {
+                    break 'span at;
+                };
+                if open.is_none() && old.is_boundary(at) {
+                    break 'span at;
+                }
+                match spans.get(next) {
+                    Some(n) if at >= n.start => {
+                        planned_end = n.end;
+                        changed_end = changed_end.max(n.changed_end);
+                        next += 1;
+                        continue 'span;
+                    }
+                    Some(n) => n.start.min(at + CDC_CONTINUE_EXTENT),
+                    None => capacity.min(at + CDC_CONTINUE_EXTENT),
+                }
+            };
+            let len = (read_end - at) as usize;
+            if !feed.read(source, at, len, &mut extent) {
+                break 'span at;
+            }
+            pieces.clear();
+            rule.scan(&mut state, at, &extent, &mut pieces);
+            for &piece in &pieces {
+                match piece {
+                    Piece::Zero { offset, len } => {
+                        feed.stats.zero_bytes += len;
+                        if let Some((o, buf)) = open.take() {
+                            if !feed.send(ChunkAt::Offset(o), buf) {
+                                break 'span at;
+                            }
+                        }
+                        // Unchanged zeros after every change: the old chunking has a hole
+                        // here too, so the rest is the old chunks.
+                        let zero_end = offset + len;
+                        if old.is_some() && offset >= changed_end && zero_end > planned_end {
+                            break 'span offset.max(planned_end);
+                        }
+                    }
+                    Piece::Data {
+                        offset,
+                        len,
+                        ends_chunk,
+                    } => {
+                        if open.is_none() {
+                            let Some(mut buf) = feed.take(sink) else {
+                                break 'span at;
+                            };
+                            buf.clear();
+                            open = Some((offset, buf));
+                        }
+                        let from = (offset - at) as usize;
+                        if let Some((_, buf)) = open.as_mut() {
+                            buf.extend_from_slice(&extent[from..from + len as usize]);
+                        }
+                        if ends_chunk {
+                            if let Some((o, buf)) = open.take() {
+                                if !feed.send(ChunkAt::Offset(o), buf) {
+                                    break 'span at;
+                                }
+                            }
+                            let cut = offset + len;
+                            if old.is_some_and(|old| cut >= planned_end && old.is_boundary(cut)) {
+                                break 'span cut;
+                            }
+                        }
+                    }
+                }
+            }
+            at = read_end;
+            if at >= capacity || (old.is_none() && at >= planned_end) {
+                // The end of the disk, or of an allocated area of a full backup (what follows
+                // reads as zeros): the open chunk ends here.
+                if let Some((o, buf)) = open.take() {
+                    feed.send(ChunkAt::Offset(o), buf);
+                }
+                state.end_chunk();
+                if at >= capacity || old.is_none() {
+                    break 'span at;
+                }
+            }
+        };
+        if let Some((_, buf)) = open.take() {
+            // Only after a failure: the ingest is stopping.
+            feed.slots.give_back(buf);
+        }
+        if feed.first_error.is_some() {
+            break;
+        }
+        done.push((span.start, stop));
+    }
+    done
+}
+
+/// Replaces each re-chunked range of `index` with the chunks placed in it.
+fn splice_spans(
+    index: &mut FixedIndex,
+    mut placed: Vec<(u64, u32, ChunkDigest)>,
+    ranges: &[(u64, u64)],
+) -> Result<()> {
+    placed.sort_unstable_by_key(|c| c.0);
+    let mut rest = placed.as_slice();
+    for &(start, end) in ranges {
+        let inside = rest.partition_point(|c| c.0 < end);
+        let (these, later) = rest.split_at(inside);
+        index.splice(start, end, these)?;
+        rest = later;
+    }
+    if !rest.is_empty() {
+        return Err(Error::Worker(format!(
+            "{} content-defined chunks fell outside the ranges read",
+            rest.len()
+        )));
+    }
+    Ok(())
 }
 
 enum Stage {
@@ -582,7 +899,7 @@ enum Stage {
 }
 
 struct StoreJob {
-    slot: usize,
+    at: ChunkAt,
     buf: Vec<u8>,
     digest: ChunkDigest,
     blob: Vec<u8>,

@@ -104,6 +104,13 @@ impl Key {
         hex::encode(&mac[..16])
     }
 
+    /// The seed of the content-defined cut hash in an encrypted repository: from the chunk-id
+    /// key, so where chunks are cut is as secret as their ids (never stored anywhere).
+    pub(crate) fn cut_seed(&self) -> u64 {
+        let mac = keyed(self.id_key(), &[b"safekeeping cut seed v1\0"]);
+        u64::from_le_bytes(mac[..8].try_into().expect("8 of 32 bytes"))
+    }
+
     fn id_key(&self) -> &[u8] {
         &self.0.master[32..]
     }

@@ -70,6 +70,7 @@ pub mod catalog;
 pub mod check;
 mod chunk_cache;
 pub mod chunk_store;
+pub mod chunker;
 pub mod config;
 pub mod copy;
 pub mod digest;

@@ -608,6 +608,42 @@ impl Repository {
         &self.config
     }
 
+    /// How this repository cuts disks into chunks: the content-defined rule of a format-4
+    /// repository (its cut-hash seed from the config, or from the key when encrypted), `None`
+    /// for fixed chunks.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an encrypted format-4 repository opened without its key, or
+    /// chunking parameters the rule refuses.
+    pub fn cut_rule(&self) -> Result<Option<crate::chunker::CutRule>> {
+        let crate::config::Chunking::AlignedCdc {
+            min,
+            mask_bits,
+            max,
+            seed,
+            ..
+        } = self.config.chunking
+        else {
+            return Ok(None);
+        };
+        let bad = |reason: String| Error::Config {
+            path: self.backend.display_path(crate::format::CONFIG_FILE),
+            reason,
+        };
+        let seed = match (seed, self.codec.key()) {
+            (_, Some(key)) => key.cut_seed(),
+            (Some(seed), None) => seed,
+            (None, None) => {
+                return Err(bad(
+                    "content-defined chunks without a cut seed and without a key".into(),
+                ))
+            }
+        };
+        crate::chunker::CutRule::new(min, max, mask_bits, seed)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
+    }
+
     /// The chunk store.
     pub fn chunk_store(&self) -> &ChunkStore {
         &self.store

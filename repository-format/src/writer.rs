@@ -92,6 +92,8 @@ pub struct GenerationWriter {
     tuning: IngestTuning,
     /// The chunk store at a target's own compression level, when it has one.
     leveled_store: Option<ChunkStore>,
+    /// How disks are cut (format 4: content-defined chunks); `None` for fixed chunks.
+    cut: Option<crate::chunker::CutRule>,
     done: bool,
 }
 
@@ -104,6 +106,7 @@ impl GenerationWriter {
         mode: BackupMode,
         parent: Option<GenerationId>,
     ) -> Result<Self> {
+        let cut = repo.cut_rule()?;
         // The highest number of any folder plus one; a planted `gen-18446744073709551615`
         // is an error, not a wrap to 0 (or a panic).
         let mut next = match repo.generation_dirs(&key)?.last() {
@@ -152,6 +155,7 @@ impl GenerationWriter {
             known: Mutex::new(HashSet::new()),
             tuning,
             leveled_store: None,
+            cut,
             done: false,
         })
     }
@@ -313,14 +317,26 @@ impl GenerationWriter {
         areas: &[Area],
     ) -> Result<ReadPlan> {
         let chunk_size = self.repo.config().chunk_size;
+        let cut = self.cut.is_some();
         let mut areas = areas.to_vec();
         let mut healed_chunks = 0;
-        if let Some(b) = base.filter(|b| b.chunk_size() == chunk_size && b.size() == capacity) {
+        let base = base.filter(|b| {
+            b.chunk_size() == chunk_size && b.size() == capacity && b.is_variable() == cut
+        });
+        if let Some(b) = base {
             let missing = self.missing_inherited_chunks(&FixedIndex::derive(b), &areas)?;
             healed_chunks = missing.len();
             areas.extend(missing);
         }
-        let reads = crate::ingest::chunk_reads(&areas, capacity, chunk_size)?;
+        let reads = if cut {
+            // The same spans the ingest will plan (from the same areas and base): a read-ahead
+            // source then has exactly its planned extents in flight.
+            let old = base.map(|b| b as &dyn crate::chunker::OldChunks);
+            let spans = crate::chunker::plan_spans(&areas, capacity, old)?;
+            crate::chunker::span_reads(&spans, crate::ingest::CDC_READ_EXTENT)
+        } else {
+            crate::ingest::chunk_reads(&areas, capacity, chunk_size)?
+        };
         Ok(ReadPlan {
             areas,
             healed_chunks,
@@ -384,6 +400,12 @@ impl GenerationWriter {
                         "chunk size {} instead of {chunk_size}",
                         b.chunk_size()
                     ))
+                } else if b.is_variable() != self.cut.is_some() {
+                    Some(if b.is_variable() {
+                        "content-defined chunks in a repository of fixed chunks".to_string()
+                    } else {
+                        "fixed chunks in a repository of content-defined chunks".to_string()
+                    })
                 } else if b.size() != disk.capacity {
                     Some(format!(
                         "covers {} bytes, the disk has {}",
@@ -402,6 +424,7 @@ impl GenerationWriter {
                 }
                 FixedIndex::derive(b)
             }
+            None if self.cut.is_some() => FixedIndex::new_variable(disk.capacity, chunk_size)?,
             None => FixedIndex::new(disk.capacity, chunk_size)?,
         };
         let ctx = IngestContext {
@@ -413,6 +436,7 @@ impl GenerationWriter {
             known: &self.known,
             tuning: self.tuning,
             budget: self.repo.memory_budget(),
+            cut: self.cut.as_ref(),
         };
         // An incremental inherits every chunk outside `areas` from its base without reading it.
         // A chunk of the base that is no longer in the repository (quarantined by `check
@@ -430,7 +454,7 @@ impl GenerationWriter {
                 areas.extend(missing);
             }
         }
-        let stats = ingest(&ctx, &mut index, &areas, source, progress)?;
+        let stats = ingest(&ctx, &mut index, &areas, base.is_some(), source, progress)?;
         let index_file = format!("disk-{}.{INDEX_EXTENSION}", disk.key);
         // The index names its place, and the manifest records which index it is: a copy of
         // another generation's index put here is found on every read.
@@ -455,12 +479,25 @@ impl GenerationWriter {
     /// `areas`) whose chunk file is missing from the repository: an incremental must read them
     /// again rather than silently inherit a chunk that is gone.
     fn missing_inherited_chunks(&self, index: &FixedIndex, areas: &[Area]) -> Result<Vec<Area>> {
-        let ranges = crate::ingest::chunk_ranges(areas, index.size(), index.chunk_size())?;
+        // The byte ranges the ingest reads again anyway: chunks there are not inherited.
+        let ranges: Vec<(u64, u64)> = if index.is_variable() {
+            crate::chunker::plan_spans(areas, index.size(), Some(index))?
+                .into_iter()
+                .map(|s| (s.start, s.end))
+                .collect()
+        } else {
+            let cs = u64::from(index.chunk_size());
+            crate::ingest::chunk_ranges(areas, index.size(), index.chunk_size())?
+                .into_iter()
+                .map(|(first, end)| (first * cs, (end * cs).min(index.size())))
+                .collect()
+        };
         let reread = |slot: usize| {
-            let i = ranges.partition_point(|&(_, end)| end <= slot as u64);
+            let (offset, len) = index.chunk_range(slot);
+            let i = ranges.partition_point(|&(_, end)| end <= offset);
             ranges
                 .get(i)
-                .is_some_and(|&(start, _)| start <= slot as u64)
+                .is_some_and(|&(start, end)| start <= offset && offset + len as u64 <= end)
         };
         let mut present = HashSet::new();
         let mut gone = HashSet::new();
