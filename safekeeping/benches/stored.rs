@@ -4,9 +4,10 @@
 //! `benches/backup.rs` (`common/guest_image.rs`, same layout seed, `SAFEKEEPING_BENCH_SIZE`,
 //! default `2G`) into `target/bench-stored/guest.img` and prints, as markdown tables:
 //!
-//! 1. **real repositories**: the image ingested through the library into fresh repositories at
-//!    256 KiB, 1 MiB and 4 MiB chunks (`SAFEKEEPING_BENCH_CHUNKS`), and at 1 MiB encrypted
-//!    (`SAFEKEEPING_BENCH_ENCRYPTED=0` leaves it out), and `restic backup` of the same file
+//! 1. **real repositories**: the image ingested through the library into fresh repositories of
+//!    fixed 256 KiB, 1 MiB and 4 MiB chunks (`SAFEKEEPING_BENCH_CHUNKS`) and of content-defined
+//!    chunks (the default of `repo init`), plain and encrypted (`SAFEKEEPING_BENCH_ENCRYPTED=0`
+//!    leaves the encrypted one out), and `restic backup` of the same file
 //!    (restic's defaults) into `SAFEKEEPING_BENCH_ROUNDS` (default 3) fresh repositories, since
 //!    restic's chunker polynomial is random per repository; each measured twice, as apparent
 //!    bytes (the sum of file lengths, what the other benchmarks call "stored") and as allocated
@@ -287,22 +288,18 @@ fn disk_use(p: &Path) -> DiskUse {
     u
 }
 
-/// Ingests `image` into a fresh repository at `repo`, returning the wall seconds.
-fn ingest(image: &Path, repo: &Path, chunk_size: u32, encrypted: bool) -> BoxResult<f64> {
+/// Ingests `image` into a fresh repository at `repo` made with `opts` (encrypted when it says
+/// so), returning the wall seconds.
+fn ingest(image: &Path, repo: &Path, opts: InitOptions) -> BoxResult<f64> {
     let _ = fs::remove_dir_all(repo);
     // The passphrase is a benchmark fixture; the KDF does not change any stored size.
-    let pass = encrypted.then(|| Passphrase::from("bench only"));
+    let pass =
+        (opts.encryption == Encryption::Aes256Gcm).then(|| Passphrase::from("bench only"));
     let repo = Repository::init_with(
         repo,
         &InitOptions {
-            chunk_size,
-            encryption: if encrypted {
-                Encryption::Aes256Gcm
-            } else {
-                Encryption::None
-            },
             kdf: KdfParams::insecure_for_tests(),
-            ..Default::default()
+            ..opts
         },
         pass.as_ref(),
     )?;
@@ -442,28 +439,40 @@ fn real_repositories(
     );
     println!("| repository | apparent MiB | allocated MiB | files | folders | ingest s |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    let mut runs: Vec<(String, PathBuf, u32, bool)> = chunk_sizes
+    let fixed = |chunk_size: u32, encryption: Encryption| InitOptions {
+        chunk_size,
+        encryption,
+        ..Default::default()
+    };
+    let mut runs: Vec<(String, PathBuf, InitOptions)> = chunk_sizes
         .iter()
         .map(|&c| {
             (
-                format!("safekeeping, {} KiB chunks, zstd-1", c >> 10),
+                format!("safekeeping, fixed {} KiB chunks, zstd-1", c >> 10),
                 base.join(format!("repo-{}k", c >> 10)),
-                c as u32,
-                false,
+                fixed(c as u32, Encryption::None),
             )
         })
         .collect();
+    // The default of `repo init` (format 4): 4 KiB-aligned content-defined chunks.
+    runs.push((
+        "safekeeping, content-defined chunks (the default), zstd-1".into(),
+        base.join("repo-cdc"),
+        InitOptions::content_defined(),
+    ));
     if encrypted {
         runs.push((
-            "safekeeping, 1024 KiB chunks, zstd-1, AES-256-GCM".into(),
-            base.join("repo-1024k-enc"),
-            1 << 20,
-            true,
+            "safekeeping, content-defined chunks, zstd-1, AES-256-GCM".into(),
+            base.join("repo-cdc-enc"),
+            InitOptions {
+                encryption: Encryption::Aes256Gcm,
+                ..InitOptions::content_defined()
+            },
         ));
     }
-    for (name, repo, chunk, enc) in runs {
+    for (name, repo, opts) in runs {
         eprintln!("ingesting into {} ...", repo.display());
-        let secs = ingest(image, &repo, chunk, enc)?;
+        let secs = ingest(image, &repo, opts)?;
         let u = disk_use(&repo);
         println!(
             "| {name} | {:.1} | {:.1} | {} | {} | {secs:.1} |",
