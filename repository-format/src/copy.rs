@@ -348,9 +348,8 @@ impl Repository {
             let mut indexes: Vec<(String, Vec<u8>, uuid::Uuid)> = Vec::new();
             for (d, idx) in m.disks.iter().zip(&sources) {
                 let mut out = FixedIndex::derive(idx);
-                for (slot, digest) in idx.stored_chunks() {
-                    out.set(slot, Some(translated[&digest]));
-                }
+                // Every stored id was copied above, so it has a translation.
+                out.translate_ids(|digest| translated[&digest])?;
                 // Bound to its place in the destination (target folder and generation
                 // differ); the manifest records the new index's identity below.
                 out.bind(crate::fixed_index::IndexBinding::new(

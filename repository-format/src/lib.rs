@@ -104,7 +104,7 @@ pub use check::{
     QuarantinedChunk, ReadSubset, REPAIR_NOTE,
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
-pub use config::{Config, Encryption, EncryptionMode, InitOptions};
+pub use config::{Chunking, ChunkingChoice, Config, Encryption, EncryptionMode, InitOptions};
 pub use copy::{CopiedSet, CopyOptions, CopyProgress, CopyReport, GenerationCopy};
 pub use digest::ChunkDigest;
 pub use disk_reader::{CacheOptions, CachedDiskReader, DiskExtent};
