@@ -1115,6 +1115,17 @@ impl Repository {
                 rec.disk.key
             )));
         }
+        // Fixed-chunk repositories (versions 1 to 3) hold fixed indexes only, content-defined
+        // ones (version 4) variable indexes only: anything else was not written here.
+        if idx.is_variable() == self.config.chunking.is_fixed() {
+            return Err(bad(if idx.is_variable() {
+                "is a content-defined (version 4) index, but the repository has fixed chunks"
+                    .to_string()
+            } else {
+                "is a fixed-chunk index, but the repository has content-defined chunks"
+                    .to_string()
+            }));
+        }
         if idx.size() != rec.disk.capacity {
             return Err(bad(format!(
                 "covers {} bytes but the manifest says the disk has {}",
