@@ -57,6 +57,8 @@
 //! fixed chunks and version 4 for content-defined ones.
 
 mod extents;
+#[cfg(test)]
+mod variable_tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;

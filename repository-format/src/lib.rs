@@ -98,6 +98,9 @@ pub mod storage;
 pub mod target;
 pub mod writer;
 
+#[cfg(test)]
+mod variable_index_tests;
+
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
     CheckOptions, CheckProgress, CheckReport, DamagedGeneration, Problem, ProblemKind,

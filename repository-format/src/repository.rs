@@ -1122,8 +1122,7 @@ impl Repository {
                 "is a content-defined (version 4) index, but the repository has fixed chunks"
                     .to_string()
             } else {
-                "is a fixed-chunk index, but the repository has content-defined chunks"
-                    .to_string()
+                "is a fixed-chunk index, but the repository has content-defined chunks".to_string()
             }));
         }
         if idx.size() != rec.disk.capacity {
