@@ -122,13 +122,15 @@ impl Chunking {
                 Ok(())
             } else {
                 Err(format!(
-                    "format version {format_version} needs content-defined chunking, but the                      config records none"
+                    "format version {format_version} needs content-defined chunking, but the \
+                     config records none"
                 ))
             };
         };
         if format_version <= FIXED_CHUNKS_FORMAT_VERSION {
             return Err(format!(
-                "format version {format_version} has fixed chunks, but the config records                  content-defined chunking (which needs version 4)"
+                "format version {format_version} has fixed chunks, but the config records \
+                 content-defined chunking (which needs version 4)"
             ));
         }
         if block != CDC_BLOCK {
@@ -143,7 +145,8 @@ impl Chunking {
         }
         if max % block != 0 || max < min {
             return Err(format!(
-                "largest chunk {max} is not a multiple of the {block}-byte block at least the                  smallest chunk ({min})"
+                "largest chunk {max} is not a multiple of the {block}-byte block at least the \
+                 smallest chunk ({min})"
             ));
         }
         if chunk_size != max {
@@ -156,10 +159,14 @@ impl Chunking {
         }
         match (seed, encrypted) {
             (Some(_), false) | (None, true) => Ok(()),
-            (None, false) => Err("no seed for the cut hash in a repository without                                   encryption"
-                .into()),
-            (Some(_), true) => Err("a seed for the cut hash in an encrypted repository (it is                                     derived from the key, never stored)"
-                .into()),
+            (None, false) => {
+                Err("no seed for the cut hash in a repository without encryption".into())
+            }
+            (Some(_), true) => Err(
+                "a seed for the cut hash in an encrypted repository (it is derived from \
+                 the key, never stored)"
+                    .into(),
+            ),
         }
     }
 }
@@ -412,5 +419,144 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalBackend;
+
+    /// A config as a release of format version 3 wrote it.
+    const V3: &str = r#"{
+  "format_version": 3,
+  "repository_id": "39704f05-a0d3-4010-a60e-6a7c7a52ddba",
+  "chunk_size": 1048576,
+  "hash": "sha256",
+  "compression": "zstd",
+  "compression_level": 1,
+  "encryption": "none",
+  "created": "2026-12-04T19:15:41.676752576Z"
+}"#;
+
+    fn v4() -> serde_json::Value {
+        serde_json::json!({
+            "format_version": 4,
+            "repository_id": "3b6b10f4-fad8-484f-8f5b-47ecd2c5918d",
+            "chunk_size": 2097152,
+            "chunking": {"kind": "aligned-cdc", "block": 4096, "min": 131072,
+                         "mask_bits": 7, "max": 2097152, "seed": 4704071100689515826u64},
+            "hash": "sha256",
+            "compression": "zstd",
+            "compression_level": 1,
+            "encryption": "none",
+            "created": "2026-12-04T19:15:41.570990744Z"
+        })
+    }
+
+    /// Reads `json` as the config of a repository folder.
+    fn read(json: &[u8]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = Codec::new(0, None).encode(BlobKind::Config, json);
+        std::fs::write(dir.path().join(CONFIG_FILE), blob).unwrap();
+        Config::read(&LocalBackend::new(dir.path()))
+    }
+
+    #[test]
+    fn a_fixed_chunk_config_stays_byte_identical() {
+        let cfg = read(V3.as_bytes()).unwrap();
+        assert_eq!(cfg.chunking, Chunking::Fixed);
+        assert_eq!(serde_json::to_string_pretty(&cfg).unwrap(), V3);
+        let new = Config::new(&InitOptions::default(), None).unwrap();
+        assert_eq!(new.format_version, 3);
+        let json = serde_json::to_value(&new).unwrap();
+        assert!(json.get("chunking").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_content_defined_config_has_the_measured_defaults_and_a_seed_when_plain() {
+        let cfg = read(&serde_json::to_vec(&v4()).unwrap()).unwrap();
+        assert!(matches!(
+            cfg.chunking,
+            Chunking::AlignedCdc {
+                seed: Some(4704071100689515826),
+                ..
+            }
+        ));
+        let plain = Config::new(&InitOptions::content_defined(), None).unwrap();
+        assert_eq!(plain.format_version, FORMAT_VERSION);
+        assert_eq!(plain.chunk_size, CDC_MAX_CHUNK);
+        let Chunking::AlignedCdc {
+            block,
+            min,
+            mask_bits,
+            max,
+            seed,
+        } = plain.chunking
+        else {
+            panic!("{:?}", plain.chunking)
+        };
+        assert_eq!((block, min, mask_bits, max), (4096, 128 << 10, 7, 2 << 20));
+        assert!(seed.is_some());
+        let encrypted = Config::new(
+            &InitOptions {
+                encryption: EncryptionMode::Aes256Gcm,
+                ..InitOptions::content_defined()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            encrypted.chunking,
+            Chunking::AlignedCdc { seed: None, .. }
+        ));
+        assert!(InitOptions {
+            chunk_size: 1 << 20,
+            ..InitOptions::content_defined()
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn every_bad_chunking_is_refused_with_its_reason() {
+        let cdc = |field: &str, value: serde_json::Value| {
+            let mut j = v4();
+            j["chunking"][field] = value;
+            j
+        };
+        let mut v3_with_cdc = v4();
+        v3_with_cdc["format_version"] = 3.into();
+        let mut v4_fixed = v4();
+        v4_fixed.as_object_mut().unwrap().remove("chunking");
+        let mut v5 = v4();
+        v5["format_version"] = 5.into();
+        let mut wrong_size = v4();
+        wrong_size["chunk_size"] = (1 << 20).into();
+        let mut no_seed = v4();
+        no_seed["chunking"].as_object_mut().unwrap().remove("seed");
+        let mut encrypted_with_seed = v4();
+        encrypted_with_seed["encryption"] = "aes256-gcm".into();
+        encrypted_with_seed["key_fingerprint"] = "0123456789abcdef0123456789abcdef".into();
+        for (json, why) in [
+            (v3_with_cdc, "which needs version 4"),
+            (v4_fixed, "needs content-defined chunking"),
+            (v5, "format version 5 is not supported"),
+            (cdc("block", 8192.into()), "4096-byte blocks"),
+            (cdc("min", 100_000.into()), "smallest chunk 100000"),
+            (cdc("min", 0.into()), "smallest chunk 0"),
+            (cdc("min", (4 << 20).into()), "at least the smallest"),
+            (cdc("max", (1 << 20).into()), "is not the largest"),
+            (cdc("mask_bits", 0.into()), "outside 1..=24"),
+            (cdc("mask_bits", 25.into()), "outside 1..=24"),
+            (no_seed, "no seed"),
+            (encrypted_with_seed, "derived from the key"),
+        ] {
+            let e = read(&serde_json::to_vec(&json).unwrap()).unwrap_err();
+            assert!(
+                matches!(&e, Error::Config { reason, .. } if reason.contains(why)),
+                "{why}: {e}"
+            );
+        }
     }
 }
