@@ -6,6 +6,7 @@
 //! content fails verification to `quarantine/`, so the next backup that reads the same data
 //! stores a good copy under the same name, which heals every generation that references it.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -548,8 +549,32 @@ impl Repository {
                         ),
                         Ok(idx) => {
                             ctx.report.indexes += 1;
+                            // A chunk id names one content, so one length: content-defined
+                            // indexes record each chunk's length, and two that disagree
+                            // cannot both be right (reported once per index).
+                            let mut conflict = None;
                             for (slot, dg) in idx.stored_chunks() {
-                                referenced.insert(dg, idx.chunk_range(slot).1);
+                                let len = idx.chunk_range(slot).1;
+                                match referenced.entry(dg) {
+                                    MapEntry::Vacant(v) => {
+                                        v.insert(len);
+                                    }
+                                    MapEntry::Occupied(o) if *o.get() != len => {
+                                        conflict.get_or_insert((dg, len, *o.get()));
+                                    }
+                                    MapEntry::Occupied(_) => {}
+                                }
+                            }
+                            if let Some((dg, len, other)) = conflict {
+                                ctx.problem(
+                                    ProblemKind::DamagedIndex,
+                                    ipath.clone(),
+                                    format!(
+                                        "chunk {dg} is {len} bytes long here, but {other} bytes \
+                                         in an index read before"
+                                    ),
+                                    at(Some(d.disk.key)),
+                                );
                             }
                             indexes.push((key.clone(), id, d.clone()));
                         }

@@ -249,6 +249,22 @@ impl Repository {
                 dest.config().chunk_size
             )));
         }
+        // Chunks and indexes are copied as they are: a content-defined index has no place in
+        // a fixed-chunk repository, nor the reverse. (Other cut parameters or seeds only make
+        // the destination's own later backups cut elsewhere: less deduplication, not damage.)
+        let kind = |fixed: bool| if fixed { "fixed" } else { "content-defined" };
+        let (from, to) = (
+            self.config().chunking.is_fixed(),
+            dest.config().chunking.is_fixed(),
+        );
+        if from != to {
+            return Err(Error::InvalidOption(format!(
+                "the source has {} chunks and the destination {} chunks: a copy would need to \
+                 cut every disk again",
+                kind(from),
+                kind(to)
+            )));
+        }
         let same_keys = self.same_key_material(dest);
         let m = self.manifest(key, id)?;
         let dkey = dest.target_key(&m.target)?;
@@ -348,9 +364,8 @@ impl Repository {
             let mut indexes: Vec<(String, Vec<u8>, uuid::Uuid)> = Vec::new();
             for (d, idx) in m.disks.iter().zip(&sources) {
                 let mut out = FixedIndex::derive(idx);
-                for (slot, digest) in idx.stored_chunks() {
-                    out.set(slot, Some(translated[&digest]));
-                }
+                // Every stored id was copied above, so it has a translation.
+                out.translate_ids(|digest| translated[&digest])?;
                 // Bound to its place in the destination (target folder and generation
                 // differ); the manifest records the new index's identity below.
                 out.bind(crate::fixed_index::IndexBinding::new(

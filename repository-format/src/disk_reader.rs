@@ -21,7 +21,7 @@ use crate::target::{GenerationId, TargetKey};
 /// Cache and read-ahead sizes of a [`CachedDiskReader`].
 #[derive(Debug, Clone, Copy)]
 pub struct CacheOptions {
-    /// Bytes of decompressed chunks kept (at least two chunks are).
+    /// Bytes of decompressed chunks kept (at least two chunks are, whatever their length).
     pub cache_bytes: usize,
     /// Chunks loaded ahead of a sequential reader (0: no read-ahead).
     pub read_ahead: usize,
@@ -60,6 +60,24 @@ const STREAMS: usize = 8;
 struct Slot {
     cell: Cell,
     used: u64,
+    /// The chunk's length: what it costs the byte budget once loaded.
+    bytes: usize,
+}
+
+/// The cached chunks by slot, and the bytes they hold (chunks of a content-defined index
+/// differ in length, so the budget is kept in bytes, not chunks).
+#[derive(Default)]
+struct Cache {
+    slots: HashMap<usize, Slot>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn remove(&mut self, slot: usize) {
+        if let Some(s) = self.slots.remove(&slot) {
+            self.bytes -= s.bytes;
+        }
+    }
 }
 
 struct Inner {
@@ -68,8 +86,9 @@ struct Inner {
     target: String,
     generation: u64,
     disk: i32,
-    capacity_chunks: usize,
-    cache: Mutex<HashMap<usize, Slot>>,
+    /// Byte budget of the cache.
+    cache_bytes: usize,
+    cache: Mutex<Cache>,
     tick: AtomicU64,
     loads: AtomicU64,
     /// The most recent sequential streams, most recent first: (one past the last slot read,
@@ -87,20 +106,32 @@ impl Inner {
     fn chunk(&self, slot: usize) -> Result<Arc<Vec<u8>>> {
         let cell = {
             let mut cache = lock(&self.cache);
+            let cache = &mut *cache;
             let used = self.tick.fetch_add(1, Ordering::Relaxed);
-            let cell = cache
-                .entry(slot)
-                .or_insert_with(|| Slot {
-                    cell: Arc::new(Mutex::new(None)),
-                    used,
-                })
-                .cell
-                .clone();
-            if let Some(s) = cache.get_mut(&slot) {
-                s.used = used;
-            }
-            while cache.len() > self.capacity_chunks {
+            let cell = match cache.slots.get_mut(&slot) {
+                Some(s) => {
+                    s.used = used;
+                    s.cell.clone()
+                }
+                None => {
+                    let bytes = self.index.chunk_range(slot).1;
+                    let cell: Cell = Arc::new(Mutex::new(None));
+                    cache.slots.insert(
+                        slot,
+                        Slot {
+                            cell: cell.clone(),
+                            used,
+                            bytes,
+                        },
+                    );
+                    cache.bytes += bytes;
+                    cell
+                }
+            };
+            // Over the budget: drop the least recently used, keeping at least two chunks.
+            while cache.bytes > self.cache_bytes && cache.slots.len() > 2 {
                 let Some(oldest) = cache
+                    .slots
                     .iter()
                     .filter(|(k, _)| **k != slot)
                     .min_by_key(|(_, s)| s.used)
@@ -108,7 +139,7 @@ impl Inner {
                 else {
                     break;
                 };
-                cache.remove(&oldest);
+                cache.remove(oldest);
             }
             cell
         };
@@ -127,10 +158,11 @@ impl Inner {
                 // Not cached: the next read tries the store again and fails the same way.
                 let mut cache = lock(&self.cache);
                 if cache
+                    .slots
                     .get(&slot)
                     .is_some_and(|s| Arc::ptr_eq(&s.cell, &cell))
                 {
-                    cache.remove(&slot);
+                    cache.remove(slot);
                 }
                 Err(e)
             }
@@ -210,15 +242,16 @@ impl CachedDiskReader {
         disk: i32,
         options: CacheOptions,
     ) -> CachedDiskReader {
-        let chunk = index.chunk_size().max(1) as usize;
+        // The cache holds at least this many chunks of the largest size.
+        let capacity_chunks = (options.cache_bytes / index.chunk_size().max(1) as usize).max(2);
         let inner = Arc::new(Inner {
             store,
             index,
             target: key.to_string(),
             generation: id.0,
             disk,
-            capacity_chunks: (options.cache_bytes / chunk).max(2),
-            cache: Mutex::new(HashMap::new()),
+            cache_bytes: options.cache_bytes,
+            cache: Mutex::new(Cache::default()),
             tick: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             streams: Mutex::new([(usize::MAX, 0); STREAMS]),
@@ -240,7 +273,7 @@ impl CachedDiskReader {
                     })
                     .collect();
                 // Never more ahead than the cache holds, or read-ahead evicts itself.
-                let ahead = options.read_ahead.min(inner.capacity_chunks / 2).max(1);
+                let ahead = options.read_ahead.min(capacity_chunks / 2).max(1);
                 (ahead, Some(tx), threads)
             } else {
                 (0, None, Vec::new())
@@ -258,7 +291,7 @@ impl CachedDiskReader {
         self.inner.index.size()
     }
 
-    /// Chunk size in bytes.
+    /// Chunk size in bytes; the largest chunk of a content-defined index.
     pub fn chunk_size(&self) -> u32 {
         self.inner.index.chunk_size()
     }
@@ -268,9 +301,9 @@ impl CachedDiskReader {
         self.inner.loads.load(Ordering::Relaxed)
     }
 
-    /// The byte range of chunk `slot` holding disk offset `offset` and whether it is stored.
+    /// The slot (chunk or hole) holding disk offset `offset`.
     fn slot_of(&self, offset: u64) -> usize {
-        (offset / u64::from(self.inner.index.chunk_size().max(1))) as usize
+        self.inner.index.slot_at(offset)
     }
 
     /// Fills `buf` with the disk's bytes at `offset`, verifying every chunk it loads.
@@ -292,15 +325,16 @@ impl CachedDiskReader {
         if buf.is_empty() {
             return Ok(());
         }
-        let cs = u64::from(self.inner.index.chunk_size());
         let first = self.slot_of(offset);
         let last = self.slot_of(end - 1);
         self.read_ahead_after(first, last);
         let mut pos = offset;
         while pos < end {
-            let slot = (pos / cs) as usize;
-            let within = (pos % cs) as usize;
-            let take = ((end - pos) as usize).min(cs as usize - within);
+            // A hole's length is never allocated: only its part inside `buf` is filled.
+            let slot = self.slot_of(pos);
+            let (start, len) = self.inner.index.chunk_range(slot);
+            let within = (pos - start) as usize;
+            let take = (end - pos).min(len as u64 - within as u64) as usize;
             let out = &mut buf[(pos - offset) as usize..][..take];
             if self.inner.index.slot(slot).is_none() {
                 out.fill(0);
@@ -355,27 +389,28 @@ impl CachedDiskReader {
     pub fn extents(&self, offset: u64, len: u64) -> Vec<DiskExtent> {
         let index = &self.inner.index;
         let end = offset.saturating_add(len).min(self.capacity());
-        let cs = u64::from(index.chunk_size());
-        let end_slot = end.div_ceil(cs) as usize;
         let mut out: Vec<DiskExtent> = Vec::new();
         let mut pos = offset;
         while pos < end {
-            let slot = (pos / cs) as usize;
-            // The end (in chunks) of the run of equal kind that `slot` starts, cut at `end`.
+            let slot = index.slot_at(pos);
+            // The end (in bytes) of the run of equal kind that `slot` starts, cut at `end`.
             let (hole, run_end) = if index.slot(slot).is_some() {
                 let mut e = slot + 1;
                 for (s, _) in index.stored_from(e) {
-                    if s != e || e >= end_slot {
+                    if s != e || index.chunk_range(e).0 >= end {
                         break;
                     }
                     e += 1;
                 }
-                (false, e)
+                let (last, last_len) = index.chunk_range(e - 1);
+                (false, last + last_len as u64)
             } else {
-                let next = index.next_stored(slot).unwrap_or(index.chunk_count());
+                let next = index
+                    .next_stored(slot)
+                    .map_or(index.size(), |n| index.chunk_range(n).0);
                 (true, next)
             };
-            let l = (run_end as u64 * cs).min(end) - pos;
+            let l = run_end.min(end) - pos;
             match out.last_mut() {
                 Some(e) if e.hole == hole => e.len += l,
                 _ => out.push(DiskExtent {

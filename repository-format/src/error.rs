@@ -103,6 +103,11 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A change to an index that would break it (a splice that cuts a stored chunk, chunks
+    /// out of order, a fixed-chunk edit of a content-defined index): a bug in the caller or
+    /// a base index that does not fit, refused before anything changes.
+    #[error("index edit refused: {0}")]
+    IndexEdit(String),
     /// A manifest decodes as a blob but is not a valid manifest.
     #[error("manifest {path}: {reason}")]
     Manifest {

@@ -99,13 +99,16 @@ pub mod storage;
 pub mod target;
 pub mod writer;
 
+#[cfg(test)]
+mod variable_index_tests;
+
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
     CheckOptions, CheckProgress, CheckReport, DamagedGeneration, Problem, ProblemKind,
     QuarantinedChunk, ReadSubset, REPAIR_NOTE,
 };
 pub use chunk_store::{ChunkFault, ChunkStore, QUARANTINE_DIR};
-pub use config::{Config, Encryption, EncryptionMode, InitOptions};
+pub use config::{Chunking, ChunkingChoice, Config, Encryption, EncryptionMode, InitOptions};
 pub use copy::{CopiedSet, CopyOptions, CopyProgress, CopyReport, GenerationCopy};
 pub use digest::ChunkDigest;
 pub use disk_reader::{CacheOptions, CachedDiskReader, DiskExtent};

@@ -106,12 +106,14 @@ impl DiskReader {
                 len: buf.len() as u64,
                 capacity: self.index.size(),
             })?;
-        let cs = self.index.chunk_size() as u64;
         let mut pos = offset;
         while pos < end {
-            let slot = (pos / cs) as usize;
-            let within = (pos % cs) as usize;
-            let take = ((end - pos) as usize).min(cs as usize - within);
+            // Fixed chunks: a division; content-defined ones: a binary search. A hole's
+            // length is never allocated: only the part of it inside `buf` is filled.
+            let slot = self.index.slot_at(pos);
+            let (start, len) = self.index.chunk_range(slot);
+            let within = (pos - start) as usize;
+            let take = (end - pos).min(len as u64 - within as u64) as usize;
             let out = &mut buf[(pos - offset) as usize..][..take];
             if self.index.slot(slot).is_none() {
                 out.fill(0);

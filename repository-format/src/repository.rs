@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::blob::Codec;
 use crate::catalog::{manifest_stamp, Catalog, CatalogEntry};
 use crate::chunk_store::ChunkStore;
-use crate::config::{Config, EncryptionMode, InitOptions};
+use crate::config::{Chunking, ChunkingChoice, Config, EncryptionMode, InitOptions};
 use crate::error::{io_err, read_object, store_err, Error, Result};
 use crate::fixed_index::{FixedIndex, IndexBinding};
 use crate::format::{
@@ -169,7 +169,7 @@ impl Repository {
         opts: &InitOptions,
         passphrase: Option<&Passphrase>,
     ) -> Result<Repository> {
-        Self::init_location_keyed(location, opts, passphrase, None)
+        Self::init_location_keyed(location, opts, passphrase, None, None)
     }
 
     /// Creates a repository at `location` with the key material of `keys_from` (its chunk-id
@@ -188,20 +188,36 @@ impl Repository {
         passphrase: Option<&Passphrase>,
         keys_from: &Repository,
     ) -> Result<Repository> {
+        let from = &keys_from.config;
         let opts = InitOptions {
-            chunk_size: keys_from.config.chunk_size,
-            encryption: keys_from.config.encryption,
+            chunk_size: from.chunk_size,
+            chunking: if from.chunking.is_fixed() {
+                ChunkingChoice::Fixed
+            } else {
+                ChunkingChoice::ContentDefined
+            },
+            encryption: from.encryption,
             ..opts.clone()
         };
-        Self::init_location_keyed(location, &opts, passphrase, keys_from.codec().key())
+        // The same chunking too (a plain repository's cut seed included): both cut a disk at
+        // the same places, so copies deduplicate against what either repository holds.
+        Self::init_location_keyed(
+            location,
+            &opts,
+            passphrase,
+            keys_from.codec().key(),
+            Some(from.chunking),
+        )
     }
 
-    /// [`Repository::init_location`] with the master keys given (`Some`) or generated.
+    /// [`Repository::init_location`] with the master keys given (`Some`) or generated, and
+    /// the chunking given (`Some`, from the repository the keys come from) or made from `opts`.
     fn init_location_keyed(
         location: &RepositoryLocation,
         opts: &InitOptions,
         passphrase: Option<&Passphrase>,
         shared_key: Option<&Key>,
+        shared_chunking: Option<Chunking>,
     ) -> Result<Repository> {
         opts.validate()?;
         let root = PathBuf::from(location.display());
@@ -253,7 +269,10 @@ impl Repository {
                 )))
             }
         };
-        let mut config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()));
+        let mut config = Config::new(opts, key.as_ref().map(|k| k.fingerprint().clone()))?;
+        if let Some(chunking) = shared_chunking {
+            config.chunking = chunking;
+        }
         let object_lock_days = match location {
             RepositoryLocation::S3(s3) => s3.object_lock_days,
             RepositoryLocation::Local(_) => None,
@@ -1131,6 +1150,16 @@ impl Repository {
                 idx.uuid(),
                 rec.disk.key
             )));
+        }
+        // Fixed-chunk repositories (versions 1 to 3) hold fixed indexes only, content-defined
+        // ones (version 4) variable indexes only: anything else was not written here.
+        if idx.is_variable() == self.config.chunking.is_fixed() {
+            return Err(bad(if idx.is_variable() {
+                "is a content-defined (version 4) index, but the repository has fixed chunks"
+                    .to_string()
+            } else {
+                "is a fixed-chunk index, but the repository has content-defined chunks".to_string()
+            }));
         }
         if idx.size() != rec.disk.capacity {
             return Err(bad(format!(

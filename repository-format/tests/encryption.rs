@@ -419,6 +419,7 @@ fn nothing_plaintext_reaches_the_disk() {
         compression_level: 1,
         encryption,
         kdf: KdfParams::insecure_for_tests(),
+        ..InitOptions::default()
     };
     let marker = b"SAFEKEEPING-PLAINTEXT-MARKER-7f3a9c";
     // 2 MiB of the marker repeated (compressible), then a 1 MiB known block, then random.

@@ -37,6 +37,7 @@ pub fn encrypted_repo(root: &std::path::Path) -> Repository {
             compression_level: 1,
             encryption: Encryption::Aes256Gcm,
             kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::default()
         },
         Some(&Passphrase::from(PASSPHRASE)),
     )

@@ -99,6 +99,7 @@ fn run_repository_command(config: &Config, command: Command, quiet: bool) -> Res
             a.encrypt || a.encryption == Some(repository_format::EncryptionMode::Aes256Gcm),
             a.copy_key_from.as_deref(),
             a.object_lock_days,
+            a.chunking,
         ),
         Command::Repo(RepoCommand::Key(k)) => key::run(config, &k),
         Command::Repo(RepoCommand::Reindex) => repo::reindex(config),

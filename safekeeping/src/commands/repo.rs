@@ -1,6 +1,8 @@
 //! `repo init` and `repo reindex`.
 
-use repository_format::{EncryptionMode, InitOptions, Repository, RepositoryLocation};
+use repository_format::{
+    Chunking, ChunkingChoice, EncryptionMode, InitOptions, Repository, RepositoryLocation,
+};
 use serde_json::json;
 
 use crate::config::Config;
@@ -9,9 +11,9 @@ use crate::outcome::Outcome;
 use crate::repo;
 use crate::report::Report;
 
-/// Creates the repository at the configured path; with `copy_key_from`, with the key
-/// material, chunk size and encryption of that configured repository; with
-/// `object_lock_days`, under S3 object lock.
+/// Creates the repository at the configured path, cutting disks as `chunking` says; with
+/// `copy_key_from`, with the key material, chunking, chunk size and encryption of that
+/// configured repository instead; with `object_lock_days`, under S3 object lock.
 ///
 /// # Errors
 /// When the folder exists and is not empty, or cannot be written; an unknown
@@ -21,6 +23,7 @@ pub fn init(
     encrypt: bool,
     copy_key_from: Option<&str>,
     object_lock_days: Option<u32>,
+    chunking: ChunkingChoice,
 ) -> Result<Report> {
     let keys_from = match copy_key_from {
         Some(name) => {
@@ -44,6 +47,10 @@ pub fn init(
     } else {
         None
     };
+    let base = match chunking {
+        ChunkingChoice::ContentDefined => InitOptions::content_defined(),
+        ChunkingChoice::Fixed => InitOptions::default(),
+    };
     let opts = InitOptions {
         compression_level: config.defaults.compression_level,
         encryption: if encrypt {
@@ -51,7 +58,7 @@ pub fn init(
         } else {
             EncryptionMode::None
         },
-        ..InitOptions::default()
+        ..base
     };
     let mut location = repo::location(config)?;
     if let Some(days) = object_lock_days {
@@ -81,9 +88,25 @@ pub fn init(
         None => Repository::init_location(&location, &opts, passphrase.as_ref())?,
     };
     let c = r.config();
+    let (chunking, chunks) = match c.chunking {
+        Chunking::Fixed => (
+            ChunkingChoice::Fixed,
+            format!("fixed chunks of {} KiB", c.chunk_size / 1024),
+        ),
+        Chunking::AlignedCdc { min, max, .. } => (
+            ChunkingChoice::ContentDefined,
+            format!(
+                "content-defined chunks of {} KiB to {} KiB",
+                min / 1024,
+                max / 1024
+            ),
+        ),
+    };
     let doc = json!({
         "path": location.display(),
         "repository_id": c.repository_id,
+        "format_version": c.format_version,
+        "chunking": chunking.to_string(),
         "chunk_size": c.chunk_size,
         "compression_level": c.compression_level,
         "encrypted": r.is_encrypted(),
@@ -92,11 +115,11 @@ pub fn init(
         "object_lock_days": r.object_lock_days(),
     });
     let mut text = format!(
-        "created {}repository {} at {} (chunk size {} KiB, zstd level {})\n",
+        "created {}repository {} at {} (format version {}, {chunks}, zstd level {})\n",
         if r.is_encrypted() { "encrypted " } else { "" },
         c.repository_id,
         location.display(),
-        c.chunk_size / 1024,
+        c.format_version,
         c.compression_level
     );
     if let Some(days) = r.object_lock_days() {

@@ -286,8 +286,7 @@ fn write_stored_chunks(
     cancel: &Cancel,
 ) -> Result<u64> {
     let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND).with_cancel(cancel.clone());
-    let stored =
-        reader.index().stored_chunks().count() as u64 * u64::from(reader.index().chunk_size());
+    let stored = reader.index().stored_bytes();
     let progress = Progress::new(label, stored, !show_progress);
     let mut written = 0u64;
     let started = Instant::now();
