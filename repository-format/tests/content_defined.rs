@@ -191,9 +191,11 @@ fn an_incremental_cuts_as_a_full_backup_of_the_same_bytes_would() {
             "round {round}: areas {areas:?}"
         );
         assert_eq!(restore(&repo, "vm", g), data, "round {round}");
-        // Little more than the change is read: at most a couple of chunks around each area.
+        // Little more than the change is read: the old chunk before each area (at most 2 MiB)
+        // and on until the cuts meet (about one mean chunk, 0.6 MiB). Measured: 0.2-0.9 MiB
+        // more per area.
         assert!(
-            stats.read_bytes <= changed + areas.len() as u64 * 6 * MIB as u64,
+            stats.read_bytes <= changed + areas.len() as u64 * 4 * MIB as u64,
             "round {round}: read {} for {changed} changed",
             stats.read_bytes
         );
