@@ -405,7 +405,10 @@ mod tests {
             })
             .map(|c| c.1)
             .sum();
-        assert!(shared > 1536 * KIB, "only {shared} bytes of the copy shared");
+        assert!(
+            shared > 1536 * KIB,
+            "only {shared} bytes of the copy shared"
+        );
         assert!(contents.len() < chunks.len());
     }
 
@@ -498,7 +501,11 @@ mod tests {
 
     #[test]
     fn spans_with_a_base_start_at_an_unmovable_cut() {
-        let old = Old(vec![(0, 40 * KIB), (40 * KIB, 100 * KIB), (120 * KIB, 200 * KIB)]);
+        let old = Old(vec![
+            (0, 40 * KIB),
+            (40 * KIB, 100 * KIB),
+            (120 * KIB, 200 * KIB),
+        ]);
         // A change inside the second chunk: start at its start, plan to its end.
         let s = plan_spans(&[Area::new(50 * KIB, 4 * KIB)], 1 << 20, Some(&old)).unwrap();
         assert_eq!(
@@ -524,7 +531,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].start, s[0].end, s[0].changed_end), (0, 100 * KIB, 64 * KIB));
+        assert_eq!(
+            (s[0].start, s[0].end, s[0].changed_end),
+            (0, 100 * KIB, 64 * KIB)
+        );
     }
 
     #[test]

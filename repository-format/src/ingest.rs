@@ -526,7 +526,8 @@ pub(crate) fn ingest(
     let mut stats = stats;
     if cut.is_some() {
         splice_spans(index, placed, &spans_done)?;
-        stats.chunks_not_read = (index.stored_chunk_count() as u64).saturating_sub(stats.chunks_read);
+        stats.chunks_not_read =
+            (index.stored_chunk_count() as u64).saturating_sub(stats.chunks_read);
     } else {
         stats.chunks_not_read = index.chunk_count() as u64 - stats.chunks_read;
     }

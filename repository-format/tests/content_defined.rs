@@ -179,7 +179,11 @@ fn an_incremental_cuts_as_a_full_backup_of_the_same_bytes_would() {
         let mut areas = Vec::new();
         for _ in 0..=next(4) {
             let offset = next(data.len() as u64) as usize;
-            let len = 1 + next(if round % 3 == 0 { 3 * MIB as u64 } else { 80_000 }) as usize;
+            let len = 1 + next(if round % 3 == 0 {
+                3 * MIB as u64
+            } else {
+                80_000
+            }) as usize;
             areas.push(change(&mut data, offset, len, next(4), round * 10 + 1));
         }
         let (g, stats) = backup(&repo, "vm", &data, Some(parent), &areas).unwrap();
@@ -215,7 +219,11 @@ fn an_incremental_of_a_small_change_reads_about_one_chunk() {
     let (g, stats) = backup(&repo, "vm", &data, Some(parent), &[area]).unwrap();
     assert_eq!(restore(&repo, "vm", g), data);
     // The chunk holding the change, maybe its neighbours: never the disk.
-    assert!(stats.read_bytes <= 5 * MIB as u64, "read {}", stats.read_bytes);
+    assert!(
+        stats.read_bytes <= 5 * MIB as u64,
+        "read {}",
+        stats.read_bytes
+    );
     assert!(stats.new_chunks <= 3, "{stats:?}");
 }
 
@@ -275,7 +283,11 @@ fn the_read_plan_is_what_the_ingest_reads_first() {
             planned.next();
         }
     }
-    assert!(planned.next().is_none(), "planned reads skipped: {:?}", src.reads);
+    assert!(
+        planned.next().is_none(),
+        "planned reads skipped: {:?}",
+        src.reads
+    );
     let extra: usize = src.reads.len() - plan.reads.len();
     assert!(extra <= 3 * 8, "{extra} reads beyond the plan");
     let g = w
@@ -307,8 +319,8 @@ fn cut_points_depend_on_the_repository() {
         e.config().chunking,
         repository_format::config::Chunking::AlignedCdc { seed: None, .. }
     ));
-    let reopened = Repository::open_with(dir.path().join("e"), Some(&Passphrase::from(PASSPHRASE)))
-        .unwrap();
+    let reopened =
+        Repository::open_with(dir.path().join("e"), Some(&Passphrase::from(PASSPHRASE))).unwrap();
     assert_eq!(cuts(&reopened), ce);
 }
 
@@ -326,7 +338,13 @@ fn a_base_in_the_other_layout_is_refused() {
     let key = repo.target_key(&identity("vm")).unwrap();
     let tl = repo.lock_target(&key, Duration::from_secs(5)).unwrap();
     let w = repo
-        .begin_generation(&lock, tl, identity("vm"), BackupMode::Incremental, Some(parent))
+        .begin_generation(
+            &lock,
+            tl,
+            identity("vm"),
+            BackupMode::Incremental,
+            Some(parent),
+        )
         .unwrap();
     let err = w
         .ingest_disk(
@@ -338,7 +356,8 @@ fn a_base_in_the_other_layout_is_refused() {
         )
         .unwrap_err();
     assert!(
-        err.to_string().contains("fixed chunks in a repository of content-defined chunks")
+        err.to_string()
+            .contains("fixed chunks in a repository of content-defined chunks")
             || matches!(err, Error::BaseIndex { .. }),
         "{err}"
     );

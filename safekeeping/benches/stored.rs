@@ -293,8 +293,7 @@ fn disk_use(p: &Path) -> DiskUse {
 fn ingest(image: &Path, repo: &Path, opts: InitOptions) -> BoxResult<f64> {
     let _ = fs::remove_dir_all(repo);
     // The passphrase is a benchmark fixture; the KDF does not change any stored size.
-    let pass =
-        (opts.encryption == Encryption::Aes256Gcm).then(|| Passphrase::from("bench only"));
+    let pass = (opts.encryption == Encryption::Aes256Gcm).then(|| Passphrase::from("bench only"));
     let repo = Repository::init_with(
         repo,
         &InitOptions {
