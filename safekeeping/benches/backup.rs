@@ -510,7 +510,7 @@ impl Bench {
             self.rounds
         );
         println!(
-            "safekeeping: {} (repo init defaults: 1 MiB fixed chunks, zstd-1, not encrypted)",
+            "safekeeping: {} (repo init defaults: format 4, content-defined chunks of 128 KiB-2 MiB cut at 4 KiB boundaries, zstd-1, not encrypted)",
             self.sk.display()
         );
         if self.use_restic {
