@@ -301,7 +301,23 @@ fn a_variable_index_in_a_fixed_chunk_repository_is_refused() {
     let fixed = Repository::open(f.dir.path().join("repo")).unwrap();
     let e = fixed.fixed_index(&f.key, f.generation, DISK).unwrap_err();
     assert!(
-        e.to_string().contains("content-defined (version 4) index"),
+        matches!(&e, Error::IndexKind { reason, .. }
+            if reason.contains("content-defined (version 4) index")),
         "{e}"
     );
+    // check reports it; a repair moves nothing, since the config may be the wrong one.
+    let lock = fixed.lock_exclusive(Duration::from_secs(5)).unwrap();
+    let report = fixed.check_and_repair(&lock).unwrap();
+    assert!(!report.ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::DamagedIndex && p.detail.contains("fixed chunks")),
+        "{:#?}",
+        report.problems
+    );
+    assert!(report.quarantined_indexes.is_empty());
+    drop(lock);
+    assert!(f.repo.fixed_index(&f.key, f.generation, DISK).is_ok());
 }
