@@ -612,6 +612,33 @@ mod tests {
         );
     }
 
+    /// The budget is in bytes: a 3.5-chunk budget keeps the three most recent chunks, and
+    /// the cache's byte count is the sum of what it holds.
+    #[test]
+    fn the_cache_stays_within_its_byte_budget() {
+        let (_d, repo, key, gen, disk) = fixture();
+        let opts = CacheOptions {
+            cache_bytes: 3 * CS + CS / 2,
+            read_ahead: 0,
+            read_ahead_threads: 0,
+        };
+        let r = CachedDiskReader::open(&repo, &key, gen, 2000, opts).unwrap();
+        let mut all = vec![0u8; 16 * CS];
+        r.read_at(0, &mut all).unwrap();
+        assert!(all == disk);
+        assert_eq!(r.chunks_loaded(), 12);
+        let cache = lock(&r.inner.cache);
+        assert_eq!(cache.slots.len(), 3);
+        assert_eq!(cache.bytes, 3 * CS);
+        assert_eq!(
+            cache.bytes,
+            cache.slots.values().map(|s| s.bytes).sum::<usize>()
+        );
+        let mut kept: Vec<usize> = cache.slots.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![13, 14, 15]);
+    }
+
     #[test]
     fn interleaved_sequential_readers_each_get_read_ahead() {
         let (_d, repo, key, gen, _disk) = fixture();

@@ -103,6 +103,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An index of the other chunking than the repository's config (a fixed-chunk index in a
+    /// content-defined repository, or the reverse). Either the index or the config is not what
+    /// was written, so a repair moves neither: it is reported, and the index is not used.
+    #[error("index {path}: {reason}")]
+    IndexKind {
+        /// The index file.
+        path: PathBuf,
+        /// Which kind it is and which the repository has.
+        reason: String,
+    },
     /// A change to an index that would break it (a splice that cuts a stored chunk, chunks
     /// out of order, a fixed-chunk edit of a content-defined index): a bug in the caller or
     /// a base index that does not fit, refused before anything changes.

@@ -1072,7 +1072,8 @@ impl Repository {
     /// # Errors
     /// [`Error::Io`] (a missing file: `NotFound`), [`Error::Blob`] for envelope damage,
     /// [`Error::Index`] naming the file for an index that is damaged, not the one recorded,
-    /// or another place's.
+    /// or another place's; [`Error::IndexKind`] for an index of the other chunking than the
+    /// repository's.
     pub(crate) fn read_index(
         &self,
         key: &TargetKey,
@@ -1154,12 +1155,16 @@ impl Repository {
         // Fixed-chunk repositories (versions 1 to 3) hold fixed indexes only, content-defined
         // ones (version 4) variable indexes only: anything else was not written here.
         if idx.is_variable() == self.config.chunking.is_fixed() {
-            return Err(bad(if idx.is_variable() {
-                "is a content-defined (version 4) index, but the repository has fixed chunks"
-                    .to_string()
-            } else {
-                "is a fixed-chunk index, but the repository has content-defined chunks".to_string()
-            }));
+            return Err(Error::IndexKind {
+                path: path.clone(),
+                reason: if idx.is_variable() {
+                    "is a content-defined (version 4) index, but the repository has fixed chunks"
+                        .to_string()
+                } else {
+                    "is a fixed-chunk index, but the repository has content-defined chunks"
+                        .to_string()
+                },
+            });
         }
         if idx.size() != rec.disk.capacity {
             return Err(bad(format!(

@@ -301,7 +301,95 @@ fn a_variable_index_in_a_fixed_chunk_repository_is_refused() {
     let fixed = Repository::open(f.dir.path().join("repo")).unwrap();
     let e = fixed.fixed_index(&f.key, f.generation, DISK).unwrap_err();
     assert!(
-        e.to_string().contains("content-defined (version 4) index"),
+        matches!(&e, Error::IndexKind { reason, .. }
+            if reason.contains("content-defined (version 4) index")),
+        "{e}"
+    );
+    // check reports it; a repair moves nothing, since the config may be the wrong one.
+    let lock = fixed.lock_exclusive(Duration::from_secs(5)).unwrap();
+    let report = fixed.check_and_repair(&lock).unwrap();
+    assert!(!report.ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::DamagedIndex && p.detail.contains("fixed chunks")),
+        "{:#?}",
+        report.problems
+    );
+    assert!(report.quarantined_indexes.is_empty());
+    drop(lock);
+    assert!(f.repo.fixed_index(&f.key, f.generation, DISK).is_ok());
+}
+
+#[test]
+fn copy_translates_a_variable_index_and_refuses_a_fixed_chunk_destination() {
+    let f = fixture();
+    // Encrypted destination: other chunk ids, so the index is translated, not copied as is.
+    let dest = Repository::init_with(
+        f.dir.path().join("dest"),
+        &InitOptions {
+            encryption: EncryptionMode::Aes256Gcm,
+            kdf: KdfParams::insecure_for_tests(),
+            ..InitOptions::content_defined()
+        },
+        Some(&Passphrase::from("copy test")),
+    )
+    .unwrap();
+    let src_lock = f.repo.lock_shared(Duration::ZERO).unwrap();
+    let dest_lock = dest.lock_shared(Duration::ZERO).unwrap();
+    let c = f
+        .repo
+        .copy_generation_to(
+            &src_lock,
+            &dest,
+            &dest_lock,
+            &f.key,
+            f.generation,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(!c.as_is, "other keys: chunks re-encrypted under other ids");
+    let copied = dest.fixed_index(&c.target, c.generation, DISK).unwrap();
+    assert!(copied.is_variable());
+    assert_eq!(copied.chunk_count(), f.index.chunk_count());
+    for i in 0..copied.chunk_count() {
+        assert_eq!(copied.chunk_range(i), f.index.chunk_range(i));
+        match (copied.slot(i), f.index.slot(i)) {
+            (Some(to), Some(from)) => assert_ne!(to, from, "slot {i} keeps its plain id"),
+            (None, None) => {}
+            other => panic!("slot {i}: {other:?}"),
+        }
+    }
+    let mut r = dest.disk_reader(&c.target, c.generation, DISK).unwrap();
+    let mut all = vec![0u8; SIZE as usize];
+    r.read_at(0, &mut all).unwrap();
+    assert!(all == f.disk, "the copy reads back the same disk");
+
+    // Same chunk size, fixed chunks.
+    let fixed = Repository::init(
+        f.dir.path().join("fixed"),
+        &InitOptions {
+            chunk_size: 2 << 20,
+            ..InitOptions::default()
+        },
+    )
+    .unwrap();
+    let fixed_lock = fixed.lock_shared(Duration::ZERO).unwrap();
+    let e = f
+        .repo
+        .copy_generation_to(
+            &src_lock,
+            &fixed,
+            &fixed_lock,
+            &f.key,
+            f.generation,
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("content-defined chunks and the destination fixed"),
         "{e}"
     );
 }

@@ -48,6 +48,9 @@ pub(crate) struct Extents {
     pages: Vec<Vec<Extent>>,
     /// Slot number of the first extent of each page.
     starts: Vec<usize>,
+    /// Byte offset of the first extent of each page: searched for an offset without touching
+    /// every page on the way (one cache miss per probe otherwise).
+    firsts: Vec<u64>,
     len: usize,
     stored: usize,
 }
@@ -92,8 +95,8 @@ impl Extents {
     /// `offset` is inside the disk); 0 for an empty list.
     pub fn slot_at(&self, offset: u64) -> usize {
         let p = self
-            .pages
-            .partition_point(|pg| pg[0].offset <= offset)
+            .firsts
+            .partition_point(|&first| first <= offset)
             .saturating_sub(1);
         let Some(page) = self.pages.get(p) else {
             return 0;
@@ -159,9 +162,12 @@ impl Extents {
         self.stored = self.stored - removed_stored + added_stored;
     }
 
-    /// Recomputes the page starts from page `from` on, and the length.
+    /// Recomputes the page starts and first offsets from page `from` on, and the length.
     fn renumber(&mut self, from: usize) {
         self.starts.truncate(from);
+        self.firsts.truncate(from);
+        self.firsts
+            .extend(self.pages[from..].iter().map(|page| page[0].offset));
         let mut next = match from {
             0 => 0,
             _ => self.starts[from - 1] + self.pages[from - 1].len(),

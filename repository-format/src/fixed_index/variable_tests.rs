@@ -437,3 +437,75 @@ fn translate_ids_keeps_places_and_refuses_the_zero_id() {
         Err(Error::IndexEdit(_))
     ));
 }
+
+/// Figures for a large content-defined index (run with `--ignored --nocapture`): 1 Mi chunks
+/// of 128 KiB to 2 MiB (a disk of about 1.1 TiB, fully written), built by one splice, then
+/// 1,000 splices each re-cutting one chunk in two (what an incremental does per changed
+/// area), then encoded and decoded.
+#[test]
+#[ignore]
+fn measure_a_large_variable_index() {
+    use std::time::Instant;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let n = 1 << 20;
+    let mut chunks = Vec::with_capacity(n);
+    let mut at = 0u64;
+    for i in 0..n as u64 {
+        let len = (32 + next() % 481) * B; // 128 KiB ..= 2 MiB
+        chunks.push((at, len as u32, id(i + 1)));
+        at += len;
+    }
+    let size = at;
+    let t = Instant::now();
+    let mut idx = FixedIndex::new_variable(size, 2 << 20).unwrap();
+    idx.splice(0, size, &chunks).unwrap();
+    let built = t.elapsed();
+    let t = Instant::now();
+    for k in 0..1000u64 {
+        let slot = (next() % idx.chunk_count() as u64) as usize;
+        let (o, l) = idx.chunk_range(slot);
+        let half = (l as u64 / B / 2).max(1) * B;
+        let mut parts = vec![(o, half as u32, id(n as u64 + 2 * k + 1))];
+        if (l as u64) > half {
+            parts.push((o + half, (l as u64 - half) as u32, id(n as u64 + 2 * k + 2)));
+        }
+        idx.splice(o, o + l as u64, &parts).unwrap();
+    }
+    let spliced = t.elapsed();
+    let t = Instant::now();
+    let lookups: u64 = (0..1_000_000u64)
+        .map(|_| idx.slot_at(next() % size) as u64)
+        .sum();
+    let looked = t.elapsed();
+    idx.bind(place());
+    let codec = Codec::new(1, None);
+    let t = Instant::now();
+    let blob = idx.encode(&codec);
+    let encoded = t.elapsed();
+    let t = Instant::now();
+    let back = FixedIndex::decode(Path::new("i"), &blob, &codec).unwrap();
+    let decoded = t.elapsed();
+    assert_eq!(back, idx);
+    eprintln!(
+        "disk {:.1} GiB, {} chunks, {} slots: one splice of all {:?}; 1000 one-chunk splices \
+         {:?} ({:?} each); 1 M slot_at {:?} (checksum {lookups}); encode {:?} ({:.1} MiB); \
+         decode {:?}; extents in memory about {:.1} MiB",
+        size as f64 / (1u64 << 30) as f64,
+        idx.stored_chunk_count(),
+        idx.chunk_count(),
+        built,
+        spliced,
+        spliced / 1000,
+        looked,
+        encoded,
+        blob.len() as f64 / (1 << 20) as f64,
+        decoded,
+        (idx.chunk_count() * 48) as f64 / (1 << 20) as f64,
+    );
+}

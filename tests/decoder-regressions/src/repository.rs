@@ -148,10 +148,13 @@ fn test_key() -> repository_format::Key {
 /// equal index and whose geometry is consistent.
 ///
 /// Input: mode byte (0: raw blob; 1: payload in a valid envelope; 2: payload with a correct
-/// digest-list hash in a valid envelope; 3: an index built from the input), then the bytes.
+/// digest-list hash in a valid envelope; 3: an index built from the input; 4: a version-4
+/// (content-defined) payload with a valid header and binding, the disk size, stored count and
+/// run list from the input and the body hash made right, so the run-list checks are reached;
+/// 5: a content-defined index built from the input by splices), then the bytes.
 pub fn fixed_index(data: &[u8]) {
     let mut input = Input::new(data);
-    let mode = input.byte() % 4;
+    let mode = input.byte() % 6;
     let codec = Codec::new(1, None);
     let path = Path::new("fuzz.fidx");
     let bytes = input.rest();
@@ -159,6 +162,20 @@ pub fn fixed_index(data: &[u8]) {
         0 => bytes.to_vec(),
         1 => codec.encode(BlobKind::Index, bytes),
         2 => codec.encode(BlobKind::Index, &with_list_hash(bytes)),
+        4 => codec.encode(BlobKind::Index, &v4_payload(bytes)),
+        5 => {
+            let mut idx = variable_index_from(bytes);
+            idx.bind(repository_format::fixed_index::IndexBinding::new(
+                TargetKey::new("vm-fuzz").expect("valid key"),
+                GenerationId(5),
+                2000,
+            ));
+            let encoded = idx.encode(&codec);
+            let back = FixedIndex::decode(path, &encoded, &codec)
+                .unwrap_or_else(|e| panic!("a fresh variable index does not decode: {e}"));
+            assert_eq!(back, idx, "variable index round trip");
+            return;
+        }
         _ => {
             let mut idx = index_from(bytes);
             // Half of them bound to a place (version 2 header), half legacy (version 1).
@@ -177,6 +194,30 @@ pub fn fixed_index(data: &[u8]) {
         }
     };
     match FixedIndex::decode(path, &blob, &codec) {
+        Ok(idx) if idx.is_variable() => {
+            assert!(idx.chunk_size().is_power_of_two());
+            // The slots tile the disk: chunks of 1..=chunk size bytes with ids, and holes
+            // never two in a row.
+            let mut at = 0u64;
+            let mut hole_before = false;
+            for i in 0..idx.chunk_count() {
+                let (off, len) = idx.chunk_range(i);
+                assert_eq!(off, at, "slot {i} starts where the one before ends");
+                assert!(len > 0, "slot {i} is empty");
+                let hole = idx.slot(i).is_none();
+                assert!(!(hole && hole_before), "two holes in a row at slot {i}");
+                if !hole {
+                    assert!(len <= idx.chunk_size() as usize, "chunk {i} too long");
+                }
+                assert_eq!(idx.slot_at(off), i, "slot_at of slot {i}'s start");
+                hole_before = hole;
+                at += len as u64;
+            }
+            assert_eq!(at, idx.size(), "the slots cover the disk");
+            let again = FixedIndex::decode(path, &idx.encode(&codec), &codec)
+                .unwrap_or_else(|e| panic!("re-encoded variable index does not decode: {e}"));
+            assert_eq!(again, idx, "decode(encode(decode(x))) != decode(x)");
+        }
         Ok(idx) => {
             let count = idx.size().div_ceil(idx.chunk_size() as u64);
             assert_eq!(idx.chunk_count() as u64, count, "chunk count vs size");
@@ -206,6 +247,65 @@ fn with_list_hash(payload: &[u8]) -> Vec<u8> {
         p[48..80].copy_from_slice(&hash);
     }
     p
+}
+
+/// A version-4 payload: a valid header (largest chunk 64 KiB) and binding, then from `bytes`
+/// the disk size in 4 KiB blocks (one byte) plus a tail (one byte), the stored chunk count
+/// (one byte) and the run list (the rest), with the body hash computed over it.
+fn v4_payload(bytes: &[u8]) -> Vec<u8> {
+    let mut input = Input::new(bytes);
+    let size = u64::from(input.byte()) * 4096 + u64::from(input.byte()) * 16;
+    let count = u64::from(input.byte());
+    let body = input.rest();
+    let target = b"vm-fuzz";
+    let mut p = Vec::with_capacity(110 + body.len());
+    p.extend_from_slice(&repository_format::format::INDEX_MAGIC_V4);
+    p.extend_from_slice(&[7; 16]);
+    p.extend_from_slice(&0i64.to_le_bytes());
+    p.extend_from_slice(&size.to_le_bytes());
+    p.extend_from_slice(&65536u32.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    let hash: [u8; 32] = Sha256::digest(body).into();
+    p.extend_from_slice(&hash);
+    p.extend_from_slice(&count.to_le_bytes());
+    p.extend_from_slice(&5u64.to_le_bytes());
+    p.extend_from_slice(&2000i32.to_le_bytes());
+    p.extend_from_slice(&(target.len() as u16).to_le_bytes());
+    p.extend_from_slice(target);
+    p.extend_from_slice(body);
+    p
+}
+
+/// A content-defined index built from fuzz bytes: a disk of up to 255 blocks and a tail, then
+/// splices of ranges and chunks read from the input; refused splices (which must leave the
+/// index as it was) are skipped.
+fn variable_index_from(bytes: &[u8]) -> FixedIndex {
+    const B: u64 = 4096;
+    let mut input = Input::new(bytes);
+    let size = u64::from(input.byte()) * B + u64::from(input.byte() % 2) * 100;
+    let mut idx = FixedIndex::new_variable(size, 65536).expect("small index");
+    let mut seq = 0u64;
+    while !input.rest().is_empty() {
+        let a = (u64::from(input.byte()) * B).min(size / B * B);
+        let b = (u64::from(input.byte()) * B).min(size).max(a);
+        let mut chunks = Vec::new();
+        let mut at = a;
+        for _ in 0..input.byte() % 6 {
+            let offset = at + u64::from(input.byte() % 3) * B;
+            let len = ((u64::from(input.byte() % 16) + 1) * B).min(b.saturating_sub(offset));
+            if len == 0 || (len % B != 0 && offset + len != size) {
+                break;
+            }
+            seq += 1;
+            chunks.push((offset, len as u32, ChunkDigest::of(&seq.to_le_bytes())));
+            at = offset + len;
+        }
+        let before = idx.clone();
+        if idx.splice(a, b, &chunks).is_err() {
+            assert_eq!(idx, before, "a refused splice changed the index");
+        }
+    }
+    idx
 }
 
 /// A small index built from fuzz bytes: size, chunk size and slot contents.

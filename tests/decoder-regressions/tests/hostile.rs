@@ -341,3 +341,54 @@ fn child_deep_toml() {
         }
     });
 }
+
+#[test]
+fn variable_index_truncated_at_every_length_is_refused() {
+    let codec = Codec::new(0, None);
+    let mut idx = FixedIndex::new_variable(40 * 4096 + 5, 65536).unwrap();
+    let chunks: Vec<_> = [(0u64, 16384u32), (16384, 8192), (20 * 4096, 65536)]
+        .iter()
+        .map(|&(o, l)| (o, l, ChunkDigest::of(&o.to_le_bytes())))
+        .collect();
+    idx.splice(0, 40 * 4096 + 5, &chunks).unwrap();
+    idx.bind(repository_format::fixed_index::IndexBinding::new(
+        repository_format::TargetKey::new("vm-cut").unwrap(),
+        repository_format::GenerationId(3),
+        2000,
+    ));
+    let blob = idx.encode(&codec);
+    for n in 0..blob.len() {
+        assert!(
+            FixedIndex::decode(Path::new("i"), &blob[..n], &codec).is_err(),
+            "cut at {n}"
+        );
+        run("repo_fixed_index", &[&[0u8][..], &blob[..n]].concat());
+    }
+    assert_eq!(
+        FixedIndex::decode(Path::new("i"), &blob, &codec).unwrap(),
+        idx
+    );
+}
+
+/// The content-defined modes of the index harness (4: a v4 run list from the input, 5: an
+/// index built by splices) on pseudo-random inputs: refused or consistent, never a panic.
+#[test]
+fn variable_index_harness_modes_hold_on_many_inputs() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..2000u32 {
+        let len = (next() % 200) as usize;
+        let mut input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        input.insert(0, 4 + (i % 2) as u8);
+        if i % 4 == 0 && input.len() > 4 {
+            // A plausible run header: offset 0, a handful of chunks.
+            input.splice(4..4, [0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0]);
+        }
+        run("repo_fixed_index", &input);
+    }
+}

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use safekeeping_e2e::{guest_bytes, Lab};
-use sha2::{Digest, Sha256};
-
-const MIB: usize = 1 << 20;
+use safekeeping_e2e::{chunk_starting_with, guest_bytes, Lab};
 
 /// A lab with one backed-up VM `src` (two disks with data, two NICs) and a powered-on VM
 /// `victim` with the same disk layout and other data; returns src's digests.
@@ -145,8 +142,8 @@ fn a_failed_overwrite_puts_the_old_vm_back() {
 
     // Damage the chunk of src's disk 1 (seed 8 at offset 0): disk 0 is written, then the
     // restore fails reading disk 1, after the new VM was created.
-    let id = hex::encode(Sha256::digest(guest_bytes(8, MIB)));
-    let chunk = lab.dir().join("repo/chunks").join(&id[..4]).join(&id);
+    let chunk = chunk_starting_with(&lab.dir().join("repo"), &guest_bytes(8, 4096));
+    let id = chunk.file_name().unwrap().to_string_lossy().into_owned();
     let original = std::fs::read(&chunk).unwrap();
     let mut bad = original.clone();
     let mid = bad.len() / 2;

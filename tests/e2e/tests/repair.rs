@@ -3,19 +3,9 @@
 //! that stays damaged), stored again by the next backup (an incremental), after which `check --read-data`
 //! is clean and the first generation restores to the VM's digests again.
 
-use std::path::{Path, PathBuf};
-
-use safekeeping_e2e::{guest_bytes, Lab};
-use sha2::{Digest, Sha256};
+use safekeeping_e2e::{chunk_starting_with, guest_bytes, Lab};
 
 const MIB: usize = 1 << 20;
-
-/// The id of the (unencrypted) chunk holding `data`, and its file under `chunks/`.
-fn chunk_file(repo: &Path, data: &[u8]) -> (String, PathBuf) {
-    let id = hex::encode(Sha256::digest(data));
-    let p = repo.join("chunks").join(&id[..4]).join(&id);
-    (id, p)
-}
 
 #[test]
 fn repair_quarantines_a_damaged_chunk_and_the_next_backup_heals_it() {
@@ -32,7 +22,8 @@ fn repair_quarantines_a_damaged_chunk_and_the_next_backup_heals_it() {
     lab.sk(&["check", "--read-data"]).ok();
 
     // A flipped byte in the chunk at offset 0.
-    let (id, chunk) = chunk_file(&repo, &guest_bytes(21, MIB));
+    let chunk = chunk_starting_with(&repo, &guest_bytes(21, MIB)[..4096]);
+    let id = chunk.file_name().unwrap().to_string_lossy().into_owned();
     assert!(chunk.exists(), "{} exists", chunk.display());
     let original = std::fs::read(&chunk).unwrap();
     let mut bad = original.clone();

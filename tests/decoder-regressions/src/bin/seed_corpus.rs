@@ -92,6 +92,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "built",
         &[3, 0, 5, 17, 1, 2, 3, 4, 5, 6],
     )?;
+    // Version 4: a disk of 40 blocks with three chunks in two runs (see the harness's mode 4).
+    let entry = |id: u8, len: u32| {
+        let mut e = vec![id; 32];
+        e.extend_from_slice(&len.to_le_bytes());
+        e
+    };
+    let run =
+        |first: u64, n: u32| [first.to_le_bytes().to_vec(), n.to_le_bytes().to_vec()].concat();
+    let v4_body = [
+        run(0, 2),
+        entry(1, 16384),
+        entry(2, 8192),
+        run(20 * 4096, 1),
+        entry(3, 32768),
+    ]
+    .concat();
+    put(
+        "repo_fixed_index",
+        "v4-runs",
+        &[&[4u8, 40, 0, 3][..], &v4_body].concat(),
+    )?;
+    put(
+        "repo_fixed_index",
+        "v4-built",
+        &[5, 40, 1, 0, 20, 3, 0, 3, 1, 1, 0, 7, 4, 9, 1, 2, 0],
+    )?;
+    let cdc_dir = tmp.join("content-defined");
+    Repository::init(&cdc_dir, &InitOptions::content_defined())?;
+    let cdc_config = std::fs::read(cdc_dir.join("config"))?;
+    put(
+        "repo_config",
+        "json-v4",
+        &prefixed(1, &payload(BlobKind::Config, &cdc_config)?),
+    )?;
     put(
         "repo_blob",
         "index",
