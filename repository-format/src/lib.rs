@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod aligned_buf;
 pub mod blob;
 pub mod catalog;
 pub mod check;
@@ -98,6 +99,7 @@ pub mod storage;
 pub mod target;
 pub mod writer;
 
+pub use aligned_buf::{AlignedBuf, BufPool};
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
     CheckOptions, CheckProgress, CheckReport, DamagedGeneration, Problem, ProblemKind,
