@@ -384,7 +384,8 @@ impl Backend for LocalBackend {
         }
         // `len <= limit`, a buffer size: it fits a usize.
         let len = len as usize;
-        let prefix = prefix.min(len).min(crate::aligned_buf::HEADROOM);
+        let want = prefix.min(crate::aligned_buf::HEADROOM);
+        let prefix = want.min(len);
         // One read of the file's size, into place.
         f.read_exact(out.with_prefix(prefix, len - prefix))?;
         // As `get`: a file that grew since its size was taken is read whole (and then fails
@@ -402,6 +403,7 @@ impl Backend for LocalBackend {
         }
         let mut whole = out.prefixed(prefix).to_vec();
         whole.extend_from_slice(&rest);
+        let prefix = want.min(total);
         out.with_prefix(prefix, total - prefix)
             .copy_from_slice(&whole);
         Ok(total)
@@ -590,6 +592,40 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aligned_buf::AlignedBuf;
+
+    #[test]
+    fn get_into_puts_the_header_in_front_of_aligned_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        let object: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        b.put("chunks/0001/x", &object).unwrap();
+        let mut out = AlignedBuf::zeroed(0);
+        assert_eq!(
+            b.get_into("chunks/0001/x", 1 << 20, 24, &mut out).unwrap(),
+            10_000
+        );
+        assert!(out.is_aligned());
+        assert_eq!(&out[..], &object[24..]);
+        assert_eq!(out.prefixed(24), &object[..]);
+        // Shorter than the header: all of it in front, no data.
+        b.put("chunks/0001/y", b"short").unwrap();
+        assert_eq!(
+            b.get_into("chunks/0001/y", 1 << 20, 24, &mut out).unwrap(),
+            5
+        );
+        assert!(out.is_empty());
+        assert_eq!(out.prefixed(5), b"short");
+        // Over the limit, or missing: as `get`.
+        let big = b
+            .get_into("chunks/0001/x", 9_999, 24, &mut out)
+            .unwrap_err();
+        assert_eq!(big.kind(), ErrorKind::FileTooLarge);
+        let gone = b
+            .get_into("chunks/0001/z", 1 << 20, 24, &mut out)
+            .unwrap_err();
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
+    }
 
     #[test]
     fn deferred_names_are_visible_at_once_and_synced_together() {
