@@ -404,6 +404,69 @@ impl Codec {
     }
 }
 
+/// Where [`Codec::decode_chunk_into`] left a chunk's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// The content is the blob's payload as stored (unencrypted, uncompressed): nothing was
+    /// copied.
+    InPlace,
+    /// The content was written into the output buffer.
+    Into,
+}
+
+impl Codec {
+    /// Decodes a chunk blob for a restore, with the checks of [`Codec::decode`] (magic, kind,
+    /// length, CRC, authentication when keyed, `limit` on the content) and without copies
+    /// where it can: a plain payload is left where it is ([`Decoded::InPlace`]), and a zstd
+    /// frame is decompressed in one call into `out`, sized for the `expected_len` bytes the
+    /// index says the chunk holds (no zero-fill, no growing: `out` may be a reused buffer).
+    /// Content of another length is returned as decoded (the caller reports the mismatch);
+    /// a frame that does not decode into `expected_len` bytes is decoded again by the
+    /// streaming decoder, so errors are [`Codec::decode`]'s. A frame whose header declares a
+    /// content size other than what it decodes to fails (zstd checks it).
+    ///
+    /// # Errors
+    /// As [`Codec::decode`].
+    pub fn decode_chunk_into(
+        &self,
+        bytes: &[u8],
+        limit: usize,
+        expected_len: usize,
+        dctx: &mut zstd::bulk::Decompressor<'static>,
+        out: &mut crate::aligned_buf::AlignedBuf,
+    ) -> Result<Decoded, BlobError> {
+        if self.key.is_some() {
+            // Encrypted: authenticated as always, then copied once into `out`.
+            let data = self.decode(BlobKind::Chunk, bytes, limit)?;
+            out.resize(data.len());
+            out.copy_from_slice(&data);
+            return Ok(Decoded::Into);
+        }
+        let payload = check(BlobKind::Chunk, bytes)?;
+        match parse_header(bytes)?.encoding {
+            Encoding::Plain => {
+                if payload.len() > limit {
+                    return Err(BlobError::TooLarge { limit });
+                }
+                Ok(Decoded::InPlace)
+            }
+            Encoding::Zstd => {
+                out.resize(expected_len.min(limit));
+                match dctx.decompress_to_buffer(payload, &mut **out) {
+                    Ok(n) => out.resize(n),
+                    Err(_) => {
+                        let data = decompress(payload, limit)?;
+                        out.resize(data.len());
+                        out.copy_from_slice(&data);
+                    }
+                }
+                Ok(Decoded::Into)
+            }
+            e @ (Encoding::Encrypted | Encoding::EncryptedZstd) => Err(BlobError::Encrypted(e)),
+        }
+    }
+}
+
 /// Size of each sample [`looks_incompressible`] compresses: one file system block, so that a
 /// sample lies inside one file (or one random extent) of the guest.
 const PROBE_BLOCK: usize = 4096;
@@ -605,6 +668,89 @@ mod tests {
         );
         // Small data is never judged by samples.
         assert!(!looks_incompressible(&mut c, &noise[..32 << 10]));
+    }
+
+    /// `decode_chunk_into` with a fresh context and buffer.
+    fn decode_into(
+        codec: &Codec,
+        blob: &[u8],
+        expected: usize,
+    ) -> Result<(Decoded, Vec<u8>), BlobError> {
+        let mut dctx = zstd::bulk::Decompressor::new().unwrap();
+        let mut out = crate::aligned_buf::AlignedBuf::zeroed(0);
+        let how = codec.decode_chunk_into(blob, 1 << 20, expected, &mut dctx, &mut out)?;
+        let data = match how {
+            Decoded::InPlace => check(BlobKind::Chunk, blob)?.to_vec(),
+            Decoded::Into => out.to_vec(),
+        };
+        Ok((how, data))
+    }
+
+    #[test]
+    fn chunks_decode_in_place_or_in_one_call_as_decode_does() {
+        let codec = Codec::new(1, None);
+        let text = b"restore me, byte for byte ".repeat(5000);
+        let z = codec.encode(BlobKind::Chunk, &text);
+        assert_eq!(parse_header(&z).unwrap().encoding, Encoding::Zstd);
+        assert_eq!(
+            decode_into(&codec, &z, text.len()).unwrap(),
+            (Decoded::Into, text.clone())
+        );
+        let noise = random(70_000, 3);
+        let p = codec.encode(BlobKind::Chunk, &noise);
+        assert_eq!(parse_header(&p).unwrap().encoding, Encoding::Plain);
+        assert_eq!(
+            decode_into(&codec, &p, noise.len()).unwrap(),
+            (Decoded::InPlace, noise.clone())
+        );
+        // The index expecting another length: the content comes back as decoded, shorter or
+        // longer, for the caller to report the mismatch.
+        assert_eq!(decode_into(&codec, &z, text.len() + 4096).unwrap().1, text);
+        assert_eq!(decode_into(&codec, &z, text.len() - 4096).unwrap().1, text);
+        // The envelope is checked as by decode: a flipped payload bit is a CRC error.
+        let mut bad = z.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            decode_into(&codec, &bad, text.len()),
+            Err(BlobError::Crc { .. })
+        ));
+        // Content over the limit is refused, plain or compressed.
+        let mut dctx = zstd::bulk::Decompressor::new().unwrap();
+        let mut out = crate::aligned_buf::AlignedBuf::zeroed(0);
+        assert_eq!(
+            codec.decode_chunk_into(&z, 1000, text.len(), &mut dctx, &mut out),
+            Err(BlobError::TooLarge { limit: 1000 })
+        );
+        assert_eq!(
+            codec.decode_chunk_into(&p, 1000, noise.len(), &mut dctx, &mut out),
+            Err(BlobError::TooLarge { limit: 1000 })
+        );
+    }
+
+    #[test]
+    fn a_frame_whose_declared_size_lies_is_refused() {
+        let data = b"0123456789abcdef".repeat(256); // 4096 bytes
+        let frame = zstd::bulk::compress(&data, 1).unwrap();
+        // Frame header: magic (4), descriptor (1), then (single segment, as zstd writes a
+        // small frame of known size) the content size; 4096 takes 2 bytes, stored minus 256.
+        let descriptor = frame[4];
+        assert_eq!(descriptor >> 6, 1, "2-byte content size field");
+        assert_ne!(descriptor & 0x20, 0, "single segment: no window byte");
+        let declared = u16::from_le_bytes([frame[5], frame[6]]) as usize + 256;
+        assert_eq!(declared, data.len());
+        for lie in [data.len() - 512, data.len() + 512] {
+            let mut forged = frame.clone();
+            forged[5..7].copy_from_slice(&((lie - 256) as u16).to_le_bytes());
+            // A valid envelope (CRC over the forged payload) around the lying frame.
+            let blob = assemble(BlobKind::Chunk, Encoding::Zstd, &forged);
+            for expected in [data.len(), lie] {
+                assert!(
+                    decode_into(&Codec::new(1, None), &blob, expected).is_err(),
+                    "declared {lie}, expected {expected}: accepted"
+                );
+            }
+        }
     }
 
     #[test]

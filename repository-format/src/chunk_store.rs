@@ -11,7 +11,8 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::blob::{BlobError, BlobKind, Codec};
+use crate::aligned_buf::{AlignedBuf, BufPool};
+use crate::blob::{BlobError, BlobKind, Codec, Decoded};
 use crate::chunk_cache::ChunkCache;
 use crate::digest::ChunkDigest;
 use crate::error::{store_err, Result};
@@ -273,6 +274,66 @@ impl ChunkStore {
         Ok(data)
     }
 
+    /// Spare read and output buffers enough for `in_use` chunks held at once (read ahead,
+    /// queued and being written), each sized for the largest chunk blob so none ever grows.
+    pub fn buffer_pool(&self, in_use: usize) -> BufPool {
+        BufPool::new(in_use, self.max_blob_len())
+    }
+
+    /// [`ChunkStore::load`] for a restore: the same checks (blob, length, id), into a
+    /// page-aligned buffer from `loader`'s pool without the copies `load` makes (see
+    /// [`crate::aligned_buf`]). The returned buffer goes back to the pool when dropped.
+    pub fn load_aligned(
+        &self,
+        digest: &ChunkDigest,
+        expected_len: usize,
+        loader: &mut ChunkLoader,
+    ) -> Result<AlignedBuf, ChunkFault> {
+        let limit = self.max_blob_len();
+        let mut blob = loader.read.take().unwrap_or_else(|| loader.pool.get(0));
+        let n = match self.backend.get_into(
+            &Self::key(digest),
+            limit as u64,
+            BLOB_HEADER_LEN,
+            &mut blob,
+        ) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
+            Err(e) if e.kind() == ErrorKind::FileTooLarge => {
+                return Err(ChunkFault::Blob(BlobError::TooLarge { limit }))
+            }
+            Err(e) => return Err(ChunkFault::Io(e.to_string())),
+        };
+        let mut out = loader.pool.get(0);
+        let decoded = self
+            .codec
+            .decode_chunk_into(
+                blob.prefixed(BLOB_HEADER_LEN.min(n)),
+                self.chunk_size as usize,
+                expected_len,
+                &mut loader.dctx,
+                &mut out,
+            )
+            .map_err(ChunkFault::Blob)?;
+        let data = match decoded {
+            // The payload is the read buffer's data: it is the chunk; `out` goes back unused.
+            Decoded::InPlace => std::mem::replace(&mut blob, out),
+            Decoded::Into => out,
+        };
+        loader.read = Some(blob);
+        if data.len() != expected_len {
+            return Err(ChunkFault::Length {
+                actual: data.len(),
+                expected: expected_len,
+            });
+        }
+        let actual = self.codec.chunk_id(&data);
+        if actual != *digest {
+            return Err(ChunkFault::DigestMismatch(actual));
+        }
+        Ok(data)
+    }
+
     /// Visits every object under `chunks/`, classified.
     pub(crate) fn scan(&self, mut visit: impl FnMut(ChunkEntry) -> Result<()>) -> Result<()> {
         let be = self.backend.as_ref();
@@ -308,6 +369,38 @@ impl ChunkStore {
             }
         }
         Ok(())
+    }
+}
+
+/// What one thread keeps between [`ChunkStore::load_aligned`] calls: its zstd context, the
+/// buffer it reads chunk files into, and the pool both come from.
+pub struct ChunkLoader {
+    pool: BufPool,
+    dctx: zstd::bulk::Decompressor<'static>,
+    read: Option<AlignedBuf>,
+}
+
+impl ChunkLoader {
+    /// A loader taking its buffers from `pool` (see [`ChunkStore::buffer_pool`]).
+    ///
+    /// # Errors
+    /// [`ChunkFault::Blob`] if zstd cannot make a decompression context (out of memory).
+    pub fn new(pool: BufPool) -> Result<Self, ChunkFault> {
+        let dctx = zstd::bulk::Decompressor::new()
+            .map_err(|e| ChunkFault::Blob(BlobError::Decompress(e.to_string())))?;
+        Ok(Self {
+            pool,
+            dctx,
+            read: None,
+        })
+    }
+}
+
+impl std::fmt::Debug for ChunkLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkLoader")
+            .field("pool", &self.pool)
+            .finish()
     }
 }
 

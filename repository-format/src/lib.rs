@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod aligned_buf;
 pub mod blob;
 pub mod catalog;
 pub mod check;
@@ -102,6 +103,7 @@ pub mod writer;
 #[cfg(test)]
 mod variable_index_tests;
 
+pub use aligned_buf::{AlignedBuf, BufPool};
 pub use blob::{BlobError, BlobKind, Codec, Encoding, Key};
 pub use check::{
     CheckOptions, CheckProgress, CheckReport, DamagedGeneration, Problem, ProblemKind,

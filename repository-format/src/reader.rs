@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::chunk_store::ChunkStore;
+use crate::aligned_buf::AlignedBuf;
+use crate::chunk_store::{ChunkLoader, ChunkStore};
 use crate::error::{ChunkError, ChunkUse, Error, Result};
 use crate::fixed_index::FixedIndex;
 use crate::target::{GenerationId, TargetKey};
@@ -15,8 +16,9 @@ use crate::target::{GenerationId, TargetKey};
 pub struct DiskChunk {
     /// Byte offset in the disk.
     pub offset: u64,
-    /// The verified content (shorter than the chunk size only at the end of the disk).
-    pub data: Vec<u8>,
+    /// The verified content, page-aligned (see [`crate::aligned_buf`]); its length is the
+    /// index's for this chunk. Dropping it returns the buffer to the stream's pool.
+    pub data: AlignedBuf,
 }
 
 /// Names used in chunk errors.
@@ -51,6 +53,51 @@ fn load_slot(
         }))
     })
 }
+
+/// [`load_slot`] of a stored chunk into an aligned buffer from `loader`'s pool (the stream's
+/// and the walk's path), with the same checks and the same error naming.
+fn load_slot_aligned(
+    store: &ChunkStore,
+    index: &FixedIndex,
+    ctx: &Context,
+    slot: usize,
+    loader: &mut ChunkLoader,
+) -> Result<DiskChunk> {
+    let (offset, len) = index.chunk_range(slot);
+    let Some(digest) = index.slot(slot) else {
+        return Ok(DiskChunk {
+            offset,
+            data: AlignedBuf::zeroed(len),
+        });
+    };
+    let chunk_error = |reason| {
+        Error::Chunk(Box::new(ChunkError {
+            digest,
+            path: store.path(&digest),
+            used_by: ChunkUse {
+                target: ctx.target.clone(),
+                generation: ctx.generation,
+                disk: ctx.disk,
+                offset,
+            },
+            reason,
+        }))
+    };
+    store
+        .load_aligned(&digest, len, loader)
+        .map(|data| DiskChunk { offset, data })
+        .map_err(chunk_error)
+}
+
+/// Chunks a stream keeps in its ordered window per reading thread: enough that a thread that
+/// finished early keeps working while a slower chunk ahead of it in offset order is still being
+/// decoded, and that the consumer (a writer with its own requests in flight) finds the next
+/// chunk ready.
+const WINDOW_PER_THREAD: usize = 4;
+
+/// Buffers a stream's consumer may hold at once beyond the window (its writes in flight): the
+/// pool keeps that many spare, so a steady restore allocates nothing.
+const CONSUMER_HELD: usize = 16;
 
 /// Verified reader of one disk of one generation. `Send`, not shared between threads.
 #[derive(Debug)]
@@ -133,16 +180,20 @@ impl DiskReader {
     /// Walks the stored (non-zero) chunks in offset order on this thread, verifying each. Zero
     /// chunks are skipped: a restore leaves them unwritten, an export leaves holes.
     pub fn chunks(&self) -> impl Iterator<Item = Result<DiskChunk>> + '_ {
-        self.index.stored_chunks().map(move |(slot, _)| {
-            let (offset, _) = self.index.chunk_range(slot);
-            load_slot(&self.store, &self.index, &self.ctx, slot)
-                .map(|data| DiskChunk { offset, data })
-        })
+        let mut loader = ChunkLoader::new(self.store.buffer_pool(2))
+            .map_err(|reason| Error::Worker(format!("cannot start reading chunks: {reason}")));
+        self.index
+            .stored_chunks()
+            .map(move |(slot, _)| match &mut loader {
+                Ok(l) => load_slot_aligned(&self.store, &self.index, &self.ctx, slot, l),
+                Err(e) => Err(Error::Worker(e.to_string())),
+            })
     }
 
     /// Like [`DiskReader::chunks`], but `threads` background threads read, decompress and
-    /// verify ahead. Chunks still come in offset order; at most `2 × threads` are held in
-    /// memory. Stops after the first error. Dropping the stream stops the threads.
+    /// verify ahead. Chunks still come in offset order; at most `4 × threads` are held in
+    /// memory ahead of the consumer. Stops after the first error. Dropping the stream stops
+    /// the threads.
     pub fn stream(&self, threads: usize) -> ChunkStream {
         ChunkStream::new(
             self.store.clone(),
@@ -173,21 +224,31 @@ pub struct ChunkStream {
 impl ChunkStream {
     fn new(store: ChunkStore, index: Arc<FixedIndex>, ctx: Context, threads: usize) -> Self {
         let slots: Vec<usize> = index.stored_chunks().map(|(s, _)| s).collect();
-        let window = threads * 2;
+        let window = threads * WINDOW_PER_THREAD;
+        // Each thread's read buffer, the window, and what the consumer holds.
+        let pool = store.buffer_pool(threads + window + CONSUMER_HELD);
         let (job_tx, job_rx) = crossbeam_channel::bounded::<usize>(window);
         let (res_tx, res_rx) = crossbeam_channel::bounded::<Loaded>(window);
         let slots_arc: Arc<Vec<usize>> = Arc::new(slots.clone());
         let handles = (0..threads)
             .map(|_| {
                 let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
-                let (store, index, ctx, slots) =
-                    (store.clone(), index.clone(), ctx.clone(), slots_arc.clone());
+                let (store, index, ctx, slots, pool) = (
+                    store.clone(),
+                    index.clone(),
+                    ctx.clone(),
+                    slots_arc.clone(),
+                    pool.clone(),
+                );
                 std::thread::spawn(move || {
+                    let mut loader = ChunkLoader::new(pool).map_err(|reason| {
+                        Error::Worker(format!("cannot start a chunk reader: {reason}"))
+                    });
                     for pos in job_rx.iter() {
-                        let slot = slots[pos];
-                        let offset = index.chunk_range(slot).0;
-                        let r = load_slot(&store, &index, &ctx, slot)
-                            .map(|data| DiskChunk { offset, data });
+                        let r = match &mut loader {
+                            Ok(l) => load_slot_aligned(&store, &index, &ctx, slots[pos], l),
+                            Err(e) => Err(Error::Worker(e.to_string())),
+                        };
                         if res_tx.send((pos, r)).is_err() {
                             break;
                         }

@@ -125,6 +125,29 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `NotFound`, `FileTooLarge` above `limit`, or the store's error.
     fn get(&self, key: &str, limit: u64) -> io::Result<Vec<u8>>;
 
+    /// [`Backend::get`] into `out`, returning the object's length `n`: its first `prefix`
+    /// bytes (at most [`crate::aligned_buf::HEADROOM`]) go in front of `out`'s aligned data
+    /// start and the rest becomes its data, so a blob's payload lands aligned (see
+    /// [`crate::aligned_buf`]); the whole object is then `out.prefixed(prefix.min(n))` (an
+    /// object shorter than `prefix` is all in front, with empty data). The default copies what
+    /// `get` returns; a local folder reads the file straight in.
+    ///
+    /// # Errors
+    /// As [`Backend::get`].
+    fn get_into(
+        &self,
+        key: &str,
+        limit: u64,
+        prefix: usize,
+        out: &mut crate::aligned_buf::AlignedBuf,
+    ) -> io::Result<usize> {
+        let bytes = self.get(key, limit)?;
+        let prefix = prefix.min(bytes.len()).min(crate::aligned_buf::HEADROOM);
+        out.with_prefix(prefix, bytes.len() - prefix)
+            .copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
     /// The object's size and time, or `None` if it does not exist.
     ///
     /// # Errors

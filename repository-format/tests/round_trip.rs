@@ -55,6 +55,8 @@ fn full_backup_restores_byte_for_byte_with_short_tail() {
         let streamed: Vec<DiskChunk> = r.stream(threads).map(|c| c.unwrap()).collect();
         let walked: Vec<DiskChunk> = r.chunks().map(|c| c.unwrap()).collect();
         assert_eq!(streamed, walked);
+        // Every chunk arrives page-aligned, for direct I/O without a copy.
+        assert!(streamed.iter().chain(&walked).all(|c| c.data.is_aligned()));
     }
     // Dropping a stream part-way stops its threads.
     let mut s = r.stream(2);

@@ -26,7 +26,9 @@
 //! and the ratios against the targets. `SAFEKEEPING_BENCH_TOOLS` (default
 //! `safekeeping,restic,borg`) chooses the tools; `SAFEKEEPING_BENCH_NO_BUILD=1` uses release
 //! binaries that are already built; `SAFEKEEPING_BENCH_PERF=1` adds a full backup under
-//! `perf record` at the end (`target/bench-backup/perf.data`).
+//! `perf record` at the end (`target/bench-backup/perf.data`); `SAFEKEEPING_BENCH_KEEP_LAB=1`
+//! leaves the lab up at the end, with the VM and the repositories, for restores by hand
+//! (`safekeeping-lab down --dir target/bench-backup/lab` stops it).
 //!
 //! With `SAFEKEEPING_BENCH_DISKS=N` (N ≥ 2) it also backs up a VM with N disks of an eighth of
 //! the size each, with `--max-connections 1` and with one connection per disk, the fake VDDK
@@ -102,7 +104,10 @@ fn main() -> BoxResult<()> {
         use_borg: tools.contains("borg") && tool_version("borg", "--version").is_some(),
     };
     let result = bench.run();
-    bench_lab.stop();
+    // Left up on request, with its VM and repositories, for restores by hand.
+    if std::env::var_os("SAFEKEEPING_BENCH_KEEP_LAB").is_none() {
+        bench_lab.stop();
+    }
     result
 }
 

@@ -38,10 +38,29 @@ pub struct Completion {
     pub kind: IoKind,
     /// First sector of the request.
     pub start_sector: u64,
-    /// The buffer given at submission.
+    /// Bytes the request read or wrote.
+    pub len: usize,
+    /// The buffer given at submission; empty for [`Disk::write_async_shared`], whose shared
+    /// buffer is released when its completion is collected.
     pub buffer: Vec<u8>,
     /// Success, or VDDK's error for this request.
     pub result: Result<(), VixErr>,
+}
+
+/// Memory asynchronous writes read from, shared between them (see
+/// [`Disk::write_async_shared`]): a chunk written as several runs around its zero blocks is
+/// one buffer, released (or returned to its pool) when the last of its writes completes.
+/// Whatever `as_ref` returns must not change while a write is in flight: it cannot in safe
+/// code, since the request holds a shared reference-counted handle to it.
+pub type SharedBuffer = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Who owns a request's memory while VDDK uses it.
+enum RequestBuffer {
+    /// From `Box::into_raw`; VDDK owns the contents until the request completes.
+    Owned(*mut [u8]),
+    /// Kept alive (and, being shared, unchanged) until the request completes; VDDK reads
+    /// `len` bytes at a pointer into it.
+    Shared(SharedBuffer),
 }
 
 /// Completion results reported by callbacks, not yet collected.
@@ -61,14 +80,16 @@ struct CallbackData {
 struct InFlight {
     kind: IoKind,
     start_sector: u64,
-    /// From `Box::into_raw`; VDDK owns the contents until the request completes.
-    buffer: *mut [u8],
+    /// Bytes VDDK reads or writes.
+    len: usize,
+    buffer: RequestBuffer,
     /// From `Box::into_raw`; the callback reads it until the request completes.
     data: *mut CallbackData,
 }
 
 impl InFlight {
-    /// Frees both allocations and returns the buffer.
+    /// Frees both allocations and returns the buffer (empty for a shared one, which is
+    /// released here).
     ///
     /// # Safety
     /// VDDK is done with the request: its callback has run, or it refused the request.
@@ -77,7 +98,13 @@ impl InFlight {
         // consumed); VDDK no longer uses them per this function's contract.
         unsafe {
             drop(Box::from_raw(self.data));
-            Box::from_raw(self.buffer).into_vec()
+            match self.buffer {
+                RequestBuffer::Owned(buffer) => Box::from_raw(buffer).into_vec(),
+                RequestBuffer::Shared(shared) => {
+                    drop(shared);
+                    Vec::new()
+                }
+            }
         }
     }
 }
@@ -153,16 +180,80 @@ impl Disk {
         self.submit(IoKind::Write, start_sector, buffer)
     }
 
+    /// Starts writing `range` of `buffer` at `start_sector`, without copying it: the request
+    /// holds a handle to the buffer until its completion is collected, so several writes can
+    /// share one buffer (and memory aligned for direct I/O stays as it is). The completion's
+    /// `buffer` is empty.
+    ///
+    /// # Errors
+    /// As for [`Disk::write`]; [`Error::InvalidArgument`] for a range outside the buffer.
+    pub fn write_async_shared(
+        &mut self,
+        start_sector: u64,
+        buffer: SharedBuffer,
+        range: std::ops::Range<usize>,
+    ) -> Result<RequestId> {
+        self.check_writable()?;
+        let bytes: &[u8] = (*buffer).as_ref();
+        let Some(part) = bytes.get(range.clone()) else {
+            return Err(Error::InvalidArgument(format!(
+                "write of bytes {range:?} of a {}-byte buffer",
+                bytes.len()
+            )));
+        };
+        let (ptr, len) = (part.as_ptr().cast_mut(), part.len());
+        self.submit_request(
+            IoKind::Write,
+            start_sector,
+            len,
+            ptr,
+            RequestBuffer::Shared(buffer),
+        )
+    }
+
     /// Requests submitted and not yet collected.
     pub fn in_flight(&self) -> usize {
         self.requests.in_flight()
     }
 
     fn submit(&mut self, kind: IoKind, start_sector: u64, buffer: Vec<u8>) -> Result<RequestId> {
-        let count = self.check_io(start_sector, buffer.len())?;
-        if count == 0 {
-            return Err(Error::InvalidArgument("empty async request".into()));
-        }
+        // Checked before the buffer becomes a raw allocation, so a refused request drops it.
+        self.check_io(start_sector, buffer.len())?;
+        let len = buffer.len();
+        let buf_ptr: *mut [u8] = Box::into_raw(buffer.into_boxed_slice());
+        self.submit_request(
+            kind,
+            start_sector,
+            len,
+            buf_ptr.cast::<u8>(),
+            RequestBuffer::Owned(buf_ptr),
+        )
+    }
+
+    /// Submits a request for `len` bytes at `ptr`, which `buffer` keeps valid (and, for a
+    /// shared buffer, unchanged) until the request's completion is collected.
+    fn submit_request(
+        &mut self,
+        kind: IoKind,
+        start_sector: u64,
+        len: usize,
+        ptr: *mut u8,
+        buffer: RequestBuffer,
+    ) -> Result<RequestId> {
+        let count = match self.check_io(start_sector, len) {
+            Ok(0) => Err(Error::InvalidArgument("empty async request".into())),
+            other => other,
+        };
+        let count = match count {
+            Ok(c) => c,
+            Err(e) => {
+                if let RequestBuffer::Owned(b) = buffer {
+                    // SAFETY: from Box::into_raw in `submit`, never given to VDDK.
+                    drop(unsafe { Box::from_raw(b) });
+                }
+                return Err(e);
+            }
+        };
         let lib = self.conn.library.clone();
         let id = self.requests.next;
         self.requests.next += 1;
@@ -171,28 +262,30 @@ impl Disk {
             finished: self.requests.finished.clone(),
         }));
         let data_ptr = data.cast::<c_void>();
-        let buf_ptr: *mut [u8] = Box::into_raw(buffer.into_boxed_slice());
         // Registered before the call: the callback may run before the call returns.
         self.requests.in_flight.insert(
             id,
             InFlight {
                 kind,
                 start_sector,
-                buffer: buf_ptr,
+                len,
+                buffer,
                 data,
             },
         );
         let api = &lib.lib.api;
-        // SAFETY: required symbols; live handle used by this thread only; the buffer holds
-        // `count` sectors and, like the callback data, stays allocated and untouched by Rust
-        // until the completion is collected.
+        // SAFETY: required symbols; live handle used by this thread only; `ptr` addresses
+        // `count` sectors that its request buffer (held in `in_flight`) keeps allocated and
+        // untouched by Rust until the completion is collected, like the callback data. Reads
+        // only come with owned buffers (write_async_shared is the only shared submitter), so
+        // VDDK never writes into shared memory.
         let rc = unsafe {
             match kind {
                 IoKind::Read => api.VixDiskLib_ReadAsync(
                     self.raw,
                     start_sector,
                     count,
-                    buf_ptr.cast::<u8>(),
+                    ptr,
                     Some(completion_callback),
                     data_ptr,
                 ),
@@ -200,7 +293,7 @@ impl Disk {
                     self.raw,
                     start_sector,
                     count,
-                    buf_ptr.cast::<u8>(),
+                    ptr.cast_const(),
                     Some(completion_callback),
                     data_ptr,
                 ),
@@ -260,7 +353,7 @@ impl Disk {
                 tracing::warn!(target: "vddk", id, "completion for an unknown request ignored");
                 continue;
             };
-            let (kind, start_sector) = (r.kind, r.start_sector);
+            let (kind, start_sector, len) = (r.kind, r.start_sector, r.len);
             // SAFETY: the callback ran (or the call completed synchronously), so VDDK is done
             // with the request; it was removed from the map, so it is reclaimed once.
             let buffer = unsafe { r.reclaim() };
@@ -277,6 +370,7 @@ impl Disk {
                 id: RequestId(id),
                 kind,
                 start_sector,
+                len,
                 buffer,
                 result,
             });

@@ -63,7 +63,7 @@ mod params;
 mod reexec;
 
 pub use access::{AccessGuard, CleanupReport, ACCESS_IDENTITY};
-pub use async_io::{Completion, IoKind, RequestId};
+pub use async_io::{Completion, IoKind, RequestId, SharedBuffer};
 pub use connection::Connection;
 pub use create::{CreateParams, DiskType};
 pub use disk::{Block, Disk, OpenFlags, SECTOR_SIZE};

@@ -312,6 +312,48 @@ fn async_reads_and_writes_complete_with_their_buffers() {
 }
 
 #[test]
+fn shared_writes_read_ranges_of_one_buffer_and_release_it_on_completion() {
+    let (lab, _) = lab();
+    let path = lab.make_disk("shared/s.vmdk", 4096, 1 << 20, &[]);
+    let conn = connect(false);
+    let mut disk = conn.open(&path, OpenFlags::UNBUFFERED).unwrap();
+    let data = std::sync::Arc::new(pattern(64 * 512, 9));
+    let shared: vddk::SharedBuffer = data.clone();
+    // Two runs of the buffer, at their own places on the disk; the middle is left alone.
+    disk.write_async_shared(100, shared.clone(), 0..16 * 512)
+        .unwrap();
+    disk.write_async_shared(148, shared.clone(), 48 * 512..64 * 512)
+        .unwrap();
+    drop(shared);
+    // Out of the buffer, or not whole sectors: refused before VDDK, nothing in flight.
+    let whole: vddk::SharedBuffer = data.clone();
+    assert!(matches!(
+        disk.write_async_shared(0, whole.clone(), 0..65 * 512),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        disk.write_async_shared(0, whole.clone(), 0..100),
+        Err(Error::NotSectorMultiple { .. })
+    ));
+    drop(whole);
+    let done = disk.wait().unwrap();
+    assert_eq!(done.len(), 2);
+    for c in &done {
+        c.result.as_ref().unwrap();
+        assert_eq!(c.kind, IoKind::Write);
+        assert_eq!(c.len, 16 * 512);
+        assert!(c.buffer.is_empty());
+    }
+    // Both writes are collected: only the test's handle is left.
+    assert_eq!(std::sync::Arc::strong_count(&data), 1);
+    let mut back = vec![0u8; 64 * 512];
+    disk.read(100, &mut back).unwrap();
+    assert_eq!(&back[..16 * 512], &data[..16 * 512]);
+    assert!(back[16 * 512..48 * 512].iter().all(|&b| b == 0));
+    assert_eq!(&back[48 * 512..], &data[48 * 512..]);
+}
+
+#[test]
 fn stats_prove_what_was_read() {
     let (lab, _) = lab();
     let path = lab.make_disk("stats/st.vmdk", 8192, 8192 * 512, &[]);

@@ -6,10 +6,12 @@
 //! thin disk already reads zeros there, so writing them would only cost bandwidth and
 //! allocate space the source disk did not use.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use repository_format::digest::is_all_zero;
-use vddk::{Disk, SECTOR_SIZE};
+use vddk::{Disk, SharedBuffer, SECTOR_SIZE};
 
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
@@ -71,22 +73,21 @@ impl VddkSink {
 
     /// Writes the non-zero [`HOLE_BLOCK`]s of `data` (a whole number of sectors) at byte
     /// `offset`, for a disk that reads zeros where nothing was written (a new disk); returns
-    /// the bytes written. A chunk without zero blocks is handed to VDDK as it is; otherwise
-    /// each run of data blocks is written from its own buffer.
+    /// the bytes written. Each run of data blocks is a write straight from `data`, which the
+    /// writes share and release when the last completes: no run is copied, and a page-aligned
+    /// buffer (a restored chunk's) reaches VDDK aligned.
     ///
     /// # Errors
     /// As [`VddkSink::write`].
-    pub fn write_data(&mut self, offset: u64, data: Vec<u8>) -> Result<u64> {
-        let runs = data_runs(&data);
-        if let [(0, end)] = runs.as_slice() {
-            if *end == data.len() {
-                self.write(offset, data)?;
-                return Ok(*end as u64);
-            }
-        }
+    pub fn write_data<B>(&mut self, offset: u64, data: B) -> Result<u64>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let runs = data_runs(data.as_ref());
+        let data: SharedBuffer = Arc::new(data);
         let mut written = 0u64;
         for (start, end) in runs {
-            self.write(offset + start as u64, data[start..end].to_vec())?;
+            self.submit(offset + start as u64, &data, start..end)?;
             written += (end - start) as u64;
         }
         Ok(written)
@@ -97,17 +98,27 @@ impl VddkSink {
     /// # Errors
     /// Misaligned data, or a VDDK failure of this or an earlier asynchronous write.
     pub fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
-        if offset % SECTOR_SIZE != 0 || data.len() as u64 % SECTOR_SIZE != 0 {
+        let len = data.len();
+        self.submit(offset, &(Arc::new(data) as SharedBuffer), 0..len)
+    }
+
+    /// Writes `range` of `data` (a whole number of sectors) at byte `offset`: synchronously
+    /// at depth 0, else as an asynchronous write holding a handle to `data`.
+    fn submit(&mut self, offset: u64, data: &SharedBuffer, range: Range<usize>) -> Result<()> {
+        let len = range.len();
+        if offset % SECTOR_SIZE != 0 || len as u64 % SECTOR_SIZE != 0 {
             return Err(Error::Other(format!(
-                "write of {} bytes at {offset} to {} is not sector-aligned",
-                data.len(),
+                "write of {len} bytes at {offset} to {} is not sector-aligned",
                 self.path
             )));
         }
         if self.depth == 0 {
+            let bytes = (**data).as_ref().get(range).ok_or_else(|| {
+                Error::Other(format!("write of {len} bytes past the end of its buffer"))
+            })?;
             return self
                 .disk
-                .write(offset / SECTOR_SIZE, &data)
+                .write(offset / SECTOR_SIZE, bytes)
                 .map_err(|e| self.error("write", offset, e));
         }
         while self.in_flight >= self.depth {
@@ -117,7 +128,7 @@ impl VddkSink {
             return Err(Error::Interrupted);
         }
         self.disk
-            .write_async(offset / SECTOR_SIZE, data)
+            .write_async_shared(offset / SECTOR_SIZE, data.clone(), range)
             .map_err(|e| self.error("asynchronous write", offset, e))?;
         self.in_flight += 1;
         Ok(())
@@ -133,11 +144,7 @@ impl VddkSink {
             let offset = c.start_sector * SECTOR_SIZE;
             c.result.map_err(|e| {
                 Error::vddk(
-                    format!(
-                        "write of {} bytes at {offset} to {}",
-                        c.buffer.len(),
-                        self.path
-                    ),
+                    format!("write of {} bytes at {offset} to {}", c.len, self.path),
                     e.into(),
                 )
             })?;

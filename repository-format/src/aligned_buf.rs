@@ -1,0 +1,286 @@
+//! Page-aligned, reusable buffers for restored chunks.
+//!
+//! A restore hands every verified chunk to a disk writer that wants page-aligned memory:
+//! direct I/O (`O_DIRECT`) needs it, and a VDDK transport copies less from it. The chunk is
+//! also read from its file, decompressed and hashed, so the same buffer is used all the way:
+//! the chunk file is read with its 24-byte blob header in the [`HEADROOM`] in front of the
+//! aligned start, so a chunk stored uncompressed is verified and written where it was read,
+//! without a copy; a compressed chunk is decompressed once into a pooled buffer of the chunk's
+//! length.
+//!
+//! Buffers come from a [`BufPool`] and go back to it when dropped (wherever that happens: on a
+//! writer's completion, or an error path), so a restore touches a few dozen buffers' worth of
+//! memory instead of allocating, zero-filling and page-faulting a fresh one per chunk. Safe
+//! code only: the alignment comes from over-allocating a `Vec` and starting at its first
+//! aligned byte, which stays put when the `Vec` (not its heap block) moves.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+/// Alignment of a buffer's data: a page, what `O_DIRECT` and VDDK's fast paths want.
+pub const BUF_ALIGN: usize = 4096;
+
+/// Bytes available in front of the aligned data start (see [`AlignedBuf::with_prefix`]): room
+/// for a blob header, so the payload of a blob read there starts aligned.
+pub const HEADROOM: usize = BUF_ALIGN;
+
+/// A byte buffer whose data starts on a [`BUF_ALIGN`] boundary (when the allocator allows:
+/// otherwise it is merely unaligned, never wrong), with [`HEADROOM`] bytes before it.
+pub struct AlignedBuf {
+    /// The allocation; never resized in place once the data start is chosen.
+    storage: Vec<u8>,
+    /// Index in `storage` of the aligned data start (at least [`HEADROOM`]).
+    start: usize,
+    /// Length of the data.
+    len: usize,
+    /// Where the storage goes when the buffer is dropped.
+    pool: Option<BufPool>,
+}
+
+impl AlignedBuf {
+    /// A zero-filled buffer of `len` bytes, not from any pool.
+    pub fn zeroed(len: usize) -> Self {
+        let mut b = Self::from_storage(Vec::new(), None);
+        b.resize(len);
+        b
+    }
+
+    /// A buffer holding a copy of `data`, not from any pool.
+    pub fn from_slice(data: &[u8]) -> Self {
+        let mut b = Self::from_storage(Vec::new(), None);
+        b.resize(data.len());
+        b.copy_from_slice(data);
+        b
+    }
+
+    fn from_storage(storage: Vec<u8>, pool: Option<BufPool>) -> Self {
+        let mut b = Self {
+            storage,
+            start: HEADROOM,
+            len: 0,
+            pool,
+        };
+        b.place();
+        b
+    }
+
+    /// Chooses the aligned start inside the current storage.
+    fn place(&mut self) {
+        let off = self.storage.as_ptr().align_offset(BUF_ALIGN);
+        // align_offset may decline (usize::MAX); the buffer is then merely unaligned.
+        self.start = HEADROOM + if off < BUF_ALIGN { off } else { 0 };
+    }
+
+    /// Bytes the data can grow to without a new allocation.
+    pub fn capacity(&self) -> usize {
+        self.storage.len().saturating_sub(self.start)
+    }
+
+    /// Sets the data length to `len`. Bytes kept from earlier contents (of this buffer or of
+    /// the pooled buffer it reuses) are not cleared: callers overwrite what they use. Growing
+    /// past the capacity makes a new zero-filled allocation.
+    pub fn resize(&mut self, len: usize) {
+        if self.start + len > self.storage.len() {
+            // Room for the headroom, the data and the worst-case alignment shift.
+            self.storage = vec![0u8; HEADROOM + len + BUF_ALIGN];
+            self.place();
+        }
+        self.len = len;
+    }
+
+    /// Sets the data length to `len` and returns the `prefix + len` bytes ending where the
+    /// data ends: the caller fills a header into the first `prefix` bytes and the data after
+    /// it, so the data starts aligned. `prefix` is at most [`HEADROOM`] (more is clamped).
+    pub fn with_prefix(&mut self, prefix: usize, len: usize) -> &mut [u8] {
+        let prefix = prefix.min(HEADROOM);
+        self.resize(len);
+        &mut self.storage[self.start - prefix..self.start + len]
+    }
+
+    /// The `prefix` bytes before the data and the data, as filled by
+    /// [`AlignedBuf::with_prefix`].
+    pub fn prefixed(&self, prefix: usize) -> &[u8] {
+        let prefix = prefix.min(HEADROOM);
+        &self.storage[self.start - prefix..self.start + self.len]
+    }
+
+    /// Whether the data starts on a [`BUF_ALIGN`] boundary.
+    pub fn is_aligned(&self) -> bool {
+        self.as_ptr().align_offset(BUF_ALIGN) == 0
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Clone for AlignedBuf {
+    /// A copy of the data in a buffer of its own (not pooled).
+    fn clone(&self) -> Self {
+        Self::from_slice(self)
+    }
+}
+
+impl PartialEq for AlignedBuf {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for AlignedBuf {}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("aligned", &self.is_aligned())
+            .finish()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.storage));
+        }
+    }
+}
+
+/// Spare buffer storage shared by the threads of one restore or export (cheap to clone).
+/// Holds at most `keep` allocations; more are freed.
+#[derive(Clone)]
+pub struct BufPool {
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+    /// Data capacity of every new allocation, so that reused buffers never need to grow.
+    min_capacity: usize,
+}
+
+impl BufPool {
+    /// A pool keeping at most `keep` spare allocations, each with room for at least
+    /// `min_capacity` bytes of data.
+    pub fn new(keep: usize, min_capacity: usize) -> Self {
+        Self {
+            spare: Arc::new(Mutex::new(Vec::new())),
+            keep,
+            min_capacity,
+        }
+    }
+
+    /// A buffer of `len` bytes, reusing a spare allocation when there is one (its bytes are
+    /// stale: overwrite before reading), else a new zero-filled one. It returns to the pool
+    /// when dropped.
+    pub fn get(&self, len: usize) -> AlignedBuf {
+        let storage = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let mut b = AlignedBuf::from_storage(storage, Some(self.clone()));
+        if b.capacity() < self.min_capacity {
+            b.resize(self.min_capacity);
+        }
+        b.resize(len);
+        b
+    }
+
+    /// Spare allocations held now.
+    pub fn spare(&self) -> usize {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn give_back(&self, storage: Vec<u8>) {
+        if storage.is_empty() {
+            return;
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < self.keep {
+            spare.push(storage);
+        }
+    }
+}
+
+impl fmt::Debug for BufPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufPool")
+            .field("spare", &self.spare())
+            .field("keep", &self.keep)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_page_aligned_with_headroom_before_it() {
+        for len in [0, 1, 4096, (1 << 20) + 512] {
+            let mut b = AlignedBuf::zeroed(len);
+            assert!(b.is_aligned(), "len {len}");
+            assert_eq!(b.len(), len);
+            assert!(b.iter().all(|&x| x == 0));
+            let area = b.with_prefix(24, len);
+            assert_eq!(area.len(), 24 + len);
+            area[..24].fill(0xAA);
+            area[24..].fill(0x55);
+            assert!(b.is_aligned());
+            assert!(b.iter().all(|&x| x == 0x55));
+            assert_eq!(&b.prefixed(24)[..24], &[0xAA; 24]);
+        }
+    }
+
+    #[test]
+    fn growing_keeps_alignment_and_shrinking_keeps_the_allocation() {
+        let mut b = AlignedBuf::from_slice(b"abc");
+        assert_eq!(&*b, b"abc");
+        b.resize(3 << 20);
+        assert!(b.is_aligned());
+        assert_eq!(b.len(), 3 << 20);
+        let cap = b.capacity();
+        b.resize(10);
+        assert_eq!(b.capacity(), cap);
+        assert_eq!(b.len(), 10);
+    }
+
+    #[test]
+    fn dropped_buffers_return_to_their_pool_up_to_its_limit() {
+        let pool = BufPool::new(2, 0);
+        let a = pool.get(1 << 20);
+        let ptr = a.as_ptr();
+        let (b, c) = (pool.get(100), pool.get(100));
+        assert_eq!(pool.spare(), 0);
+        drop(a);
+        assert_eq!(pool.spare(), 1);
+        // The spare allocation is reused, at the same aligned address.
+        let again = pool.get(4096);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_aligned());
+        drop((again, b, c));
+        assert_eq!(pool.spare(), 2);
+        // Buffers from elsewhere, and clones, never join the pool.
+        let own = AlignedBuf::zeroed(10);
+        let copy = own.clone();
+        assert_eq!(own, copy);
+        drop((own, copy));
+        assert_eq!(pool.spare(), 2);
+    }
+}
