@@ -178,12 +178,12 @@ fn disk_reader_reads_across_chunks_and_holes_and_streams_in_order() {
         .collect();
     let streamed: Vec<(u64, Vec<u8>)> = r
         .stream(3)
-        .map(|c| c.map(|c| (c.offset, c.data)).unwrap())
+        .map(|c| c.map(|c| (c.offset, c.data.to_vec())).unwrap())
         .collect();
     assert_eq!(streamed, want);
     let walked: Vec<(u64, Vec<u8>)> = r
         .chunks()
-        .map(|c| c.map(|c| (c.offset, c.data)).unwrap())
+        .map(|c| c.map(|c| (c.offset, c.data.to_vec())).unwrap())
         .collect();
     assert_eq!(walked, want);
 }
