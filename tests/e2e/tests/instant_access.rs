@@ -510,7 +510,10 @@ fn files_ls_and_get_read_ext4_fat_and_ntfs_from_a_backup() {
         sha256_file(&img("disk0.img")),
         "guest-write --from-file"
     );
-    lab.sk(&["repo", "init"]).ok();
+    // Fixed 1 MiB chunks (format 3): the damaged-chunk part below finds the chunk under
+    // big.bin as the SHA-256 of the image's 1 MiB at a chunk-aligned offset, which only fixed
+    // chunks make a chunk id.
+    lab.sk(&["repo", "init", "--chunking", "fixed"]).ok();
     lab.sk(&["backup", "vm:files"]).ok();
 
     // Partitions, numbered as Linux does.
