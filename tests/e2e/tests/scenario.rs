@@ -118,6 +118,10 @@ fn full_incremental_restore_prune_export() {
         around(disk1.1[0], (5 * MIB, 6 * MIB), (4 * MIB, 8 * MIB)),
         "{disk1:?}"
     );
+    eprintln!(
+        "incremental read ranges: disk 0 {:?}, disk 1 {:?}",
+        disk0.1, disk1.1
+    );
     // What the backup reports read is what the fake VDDK served.
     let served: u64 = reads.iter().flat_map(|(_, r)| r).map(|r| r.1).sum();
     assert_eq!(t["bytes_read"], served, "{j}");
