@@ -367,13 +367,21 @@ fn diff_counts_the_bytes_that_changed_per_disk_between_two_generations() {
             .all(|d| d["change"] == "unchanged"),
         "{j:#}"
     );
+    // The text form says the same figures as the JSON, per disk, in MiB with one decimal.
     let text = lab.sk(&["diff", "vm:df", "1", "2"]).ok().stdout;
+    let line = |disk: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("disk {disk} (device")))
+            .unwrap_or_else(|| panic!("no line for disk {disk}: {text}"))
+            .to_string()
+    };
+    let d0_text = format!("{:.1} MiB of 16.0 MiB differ", d0 as f64 / mib as f64);
     assert!(
-        text.contains("disk 0 (device")
-            && text.contains(&format!(
-                "{:.1} MiB of 16.0 MiB differ",
-                d0 as f64 / mib as f64
-            )),
+        line("0").ends_with(&format!("changed, {d0_text}")),
+        "{d0_text}: {text}"
+    );
+    assert!(
+        line("1").ends_with("changed, 1.0 MiB of 16.0 MiB differ"),
         "{text}"
     );
     // An unknown generation is an error naming it.

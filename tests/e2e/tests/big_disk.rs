@@ -4,8 +4,8 @@
 //! 32 MiB allocation bitmap in one file) and 64 MiB written at scattered offsets (one of them unaligned) backs up full,
 //! then incremental, and restores as a new VM. The safekeeping process stays under 256 MiB
 //! peak RSS (GNU time's maximum resident set size, i.e. wait4's rusage) in all three, every
-//! index file is far under the budget of 16 MiB per GiB written, the incremental reads only
-//! the changed chunk, and the restored disk holds the same bytes: every written region is
+//! index file is far under the budget of 16 MiB per GiB written, the full backup reads only the
+//! written areas, the incremental only the change and the chunks around it, and the restored disk holds the same bytes: every written region is
 //! equal, and the restored flat file allocates no more than the stored chunks (so everything
 //! else is a hole, reading as zeros as on the source). The lab's whole-disk digest is not
 //! used: it would hash 16 TiB of zeros.
@@ -95,31 +95,34 @@ fn a_16_tib_disk_with_little_written_backs_up_and_restores_in_bounded_memory() {
     let (out, full_rss) = sk_measured(&lab, &["--json", "backup", "vm:big"]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["targets"][0]["mode"], "full", "{j}");
-    // What the writes touched, and nothing else, was read: content-defined chunks (the
-    // default) read the changed areas as the lab reports them, in 64 KiB grains (the unaligned
-    // region spans one more).
+    // The written areas and nothing else of the 16 TiB were read: content-defined chunks (the
+    // default) cut each allocated area on its own, so no chunk rounding is read. The areas come
+    // in whole 64 KiB grains of the lab's thin disk, so the unaligned region counts 16 MiB and
+    // 64 KiB (its first and last grain are partly written).
     assert_eq!(j["targets"][0]["bytes_read"], 64 * MIB + 64 * 1024, "{j}");
     assert!(
         full_rss <= RSS_LIMIT_KIB,
         "full backup peak RSS {full_rss} KiB"
     );
 
-    // 1 MiB more, overwriting part of a region: the incremental reads around it only, from
-    // the old cut before it (at most a largest chunk, 2 MiB) until the cuts meet again, at the
-    // latest at the end of the 16 MiB region, plus one 1 MiB read extent.
+    // 1 MiB more, overwriting part of a region: the incremental reads the change, from the start
+    // of the old chunk before it (at most one 2 MiB chunk earlier) and on until the new cuts
+    // meet the old ones (measured: well under a chunk), nowhere else of the disk or region.
     let change = ((8 << 40) + 5 * MIB, MIB, 5);
     lab.guest_write("big", 0, &change.0.to_string(), "1M", Some(change.2));
     let (out, incr_rss) = sk_measured(&lab, &["--json", "backup", "vm:big"]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["targets"][0]["mode"], "incremental", "{j}");
     let read = j["targets"][0]["bytes_read"].as_u64().unwrap();
-    assert!((MIB..=2 * MIB + 12 * MIB).contains(&read), "{read}: {j}");
+    assert!((MIB..=MIB + 4 * MIB).contains(&read), "{j}");
+    eprintln!("incremental read {read} bytes for a 1 MiB change");
     assert!(
         incr_rss <= RSS_LIMIT_KIB,
         "incremental peak RSS {incr_rss} KiB"
     );
 
-    // The indexes: 16 MiB per GiB written is the budget; 65 chunks need a few KiB.
+    // The indexes: 16 MiB per GiB written is the budget; the hundred-odd chunks of 64 MiB need
+    // a few KiB.
     let indexes: Vec<PathBuf> = files_under(lab.dir())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "fidx"))
@@ -160,8 +163,9 @@ fn a_16_tib_disk_with_little_written_backs_up_and_restores_in_bounded_memory() {
         read_region(&restored, change.0, MIB),
         guest_bytes(change.2, MIB as usize)
     );
-    // Whole chunks around the unaligned region are written (with their zeros); nothing else.
-    let stored = 65 * MIB;
+    // The chunks' data is written, nothing else: 64 MiB and the 4 KiB block the unaligned
+    // region adds (all-zero 4 KiB blocks belong to no chunk). The slack is the file system's.
+    let stored = 64 * MIB + 4096;
     let restored_alloc = allocated(&restored);
     assert!(
         restored_alloc <= stored + MIB,

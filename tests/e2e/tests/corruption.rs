@@ -111,7 +111,10 @@ fn damage_is_named_with_every_use_and_never_restored() {
     lab.guest_write("c", 0, "0", "2M", Some(1));
     lab.guest_write("c", 1, "0", "1M", Some(2));
     lab.guest_write("other", 0, "0", "1M", Some(50));
-    lab.sk(&["repo", "init"]).ok();
+    // Fixed 1 MiB chunks (format 3): the test finds the chunk to damage by the SHA-256 of the
+    // 1 MiB the lab wrote at a chunk-aligned offset, and expects its uses at those offsets;
+    // content-defined chunks cut where the seeded hash says, so no chunk id is known ahead.
+    lab.sk(&["repo", "init", "--chunking", "fixed"]).ok();
     lab.sk(&["backup", "vm:c", "vm:other"]).ok();
     let g1 = lab.digests("c", 2);
     lab.guest_write("c", 0, "4M", "1M", Some(3));
@@ -218,4 +221,97 @@ fn damage_is_named_with_every_use_and_never_restored() {
     restores(&lab, "c", 2, "c-2", &g2);
     std::fs::write(&manifest, &original).unwrap();
     lab.sk(&["check", "--read-data"]).ok();
+}
+
+/// The chunk files in `repo/chunks/`.
+fn chunk_files(repo: &Path) -> std::collections::BTreeSet<PathBuf> {
+    safekeeping_e2e::files_under(&repo.join("chunks"))
+        .into_iter()
+        .collect()
+}
+
+/// Content-defined chunks (format 4, the default) are cut where the repository's seeded hash
+/// says, so the chunks to damage are told apart by which backup stored them: those of the 1 MiB
+/// written between holes before generation 2 are new in it. A damaged or missing one is
+/// named with every use (taken from check's report, then checked against where the data is)
+/// and no generation using it restores; one that does not use it still does.
+#[test]
+fn content_defined_damage_is_named_with_every_use_and_never_restored() {
+    let lab = Lab::up();
+    let repo = lab.dir().join("repo");
+    lab.create_vm("c", &["8M"], &["VM Network"]);
+    lab.guest_write("c", 0, "0", "2M", Some(1));
+    lab.sk(&["repo", "init"]).ok();
+    lab.sk(&["backup", "vm:c"]).ok();
+    let g1 = lab.digests("c", 1);
+    let first = chunk_files(&repo);
+    lab.guest_write("c", 0, "4M", "1M", Some(3));
+    lab.sk(&["backup", "vm:c"]).ok();
+    let second: Vec<PathBuf> = chunk_files(&repo).difference(&first).cloned().collect();
+    assert!(!second.is_empty(), "generation 2 stored new chunks");
+    lab.sk(&["backup", "vm:c"]).ok();
+    assert_eq!(
+        chunk_files(&repo).len(),
+        first.len() + second.len(),
+        "nothing changed for generation 3: it stores nothing"
+    );
+    let disk0 = lab.vm_info("c").unwrap()["disks"][0]["key"]
+        .as_i64()
+        .unwrap();
+    lab.sk(&["check", "--read-data"]).ok();
+
+    // 1. A flipped byte in a chunk of the data written at 4 MiB: used by generations 2 and 3,
+    //    at the same offset inside that 1 MiB.
+    let flipped = &second[0];
+    let original = std::fs::read(flipped).unwrap();
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x01;
+    std::fs::write(flipped, &bad).unwrap();
+    let id = flipped.file_name().unwrap().to_string_lossy().into_owned();
+    let report = failing_check(&lab, true);
+    let p = problem(&report, "damaged-chunk");
+    assert!(p["path"].as_str().unwrap().contains(&id), "{p}");
+    let u = uses(p);
+    let at = u[0].2;
+    assert!((4 * MIB..5 * MIB).contains(&at) && at % 4096 == 0, "{p}");
+    assert_eq!(u, vec![(2, disk0, at), (3, disk0, at)], "{p}");
+    failing_restore(
+        &lab,
+        3,
+        "flip-g3",
+        &[&id, &format!("generation 3 disk {disk0} offset {at}")],
+    );
+    restores(&lab, "c", 1, "c-1", &g1);
+    std::fs::write(flipped, &original).unwrap();
+    lab.sk(&["check", "--read-data"]).ok();
+
+    // 2. A chunk of the first backup deleted: used by all three generations, inside the
+    //    2 MiB written at 0.
+    let deleted = first.iter().next().unwrap();
+    let original = std::fs::read(deleted).unwrap();
+    std::fs::remove_file(deleted).unwrap();
+    let id = deleted.file_name().unwrap().to_string_lossy().into_owned();
+    let report = failing_check(&lab, false);
+    let p = problem(&report, "missing-chunk");
+    assert!(p["path"].as_str().unwrap().contains(&id), "{p}");
+    let u = uses(p);
+    let at = u[0].2;
+    assert!(at < 2 * MIB && at % 4096 == 0, "{p}");
+    assert_eq!(
+        u,
+        vec![(1, disk0, at), (2, disk0, at), (3, disk0, at)],
+        "{p}"
+    );
+    for g in [1, 2] {
+        failing_restore(
+            &lab,
+            g,
+            &format!("missing-g{g}"),
+            &[&id, &format!("generation {g} disk {disk0} offset {at}")],
+        );
+    }
+    std::fs::write(deleted, &original).unwrap();
+    lab.sk(&["check", "--read-data"]).ok();
+    restores(&lab, "c", 3, "c-3", &lab.digests("c", 1));
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use safekeeping_e2e::{chunk_starting_with, guest_bytes, Lab};
+use safekeeping_e2e::{files_under, Lab};
 
 /// A lab with one backed-up VM `src` (two disks with data, two NICs) and a powered-on VM
 /// `victim` with the same disk layout and other data; returns src's digests.
@@ -140,10 +140,24 @@ fn a_failed_overwrite_puts_the_old_vm_back() {
     let old_digests = lab.digests("victim", 2);
     let ds = datastore_dir(&lab, "datastore1");
 
-    // Damage the chunk of src's disk 1 (seed 8 at offset 0): disk 0 is written, then the
-    // restore fails reading disk 1, after the new VM was created.
-    let chunk = chunk_starting_with(&lab.dir().join("repo"), &guest_bytes(8, 4096));
+    // Damage one of src's chunks: the restore fails reading it, after the new VM was created.
+    // Any chunk will do (every one holds data of src's disks), so it is taken from the
+    // repository's chunks/ rather than computed: content-defined chunks (the default) are cut
+    // where the repository's seeded hash says.
+    let mut chunks = files_under(&lab.dir().join("repo/chunks"));
+    chunks.sort();
+    assert!(
+        chunks.len() >= 2,
+        "src's 4 MiB of data in chunks: {chunks:?}"
+    );
+    let chunk = chunks[0].clone();
     let id = chunk.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        id.len(),
+        64,
+        "a chunk file is named by its id: {}",
+        chunk.display()
+    );
     let original = std::fs::read(&chunk).unwrap();
     let mut bad = original.clone();
     let mid = bad.len() / 2;
