@@ -285,16 +285,16 @@ struct ChunkSlots {
 }
 
 impl ChunkSlots {
-    /// Takes the ingest's minimum from `budget`, and `source_buffers` chunks for the source's
-    /// own buffers, waiting for them if needed.
+    /// Takes the ingest's minimum from `budget`, and `source_bytes` for the source's own
+    /// buffers, waiting for them if needed.
     fn reserve(
         budget: &Arc<MemoryBudget>,
         tuning: &IngestTuning,
         chunk_size: u32,
-        source_buffers: usize,
+        source_bytes: u64,
     ) -> Self {
         let min = tuning.min_buffers.max(1);
-        let source = source_buffers as u64 * u64::from(chunk_size);
+        let source = source_bytes;
         Self {
             reservation: budget.reserve(tuning.min_bytes(chunk_size) + source),
             free: Vec::new(),
@@ -470,15 +470,14 @@ pub(crate) fn ingest(
         drop(done_tx);
 
         let tuning = IngestTuning { buffers, ..tuning };
-        // A content-defined ingest reads into one extent buffer of its own and copies each
-        // chunk out of it (chunks do not line up with reads).
-        let own_read_buffer = usize::from(cut.is_some());
-        let slots = ChunkSlots::reserve(
-            budget,
-            &tuning,
-            chunk_size,
-            source.buffers_held() + own_read_buffer,
-        );
+        // The source's buffers hold one read each: a chunk for a fixed index, an extent for a
+        // content-defined one, which also reads into one extent buffer of its own and copies
+        // each chunk out of it (chunks do not line up with reads).
+        let source_bytes = match cut {
+            None => source.buffers_held() as u64 * u64::from(chunk_size),
+            Some(_) => (source.buffers_held() as u64 + 1) * CDC_READ_EXTENT,
+        };
+        let slots = ChunkSlots::reserve(budget, &tuning, chunk_size, source_bytes);
         let mut feed = Feed {
             work_tx: Some(work_tx),
             done_rx,
