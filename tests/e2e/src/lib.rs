@@ -483,26 +483,6 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The file of the chunk of the (unencrypted) repository at `repo` whose content starts with
-/// `head`, checked against its name. Chunks are cut by content (the default), so where a chunk
-/// starts and ends is not known in advance, but the guest data of the tests is random, which a
-/// chunk blob stores raw: its 24-byte header, then the content.
-pub fn chunk_starting_with(repo: &Path, head: &[u8]) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let file = files_under(&repo.join("chunks"))
-        .into_iter()
-        .find(|f| std::fs::read(f).unwrap().get(24..24 + head.len()) == Some(head))
-        .unwrap_or_else(|| panic!("no chunk in {} starts with the bytes", repo.display()));
-    let content = std::fs::read(&file).unwrap()[24..].to_vec();
-    assert_eq!(
-        file.file_name().unwrap().to_string_lossy(),
-        hex::encode(Sha256::digest(&content)),
-        "{} is stored raw",
-        file.display()
-    );
-    file
-}
-
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};

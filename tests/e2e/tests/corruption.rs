@@ -6,9 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
-use safekeeping_e2e::{chunk_starting_with, guest_bytes, Lab};
+use safekeeping_e2e::{guest_bytes, Lab};
+use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
+
+/// The file of the (unencrypted) chunk holding `data`.
+fn chunk_file(repo: &Path, data: &[u8]) -> PathBuf {
+    let id = hex::encode(Sha256::digest(data));
+    let p = repo.join("chunks").join(&id[..4]).join(&id);
+    assert!(p.exists(), "{} exists", p.display());
+    p
+}
 
 /// The single generation folder `gen-00000N` of the only target holding it.
 fn generation_dir(repo: &Path, generation: u64) -> PathBuf {
@@ -129,7 +138,7 @@ fn damage_is_named_with_every_use_and_never_restored() {
     lab.sk(&["check", "--read-data"]).ok();
 
     // 1. A flipped byte in the chunk at disk 0 offset 0 (seed 1), used by all three.
-    let flipped = chunk_starting_with(&repo, &guest_bytes(1, 4096));
+    let flipped = chunk_file(&repo, &guest_bytes(1, MIB as usize));
     let original = std::fs::read(&flipped).unwrap();
     let mut bad = original.clone();
     let mid = bad.len() / 2;
@@ -178,7 +187,7 @@ fn damage_is_named_with_every_use_and_never_restored() {
     lab.sk(&["check"]).ok();
 
     // 3. The chunk at disk 0 offset 4 MiB (seed 3) deleted: used by generations 2 and 3.
-    let deleted = chunk_starting_with(&repo, &guest_bytes(3, 4096));
+    let deleted = chunk_file(&repo, &guest_bytes(3, MIB as usize));
     let original = std::fs::read(&deleted).unwrap();
     std::fs::remove_file(&deleted).unwrap();
     let id = deleted.file_name().unwrap().to_string_lossy().into_owned();

@@ -714,24 +714,10 @@ fn files_ls_and_get(chunking: &str) {
             .windows(4096)
             .position(|x| x == head)
             .expect("big.bin in partition 2") as u64;
-    // The chunk holding a block of big.bin 1 MiB into it. Chunks are cut by content (the
-    // default, format version 4), so it is found by content: big.bin's bytes are random, so
-    // their chunk is stored raw and the block appears as it is in the chunk's file.
-    let probe = &disk0[(at + MIB) as usize..][..4096];
-    let chunk_file = safekeeping_e2e::files_under(&lab.dir().join("repo/chunks"))
-        .into_iter()
-        .find(|f| {
-            std::fs::read(f)
-                .unwrap()
-                .windows(probe.len())
-                .any(|w| w == probe)
-        })
-        .expect("a chunk file holding big.bin's bytes");
-    let id = chunk_file
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let slot = at.div_ceil(MIB) + 1;
+    let chunk = &disk0[(slot * MIB) as usize..((slot + 1) * MIB) as usize];
+    let id = images::sha256(chunk);
+    let chunk_file = lab.dir().join("repo/chunks").join(&id[..4]).join(&id);
     let mut bytes = std::fs::read(&chunk_file).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
