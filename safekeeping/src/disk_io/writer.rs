@@ -61,7 +61,8 @@ impl VddkSink {
     }
 
     /// Stops submitting writes once `cancel` fires: a write waiting for room in flight then
-    /// fails with [`Error::Interrupted`] instead of submitting.
+    /// fails with [`Error::Interrupted`] instead of submitting. A failed write fires `cancel`
+    /// itself, so every sink sharing it stops.
     pub fn with_cancel(mut self, cancel: Cancel) -> VddkSink {
         self.cancel = Some(cancel);
         self
@@ -142,12 +143,17 @@ impl VddkSink {
         for c in done {
             self.in_flight = self.in_flight.saturating_sub(1);
             let offset = c.start_sector * SECTOR_SIZE;
-            c.result.map_err(|e| {
-                Error::vddk(
+            if let Err(e) = c.result {
+                // Stop the writers sharing the token (the VM's other disks) at the failure
+                // itself, not once this disk's other writes in flight have completed.
+                if let Some(cancel) = &self.cancel {
+                    cancel.cancel();
+                }
+                return Err(Error::vddk(
                     format!("write of {} bytes at {offset} to {}", c.len, self.path),
                     e.into(),
-                )
-            })?;
+                ));
+            }
         }
         Ok(())
     }

@@ -112,7 +112,9 @@ pub async fn write_disk(
     show_progress: bool,
     cancel: &Cancel,
 ) -> Result<u64> {
-    Ok(write_disk_via(vddk, job, show_progress, cancel).await?.0)
+    // A child: a failed write cancels its token to stop sibling disks (a VM's), which a
+    // caller restoring one disk does not have.
+    Ok(write_disk_via(vddk, job, show_progress, &cancel.child()).await?.0)
 }
 
 /// [`write_disk`], also returning the transport mode VDDK chose for the disk (logged).
@@ -290,14 +292,25 @@ fn write_stored_chunks(
     let progress = Progress::new(label, stored, !show_progress);
     let mut written = 0u64;
     let started = Instant::now();
-    for chunk in reader.stream(crate::repo::read_threads()) {
-        if cancel.is_cancelled() {
-            return Err(Error::Interrupted);
+    let streamed = (|| -> Result<()> {
+        for chunk in reader.stream(crate::repo::read_threads()) {
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let chunk = chunk?;
+            let len = chunk.data.len() as u64;
+            written += sink.write_data(chunk.offset, chunk.data)?;
+            progress.add(len);
         }
-        let chunk = chunk?;
-        let len = chunk.data.len() as u64;
-        written += sink.write_data(chunk.offset, chunk.data)?;
-        progress.add(len);
+        Ok(())
+    })();
+    if let Err(e) = streamed {
+        // Stop the VM's other disks now: dropping the sink waits for this disk's writes still
+        // in flight, and the others must not go on writing meanwhile (the restore fails; its
+        // VM is removed).
+        cancel.cancel();
+        drop(sink);
+        return Err(e);
     }
     let submitted = started.elapsed();
     sink.finish()?;

@@ -205,13 +205,9 @@ fn a_failing_disk_write_stops_the_restore_and_leaves_no_vm() {
 }
 
 /// The same with 1 MiB on the failing disk: content-defined chunks cut it into 2-3 chunks
-/// whose writes are in flight together, and the failing disk's other writes complete (a write
-/// latency later) before the failure stops the other disks, which by then may have started
-/// their next writes. Ignored until the restore stops the other disks at the failure itself.
+/// whose writes are in flight together; the failure must stop the other disks at once, not
+/// after the failing disk's other writes complete (a write latency later).
 #[test]
-#[ignore = "a failed write stops the other disks only after its own disk's in-flight writes \
-            complete (restore/disk.rs drops the VDDK disk, whose close waits for them, before \
-            the error cancels the others)"]
 fn a_failing_disk_write_stops_the_others_while_its_own_writes_are_in_flight() {
     failing_disk_write_stops_the_others("1M");
 }
