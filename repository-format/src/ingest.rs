@@ -782,6 +782,14 @@ fn read_spans(
                 if open.is_none() && old.is_boundary(at) {
                     break 'span at;
                 }
+                if old.chunk_at(at).is_none() {
+                    // An old hole after every change: zeros still, which end the open chunk
+                    // here; no need to read them to see it.
+                    if let Some((o, buf)) = open.take() {
+                        feed.send(ChunkAt::Offset(o), buf);
+                    }
+                    break 'span at;
+                }
                 match spans.get(next) {
                     Some(n) if at >= n.start => {
                         planned_end = n.end;

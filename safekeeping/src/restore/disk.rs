@@ -114,7 +114,9 @@ pub async fn write_disk(
 ) -> Result<u64> {
     // A child: a failed write cancels its token to stop sibling disks (a VM's), which a
     // caller restoring one disk does not have.
-    Ok(write_disk_via(vddk, job, show_progress, &cancel.child()).await?.0)
+    Ok(write_disk_via(vddk, job, show_progress, &cancel.child())
+        .await?
+        .0)
 }
 
 /// [`write_disk`], also returning the transport mode VDDK chose for the disk (logged).
