@@ -443,7 +443,7 @@ fn translate_ids_keeps_places_and_refuses_the_zero_id() {
 /// 1,000 splices each re-cutting one chunk in two (what an incremental does per changed
 /// area), then encoded and decoded.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: run by hand (see the doc comment)"]
 fn measure_a_large_variable_index() {
     use std::time::Instant;
     let mut state = 0x2545_f491_4f6c_dd1du64;
