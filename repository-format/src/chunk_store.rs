@@ -251,26 +251,13 @@ impl ChunkStore {
         let limit = self.max_blob_len();
         let bytes = match self.backend.get(&Self::key(digest), limit as u64) {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
-            Err(e) if e.kind() == ErrorKind::FileTooLarge => {
-                return Err(ChunkFault::Blob(BlobError::TooLarge { limit }))
-            }
-            Err(e) => return Err(ChunkFault::Io(e.to_string())),
+            Err(e) => return Err(read_fault(e, limit)),
         };
         let data = self
             .codec
             .decode(BlobKind::Chunk, &bytes, self.chunk_size as usize)
             .map_err(ChunkFault::Blob)?;
-        if data.len() != expected_len {
-            return Err(ChunkFault::Length {
-                actual: data.len(),
-                expected: expected_len,
-            });
-        }
-        let actual = self.codec.chunk_id(&data);
-        if actual != *digest {
-            return Err(ChunkFault::DigestMismatch(actual));
-        }
+        self.verify(digest, expected_len, &data)?;
         Ok(data)
     }
 
@@ -298,11 +285,7 @@ impl ChunkStore {
             &mut blob,
         ) {
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(ChunkFault::Missing),
-            Err(e) if e.kind() == ErrorKind::FileTooLarge => {
-                return Err(ChunkFault::Blob(BlobError::TooLarge { limit }))
-            }
-            Err(e) => return Err(ChunkFault::Io(e.to_string())),
+            Err(e) => return Err(read_fault(e, limit)),
         };
         let mut out = loader.pool.get(0);
         let decoded = self
@@ -321,17 +304,29 @@ impl ChunkStore {
             Decoded::Into => out,
         };
         loader.read = Some(blob);
+        self.verify(digest, expected_len, &data)?;
+        Ok(data)
+    }
+
+    /// The checks every load makes after decoding: the chunk is as long as its index entry
+    /// says and its content has the id it was read under.
+    fn verify(
+        &self,
+        digest: &ChunkDigest,
+        expected_len: usize,
+        data: &[u8],
+    ) -> Result<(), ChunkFault> {
         if data.len() != expected_len {
             return Err(ChunkFault::Length {
                 actual: data.len(),
                 expected: expected_len,
             });
         }
-        let actual = self.codec.chunk_id(&data);
+        let actual = self.codec.chunk_id(data);
         if actual != *digest {
             return Err(ChunkFault::DigestMismatch(actual));
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Visits every object under `chunks/`, classified.
@@ -413,4 +408,13 @@ pub(crate) enum ChunkEntry {
     Temp(crate::storage::ObjectInfo),
     /// Anything else.
     Foreign(crate::storage::ObjectInfo),
+}
+
+/// What a failed read of a chunk object means for the chunk.
+fn read_fault(e: std::io::Error, limit: usize) -> ChunkFault {
+    match e.kind() {
+        ErrorKind::NotFound => ChunkFault::Missing,
+        ErrorKind::FileTooLarge => ChunkFault::Blob(BlobError::TooLarge { limit }),
+        _ => ChunkFault::Io(e.to_string()),
+    }
 }

@@ -231,16 +231,7 @@ pub struct Span {
 pub fn plan_spans(areas: &[Area], size: u64, base: Option<&dyn OldChunks>) -> Result<Vec<Span>> {
     let mut rounded = Vec::with_capacity(areas.len());
     for a in areas {
-        let end = a
-            .offset
-            .checked_add(a.len)
-            .filter(|&e| e <= size)
-            .ok_or(Error::OutOfRange {
-                what: "ingest area",
-                offset: a.offset,
-                len: a.len,
-                capacity: size,
-            })?;
+        let end = a.end_within(size)?;
         if a.len == 0 {
             continue;
         }

@@ -84,6 +84,22 @@ impl Area {
     pub fn new(offset: u64, len: u64) -> Self {
         Self { offset, len }
     }
+
+    /// The area's end, checked against a disk of `capacity` bytes.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] for an area that overflows or extends past `capacity`.
+    pub fn end_within(&self, capacity: u64) -> Result<u64> {
+        self.offset
+            .checked_add(self.len)
+            .filter(|&e| e <= capacity)
+            .ok_or(Error::OutOfRange {
+                what: "ingest area",
+                offset: self.offset,
+                len: self.len,
+                capacity,
+            })
+    }
 }
 
 /// Pipeline sizing.
@@ -214,16 +230,7 @@ pub fn chunk_ranges(areas: &[Area], capacity: u64, chunk_size: u32) -> Result<Ve
     let cs = chunk_size as u64;
     let mut ranges = Vec::with_capacity(areas.len());
     for a in areas {
-        let end = a
-            .offset
-            .checked_add(a.len)
-            .filter(|&e| e <= capacity)
-            .ok_or(Error::OutOfRange {
-                what: "ingest area",
-                offset: a.offset,
-                len: a.len,
-                capacity,
-            })?;
+        let end = a.end_within(capacity)?;
         if a.len == 0 {
             continue;
         }

@@ -29,6 +29,29 @@ struct Context {
     disk: i32,
 }
 
+impl Context {
+    /// A chunk that failed to load, named with the disk, generation and offset using it.
+    fn chunk_error(
+        &self,
+        store: &ChunkStore,
+        digest: crate::digest::ChunkDigest,
+        offset: u64,
+        reason: crate::chunk_store::ChunkFault,
+    ) -> Error {
+        Error::Chunk(Box::new(ChunkError {
+            digest,
+            path: store.path(&digest),
+            used_by: ChunkUse {
+                target: self.target.clone(),
+                generation: self.generation,
+                disk: self.disk,
+                offset,
+            },
+            reason,
+        }))
+    }
+}
+
 fn load_slot(
     store: &ChunkStore,
     index: &FixedIndex,
@@ -39,19 +62,9 @@ fn load_slot(
     let Some(digest) = index.slot(slot) else {
         return Ok(vec![0; len]);
     };
-    store.load(&digest, len).map_err(|reason| {
-        Error::Chunk(Box::new(ChunkError {
-            digest,
-            path: store.path(&digest),
-            used_by: ChunkUse {
-                target: ctx.target.clone(),
-                generation: ctx.generation,
-                disk: ctx.disk,
-                offset,
-            },
-            reason,
-        }))
-    })
+    store
+        .load(&digest, len)
+        .map_err(|reason| ctx.chunk_error(store, digest, offset, reason))
 }
 
 /// [`load_slot`] of a stored chunk into an aligned buffer from `loader`'s pool (the stream's
@@ -70,23 +83,10 @@ fn load_slot_aligned(
             data: AlignedBuf::zeroed(len),
         });
     };
-    let chunk_error = |reason| {
-        Error::Chunk(Box::new(ChunkError {
-            digest,
-            path: store.path(&digest),
-            used_by: ChunkUse {
-                target: ctx.target.clone(),
-                generation: ctx.generation,
-                disk: ctx.disk,
-                offset,
-            },
-            reason,
-        }))
-    };
     store
         .load_aligned(&digest, len, loader)
         .map(|data| DiskChunk { offset, data })
-        .map_err(chunk_error)
+        .map_err(|reason| ctx.chunk_error(store, digest, offset, reason))
 }
 
 /// Chunks a stream keeps in its ordered window per reading thread: enough that a thread that
