@@ -14,19 +14,6 @@ use std::path::Path;
 use common::*;
 use repository_format::*;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 fn open_fixture(kind: &str, dir: &Path) -> Repository {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/format-v1")

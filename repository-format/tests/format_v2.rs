@@ -14,34 +14,6 @@ use std::path::Path;
 use common::*;
 use repository_format::*;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
-/// The payload magic of the index of `generation` (plain repositories: the blob is readable
-/// with a codec without a key).
-fn index_magic(root: &Path, key: &TargetKey, generation: u64) -> [u8; 8] {
-    let path = root
-        .join("targets")
-        .join(key.as_str())
-        .join(format!("gen-{generation:06}"))
-        .join("disk-2000.fidx");
-    let bytes = std::fs::read(&path).unwrap();
-    let payload = Codec::new(1, None)
-        .decode_bound(BlobKind::Index, &bytes, 1 << 20, &[])
-        .unwrap();
-    payload[..8].try_into().unwrap()
-}
-
 fn version_2_repository_reads_and_grows(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))

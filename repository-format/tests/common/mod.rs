@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use repository_format::*;
@@ -150,4 +151,33 @@ pub fn restore(repo: &Repository, name: &str, g: GenerationId) -> Vec<u8> {
     let mut out = vec![0u8; r.capacity() as usize];
     r.read_at(0, &mut out).unwrap();
     out
+}
+
+/// Copies a fixture repository into a scratch folder, so the committed files never change.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The payload magic of the index of `generation` (plain repositories: the blob is readable
+/// with a codec without a key).
+pub fn index_magic(root: &Path, key: &TargetKey, generation: u64) -> [u8; 8] {
+    let path = root
+        .join("targets")
+        .join(key.as_str())
+        .join(format!("gen-{generation:06}"))
+        .join("disk-2000.fidx");
+    let bytes = std::fs::read(&path).unwrap();
+    let payload = Codec::new(1, None)
+        .decode_bound(BlobKind::Index, &bytes, 1 << 20, &[])
+        .unwrap();
+    payload[..8].try_into().unwrap()
 }
