@@ -1104,12 +1104,7 @@ impl FixedIndex {
         let mut next_free = 0u64;
         let mut first_run = true;
         while !body.is_empty() {
-            if body.len() < RUN_HEADER_LEN {
-                return Err(format!("run header truncated ({} bytes)", body.len()));
-            }
-            let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-            let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as u64;
-            body = &body[RUN_HEADER_LEN..];
+            let (first, n) = take_run_header(&mut body)?;
             if n == 0 {
                 return Err(format!("empty run at chunk {first}"));
             }
@@ -1164,12 +1159,7 @@ impl FixedIndex {
         // One past the last chunk read, and the chunks read.
         let (mut pos, mut chunks) = (0u64, 0u64);
         while !body.is_empty() {
-            if body.len() < RUN_HEADER_LEN {
-                return Err(format!("run header truncated ({} bytes)", body.len()));
-            }
-            let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-            let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as u64;
-            body = &body[RUN_HEADER_LEN..];
+            let (first, n) = take_run_header(&mut body)?;
             if n == 0 {
                 return Err(format!("empty run at byte {first}"));
             }
@@ -1258,6 +1248,18 @@ impl FixedIndex {
         let bytes = crate::fsutil::read_limited(path, INDEX_LIMIT as u64 + 4096)?;
         Self::decode(path, &bytes, codec)
     }
+}
+
+/// Reads a run header (first chunk or byte, u64 LE; chunk count, u32 LE) off the front of an
+/// index body: both index versions that store runs (3 and 4) start each run with it.
+fn take_run_header(body: &mut &[u8]) -> std::result::Result<(u64, u64), String> {
+    if body.len() < RUN_HEADER_LEN {
+        return Err(format!("run header truncated ({} bytes)", body.len()));
+    }
+    let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let n = u64::from(u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")));
+    *body = &body[RUN_HEADER_LEN..];
+    Ok((first, n))
 }
 
 #[cfg(test)]
