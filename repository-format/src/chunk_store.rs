@@ -123,9 +123,9 @@ impl ChunkStore {
         Ok(blob.len() as u64)
     }
 
-    /// [`ChunkStore::insert`] for the ingest: the chunk's name becomes durable with the next
-    /// [`ChunkStore::sync_names`], which the generation's commit calls (see
-    /// [`Backend::put_name_deferred`]).
+    /// [`ChunkStore::insert`] for the ingest: the chunk has its name, durably, after the next
+    /// [`ChunkStore::sync_names`], which the end of each disk's ingest and the generation's
+    /// commit call (see [`Backend::put_name_deferred`]); before that it may not be found.
     ///
     /// # Errors
     /// [`crate::Error::Io`] naming the object.
@@ -140,8 +140,9 @@ impl ChunkStore {
         Ok(blob.len() as u64)
     }
 
-    /// Makes the names of the chunks stored with [`ChunkStore::insert_name_deferred`] or found
-    /// by [`ChunkStore::touch`] durable; before a commit that references them.
+    /// Names, durably, the chunks stored with [`ChunkStore::insert_name_deferred`], and makes
+    /// the names of those found by [`ChunkStore::touch`] durable; before anything relies on
+    /// them (the next disk's checks, a commit).
     ///
     /// # Errors
     /// [`crate::Error::Io`] naming the chunk folder.

@@ -7,14 +7,16 @@
 //!  read_at ─► work queue ─► SHA-256                         │
 //!                           known this run? ────────────────┤
 //!                           touch+stat finds it? ───────────┤
-//!                           zstd ─► store queue ─► write, fsync, rename
+//!                           zstd ─► store queue ─► write, syncfs, rename
 //!  record digest ◄──────────────── done queue ◄─────────────┴──────────┘
 //! ```
 //!
-//! New chunks go from the workers to a few writer threads (write, fsync, rename), so fsync
-//! latency overlaps with hashing and with other fsyncs. The folders holding them are fsynced
-//! once, before the generation commits ([`crate::storage::Backend::put_name_deferred`]). The
-//! source is only ever called from the caller's thread.
+//! New chunks go from the workers to a few writer threads, so storage latency overlaps with
+//! hashing. Locally a writer only writes the chunk's temporary file; batches of them are made
+//! durable with one `syncfs` on a thread of their own and then renamed, and the folders holding
+//! them are synced once at the end of the disk
+//! ([`crate::storage::Backend::put_name_deferred`]). The source is only ever called from the
+//! caller's thread.
 //!
 //! Memory: every chunk in flight is a slot, its buffer and the blob made of it
 //! ([`slot_bytes`]), and all slots come from one [`MemoryBudget`] shared by every ingest of the

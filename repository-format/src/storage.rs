@@ -97,20 +97,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()>;
 
     /// Like [`Backend::put`] (atomic: readers see all of the object or none of it, and an
-    /// object that has its name holds all of its bytes durably), but the *name* need only be
-    /// durable after the next [`Backend::sync_names`]: a crash before that may lose the object,
-    /// never leave it partial. For many new objects written before one commit (chunks), so the
-    /// local backend does not fsync a folder per object. Object stores: the same as `put`.
+    /// object that has its name holds all of its bytes durably), but the object need only
+    /// have its name, durably, after the next [`Backend::sync_names`]: until then it may be
+    /// invisible, and a crash may lose it, never leave it partial. For many new objects
+    /// written before one commit (chunks), so the local backend makes them durable in
+    /// batches rather than with an fsync each. Object stores: the same as `put`.
     ///
     /// # Errors
-    /// The store's error.
+    /// The store's error, possibly an earlier batch's (which then fails every later call).
     fn put_name_deferred(&self, key: &str, data: &[u8]) -> io::Result<()> {
         self.put(key, data)
     }
 
-    /// Makes durable the names of every object written with [`Backend::put_name_deferred`] and
-    /// of every object [`Backend::touch`] found, by this process, so far. Called before a
-    /// commit that references them. Nothing to do for object stores.
+    /// Names, durably, every object written with [`Backend::put_name_deferred`] and makes
+    /// durable the names of every object [`Backend::touch`] found, by this process, so far.
+    /// Called at the end of each disk's ingest and before a commit. Nothing to do for object
+    /// stores.
     ///
     /// # Errors
     /// The store's error; the names not yet made durable stay pending.

@@ -284,7 +284,15 @@ impl GenerationWriter {
                 disks.order.push(key);
             }
         }
-        let result = self.ingest_claimed(disk, base, areas, heal, source, progress);
+        let mut result = self.ingest_claimed(disk, base, areas, heal, source, progress);
+        // The disk's new chunks get their names now rather than with a later batch: whatever
+        // follows (another disk's checks, a retry of this one, a commit or an abandoned
+        // generation whose chunks a retry re-uses) finds them in the store. A failed ingest's
+        // chunks are complete too; its own error is the one reported.
+        let named = self.repo.chunk_store().sync_names();
+        if let (Ok(_), Err(e)) = (&result, named) {
+            result = Err(e);
+        }
         let mut disks = self.lock_disks();
         match result {
             Ok(record) => {
@@ -650,6 +658,9 @@ impl GenerationWriter {
             failed,
             ..
         } = std::mem::take(&mut *self.lock_disks());
+        // Every chunk the manifest references has its name made durable first (chunks are
+        // written in batches, named and synced together; see `Backend::put_name_deferred`).
+        self.repo.chunk_store().sync_names()?;
         if failed {
             self.check_referenced_chunks(&done)?;
         }
@@ -681,9 +692,6 @@ impl GenerationWriter {
             },
             extra,
         };
-        // Every chunk the manifest references has its name made durable first (chunks are
-        // written without a folder fsync each; see `Backend::put_name_deferred`).
-        self.repo.chunk_store().sync_names()?;
         let blob = manifest.encode(self.repo.codec())?;
         // The commit: a conditional create, never an overwrite (a hard link locally,
         // `PUT If-None-Match: *` on S3). If a manifest exists, this generation is not ours.
