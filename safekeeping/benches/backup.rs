@@ -26,7 +26,9 @@
 //! and the ratios against the targets. `SAFEKEEPING_BENCH_TOOLS` (default
 //! `safekeeping,restic,borg`) chooses the tools; `SAFEKEEPING_BENCH_NO_BUILD=1` uses release
 //! binaries that are already built; `SAFEKEEPING_BENCH_PERF=1` adds a full backup under
-//! `perf record` at the end (`target/bench-backup/perf.data`); `SAFEKEEPING_BENCH_KEEP_LAB=1`
+//! `perf record` at the end (`target/bench-backup/perf.data`); `SAFEKEEPING_BENCH_SETTLE_SECS=N`
+//! waits N seconds after each round deletes the previous round's repositories (see
+//! `Bench::clear_repositories`); `SAFEKEEPING_BENCH_KEEP_LAB=1`
 //! leaves the lab up at the end, with the VM and the repositories, for restores by hand
 //! (`safekeeping-lab down --dir target/bench-backup/lab` stops it).
 //!
@@ -84,6 +86,9 @@ fn main() -> BoxResult<()> {
     let rounds: usize = std::env::var("SAFEKEEPING_BENCH_ROUNDS")
         .unwrap_or_else(|_| "3".into())
         .parse()?;
+    let settle_secs: u64 = std::env::var("SAFEKEEPING_BENCH_SETTLE_SECS")
+        .unwrap_or_else(|_| "0".into())
+        .parse()?;
     let bench_lab = BenchLab::prepare("bench-backup")?;
     bench_lab.start()?;
     let BenchLab {
@@ -95,6 +100,7 @@ fn main() -> BoxResult<()> {
     let bench = Bench {
         size,
         rounds: rounds.max(1),
+        settle: std::time::Duration::from_secs(settle_secs),
         sk: sk.clone(),
         lab_bin: lab_bin.clone(),
         lab_dir: lab_dir.clone(),
@@ -126,6 +132,9 @@ fn tool_version(tool: &str, arg: &str) -> Option<String> {
 struct Bench {
     size: u64,
     rounds: usize,
+    /// How long each round waits after deleting the previous round's repositories (see the
+    /// module docs).
+    settle: std::time::Duration,
     sk: PathBuf,
     lab_bin: PathBuf,
     lab_dir: PathBuf,
@@ -257,17 +266,21 @@ impl Bench {
         let tools = self.tools();
         for round in 0..self.rounds {
             eprintln!("round {} of {} ...", round + 1, self.rounds);
+            quiesce()?;
             let c = common::ceiling::measure(&flat, 1)?;
             ceilings.push(c);
+            self.clear_repositories()?;
             let mut order = tools.clone();
             let n = order.len().max(1);
             order.rotate_left(round % n);
             for &tool in &order {
+                quiesce()?;
                 let s = self.full(tool, &flat, &mut sk_phases)?;
                 samples.entry((Step::Full, tool)).or_default().push(s);
             }
             self.change(round)?;
             for &tool in &order {
+                quiesce()?;
                 let s = self.incremental(tool, &flat)?;
                 samples
                     .entry((Step::Incremental, tool))
@@ -275,6 +288,7 @@ impl Bench {
                     .push(s);
             }
             for &tool in &order {
+                quiesce()?;
                 let s = self.restore(tool, round)?;
                 samples.entry((Step::Restore, tool)).or_default().push(s);
             }
@@ -299,13 +313,35 @@ impl Bench {
         Ok(())
     }
 
+    /// Deletes every tool's repository of the previous round (after the round's ceiling, so
+    /// that the deletion's work does not slow the ceiling down), writes back what that left
+    /// dirty, and waits [`Bench::settle`]. On ext4 without a journal (this benchmark's
+    /// machine), inodes freed within the last 60 s (300 s while their inode table block is
+    /// dirty) are searched past, one by one, by every new file and folder: a cost of the
+    /// harness deleting thousands of chunk files just before, which a backup host whose gc
+    /// ran minutes or hours earlier does not pay. `SAFEKEEPING_BENCH_SETTLE_SECS=61` measures
+    /// without it; the default, 0, with it.
+    fn clear_repositories(&self) -> BoxResult<()> {
+        for dir in [
+            self.lab_dir.join("repo"),
+            self.base.join("restic-repo"),
+            self.base.join("restic-cache"),
+            self.borg_repo(),
+            self.base.join("borg-home"),
+        ] {
+            let _ = fs::remove_dir_all(dir);
+        }
+        quiesce()?;
+        std::thread::sleep(self.settle);
+        Ok(())
+    }
+
     /// A full backup of `flat` (VM `bench`) into a fresh repository of `tool`.
     fn full(&self, tool: Tool, flat: &Path, sk_phases: &mut Vec<[f64; 3]>) -> BoxResult<Sample> {
         let flat_arg = flat.to_string_lossy().into_owned();
         Ok(match tool {
             Tool::Safekeeping => {
                 let repo = self.lab_dir.join("repo");
-                let _ = fs::remove_dir_all(&repo);
                 run(self.sk().args(["repo", "init"]))?;
                 let (m, data, read) = self.sk_backup("full", &[])?;
                 let log = fs::read_to_string(self.base.join("full.log"))?;
@@ -318,16 +354,12 @@ impl Bench {
                 sample(m, data, dir_size(&repo), read)
             }
             Tool::Restic => {
-                let _ = fs::remove_dir_all(self.base.join("restic-repo"));
-                let _ = fs::remove_dir_all(self.base.join("restic-cache"));
                 run(self.restic().arg("init"))?;
                 let m = run_peak(self.restic().args(["backup", "--quiet", &flat_arg]))?;
                 let stored = dir_size(&self.base.join("restic-repo"));
                 sample(m, f64::NAN, stored, self.size)
             }
             Tool::Borg => {
-                let _ = fs::remove_dir_all(self.borg_repo());
-                let _ = fs::remove_dir_all(self.base.join("borg-home"));
                 run(self
                     .borg()
                     .args(["init", "-e", "none"])
@@ -650,6 +682,14 @@ fn sample(m: Measured, data_secs: f64, stored: u64, read: u64) -> Sample {
         stored,
         read,
     }
+}
+
+/// Writes back every dirty page before a measured step, so that no step pays for the
+/// write-back of the one before it (a restore into the page cache leaves up to 2 GiB dirty, and
+/// the ceiling measured during that write-back was 20 % slower than without it).
+fn quiesce() -> BoxResult<()> {
+    run(&mut Command::new("sync"))?;
+    Ok(())
 }
 
 fn rounded(v: &[f64]) -> Vec<f64> {
