@@ -192,23 +192,7 @@ impl LocalBackend {
     /// Writes `data` to a fresh temporary file beside `target`, without an fsync on Linux (a
     /// batch flush makes it durable), with one elsewhere.
     fn write_temp_unsynced(target: &Path, data: &[u8]) -> io::Result<PathBuf> {
-        if !cfg!(target_os = "linux") {
-            return Self::write_temp(target, data);
-        }
-        let dir = target.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let result = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(data));
-        match result {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        Self::write_temp_file(target, data, !cfg!(target_os = "linux"))
     }
 
     /// Creates the folder of `path` (and its parents inside the root), leaving the new
@@ -273,12 +257,21 @@ impl LocalBackend {
 
     /// Writes `data` to a fresh temporary file beside `target` and fsyncs it.
     fn write_temp(target: &Path, data: &[u8]) -> io::Result<PathBuf> {
+        Self::write_temp_file(target, data, true)
+    }
+
+    /// Writes `data` to a fresh temporary file beside `target`, fsynced if `sync`; a failed
+    /// write leaves no file behind.
+    fn write_temp_file(target: &Path, data: &[u8], sync: bool) -> io::Result<PathBuf> {
         let dir = target.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let result = (|| {
+        let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()
+            if sync {
+                f.sync_all()?;
+            }
+            Ok(())
         })();
         match result {
             Ok(()) => Ok(tmp),
