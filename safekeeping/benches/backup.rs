@@ -319,8 +319,9 @@ impl Bench {
     /// machine), inodes freed within the last 60 s (300 s while their inode table block is
     /// dirty) are searched past, one by one, by every new file and folder: a cost of the
     /// harness deleting thousands of chunk files just before, which a backup host whose gc
-    /// ran minutes or hours earlier does not pay. `SAFEKEEPING_BENCH_SETTLE_SECS=61` measures
-    /// without it; the default, 0, with it.
+    /// ran minutes or hours earlier does not pay. `SAFEKEEPING_BENCH_SETTLE_SECS=61` waits it
+    /// out; the default, 0, keeps it in the figures. On the benchmark's VM, waiting made every
+    /// tool slower instead (docs/benchmarks.md), so the headline runs use 0.
     fn clear_repositories(&self) -> BoxResult<()> {
         for dir in [
             self.lab_dir.join("repo"),
