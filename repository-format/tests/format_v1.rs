@@ -9,34 +9,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use repository_format::*;
 
-fn open_fixture(kind: &str, dir: &Path) -> Repository {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/format-v1")
-        .join(kind);
-    let root = dir.join(kind);
-    copy_dir(&src, &root);
-    reopen(&root)
-}
-
-fn expected() -> (Vec<u8>, Vec<u8>) {
-    let g1 = disk_bytes(6 * CS as usize, 5);
-    let mut g2 = g1.clone();
-    g2[3 * CS as usize..4 * CS as usize].copy_from_slice(&disk_bytes(CS as usize, 9));
-    (g1, g2)
-}
-
 fn previous_release_repository_reads_and_grows(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let repo = open_fixture(kind, dir.path());
-    assert_eq!(repo.config().format_version, 1);
-    assert_eq!(repo.is_encrypted(), kind == "encrypted");
-    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
-    assert!(report.ok(), "{:#?}", report.problems);
+    let (root, repo) = open_fixture(1, kind, dir.path());
 
     let key = repo.target_key(&identity("fixture")).unwrap();
     let gens: Vec<u64> = repo
@@ -46,7 +24,7 @@ fn previous_release_repository_reads_and_grows(kind: &str) {
         .map(|g| g.id.0)
         .collect();
     assert_eq!(gens, vec![1, 2]);
-    let (g1, g2) = expected();
+    let (g1, g2) = fixture_disks();
     assert_eq!(restore(&repo, "fixture", GenerationId(1)), g1);
     assert_eq!(restore(&repo, "fixture", GenerationId(2)), g2);
     // The disk uuid and mode the old release kept in the record's extra fields read as the
@@ -66,21 +44,11 @@ fn previous_release_repository_reads_and_grows(kind: &str) {
 
     // This release adds an incremental on top of the old generations (its lock protocol
     // works beside the old release's leftover lock files) and everything still verifies.
-    let mut g3 = g2.clone();
-    g3[..10].copy_from_slice(b"generation");
-    let (id, stats) = backup(
-        &repo,
-        "fixture",
-        &g3,
-        Some((GenerationId(2), &[Area::new(0, 10)])),
-    );
-    assert_eq!(id, GenerationId(3));
-    assert_eq!(stats.read_bytes, CS as u64, "{stats:?}");
+    let (g3, id) = grow_fixture(&repo, &g2);
     assert_eq!(restore(&repo, "fixture", id), g3);
     drop(repo);
-    let repo = reopen(&dir.path().join(kind));
-    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
-    assert!(report.ok(), "{:#?}", report.problems);
+    let repo = reopen(&root);
+    assert_verifies(&repo);
     assert_eq!(restore(&repo, "fixture", GenerationId(1)), g1);
 }
 

@@ -9,35 +9,20 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use repository_format::*;
 
 fn version_3_repository_reads_and_grows(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/format-v3")
-        .join(kind);
-    let root = dir.path().join(kind);
-    copy_dir(&src, &root);
-    // Git keeps no empty folders; a repository at rest has an empty `locks/`.
-    std::fs::create_dir_all(root.join("locks")).unwrap();
-    let repo = reopen(&root);
-    assert_eq!(repo.config().format_version, 3);
+    let (root, repo) = open_fixture(3, kind, dir.path());
     assert_eq!(repo.config().chunking, config::Chunking::Fixed);
     assert!(repo.cut_rule().unwrap().is_none());
-    assert_eq!(repo.is_encrypted(), kind == "encrypted");
-    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
-    assert!(report.ok(), "{:#?}", report.problems);
 
     let key = repo.target_key(&identity("fixture")).unwrap();
     if kind == "plain" {
         assert_eq!(&index_magic(&root, &key, 2), b"SKFIDX03");
     }
-    let g1 = disk_bytes(6 * CS as usize, 5);
-    let mut g2 = g1.clone();
-    g2[3 * CS as usize..4 * CS as usize].copy_from_slice(&disk_bytes(CS as usize, 9));
+    let (g1, g2) = fixture_disks();
     assert_eq!(restore(&repo, "fixture", GenerationId(1)), g1);
     assert_eq!(restore(&repo, "fixture", GenerationId(2)), g2);
     let old = repo.fixed_index(&key, GenerationId(2), 2000).unwrap();
@@ -45,16 +30,7 @@ fn version_3_repository_reads_and_grows(kind: &str) {
 
     // An incremental on a version-3 base stays fixed: one 64 KiB chunk read, a version-3
     // index inheriting the other chunks.
-    let mut g3 = g2.clone();
-    g3[..10].copy_from_slice(b"generation");
-    let (id, stats) = backup(
-        &repo,
-        "fixture",
-        &g3,
-        Some((GenerationId(2), &[Area::new(0, 10)])),
-    );
-    assert_eq!(id, GenerationId(3));
-    assert_eq!(stats.read_bytes, CS as u64, "{stats:?}");
+    let (g3, id) = grow_fixture(&repo, &g2);
     if kind == "plain" {
         assert_eq!(&index_magic(&root, &key, 3), b"SKFIDX03");
     }
@@ -72,8 +48,7 @@ fn version_3_repository_reads_and_grows(kind: &str) {
         3,
         "the config is never rewritten"
     );
-    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
-    assert!(report.ok(), "{:#?}", report.problems);
+    assert_verifies(&repo);
 }
 
 #[test]

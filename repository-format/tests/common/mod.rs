@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use repository_format::*;
@@ -180,4 +180,54 @@ pub fn index_magic(root: &Path, key: &TargetKey, generation: u64) -> [u8; 8] {
         .decode_bound(BlobKind::Index, &bytes, 1 << 20, &[])
         .unwrap();
     payload[..8].try_into().unwrap()
+}
+
+/// Copies the fixture repository `tests/fixtures/format-v{version}/{kind}` into `dir` (so the
+/// committed files never change), recreates its empty `locks/` folder (a repository at rest
+/// has one, and git keeps no empty folders), opens it and checks that it verifies. Returns its
+/// root and the repository.
+pub fn open_fixture(version: u32, kind: &str, dir: &Path) -> (PathBuf, Repository) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/format-v{version}"))
+        .join(kind);
+    let root = dir.join(kind);
+    copy_dir(&src, &root);
+    std::fs::create_dir_all(root.join("locks")).unwrap();
+    let repo = reopen(&root);
+    assert_eq!(repo.config().format_version, version);
+    assert_eq!(repo.is_encrypted(), kind == "encrypted");
+    assert_verifies(&repo);
+    (root, repo)
+}
+
+/// Asserts that `check --read-data` finds nothing wrong.
+pub fn assert_verifies(repo: &Repository) {
+    let report = repo.check(&CheckOptions { read_data: true }).unwrap();
+    assert!(report.ok(), "{:#?}", report.problems);
+}
+
+/// The disks of the two generations every fixture's target `fixture` holds: generation 1, six
+/// 64 KiB chunks of `disk_bytes(_, 5)`, and generation 2 with chunk 3 replaced by
+/// `disk_bytes(64 KiB, 9)`.
+pub fn fixture_disks() -> (Vec<u8>, Vec<u8>) {
+    let g1 = disk_bytes(6 * CS as usize, 5);
+    let mut g2 = g1.clone();
+    g2[3 * CS as usize..4 * CS as usize].copy_from_slice(&disk_bytes(CS as usize, 9));
+    (g1, g2)
+}
+
+/// Adds to a fixture an incremental on generation 2 whose disk has its first 10 bytes changed,
+/// and checks that it is generation 3 and read one chunk. Returns the new disk and generation.
+pub fn grow_fixture(repo: &Repository, g2: &[u8]) -> (Vec<u8>, GenerationId) {
+    let mut g3 = g2.to_vec();
+    g3[..10].copy_from_slice(b"generation");
+    let (id, stats) = backup(
+        repo,
+        "fixture",
+        &g3,
+        Some((GenerationId(2), &[Area::new(0, 10)])),
+    );
+    assert_eq!(id, GenerationId(3));
+    assert_eq!(stats.read_bytes, CS as u64, "{stats:?}");
+    (g3, id)
 }
