@@ -1,7 +1,7 @@
 //! Reading a disk of a generation back: random access, a walk over the stored chunks, and a
 //! parallel, ordered, bounded stream of them for restore and export.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +19,10 @@ pub struct DiskChunk {
     /// The verified content, page-aligned (see [`crate::aligned_buf`]); its length is the
     /// index's for this chunk. Dropping it returns the buffer to the stream's pool.
     pub data: AlignedBuf,
+    /// Further byte offsets of the disk whose chunk has the same digest and length, in order:
+    /// the same content, read and verified once ([`DiskReader::stream_distinct`]). Always
+    /// empty from the other walks, which yield every stored chunk at its own offset.
+    pub copies: Vec<u64>,
 }
 
 /// Names used in chunk errors.
@@ -81,11 +85,16 @@ fn load_slot_aligned(
         return Ok(DiskChunk {
             offset,
             data: AlignedBuf::zeroed(len),
+            copies: Vec::new(),
         });
     };
     store
         .load_aligned(&digest, len, loader)
-        .map(|data| DiskChunk { offset, data })
+        .map(|data| DiskChunk {
+            offset,
+            data,
+            copies: Vec::new(),
+        })
         .map_err(|reason| ctx.chunk_error(store, digest, offset, reason))
 }
 
@@ -195,22 +204,106 @@ impl DiskReader {
     /// memory ahead of the consumer. Stops after the first error. Dropping the stream stops
     /// the threads.
     pub fn stream(&self, threads: usize) -> ChunkStream {
+        let slots = self.index.stored_chunks().map(|(s, _)| s).collect();
         ChunkStream::new(
             self.store.clone(),
             self.index.clone(),
             self.ctx.clone(),
             threads.max(1),
+            slots,
+            HashMap::new(),
         )
     }
+
+    /// Like [`DiskReader::stream`], but each distinct stored chunk (digest and length) is
+    /// read, decompressed and verified once, at its first offset, with the later offsets
+    /// holding it in [`DiskChunk::copies`]. For a consumer that can write anywhere (a restore
+    /// into a disk): a guest disk's duplicate files and blocks then cost one chunk's reading
+    /// and verification, not one per copy. Chunks come in order of their first offsets.
+    ///
+    /// Finding the duplicates sorts one 8-byte key per stored chunk (16 MiB for a disk of two
+    /// million stored chunks), freed before the first chunk is read; only duplicated chunks
+    /// keep their copies' offsets.
+    pub fn stream_distinct(&self, threads: usize) -> ChunkStream {
+        let (slots, copies) = distinct_slots(&self.index);
+        ChunkStream::new(
+            self.store.clone(),
+            self.index.clone(),
+            self.ctx.clone(),
+            threads.max(1),
+            slots,
+            copies,
+        )
+    }
+}
+
+/// The stored slots of `index` whose chunk (digest and length) no earlier slot holds, in
+/// offset order, and for each of those that recur (by position in that list) the offsets of
+/// the later slots holding the same chunk, in order.
+fn distinct_slots(index: &FixedIndex) -> (Vec<usize>, HashMap<usize, Vec<u64>>) {
+    let stored: Vec<usize> = index.stored_chunks().map(|(s, _)| s).collect();
+    // Sort positions by the digest's first 32 bits (position second, so that each group is in
+    // offset order), then compare whole digests and lengths inside each group: two different
+    // chunks may share the prefix, and a hostile index may hold one digest at two lengths.
+    let mut keys: Vec<u64> = index
+        .stored_chunks()
+        .enumerate()
+        .map(|(pos, (_, d))| {
+            let prefix = u32::from_be_bytes([d.0[0], d.0[1], d.0[2], d.0[3]]);
+            (u64::from(prefix) << 32) | pos as u64
+        })
+        .collect();
+    keys.sort_unstable();
+    let chunk_at = |pos: usize| (index.slot(stored[pos]), index.chunk_range(stored[pos]).1);
+    // Later position → the first position holding the same chunk; duplicates only.
+    let mut first_of: HashMap<usize, usize> = HashMap::new();
+    for group in keys.chunk_by(|a, b| a >> 32 == b >> 32) {
+        if group.len() == 1 {
+            continue;
+        }
+        let mut firsts: Vec<usize> = Vec::new();
+        for k in group {
+            let pos = (k & u64::from(u32::MAX)) as usize;
+            let chunk = chunk_at(pos);
+            match firsts.iter().find(|&&f| chunk_at(f) == chunk) {
+                Some(&f) => {
+                    first_of.insert(pos, f);
+                }
+                None => firsts.push(pos),
+            }
+        }
+    }
+    drop(keys);
+    let mut slots = Vec::with_capacity(stored.len() - first_of.len());
+    let mut job_of: HashMap<usize, usize> = first_of.values().map(|&f| (f, 0)).collect();
+    let mut copies: HashMap<usize, Vec<u64>> = HashMap::new();
+    for (pos, &slot) in stored.iter().enumerate() {
+        match first_of.get(&pos) {
+            Some(first) => copies
+                .entry(job_of[first])
+                .or_default()
+                .push(index.chunk_range(slot).0),
+            None => {
+                if let Some(job) = job_of.get_mut(&pos) {
+                    *job = slots.len();
+                }
+                slots.push(slot);
+            }
+        }
+    }
+    (slots, copies)
 }
 
 type Loaded = (usize, Result<DiskChunk>);
 
 /// Ordered, bounded, parallel iterator over the stored chunks of a disk
-/// (see [`DiskReader::stream`]).
+/// (see [`DiskReader::stream`] and [`DiskReader::stream_distinct`]).
 #[derive(Debug)]
 pub struct ChunkStream {
     slots: Vec<usize>,
+    /// The other offsets of the chunk at a position of `slots` (see
+    /// [`DiskReader::stream_distinct`]); empty for [`DiskReader::stream`].
+    copies: HashMap<usize, Vec<u64>>,
     next_job: usize,
     next_out: usize,
     window: usize,
@@ -222,8 +315,14 @@ pub struct ChunkStream {
 }
 
 impl ChunkStream {
-    fn new(store: ChunkStore, index: Arc<FixedIndex>, ctx: Context, threads: usize) -> Self {
-        let slots: Vec<usize> = index.stored_chunks().map(|(s, _)| s).collect();
+    fn new(
+        store: ChunkStore,
+        index: Arc<FixedIndex>,
+        ctx: Context,
+        threads: usize,
+        slots: Vec<usize>,
+        copies: HashMap<usize, Vec<u64>>,
+    ) -> Self {
         let window = threads * WINDOW_PER_THREAD;
         // Each thread's read buffer, the window, and what the consumer holds.
         let pool = store.buffer_pool(threads + window + CONSUMER_HELD);
@@ -258,6 +357,7 @@ impl ChunkStream {
             .collect();
         let mut s = Self {
             slots,
+            copies,
             next_job: 0,
             next_out: 0,
             window,
@@ -289,7 +389,10 @@ impl Iterator for ChunkStream {
             return None;
         }
         loop {
-            if let Some(r) = self.ready.remove(&self.next_out) {
+            if let Some(mut r) = self.ready.remove(&self.next_out) {
+                if let (Ok(chunk), Some(copies)) = (&mut r, self.copies.remove(&self.next_out)) {
+                    chunk.copies = copies;
+                }
                 self.next_out += 1;
                 self.refill();
                 if r.is_err() {
@@ -322,5 +425,42 @@ impl Drop for ChunkStream {
             }
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::ChunkDigest;
+
+    /// Two digests sharing their first four bytes (the sort key) stay apart, and a slot with a
+    /// duplicated digest but another length (the short last chunk) is read on its own.
+    #[test]
+    fn distinct_slots_compare_whole_digests_and_lengths() {
+        let cs = 64 * 1024u64;
+        let mut index = FixedIndex::new(4 * cs + 4096, cs as u32).unwrap();
+        let d1 = ChunkDigest([7; 32]);
+        let mut d2 = d1;
+        d2.0[31] = 8;
+        for (slot, d) in [(0, d1), (1, d2), (2, d1), (3, d2), (4, d1)] {
+            index.set(slot, Some(d));
+        }
+        let (slots, copies) = distinct_slots(&index);
+        assert_eq!(slots, vec![0, 1, 4]);
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[&0], vec![2 * cs]);
+        assert_eq!(copies[&1], vec![3 * cs]);
+    }
+
+    /// Without duplicates the distinct walk is the ordered one and keeps no copies.
+    #[test]
+    fn distinct_slots_without_duplicates() {
+        let cs = 64 * 1024u64;
+        let mut index = FixedIndex::new(3 * cs, cs as u32).unwrap();
+        index.set(0, Some(ChunkDigest([1; 32])));
+        index.set(2, Some(ChunkDigest([2; 32])));
+        let (slots, copies) = distinct_slots(&index);
+        assert_eq!(slots, vec![0, 2]);
+        assert!(copies.is_empty());
     }
 }

@@ -76,6 +76,80 @@ fn full_backup_restores_byte_for_byte_with_short_tail() {
     assert!(repo.check(&CheckOptions { read_data: true }).unwrap().ok());
 }
 
+/// A disk holding the same chunk at several offsets: the distinct stream reads it once and
+/// names every other offset, and offsets plus copies rebuild the disk.
+#[test]
+fn distinct_stream_reads_each_duplicated_chunk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let cs = CS as usize;
+    let pieces = disk_bytes(4 * cs, 8);
+    let piece = |i: usize| pieces[i * cs..(i + 1) * cs].to_vec();
+    let (a, b, c) = (piece(1), piece(2), piece(3));
+    assert!(a != b && b != c && a != c);
+    // a b 0 a c b a, then a short tail equal to the start of `a` (another length: its own
+    // chunk).
+    let mut data = Vec::new();
+    for p in [&a, &b, &vec![0u8; cs], &a, &c, &b, &a] {
+        data.extend_from_slice(p);
+    }
+    data.extend_from_slice(&a[..4096]);
+    let (g, _) = backup(&repo, "dups", &data, None);
+    let key = repo.target_key(&identity("dups")).unwrap();
+    let r = repo.disk_reader(&key, g, 2000).unwrap();
+    for threads in [1, 3] {
+        let chunks: Vec<DiskChunk> = r.stream_distinct(threads).map(|c| c.unwrap()).collect();
+        let firsts: Vec<u64> = chunks.iter().map(|c| c.offset).collect();
+        let at = |n: usize| (n * cs) as u64;
+        assert_eq!(
+            firsts,
+            vec![at(0), at(1), at(4), at(7)],
+            "in first-offset order"
+        );
+        assert_eq!(chunks[0].copies, vec![at(3), at(6)]);
+        assert_eq!(chunks[1].copies, vec![at(5)]);
+        assert!(chunks[2].copies.is_empty() && chunks[3].copies.is_empty());
+        let mut rebuilt = vec![0u8; data.len()];
+        for c in &chunks {
+            assert!(c.data.is_aligned());
+            for &off in std::iter::once(&c.offset).chain(&c.copies) {
+                rebuilt[off as usize..off as usize + c.data.len()].copy_from_slice(&c.data);
+            }
+        }
+        assert_eq!(rebuilt, data);
+    }
+    // The ordered stream still yields every stored chunk at its own offset, with no copies.
+    let all: Vec<DiskChunk> = r.stream(2).map(|c| c.unwrap()).collect();
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().all(|c| c.copies.is_empty()));
+}
+
+/// A damaged chunk that the disk holds twice fails the distinct stream, naming its first
+/// offset: reading it once does not skip its verification.
+#[test]
+fn distinct_stream_verifies_a_duplicated_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let cs = CS as usize;
+    let a = disk_bytes(2 * cs, 8)[cs..].to_vec();
+    let data = [a.clone(), a].concat();
+    let (g, _) = backup(&repo, "dups", &data, None);
+    let key = repo.target_key(&identity("dups")).unwrap();
+    let r = repo.disk_reader(&key, g, 2000).unwrap();
+    let digest = r.index().slot(0).unwrap();
+    let chunk = repo.chunk_store().path(&digest);
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&chunk, bytes).unwrap();
+    let results: Vec<_> = r.stream_distinct(2).collect();
+    assert_eq!(results.len(), 1);
+    match &results[0] {
+        Err(Error::Chunk(e)) => assert_eq!(e.used_by.offset, 0),
+        other => panic!("expected a chunk error, got {other:?}"),
+    }
+}
+
 #[test]
 fn second_ingest_stores_nothing_new() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,13 +4,16 @@
 //!
 //! [`VddkSink::write_data`] leaves the all-zero [`HOLE_BLOCK`]s of a chunk unwritten: a new
 //! thin disk already reads zeros there, so writing them would only cost bandwidth and
-//! allocate space the source disk did not use.
+//! allocate space the source disk did not use. The runs of data that remain are gathered
+//! with their neighbours into writes of up to [`GATHER_BYTES`], in up to [`GATHERS`] places
+//! of the disk at once (see [`VddkSink::write_data_at`]).
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use repository_format::digest::is_all_zero;
+use repository_format::{AlignedBuf, BufPool};
 use vddk::{Disk, SharedBuffer, SECTOR_SIZE};
 
 use crate::cancel::Cancel;
@@ -39,6 +42,38 @@ pub fn data_runs(data: &[u8]) -> Vec<(usize, usize)> {
     runs
 }
 
+/// The largest write [`VddkSink::write_data_at`] gathers from adjacent runs of data: 4 MiB.
+/// A restore's runs are a chunk's data between 64 KiB zero blocks, often a few hundred KiB;
+/// one large write costs a transport one request instead of many (an NBD round trip each),
+/// and storage that writes a thin disk's new blocks one request at a time takes larger ones
+/// faster (this machine's disk: 1.8 GB/s in 4 MiB direct writes, 1.2 GB/s in 1 MiB ones).
+pub const GATHER_BYTES: usize = 4 << 20;
+
+/// Gathered writes open at once: the disk in order, and the copies of duplicated chunks,
+/// which recur in runs (a duplicate file's chunks follow each other in both places).
+pub const GATHERS: usize = 4;
+
+/// Adjacent runs copied into one buffer, to be written as one request.
+struct Gather {
+    /// Disk byte offset of the buffer's first byte.
+    offset: u64,
+    buf: AlignedBuf,
+    /// When a run was last appended (the sink's clock): the least recent goes first.
+    used: u64,
+}
+
+impl Gather {
+    /// The disk byte offset just past the gathered bytes.
+    fn end(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
+    /// Whether `len` more bytes fit, within [`GATHER_BYTES`] and without a reallocation.
+    fn fits(&self, len: usize) -> bool {
+        self.buf.len() + len <= GATHER_BYTES.min(self.buf.capacity())
+    }
+}
+
 /// Writes chunks into an open VDDK disk.
 pub struct VddkSink {
     disk: Disk,
@@ -46,6 +81,12 @@ pub struct VddkSink {
     in_flight: usize,
     depth: usize,
     cancel: Option<Cancel>,
+    /// Runs gathered so far, not yet submitted (at most [`GATHERS`]).
+    gathers: Vec<Gather>,
+    /// Counts appended runs, to find the least recently extended gather.
+    gather_clock: u64,
+    /// Gather buffers, back from their completed writes.
+    pool: BufPool,
 }
 
 impl VddkSink {
@@ -57,6 +98,10 @@ impl VddkSink {
             in_flight: 0,
             depth,
             cancel: None,
+            gathers: Vec::new(),
+            gather_clock: 0,
+            // One buffer per write in flight, those being filled, and one spare.
+            pool: BufPool::new(depth + GATHERS + 1, GATHER_BYTES),
         }
     }
 
@@ -74,33 +119,104 @@ impl VddkSink {
 
     /// Writes the non-zero [`HOLE_BLOCK`]s of `data` (a whole number of sectors) at byte
     /// `offset`, for a disk that reads zeros where nothing was written (a new disk); returns
-    /// the bytes written. Each run of data blocks is a write straight from `data`, which the
-    /// writes share and release when the last completes: no run is copied, and a page-aligned
-    /// buffer (a restored chunk's) reaches VDDK aligned.
+    /// the bytes written. A run of data blocks shorter than [`GATHER_BYTES`] is copied into
+    /// the gathered write it continues (or a new one); a longer run is a write straight from
+    /// `data`, which the writes share and release when the last completes, so a page-aligned
+    /// buffer (a restored chunk's) reaches VDDK aligned. Gathered writes are page-aligned too.
     ///
     /// # Errors
-    /// As [`VddkSink::write`].
+    /// Misaligned data, or a VDDK failure of this or an earlier asynchronous write.
     pub fn write_data<B>(&mut self, offset: u64, data: B) -> Result<u64>
     where
         B: AsRef<[u8]> + Send + Sync + 'static,
     {
+        self.write_data_at(&[offset], data)
+    }
+
+    /// [`VddkSink::write_data`] of the same `data` at each of `offsets` (a chunk that recurs
+    /// in the disk): its zero blocks are found once, and every write shares the one buffer.
+    /// Returns the bytes written over all offsets.
+    ///
+    /// # Errors
+    /// As [`VddkSink::write_data`].
+    pub fn write_data_at<B>(&mut self, offsets: &[u64], data: B) -> Result<u64>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
         let runs = data_runs(data.as_ref());
-        let data: SharedBuffer = Arc::new(data);
         let mut written = 0u64;
-        for (start, end) in runs {
-            self.submit(offset + start as u64, &data, start..end)?;
-            written += (end - start) as u64;
+        let mut direct = Vec::new();
+        for &offset in offsets {
+            for &(start, end) in &runs {
+                let len = end - start;
+                written += len as u64;
+                if len >= GATHER_BYTES || self.depth == 0 {
+                    direct.push((offset, start, end));
+                } else {
+                    self.gather_run(offset + start as u64, &data.as_ref()[start..end])?;
+                }
+            }
+        }
+        if !direct.is_empty() {
+            let data: SharedBuffer = Arc::new(data);
+            for (offset, start, end) in direct {
+                self.submit(offset + start as u64, &data, start..end)?;
+            }
         }
         Ok(written)
     }
 
-    /// Writes `data` (a whole number of sectors) at byte `offset`.
-    ///
-    /// # Errors
-    /// Misaligned data, or a VDDK failure of this or an earlier asynchronous write.
-    pub fn write(&mut self, offset: u64, data: Vec<u8>) -> Result<()> {
-        let len = data.len();
-        self.submit(offset, &(Arc::new(data) as SharedBuffer), 0..len)
+    /// Appends `bytes` (for disk byte `offset`) to the gathered write it continues, when it
+    /// fits; otherwise submits that write, or the least recently extended one when all
+    /// [`GATHERS`] are open, and starts a new one with `bytes`.
+    fn gather_run(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.gather_clock += 1;
+        let next = self.gathers.iter().position(|g| g.end() == offset);
+        let at = match next {
+            Some(i) if self.gathers[i].fits(bytes.len()) => i,
+            _ => {
+                let full = match next {
+                    Some(i) => Some(i),
+                    None if self.gathers.len() >= GATHERS => self
+                        .gathers
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, g)| g.used)
+                        .map(|(i, _)| i),
+                    None => None,
+                };
+                if let Some(i) = full {
+                    let g = self.gathers.swap_remove(i);
+                    self.submit_gather(g)?;
+                }
+                self.gathers.push(Gather {
+                    offset,
+                    buf: self.pool.get(0),
+                    used: 0,
+                });
+                self.gathers.len() - 1
+            }
+        };
+        let g = &mut self.gathers[at];
+        g.used = self.gather_clock;
+        let len = g.buf.len();
+        if !g.fits(bytes.len()) {
+            // Only a run longer than the pool's buffers (never, below GATHER_BYTES) gets here:
+            // a resize past the capacity would reallocate and lose the gathered bytes.
+            return Err(Error::Other(format!(
+                "a run of {} bytes does not fit a gathered write",
+                bytes.len()
+            )));
+        }
+        g.buf.resize(len + bytes.len());
+        g.buf[len..].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Submits a gathered write.
+    fn submit_gather(&mut self, g: Gather) -> Result<()> {
+        let len = g.buf.len();
+        self.submit(g.offset, &(Arc::new(g.buf) as SharedBuffer), 0..len)
     }
 
     /// Writes `range` of `data` (a whole number of sectors) at byte `offset`: synchronously
@@ -163,6 +279,9 @@ impl VddkSink {
     /// # Errors
     /// The first failed write, or the flush.
     pub fn finish(mut self) -> Result<()> {
+        while let Some(g) = self.gathers.pop() {
+            self.submit_gather(g)?;
+        }
         while self.in_flight > 0 {
             self.collect()?;
         }

@@ -1,6 +1,6 @@
 //! The restore's data step, shared by every target kind: the generation's disk index →
-//! verified, decompressed chunks (read by several threads) → VDDK writes into the new disk,
-//! with writes behind in flight. Zero chunks, and the all-zero 64 KiB blocks of stored chunks,
+//! verified, decompressed chunks (read by several threads, each distinct chunk once) → VDDK
+//! writes into the new disk at every offset holding the chunk, with writes behind in flight. Zero chunks, and the all-zero 64 KiB blocks of stored chunks,
 //! are skipped: a new disk reads as zeros. A VM's disks are written at the same time, within
 //! one limit of VDDK connections; the first failure stops the others.
 
@@ -274,7 +274,7 @@ pub async fn write_vm_disks(
 
 /// The restore's data step: writes every stored (non-zero) chunk of a disk of a generation into
 /// a disk opened read-write through VDDK, with writes behind in flight, and returns the bytes
-/// written. Blocking: call it on a blocking thread. Zero chunks, and the all-zero blocks of
+/// written. A chunk the disk holds at several offsets is read and verified once. Blocking: call it on a blocking thread. Zero chunks, and the all-zero blocks of
 /// stored chunks ([`crate::disk_io::writer::HOLE_BLOCK`]), are skipped: a new disk reads as
 /// zeros.
 ///
@@ -295,13 +295,20 @@ fn write_stored_chunks(
     let mut written = 0u64;
     let started = Instant::now();
     let streamed = (|| -> Result<()> {
-        for chunk in reader.stream(crate::repo::read_threads()) {
+        // Each distinct chunk is read and verified once and written at every offset that
+        // holds it (a guest's duplicate files): the disk is written out of order, which a
+        // VDDK disk takes as well as in order.
+        let mut offsets = Vec::new();
+        for chunk in reader.stream_distinct(crate::repo::read_threads()) {
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }
             let chunk = chunk?;
-            let len = chunk.data.len() as u64;
-            written += sink.write_data(chunk.offset, chunk.data)?;
+            offsets.clear();
+            offsets.push(chunk.offset);
+            offsets.extend_from_slice(&chunk.copies);
+            let len = chunk.data.len() as u64 * offsets.len() as u64;
+            written += sink.write_data_at(&offsets, chunk.data)?;
             progress.add(len);
         }
         Ok(())

@@ -81,16 +81,56 @@ fn restore_writes_only_data(chunking: &str) -> serde_json::Value {
 #[test]
 fn zero_blocks_inside_stored_chunks_are_not_written() {
     let close = restore_writes_only_data("fixed");
-    // Chunk 0 in two runs, chunk 1 in two, chunk 2 in one, chunk 3 whole.
-    assert_eq!(close["write_calls"].as_u64().unwrap(), 6, "{close:?}");
+    // One write per run of data, whichever chunks it spans (runs below 4 MiB are gathered):
+    // 0-256K, 384K-1M+64K (chunk 0's end and chunk 1's start), 1M+128K-2M, and 3M-64K-4M
+    // (chunk 2's last block and chunk 3).
+    assert_eq!(close["write_calls"].as_u64().unwrap(), 4, "{close:?}");
 }
 
 /// Content-defined chunks (format 4, the default) never hold an all-zero 4 KiB block: the
-/// same disk restores to the same bytes, writing its data and nothing else. (How many writes
-/// that takes depends on where the seeded hash cut the data.)
+/// same disk restores to the same bytes, writing its data and nothing else, and each run of
+/// data is one write however the seeded hash cut it into chunks.
 #[test]
 fn content_defined_chunks_restore_only_the_data() {
     let close = restore_writes_only_data("content-defined");
-    // At least one write per data run (4 of them: 0-256K, 384K-1M+64K, 1M+128K-2M, 3M-64K-4M).
-    assert!(close["write_calls"].as_u64().unwrap() >= 4, "{close:?}");
+    assert_eq!(close["write_calls"].as_u64().unwrap(), 4, "{close:?}");
+}
+
+/// A disk holding the same data at several places (a guest's copied files): the restore reads
+/// each distinct chunk once and writes it everywhere the disk holds it, holes left out in
+/// every copy. The restored disk is the source's, with only its data written.
+#[test]
+fn duplicated_chunks_are_written_at_every_offset() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init", "--chunking", "fixed"]).ok();
+    lab.create_vm("dups", &["16M"], &[]);
+    // Chunks 0-1 (with a 64 KiB hole at 256 KiB) again at 4-5 MiB and chunk 0 at 8 MiB, each
+    // with the same hole; different data at 12 MiB.
+    for at in [0, 4 * MIB, 8 * MIB] {
+        let len = if at == 8 * MIB { "1M" } else { "2M" };
+        lab.guest_write("dups", 0, &at.to_string(), len, Some(21));
+        lab.guest_write("dups", 0, &(at + 256 * KIB).to_string(), "64K", None);
+    }
+    lab.guest_write("dups", 0, &(12 * MIB).to_string(), "1M", Some(22));
+    let source = lab.digest("dups", 0);
+
+    lab.sk(&["backup", "vm:dups"]).ok();
+    let before = lab.vddk_stats().len();
+    let out = lab
+        .sk(&["--json", "restore", "vm:dups", "--name", "dups-r"])
+        .ok()
+        .json();
+    assert_eq!(lab.digest("dups-r", 0), source, "{out}");
+    let data = 2 * (2 * MIB - 64 * KIB) + (MIB - 64 * KIB) + MIB;
+    assert_eq!(out["disks"][0]["bytes_written"], data, "{out}");
+    let stats = lab.vddk_stats();
+    let close = stats[before..]
+        .iter()
+        .find(|e| e["event"] == "close" && e["read_only"] == false)
+        .expect("the restored disk's close");
+    assert_eq!(
+        close["sectors_written"].as_u64().unwrap(),
+        data / SECTOR,
+        "{close:?}"
+    );
 }
