@@ -47,13 +47,16 @@ pub fn run(config: &Config, args: &ExportArgs, quiet: bool) -> Result<Report> {
         write_stream(&reader, std::io::stdout().lock(), &progress)?
     } else {
         let mut image = SparseImage::create(&args.output, reader.capacity())?;
+        // A file takes writes anywhere: each distinct chunk is read and verified once and
+        // written at every offset holding it. The bar counts chunk bytes, then the holes.
         let mut passed = 0u64;
-        for chunk in reader.stream(crate::repo::read_threads()) {
+        for chunk in reader.stream_distinct(crate::repo::read_threads()) {
             let chunk = chunk?;
-            image.write_at(chunk.offset, &chunk.data)?;
-            let end = chunk.offset + chunk.data.len() as u64;
-            progress.add(end.saturating_sub(passed));
-            passed = passed.max(end);
+            for &offset in std::iter::once(&chunk.offset).chain(&chunk.copies) {
+                image.write_at(offset, &chunk.data)?;
+                progress.add(chunk.data.len() as u64);
+                passed += chunk.data.len() as u64;
+            }
         }
         progress.add(reader.capacity().saturating_sub(passed));
         let written = image.bytes_written();

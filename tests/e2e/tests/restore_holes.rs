@@ -133,4 +133,20 @@ fn duplicated_chunks_are_written_at_every_offset() {
         data / SECTOR,
         "{close:?}"
     );
+    // An export to a file reads each distinct chunk once as well, and holds the same disk.
+    let image = lab.dir().join("dups-disk0.img");
+    let out = lab
+        .sk(&[
+            "--json",
+            "export",
+            "vm:dups",
+            "--disk",
+            "0",
+            "--output",
+            image.to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(safekeeping_e2e::sha256_file(&image), source, "{out}");
+    assert_eq!(out["bytes_written"], 2 * 2 * MIB + 2 * MIB, "{out}");
 }
