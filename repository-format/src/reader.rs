@@ -221,9 +221,9 @@ impl DiskReader {
     /// into a disk): a guest disk's duplicate files and blocks then cost one chunk's reading
     /// and verification, not one per copy. Chunks come in order of their first offsets.
     ///
-    /// Finding the duplicates sorts one 8-byte key per stored chunk (16 MiB for a disk of two
-    /// million stored chunks), freed before the first chunk is read; only duplicated chunks
-    /// keep their copies' offsets.
+    /// Finding the duplicates sorts an 8-byte key per stored chunk beside its slot number (32
+    /// MiB for a disk of two million stored chunks), freed before the first chunk is read;
+    /// only duplicated chunks keep their copies' offsets.
     pub fn stream_distinct(&self, threads: usize) -> ChunkStream {
         let (slots, copies) = distinct_slots(&self.index);
         ChunkStream::new(
@@ -245,6 +245,7 @@ fn distinct_slots(index: &FixedIndex) -> (Vec<usize>, HashMap<usize, Vec<u64>>) 
     // Sort positions by the digest's first 32 bits (position second, so that each group is in
     // offset order), then compare whole digests and lengths inside each group: two different
     // chunks may share the prefix, and a hostile index may hold one digest at two lengths.
+    // Positions fit the key's low 32 bits: an index holds at most MAX_CHUNKS (2^27) chunks.
     let mut keys: Vec<u64> = index
         .stored_chunks()
         .enumerate()
@@ -261,15 +262,16 @@ fn distinct_slots(index: &FixedIndex) -> (Vec<usize>, HashMap<usize, Vec<u64>>) 
         if group.len() == 1 {
             continue;
         }
-        let mut firsts: Vec<usize> = Vec::new();
-        for k in group {
-            let pos = (k & u64::from(u32::MAX)) as usize;
-            let chunk = chunk_at(pos);
-            match firsts.iter().find(|&&f| chunk_at(f) == chunk) {
-                Some(&f) => {
-                    first_of.insert(pos, f);
-                }
-                None => firsts.push(pos),
+        // Sorted by whole digest, length and position (n log n, however many chunks of a
+        // hostile index share the prefix): equal chunks are neighbours, the first one first.
+        let mut same: Vec<usize> = group
+            .iter()
+            .map(|k| (k & u64::from(u32::MAX)) as usize)
+            .collect();
+        same.sort_by_cached_key(|&pos| (chunk_at(pos), pos));
+        for run in same.chunk_by(|&a, &b| chunk_at(a) == chunk_at(b)) {
+            for &later in &run[1..] {
+                first_of.insert(later, run[0]);
             }
         }
     }
@@ -450,6 +452,30 @@ mod tests {
         assert_eq!(copies.len(), 2);
         assert_eq!(copies[&0], vec![2 * cs]);
         assert_eq!(copies[&1], vec![3 * cs]);
+    }
+
+    /// Many different digests sharing the sort key's prefix, each twice, in an interleaved
+    /// order: every copy still finds its own first occurrence.
+    #[test]
+    fn distinct_slots_with_many_digests_under_one_prefix() {
+        let cs = 64 * 1024u64;
+        let n = 40;
+        let mut index = FixedIndex::new(2 * n as u64 * cs, cs as u32).unwrap();
+        let digest = |i: usize| {
+            let mut d = [9u8; 32];
+            d[31] = i as u8;
+            ChunkDigest(d)
+        };
+        for i in 0..n {
+            index.set(i, Some(digest(n - 1 - i)));
+            index.set(n + i, Some(digest(i)));
+        }
+        let (slots, copies) = distinct_slots(&index);
+        assert_eq!(slots, (0..n).collect::<Vec<_>>());
+        for (job, &slot) in slots.iter().enumerate() {
+            // Slot `slot` holds digest n-1-slot; its copy is at n + (n-1-slot).
+            assert_eq!(copies[&job], vec![(2 * n - 1 - slot) as u64 * cs]);
+        }
     }
 
     /// Without duplicates the distinct walk is the ordered one and keeps no copies.
