@@ -205,14 +205,7 @@ impl DiskReader {
     /// the threads.
     pub fn stream(&self, threads: usize) -> ChunkStream {
         let slots = self.index.stored_chunks().map(|(s, _)| s).collect();
-        ChunkStream::new(
-            self.store.clone(),
-            self.index.clone(),
-            self.ctx.clone(),
-            threads.max(1),
-            slots,
-            HashMap::new(),
-        )
+        self.stream_of(threads, slots, HashMap::new())
     }
 
     /// Like [`DiskReader::stream`], but each distinct stored chunk (digest and length) is
@@ -226,6 +219,16 @@ impl DiskReader {
     /// only duplicated chunks keep their copies' offsets.
     pub fn stream_distinct(&self, threads: usize) -> ChunkStream {
         let (slots, copies) = distinct_slots(&self.index);
+        self.stream_of(threads, slots, copies)
+    }
+
+    /// The reading threads for `slots` (positions of the stream), with `copies` by position.
+    fn stream_of(
+        &self,
+        threads: usize,
+        slots: Vec<usize>,
+        copies: HashMap<usize, Vec<u64>>,
+    ) -> ChunkStream {
         ChunkStream::new(
             self.store.clone(),
             self.index.clone(),
