@@ -262,6 +262,12 @@ impl ChunkStore {
         Ok(data)
     }
 
+    /// The data capacity of each buffer of [`ChunkStore::buffer_pool`]: the largest chunk
+    /// blob.
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.max_blob_len()
+    }
+
     /// Spare read and output buffers enough for `in_use` chunks held at once (read ahead,
     /// queued and being written), each sized for the largest chunk blob so none ever grows.
     pub fn buffer_pool(&self, in_use: usize) -> BufPool {

@@ -205,7 +205,8 @@ impl DiskReader {
     /// the threads.
     pub fn stream(&self, threads: usize) -> ChunkStream {
         let slots = self.index.stored_chunks().map(|(s, _)| s).collect();
-        self.stream_of(threads, slots, HashMap::new())
+        let threads = threads.max(1);
+        self.stream_of(threads, threads * WINDOW_PER_THREAD, slots, HashMap::new())
     }
 
     /// Like [`DiskReader::stream`], but each distinct stored chunk (digest and length) is
@@ -218,14 +219,40 @@ impl DiskReader {
     /// MiB for a disk of two million stored chunks), freed before the first chunk is read;
     /// only duplicated chunks keep their copies' offsets.
     pub fn stream_distinct(&self, threads: usize) -> ChunkStream {
-        let (slots, copies) = distinct_slots(&self.index);
-        self.stream_of(threads, slots, copies)
+        self.stream_distinct_ahead(threads, threads.max(1) * WINDOW_PER_THREAD)
     }
 
-    /// The reading threads for `slots` (positions of the stream), with `copies` by position.
+    /// [`DiskReader::stream_distinct`] holding at most `ahead` chunks (at least one per
+    /// thread) read ahead of the consumer: for a consumer that shares a memory budget with
+    /// others. The stream's buffers are then at most
+    /// [`DiskReader::stream_buffers`]`(threads, ahead, held)` for a consumer holding `held`.
+    pub fn stream_distinct_ahead(&self, threads: usize, ahead: usize) -> ChunkStream {
+        let (slots, copies) = distinct_slots(&self.index);
+        let threads = threads.max(1);
+        self.stream_of(threads, ahead.max(threads), slots, copies)
+    }
+
+    /// The most buffers a stream of `threads` threads reading `ahead` chunks ahead allocates
+    /// while its consumer holds up to `held` chunks: one per thread being read into, one per
+    /// chunk ahead, one per chunk held. Each is [`DiskReader::buffer_bytes`] long.
+    pub fn stream_buffers(threads: usize, ahead: usize, held: usize) -> usize {
+        let threads = threads.max(1);
+        threads + ahead.max(threads) + held
+    }
+
+    /// The capacity of each of a stream's buffers: the largest chunk of this disk's
+    /// repository with its blob header, alignment and headroom.
+    pub fn buffer_bytes(&self) -> u64 {
+        self.store.buffer_capacity() as u64
+            + (crate::aligned_buf::HEADROOM + crate::aligned_buf::BUF_ALIGN) as u64
+    }
+
+    /// The reading threads for `slots` (positions of the stream), with `copies` by position,
+    /// `window` chunks ahead.
     fn stream_of(
         &self,
         threads: usize,
+        window: usize,
         slots: Vec<usize>,
         copies: HashMap<usize, Vec<u64>>,
     ) -> ChunkStream {
@@ -233,7 +260,7 @@ impl DiskReader {
             self.store.clone(),
             self.index.clone(),
             self.ctx.clone(),
-            threads.max(1),
+            (threads.max(1), window.max(1)),
             slots,
             copies,
         )
@@ -324,11 +351,10 @@ impl ChunkStream {
         store: ChunkStore,
         index: Arc<FixedIndex>,
         ctx: Context,
-        threads: usize,
+        (threads, window): (usize, usize),
         slots: Vec<usize>,
         copies: HashMap<usize, Vec<u64>>,
     ) -> Self {
-        let window = threads * WINDOW_PER_THREAD;
         // Each thread's read buffer, the window, and what the consumer holds.
         let pool = store.buffer_pool(threads + window + CONSUMER_HELD);
         let (job_tx, job_rx) = crossbeam_channel::bounded::<usize>(window);

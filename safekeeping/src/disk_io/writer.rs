@@ -53,6 +53,33 @@ pub const GATHER_BYTES: usize = 4 << 20;
 /// which recur in runs (a duplicate file's chunks follow each other in both places).
 pub const GATHERS: usize = 4;
 
+/// How a sink gathers runs of data into writes: how many it builds at once and how large each
+/// may grow. Smaller for a disk that shares the run's memory with others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gathering {
+    /// Writes being built at once (at least one).
+    pub writes: usize,
+    /// The largest gathered write; a longer run is written as it is.
+    pub bytes: usize,
+}
+
+impl Gathering {
+    /// [`GATHERS`] writes of up to [`GATHER_BYTES`].
+    pub const DEFAULT: Gathering = Gathering {
+        writes: GATHERS,
+        bytes: GATHER_BYTES,
+    };
+
+    /// The most memory a sink with `depth` writes in flight holds in gather buffers: those
+    /// being built, those in flight, and one spare, each with its alignment slack.
+    pub fn memory_bytes(&self, depth: usize) -> u64 {
+        let each = self.bytes
+            + repository_format::aligned_buf::HEADROOM
+            + repository_format::aligned_buf::BUF_ALIGN;
+        ((self.writes.max(1) + depth + 1) * each) as u64
+    }
+}
+
 /// Adjacent runs copied into one buffer, to be written as one request.
 struct Gather {
     /// Disk byte offset of the buffer's first byte.
@@ -68,9 +95,9 @@ impl Gather {
         self.offset + self.buf.len() as u64
     }
 
-    /// Whether `len` more bytes fit, within [`GATHER_BYTES`] and without a reallocation.
-    fn fits(&self, len: usize) -> bool {
-        self.buf.len() + len <= GATHER_BYTES.min(self.buf.capacity())
+    /// Whether `len` more bytes fit, within `max` and without a reallocation.
+    fn fits(&self, len: usize, max: usize) -> bool {
+        self.buf.len() + len <= max.min(self.buf.capacity())
     }
 }
 
@@ -81,8 +108,9 @@ pub struct VddkSink {
     in_flight: usize,
     depth: usize,
     cancel: Option<Cancel>,
-    /// Runs gathered so far, not yet submitted (at most [`GATHERS`]).
+    /// Runs gathered so far, not yet submitted (at most `gathering.writes`).
     gathers: Vec<Gather>,
+    gathering: Gathering,
     /// Counts appended runs, to find the least recently extended gather.
     gather_clock: u64,
     /// Gather buffers, back from their completed writes.
@@ -99,10 +127,26 @@ impl VddkSink {
             depth,
             cancel: None,
             gathers: Vec::new(),
+            gathering: Gathering::DEFAULT,
             gather_clock: 0,
-            // One buffer per write in flight, those being filled, and one spare.
-            pool: BufPool::new(depth + GATHERS + 1, GATHER_BYTES),
+            pool: Self::gather_pool(depth, Gathering::DEFAULT),
         }
+    }
+
+    /// Gathers as `gathering` says instead of [`Gathering::DEFAULT`].
+    pub fn with_gathering(mut self, gathering: Gathering) -> VddkSink {
+        let gathering = Gathering {
+            writes: gathering.writes.max(1),
+            bytes: gathering.bytes.max(SECTOR_SIZE as usize),
+        };
+        self.pool = Self::gather_pool(self.depth, gathering);
+        self.gathering = gathering;
+        self
+    }
+
+    /// One buffer per write in flight, those being filled, and one spare.
+    fn gather_pool(depth: usize, gathering: Gathering) -> BufPool {
+        BufPool::new(depth + gathering.writes + 1, gathering.bytes)
     }
 
     /// Stops submitting writes once `cancel` fires: a write waiting for room in flight then
@@ -150,7 +194,7 @@ impl VddkSink {
             for &(start, end) in &runs {
                 let len = end - start;
                 written += len as u64;
-                if len >= GATHER_BYTES || self.depth == 0 {
+                if len >= self.gathering.bytes || self.depth == 0 {
                     direct.push((offset, start, end));
                 } else {
                     self.gather_run(offset + start as u64, &data.as_ref()[start..end])?;
@@ -168,16 +212,16 @@ impl VddkSink {
 
     /// Appends `bytes` (for disk byte `offset`) to the gathered write it continues, when it
     /// fits; otherwise submits that write, or the least recently extended one when all
-    /// [`GATHERS`] are open, and starts a new one with `bytes`.
+    /// `gathering.writes` are open, and starts a new one with `bytes`.
     fn gather_run(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.gather_clock += 1;
         let next = self.gathers.iter().position(|g| g.end() == offset);
         let at = match next {
-            Some(i) if self.gathers[i].fits(bytes.len()) => i,
+            Some(i) if self.gathers[i].fits(bytes.len(), self.gathering.bytes) => i,
             _ => {
                 let full = match next {
                     Some(i) => Some(i),
-                    None if self.gathers.len() >= GATHERS => self
+                    None if self.gathers.len() >= self.gathering.writes => self
                         .gathers
                         .iter()
                         .enumerate()
@@ -200,7 +244,7 @@ impl VddkSink {
         let g = &mut self.gathers[at];
         g.used = self.gather_clock;
         let len = g.buf.len();
-        if !g.fits(bytes.len()) {
+        if !g.fits(bytes.len(), self.gathering.bytes) {
             // Only a run longer than the pool's buffers (never, below GATHER_BYTES) gets here:
             // a resize past the capacity would reallocate and lose the gathered bytes.
             return Err(Error::Other(format!(

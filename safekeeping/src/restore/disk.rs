@@ -13,6 +13,7 @@ use vddk::{Connection, Disk};
 use vim_client::{MoRef, VmConfig};
 
 use crate::cancel::{first_failure, Cancel};
+use crate::disk_io::writer::Gathering;
 use crate::disk_io::{VddkEndpoint, VddkSink};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -20,8 +21,74 @@ use crate::restore::plan::{saved_disk_keys, RestorePlan};
 use crate::vsphere::Vcenter;
 use serde::Serialize;
 
-/// Asynchronous VDDK writes kept in flight during a restore.
+/// Asynchronous VDDK writes kept in flight by a disk restored alone.
 const WRITE_BEHIND: usize = 4;
+
+/// What one disk's restore keeps in flight, and so what it takes from the run's chunk memory
+/// (`[performance] chunk_memory_mib`, shared with every other disk the process writes or reads).
+/// A disk restored alone reads further ahead and gathers more; disks restored side by side
+/// each take less, so that more of them fit in the same memory, and a disk whose memory is
+/// not free waits for it (first come, first served) before it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteShape {
+    /// Threads reading, decompressing and verifying chunks.
+    pub threads: usize,
+    /// Chunks read ahead of the writes.
+    pub ahead: usize,
+    /// Asynchronous VDDK writes in flight.
+    pub depth: usize,
+    /// How runs of data are gathered into writes.
+    pub gathering: Gathering,
+}
+
+impl WriteShape {
+    /// A disk restored alone: every core reading, four chunks ahead per thread, four writes
+    /// in flight, four gathered writes of up to 4 MiB. About 66 MiB with 2 MiB chunks.
+    pub fn alone() -> WriteShape {
+        let threads = crate::repo::read_threads();
+        WriteShape {
+            threads,
+            ahead: threads * 4,
+            depth: WRITE_BEHIND,
+            gathering: Gathering::DEFAULT,
+        }
+    }
+
+    /// One of several disks restored at once: two reading threads (so that a VM's one large
+    /// disk, left alone once its small siblings are done, still uses two cores), two chunks
+    /// ahead, two writes in flight, one gathered write of up to 1 MiB. About 18 MiB with 2 MiB
+    /// chunks: five such disks fit in the default 96 MiB.
+    pub fn shared() -> WriteShape {
+        WriteShape {
+            threads: 2,
+            ahead: 2,
+            depth: 2,
+            gathering: Gathering {
+                writes: 1,
+                bytes: 1 << 20,
+            },
+        }
+    }
+
+    /// The shape for one of `disks` disks restored at once.
+    pub fn for_disks(disks: usize) -> WriteShape {
+        if disks > 1 {
+            WriteShape::shared()
+        } else {
+            WriteShape::alone()
+        }
+    }
+
+    /// The most chunk memory a restore of this shape holds, for chunk buffers of
+    /// `buffer_bytes` each: the stream's buffers (each thread's, those read ahead, and those
+    /// behind writes in flight and the one being written) and the sink's gather buffers.
+    pub fn memory_bytes(&self, buffer_bytes: u64) -> u64 {
+        let held = self.depth + 1;
+        repository_format::DiskReader::stream_buffers(self.threads, self.ahead, held) as u64
+            * buffer_bytes
+            + self.gathering.memory_bytes(self.depth)
+    }
+}
 
 /// One restored disk.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +165,8 @@ pub struct DiskWrite {
     pub to: DiskTarget,
     /// The progress bar's label.
     pub label: String,
+    /// What the disk's restore keeps in flight ([`WriteShape::for_disks`]).
+    pub shape: WriteShape,
 }
 
 /// Writes one disk of a generation into its new disk, on a blocking thread that owns the VDDK
@@ -136,6 +205,18 @@ pub async fn write_disk_via(
             .repo
             .disk_reader(&job.key, job.generation, job.disk_key)?;
         let index_read = started.elapsed();
+        // The disk's chunks in flight come out of the run's chunk memory, as a backup's do:
+        // disks restored side by side wait their turn instead of adding up past the limit.
+        // Taken before connecting, so a waiting disk holds no VDDK connection.
+        let memory = job.shape.memory_bytes(reader.buffer_bytes());
+        let budget = job.repo.memory_budget().clone();
+        let _memory = budget.reserve(memory);
+        tracing::debug!(
+            disk = %job.to.path(),
+            memory,
+            wait_ms = (started.elapsed() - index_read).as_millis() as u64,
+            "chunk memory taken"
+        );
         let (conn, disk) = job.to.open(&vddk)?;
         let transport = disk.transport_mode();
         tracing::info!(disk = %job.to.path(), transport = transport.as_deref().unwrap_or("unknown"), "VDDK transport mode");
@@ -150,7 +231,7 @@ pub async fn write_disk_via(
             &reader,
             disk,
             job.to.path(),
-            job.label,
+            (job.label, job.shape),
             show_progress,
             &cancel,
         );
@@ -212,6 +293,7 @@ pub async fn write_vm_disks(
     }
     // Every capacity is checked before anything is written.
     let mut jobs = Vec::with_capacity(plan.manifest.disks.len());
+    let shape = WriteShape::for_disks(plan.manifest.disks.len().min(max_connections.max(1)));
     for (index, record) in plan.manifest.disks.iter().enumerate() {
         let (path, capacity) = new_disk(record.disk.key)?;
         if capacity != record.disk.capacity {
@@ -230,6 +312,7 @@ pub async fn write_vm_disks(
                 path,
             },
             label: format!("restore {} disk {index}", plan.name),
+            shape,
         };
         jobs.push((index, capacity, job));
     }
@@ -285,11 +368,13 @@ fn write_stored_chunks(
     reader: &repository_format::DiskReader,
     disk: vddk::Disk,
     path: &str,
-    label: String,
+    (label, shape): (String, WriteShape),
     show_progress: bool,
     cancel: &Cancel,
 ) -> Result<u64> {
-    let mut sink = VddkSink::new(disk, path.to_string(), WRITE_BEHIND).with_cancel(cancel.clone());
+    let mut sink = VddkSink::new(disk, path.to_string(), shape.depth)
+        .with_gathering(shape.gathering)
+        .with_cancel(cancel.clone());
     let stored = reader.index().stored_bytes();
     let progress = Progress::new(label, stored, !show_progress);
     let mut written = 0u64;
@@ -299,7 +384,7 @@ fn write_stored_chunks(
         // holds it (a guest's duplicate files): the disk is written out of order, which a
         // VDDK disk takes as well as in order.
         let mut offsets = Vec::new();
-        for chunk in reader.stream_distinct(crate::repo::read_threads()) {
+        for chunk in reader.stream_distinct_ahead(shape.threads, shape.ahead) {
             if cancel.is_cancelled() {
                 return Err(Error::Interrupted);
             }
@@ -332,4 +417,40 @@ fn write_stored_chunks(
         "disk written and flushed"
     );
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A 2 MiB-chunk buffer as a stream allocates it (blob header, alignment and headroom).
+    const BUFFER: u64 = 2 * MIB + 24 + 8192;
+
+    /// The shares the user guide states: a disk alone about 66 MiB, a disk beside others
+    /// about 18 MiB, five of which fit in the default budget and six do not.
+    #[test]
+    fn restore_shapes_take_what_the_guide_says() {
+        let shared = WriteShape::shared().memory_bytes(BUFFER);
+        assert!((18 * MIB..19 * MIB).contains(&shared), "{shared}");
+        let budget = repository_format::DEFAULT_MEMORY_BUDGET;
+        assert!(5 * shared <= budget && 6 * shared > budget, "{shared}");
+        // Alone, with two reading threads (the shape follows the core count).
+        let alone = WriteShape {
+            threads: 2,
+            ahead: 8,
+            ..WriteShape::alone()
+        }
+        .memory_bytes(BUFFER);
+        assert!((66 * MIB..67 * MIB).contains(&alone), "{alone}");
+        assert!(alone <= budget);
+    }
+
+    #[test]
+    fn one_disk_is_restored_alone_and_several_share() {
+        assert_eq!(WriteShape::for_disks(1), WriteShape::alone());
+        assert_eq!(WriteShape::for_disks(0), WriteShape::alone());
+        assert_eq!(WriteShape::for_disks(2), WriteShape::shared());
+    }
 }

@@ -13,7 +13,7 @@ use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::disk_io::VddkEndpoint;
 use crate::error::{Error, Result};
-use crate::restore::disk::{write_disk, DiskTarget, DiskWrite};
+use crate::restore::disk::{write_disk, DiskTarget, DiskWrite, WriteShape};
 use crate::restore::{open_shared, read_metadata, RestoreOptions};
 use crate::stored::ivd::{IvdMetadata, IVD_DISK_KEY, METADATA_FILE};
 use crate::target::Target;
@@ -146,6 +146,7 @@ pub async fn restore_ivd(
                     path: path.clone(),
                 },
                 label: format!("restore ivd {}", disk.id),
+                shape: WriteShape::alone(),
             };
             let written = write_disk(&vddk, job, args.show_progress, cancel).await?;
             if let Some(vm) = &attach_vm {

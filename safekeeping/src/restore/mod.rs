@@ -99,6 +99,9 @@ pub(crate) fn open_shared(
     options: &RestoreOptions,
 ) -> Result<(Repository, RepositoryLock)> {
     let repo = crate::repo::open(config)?;
+    // The disks' chunks in flight are bounded as a backup's are (restore::disk::WriteShape).
+    repo.memory_budget()
+        .set_limit(config.performance.chunk_memory_bytes());
     let wait = options.lock_wait;
     // A read-only repository (a snapshot, an offsite copy mounted read-only) restores without
     // a recorded lock; the library warns.
