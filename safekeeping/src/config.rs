@@ -273,10 +273,17 @@ impl Default for Defaults {
 pub struct Performance {
     /// Memory for chunks in flight (read, being hashed and compressed, being written), in MiB,
     /// shared by every disk a run backs up or restores at once (default 96, at least 16). Each
-    /// disk being read is guaranteed a few chunks; beyond that, disks share what is left. A
-    /// disk being restored takes a fixed share (`restore::disk::WriteShape`).
+    /// disk being read is guaranteed a few chunks; beyond that, disks share what is left.
     #[serde(default = "default_chunk_memory_mib")]
     pub chunk_memory_mib: u64,
+    /// The same limit for a restore, in MiB (default 200, at least 16). Each disk being
+    /// restored takes a fixed share (`restore::disk::WriteShape`: about 66 MiB alone, 30 MiB
+    /// beside others at 2 MiB chunks) and waits for it. Larger than a backup's because a
+    /// restore process holds little else (an 8-disk restore: 193 MiB resident with 240 MiB of
+    /// shares), and because a restore over a transport with latency is bound by how many
+    /// disks write at once.
+    #[serde(default = "default_restore_memory_mib")]
+    pub restore_memory_mib: u64,
 }
 
 /// The smallest `[performance] chunk_memory_mib`: a few disks' minimums at 1 MiB chunks.
@@ -286,15 +293,29 @@ fn default_chunk_memory_mib() -> u64 {
     repository_format::DEFAULT_MEMORY_BUDGET >> 20
 }
 
+/// The default `[performance] restore_memory_mib`: six disks' shares beside each other at
+/// 2 MiB chunks, the whole process under 256 MiB.
+pub const DEFAULT_RESTORE_MEMORY_MIB: u64 = 200;
+
+fn default_restore_memory_mib() -> u64 {
+    DEFAULT_RESTORE_MEMORY_MIB
+}
+
 impl Default for Performance {
     fn default() -> Self {
         Performance {
             chunk_memory_mib: default_chunk_memory_mib(),
+            restore_memory_mib: default_restore_memory_mib(),
         }
     }
 }
 
 impl Performance {
+    /// The restore's chunk memory limit in bytes.
+    pub fn restore_memory_bytes(&self) -> u64 {
+        self.restore_memory_mib.saturating_mul(1 << 20)
+    }
+
     /// The chunk memory limit in bytes.
     pub fn chunk_memory_bytes(&self) -> u64 {
         self.chunk_memory_mib.saturating_mul(1 << 20)
@@ -816,11 +837,15 @@ impl Config {
                 "defaults.quiesce_timeout_seconds must be at least 1".into(),
             ));
         }
-        if !(MIN_CHUNK_MEMORY_MIB..=1 << 20).contains(&self.performance.chunk_memory_mib) {
-            return Err(invalid(format!(
-                "performance.chunk_memory_mib {} is outside {MIN_CHUNK_MEMORY_MIB}..=1048576",
-                self.performance.chunk_memory_mib
-            )));
+        for (name, mib) in [
+            ("chunk_memory_mib", self.performance.chunk_memory_mib),
+            ("restore_memory_mib", self.performance.restore_memory_mib),
+        ] {
+            if !(MIN_CHUNK_MEMORY_MIB..=1 << 20).contains(&mib) {
+                return Err(invalid(format!(
+                    "performance.{name} {mib} is outside {MIN_CHUNK_MEMORY_MIB}..=1048576"
+                )));
+            }
         }
         if !(-7..=22).contains(&self.defaults.compression_level) {
             return Err(invalid(format!(
@@ -1409,5 +1434,28 @@ path = "repo"
         .unwrap_err()
         .to_string();
         assert!(e.contains("chunk_memory"), "{e}");
+    }
+
+    #[test]
+    fn restore_memory_has_its_own_default_and_bounds() {
+        let c = Config::parse(&sample(""), Path::new("c.toml")).unwrap();
+        assert_eq!(c.performance.restore_memory_bytes(), 200 << 20);
+        let c = Config::parse(
+            &sample("[performance]\nrestore_memory_mib = 64\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.performance.restore_memory_bytes(), 64 << 20);
+        assert_eq!(
+            c.performance.chunk_memory_bytes(),
+            repository_format::DEFAULT_MEMORY_BUDGET
+        );
+        let e = Config::parse(
+            &sample("[performance]\nrestore_memory_mib = 8\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("performance.restore_memory_mib 8"), "{e}");
     }
 }

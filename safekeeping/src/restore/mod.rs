@@ -99,9 +99,10 @@ pub(crate) fn open_shared(
     options: &RestoreOptions,
 ) -> Result<(Repository, RepositoryLock)> {
     let repo = crate::repo::open(config)?;
-    // The disks' chunks in flight are bounded as a backup's are (restore::disk::WriteShape).
+    // The disks' chunks in flight are bounded as a backup's are (restore::disk::WriteShape),
+    // by the restore's own limit.
     repo.memory_budget()
-        .set_limit(config.performance.chunk_memory_bytes());
+        .set_limit(config.performance.restore_memory_bytes());
     let wait = options.lock_wait;
     // A read-only repository (a snapshot, an offsite copy mounted read-only) restores without
     // a recorded lock; the library warns.

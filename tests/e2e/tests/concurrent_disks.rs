@@ -266,8 +266,8 @@ fn failing_disk_write_stops_the_others(failing_len: &str) {
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
 }
 
-/// A restore's disks take their chunks in flight from the run's chunk memory
-/// (`[performance] chunk_memory_mib`), as a backup's do: under a limit that holds two disks'
+/// A restore's disks take their chunks in flight from the restore's chunk memory
+/// (`[performance] restore_memory_mib`), as a backup's do: under a limit that holds two disks'
 /// worth, no more than two of a VM's four disks are written at once, whatever the connection
 /// limit; under one that holds less than one disk's, one at a time. Every disk still restores
 /// to its own content.
@@ -284,14 +284,14 @@ fn a_restore_writes_only_as_many_disks_as_its_chunk_memory_holds() {
     // Writes slowed, so that disks written at the same time visibly overlap.
     lab.vddk_conf_append("fake.write_latency_ms = 100");
     let text = std::fs::read_to_string(lab.config()).unwrap();
-    // Disks restored side by side take about 18 MiB each (restore::disk::WriteShape): 16 MiB
-    // holds less than one (which then runs alone), 40 MiB two; 1024 MiB shows that the four
+    // Disks restored side by side take about 30 MiB each (restore::disk::WriteShape): 16 MiB
+    // holds less than one (which then runs alone), 64 MiB two; 1024 MiB shows that the four
     // disks do overlap when memory allows, so the bounds above are the budget's doing.
-    for (mib, allowed) in [(16, 1..=1), (40, 1..=2), (1024, 3..=4)] {
+    for (mib, allowed) in [(16, 1..=1), (64, 1..=2), (1024, 3..=4)] {
         let config = lab.dir().join(format!("memory-{mib}.toml"));
         std::fs::write(
             &config,
-            format!("{text}\n[performance]\nchunk_memory_mib = {mib}\n"),
+            format!("{text}\n[performance]\nrestore_memory_mib = {mib}\n"),
         )
         .unwrap();
         let name = format!("wide-{mib}");
@@ -312,7 +312,7 @@ fn a_restore_writes_only_as_many_disks_as_its_chunk_memory_holds() {
         let (max, _) = overlaps(&lab.vddk_stats()[before..]);
         assert!(
             allowed.contains(&max),
-            "chunk_memory_mib = {mib}: {max} disks written at once, expected {allowed:?}"
+            "restore_memory_mib = {mib}: {max} disks written at once, expected {allowed:?}"
         );
         assert_eq!(lab.digests(&name, 4), digests, "{name}");
     }
