@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::backup::ChunkMemory;
 use crate::cancel::Cancel;
 use crate::cli::RestoreArgs;
 use crate::config::Config;
@@ -77,7 +78,31 @@ pub async fn run(
         Restored::Vapp(r) => vapp_text(r),
     };
     let _ = writeln!(text, "  {into}");
-    Ok(Report::new(Outcome::Success, &restored, text))
+    // What the disks' chunks in flight held at most of `[performance] restore_memory_mib`
+    // (the process's budget, whose limit and high-water mark the restore set).
+    let budget = repository_format::MemoryBudget::process();
+    let chunk_memory = ChunkMemory {
+        peak_bytes: budget.high_water(),
+        limit_bytes: budget.limit(),
+    };
+    tracing::info!(
+        peak_bytes = chunk_memory.peak_bytes,
+        limit_bytes = chunk_memory.limit_bytes,
+        "restore chunk memory"
+    );
+    let doc = RestoreDoc {
+        restored: &restored,
+        chunk_memory,
+    };
+    Ok(Report::new(Outcome::Success, &doc, text))
+}
+
+/// `restore --json`: what was restored, and what its chunks in flight took of their limit.
+#[derive(serde::Serialize)]
+struct RestoreDoc<'a> {
+    #[serde(flatten)]
+    restored: &'a Restored,
+    chunk_memory: ChunkMemory,
 }
 
 /// The plan of `restore --dry-run`, for people.

@@ -101,8 +101,11 @@ pub(crate) fn open_shared(
     let repo = crate::repo::open(config)?;
     // The disks' chunks in flight are bounded as a backup's are (restore::disk::WriteShape),
     // by the restore's own limit.
-    repo.memory_budget()
-        .set_limit(config.performance.restore_memory_bytes());
+    let budget = repo.memory_budget();
+    budget.set_limit(config.performance.restore_memory_bytes());
+    // Called before any disk is written (by the vCenter choice and the plan): the mark is
+    // this restore's.
+    budget.reset_high_water();
     let wait = options.lock_wait;
     // A read-only repository (a snapshot, an offsite copy mounted read-only) restores without
     // a recorded lock; the library warns.

@@ -296,19 +296,30 @@ fn a_restore_writes_only_as_many_disks_as_its_chunk_memory_holds() {
         .unwrap();
         let name = format!("wide-{mib}");
         let before = lab.vddk_stats().len();
-        lab.sk_with(
-            &[
-                "restore",
-                "vm:wide",
-                "--name",
-                &name,
-                "--max-connections",
-                "8",
-            ],
-            &config,
-            &[],
-        )
-        .ok();
+        let out = lab
+            .sk_with(
+                &[
+                    "--json",
+                    "restore",
+                    "vm:wide",
+                    "--name",
+                    &name,
+                    "--max-connections",
+                    "8",
+                ],
+                &config,
+                &[],
+            )
+            .ok()
+            .json();
+        // The report says what the disks' shares came to, against the limit.
+        let memory = &out["chunk_memory"];
+        assert_eq!(memory["limit_bytes"], mib << 20, "{out}");
+        let peak = memory["peak_bytes"].as_u64().unwrap();
+        assert!(peak > 0, "{out}");
+        if mib > 16 {
+            assert!(peak <= mib << 20, "{out}");
+        }
         let (max, _) = overlaps(&lab.vddk_stats()[before..]);
         assert!(
             allowed.contains(&max),
