@@ -2,11 +2,11 @@
 //! `depth` asynchronous writes in flight (a synchronous write waits a network round trip), then
 //! flushed. Every completion is checked; the first failure ends the restore.
 //!
-//! [`VddkSink::write_data`] leaves the all-zero [`HOLE_BLOCK`]s of a chunk unwritten: a new
+//! [`VddkSink::write_data_at`] leaves the all-zero [`HOLE_BLOCK`]s of a chunk unwritten: a new
 //! thin disk already reads zeros there, so writing them would only cost bandwidth and
 //! allocate space the source disk did not use. The runs of data that remain are gathered
 //! with their neighbours into writes of up to [`GATHER_BYTES`], in up to [`GATHERS`] places
-//! of the disk at once (see [`VddkSink::write_data_at`]).
+//! of the disk at once (by default; see [`Gathering`]).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use vddk::{Disk, SharedBuffer, SECTOR_SIZE};
 use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 
-/// The granularity at which [`VddkSink::write_data`] skips zeros inside a chunk: 64 KiB, the
+/// The granularity at which [`VddkSink::write_data_at`] skips zeros inside a chunk: 64 KiB, the
 /// sub-block VMFS allocates a thin disk in, so a skipped block is one the restored disk does
 /// not allocate, and the writes that remain stay large.
 pub const HOLE_BLOCK: usize = 64 * 1024;
@@ -161,28 +161,17 @@ impl VddkSink {
         self.cancel.as_ref().is_some_and(Cancel::is_cancelled)
     }
 
-    /// Writes the non-zero [`HOLE_BLOCK`]s of `data` (a whole number of sectors) at byte
-    /// `offset`, for a disk that reads zeros where nothing was written (a new disk); returns
-    /// the bytes written. A run of data blocks shorter than [`GATHER_BYTES`] is copied into
-    /// the gathered write it continues (or a new one); a longer run is a write straight from
-    /// `data`, which the writes share and release when the last completes, so a page-aligned
-    /// buffer (a restored chunk's) reaches VDDK aligned. Gathered writes are page-aligned too.
+    /// Writes the non-zero [`HOLE_BLOCK`]s of `data` (a whole number of sectors) at each of
+    /// the byte `offsets` (one chunk, and the other places the disk holds it), for a disk that
+    /// reads zeros where nothing was written (a new disk); returns the bytes written over all
+    /// offsets. The zero blocks are found once. A run of data blocks shorter than the
+    /// gathering's largest write is copied into the gathered write it continues (or a new
+    /// one); a longer run is a write straight from `data`, which the writes share and release
+    /// when the last completes, so a page-aligned buffer (a restored chunk's) reaches VDDK
+    /// aligned. Gathered writes are page-aligned too.
     ///
     /// # Errors
     /// Misaligned data, or a VDDK failure of this or an earlier asynchronous write.
-    pub fn write_data<B>(&mut self, offset: u64, data: B) -> Result<u64>
-    where
-        B: AsRef<[u8]> + Send + Sync + 'static,
-    {
-        self.write_data_at(&[offset], data)
-    }
-
-    /// [`VddkSink::write_data`] of the same `data` at each of `offsets` (a chunk that recurs
-    /// in the disk): its zero blocks are found once, and every write shares the one buffer.
-    /// Returns the bytes written over all offsets.
-    ///
-    /// # Errors
-    /// As [`VddkSink::write_data`].
     pub fn write_data_at<B>(&mut self, offsets: &[u64], data: B) -> Result<u64>
     where
         B: AsRef<[u8]> + Send + Sync + 'static,

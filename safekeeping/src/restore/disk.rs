@@ -1,8 +1,9 @@
 //! The restore's data step, shared by every target kind: the generation's disk index →
 //! verified, decompressed chunks (read by several threads, each distinct chunk once) → VDDK
-//! writes into the new disk at every offset holding the chunk, with writes behind in flight. Zero chunks, and the all-zero 64 KiB blocks of stored chunks,
-//! are skipped: a new disk reads as zeros. A VM's disks are written at the same time, within
-//! one limit of VDDK connections; the first failure stops the others.
+//! writes into the new disk at every offset holding the chunk, with writes behind in flight.
+//! Zero chunks, and the all-zero 64 KiB blocks of stored chunks, are skipped: a new disk
+//! reads as zeros. A VM's disks are written at the same time, within one limit of VDDK
+//! connections; the first failure stops the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -358,9 +359,9 @@ pub async fn write_vm_disks(
 
 /// The restore's data step: writes every stored (non-zero) chunk of a disk of a generation into
 /// a disk opened read-write through VDDK, with writes behind in flight, and returns the bytes
-/// written. A chunk the disk holds at several offsets is read and verified once. Blocking: call it on a blocking thread. Zero chunks, and the all-zero blocks of
-/// stored chunks ([`crate::disk_io::writer::HOLE_BLOCK`]), are skipped: a new disk reads as
-/// zeros.
+/// written. A chunk the disk holds at several offsets is read and verified once. Blocking:
+/// call it on a blocking thread. Zero chunks, and the all-zero blocks of stored chunks
+/// ([`crate::disk_io::writer::HOLE_BLOCK`]), are skipped: a new disk reads as zeros.
 ///
 /// # Errors
 /// Chunk read or verification errors, VDDK write errors, [`Error::Interrupted`] when `cancel`
