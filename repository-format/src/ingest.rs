@@ -931,6 +931,8 @@ fn process(
     if is_all_zero(data) {
         return Stage::Done(Ok(Outcome::Zero));
     }
+    // The chunk was copied on the reading thread: fetch its lines before the hash needs them.
+    crate::digest::warm(data);
     let digest = store.codec().chunk_id(data);
     // Claim the digest; a second occurrence in this generation is known without touching disk.
     // If storing it fails, the claim is dropped again (and the ingest fails).
