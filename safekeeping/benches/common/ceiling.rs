@@ -183,3 +183,81 @@ pub fn breakdown(flat: &Path) -> std::io::Result<SizeBreakdown> {
     }
     Ok(out)
 }
+
+/// The granularity of a restore's writes: the hole block (safekeeping writes only the 4 KiB
+/// blocks holding data, as a thin disk needs) and the direct-I/O alignment.
+const WRITE_BLOCK: usize = 4096;
+
+/// The longest write of [`write_floor`]: safekeeping's restore gathers its data into writes
+/// of up to 4 MiB (`VddkSink`), and longer ones did not write faster on this machine.
+const FLOOR_WRITE: usize = 4 << 20;
+
+/// The runs of non-zero 4 KiB blocks of `flat`, as `(offset, length)`: what a restore of it
+/// must write.
+pub fn data_runs(flat: &Path) -> std::io::Result<Vec<(u64, u64)>> {
+    let f = File::open(flat)?;
+    let size = f.metadata()?.len();
+    let mut buf = vec![0u8; CHUNK];
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let len = (size - off).min(CHUNK as u64) as usize;
+        f.read_exact_at(&mut buf[..len], off)?;
+        for (i, block) in buf[..len].chunks(WRITE_BLOCK).enumerate() {
+            if all_zero(block) {
+                continue;
+            }
+            let at = off + (i * WRITE_BLOCK) as u64;
+            match runs.last_mut() {
+                Some((o, l)) if *o + *l == at => *l += block.len() as u64,
+                _ => runs.push((at, block.len() as u64)),
+            }
+        }
+        off += len as u64;
+    }
+    Ok(runs)
+}
+
+/// The machine's floor for a restore's data phase: `runs` written in place into a new file in
+/// `dir`, in `O_DIRECT` writes of up to 4 MiB, one after another, then fsynced; nothing read,
+/// decoded or verified. This is how the lab's VDDK writes a restored disk (as ESXi writes a
+/// VMFS disk, with no page cache), so no restore through it can be faster; restic and borg
+/// write into the page cache instead and return before their data is on the device.
+/// Returns the wall seconds; the file is removed afterwards.
+///
+/// # Errors
+/// Creating, writing or syncing the file.
+pub fn write_floor(dir: &Path, runs: &[(u64, u64)]) -> std::io::Result<f64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!("write-floor-{}.tmp", std::process::id()));
+    // An aligned window of a larger buffer: direct I/O wants the memory aligned too. The
+    // content is not zero, so nothing between here and the device can skip it.
+    let mut raw = vec![0u8; FLOOR_WRITE + WRITE_BLOCK];
+    for (i, b) in raw.iter_mut().enumerate() {
+        *b = (i as u8) | 1;
+    }
+    let start = raw.as_ptr().align_offset(WRITE_BLOCK);
+    let buf = &raw[start..start + FLOOR_WRITE];
+    let t = Instant::now();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)?;
+    let written = (|| {
+        for &(offset, len) in runs {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(FLOOR_WRITE as u64) as usize;
+                // Runs are whole 4 KiB blocks except, perhaps, the disk's last one.
+                let n = n.next_multiple_of(WRITE_BLOCK).min(FLOOR_WRITE);
+                f.write_all_at(&buf[..n], offset + done)?;
+                done += n as u64;
+            }
+        }
+        f.sync_all()
+    })();
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    written.map(|()| secs)
+}
