@@ -285,19 +285,21 @@ impl VddkSink {
     }
 
     fn collect(&mut self) -> Result<()> {
-        let done = self
-            .disk
-            .wait_any(Duration::from_millis(200))
-            .map_err(|e| self.error("wait for writes", 0, e))?;
+        let done = match self.disk.wait_any(Duration::from_millis(200)) {
+            Ok(done) => done,
+            Err(e) => {
+                // As for a failed write: this disk's restore is over, so its siblings stop too.
+                self.cancel_siblings();
+                return Err(self.error("wait for writes", 0, e));
+            }
+        };
         for c in done {
             self.in_flight = self.in_flight.saturating_sub(1);
             let offset = c.start_sector * SECTOR_SIZE;
             if let Err(e) = c.result {
                 // Stop the writers sharing the token (the VM's other disks) at the failure
                 // itself, not once this disk's other writes in flight have completed.
-                if let Some(cancel) = &self.cancel {
-                    cancel.cancel();
-                }
+                self.cancel_siblings();
                 return Err(Error::vddk(
                     format!("write of {} bytes at {offset} to {}", c.len, self.path),
                     e.into(),
@@ -307,10 +309,14 @@ impl VddkSink {
         Ok(())
     }
 
-    /// Waits for every write and flushes the disk.
+    /// Waits for every write, flushes the disk and closes it.
+    ///
+    /// The close is checked too: VDDK may report there what it could not write back (a
+    /// transport's last buffered writes), and a restore that reported success over a failed
+    /// close would leave a disk nobody knows to be incomplete.
     ///
     /// # Errors
-    /// The first failed write, or the flush.
+    /// The first failed write, the flush, or the close.
     pub fn finish(mut self) -> Result<()> {
         while let Some(g) = self.gathers.pop() {
             self.submit_gather(g)?;
@@ -320,7 +326,17 @@ impl VddkSink {
         }
         self.disk
             .flush()
-            .map_err(|e| Error::vddk(format!("flush {}", self.path), e))
+            .map_err(|e| Error::vddk(format!("flush {}", self.path), e))?;
+        let Self { disk, path, .. } = self;
+        disk.close()
+            .map_err(|e| Error::vddk(format!("close {path}"), e))
+    }
+
+    /// Fires the cancel token shared with the other disks of the same restore, if any.
+    fn cancel_siblings(&self) {
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
     }
 
     fn error(&self, what: &str, offset: u64, e: vddk::Error) -> Error {

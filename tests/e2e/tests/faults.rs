@@ -1,5 +1,6 @@
 //! Faults under a running backup: VDDK read errors on a range and slow reads, a full file
-//! system under the repository, and backups, a restore and a gc running at the same time.
+//! system under the repository, and backups, a restore and a gc running at the same time; and
+//! under a restore, a disk whose close fails.
 //! A fault fails the run clearly (safekeeping does not retry a failed read: docs/user-guide.md),
 //! never commits a generation with wrong data, and leaves a repository that checks clean.
 
@@ -264,4 +265,31 @@ fn backups_restore_and_gc_at_the_same_time_lose_nothing() {
         .ok();
         assert_eq!(&lab.digest(&name, 0), d, "{vm} generation {g}");
     }
+}
+
+/// VDDK may report at `VixDiskLib_Close` what a transport could not write back. A restore whose
+/// disk fails to close must fail (exit 1, the close named) and leave no VM behind, never report
+/// success over a disk nobody knows to be incomplete; the same restore without the fault
+/// succeeds and matches the source.
+#[test]
+fn a_restore_whose_disk_fails_to_close_fails_and_leaves_no_vm() {
+    let lab = Lab::up();
+    lab.sk(&["repo", "init"]).ok();
+    lab.create_vm("cl", &["8M"], &[]);
+    lab.guest_write("cl", 0, "0", "3M", Some(21));
+    lab.sk(&["backup", "vm:cl"]).ok();
+
+    lab.vddk_conf_append("fake.fail_close = true");
+    let r = lab.sk(&["restore", "vm:cl", "--name", "cl-back"]);
+    assert_eq!(r.code, 1, "{}", r.all_output());
+    assert!(
+        r.stderr.contains("close") && r.stderr.contains("cl-back"),
+        "the failed close is named: {}",
+        r.stderr
+    );
+    assert!(lab.vm_info("cl-back").is_none(), "the partial VM is gone");
+
+    lab.vddk_conf_remove("fake.fail_close");
+    lab.sk(&["restore", "vm:cl", "--name", "cl-back"]).ok();
+    assert_eq!(lab.digest("cl-back", 0), lab.digest("cl", 0));
 }

@@ -39,6 +39,10 @@ pub struct FakeConfig {
     pub direct_writes: bool,
     /// VixDiskLib_Wait fails at once (VIX_E_FAIL) instead of waiting, leaving requests running.
     pub fail_wait: bool,
+    /// VixDiskLib_Close of a disk opened for writing closes it but returns VIX_E_FILE_ERROR,
+    /// as VDDK reports a transport's buffered writes it could not complete. Read-only closes
+    /// (backups) are not affected.
+    pub fail_close: bool,
     /// VDDK's `tmpDirectory`: where the fake keeps the markers VixDiskLib_Cleanup looks for.
     pub tmp_directory: Option<PathBuf>,
     /// `fake.hold_open`: Open waits while this file exists (see `hold.rs`).
@@ -112,6 +116,7 @@ impl FakeConfig {
                     }
                     "fake.async_inline" => c.async_inline = value == "true",
                     "fake.fail_wait" => c.fail_wait = value == "true",
+                    "fake.fail_close" => c.fail_close = value == "true",
                     "fake.direct_writes" => c.direct_writes = value != "false",
                     "fake.hold_open" => c.hold_open = Some(PathBuf::from(value)),
                     "fake.async_threads" => {

@@ -596,6 +596,10 @@ pub unsafe extern "C" fn VixDiskLib_Close(handle: VixDiskLibHandle) -> VixError 
                 "read_ranges": s.coalesced_ranges(),
             }),
         );
+        if disk.config.fail_close && !disk.read_only {
+            logging::message(true, "Close failed (fake.fail_close)");
+            return VIX_E_FILE_ERROR as VixError;
+        }
         OK
     })
 }
