@@ -24,9 +24,9 @@
 //!    `borg extract`; the peers' are also timed until their data is on the device (an fsync
 //!    after they return; safekeeping's restore returns with the disk flushed).
 //!
-//! Each step's wall time and peak RSS (`VmHWM`) are recorded, plus safekeeping's data phase
-//! from its log (`writing generation` → `generation committed`: read, hash, compress, store,
-//! without the lab's snapshot). Medians over the rounds are printed with every round's figure
+//! Each step's wall time, CPU seconds (user + system) and peak RSS (`VmHWM`) are recorded, plus
+//! safekeeping's data phase from its log (`writing generation` → `generation committed`: read,
+//! hash, compress, store, without the lab's snapshot). Medians over the rounds are printed with every round's figure
 //! and the ratios against the targets. `SAFEKEEPING_BENCH_TOOLS` (default
 //! `safekeeping,restic,borg`) chooses the tools; `SAFEKEEPING_BENCH_NO_BUILD=1` uses release
 //! binaries that are already built; `SAFEKEEPING_BENCH_PERF=1` adds a full backup under
@@ -159,6 +159,8 @@ struct Sample {
     stored: u64,
     /// Bytes read from the disk (safekeeping's report) or the file's size.
     read: u64,
+    /// CPU seconds (user + system) of the step's process.
+    cpu_secs: f64,
     /// Restores only: wall seconds until the restored disk is on the device. safekeeping's
     /// restore ends with the disk flushed, so this is its wall time; restic and borg return
     /// with their data in the page cache, so theirs adds an fsync of what they wrote.
@@ -606,17 +608,18 @@ impl Bench {
             rounded(floors)
         );
         println!(
-            "\n{:<34} {:>9} {:>10} {:>10} {:>12} {:>11}  rounds (s)",
-            "step", "wall s", "data s", "MB read", "stored MiB", "peak RSS MiB"
+            "\n{:<34} {:>9} {:>10} {:>8} {:>10} {:>12} {:>11}  rounds (s)",
+            "step", "wall s", "data s", "CPU s", "MB read", "stored MiB", "peak RSS MiB"
         );
         for ((step, tool), v) in samples {
             let secs: Vec<f64> = v.iter().map(|s| s.secs).collect();
+            let cpu: Vec<f64> = v.iter().map(|s| s.cpu_secs).collect();
             let data: Vec<f64> = v.iter().map(|s| s.data_secs).collect();
             let stored: Vec<f64> = v.iter().map(|s| mib(s.stored)).collect();
             let rss = v.iter().map(|s| s.peak_rss).max().unwrap_or(0);
             let read = v.last().map_or(0, |s| s.read);
             println!(
-                "{:<34} {:>9.2} {:>10} {:>10.0} {:>12.1} {:>11.0}  {:?}",
+                "{:<34} {:>9.2} {:>10} {:>8.2} {:>10.0} {:>12.1} {:>11.0}  {:?}",
                 format!("{step:?} {tool:?}"),
                 median(&secs),
                 if data.iter().any(|d| d.is_finite()) {
@@ -624,6 +627,7 @@ impl Bench {
                 } else {
                     "-".into()
                 },
+                median(&cpu),
                 read as f64 / 1e6,
                 median(&stored),
                 mib(rss),
@@ -754,6 +758,7 @@ fn sample(m: Measured, data_secs: f64, stored: u64, read: u64) -> Sample {
         data_secs,
         stored,
         read,
+        cpu_secs: m.cpu_secs,
         durable_secs: f64::NAN,
     }
 }

@@ -89,6 +89,10 @@ pub struct Measured {
     /// Peak resident set of the step's process in bytes (`VmHWM`, sampled every 5 ms while it
     /// runs; `VmHWM` only grows, so the last sample before exit is the peak up to then).
     pub peak_rss: u64,
+    /// CPU seconds (user + system) the step's process and the children it waited for used,
+    /// to 10 ms: less at the mercy of a noisy machine than wall time, and what a backup costs
+    /// the host it runs on ([`children_cpu_secs`] around the step).
+    pub cpu_secs: f64,
 }
 
 /// With `SAFEKEEPING_BENCH_LOG=FILE`, appends each measured step's command line, wall time and
@@ -113,6 +117,7 @@ fn keep_log(cmd: &Command, secs: f64, stderr: &[u8]) {
 pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
     use std::io::Read;
     use std::process::Stdio;
+    let cpu_before = children_cpu_secs();
     let t = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id();
@@ -147,6 +152,7 @@ pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     let secs = t.elapsed().as_secs_f64();
+    let cpu_secs = children_cpu_secs() - cpu_before;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     keep_log(cmd, secs, &stderr);
@@ -163,6 +169,7 @@ pub fn run_peak(cmd: &mut Command) -> BoxResult<Measured> {
         secs,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         peak_rss: peak,
+        cpu_secs,
     })
 }
 
