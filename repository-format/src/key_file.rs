@@ -290,14 +290,8 @@ impl KeyFile {
         if !(8..=64).contains(&salt.len()) {
             return Err(Error::InvalidOption("salt must be 8 to 64 bytes".into()));
         }
-        let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
-            .map_err(|e| Error::InvalidOption(format!("key derivation: {e}")))?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut master = Zeroizing::new([0u8; MASTER_LEN]);
-        argon
-            .hash_password_into(passphrase.bytes(), &salt, &mut master[..32])
-            .map_err(|e| Error::InvalidOption(format!("key derivation: {e}")))?;
+        master[..32].copy_from_slice(&*derive(p, &salt, passphrase)?);
         Ok(Key::from_master(&master))
     }
 
@@ -355,6 +349,74 @@ impl KeyFile {
     }
 }
 
+/// Argon2id of `passphrase` under `salt` and `params`, computed once per process for the same
+/// three inputs.
+///
+/// Why: one command opens its repository more than once (the run history before and after
+/// the run, the run itself), and each opening unwraps a key file: 0.11 s of Argon2id at the
+/// default 64 MiB on the benchmark machine, paid two or three times for what is a pure function
+/// of these inputs. The memo answers only an identical (parameters, salt, passphrase): a wrong
+/// passphrase, another key file or a rewritten one (new salt) is derived afresh and unwrapped
+/// as before, so no check is skipped. It keeps the passphrase bytes (not a fast hash of them,
+/// which would make guessing cheap for whoever reads a core dump) beside the derived key, both
+/// wiped if the memo ever drops them; the process holds the passphrase and the master keys
+/// anyway while it works.
+fn derive(params: KdfParams, salt: &[u8], passphrase: &Passphrase) -> Result<Zeroizing<[u8; 32]>> {
+    struct Derived {
+        params: KdfParams,
+        salt: Vec<u8>,
+        passphrase: Zeroizing<Vec<u8>>,
+        key: Zeroizing<[u8; 32]>,
+    }
+    /// A command unlocks one or two repositories (`copy`); a few entries cover it. Tests wrap
+    /// and unwrap on many threads at once: there, keep enough that none is evicted while a
+    /// test counts its own derivations.
+    const KEPT: usize = if cfg!(test) { 4096 } else { 4 };
+    static MEMO: std::sync::Mutex<Vec<Derived>> = std::sync::Mutex::new(Vec::new());
+    let lock = || MEMO.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(d) = lock()
+        .iter()
+        .find(|d| d.params == params && d.salt == salt && *d.passphrase == passphrase.bytes())
+    {
+        return Ok(d.key.clone());
+    }
+    let argon2_params = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|e| Error::InvalidOption(format!("key derivation: {e}")))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2_params,
+    );
+    let mut key = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase.bytes(), salt, &mut key[..])
+        .map_err(|e| Error::InvalidOption(format!("key derivation: {e}")))?;
+    #[cfg(test)]
+    DERIVATIONS.with(|n| n.set(n.get() + 1));
+    let mut memo = lock();
+    if memo.len() >= KEPT {
+        memo.remove(0);
+    }
+    memo.push(Derived {
+        params,
+        salt: salt.to_vec(),
+        passphrase: Zeroizing::new(passphrase.bytes().to_vec()),
+        key: key.clone(),
+    });
+    Ok(key)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Argon2id computations on this thread (tests run on threads of their own).
+    static DERIVATIONS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +450,39 @@ mod tests {
             .is_none());
         let text = String::from_utf8(f.to_bytes()).unwrap();
         assert!(!text.contains(&hex::encode(&key.master()[..16])));
+    }
+
+    /// Unwrapping the same file with the same passphrase again derives nothing new; a wrong
+    /// passphrase and another file (another salt) are derived afresh, and the wrong one still
+    /// fails.
+    #[test]
+    fn the_same_derivation_is_computed_once() {
+        let derivations = || DERIVATIONS.with(|n| n.get());
+        let (key, f) = wrap("memo pass");
+        let after_wrap = derivations();
+        let pass = Passphrase::from("memo pass");
+        for _ in 0..3 {
+            let k = f.unwrap_key(Path::new("k"), &pass).unwrap().unwrap();
+            assert_eq!(k.master(), key.master());
+        }
+        assert_eq!(
+            derivations(),
+            after_wrap,
+            "the wrap's derivation was reused"
+        );
+        assert!(f
+            .unwrap_key(Path::new("k"), &Passphrase::from("memo pasS"))
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            derivations(),
+            after_wrap + 1,
+            "a wrong passphrase is derived"
+        );
+        let (_, other) = wrap("memo pass");
+        assert_eq!(derivations(), after_wrap + 2, "another salt is derived");
+        assert!(other.unwrap_key(Path::new("k"), &pass).unwrap().is_some());
+        assert_eq!(derivations(), after_wrap + 2);
     }
 
     #[test]
