@@ -78,15 +78,16 @@ pub fn is_all_zero(data: &[u8]) -> bool {
     body && words.remainder().iter().all(|&b| b == 0)
 }
 
-/// Reads one word of every 64-byte cache line of `data`, so that the lines are in this core's
+/// Reads one byte of every 64-byte cache line of `data`, so that the lines are in this core's
 /// cache before a pass that needs them one after another.
 ///
 /// Why: SHA-256's rounds each depend on the previous one, so a hash of data that another core
 /// has just written (the ingest's reader copies each chunk, a worker hashes it) waits for every
-/// cache line in turn; on the 2-core benchmark machine it ran at 1.3 GB/s against 1.7-1.9 GB/s
-/// on data this core had touched. These independent loads let the core fetch many lines at
-/// once, for about 5 % of the hash's time (docs/benchmarks.md, *Hashing data another core
-/// wrote*). Returns nothing useful; the loads are kept by [`std::hint::black_box`].
+/// cache line in turn; on the 2-core benchmark machine it ran at 1.2-1.3 GB/s against
+/// 1.7-1.9 GB/s on data this core had touched. These independent loads let the core fetch many
+/// lines at once: in the ingest, hashing 1.32 GB took 1.12 CPU s before and 0.89 s after,
+/// these loads included (docs/benchmarks.md, *Session 10*, the commit c5f09b2 part). Returns
+/// nothing useful; the loads are kept by [`std::hint::black_box`].
 pub fn warm(data: &[u8]) {
     let mut acc = 0u8;
     for line in data.chunks(64) {
