@@ -25,6 +25,12 @@ pub const BUF_ALIGN: usize = 4096;
 /// for a blob header, so the payload of a blob read there starts aligned.
 pub const HEADROOM: usize = BUF_ALIGN;
 
+/// The bytes an [`AlignedBuf`] with room for `capacity` bytes of data allocates: the headroom,
+/// the data and the worst-case alignment shift. What memory estimates count per buffer.
+pub const fn footprint(capacity: usize) -> usize {
+    HEADROOM + capacity + BUF_ALIGN
+}
+
 /// A byte buffer whose data starts on a [`BUF_ALIGN`] boundary (when the allocator allows:
 /// otherwise it is merely unaligned, never wrong), with [`HEADROOM`] bytes before it.
 pub struct AlignedBuf {
@@ -82,8 +88,7 @@ impl AlignedBuf {
     /// past the capacity makes a new zero-filled allocation.
     pub fn resize(&mut self, len: usize) {
         if self.start + len > self.storage.len() {
-            // Room for the headroom, the data and the worst-case alignment shift.
-            self.storage = vec![0u8; HEADROOM + len + BUF_ALIGN];
+            self.storage = vec![0u8; footprint(len)];
             self.place();
         }
         self.len = len;

@@ -244,8 +244,7 @@ impl DiskReader {
     /// The capacity of each of a stream's buffers: the largest chunk of this disk's
     /// repository with its blob header, alignment and headroom.
     pub fn buffer_bytes(&self) -> u64 {
-        self.store.buffer_capacity() as u64
-            + (crate::aligned_buf::HEADROOM + crate::aligned_buf::BUF_ALIGN) as u64
+        crate::aligned_buf::footprint(self.store.buffer_capacity()) as u64
     }
 
     /// The reading threads for `slots` (positions of the stream), with `copies` by position,

@@ -73,9 +73,7 @@ impl Gathering {
     /// The most memory a sink with `depth` writes in flight holds in gather buffers: those
     /// being built, those in flight, and one spare, each with its alignment slack.
     pub fn memory_bytes(&self, depth: usize) -> u64 {
-        let each = self.bytes
-            + repository_format::aligned_buf::HEADROOM
-            + repository_format::aligned_buf::BUF_ALIGN;
+        let each = repository_format::aligned_buf::footprint(self.bytes);
         ((self.writes.max(1) + depth + 1) * each) as u64
     }
 }
