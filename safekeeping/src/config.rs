@@ -272,8 +272,9 @@ impl Default for Defaults {
 #[serde(deny_unknown_fields)]
 pub struct Performance {
     /// Memory for chunks in flight (read, being hashed and compressed, being written), in MiB,
-    /// shared by every disk a run backs up or restores at once (default 96, at least 16). Each
-    /// disk being read is guaranteed a few chunks; beyond that, disks share what is left.
+    /// shared by every disk a run backs up at once (default 96, at least 16; a restore has its
+    /// own, `restore_memory_mib`). Each disk being read is guaranteed a few chunks; beyond
+    /// that, disks share what is left.
     #[serde(default = "default_chunk_memory_mib")]
     pub chunk_memory_mib: u64,
     /// The same limit for a restore, in MiB (default 200, at least 16). Each disk being
