@@ -14,6 +14,7 @@
 //! byte is `P` (plain), `Z` (zstd), `E` (encrypted) or `X` (zstd then encrypted). Compression is
 //! kept only when it makes the payload smaller.
 
+use crate::aligned_buf::AlignedBuf;
 use crate::format::BLOB_HEADER_LEN;
 use crate::key::{NONCE_LEN, TAG_LEN};
 
@@ -327,6 +328,55 @@ impl Codec {
         self.finish(kind, z.as_deref(), data, &[])
     }
 
+    /// [`Codec::encode_with`] into `out`, whose data then is the blob, starting on the buffer's
+    /// aligned start: the ingest hands it to the chunk store as is, and a local repository
+    /// writes an aligned blob with direct I/O ([`crate::storage::LocalBackend`]). Unencrypted,
+    /// zstd compresses straight into `out` behind the header, with room for one byte less than
+    /// the chunk: a frame that would not be smaller fails there, and the chunk is copied in raw
+    /// instead (what [`Codec::encode_with`] keeps too), so no compressor output is allocated and
+    /// copied per chunk. Encrypted blobs are sealed as before and copied in.
+    ///
+    /// # Errors
+    /// [`crate::Error::Random`] if no nonce can be drawn (encrypted repositories only).
+    pub fn encode_into(
+        &self,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        kind: BlobKind,
+        data: &[u8],
+        out: &mut AlignedBuf,
+    ) -> crate::Result<()> {
+        if self.key.is_some() {
+            let blob = self.encode_with(compressor, kind, data)?;
+            out.resize(blob.len());
+            out.copy_from_slice(&blob);
+            return Ok(());
+        }
+        out.resize(BLOB_HEADER_LEN + data.len());
+        let room = data.len().saturating_sub(1);
+        let compressed = if self.level != 0 && room > 0 && !looks_incompressible(compressor, data)
+        {
+            compressor
+                .compress_to_buffer(data, &mut out[BLOB_HEADER_LEN..BLOB_HEADER_LEN + room])
+                .ok()
+        } else {
+            None
+        };
+        let (encoding, payload_len) = match compressed {
+            Some(n) => (Encoding::Zstd, n),
+            None => {
+                out[BLOB_HEADER_LEN..].copy_from_slice(data);
+                (Encoding::Plain, data.len())
+            }
+        };
+        out.resize(BLOB_HEADER_LEN + payload_len);
+        let crc = crc32fast::hash(&out[BLOB_HEADER_LEN..]);
+        out[..8].copy_from_slice(&magic(kind, encoding));
+        out[8..12].copy_from_slice(&crc.to_le_bytes());
+        out[12..16].copy_from_slice(&0u32.to_le_bytes());
+        out[16..24].copy_from_slice(&(payload_len as u64).to_le_bytes());
+        Ok(())
+    }
+
     /// Assembles the blob from the compressed form (if kept) or the data, encrypting if keyed.
     fn finish(
         &self,
@@ -584,6 +634,25 @@ mod tests {
             let blob = codec.encode(KINDS[k], &data);
             let back = codec.decode(KINDS[k], &blob, data.len()).unwrap();
             prop_assert_eq!(back, data);
+        }
+
+        /// `encode_into` (the ingest's) writes the very blob `encode_with` makes, aligned,
+        /// for compressible, incompressible and empty data, plain or encrypted (where the
+        /// nonce differs, so the blob is decoded instead).
+        #[test]
+        fn encode_into_makes_encode_withs_blob(data in proptest::collection::vec(any::<u8>(), 0..20_000), repeat in 0usize..4, level in 0i32..4, keyed in any::<bool>()) {
+            let data = data.repeat(repeat.max(1) * 4);
+            let key = keyed.then(|| Key::generate().unwrap());
+            let codec = Codec::new(level, key);
+            let mut c = zstd::bulk::Compressor::new(level.max(1)).unwrap();
+            let mut out = AlignedBuf::zeroed(0);
+            codec.encode_into(&mut c, BlobKind::Chunk, &data, &mut out).unwrap();
+            prop_assert!(out.is_aligned());
+            prop_assert_eq!(codec.decode(BlobKind::Chunk, &out, data.len()).unwrap(), data.clone());
+            if !keyed {
+                let with = codec.encode_with(&mut c, BlobKind::Chunk, &data).unwrap();
+                prop_assert_eq!(&out[..], &with[..]);
+            }
         }
 
         #[test]

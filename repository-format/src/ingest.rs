@@ -31,6 +31,7 @@ use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use crate::aligned_buf::{AlignedBuf, BufPool};
 use crate::blob::BlobKind;
 use crate::chunk_store::ChunkStore;
 use crate::digest::{is_all_zero, ChunkDigest};
@@ -395,6 +396,11 @@ pub(crate) fn ingest(
     let (work_tx, work_rx) = crossbeam_channel::bounded::<Job>(buffers);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreJob>(writers);
+    // The blobs of new chunks, reused: each is written from where it was encoded, and a reused
+    // buffer's pages are already resident (see `Codec::encode_into`). Never more of them exist
+    // than chunks in flight, which the memory budget pays for (`slot_bytes`).
+    let blobs = BufPool::new(buffers, chunk_size as usize + BLOB_SLACK as usize);
+    let blobs = &blobs;
     let level = store.codec().level();
     // What is read, decided before any reading: slots of a fixed index, spans of a
     // content-defined one (planned against the base's cuts, which stay in `index` until the
@@ -418,7 +424,7 @@ pub(crate) fn ingest(
                 let mut compressor = zstd::bulk::Compressor::new(level).ok();
                 for job in work_rx.iter() {
                     let stage = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        process(store, known, compressor.as_mut(), &job.buf)
+                        process(store, known, compressor.as_mut(), &blobs, &job.buf)
                     }))
                     .unwrap_or_else(|_| {
                         Stage::Done(Err(Error::Worker("a worker panicked".into())))
@@ -912,20 +918,21 @@ fn splice_spans(
 
 enum Stage {
     Done(Result<Outcome>),
-    Store { digest: ChunkDigest, blob: Vec<u8> },
+    Store { digest: ChunkDigest, blob: AlignedBuf },
 }
 
 struct StoreJob {
     at: ChunkAt,
     buf: Vec<u8>,
     digest: ChunkDigest,
-    blob: Vec<u8>,
+    blob: AlignedBuf,
 }
 
 fn process(
     store: &ChunkStore,
     known: &Mutex<HashSet<ChunkDigest>>,
     compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    blobs: &BufPool,
     data: &[u8],
 ) -> Stage {
     if is_all_zero(data) {
@@ -942,9 +949,17 @@ fn process(
     match store.touch(&digest) {
         Ok(true) => Stage::Done(Ok(Outcome::Known(digest))),
         Ok(false) => {
+            let mut out = blobs.get(0);
             let blob = match compressor {
-                Some(c) => store.codec().encode_with(c, BlobKind::Chunk, data),
-                None => store.codec().try_encode(BlobKind::Chunk, data),
+                Some(c) => store
+                    .codec()
+                    .encode_into(c, BlobKind::Chunk, data, &mut out)
+                    .map(|()| out),
+                None => store.codec().try_encode(BlobKind::Chunk, data).map(|b| {
+                    out.resize(b.len());
+                    out.copy_from_slice(&b);
+                    out
+                }),
             };
             match blob {
                 Ok(blob) => Stage::Store { digest, blob },
