@@ -110,6 +110,32 @@ impl AlignedBuf {
         &self.storage[self.start - prefix..self.start + self.len]
     }
 
+    /// For a direct read of a `len`-byte file: the storage from [`HEADROOM`] before the data
+    /// start, `len` bytes rounded up to a whole [`BUF_ALIGN`], page-aligned at both ends (what
+    /// `O_DIRECT` wants); `None` if this buffer's storage is not aligned. Read the file there,
+    /// then call [`AlignedBuf::settle_read`].
+    pub(crate) fn direct_read_region(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.resize(len);
+        if !self.is_aligned() {
+            return None;
+        }
+        let from = self.start - HEADROOM;
+        // In bounds: the storage holds `footprint(capacity)` bytes and `capacity >= len`.
+        let to = from + len.div_ceil(BUF_ALIGN) * BUF_ALIGN;
+        self.storage.get_mut(from..to)
+    }
+
+    /// After `read` bytes were read into [`AlignedBuf::direct_read_region`]: moves them to where
+    /// [`AlignedBuf::with_prefix`] would have put them, the first `prefix` in front of the data
+    /// start and the rest as the data.
+    pub(crate) fn settle_read(&mut self, read: usize, prefix: usize) {
+        let prefix = prefix.min(HEADROOM).min(read);
+        let from = self.start - HEADROOM;
+        self.storage
+            .copy_within(from..from + read, self.start - prefix);
+        self.len = read - prefix;
+    }
+
     /// Whether the data starts on a [`BUF_ALIGN`] boundary.
     pub fn is_aligned(&self) -> bool {
         self.as_ptr().align_offset(BUF_ALIGN) == 0
