@@ -278,7 +278,7 @@ pub struct Performance {
     #[serde(default = "default_chunk_memory_mib")]
     pub chunk_memory_mib: u64,
     /// The same limit for a restore, in MiB (default 200, at least 16). Each disk being
-    /// restored takes a fixed share (`restore::disk::WriteShape`: about 66 MiB alone, 30 MiB
+    /// restored takes a fixed share (`restore::disk::WriteShape`: about 70 MiB alone, 30 MiB
     /// beside others at 2 MiB chunks) and waits for it. Larger than a backup's because a
     /// restore process holds little else (an 8-disk restore: 193 MiB resident with 240 MiB of
     /// shares), and because a restore over a transport with latency is bound by how many
