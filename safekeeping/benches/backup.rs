@@ -31,8 +31,8 @@
 //! `safekeeping,restic,borg`) chooses the tools; `SAFEKEEPING_BENCH_NO_BUILD=1` uses release
 //! binaries that are already built; `SAFEKEEPING_BENCH_PERF=1` adds a full backup under
 //! `perf record` at the end (`target/bench-backup/perf.data`); `SAFEKEEPING_BENCH_SETTLE_SECS=N`
-//! waits N seconds after each round deletes the previous round's repositories (see
-//! `Bench::clear_repositories`); `SAFEKEEPING_BENCH_KEEP_LAB=1`
+//! waits N seconds after each round moves the previous round's repositories aside (see
+//! `Bench::clear_repositories`; they are deleted at the end); `SAFEKEEPING_BENCH_KEEP_LAB=1`
 //! leaves the lab up at the end, with the VM and the repositories, for restores by hand
 //! (`safekeeping-lab down --dir target/bench-backup/lab` stops it).
 //!
@@ -238,6 +238,7 @@ impl Bench {
     }
 
     fn run(&self) -> BoxResult<()> {
+        self.delete_previous_rounds();
         let size_arg = self.size.to_string();
         self.lab(&[
             "create-vm",
@@ -281,7 +282,7 @@ impl Bench {
             quiesce()?;
             let c = common::ceiling::measure(&flat, 1)?;
             ceilings.push(c);
-            self.clear_repositories()?;
+            self.clear_repositories(round)?;
             let mut order = tools.clone();
             let n = order.len().max(1);
             order.rotate_left(round % n);
@@ -310,6 +311,7 @@ impl Bench {
                 samples.entry((Step::Restore, tool)).or_default().push(s);
             }
         }
+        self.delete_previous_rounds();
         self.report(&counts, &parts, &ceilings, &floors, &samples, &sk_phases);
         if self.use_sk && std::env::var_os("SAFEKEEPING_BENCH_PERF").is_some() {
             self.profile()?;
@@ -330,16 +332,19 @@ impl Bench {
         Ok(())
     }
 
-    /// Deletes every tool's repository of the previous round (after the round's ceiling, so
-    /// that the deletion's work does not slow the ceiling down), writes back what that left
-    /// dirty, and waits [`Bench::settle`]. On ext4 without a journal (this benchmark's
-    /// machine), inodes freed within the last 60 s (300 s while their inode table block is
-    /// dirty) are searched past, one by one, by every new file and folder: a cost of the
-    /// harness deleting thousands of chunk files just before, which a backup host whose gc
-    /// ran minutes or hours earlier does not pay. `SAFEKEEPING_BENCH_SETTLE_SECS=61` waits it
-    /// out; the default, 0, keeps it in the figures. On the benchmark's VM, waiting made every
-    /// tool slower instead (docs/benchmarks.md), so the headline runs use 0.
-    fn clear_repositories(&self) -> BoxResult<()> {
+    /// Moves every tool's repository of the previous round aside (after the round's ceiling),
+    /// so that each tool starts the round with a new one, writes back what is dirty, and waits
+    /// [`Bench::settle`]. The old repositories are deleted at the end of the run
+    /// ([`Bench::delete_previous_rounds`]), not here: on ext4 without a journal (this
+    /// benchmark's machine), inodes freed within the last 60 s (300 s while their inode table
+    /// block is dirty) are searched past, one by one, by every new file and folder, so deleting
+    /// thousands of chunk files just before a backup made its every file creation scan them (a
+    /// sixth of a full backup's CPU in a profile, docs/benchmarks.md): a cost of the harness
+    /// that a backup host whose gc ran minutes or hours earlier does not pay, and that tools
+    /// writing few large files barely pay.
+    fn clear_repositories(&self, round: usize) -> BoxResult<()> {
+        let aside = self.previous_rounds().join(round.to_string());
+        fs::create_dir_all(&aside)?;
         for dir in [
             self.lab_dir.join("repo"),
             self.base.join("restic-repo"),
@@ -347,11 +352,26 @@ impl Bench {
             self.borg_repo(),
             self.base.join("borg-home"),
         ] {
-            let _ = fs::remove_dir_all(dir);
+            if let Some(name) = dir.file_name() {
+                if dir.exists() {
+                    fs::rename(&dir, aside.join(name))?;
+                }
+            }
         }
         quiesce()?;
         std::thread::sleep(self.settle);
         Ok(())
+    }
+
+    /// Where [`Bench::clear_repositories`] moves the repositories of earlier rounds.
+    fn previous_rounds(&self) -> PathBuf {
+        self.base.join("previous-rounds")
+    }
+
+    /// Deletes the repositories of earlier rounds (at the end of the run, and at its start
+    /// what an interrupted run left).
+    fn delete_previous_rounds(&self) {
+        let _ = fs::remove_dir_all(self.previous_rounds());
     }
 
     /// A full backup of `flat` (VM `bench`) into a fresh repository of `tool`.
