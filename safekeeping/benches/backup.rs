@@ -274,6 +274,7 @@ impl Bench {
         let mut samples: Samples = BTreeMap::new();
         let mut ceilings = Vec::new();
         let mut floors = Vec::new();
+        let mut device_floors = Vec::new();
         let datastore = self.lab_dir.join("datastores").join("datastore1");
         let mut sk_phases: Vec<[f64; 3]> = Vec::new();
         let tools = self.tools();
@@ -305,6 +306,15 @@ impl Bench {
             let runs = common::ceiling::data_runs(&flat)?;
             quiesce()?;
             floors.push(common::ceiling::write_floor(&datastore, &runs)?);
+            if self.use_sk {
+                // And with safekeeping's chunk files read from the device at the same time.
+                quiesce()?;
+                device_floors.push(common::ceiling::restore_floor(
+                    &datastore,
+                    &runs,
+                    &self.lab_dir.join("repo").join("chunks"),
+                )?);
+            }
             for &tool in &order {
                 quiesce()?;
                 let s = self.restore(tool, round)?;
@@ -312,6 +322,10 @@ impl Bench {
             }
         }
         self.delete_previous_rounds();
+        let floors = Floors {
+            write: floors,
+            device: device_floors,
+        };
         self.report(&counts, &parts, &ceilings, &floors, &samples, &sk_phases);
         if self.use_sk && std::env::var_os("SAFEKEEPING_BENCH_PERF").is_some() {
             self.profile()?;
@@ -583,10 +597,13 @@ impl Bench {
         counts: &common::guest_image::GuestCounts,
         parts: &common::ceiling::SizeBreakdown,
         ceilings: &[common::ceiling::Ceiling],
-        floors: &[f64],
+        floors: &Floors,
         samples: &Samples,
         sk_phases: &[[f64; 3]],
     ) {
+        let device: Vec<f64> = floors.device.iter().map(|(s, _)| *s).collect();
+        let device_bytes = floors.device.first().map(|(_, b)| *b);
+        let floors = &floors.write[..];
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         println!(
             "\n{} MiB guest-like disk: {:.0} MiB written (files {:.0}, media {:.0}, duplicates {:.0}), {} round(s), medians (each round in brackets)",
@@ -627,6 +644,14 @@ impl Bench {
             median(floors),
             rounded(floors)
         );
+        if let Some(bytes) = device_bytes {
+            println!(
+                "restore device floor (the same writes while safekeeping's {:.0} MiB of chunk files are read with O_DIRECT on 4 threads, as its restore reads them): {:.2} s {:?}",
+                mib(bytes),
+                median(&device),
+                rounded(&device)
+            );
+        }
         println!(
             "\n{:<34} {:>9} {:>10} {:>8} {:>10} {:>12} {:>11}  rounds (s)",
             "step", "wall s", "data s", "CPU s", "MB read", "stored MiB", "peak RSS MiB"
@@ -718,11 +743,23 @@ impl Bench {
             f64::NAN,
             f64::NAN,
         );
+        if let Some(sk) = samples.get(&(Step::Restore, Tool::Safekeeping)) {
+            if !device.is_empty() {
+                let of_device: Vec<f64> =
+                    sk.iter().zip(&device).map(|(s, f)| f / s.secs).collect();
+                println!(
+                    "  restore vs device floor (floor s / restore s, same round): {:.2} {:?}",
+                    median(&of_device),
+                    rounded(&of_device)
+                );
+            }
+        }
         if let (Some(sk), Some(peer)) = (
             samples.get(&(Step::Restore, Tool::Safekeeping)),
             samples.get(&(Step::Restore, Tool::Restic)),
         ) {
             let of_floor: Vec<f64> = sk.iter().zip(floors).map(|(s, f)| f / s.secs).collect();
+
             let floor_vs_restic: Vec<f64> =
                 peer.iter().zip(floors).map(|(p, f)| f / p.secs).collect();
             println!(
@@ -769,6 +806,13 @@ impl Bench {
             mib(parts.zstd1) * parts.unique_4k as f64 / parts.unique.max(1) as f64
         );
     }
+}
+
+/// The restore floors of each round ([`common::ceiling::write_floor`],
+/// [`common::ceiling::restore_floor`]: seconds and bytes read).
+struct Floors {
+    write: Vec<f64>,
+    device: Vec<(f64, u64)>,
 }
 
 fn sample(m: Measured, data_secs: f64, stored: u64, read: u64) -> Sample {

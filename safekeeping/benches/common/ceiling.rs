@@ -261,3 +261,92 @@ pub fn write_floor(dir: &Path, runs: &[(u64, u64)]) -> std::io::Result<f64> {
     let _ = std::fs::remove_file(&path);
     written.map(|()| secs)
 }
+
+/// Reads every file under `dir` (a repository's chunk files) with `O_DIRECT` on `threads`
+/// threads, as a local repository's restore reads its chunks; returns the bytes read.
+///
+/// # Errors
+/// Listing or reading the files.
+fn read_direct(dir: &Path, threads: usize) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                dirs.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                let (files, next) = (&files, &next);
+                s.spawn(move || -> std::io::Result<u64> {
+                    let mut raw = vec![0u8; (8 << 20) + WRITE_BLOCK];
+                    let start = raw.as_ptr().align_offset(WRITE_BLOCK);
+                    let buf = &mut raw[start..start + (8 << 20)];
+                    let mut bytes = 0;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = files.get(i) else {
+                            return Ok(bytes);
+                        };
+                        let f = std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECT)
+                            .open(path)?;
+                        let len = f.metadata()?.len() as usize;
+                        let want = len.next_multiple_of(WRITE_BLOCK).min(buf.len());
+                        let mut done = 0;
+                        while done < len.min(want) {
+                            let n = f.read_at(&mut buf[done..want], done as u64)?;
+                            if n == 0 {
+                                break;
+                            }
+                            done += n;
+                        }
+                        bytes += done as u64;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| std::io::Error::other("thread panicked"))?
+            })
+            .sum()
+    })
+}
+
+/// The machine's floor for a restore from a local repository whose chunks are not in memory
+/// (safekeeping reads and writes with direct I/O): every chunk file under `chunks` read with
+/// `O_DIRECT` on four threads while [`write_floor`] writes `runs`, both on the same device at
+/// once. Returns the wall seconds until both are done and the bytes read.
+///
+/// # Errors
+/// As [`read_direct`] and [`write_floor`].
+pub fn restore_floor(
+    datastore: &Path,
+    runs: &[(u64, u64)],
+    chunks: &Path,
+) -> std::io::Result<(f64, u64)> {
+    let t = Instant::now();
+    let (read, written) = std::thread::scope(|s| {
+        let reader = s.spawn(|| read_direct(chunks, 4));
+        let written = write_floor(datastore, runs);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("reader panicked")));
+        (read, written)
+    });
+    let secs = t.elapsed().as_secs_f64();
+    written?;
+    Ok((secs, read?))
+}
