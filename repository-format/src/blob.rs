@@ -353,8 +353,7 @@ impl Codec {
         }
         out.resize(BLOB_HEADER_LEN + data.len());
         let room = data.len().saturating_sub(1);
-        let compressed = if self.level != 0 && room > 0 && !looks_incompressible(compressor, data)
-        {
+        let compressed = if self.level != 0 && room > 0 && !looks_incompressible(compressor, data) {
             compressor
                 .compress_to_buffer(data, &mut out[BLOB_HEADER_LEN..BLOB_HEADER_LEN + room])
                 .ok()

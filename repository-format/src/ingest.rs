@@ -424,7 +424,7 @@ pub(crate) fn ingest(
                 let mut compressor = zstd::bulk::Compressor::new(level).ok();
                 for job in work_rx.iter() {
                     let stage = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        process(store, known, compressor.as_mut(), &blobs, &job.buf)
+                        process(store, known, compressor.as_mut(), blobs, &job.buf)
                     }))
                     .unwrap_or_else(|_| {
                         Stage::Done(Err(Error::Worker("a worker panicked".into())))
@@ -918,7 +918,10 @@ fn splice_spans(
 
 enum Stage {
     Done(Result<Outcome>),
-    Store { digest: ChunkDigest, blob: AlignedBuf },
+    Store {
+        digest: ChunkDigest,
+        blob: AlignedBuf,
+    },
 }
 
 struct StoreJob {

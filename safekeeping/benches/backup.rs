@@ -352,8 +352,8 @@ impl Bench {
     /// ([`Bench::delete_previous_rounds`]), not here: on ext4 without a journal (this
     /// benchmark's machine), inodes freed within the last 60 s (300 s while their inode table
     /// block is dirty) are searched past, one by one, by every new file and folder, so deleting
-    /// thousands of chunk files just before a backup made its every file creation scan them (a
-    /// sixth of a full backup's CPU in a profile, docs/benchmarks.md): a cost of the harness
+    /// thousands of chunk files just before a backup made its every file creation scan them
+    /// (about 14 % of a full backup's samples in a profile, docs/benchmarks.md): a cost of the harness
     /// that a backup host whose gc ran minutes or hours earlier does not pay, and that tools
     /// writing few large files barely pay.
     fn clear_repositories(&self, round: usize) -> BoxResult<()> {
@@ -745,8 +745,7 @@ impl Bench {
         );
         if let Some(sk) = samples.get(&(Step::Restore, Tool::Safekeeping)) {
             if !device.is_empty() {
-                let of_device: Vec<f64> =
-                    sk.iter().zip(&device).map(|(s, f)| f / s.secs).collect();
+                let of_device: Vec<f64> = sk.iter().zip(&device).map(|(s, f)| f / s.secs).collect();
                 println!(
                     "  restore vs device floor (floor s / restore s, same round): {:.2} {:?}",
                     median(&of_device),

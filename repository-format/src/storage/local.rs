@@ -912,9 +912,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path());
         let mut expected = Vec::new();
-        for (i, len) in [0, 1, 4095, 4096, 4097, 3 * 4096 + 100, (1 << 20) + 5, 2 << 20]
-            .into_iter()
-            .enumerate()
+        for (i, len) in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            3 * 4096 + 100,
+            (1 << 20) + 5,
+            2 << 20,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let data: Vec<u8> = (0..len).map(|j| (j * 7 + i * 13) as u8).collect();
             let mut aligned = AlignedBuf::zeroed(len);
@@ -971,7 +980,9 @@ mod tests {
                 .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
                 .open(&probe);
             match f {
-                Ok(f) => std::os::unix::fs::FileExt::write_at(&f, &shifted[8..8 + 4096], 0).is_err(),
+                Ok(f) => {
+                    std::os::unix::fs::FileExt::write_at(&f, &shifted[8..8 + 4096], 0).is_err()
+                }
                 Err(_) => true,
             }
         };
