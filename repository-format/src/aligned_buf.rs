@@ -194,12 +194,11 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Spare buffer storage shared by the threads of one restore or export (cheap to clone).
-/// Holds at most `keep` allocations; more are freed.
+/// Spare buffer storage shared by the threads of one restore, export or ingest (cheap to
+/// clone). Holds at most `keep` allocations; more are freed.
 #[derive(Clone)]
 pub struct BufPool {
-    spare: Arc<Mutex<Vec<Vec<u8>>>>,
-    keep: usize,
+    spare: Arc<Mutex<Spares>>,
     /// Data capacity of every new allocation, so that reused buffers never need to grow.
     min_capacity: usize,
 }
@@ -209,22 +208,35 @@ impl BufPool {
     /// `min_capacity` bytes of data.
     pub fn new(keep: usize, min_capacity: usize) -> Self {
         Self {
-            spare: Arc::new(Mutex::new(Vec::new())),
-            keep,
+            spare: Arc::new(Mutex::new(Spares {
+                storage: Vec::new(),
+                keep,
+                out: 0,
+                bound_out: false,
+            })),
             min_capacity,
         }
+    }
+
+    /// A pool whose buffers, those handed out and the spares together, number at most `keep`
+    /// ([`BufPool::set_keep`]) whenever one comes back: for an owner that pays for every buffer
+    /// it holds, in use or not (an ingest's blobs). More are made when asked for, and freed
+    /// when they come back.
+    pub fn bounded(keep: usize, min_capacity: usize) -> Self {
+        let pool = Self::new(keep, min_capacity);
+        pool.spares().bound_out = true;
+        pool
     }
 
     /// A buffer of `len` bytes, reusing a spare allocation when there is one (its bytes are
     /// stale: overwrite before reading), else a new zero-filled one. It returns to the pool
     /// when dropped.
     pub fn get(&self, len: usize) -> AlignedBuf {
-        let storage = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
+        let storage = {
+            let mut spares = self.spares();
+            spares.out += 1;
+            spares.storage.pop().unwrap_or_default()
+        };
         let mut b = AlignedBuf::from_storage(storage, Some(self.clone()));
         if b.capacity() < self.min_capacity {
             b.resize(self.min_capacity);
@@ -235,16 +247,50 @@ impl BufPool {
 
     /// Spare allocations held now.
     pub fn spare(&self) -> usize {
-        self.spare.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.spares().storage.len()
+    }
+
+    /// Keeps at most `keep` allocations from now on (spares; with [`BufPool::bounded`], spares
+    /// and buffers handed out), freeing spares beyond it: for an owner whose memory share
+    /// changes while it runs (an ingest's slots).
+    pub fn set_keep(&self, keep: usize) {
+        let mut spares = self.spares();
+        spares.keep = keep;
+        let room = spares.room();
+        spares.storage.truncate(room);
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, Spares> {
+        // A poisoned list is still a valid list of allocations.
+        self.spare.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn give_back(&self, storage: Vec<u8>) {
-        if storage.is_empty() {
-            return;
+        let mut spares = self.spares();
+        spares.out = spares.out.saturating_sub(1);
+        if !storage.is_empty() && spares.storage.len() < spares.room() {
+            spares.storage.push(storage);
         }
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < self.keep {
-            spare.push(storage);
+    }
+}
+
+/// The allocations a [`BufPool`] holds, and how many it may hold.
+struct Spares {
+    storage: Vec<Vec<u8>>,
+    keep: usize,
+    /// Buffers handed out and not back yet.
+    out: usize,
+    /// Whether `keep` bounds the buffers handed out too ([`BufPool::bounded`]).
+    bound_out: bool,
+}
+
+impl Spares {
+    /// How many spares may be held now.
+    fn room(&self) -> usize {
+        if self.bound_out {
+            self.keep.saturating_sub(self.out)
+        } else {
+            self.keep
         }
     }
 }
@@ -253,7 +299,7 @@ impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
             .field("spare", &self.spare())
-            .field("keep", &self.keep)
+            .field("keep", &self.spares().keep)
             .finish()
     }
 }
@@ -313,5 +359,33 @@ mod tests {
         assert_eq!(own, copy);
         drop((own, copy));
         assert_eq!(pool.spare(), 2);
+        // A smaller share frees what is beyond it, now and when buffers come back.
+        let held = pool.get(10);
+        pool.set_keep(0);
+        assert_eq!(pool.spare(), 0);
+        drop(held);
+        assert_eq!(pool.spare(), 0);
+        pool.set_keep(1);
+        drop(pool.get(10));
+        assert_eq!(pool.spare(), 1);
+    }
+
+    #[test]
+    fn a_bounded_pool_counts_its_buffers_in_use_against_its_limit() {
+        let pool = BufPool::bounded(3, 0);
+        let held: Vec<_> = (0..5).map(|_| pool.get(10)).collect();
+        drop(held);
+        // Three may exist at once: three come back as spares, the other two are freed.
+        assert_eq!(pool.spare(), 3);
+        let (a, b) = (pool.get(1), pool.get(1));
+        assert_eq!(pool.spare(), 1);
+        pool.set_keep(2);
+        assert_eq!(pool.spare(), 0, "two in use fill a limit of two");
+        drop(a);
+        assert_eq!(pool.spare(), 1);
+        pool.set_keep(1);
+        assert_eq!(pool.spare(), 0);
+        drop(b);
+        assert_eq!(pool.spare(), 1);
     }
 }

@@ -292,6 +292,9 @@ struct ChunkSlots {
     max: usize,
     chunk_size: u32,
     tuning: IngestTuning,
+    /// The pool of the blobs of new chunks, bounded by the paid slots (see
+    /// [`ChunkSlots::share_blobs`]).
+    blobs: Option<BufPool>,
 }
 
 impl ChunkSlots {
@@ -314,6 +317,24 @@ impl ChunkSlots {
             max: tuning.buffers.max(min),
             chunk_size,
             tuning: *tuning,
+            blobs: None,
+        }
+    }
+
+    /// The same slots, also bounding the spare blobs `blobs` keeps.
+    fn with_blobs(mut self, blobs: BufPool) -> Self {
+        self.blobs = Some(blobs);
+        self.share_blobs();
+        self
+    }
+
+    /// Each slot pays for a chunk buffer and the blob made of it ([`slot_bytes`]), so the blob
+    /// pool (a [`BufPool::bounded`] one) keeps blobs in use and spares together to the paid
+    /// slots, also after the ingest gives slots back to another one. A blob exists only while
+    /// its chunk is in flight, so blobs in use never outnumber the slots.
+    fn share_blobs(&self) {
+        if let Some(blobs) = &self.blobs {
+            blobs.set_keep(self.paid);
         }
     }
 
@@ -330,6 +351,7 @@ impl ChunkSlots {
                 .try_grow(self.tuning.slot_cost(self.paid, self.chunk_size))
         {
             self.paid += 1;
+            self.share_blobs();
         }
         if self.made < self.paid {
             self.made += 1;
@@ -348,6 +370,7 @@ impl ChunkSlots {
             self.paid -= 1;
             self.reservation
                 .shrink(self.tuning.slot_cost(self.paid, self.chunk_size));
+            self.share_blobs();
             // The waiter may well take this very buffer.
             self.reservation.budget().recycle(buf);
         } else {
@@ -399,7 +422,7 @@ pub(crate) fn ingest(
     // The blobs of new chunks, reused: each is written from where it was encoded, and a reused
     // buffer's pages are already resident (see `Codec::encode_into`). Never more of them exist
     // than chunks in flight, which the memory budget pays for (`slot_bytes`).
-    let blobs = BufPool::new(buffers, chunk_size as usize + BLOB_SLACK as usize);
+    let blobs = BufPool::bounded(buffers, chunk_size as usize + BLOB_SLACK as usize);
     let blobs = &blobs;
     let level = store.codec().level();
     // What is read, decided before any reading: slots of a fixed index, spans of a
@@ -492,7 +515,8 @@ pub(crate) fn ingest(
             None => source.buffers_held() as u64 * u64::from(chunk_size),
             Some(_) => (source.buffers_held() as u64 + 1) * CDC_READ_EXTENT,
         };
-        let slots = ChunkSlots::reserve(budget, &tuning, chunk_size, source_bytes);
+        let slots = ChunkSlots::reserve(budget, &tuning, chunk_size, source_bytes)
+            .with_blobs(blobs.clone());
         let mut feed = Feed {
             work_tx: Some(work_tx),
             done_rx,
@@ -1103,6 +1127,37 @@ mod slots_tests {
         assert_eq!(slots.paid, 2);
         // The minimum stays: the ingest keeps going with its own buffers.
         assert!(slots.take().is_some() && slots.take().is_some());
+    }
+
+    /// The blob pool holds, in use and spare together, no more blobs than the ingest's paid
+    /// slots: also after slots go back to another ingest.
+    #[test]
+    fn the_blob_pool_follows_the_paid_slots() {
+        let t = tuning(2, 6);
+        let budget = MemoryBudget::new(t.max_bytes(CS));
+        let blobs = BufPool::bounded(usize::MAX, 0);
+        let mut slots = ChunkSlots::reserve(&budget, &t, CS, 0).with_blobs(blobs.clone());
+        let taken: Vec<_> = std::iter::from_fn(|| slots.take()).collect();
+        assert_eq!(taken.len(), 6);
+        // Every slot in flight, each with a blob being written; they stay for the next ones.
+        drop((0..6).map(|_| blobs.get(100)).collect::<Vec<_>>());
+        assert_eq!(blobs.spare(), 6);
+        // Another ingest waits: the extra slots go back, and their blobs with them.
+        let other = budget.clone();
+        let wanted = t.max_bytes(CS) - t.min_bytes(CS);
+        let waiter = std::thread::spawn(move || other.reserve(wanted).bytes());
+        while !budget.has_waiters() {
+            std::thread::yield_now();
+        }
+        for b in taken {
+            slots.give_back(b);
+        }
+        assert_eq!(waiter.join().unwrap(), wanted);
+        assert_eq!(slots.paid, 2);
+        assert_eq!(blobs.spare(), 2);
+        // Three blobs at once are made when asked for; only two stay.
+        drop((blobs.get(1), blobs.get(1), blobs.get(1)));
+        assert_eq!(blobs.spare(), 2);
     }
 }
 
