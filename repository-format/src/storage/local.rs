@@ -862,9 +862,14 @@ mod direct_io {
     }
 
     /// `EINVAL`: what Linux answers to a direct I/O it does not support (at open) or whose
-    /// alignment it rejects (at write).
+    /// alignment it rejects (at write); `EOPNOTSUPP`, what some FUSE and network file systems
+    /// answer instead.
     fn refused(e: &io::Error) -> bool {
-        e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32)
+        use nix::errno::Errno;
+        matches!(
+            e.raw_os_error().map(Errno::from_raw),
+            Some(Errno::EINVAL | Errno::EOPNOTSUPP)
+        )
     }
 
     /// Turns `O_DIRECT` off on `f`, so the unaligned rest is written through the page cache.
