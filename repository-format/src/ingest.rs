@@ -321,7 +321,7 @@ impl ChunkSlots {
         }
     }
 
-    /// The same slots, also bounding the spare blobs `blobs` keeps.
+    /// The same slots, also bounding the blobs `blobs` holds (see [`ChunkSlots::share_blobs`]).
     fn with_blobs(mut self, blobs: BufPool) -> Self {
         self.blobs = Some(blobs);
         self.share_blobs();
@@ -420,8 +420,9 @@ pub(crate) fn ingest(
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let (store_tx, store_rx) = crossbeam_channel::bounded::<StoreJob>(writers);
     // The blobs of new chunks, reused: each is written from where it was encoded, and a reused
-    // buffer's pages are already resident (see `Codec::encode_into`). Never more of them exist
-    // than chunks in flight, which the memory budget pays for (`slot_bytes`).
+    // buffer's pages are already resident (see `Codec::encode_into`). In use and spare, they
+    // stay within the ingest's paid slots (`ChunkSlots::share_blobs`), which the memory budget
+    // pays for (`slot_bytes`).
     let blobs = BufPool::bounded(buffers, chunk_size as usize + BLOB_SLACK as usize);
     let blobs = &blobs;
     let level = store.codec().level();
