@@ -303,7 +303,7 @@ impl Codec {
     }
 
     /// Encodes with a caller-owned compressor (the ingest keeps one per worker thread).
-    /// Data that [`looks_incompressible`] is stored as is without compressing it whole: almost
+    /// Data that `looks_incompressible` is stored as is without compressing it whole: almost
     /// always the blob compression would have produced for it (compression is kept only when it
     /// makes the payload smaller), for a few percent of the work. A chunk whose compressible
     /// part falls between the samples is stored raw where a frame would have been a little

@@ -5,7 +5,7 @@
 //! so garbage collection's rename-recheck sweep (see [`crate::gc`]) never loses a touch; on an
 //! object store it is a HEAD, and the exclusive lock plus the commit's verification keep gc
 //! away from chunks in use. On an object store with a valid chunk cache a chunk the cache does
-//! not list is stored without a HEAD first (see [`ChunkStore::touch`]).
+//! not list is stored without a HEAD first (see `ChunkStore::touch`).
 
 use std::io::ErrorKind;
 use std::path::PathBuf;

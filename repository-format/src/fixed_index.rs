@@ -255,7 +255,7 @@ impl FixedIndex {
     ///
     /// # Errors
     /// [`Error::InvalidOption`] for a bad largest chunk (as for a chunk size) or a disk of more
-    /// than [`MAX_CHUNKS`] largest chunks (the limit of a fixed index of that chunk size).
+    /// than `MAX_CHUNKS` largest chunks (the limit of a fixed index of that chunk size).
     pub fn new_variable(size: u64, max_chunk: u32) -> Result<Self> {
         validate_chunk_size(max_chunk)?;
         if size.div_ceil(u64::from(max_chunk)) > MAX_CHUNKS {
@@ -551,7 +551,7 @@ impl FixedIndex {
     /// the disk, and neither falls strictly inside a stored chunk; `chunks` are sorted, do not
     /// overlap, lie inside `start..end`, start at multiples of 4096, are 1 to `chunk_size()`
     /// bytes long (a multiple of 4096 unless the chunk ends the disk) and have non-zero ids;
-    /// at most [`MAX_CHUNKS`] chunks are stored afterwards. Costs the extents replaced plus a
+    /// at most `MAX_CHUNKS` chunks are stored afterwards. Costs the extents replaced plus a
     /// page, not the whole index.
     ///
     /// # Errors

@@ -110,7 +110,7 @@ impl Repository {
     /// run meanwhile; gc, which deletes, may not).
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] without object lock; a damaged object (named) stops the
+    /// [`crate::Error::InvalidOption`] without object lock; a damaged object (named) stops the
     /// refresh; storage errors.
     pub fn refresh_object_lock(
         &self,

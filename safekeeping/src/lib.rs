@@ -28,7 +28,7 @@
 //! - [`vsphere`] and [`disk_io`]: the steps. They import the support modules and the library
 //!   crates (`disk_io` also the vCenter session), never a wing.
 //! - Support modules (top-level files): [`config`], [`error`], [`cancel`], [`blocking`],
-//!   [`format`], [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
+//!   [`format`](mod@format), [`progress`], [`logging`], [`outcome`], [`report`], [`repo`], [`target`],
 //!   [`mapping`], [`stored`], [`metrics`], [`jobs`], [`notify`], [`history`]; they import
 //!   only each other.
 #![warn(missing_docs)]

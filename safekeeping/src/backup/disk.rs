@@ -5,7 +5,7 @@
 //!    disk must read and verify (it is the one that generation committed, and belongs there),
 //!    or the disk is read in full — a damaged or swapped base never blocks a backup, and is
 //!    never built upon;
-//! 2. [`changed_areas`]: what to read — every allocated area (`*`) for a full, the areas
+//! 2. [`changed_areas`](mod@changed_areas): what to read — every allocated area (`*`) for a full, the areas
 //!    changed since the previous change id otherwise; a change id vCenter refuses (CBT reset,
 //!    disk moved) turns this disk into a full read, the only safe answer;
 //! 3. [`read_disk`]: VDDK reads (with read-ahead) → hash → dedup → compress → store chunk →
@@ -429,7 +429,7 @@ pub struct DiskIngest {
 }
 
 /// Step 3's data path: reads one disk into `writer` on a blocking thread that owns its VDDK connection, with
-/// [`READ_AHEAD`] asynchronous reads in flight and a progress bar unless `-q`.
+/// `READ_AHEAD` asynchronous reads in flight and a progress bar unless `-q`.
 ///
 /// The disk first takes one of the run's VDDK connection permits
 /// ([`BackupContext::vddk_connections`]) and holds it until its connection is closed, so the

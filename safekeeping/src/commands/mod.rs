@@ -1,6 +1,6 @@
 //! The edge of the application: one module per command. Each turns its parsed arguments into
 //! the plain options the wings take (defaults from the configuration filled in once, here),
-//! runs the command and formats its report. [`run`] dispatches the parsed command line.
+//! runs the command and formats its report. [`run`](fn@run) dispatches the parsed command line.
 
 pub mod backup;
 pub mod check;

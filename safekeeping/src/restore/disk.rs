@@ -50,7 +50,7 @@ pub struct WriteShape {
 }
 
 impl WriteShape {
-    /// A disk restored alone: every core reading, and at least [`READ_THREADS_ALONE`]
+    /// A disk restored alone: every core reading, and at least `READ_THREADS_ALONE`
     /// threads, four chunks ahead per core, four writes in flight, four gathered writes of up
     /// to 4 MiB. About 70 MiB with 2 MiB chunks on two cores.
     pub fn alone() -> WriteShape {

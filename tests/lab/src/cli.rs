@@ -565,7 +565,7 @@ fn disk_local_path(dir: &LabDir, vm: &str, disk: usize) -> Result<PathBuf> {
     Ok(PathBuf::from(str_field(d, "local_path")?))
 }
 
-/// Resolves "[ds] folder/file" to a local file with the lab's datastore directories.
+/// Resolves `"[ds] folder/file"` to a local file with the lab's datastore directories.
 fn datastore_local_path(dir: &LabDir, ds_path: &str) -> Result<PathBuf> {
     let info = server::read_info(dir)?;
     let rest = ds_path.trim().strip_prefix('[').with_context(|| {

@@ -18,7 +18,7 @@ pub const MAX_DEPTH: usize = 512;
 /// # Errors
 ///
 /// [`Error::Xml`] when the document is not well-formed, uses an undeclared prefix, has no
-/// root element, or nests elements deeper than [`MAX_DEPTH`].
+/// root element, or nests elements deeper than `MAX_DEPTH`.
 pub fn parse(input: &[u8]) -> Result<Element, Error> {
     let mut reader = NsReader::from_reader(input);
     reader.config_mut().trim_text(false);
