@@ -204,15 +204,9 @@ impl LocalBackend {
     fn write_temp_unsynced(&self, target: &Path, data: &[u8]) -> io::Result<PathBuf> {
         #[cfg(target_os = "linux")]
         if self.direct.load(Ordering::Relaxed) && direct_io::suits(data) {
-            let dir = target.parent().unwrap_or(Path::new("."));
-            let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-            return match direct_io::write_chunk_file(&tmp, data, &self.direct) {
-                Ok(()) => Ok(tmp),
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    Err(e)
-                }
-            };
+            return Self::with_temp_file(target, |tmp| {
+                direct_io::write_chunk_file(tmp, data, &self.direct)
+            });
         }
         Self::write_temp_file(target, data, !cfg!(target_os = "linux"))
     }
@@ -285,17 +279,25 @@ impl LocalBackend {
     /// Writes `data` to a fresh temporary file beside `target`, fsynced if `sync`; a failed
     /// write leaves no file behind.
     fn write_temp_file(target: &Path, data: &[u8], sync: bool) -> io::Result<PathBuf> {
-        let dir = target.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Self::with_temp_file(target, |tmp| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
             f.write_all(data)?;
             if sync {
                 f.sync_all()?;
             }
             Ok(())
-        })();
-        match result {
+        })
+    }
+
+    /// Runs `write` on a fresh temporary file name beside `target` and returns the name; a
+    /// failed write leaves no file behind.
+    fn with_temp_file(
+        target: &Path,
+        write: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
+        let dir = target.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        match write(&tmp) {
             Ok(()) => Ok(tmp),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
