@@ -368,11 +368,8 @@ impl Codec {
             }
         };
         out.resize(BLOB_HEADER_LEN + payload_len);
-        let crc = crc32fast::hash(&out[BLOB_HEADER_LEN..]);
-        out[..8].copy_from_slice(&magic(kind, encoding));
-        out[8..12].copy_from_slice(&crc.to_le_bytes());
-        out[12..16].copy_from_slice(&0u32.to_le_bytes());
-        out[16..24].copy_from_slice(&(payload_len as u64).to_le_bytes());
+        let header = plain_header(kind, encoding, &out[BLOB_HEADER_LEN..]);
+        out[..BLOB_HEADER_LEN].copy_from_slice(&header);
         Ok(())
     }
 
@@ -605,12 +602,19 @@ fn decompress(payload: &[u8], limit: usize) -> Result<Vec<u8>, BlobError> {
 
 fn assemble(kind: BlobKind, encoding: Encoding, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(BLOB_HEADER_LEN + payload.len());
-    out.extend_from_slice(&magic(kind, encoding));
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&plain_header(kind, encoding, payload));
     out.extend_from_slice(payload);
     out
+}
+
+/// The header of an unencrypted blob of `payload`: magic, CRC32 of the payload, a reserved
+/// zero, the payload's length.
+fn plain_header(kind: BlobKind, encoding: Encoding, payload: &[u8]) -> [u8; BLOB_HEADER_LEN] {
+    let mut h = [0u8; BLOB_HEADER_LEN];
+    h[..8].copy_from_slice(&magic(kind, encoding));
+    h[8..12].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h
 }
 
 #[cfg(test)]
