@@ -1106,6 +1106,20 @@ mod slots_tests {
         assert!(budget.in_use() <= budget.limit());
     }
 
+    /// Another ingest asking `budget` for `wanted` bytes, returned once it waits for them; it
+    /// answers the bytes it got.
+    fn another_ingest_waits(
+        budget: &Arc<MemoryBudget>,
+        wanted: u64,
+    ) -> std::thread::JoinHandle<u64> {
+        let other = Arc::clone(budget);
+        let waiter = std::thread::spawn(move || other.reserve(wanted).bytes());
+        while !budget.has_waiters() {
+            std::thread::yield_now();
+        }
+        waiter
+    }
+
     #[test]
     fn extra_buffers_go_back_while_another_ingest_waits() {
         let t = tuning(2, 6);
@@ -1113,13 +1127,9 @@ mod slots_tests {
         let mut slots = ChunkSlots::reserve(&budget, &t, CS, 0);
         let taken: Vec<_> = std::iter::from_fn(|| slots.take()).collect();
         assert_eq!(taken.len(), 6);
-        let other = budget.clone();
         // The waiter needs every extra buffer back.
         let wanted = t.max_bytes(CS) - t.min_bytes(CS);
-        let waiter = std::thread::spawn(move || other.reserve(wanted).bytes());
-        while !budget.has_waiters() {
-            std::thread::yield_now();
-        }
+        let waiter = another_ingest_waits(&budget, wanted);
         // Returned buffers beyond the minimum are freed until the waiter fits.
         for b in taken {
             slots.give_back(b);
@@ -1144,12 +1154,8 @@ mod slots_tests {
         drop((0..6).map(|_| blobs.get(100)).collect::<Vec<_>>());
         assert_eq!(blobs.spare(), 6);
         // Another ingest waits: the extra slots go back, and their blobs with them.
-        let other = budget.clone();
         let wanted = t.max_bytes(CS) - t.min_bytes(CS);
-        let waiter = std::thread::spawn(move || other.reserve(wanted).bytes());
-        while !budget.has_waiters() {
-            std::thread::yield_now();
-        }
+        let waiter = another_ingest_waits(&budget, wanted);
         for b in taken {
             slots.give_back(b);
         }

@@ -58,14 +58,14 @@ fn over_chunks<T: Send>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| std::io::Error::other("thread panicked"))?
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     })
+}
+
+/// A measuring thread's result; its panic as an error.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, std::io::Result<T>>) -> std::io::Result<T> {
+    h.join()
+        .map_err(|_| std::io::Error::other("thread panicked"))?
 }
 
 /// One measurement of the ceiling.
@@ -315,13 +315,7 @@ fn read_direct(dir: &Path, threads: usize) -> std::io::Result<u64> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| std::io::Error::other("thread panicked"))?
-            })
-            .sum()
+        handles.into_iter().map(joined).sum()
     })
 }
 
@@ -341,9 +335,7 @@ pub fn restore_floor(
     let (read, written) = std::thread::scope(|s| {
         let reader = s.spawn(|| read_direct(chunks, 4));
         let written = write_floor(datastore, runs);
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("reader panicked")));
+        let read = joined(reader);
         (read, written)
     });
     let secs = t.elapsed().as_secs_f64();
